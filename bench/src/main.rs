@@ -1,0 +1,298 @@
+//! Side-by-side benchmark: Quarry's embedded store against plain DataFusion on the same Parquet
+//! files, in one process and one run, so that machine noise hits both alike.
+//!
+//! 1. Generate the IoT readings (default 10M rows, 100,000 devices) as Parquet files, and a CSV
+//!    copy of the first `--csv-rows` rows.
+//! 2. Load the Parquet files, then the CSV file, into 800-shard tables through the same path as
+//!    `quarry load` (read, cast, token, sort, write runs); report rows/s.
+//! 3. Run (a) a filtered count and (b) a per-device aggregate, warm, on the store and on the
+//!    Parquet files with plain DataFusion; check the answers agree; report medians and ratios.
+//!
+//! Run with `cargo run --release -p quarry-bench -- --help`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use arrow::array::RecordBatch;
+use clap::Parser;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use parquet::arrow::ArrowWriter;
+use quarry_core::schema::TableName;
+use quarry_ingest::{ReadOptions, Source, read_source};
+use quarry_iot::IotConfig;
+use quarry_sql::QuarrySession;
+use quarry_store::{EmbeddedOptions, EmbeddedStore, Store};
+
+#[derive(Debug, Parser)]
+#[command(about = "Quarry's store vs plain DataFusion on the same Parquet files")]
+struct Args {
+    /// Rows to generate.
+    #[arg(long, default_value_t = 10_000_000)]
+    rows: u64,
+    /// Distinct devices.
+    #[arg(long, default_value_t = 100_000)]
+    devices: u64,
+    /// Parquet files to split the data set into.
+    #[arg(long, default_value_t = 10)]
+    files: u64,
+    /// Rows of the CSV load test (the first rows of the same data set).
+    #[arg(long, default_value_t = 2_000_000)]
+    csv_rows: u64,
+    /// Timed runs per query (after one warm-up run); the median is reported.
+    #[arg(long, default_value_t = 5)]
+    iterations: usize,
+    /// Work directory (default: a temporary directory, removed afterwards).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+const QUERIES: [(&str, &str); 2] = [
+    (
+        "(a) count temp > 90",
+        "SELECT count(*) AS n FROM {t} WHERE sensor = 'temp' AND value > 90",
+    ),
+    (
+        "(b) per-device temp count/avg/max",
+        "SELECT device_id, count(*) AS n, avg(value) AS avg_value, max(value) AS max_value \
+         FROM {t} WHERE sensor = 'temp' GROUP BY device_id ORDER BY device_id",
+    ),
+];
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let temp = tempfile::tempdir()?;
+    let work = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&work)?;
+    println!(
+        "Quarry benchmark: {} rows, {} devices, {} cores",
+        args.rows,
+        args.devices,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+
+    let parquet_dir = work.join("parquet");
+    let csv_path = work.join("readings.csv");
+    let started = Instant::now();
+    generate(&args, &parquet_dir, &csv_path)?;
+    println!(
+        "generated the data set in {:.1} s\n",
+        started.elapsed().as_secs_f64()
+    );
+
+    let store_dir = work.join("store");
+    let _ = std::fs::remove_dir_all(&store_dir);
+    let store = Arc::new(EmbeddedStore::open(&store_dir, EmbeddedOptions::default())?);
+    let session = QuarrySession::new(store.clone() as Arc<dyn Store>);
+    session
+        .execute_script(
+            "CREATE KEYSPACE iot WITH shards = 800;
+             CREATE TABLE iot.readings (device_id bigint, ts timestamp, sensor text, value double, status int, PRIMARY KEY ((device_id), ts, sensor));
+             CREATE TABLE iot.readings_csv (device_id bigint, ts timestamp, sensor text, value double, status int, PRIMARY KEY ((device_id), ts, sensor));",
+        )
+        .await?;
+
+    let mut parquet_files: Vec<PathBuf> = std::fs::read_dir(&parquet_dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    parquet_files.sort();
+    let parquet_rate = load(&store, "iot.readings", &parquet_files).await?;
+    let csv_rate = load(&store, "iot.readings_csv", &[csv_path]).await?;
+    store.wait_idle();
+
+    let plain = SessionContext::new();
+    plain
+        .register_parquet(
+            "readings",
+            parquet_dir.to_string_lossy().as_ref(),
+            ParquetReadOptions::default(),
+        )
+        .await?;
+
+    println!(
+        "\n{:<36} {:>12} {:>14} {:>8}",
+        "query (warm, median)", "quarry", "datafusion", "ratio"
+    );
+    let mut ratios = Vec::new();
+    for (label, sql) in QUERIES {
+        let ours = sql.replace("{t}", "iot.readings");
+        let theirs = sql.replace("{t}", "readings");
+        let (quarry_time, quarry_rows) = time_query(args.iterations, || async {
+            Ok(session.execute(&ours).await?.batches)
+        })
+        .await?;
+        let (plain_time, plain_rows) = time_query(args.iterations, || async {
+            Ok(plain.sql(&theirs).await?.collect().await?)
+        })
+        .await?;
+        ensure!(
+            same_answer(&quarry_rows, &plain_rows)?,
+            "{label}: the store and plain DataFusion disagree"
+        );
+        let ratio = quarry_time.as_secs_f64() / plain_time.as_secs_f64();
+        ratios.push(ratio);
+        println!(
+            "{label:<36} {:>10.1}ms {:>12.1}ms {:>8.2}",
+            quarry_time.as_secs_f64() * 1e3,
+            plain_time.as_secs_f64() * 1e3,
+            ratio
+        );
+    }
+
+    println!("\nload from Parquet: {parquet_rate:>12.0} rows/s   (target >= 1,000,000)");
+    println!("load from CSV:     {csv_rate:>12.0} rows/s   (target >= 300,000)");
+    let worst = ratios.iter().cloned().fold(0.0, f64::max);
+    println!("worst query ratio: {worst:>12.2}          (target <= 1.5)");
+    let misses: Vec<&str> = [
+        (parquet_rate < 1_000_000.0, "Parquet load"),
+        (csv_rate < 300_000.0, "CSV load"),
+        (worst > 1.5, "query ratio"),
+    ]
+    .into_iter()
+    .filter_map(|(missed, what)| missed.then_some(what))
+    .collect();
+    if misses.is_empty() {
+        println!("all targets met");
+    } else {
+        println!("targets missed: {}", misses.join(", "));
+    }
+    Ok(())
+}
+
+/// Writes the data set as `files` Parquet files and the first `csv_rows` rows as CSV.
+fn generate(args: &Args, parquet_dir: &Path, csv_path: &Path) -> Result<()> {
+    let _ = std::fs::remove_dir_all(parquet_dir);
+    std::fs::create_dir_all(parquet_dir)?;
+    let config = IotConfig {
+        rows: args.rows,
+        devices: args.devices,
+        ..IotConfig::default()
+    };
+    let per_file = args.rows.div_ceil(args.files.max(1)).max(1);
+    let schema = quarry_iot::readings_schema();
+    let mut csv = arrow::csv::WriterBuilder::new()
+        .with_header(true)
+        .build(File::create(csv_path).context("creating the CSV file")?);
+    let (mut written, mut csv_written, mut file_index) = (0u64, 0u64, 0u64);
+    let mut writer: Option<ArrowWriter<File>> = None;
+    for batch in config.generator() {
+        let mut batch = batch;
+        while batch.num_rows() > 0 {
+            if writer.is_none() {
+                let path = parquet_dir.join(format!("readings-{file_index:03}.parquet"));
+                writer = Some(ArrowWriter::try_new(
+                    File::create(path)?,
+                    schema.clone(),
+                    None,
+                )?);
+                file_index += 1;
+            }
+            let room = (per_file - written % per_file) as usize;
+            let take = room.min(batch.num_rows());
+            let head = batch.slice(0, take);
+            if let Some(w) = writer.as_mut() {
+                w.write(&head)?;
+            }
+            if csv_written < args.csv_rows {
+                let n = ((args.csv_rows - csv_written) as usize).min(head.num_rows());
+                csv.write(&head.slice(0, n))?;
+                csv_written += n as u64;
+            }
+            written += take as u64;
+            batch = batch.slice(take, batch.num_rows() - take);
+            if written % per_file == 0
+                && let Some(w) = writer.take()
+            {
+                w.close()?;
+            }
+        }
+    }
+    if let Some(w) = writer.take() {
+        w.close()?;
+    }
+    Ok(())
+}
+
+/// Loads files the way `quarry load` does; returns rows per second.
+async fn load(store: &Arc<EmbeddedStore>, table: &str, files: &[PathBuf]) -> Result<f64> {
+    let name = TableName::parse(table)?;
+    let def = store.table(&name)?;
+    let started = Instant::now();
+    let mut batches = Vec::new();
+    let mut rows = 0;
+    for file in files {
+        let def = def.clone();
+        let source = Source::File(file.clone());
+        let data = tokio::task::spawn_blocking(move || {
+            read_source(&source, &def, &ReadOptions::default(), &mut |_| {})
+        })
+        .await??;
+        rows += data.rows;
+        batches.extend(data.batches);
+    }
+    let summary = store.write(&name, batches).await?;
+    let secs = started.elapsed().as_secs_f64();
+    ensure!(
+        summary.rows == rows,
+        "stored {} of {rows} rows",
+        summary.rows
+    );
+    let rate = rows as f64 / secs;
+    println!("loaded {rows} rows into {table} in {secs:.2} s ({rate:.0} rows/s)");
+    Ok(rate)
+}
+
+async fn time_query<F, Fut>(iterations: usize, run: F) -> Result<(Duration, Vec<RecordBatch>)>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<RecordBatch>>>,
+{
+    let result = run().await?;
+    let mut times = Vec::new();
+    for _ in 0..iterations.max(1) {
+        let started = Instant::now();
+        run().await?;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    Ok((times[times.len() / 2], result))
+}
+
+/// Compares results as printed text, row by row (both sides ORDER BY the same key).
+fn same_answer(a: &[RecordBatch], b: &[RecordBatch]) -> Result<bool> {
+    let text = |batches: &[RecordBatch]| -> Result<Vec<String>> {
+        let mut rows = Vec::new();
+        for batch in batches {
+            let options = arrow::util::display::FormatOptions::default();
+            let formatters = batch
+                .columns()
+                .iter()
+                .map(|c| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options))
+                .collect::<Result<Vec<_>, _>>()?;
+            for row in 0..batch.num_rows() {
+                rows.push(
+                    formatters
+                        .iter()
+                        .map(|f| {
+                            let s = f.value(row).to_string();
+                            // Averages may differ in the last bits with summation order.
+                            match s.parse::<f64>() {
+                                Ok(v) if s.contains('.') => format!("{v:.6}"),
+                                _ => s,
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join("|"),
+                );
+            }
+        }
+        Ok(rows)
+    };
+    Ok(text(a)? == text(b)?)
+}

@@ -1,0 +1,23 @@
+//! One module per subcommand.
+
+pub mod catalog;
+pub mod demo;
+pub mod load;
+pub mod sql;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use quarry_sql::QuarrySession;
+use quarry_store::{EmbeddedOptions, EmbeddedStore, Store};
+
+/// Opens the embedded store in `data_dir` and a SQL session over it.
+pub fn open(data_dir: &Path) -> anyhow::Result<(Arc<EmbeddedStore>, QuarrySession)> {
+    let store = Arc::new(
+        EmbeddedStore::open(data_dir, EmbeddedOptions::default())
+            .with_context(|| format!("opening the data directory {}", data_dir.display()))?,
+    );
+    let session = QuarrySession::new(store.clone() as Arc<dyn Store>);
+    Ok((store, session))
+}

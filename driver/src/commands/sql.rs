@@ -1,0 +1,80 @@
+//! `quarry sql`: statements from -e, -f, stdin, or the interactive shell.
+
+use std::fs::File;
+use std::io::{IsTerminal, Read, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use quarry_sql::{QuarrySession, QueryOutput};
+
+use crate::cli::SqlArgs;
+use crate::output::{OutputFormat, write_result};
+
+pub async fn run(data_dir: &Path, args: SqlArgs) -> anyhow::Result<()> {
+    let (_store, session) = super::open(data_dir)?;
+    let mut scripts = args.execute.clone();
+    if let Some(file) = &args.file {
+        scripts.push(
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
+        );
+    }
+    if scripts.is_empty() {
+        if std::io::stdin().is_terminal() && args.output.is_none() {
+            return crate::repl::run(&session, data_dir, args.format).await;
+        }
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading statements from stdin")?;
+        scripts.push(text);
+    }
+    let mut out: Box<dyn Write + Send> = match &args.output {
+        Some(path) => {
+            Box::new(File::create(path).with_context(|| format!("creating {}", path.display()))?)
+        }
+        None => Box::new(std::io::stdout().lock()),
+    };
+    for script in scripts {
+        for statement in quarry_core::ddl::split_statements(&script) {
+            let started = Instant::now();
+            let output = session.execute(&statement).await?;
+            print_output(&output, args.format, &mut out)?;
+            if args.timing {
+                eprintln!("Time: {:.3} s", started.elapsed().as_secs_f64());
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Prints a result: rows in the chosen format on `out`, messages on stderr (so that piped output
+/// holds only data).
+pub fn print_output(
+    output: &QueryOutput,
+    format: OutputFormat,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    match &output.message {
+        Some(message) => eprintln!("{message}"),
+        None => write_result(format, &output.schema, &output.batches, out)?,
+    }
+    Ok(())
+}
+
+/// Runs one statement in the shell or the demo and prints it as a table on stdout.
+pub async fn run_and_print(session: &QuarrySession, sql: &str) -> anyhow::Result<QueryOutput> {
+    let output = session.execute(sql).await?;
+    let mut stdout = std::io::stdout().lock();
+    match &output.message {
+        Some(message) => writeln!(stdout, "{message}")?,
+        None => write_result(
+            OutputFormat::Table,
+            &output.schema,
+            &output.batches,
+            &mut stdout,
+        )?,
+    }
+    Ok(output)
+}

@@ -1,0 +1,119 @@
+//! The interactive SQL shell: history, multi-line statements (end with ';'), `\timing`.
+
+use std::path::Path;
+use std::time::Instant;
+
+use quarry_sql::QuarrySession;
+use rustyline::DefaultEditor;
+use rustyline::error::ReadlineError;
+
+use crate::output::{OutputFormat, write_result};
+
+const HELP: &str = "Statements end with ';' and may span lines.
+  \\timing        toggle printing each statement's elapsed time
+  \\d             list tables            \\d ks.t   describe a table
+  \\format F      output format: table, csv, json, ndjson
+  \\q             quit (or Ctrl-D)
+SQL is DataFusion's dialect plus Quarry DDL (CREATE KEYSPACE/TABLE, SHOW, DESCRIBE) and token().";
+
+pub async fn run(
+    session: &QuarrySession,
+    data_dir: &Path,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    let mut editor = DefaultEditor::new()?;
+    let history = data_dir.join(".quarry_history");
+    let _ = editor.load_history(&history);
+    let mut format = if format == OutputFormat::Parquet {
+        OutputFormat::Table
+    } else {
+        format
+    };
+    let mut timing = false;
+    let mut buffer = String::new();
+    println!(
+        "Quarry SQL shell on {} — \\help for help, \\q to quit.",
+        data_dir.display()
+    );
+    loop {
+        let prompt = if buffer.is_empty() {
+            "quarry> "
+        } else {
+            "    ..> "
+        };
+        let line = match editor.readline(prompt) {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted) => {
+                buffer.clear();
+                continue;
+            }
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let trimmed = line.trim();
+        if buffer.is_empty() && trimmed.starts_with('\\') {
+            let _ = editor.add_history_entry(trimmed);
+            let mut words = trimmed.split_whitespace();
+            match (words.next(), words.next()) {
+                (Some("\\q" | "\\quit"), _) => break,
+                (Some("\\timing"), _) => {
+                    timing = !timing;
+                    println!("Timing is {}.", if timing { "on" } else { "off" });
+                }
+                (Some("\\d"), None) => execute(session, "SHOW TABLES", format, timing).await,
+                (Some("\\d"), Some(table)) => {
+                    execute(session, &format!("DESCRIBE {table}"), format, timing).await
+                }
+                (Some("\\format"), Some(name)) => match name {
+                    "table" => format = OutputFormat::Table,
+                    "csv" => format = OutputFormat::Csv,
+                    "json" => format = OutputFormat::Json,
+                    "ndjson" => format = OutputFormat::Ndjson,
+                    other => eprintln!("unknown format '{other}'; use table, csv, json or ndjson"),
+                },
+                (Some("\\help" | "\\h" | "\\?"), _) => println!("{HELP}"),
+                (Some(other), _) => eprintln!("unknown command {other}; \\help lists them"),
+                (None, _) => {}
+            }
+            continue;
+        }
+        if trimmed.is_empty() && buffer.is_empty() {
+            continue;
+        }
+        buffer.push_str(&line);
+        buffer.push('\n');
+        if !buffer.trim_end().ends_with(';') {
+            continue;
+        }
+        let text = std::mem::take(&mut buffer);
+        let _ = editor.add_history_entry(text.trim());
+        for statement in quarry_core::ddl::split_statements(&text) {
+            execute(session, &statement, format, timing).await;
+        }
+    }
+    let _ = editor.save_history(&history);
+    Ok(())
+}
+
+async fn execute(session: &QuarrySession, sql: &str, format: OutputFormat, timing: bool) {
+    let started = Instant::now();
+    match session.execute(sql).await {
+        Ok(output) => {
+            let mut stdout = std::io::stdout().lock();
+            let printed = match &output.message {
+                Some(message) => {
+                    println!("{message}");
+                    Ok(())
+                }
+                None => write_result(format, &output.schema, &output.batches, &mut stdout),
+            };
+            if let Err(e) = printed {
+                eprintln!("error: {e:#}");
+            }
+        }
+        Err(e) => eprintln!("error: {e}"),
+    }
+    if timing {
+        println!("Time: {:.3} s", started.elapsed().as_secs_f64());
+    }
+}

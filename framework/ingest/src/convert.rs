@@ -1,0 +1,462 @@
+//! Converting one input column to the Arrow type of its table column's CQL type.
+//!
+//! Conversion never fails on a bad value: the value becomes NULL, and [`bad_rows`] finds it by
+//! comparing null masks (non-null in, NULL out). Most conversions are Arrow's `cast` kernel with
+//! `safe` on; the rest are the CQL types Arrow has no notion of (uuid, timeuuid, inet, ascii, blob
+//! literals) and timestamps written as epoch milliseconds.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, StringArray, StringBuilder,
+    TimestampMillisecondArray, new_null_array,
+};
+use arrow::buffer::BooleanBuffer;
+use arrow::compute::kernels::zip::zip;
+use arrow::compute::{CastOptions, can_cast_types, cast_with_options};
+use arrow::datatypes::DataType;
+use arrow::error::ArrowError;
+use quarry_core::cql_type::{CqlType, TIMESTAMP_TZ};
+use uuid::Uuid;
+
+use crate::cql_text::{
+    inet_from_bytes, parse_blob_hex, parse_epoch_millis, parse_inet, parse_uuid, uuid_from_bytes,
+};
+
+/// Converts `input` to `ty`'s Arrow type, row for row. Values that are not valid values of `ty`
+/// become NULL; find them with [`bad_rows`].
+pub(crate) fn convert_column(input: &ArrayRef, ty: CqlType) -> Result<ArrayRef, ArrowError> {
+    let target = ty.arrow_type();
+    let input = plain(input)?;
+    if input.data_type() == &DataType::Null {
+        return Ok(new_null_array(&target, input.len()));
+    }
+    let converted = match (ty, input.data_type()) {
+        (CqlType::Uuid | CqlType::TimeUuid, DataType::Utf8) => {
+            uuid_from_text(input.as_string::<i32>(), ty == CqlType::TimeUuid)
+        }
+        (CqlType::Uuid | CqlType::TimeUuid, DataType::Binary) => {
+            uuid_from_binary(input.as_binary::<i32>(), ty == CqlType::TimeUuid)
+        }
+        (CqlType::Uuid | CqlType::TimeUuid, _) => {
+            let text = cast_or_nulls(&input, &DataType::Utf8);
+            uuid_from_text(text.as_string::<i32>(), ty == CqlType::TimeUuid)
+        }
+        (CqlType::Inet, DataType::Utf8) => inet_from_text(input.as_string::<i32>()),
+        (CqlType::Inet, DataType::Binary) => inet_from_binary(input.as_binary::<i32>()),
+        (CqlType::Inet, _) => {
+            let text = cast_or_nulls(&input, &DataType::Utf8);
+            inet_from_text(text.as_string::<i32>())
+        }
+        (CqlType::Ascii, _) => {
+            let text = cast_or_nulls(&input, &DataType::Utf8);
+            ascii_only(text.as_string::<i32>())
+        }
+        (CqlType::Text, DataType::Utf8) => input,
+        (CqlType::Blob, DataType::Utf8) => blob_from_hex(input.as_string::<i32>()),
+        (CqlType::Timestamp, DataType::Utf8) => timestamp_from_text(&input)?,
+        (CqlType::Timestamp, t) if t.is_integer() => {
+            // Whole numbers are milliseconds since the epoch, whatever their width.
+            let millis = cast_or_nulls(&input, &DataType::Int64);
+            cast_or_nulls(&millis, &target)
+        }
+        _ => cast_or_nulls(&input, &target),
+    };
+    debug_assert_eq!(converted.data_type(), &target);
+    Ok(converted)
+}
+
+/// Rows that are non-null in `input` but NULL in `output`: the values conversion rejected.
+pub(crate) fn bad_rows(input: &dyn Array, output: &dyn Array) -> Vec<usize> {
+    let Some(out_nulls) = output.logical_nulls() else {
+        return Vec::new();
+    };
+    let in_nulls = input.logical_nulls();
+    let in_null_count = in_nulls.as_ref().map_or(0, |n| n.null_count());
+    if out_nulls.null_count() == in_null_count {
+        // Conversion never turns NULL into a value, so equal counts mean equal masks.
+        return Vec::new();
+    }
+    let bad: BooleanBuffer = match in_nulls {
+        Some(in_nulls) => in_nulls.inner() & &!out_nulls.inner(),
+        None => !out_nulls.inner(),
+    };
+    bad.set_indices().collect()
+}
+
+/// Rows of a converted key column that hold no key: NULL, or empty text or bytes.
+pub(crate) fn keyless_rows(column: &dyn Array) -> Vec<usize> {
+    let empty = |row: usize, len: usize| column.is_null(row) || len == 0;
+    match column.data_type() {
+        DataType::Utf8 => {
+            let strings = column.as_string::<i32>();
+            (0..column.len())
+                .filter(|&row| empty(row, strings.value_length(row) as usize))
+                .collect()
+        }
+        DataType::Binary => {
+            let bytes = column.as_binary::<i32>();
+            (0..column.len())
+                .filter(|&row| empty(row, bytes.value_length(row) as usize))
+                .collect()
+        }
+        _ if column.null_count() == 0 => Vec::new(),
+        _ => (0..column.len())
+            .filter(|&row| column.is_null(row))
+            .collect(),
+    }
+}
+
+/// `input` with dictionary encoding removed and large or view strings and binaries as plain
+/// `Utf8` and `Binary`, so the conversions below see a handful of types.
+fn plain(input: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+    let to = match input.data_type() {
+        DataType::Dictionary(_, values) => Some(values.as_ref().clone()),
+        DataType::LargeUtf8 | DataType::Utf8View => Some(DataType::Utf8),
+        DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
+            Some(DataType::Binary)
+        }
+        _ => None,
+    };
+    match to {
+        Some(to) => plain(&cast_with_options(input, &to, &safe())?),
+        None => Ok(Arc::clone(input)),
+    }
+}
+
+fn safe() -> CastOptions<'static> {
+    CastOptions {
+        safe: true,
+        ..Default::default()
+    }
+}
+
+/// Arrow's cast with bad values as NULL; a type pair cast cannot convert makes every value bad.
+fn cast_or_nulls(input: &ArrayRef, to: &DataType) -> ArrayRef {
+    if input.data_type() == to {
+        return Arc::clone(input);
+    }
+    if !can_cast_types(input.data_type(), to) {
+        return new_null_array(to, input.len());
+    }
+    cast_with_options(input, to, &safe()).unwrap_or_else(|_| new_null_array(to, input.len()))
+}
+
+fn uuid_from_text(input: &StringArray, time_based: bool) -> ArrayRef {
+    let mut out = StringBuilder::with_capacity(input.len(), input.len() * 36);
+    let mut buf = Uuid::encode_buffer();
+    for value in input.iter() {
+        match value.and_then(|text| parse_uuid(text, time_based)) {
+            Some(u) => out.append_value(u.hyphenated().encode_lower(&mut buf)),
+            None => out.append_null(),
+        }
+    }
+    Arc::new(out.finish())
+}
+
+fn uuid_from_binary(input: &arrow::array::BinaryArray, time_based: bool) -> ArrayRef {
+    let mut out = StringBuilder::with_capacity(input.len(), input.len() * 36);
+    let mut buf = Uuid::encode_buffer();
+    for value in input.iter() {
+        match value.and_then(|bytes| uuid_from_bytes(bytes, time_based)) {
+            Some(u) => out.append_value(u.hyphenated().encode_lower(&mut buf)),
+            None => out.append_null(),
+        }
+    }
+    Arc::new(out.finish())
+}
+
+fn inet_from_text(input: &StringArray) -> ArrayRef {
+    let out: StringArray = input
+        .iter()
+        .map(|value| value.and_then(parse_inet).map(|ip| ip.to_string()))
+        .collect();
+    Arc::new(out)
+}
+
+fn inet_from_binary(input: &arrow::array::BinaryArray) -> ArrayRef {
+    let out: StringArray = input
+        .iter()
+        .map(|value| value.and_then(inet_from_bytes).map(|ip| ip.to_string()))
+        .collect();
+    Arc::new(out)
+}
+
+fn ascii_only(input: &StringArray) -> ArrayRef {
+    if input.values().is_ascii() {
+        return Arc::new(input.clone());
+    }
+    let out: StringArray = input
+        .iter()
+        .map(|value| value.filter(|text| text.is_ascii()))
+        .collect();
+    Arc::new(out)
+}
+
+fn blob_from_hex(input: &StringArray) -> ArrayRef {
+    let mut out = BinaryBuilder::with_capacity(input.len(), input.values().len() / 2);
+    let mut bytes = Vec::new();
+    for value in input.iter() {
+        match value {
+            Some(text) if parse_blob_hex(text, &mut bytes) => out.append_value(&bytes),
+            _ => out.append_null(),
+        }
+    }
+    Arc::new(out.finish())
+}
+
+/// Timestamps as text (RFC 3339, `YYYY-MM-DD HH:MM:SS[.fff]` in UTC, via cast) or as epoch
+/// milliseconds. The first value picks which reading is tried first; values it rejects get the
+/// other one, so a column may mix the two.
+fn timestamp_from_text(input: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+    let target = CqlType::Timestamp.arrow_type();
+    let strings = input.as_string::<i32>();
+    let as_text = || cast_or_nulls(input, &target);
+    let as_millis = || -> ArrayRef {
+        let millis: TimestampMillisecondArray = strings
+            .iter()
+            .map(|value| value.and_then(parse_epoch_millis))
+            .collect();
+        Arc::new(millis.with_timezone(TIMESTAMP_TZ))
+    };
+    let millis_first = strings
+        .iter()
+        .flatten()
+        .next()
+        .is_some_and(|text| parse_epoch_millis(text).is_some());
+    if millis_first {
+        first_valid(input, as_millis(), as_text)
+    } else {
+        first_valid(input, as_text(), as_millis)
+    }
+}
+
+/// `primary`, with the values it rejected taken from `fallback` (computed only if needed).
+fn first_valid(
+    input: &ArrayRef,
+    primary: ArrayRef,
+    fallback: impl FnOnce() -> ArrayRef,
+) -> Result<ArrayRef, ArrowError> {
+    if bad_rows(input.as_ref(), primary.as_ref()).is_empty() {
+        return Ok(primary);
+    }
+    let Some(valid) = primary.logical_nulls() else {
+        return Ok(primary);
+    };
+    let mask = BooleanArray::new(valid.into_inner(), None);
+    zip(&mask, &primary, &fallback())
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{
+        BinaryArray, Date32Array, Decimal128Array, FixedSizeBinaryArray, Float64Array, Int32Array,
+        Int64Array, Time64NanosecondArray, TimestampMicrosecondArray,
+    };
+
+    use super::*;
+
+    fn text(values: &[Option<&str>]) -> ArrayRef {
+        Arc::new(StringArray::from(values.to_vec()))
+    }
+
+    /// Converts and returns (output, bad rows).
+    fn run(input: ArrayRef, ty: CqlType) -> (ArrayRef, Vec<usize>) {
+        let out = convert_column(&input, ty).unwrap();
+        assert_eq!(out.data_type(), &ty.arrow_type(), "{ty}");
+        assert_eq!(out.len(), input.len());
+        let bad = bad_rows(input.as_ref(), out.as_ref());
+        (out, bad)
+    }
+
+    #[test]
+    fn numbers_from_text_flag_bad_values_and_keep_nulls() {
+        let (out, bad) = run(
+            text(&[Some("1.5"), None, Some("abc"), Some("-2")]),
+            CqlType::Double,
+        );
+        let out = out.as_any().downcast_ref::<Float64Array>().unwrap();
+        assert_eq!(out.value(0), 1.5);
+        assert!(out.is_null(1));
+        assert_eq!(bad, vec![2]);
+
+        let (_, bad) = run(text(&[Some("127"), Some("128")]), CqlType::TinyInt);
+        assert_eq!(bad, vec![1]);
+        let (_, bad) = run(text(&[Some("1.0"), Some("7")]), CqlType::Int);
+        assert_eq!(bad, vec![0]);
+    }
+
+    #[test]
+    fn booleans_accept_common_spellings() {
+        let (out, bad) = run(
+            text(&[
+                Some("true"),
+                Some("FALSE"),
+                Some("yes"),
+                Some("No"),
+                Some("1"),
+                Some("0"),
+            ]),
+            CqlType::Boolean,
+        );
+        assert!(bad.is_empty());
+        let out = out.as_boolean();
+        let got: Vec<bool> = (0..6).map(|i| out.value(i)).collect();
+        assert_eq!(got, vec![true, false, true, false, true, false]);
+        let (_, bad) = run(text(&[Some("maybe")]), CqlType::Boolean);
+        assert_eq!(bad, vec![0]);
+    }
+
+    #[test]
+    fn timestamps_from_text_and_epoch_millis() {
+        let (out, bad) = run(
+            text(&[
+                Some("2024-01-15T10:30:00Z"),
+                Some("2024-01-15 10:30:00.250"),
+                Some("2024-01-15T12:30:00+02:00"),
+                Some("1705314600000"),
+                Some("yesterday"),
+            ]),
+            CqlType::Timestamp,
+        );
+        assert_eq!(bad, vec![4]);
+        let out = out
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .unwrap();
+        assert_eq!(out.value(0), 1_705_314_600_000);
+        assert_eq!(out.value(1), 1_705_314_600_250);
+        assert_eq!(out.value(2), 1_705_314_600_000);
+        assert_eq!(out.value(3), 1_705_314_600_000);
+
+        // Millisecond-first columns fall back to text.
+        let (out, bad) = run(
+            text(&[Some("1705314600000"), Some("2024-01-15T10:30:00Z")]),
+            CqlType::Timestamp,
+        );
+        assert!(bad.is_empty());
+        let out = out
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .unwrap();
+        assert_eq!(out.value(1), 1_705_314_600_000);
+    }
+
+    #[test]
+    fn timestamps_from_numbers_and_other_units() {
+        let (out, bad) = run(
+            Arc::new(Int64Array::from(vec![1_705_314_600_000])),
+            CqlType::Timestamp,
+        );
+        assert!(bad.is_empty());
+        assert_eq!(
+            out.as_any()
+                .downcast_ref::<TimestampMillisecondArray>()
+                .unwrap()
+                .value(0),
+            1_705_314_600_000
+        );
+        let micros = TimestampMicrosecondArray::from(vec![1_705_314_600_000_123]);
+        let (out, _) = run(Arc::new(micros), CqlType::Timestamp);
+        assert_eq!(
+            out.as_any()
+                .downcast_ref::<TimestampMillisecondArray>()
+                .unwrap()
+                .value(0),
+            1_705_314_600_000
+        );
+    }
+
+    #[test]
+    fn dates_times_and_decimals_from_text() {
+        let (out, bad) = run(text(&[Some("1970-01-11"), Some("Jan 1")]), CqlType::Date);
+        assert_eq!(bad, vec![1]);
+        assert_eq!(
+            out.as_any().downcast_ref::<Date32Array>().unwrap().value(0),
+            10
+        );
+        let (out, bad) = run(text(&[Some("00:00:01.5"), Some("25:00")]), CqlType::Time);
+        assert_eq!(bad, vec![1]);
+        assert_eq!(
+            out.as_any()
+                .downcast_ref::<Time64NanosecondArray>()
+                .unwrap()
+                .value(0),
+            1_500_000_000
+        );
+        let (out, bad) = run(text(&[Some("12.25"), Some("x")]), CqlType::Decimal);
+        assert_eq!(bad, vec![1]);
+        assert_eq!(
+            out.as_any()
+                .downcast_ref::<Decimal128Array>()
+                .unwrap()
+                .value(0),
+            122_500_000_000
+        );
+    }
+
+    #[test]
+    fn uuids_inets_ascii_and_blobs() {
+        let (out, bad) = run(
+            text(&[Some("123E4567-E89B-12D3-A456-426614174000"), Some("nope")]),
+            CqlType::Uuid,
+        );
+        assert_eq!(bad, vec![1]);
+        assert_eq!(
+            out.as_string::<i32>().value(0),
+            "123e4567-e89b-12d3-a456-426614174000"
+        );
+        let (_, bad) = run(
+            text(&[Some("9b2f0e4c-5a1d-4c2b-8e7f-0a1b2c3d4e5f")]),
+            CqlType::TimeUuid,
+        );
+        assert_eq!(bad, vec![0]);
+        let uuid_bytes = Uuid::parse_str("123e4567-e89b-12d3-a456-426614174000")
+            .unwrap()
+            .into_bytes();
+        let fixed = FixedSizeBinaryArray::try_from_iter(std::iter::once(uuid_bytes)).unwrap();
+        let (out, bad) = run(Arc::new(fixed), CqlType::TimeUuid);
+        assert!(bad.is_empty());
+        assert_eq!(
+            out.as_string::<i32>().value(0),
+            "123e4567-e89b-12d3-a456-426614174000"
+        );
+
+        let (out, bad) = run(
+            text(&[Some("0:0:0:0:0:0:0:1"), Some("1.2.3.4"), Some("host")]),
+            CqlType::Inet,
+        );
+        assert_eq!(bad, vec![2]);
+        assert_eq!(out.as_string::<i32>().value(0), "::1");
+
+        let (_, bad) = run(text(&[Some("plain"), Some("café")]), CqlType::Ascii);
+        assert_eq!(bad, vec![1]);
+
+        let (out, bad) = run(text(&[Some("0xcafe"), Some("cafe")]), CqlType::Blob);
+        assert_eq!(bad, vec![1]);
+        assert_eq!(out.as_binary::<i32>().value(0), &[0xca, 0xfe]);
+        let (out, bad) = run(
+            Arc::new(BinaryArray::from(vec![&b"\x01\x02"[..]])),
+            CqlType::Blob,
+        );
+        assert!(bad.is_empty());
+        assert_eq!(out.as_binary::<i32>().value(0), &[1, 2]);
+    }
+
+    #[test]
+    fn text_from_other_types_and_impossible_casts() {
+        let (out, bad) = run(Arc::new(Int32Array::from(vec![7])), CqlType::Text);
+        assert!(bad.is_empty());
+        assert_eq!(out.as_string::<i32>().value(0), "7");
+        let (_, bad) = run(Arc::new(Int32Array::from(vec![7])), CqlType::Uuid);
+        assert_eq!(bad, vec![0]);
+    }
+
+    #[test]
+    fn keyless_rows_are_null_or_empty() {
+        let column = text(&[Some("a"), Some(""), None]);
+        assert_eq!(keyless_rows(column.as_ref()), vec![1, 2]);
+        let ints: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), None]));
+        assert_eq!(keyless_rows(ints.as_ref()), vec![1]);
+    }
+}

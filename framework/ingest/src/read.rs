@@ -1,0 +1,249 @@
+//! Reading one source into batches of a table's schema: the loop every format shares.
+
+use std::collections::BTreeMap;
+
+use arrow::array::{ArrayRef, BooleanArray, new_null_array};
+use arrow::compute::FilterBuilder;
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use quarry_core::schema::TableDef;
+
+use crate::column_match::key_columns;
+use crate::convert::{bad_rows, convert_column, keyless_rows};
+use crate::csv_source::CsvChunks;
+use crate::error::{Error, KeyKind, Location, Result};
+use crate::format::Format;
+use crate::ndjson_source::NdjsonChunks;
+use crate::parquet_source::ParquetChunks;
+use crate::problem::Problem;
+use crate::raw_chunk::{RawChunk, record_of, value_text};
+use crate::reject::Reject;
+use crate::source::Source;
+
+/// Rows per batch when [`ReadOptions`] does not say.
+pub const DEFAULT_BATCH_SIZE: usize = 64 * 1024;
+
+/// How to read a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// The input format; `None` (the default) takes it from the file's extension.
+    pub format: Option<Format>,
+    /// Rows per batch (default [`DEFAULT_BATCH_SIZE`], 64K); also how often `progress` is called.
+    pub batch_size: usize,
+    /// Keep going past bad rows, collecting them in [`SourceData::rejects`]. When false (the
+    /// default) the first bad row is an error and nothing is returned.
+    pub keep_rejects: bool,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            format: None,
+            batch_size: DEFAULT_BATCH_SIZE,
+            keep_rejects: false,
+        }
+    }
+}
+
+/// What one source held.
+#[derive(Debug, Clone)]
+pub struct SourceData {
+    /// The source's name: its path, or `<stdin>`.
+    pub source: String,
+    /// The good rows, in input order, each batch in the table's Arrow schema exactly (no empty
+    /// batches).
+    pub batches: Vec<RecordBatch>,
+    /// Number of rows in `batches`.
+    pub rows: u64,
+    /// Records that were not loaded, in input order (only when rejects are kept).
+    pub rejects: Vec<Reject>,
+}
+
+/// Reads `source` into batches of `table`'s Arrow schema.
+///
+/// Columns are matched by name; a table column the input lacks loads as NULL, but a primary-key
+/// column must be there and must have a value in every row. `progress` is called after each
+/// batch with the number of records read from this source so far.
+///
+/// Fails on an input that cannot be read or whose columns do not fit the table, and, unless
+/// `options.keep_rejects`, on the first bad row, with a message that names the line (or Parquet
+/// row), column, value and expected type.
+pub fn read_source(
+    source: &Source,
+    table: &TableDef,
+    options: &ReadOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<SourceData> {
+    let input = source.to_string();
+    let format = options
+        .format
+        .or_else(|| source.format_from_name())
+        .ok_or_else(|| Error::UnknownFormat {
+            input: input.clone(),
+        })?;
+    let batch_size = options.batch_size.max(1);
+    let mut chunks = match format {
+        Format::Csv => Chunks::Csv(CsvChunks::open(
+            source.open_stream()?,
+            &input,
+            table,
+            batch_size,
+        )?),
+        Format::NdJson => Chunks::NdJson(NdjsonChunks::open(
+            source.open_stream()?,
+            &input,
+            table,
+            batch_size,
+        )),
+        Format::Parquet => Chunks::Parquet(ParquetChunks::open(source, table, batch_size)?),
+    };
+    let target = Target::new(table);
+    let mut data = SourceData {
+        source: input,
+        batches: Vec::new(),
+        rows: 0,
+        rejects: Vec::new(),
+    };
+    let mut read = 0;
+    while let Some(chunk) = chunks.next_chunk()? {
+        read += chunk.records;
+        target.accept(chunk, options.keep_rejects, &mut data)?;
+        progress(read);
+    }
+    tracing::debug!(
+        source = %data.source,
+        rows = data.rows,
+        rejects = data.rejects.len(),
+        "read source"
+    );
+    Ok(data)
+}
+
+/// The format readers, behind one `next_chunk`.
+#[derive(Debug)]
+enum Chunks {
+    Csv(CsvChunks),
+    NdJson(NdjsonChunks),
+    Parquet(ParquetChunks),
+}
+
+impl Chunks {
+    fn next_chunk(&mut self) -> Result<Option<RawChunk>> {
+        match self {
+            Chunks::Csv(c) => c.next_chunk(),
+            Chunks::NdJson(c) => c.next_chunk(),
+            Chunks::Parquet(c) => c.next_chunk(),
+        }
+    }
+}
+
+/// The table being loaded, as conversion needs it.
+struct Target<'a> {
+    table: &'a TableDef,
+    schema: SchemaRef,
+    /// For each column, its part of the primary key, if any.
+    keys: Vec<Option<KeyKind>>,
+}
+
+impl<'a> Target<'a> {
+    fn new(table: &'a TableDef) -> Self {
+        let mut keys = vec![None; table.columns.len()];
+        for (column, kind) in key_columns(table) {
+            keys[column] = Some(kind);
+        }
+        Target {
+            table,
+            schema: table.arrow_schema(),
+            keys,
+        }
+    }
+
+    /// Converts a chunk to the table's schema and adds its good rows (and, when kept, its
+    /// rejects) to `data`; or fails on its first bad record when rejects are not kept.
+    fn accept(&self, chunk: RawChunk, keep_rejects: bool, data: &mut SourceData) -> Result<()> {
+        let input = data.source.as_str();
+        let rows = chunk.batch.num_rows();
+        // The first problem of each row with one, by column order.
+        let mut problems: BTreeMap<usize, Problem> = BTreeMap::new();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.table.columns.len());
+        for (i, column) in self.table.columns.iter().enumerate() {
+            let converted = match chunk.sources[i] {
+                Some(source) => {
+                    let raw = chunk.batch.column(source);
+                    let converted =
+                        convert_column(raw, column.cql_type).map_err(|e| Error::arrow(input, e))?;
+                    for row in bad_rows(raw.as_ref(), converted.as_ref()) {
+                        problems.entry(row).or_insert_with(|| Problem::BadValue {
+                            column: column.name.clone(),
+                            value: value_text(raw, row),
+                            expected: column.cql_type,
+                        });
+                    }
+                    converted
+                }
+                None => new_null_array(&column.cql_type.arrow_type(), rows),
+            };
+            if let Some(kind) = self.keys[i] {
+                for row in keyless_rows(converted.as_ref()) {
+                    problems.entry(row).or_insert_with(|| Problem::MissingKey {
+                        column: column.name.clone(),
+                        kind,
+                        expected: column.cql_type,
+                    });
+                }
+            }
+            columns.push(converted);
+        }
+
+        if !keep_rejects {
+            let first_row = problems
+                .first_key_value()
+                .map(|(&row, _)| (chunk.positions.get(row), row));
+            let first_flawed = chunk.flawed.first().map(|f| f.position);
+            let first = match (first_row, first_flawed) {
+                (Some((at_row, row)), flawed) if flawed.is_none_or(|f| at_row < f) => {
+                    problems.remove(&row).map(|p| (at_row, p))
+                }
+                _ => chunk
+                    .flawed
+                    .first()
+                    .map(|f| (f.position, f.problem.clone())),
+            };
+            if let Some((position, problem)) = first {
+                return Err(problem.into_error(Location::at(input, position)));
+            }
+        }
+
+        if !problems.is_empty() {
+            let keep: BooleanArray = (0..rows)
+                .map(|row| Some(!problems.contains_key(&row)))
+                .collect();
+            let filter = FilterBuilder::new(&keep).optimize().build();
+            columns = columns
+                .iter()
+                .map(|c| filter.filter(c))
+                .collect::<Result<_, _>>()
+                .map_err(|e| Error::arrow(input, e))?;
+        }
+
+        let mut rejects: Vec<Reject> = Vec::with_capacity(problems.len() + chunk.flawed.len());
+        for flawed in chunk.flawed {
+            let at = Location::at(input, flawed.position);
+            rejects.push(flawed.problem.into_reject(&at, Default::default()));
+        }
+        for (row, problem) in problems {
+            let at = Location::at(input, chunk.positions.get(row));
+            rejects.push(problem.into_reject(&at, record_of(&chunk.batch, row)));
+        }
+        // Both lists are in input order; a stable sort merges them.
+        rejects.sort_by_key(|r| r.line);
+        data.rejects.extend(rejects);
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)
+            .map_err(|e| Error::arrow(input, e))?;
+        if batch.num_rows() > 0 {
+            data.rows += batch.num_rows() as u64;
+            data.batches.push(batch);
+        }
+        Ok(())
+    }
+}

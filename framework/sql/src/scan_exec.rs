@@ -1,0 +1,172 @@
+//! The physical operator that reads a store scan.
+//!
+//! A planned scan is a list of splits over shard ranges; `StoreScanExec` deals them into
+//! DataFusion partitions (largest first, each to the partition with the fewest rows so far) and
+//! streams each partition's splits one after another.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::common::Result;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use futures::{StreamExt, TryStreamExt, stream};
+use quarry_core::schema::TableName;
+use quarry_store::{ScanPlan, ScanSplit};
+
+use crate::error::to_datafusion;
+
+/// Reads a store scan, split by split.
+#[derive(Debug)]
+pub struct StoreScanExec {
+    table: TableName,
+    schema: SchemaRef,
+    partitions: Vec<Vec<ScanSplit>>,
+    shards_selected: u32,
+    shards_total: u32,
+    pushed_filters: usize,
+    limit: Option<usize>,
+    properties: Arc<PlanProperties>,
+}
+
+impl StoreScanExec {
+    pub fn new(
+        table: TableName,
+        plan: ScanPlan,
+        target_partitions: usize,
+        pushed_filters: usize,
+        limit: Option<usize>,
+    ) -> Self {
+        let partitions = deal(plan.splits, target_partitions.max(1));
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(plan.schema.clone()),
+            Partitioning::UnknownPartitioning(partitions.len().max(1)),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        StoreScanExec {
+            table,
+            schema: plan.schema,
+            partitions,
+            shards_selected: plan.shards_selected,
+            shards_total: plan.shards_total,
+            pushed_filters,
+            limit,
+            properties: Arc::new(properties),
+        }
+    }
+
+    /// Shards the scan reads after pruning.
+    pub fn shards_selected(&self) -> u32 {
+        self.shards_selected
+    }
+
+    pub fn split_count(&self) -> usize {
+        self.partitions.iter().map(Vec::len).sum()
+    }
+}
+
+/// Deals splits into at most `n` partitions of similar row counts.
+fn deal(mut splits: Vec<ScanSplit>, n: usize) -> Vec<Vec<ScanSplit>> {
+    let n = n.min(splits.len()).max(1);
+    splits.sort_by(|a, b| b.estimated_rows.cmp(&a.estimated_rows));
+    let mut partitions: Vec<(u64, Vec<ScanSplit>)> = (0..n).map(|_| (0, Vec::new())).collect();
+    for split in splits {
+        if let Some(lightest) = partitions.iter_mut().min_by_key(|(rows, _)| *rows) {
+            lightest.0 += split.estimated_rows;
+            lightest.1.push(split);
+        }
+    }
+    for (_, p) in partitions.iter_mut() {
+        // Read in ring order within a partition.
+        p.sort_by_key(|s| *s.shards.start());
+    }
+    partitions.into_iter().map(|(_, p)| p).collect()
+}
+
+impl DisplayAs for StoreScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "StoreScanExec: table={}, shards={}/{}, splits={}, partitions={}",
+            self.table,
+            self.shards_selected,
+            self.shards_total,
+            self.split_count(),
+            self.partitions.len()
+        )?;
+        if self.pushed_filters > 0 {
+            write!(f, ", pushed_filters={}", self.pushed_filters)?;
+        }
+        if let Some(limit) = self.limit {
+            write!(f, ", limit={limit}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for StoreScanExec {
+    fn name(&self) -> &str {
+        "StoreScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let splits = self.partitions.get(partition).cloned().unwrap_or_default();
+        let batches = stream::iter(splits)
+            .map(|split| match split.source.open() {
+                Ok(batches) => batches.map_err(to_datafusion).boxed(),
+                Err(e) => stream::once(async move { Err(to_datafusion(e)) }).boxed(),
+            })
+            .flatten();
+        // The limit is a hint (a limit operator above still applies it exactly): stop reading
+        // splits once enough rows arrived.
+        let limited: SendableRecordBatchStream = match self.limit {
+            Some(limit) => {
+                let mut remaining = limit;
+                Box::pin(RecordBatchStreamAdapter::new(
+                    self.schema.clone(),
+                    batches.try_take_while(move |b| {
+                        let go = remaining > 0;
+                        remaining = remaining.saturating_sub(b.num_rows());
+                        futures::future::ready(Ok(go))
+                    }),
+                ))
+            }
+            None => Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches)),
+        };
+        Ok(limited)
+    }
+}

@@ -1,0 +1,281 @@
+//! A SQL session over a store: Quarry's DDL runs against the store's catalog, everything else
+//! through DataFusion.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt32Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::execution::context::SessionContext;
+use datafusion::prelude::SessionConfig;
+use quarry_core::ddl::{Statement, parse_statement, split_statements};
+use quarry_core::schema::{TableDef, TableName};
+use quarry_store::Store;
+
+use crate::catalog::{CATALOG, StoreCatalog};
+use crate::error::Result;
+use crate::options::QuarryOptions;
+use crate::token_udf::token_udf;
+
+/// The result of one statement.
+#[derive(Debug, Clone)]
+pub struct QueryOutput {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    /// For statements that change things rather than return rows ("created table iot.readings").
+    pub message: Option<String>,
+}
+
+impl QueryOutput {
+    fn message(message: impl Into<String>) -> Self {
+        QueryOutput {
+            schema: Arc::new(Schema::empty()),
+            batches: Vec::new(),
+            message: Some(message.into()),
+        }
+    }
+
+    fn rows(schema: SchemaRef, columns: Vec<ArrayRef>) -> Result<Self> {
+        let batch = RecordBatch::try_new(schema.clone(), columns)?;
+        Ok(QueryOutput {
+            schema,
+            batches: vec![batch],
+            message: None,
+        })
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
+/// A SQL session; cheap to clone.
+#[derive(Clone)]
+pub struct QuarrySession {
+    ctx: SessionContext,
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for QuarrySession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuarrySession")
+            .field("store", &self.store.kind())
+            .finish()
+    }
+}
+
+impl QuarrySession {
+    /// A session over `store` with DataFusion's defaults (one partition per core).
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self::with_config(store, SessionConfig::new())
+    }
+
+    pub fn with_config(store: Arc<dyn Store>, config: SessionConfig) -> Self {
+        let config = config
+            .with_create_default_catalog_and_schema(false)
+            .with_default_catalog_and_schema(CATALOG, "default")
+            .with_information_schema(true)
+            .with_option_extension(QuarryOptions::default());
+        let ctx = SessionContext::new_with_config(config);
+        ctx.register_catalog(CATALOG, Arc::new(StoreCatalog::new(store.clone())));
+        ctx.register_udf(token_udf());
+        QuarrySession { ctx, store }
+    }
+
+    /// The DataFusion context, for callers that build plans themselves.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Runs every statement of a script, in order, stopping at the first error.
+    pub async fn execute_script(&self, text: &str) -> Result<Vec<QueryOutput>> {
+        let mut outputs = Vec::new();
+        for statement in split_statements(text) {
+            outputs.push(self.execute(&statement).await?);
+        }
+        Ok(outputs)
+    }
+
+    /// Runs one statement.
+    pub async fn execute(&self, sql: &str) -> Result<QueryOutput> {
+        match parse_statement(sql)? {
+            Statement::CreateKeyspace { def, if_not_exists } => {
+                let name = def.name.clone();
+                Ok(QueryOutput::message(
+                    if self.store.create_keyspace(def, if_not_exists).await? {
+                        format!("created keyspace {name}")
+                    } else {
+                        format!("keyspace {name} already exists")
+                    },
+                ))
+            }
+            Statement::DropKeyspace { name, if_exists } => Ok(QueryOutput::message(
+                if self.store.drop_keyspace(&name, if_exists).await? {
+                    format!("dropped keyspace {name}")
+                } else {
+                    format!("keyspace {name} does not exist")
+                },
+            )),
+            Statement::CreateTable { def, if_not_exists } => {
+                let name = def.table_name();
+                Ok(QueryOutput::message(
+                    if self.store.create_table(def, if_not_exists).await? {
+                        format!("created table {name}")
+                    } else {
+                        format!("table {name} already exists")
+                    },
+                ))
+            }
+            Statement::DropTable { name, if_exists } => Ok(QueryOutput::message(
+                if self.store.drop_table(&name, if_exists).await? {
+                    format!("dropped table {name}")
+                } else {
+                    format!("table {name} does not exist")
+                },
+            )),
+            Statement::ShowKeyspaces => self.show_keyspaces(),
+            Statement::ShowTables { keyspace } => self.show_tables(keyspace.as_deref()),
+            Statement::DescribeKeyspace { name } => {
+                let ks = self.store.keyspace(&name)?;
+                let tables = self.store.tables(Some(&name))?;
+                let mut text = format!(
+                    "CREATE KEYSPACE {} WITH shards = {} AND replication_factor = {}",
+                    ks.name, ks.shards, ks.replication_factor
+                );
+                if let Some(nodes) = ks.nodes {
+                    text.push_str(&format!(" AND nodes = {nodes}"));
+                }
+                text.push(';');
+                for t in tables {
+                    text.push_str("\n\n");
+                    text.push_str(&t.to_cql());
+                    text.push(';');
+                }
+                Ok(QueryOutput::message(text))
+            }
+            Statement::DescribeTable { name } => self.describe_table(&name),
+            Statement::Sql(sql) => self.run_datafusion(&sql).await,
+        }
+    }
+
+    async fn run_datafusion(&self, sql: &str) -> Result<QueryOutput> {
+        let frame = self.ctx.sql(sql).await?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await?;
+        let is_insert = sql
+            .split_whitespace()
+            .next()
+            .is_some_and(|w| w.eq_ignore_ascii_case("insert"));
+        if is_insert {
+            let count = batches
+                .first()
+                .filter(|b| b.num_rows() == 1 && b.num_columns() == 1)
+                .and_then(|b| {
+                    b.column(0)
+                        .as_any()
+                        .downcast_ref::<arrow::array::UInt64Array>()
+                        .map(|a| a.value(0))
+                })
+                .unwrap_or(0);
+            return Ok(QueryOutput::message(format!(
+                "upserted {count} row{}",
+                if count == 1 { "" } else { "s" }
+            )));
+        }
+        Ok(QueryOutput {
+            schema,
+            batches,
+            message: None,
+        })
+    }
+
+    fn show_keyspaces(&self) -> Result<QueryOutput> {
+        let keyspaces = self.store.keyspaces();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("keyspace", DataType::Utf8, false),
+            Field::new("shards", DataType::UInt32, false),
+            Field::new("replication_factor", DataType::UInt32, false),
+            Field::new("nodes", DataType::Utf8, false),
+        ]));
+        QueryOutput::rows(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    keyspaces.iter().map(|k| k.name.as_str()),
+                )),
+                Arc::new(UInt32Array::from_iter_values(
+                    keyspaces.iter().map(|k| k.shards),
+                )),
+                Arc::new(UInt32Array::from_iter_values(
+                    keyspaces.iter().map(|k| k.replication_factor),
+                )),
+                Arc::new(StringArray::from_iter_values(keyspaces.iter().map(|k| {
+                    k.nodes.map_or_else(|| "all".to_string(), |n| n.to_string())
+                }))),
+            ],
+        )
+    }
+
+    fn show_tables(&self, keyspace: Option<&str>) -> Result<QueryOutput> {
+        let tables = self.store.tables(keyspace)?;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("keyspace", DataType::Utf8, false),
+            Field::new("table", DataType::Utf8, false),
+            Field::new("partition_key", DataType::Utf8, false),
+            Field::new("clustering", DataType::Utf8, false),
+        ]));
+        let text = |f: &dyn Fn(&TableDef) -> String| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(tables.iter().map(f)))
+        };
+        QueryOutput::rows(
+            schema,
+            vec![
+                text(&|t| t.keyspace.clone()),
+                text(&|t| t.name.clone()),
+                text(&|t| t.partition_key.join(", ")),
+                text(&|t| t.clustering.join(", ")),
+            ],
+        )
+    }
+
+    fn describe_table(&self, name: &TableName) -> Result<QueryOutput> {
+        let def = self.store.table(name)?;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("column", DataType::Utf8, false),
+            Field::new("type", DataType::Utf8, false),
+            Field::new("kind", DataType::Utf8, false),
+            Field::new("arrow_type", DataType::Utf8, false),
+        ]));
+        let kind = |c: &str| {
+            if def.partition_key.iter().any(|k| k == c) {
+                "partition_key"
+            } else if def.clustering.iter().any(|k| k == c) {
+                "clustering"
+            } else {
+                "regular"
+            }
+        };
+        QueryOutput::rows(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    def.columns.iter().map(|c| c.name.as_str()),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    def.columns.iter().map(|c| c.cql_type.name()),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    def.columns.iter().map(|c| kind(&c.name)),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    def.columns
+                        .iter()
+                        .map(|c| c.cql_type.arrow_type().to_string()),
+                )),
+            ],
+        )
+    }
+}

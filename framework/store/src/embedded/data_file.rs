@@ -1,0 +1,245 @@
+//! Parquet data files: how runs are written and what the store remembers about each file.
+//!
+//! A run's rows are sorted by token, so one file covers a contiguous token range of many shards.
+//! Row groups are cut only at shard boundaries (once they hold at least the target row count), so
+//! a row group's token statistics say exactly which shards it holds and a scan of one shard reads
+//! one row group, while a full scan pays for a few large files rather than one file per shard.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::basic::Compression;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::statistics::Statistics;
+use quarry_core::shard_map::ShardMap;
+use quarry_core::token::Token;
+
+use crate::embedded::sorted_rows::TOKEN_COLUMN;
+use crate::error::{Error, Result};
+
+/// Where a row group sits on the ring.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupInfo {
+    pub min_token: Token,
+    pub max_token: Token,
+    pub first_shard: u32,
+    pub last_shard: u32,
+    pub rows: u64,
+}
+
+/// A committed (or about to be committed) Parquet file of one run.
+#[derive(Debug)]
+pub struct DataFile {
+    /// Path relative to the data directory, as the manifest lists it.
+    pub relative: String,
+    pub path: PathBuf,
+    pub metadata: ArrowReaderMetadata,
+    pub groups: Vec<GroupInfo>,
+    /// Set when the file left the manifest; the file is deleted when the last reader lets go.
+    obsolete: AtomicBool,
+}
+
+impl DataFile {
+    /// Reads a file's footer and the token range of each row group.
+    pub fn open(data_dir: &Path, relative: &str, shards: &ShardMap) -> Result<DataFile> {
+        let path = data_dir.join(relative);
+        let file = File::open(&path).map_err(Error::io("opening", &path))?;
+        let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())?;
+        let token_index = metadata
+            .schema()
+            .index_of(TOKEN_COLUMN)
+            .map_err(|_| Error::Corrupt {
+                path: path.clone(),
+                problem: format!("no {TOKEN_COLUMN} column"),
+            })?;
+        let mut groups = Vec::new();
+        for group in metadata.metadata().row_groups() {
+            let stats = group.column(token_index).statistics();
+            let (min, max) = match stats {
+                Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
+                    (Some(min), Some(max)) => (*min, *max),
+                    _ => (i64::MIN + 1, i64::MAX),
+                },
+                _ => (i64::MIN + 1, i64::MAX),
+            };
+            groups.push(GroupInfo {
+                min_token: min,
+                max_token: max,
+                first_shard: shards.shard_of(min).0,
+                last_shard: shards.shard_of(max).0,
+                rows: group.num_rows() as u64,
+            });
+        }
+        Ok(DataFile {
+            relative: relative.to_string(),
+            path,
+            metadata,
+            groups,
+            obsolete: AtomicBool::new(false),
+        })
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.groups.iter().map(|g| g.rows).sum()
+    }
+
+    /// Marks the file for deletion once no snapshot uses it.
+    pub fn retire(&self) {
+        self.obsolete.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for DataFile {
+    fn drop(&mut self) {
+        if self.obsolete.load(Ordering::SeqCst)
+            && let Err(e) = fs::remove_file(&self.path)
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not delete an obsolete data file");
+        }
+    }
+}
+
+/// How run files are laid out.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    /// A row group ends at the first shard boundary after it holds this many rows.
+    pub rows_per_group: usize,
+    /// A file ends at the first shard boundary after it holds this many rows.
+    pub rows_per_file: usize,
+}
+
+/// Writes sorted rows (stored form) as one or more Parquet files, in parallel, fsynced. Returns the
+/// relative paths, in token order. `name` is the file stem without extension; files get `-N`.
+pub fn write_run(
+    data_dir: &Path,
+    relative_dir: &str,
+    name: &str,
+    rows: &RecordBatch,
+    shards: &ShardMap,
+    layout: Layout,
+) -> Result<Vec<String>> {
+    if rows.num_rows() == 0 {
+        return Ok(Vec::new());
+    }
+    let dir = data_dir.join(relative_dir);
+    fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
+    let token_index = rows.num_columns() - 1;
+    let tokens = rows
+        .column(token_index)
+        .as_primitive::<Int64Type>()
+        .values();
+    let file_cuts = cut_points(tokens, shards, layout.rows_per_file);
+    let files: Vec<(String, usize, usize)> = file_cuts
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| (format!("{relative_dir}/{name}-{i}.parquet"), w[0], w[1]))
+        .collect();
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .iter()
+            .map(|(relative, start, end)| {
+                let path = data_dir.join(relative);
+                let slice = rows.slice(*start, end - start);
+                scope.spawn(move || write_file(&path, &slice, shards, layout.rows_per_group))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Internal("a file writer panicked".into())))
+            })
+            .collect()
+    });
+    for result in results {
+        result?;
+    }
+    crate::embedded::manifest::sync_dir(&dir)?;
+    Ok(files.into_iter().map(|(relative, _, _)| relative).collect())
+}
+
+fn write_file(
+    path: &Path,
+    rows: &RecordBatch,
+    shards: &ShardMap,
+    rows_per_group: usize,
+) -> Result<()> {
+    let token_index = rows.num_columns() - 1;
+    let tokens = rows
+        .column(token_index)
+        .as_primitive::<Int64Type>()
+        .values();
+    let cuts = cut_points(tokens, shards, rows_per_group);
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_max_row_group_row_count(Some(usize::MAX))
+        .build();
+    let file = File::create(path).map_err(Error::io("creating", path))?;
+    let mut writer = ArrowWriter::try_new(file, rows.schema(), Some(props))?;
+    for w in cuts.windows(2) {
+        writer.write(&rows.slice(w[0], w[1] - w[0]))?;
+        writer.flush()?;
+    }
+    let file = writer.into_inner()?;
+    file.sync_all().map_err(Error::io("syncing", path))?;
+    Ok(())
+}
+
+/// Offsets `[0, c1, c2, ..., len]` that cut sorted tokens into pieces of at least `target` rows,
+/// each ending at a shard boundary.
+fn cut_points(tokens: &[i64], shards: &ShardMap, target: usize) -> Vec<usize> {
+    let mut cuts = vec![0];
+    let target = target.max(1);
+    let mut start = 0;
+    while start < tokens.len() {
+        let candidate = start + target;
+        if candidate >= tokens.len() {
+            break;
+        }
+        // Extend to the end of the shard of the candidate's last row.
+        let shard = shards.shard_of(tokens[candidate - 1]);
+        let end_token = shards.range_of(shard).end;
+        let end = candidate + tokens[candidate..].partition_point(|&t| t <= end_token);
+        if end >= tokens.len() {
+            break;
+        }
+        cuts.push(end);
+        start = end;
+    }
+    cuts.push(tokens.len());
+    cuts
+}
+
+/// Shared handle to a data file.
+pub type DataFileRef = Arc<DataFile>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuts_fall_on_shard_boundaries() {
+        let shards = ShardMap::new(16);
+        let mut tokens: Vec<i64> = (0..10_000i64)
+            .map(|i| (i64::MIN as i128 + 1 + i as i128 * (u64::MAX as i128 / 10_000)) as i64)
+            .collect();
+        tokens.sort_unstable();
+        let cuts = cut_points(&tokens, &shards, 1000);
+        assert_eq!(cuts.first(), Some(&0));
+        assert_eq!(cuts.last(), Some(&tokens.len()));
+        for w in cuts.windows(2) {
+            assert!(w[1] > w[0]);
+        }
+        for &c in &cuts[1..cuts.len() - 1] {
+            assert_ne!(shards.shard_of(tokens[c - 1]), shards.shard_of(tokens[c]));
+            assert!(c >= 1000);
+        }
+    }
+}

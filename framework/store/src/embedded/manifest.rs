@@ -1,0 +1,106 @@
+//! The manifest: the one file that says what the embedded store holds.
+//!
+//! It lists keyspaces, tables and each table's runs (sets of Parquet files), the next sequence
+//! number, and the last write-ahead-log segment whose contents are already in runs. It is
+//! replaced atomically: written to a temporary file, fsynced, renamed over the old one, and the
+//! directory fsynced. A file on disk that the manifest does not list is garbage from a crash.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use quarry_core::schema::{KeyspaceDef, TableDef};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub const MANIFEST_FILE: &str = "MANIFEST.json";
+const FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    /// The next sequence number to hand out (writes and runs are ordered by sequence number).
+    pub next_seq: u64,
+    /// The next table or file id.
+    pub next_id: u64,
+    /// Write-ahead-log segments up to and including this one are fully in runs.
+    pub wal_checkpoint: u64,
+    pub keyspaces: Vec<KeyspaceDef>,
+    pub tables: Vec<TableEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TableEntry {
+    /// Never reused, so a dropped table's log records cannot reach a new table of the same name.
+    pub id: u64,
+    pub def: TableDef,
+    pub runs: Vec<RunEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunEntry {
+    pub seq: u64,
+    /// Paths relative to the data directory.
+    pub files: Vec<String>,
+}
+
+impl Default for Manifest {
+    fn default() -> Self {
+        Manifest {
+            format: FORMAT,
+            next_seq: 1,
+            next_id: 1,
+            wal_checkpoint: 0,
+            keyspaces: Vec::new(),
+            tables: Vec::new(),
+        }
+    }
+}
+
+impl Manifest {
+    /// Reads the manifest of `dir`, or `None` for a new directory.
+    pub fn load(dir: &Path) -> Result<Option<Manifest>> {
+        let path = dir.join(MANIFEST_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("reading", &path)(e)),
+        };
+        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+            path: path.clone(),
+            problem: e.to_string(),
+        })?;
+        if manifest.format != FORMAT {
+            return Err(Error::Corrupt {
+                path,
+                problem: format!(
+                    "manifest format {} is not the supported format {FORMAT}",
+                    manifest.format
+                ),
+            });
+        }
+        Ok(Some(manifest))
+    }
+
+    /// Replaces the manifest of `dir` atomically and durably.
+    pub fn commit(&self, dir: &Path) -> Result<()> {
+        let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
+        let path = dir.join(MANIFEST_FILE);
+        let bytes = serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::Internal(format!("serialising the manifest: {e}")))?;
+        let mut file = File::create(&tmp).map_err(Error::io("creating", &tmp))?;
+        file.write_all(&bytes).map_err(Error::io("writing", &tmp))?;
+        file.sync_all().map_err(Error::io("syncing", &tmp))?;
+        drop(file);
+        fs::rename(&tmp, &path).map_err(Error::io("renaming", &tmp))?;
+        sync_dir(dir)
+    }
+}
+
+/// fsyncs a directory so that renames and new files in it survive a crash.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io("syncing directory", dir))
+}

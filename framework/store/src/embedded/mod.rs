@@ -1,0 +1,946 @@
+//! The embedded store: Quarry's default, one data directory on one machine.
+//!
+//! ```text
+//!   small write ──▶ log (fsync) ──▶ memtable chunk ──flush──▶ run ─┐
+//!   large write ─────────────────────────────────────────────────▶ run ─┼─▶ compaction ─▶ one run
+//!                                                                        │
+//!   MANIFEST.json lists keyspaces, tables and runs; a run is listed only once its files are fsynced
+//! ```
+//!
+//! Layout of the data directory:
+//!
+//! ```text
+//!   MANIFEST.json                     catalog and runs (replaced atomically)
+//!   LOCK                              held by the one process that has the directory open
+//!   wal/000000000001.wal              write-ahead-log segments not yet flushed
+//!   data/<keyspace>/<table>-<id>/run-<n>-<i>.parquet
+//! ```
+//!
+//! Every write and run carries a sequence number; reads resolve equal primary keys in favour of
+//! the larger one (CQL's last write wins). A run's files are sorted by token with row groups cut at
+//! shard boundaries, so a scan prunes by shard without paying for a file per shard.
+
+mod data_file;
+mod manifest;
+mod memtable;
+mod scan;
+mod sorted_rows;
+mod wal;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use arrow::array::RecordBatch;
+use async_trait::async_trait;
+use quarry_core::schema::{KeyspaceDef, TableDef, TableName};
+use quarry_core::shard_map::ShardMap;
+
+use crate::error::{Error, Result};
+use crate::store::{ScanPlan, ScanRequest, Store, WriteSummary};
+use data_file::{DataFile, Layout};
+use manifest::{Manifest, RunEntry, TableEntry};
+use memtable::MemChunk;
+use scan::{Run, TableSnapshot};
+use sorted_rows::{check_batches, sort_dedup, with_tokens};
+use wal::Wal;
+
+pub use sorted_rows::TOKEN_COLUMN;
+
+/// Tunables of the embedded store. The defaults suit the demo and the benchmarks.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// Flush the memtable to a run once it holds this many rows.
+    pub memtable_flush_rows: usize,
+    /// Writes of at least this many rows skip the log and become a run directly (a bulk load).
+    pub bulk_write_rows: usize,
+    /// A row group ends at the first shard boundary after this many rows.
+    pub rows_per_group: usize,
+    /// A run file ends at the first shard boundary after this many rows; files are written in
+    /// parallel.
+    pub rows_per_file: usize,
+    /// Compact a table once it has more runs than this.
+    pub max_runs: usize,
+    /// Shards per split where runs overlap and rows must be merged.
+    pub merge_split_shards: u32,
+    /// Flush and compact on a background thread (otherwise inline, in the writing call).
+    pub background: bool,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            memtable_flush_rows: 262_144,
+            bulk_write_rows: 65_536,
+            rows_per_group: 131_072,
+            rows_per_file: 1_048_576,
+            max_runs: 4,
+            merge_split_shards: 16,
+            background: true,
+        }
+    }
+}
+
+/// Counters describing what the store holds, for tests, `DESCRIBE` and logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableStats {
+    pub runs: usize,
+    pub files: usize,
+    pub row_groups: usize,
+    /// Rows in runs, counting each version of a row (before de-duplication).
+    pub run_rows: u64,
+    pub memtable_rows: u64,
+}
+
+/// The embedded store; see the module docs.
+#[derive(Debug)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+    background: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+enum Job {
+    Flush,
+    Compact(TableName),
+    Barrier(Sender<()>),
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    options: EmbeddedOptions,
+    state: Mutex<State>,
+    wal: Mutex<Wal>,
+    flush_lock: Mutex<()>,
+    compact_lock: Mutex<()>,
+    jobs: Mutex<Option<Sender<Job>>>,
+    /// Held for the store's lifetime: one process per data directory.
+    _lock: File,
+}
+
+#[derive(Debug)]
+struct State {
+    next_seq: u64,
+    next_id: u64,
+    wal_checkpoint: u64,
+    keyspaces: BTreeMap<String, KeyspaceDef>,
+    tables: BTreeMap<TableName, TableState>,
+}
+
+#[derive(Debug)]
+struct TableState {
+    id: u64,
+    def: TableDef,
+    shards: ShardMap,
+    runs: Vec<Arc<Run>>,
+    /// Acknowledged writes not yet in a run.
+    chunks: Vec<Arc<MemChunk>>,
+    /// Chunks a flush in progress is turning into a run (still visible to scans).
+    frozen: Vec<Arc<MemChunk>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock leaves plain data behind; the state stays usable.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `dir`, replaying the write-ahead log.
+    pub fn open(dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<EmbeddedStore> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock_file = File::create(&lock_path).map_err(Error::io("creating", &lock_path))?;
+        if lock_file.try_lock().is_err() {
+            return Err(Error::Io {
+                action: "locking",
+                path: dir.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    "another quarry process has this data directory open; stop it or use another --data-dir",
+                ),
+            });
+        }
+        let manifest = Manifest::load(&dir)?.unwrap_or_default();
+        let mut state = State {
+            next_seq: manifest.next_seq,
+            next_id: manifest.next_id,
+            wal_checkpoint: manifest.wal_checkpoint,
+            keyspaces: manifest
+                .keyspaces
+                .iter()
+                .map(|k| (k.name.clone(), k.clone()))
+                .collect(),
+            tables: BTreeMap::new(),
+        };
+        let mut live_files = HashSet::new();
+        for entry in &manifest.tables {
+            let keyspace =
+                state
+                    .keyspaces
+                    .get(&entry.def.keyspace)
+                    .ok_or_else(|| Error::Corrupt {
+                        path: dir.join(manifest::MANIFEST_FILE),
+                        problem: format!("table {} has no keyspace", entry.def.table_name()),
+                    })?;
+            let shards = ShardMap::new(keyspace.shards);
+            let mut runs = Vec::new();
+            for run in &entry.runs {
+                let files = run
+                    .files
+                    .iter()
+                    .map(|f| {
+                        live_files.insert(dir.join(f));
+                        DataFile::open(&dir, f, &shards).map(Arc::new)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                runs.push(Arc::new(Run {
+                    seq: run.seq,
+                    files,
+                }));
+            }
+            state.tables.insert(
+                entry.def.table_name(),
+                TableState {
+                    id: entry.id,
+                    def: entry.def.clone(),
+                    shards,
+                    runs,
+                    chunks: Vec::new(),
+                    frozen: Vec::new(),
+                },
+            );
+        }
+        remove_orphans(&dir.join("data"), &live_files)?;
+
+        let wal_dir = dir.join("wal");
+        let records = wal::replay(&wal_dir, state.wal_checkpoint)?;
+        let mut replayed = 0usize;
+        for record in records {
+            state.next_seq = state.next_seq.max(record.seq + 1);
+            if let Some(table) = state.tables.values_mut().find(|t| t.id == record.table_id)
+                && let Some(chunk) = MemChunk::new(record.seq, record.batch)
+            {
+                replayed += chunk.num_rows();
+                table.chunks.push(Arc::new(chunk));
+            }
+        }
+        let last_segment = wal::segments(&wal_dir)?.last().copied().unwrap_or(0);
+        let wal = Wal::create(&wal_dir, last_segment.max(state.wal_checkpoint) + 1)?;
+        if replayed > 0 {
+            tracing::info!(rows = replayed, "replayed the write-ahead log");
+        }
+
+        let inner = Arc::new(Inner {
+            dir,
+            options,
+            state: Mutex::new(state),
+            wal: Mutex::new(wal),
+            flush_lock: Mutex::new(()),
+            compact_lock: Mutex::new(()),
+            jobs: Mutex::new(None),
+            _lock: lock_file,
+        });
+        if replayed > 0 {
+            // Recovered rows go to a run now, so that the log does not grow across restarts.
+            inner.flush()?;
+        }
+        let background = inner.options.background.then(|| {
+            let (tx, rx) = channel::<Job>();
+            *lock(&inner.jobs) = Some(tx);
+            let worker = inner.clone();
+            std::thread::Builder::new()
+                .name("quarry-store-bg".into())
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        worker.run_job(job);
+                    }
+                })
+                .map_err(Error::io("starting the background thread of", &inner.dir))
+        });
+        let background = background.transpose()?;
+        Ok(EmbeddedStore { inner, background })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Turns every memtable into runs now.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+
+    /// Merges all runs of a table into one now; returns whether there was anything to merge.
+    pub fn compact(&self, table: &TableName) -> Result<bool> {
+        self.inner.compact(table, true)
+    }
+
+    /// Waits until background flushes and compactions queued so far are done.
+    pub fn wait_idle(&self) {
+        let (tx, rx) = channel();
+        if self.inner.schedule(Job::Barrier(tx)) {
+            let _ = rx.recv();
+        }
+    }
+
+    /// What the store holds for one table.
+    pub fn table_stats(&self, name: &TableName) -> Result<TableStats> {
+        let state = lock(&self.inner.state);
+        let table = state.table(name)?;
+        let files: Vec<_> = table.runs.iter().flat_map(|r| r.files.iter()).collect();
+        Ok(TableStats {
+            runs: table.runs.len(),
+            files: files.len(),
+            row_groups: files.iter().map(|f| f.groups.len()).sum(),
+            run_rows: files.iter().map(|f| f.rows()).sum(),
+            memtable_rows: table
+                .chunks
+                .iter()
+                .chain(&table.frozen)
+                .map(|c| c.num_rows() as u64)
+                .sum(),
+        })
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        // Closing the channel ends the background thread once its queue is drained.
+        lock(&self.inner.jobs).take();
+        if let Some(handle) = self.background.take()
+            && handle.join().is_err()
+        {
+            tracing::error!("the store's background thread panicked");
+        }
+        if let Err(e) = self.inner.flush() {
+            tracing::warn!(error = %e, "could not flush on close; the log will be replayed on next open");
+        }
+    }
+}
+
+impl State {
+    fn table(&self, name: &TableName) -> Result<&TableState> {
+        self.tables
+            .get(name)
+            .ok_or_else(|| self.no_such_table(name))
+    }
+
+    fn no_such_table(&self, name: &TableName) -> Error {
+        let in_keyspace: Vec<String> = self
+            .tables
+            .keys()
+            .filter(|t| t.keyspace == name.keyspace)
+            .map(|t| t.to_string())
+            .collect();
+        let hint = if !self.keyspaces.contains_key(&name.keyspace) {
+            format!(" (there is no keyspace '{}')", name.keyspace)
+        } else if in_keyspace.is_empty() {
+            format!(" (keyspace '{}' has no tables yet)", name.keyspace)
+        } else {
+            format!(
+                "; tables in '{}' are {}",
+                name.keyspace,
+                in_keyspace.join(", ")
+            )
+        };
+        Error::NoSuchTable {
+            name: name.to_string(),
+            hint,
+        }
+    }
+
+    fn no_such_keyspace(&self, name: &str) -> Error {
+        let hint = if self.keyspaces.is_empty() {
+            "; there are no keyspaces yet: CREATE KEYSPACE ... first".to_string()
+        } else {
+            format!(
+                "; keyspaces are {}",
+                self.keyspaces
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        Error::NoSuchKeyspace {
+            name: name.to_string(),
+            hint,
+        }
+    }
+
+    fn manifest(&self) -> Manifest {
+        Manifest {
+            next_seq: self.next_seq,
+            next_id: self.next_id,
+            wal_checkpoint: self.wal_checkpoint,
+            keyspaces: self.keyspaces.values().cloned().collect(),
+            tables: self
+                .tables
+                .values()
+                .map(|t| TableEntry {
+                    id: t.id,
+                    def: t.def.clone(),
+                    runs: t
+                        .runs
+                        .iter()
+                        .map(|r| RunEntry {
+                            seq: r.seq,
+                            files: r.files.iter().map(|f| f.relative.clone()).collect(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            ..Manifest::default()
+        }
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    fn memtable_rows(&self) -> usize {
+        self.tables
+            .values()
+            .flat_map(|t| t.chunks.iter())
+            .map(|c| c.num_rows())
+            .sum()
+    }
+}
+
+/// Deletes Parquet files under `data` that no run lists (left by a crash mid-flush or mid-load).
+fn remove_orphans(data: &Path, live: &HashSet<PathBuf>) -> Result<()> {
+    let entries = match fs::read_dir(data) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("listing", data)(e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(Error::io("listing", data))?.path();
+        if path.is_dir() {
+            remove_orphans(&path, live)?;
+        } else if !live.contains(&path) {
+            tracing::info!(path = %path.display(), "removing a file no run lists");
+            fs::remove_file(&path).map_err(Error::io("removing", &path))?;
+        }
+    }
+    Ok(())
+}
+
+impl Inner {
+    fn layout(&self) -> Layout {
+        Layout {
+            rows_per_group: self.options.rows_per_group,
+            rows_per_file: self.options.rows_per_file,
+        }
+    }
+
+    /// Queues background work; returns false when there is no background thread.
+    fn schedule(&self, job: Job) -> bool {
+        match lock(&self.jobs).as_ref() {
+            Some(tx) => tx.send(job).is_ok(),
+            None => false,
+        }
+    }
+
+    fn run_job(&self, job: Job) {
+        let result = match job {
+            Job::Flush => self.flush(),
+            Job::Compact(table) => self.compact(&table, false).map(|_| ()),
+            Job::Barrier(reply) => {
+                let _ = reply.send(());
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "background store work failed; it will be retried on the next write");
+        }
+    }
+
+    fn commit(&self, state: &State) -> Result<()> {
+        state.manifest().commit(&self.dir)
+    }
+
+    fn snapshot(&self, name: &TableName) -> Result<TableSnapshot> {
+        let state = lock(&self.state);
+        let table = state.table(name)?;
+        Ok(TableSnapshot {
+            def: table.def.clone(),
+            shards: table.shards,
+            runs: table.runs.clone(),
+            chunks: table.chunks.iter().chain(&table.frozen).cloned().collect(),
+            merge_split_shards: self.options.merge_split_shards,
+        })
+    }
+
+    fn create_keyspace(&self, def: KeyspaceDef, if_not_exists: bool) -> Result<bool> {
+        def.validate()?;
+        let mut state = lock(&self.state);
+        if state.keyspaces.contains_key(&def.name) {
+            return if if_not_exists {
+                Ok(false)
+            } else {
+                Err(Error::AlreadyExists {
+                    what: format!("keyspace '{}'", def.name),
+                })
+            };
+        }
+        state.keyspaces.insert(def.name.clone(), def);
+        if let Err(e) = self.commit(&state) {
+            // Keep memory and disk in agreement: the keyspace was not created.
+            let manifest = Manifest::load(&self.dir).ok().flatten().unwrap_or_default();
+            state.keyspaces = manifest
+                .keyspaces
+                .into_iter()
+                .map(|k| (k.name.clone(), k))
+                .collect();
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    fn drop_keyspace(&self, name: &str, if_exists: bool) -> Result<bool> {
+        let mut state = lock(&self.state);
+        if !state.keyspaces.contains_key(name) {
+            return if if_exists {
+                Ok(false)
+            } else {
+                Err(state.no_such_keyspace(name))
+            };
+        }
+        let tables: Vec<TableName> = state
+            .tables
+            .keys()
+            .filter(|t| t.keyspace == name)
+            .cloned()
+            .collect();
+        let mut removed = Vec::new();
+        for t in tables {
+            if let Some(table) = state.tables.remove(&t) {
+                removed.push(table);
+            }
+        }
+        state.keyspaces.remove(name);
+        self.commit(&state)?;
+        retire(removed);
+        Ok(true)
+    }
+
+    fn create_table(&self, def: TableDef, if_not_exists: bool) -> Result<bool> {
+        def.validate()?;
+        let mut state = lock(&self.state);
+        let Some(keyspace) = state.keyspaces.get(&def.keyspace) else {
+            return Err(state.no_such_keyspace(&def.keyspace));
+        };
+        let shards = ShardMap::new(keyspace.shards);
+        let name = def.table_name();
+        if state.tables.contains_key(&name) {
+            return if if_not_exists {
+                Ok(false)
+            } else {
+                Err(Error::AlreadyExists {
+                    what: format!("table {name}"),
+                })
+            };
+        }
+        let id = state.next_id();
+        state.tables.insert(
+            name.clone(),
+            TableState {
+                id,
+                def,
+                shards,
+                runs: Vec::new(),
+                chunks: Vec::new(),
+                frozen: Vec::new(),
+            },
+        );
+        if let Err(e) = self.commit(&state) {
+            state.tables.remove(&name);
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    fn drop_table(&self, name: &TableName, if_exists: bool) -> Result<bool> {
+        let mut state = lock(&self.state);
+        let Some(table) = state.tables.remove(name) else {
+            return if if_exists {
+                Ok(false)
+            } else {
+                Err(state.no_such_table(name))
+            };
+        };
+        self.commit(&state)?;
+        retire(vec![table]);
+        Ok(true)
+    }
+
+    fn write(&self, name: &TableName, batches: Vec<RecordBatch>) -> Result<WriteSummary> {
+        let (id, def) = {
+            let state = lock(&self.state);
+            let table = state.table(name)?;
+            (table.id, table.def.clone())
+        };
+        check_batches(&def, &batches)?;
+        let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+        if batches.is_empty() {
+            return Ok(WriteSummary::default());
+        }
+        let stored = batches
+            .iter()
+            .map(|b| with_tokens(&def, b))
+            .collect::<Result<Vec<_>>>()?;
+        let rows = sort_dedup(&def, &stored)?;
+        drop(stored);
+        let summary = WriteSummary {
+            rows: rows.num_rows() as u64,
+        };
+        if rows.num_rows() >= self.options.bulk_write_rows {
+            self.write_run(name, id, &def, rows)?;
+            return Ok(summary);
+        }
+        let memtable_rows = {
+            let mut wal = lock(&self.wal);
+            let seq = lock(&self.state).next_seq();
+            wal.append(id, seq, &rows)?;
+            let mut state = lock(&self.state);
+            if let Some(table) = state.tables.get_mut(name).filter(|t| t.id == id)
+                && let Some(chunk) = MemChunk::new(seq, rows)
+            {
+                table.chunks.push(Arc::new(chunk));
+            }
+            state.memtable_rows()
+        };
+        if memtable_rows >= self.options.memtable_flush_rows && !self.schedule(Job::Flush) {
+            self.flush()?;
+        }
+        Ok(summary)
+    }
+
+    /// Writes sorted rows as a new run and lists it in the manifest.
+    fn write_run(
+        &self,
+        name: &TableName,
+        id: u64,
+        def: &TableDef,
+        rows: RecordBatch,
+    ) -> Result<()> {
+        let (shards, file_id) = {
+            let mut state = lock(&self.state);
+            let shards = state.table(name)?.shards;
+            (shards, state.next_id())
+        };
+        let files = self.write_files(def, id, file_id, &shards, &rows)?;
+        let runs = {
+            let mut state = lock(&self.state);
+            let seq = state.next_seq();
+            let Some(table) = state.tables.get_mut(name).filter(|t| t.id == id) else {
+                retire_files(&files);
+                return Err(Error::NoSuchTable {
+                    name: name.to_string(),
+                    hint: " (it was dropped during the write)".into(),
+                });
+            };
+            table.runs.push(Arc::new(Run { seq, files }));
+            let runs = table.runs.len();
+            if let Err(e) = self.commit(&state) {
+                if let Some(table) = state.tables.get_mut(name)
+                    && let Some(run) = table.runs.pop()
+                {
+                    retire_files(&run.files);
+                }
+                return Err(e);
+            }
+            runs
+        };
+        self.after_new_run(name, runs)
+    }
+
+    fn write_files(
+        &self,
+        def: &TableDef,
+        table_id: u64,
+        file_id: u64,
+        shards: &ShardMap,
+        rows: &RecordBatch,
+    ) -> Result<Vec<Arc<DataFile>>> {
+        let relative_dir = format!("data/{}/{}-{table_id}", def.keyspace, def.name);
+        let relatives = data_file::write_run(
+            &self.dir,
+            &relative_dir,
+            &format!("run-{file_id}"),
+            rows,
+            shards,
+            self.layout(),
+        )?;
+        relatives
+            .iter()
+            .map(|r| DataFile::open(&self.dir, r, shards).map(Arc::new))
+            .collect()
+    }
+
+    fn after_new_run(&self, name: &TableName, runs: usize) -> Result<()> {
+        if runs > self.options.max_runs && !self.schedule(Job::Compact(name.clone())) {
+            self.compact(name, false)?;
+        }
+        Ok(())
+    }
+
+    /// Turns all memtable chunks into runs, then drops the log segments they came from.
+    fn flush(&self) -> Result<()> {
+        let _flushing = lock(&self.flush_lock);
+        let (closed_segment, work) = {
+            let mut wal = lock(&self.wal);
+            let mut state = lock(&self.state);
+            if state
+                .tables
+                .values()
+                .all(|t| t.chunks.is_empty() && t.frozen.is_empty())
+            {
+                return Ok(());
+            }
+            let closed = wal.rotate()?;
+            let mut work = Vec::new();
+            for (name, table) in state.tables.iter_mut() {
+                let chunks = std::mem::take(&mut table.chunks);
+                table.frozen.extend(chunks);
+                if !table.frozen.is_empty() {
+                    work.push((
+                        name.clone(),
+                        table.id,
+                        table.def.clone(),
+                        table.shards,
+                        table.frozen.clone(),
+                    ));
+                }
+            }
+            (closed, work)
+        };
+        let mut done = Vec::new();
+        for (name, id, def, shards, mut chunks) in work {
+            chunks.sort_by_key(|c| c.seq);
+            let seq = chunks.last().map(|c| c.seq).unwrap_or(0);
+            let batches: Vec<RecordBatch> = chunks.iter().map(|c| c.rows.clone()).collect();
+            let rows = sort_dedup(&def, &batches)?;
+            let file_id = lock(&self.state).next_id();
+            let files = self.write_files(&def, id, file_id, &shards, &rows)?;
+            done.push((name, id, seq, files, chunks.len()));
+        }
+        let mut compact = Vec::new();
+        {
+            let mut state = lock(&self.state);
+            for (name, id, seq, files, flushed) in done {
+                let Some(table) = state.tables.get_mut(&name).filter(|t| t.id == id) else {
+                    retire_files(&files);
+                    continue;
+                };
+                let at = table.runs.partition_point(|r| r.seq < seq);
+                table.runs.insert(at, Arc::new(Run { seq, files }));
+                table.frozen.drain(..flushed.min(table.frozen.len()));
+                if table.runs.len() > self.options.max_runs {
+                    compact.push(name);
+                }
+            }
+            state.wal_checkpoint = closed_segment;
+            self.commit(&state)?;
+        }
+        wal::remove_through(&self.dir.join("wal"), closed_segment)?;
+        for name in compact {
+            if !self.schedule(Job::Compact(name.clone())) {
+                self.compact(&name, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Merges runs of a table into one (newest version of each row kept). `full` merges every
+    /// run; otherwise the newest runs are merged, leaving out old runs larger than everything
+    /// newer combined (size tiers), so that repeated loads do not rewrite the table each time.
+    /// Merged runs are always a newest-first suffix by sequence number: merging around a run
+    /// would let the merged rows overtake it.
+    fn compact(&self, name: &TableName, full: bool) -> Result<bool> {
+        let _compacting = lock(&self.compact_lock);
+        // A memtable chunk older than a merged run would otherwise lose to the merged run's
+        // sequence number; flushing first leaves only newer chunks.
+        let has_chunks = {
+            let state = lock(&self.state);
+            let table = state.table(name)?;
+            !table.chunks.is_empty() || !table.frozen.is_empty()
+        };
+        if has_chunks {
+            self.flush()?;
+        }
+        let (id, snapshot) = {
+            let state = lock(&self.state);
+            let table = state.table(name)?;
+            let runs = &table.runs;
+            if runs.len() < 2 || (!full && runs.len() <= self.options.max_runs) {
+                return Ok(false);
+            }
+            let rows = |r: &Arc<Run>| r.files.iter().map(|f| f.rows()).sum::<u64>();
+            let mut start = 0;
+            while !full && runs.len() - start > 2 {
+                let newer: u64 = runs[start + 1..].iter().map(rows).sum();
+                if rows(&runs[start]) <= newer {
+                    break;
+                }
+                start += 1;
+            }
+            (
+                table.id,
+                TableSnapshot {
+                    def: table.def.clone(),
+                    shards: table.shards,
+                    runs: runs[start..].to_vec(),
+                    chunks: Vec::new(),
+                    merge_split_shards: self.options.merge_split_shards,
+                },
+            )
+        };
+        let seq = snapshot.runs.iter().map(|r| r.seq).max().unwrap_or(0);
+        let def = &snapshot.def;
+        let mut sorted = Vec::new();
+        for split in scan::read_all(&snapshot)? {
+            let stored = split
+                .iter()
+                .map(|b| with_tokens(def, b))
+                .collect::<Result<Vec<_>>>()?;
+            if !stored.is_empty() {
+                sorted.push(sort_dedup(def, &stored)?);
+            }
+        }
+        let rows = arrow::compute::concat_batches(&sorted_rows::stored_schema(def), &sorted)?;
+        drop(sorted);
+        let file_id = lock(&self.state).next_id();
+        let files = self.write_files(def, id, file_id, &snapshot.shards, &rows)?;
+        let mut state = lock(&self.state);
+        let Some(table) = state.tables.get_mut(name).filter(|t| t.id == id) else {
+            retire_files(&files);
+            return Ok(false);
+        };
+        let victims: Vec<Arc<Run>> = snapshot.runs;
+        table
+            .runs
+            .retain(|r| !victims.iter().any(|v| Arc::ptr_eq(v, r)));
+        let at = table.runs.partition_point(|r| r.seq < seq);
+        table.runs.insert(at, Arc::new(Run { seq, files }));
+        self.commit(&state)?;
+        drop(state);
+        for run in &victims {
+            retire_files(&run.files);
+        }
+        tracing::debug!(table = %name, runs = victims.len(), rows = rows.num_rows(), "compacted");
+        Ok(true)
+    }
+}
+
+fn retire_files(files: &[Arc<DataFile>]) {
+    for f in files {
+        f.retire();
+    }
+}
+
+fn retire(tables: Vec<TableState>) {
+    for t in tables {
+        for run in &t.runs {
+            retire_files(&run.files);
+        }
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    fn keyspaces(&self) -> Vec<KeyspaceDef> {
+        lock(&self.inner.state)
+            .keyspaces
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn keyspace(&self, name: &str) -> Result<KeyspaceDef> {
+        let state = lock(&self.inner.state);
+        state
+            .keyspaces
+            .get(name)
+            .cloned()
+            .ok_or_else(|| state.no_such_keyspace(name))
+    }
+
+    fn tables(&self, keyspace: Option<&str>) -> Result<Vec<TableDef>> {
+        let state = lock(&self.inner.state);
+        if let Some(ks) = keyspace
+            && !state.keyspaces.contains_key(ks)
+        {
+            return Err(state.no_such_keyspace(ks));
+        }
+        Ok(state
+            .tables
+            .values()
+            .filter(|t| keyspace.is_none_or(|k| t.def.keyspace == k))
+            .map(|t| t.def.clone())
+            .collect())
+    }
+
+    fn table(&self, name: &TableName) -> Result<TableDef> {
+        Ok(lock(&self.inner.state).table(name)?.def.clone())
+    }
+
+    async fn create_keyspace(&self, def: KeyspaceDef, if_not_exists: bool) -> Result<bool> {
+        let inner = self.inner.clone();
+        blocking(move || inner.create_keyspace(def, if_not_exists)).await
+    }
+
+    async fn drop_keyspace(&self, name: &str, if_exists: bool) -> Result<bool> {
+        let inner = self.inner.clone();
+        let name = name.to_string();
+        blocking(move || inner.drop_keyspace(&name, if_exists)).await
+    }
+
+    async fn create_table(&self, def: TableDef, if_not_exists: bool) -> Result<bool> {
+        let inner = self.inner.clone();
+        blocking(move || inner.create_table(def, if_not_exists)).await
+    }
+
+    async fn drop_table(&self, name: &TableName, if_exists: bool) -> Result<bool> {
+        let inner = self.inner.clone();
+        let name = name.clone();
+        blocking(move || inner.drop_table(&name, if_exists)).await
+    }
+
+    async fn write(&self, table: &TableName, batches: Vec<RecordBatch>) -> Result<WriteSummary> {
+        let inner = self.inner.clone();
+        let table = table.clone();
+        blocking(move || inner.write(&table, batches)).await
+    }
+
+    fn plan_scan(&self, request: &ScanRequest) -> Result<ScanPlan> {
+        let snapshot = self.inner.snapshot(&request.table)?;
+        scan::plan(&snapshot, request)
+    }
+}
+
+/// Runs blocking store work (file I/O, fsync, sorting) off the async runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("a store task failed: {e}")))?
+}

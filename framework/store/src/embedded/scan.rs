@@ -1,0 +1,736 @@
+//! Planning and reading scans of the embedded store.
+//!
+//! ```text
+//!   predicates ──▶ allowed token ranges ──▶ pieces (row groups of runs, memtable chunks)
+//!        │                                        │ grouped by overlapping shard ranges
+//!        ▼                                        ▼
+//!   row-group statistics            one piece: read it directly (projection, statistics pruning)
+//!                                   several:   merge split, newest source wins per primary key
+//! ```
+//!
+//! Sources are ordered by sequence number: a later write always has a larger one, so in a merge
+//! split the first occurrence of a primary key, reading newest first, is the live row. Statistics
+//! pruning on non-key columns is only sound where one source holds a shard range (an older
+//! version of a row must not resurface because its newer version was pruned), so merge splits
+//! prune by token alone.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, Scalar};
+use arrow::compute::kernels::cmp;
+use arrow::compute::{and, cast, filter_record_batch, or};
+use arrow::datatypes::{Int64Type, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+use futures::stream;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ParquetRecordBatchReaderBuilder, statistics::StatisticsConverter,
+};
+use quarry_core::ids::ShardId;
+use quarry_core::partition_key::{KeyColumn, tokens};
+use quarry_core::schema::TableDef;
+use quarry_core::shard_map::ShardMap;
+use quarry_core::token::TokenRange;
+
+use crate::embedded::data_file::DataFileRef;
+use crate::embedded::memtable::MemChunk;
+use crate::error::{Error, Result};
+use crate::predicate::{CmpOp, Predicate};
+use crate::store::{BatchStream, ScanPlan, ScanRequest, ScanSplit, SplitSource};
+
+/// Rows per batch read from Parquet (DataFusion's default batch size).
+const BATCH_ROWS: usize = 8192;
+/// At most this many partition-key combinations are turned into tokens for pruning.
+const MAX_KEY_COMBINATIONS: usize = 1024;
+
+/// A run: files written together, ordered by token, sharing a sequence number.
+#[derive(Debug)]
+pub struct Run {
+    pub seq: u64,
+    pub files: Vec<DataFileRef>,
+}
+
+/// What one scan sees of a table.
+#[derive(Debug, Clone)]
+pub struct TableSnapshot {
+    pub def: TableDef,
+    pub shards: ShardMap,
+    pub runs: Vec<Arc<Run>>,
+    pub chunks: Vec<Arc<MemChunk>>,
+    /// Size of merge splits, in shards.
+    pub merge_split_shards: u32,
+}
+
+#[derive(Debug, Clone)]
+enum PieceSource {
+    Group { file: DataFileRef, group: usize },
+    Chunk(Arc<MemChunk>),
+}
+
+#[derive(Debug, Clone)]
+struct Piece {
+    seq: u64,
+    first_shard: u32,
+    last_shard: u32,
+    min_token: i64,
+    max_token: i64,
+    rows: u64,
+    source: PieceSource,
+}
+
+/// Plans a scan of `snapshot`.
+pub fn plan(snapshot: &TableSnapshot, request: &ScanRequest) -> Result<ScanPlan> {
+    let (plan, sources) = plan_sources(snapshot, request)?;
+    let splits = sources.into_iter().map(|(split, _)| split).collect();
+    Ok(ScanPlan { splits, ..plan })
+}
+
+type PlannedSources = (ScanPlan, Vec<(ScanSplit, Arc<dyn SyncSource>)>);
+
+fn plan_sources(snapshot: &TableSnapshot, request: &ScanRequest) -> Result<PlannedSources> {
+    let table = &snapshot.def;
+    let shards = snapshot.shards;
+    let table_schema = table.arrow_schema();
+    let projection: Vec<usize> = match &request.projection {
+        Some(p) => {
+            for &i in p {
+                if i >= table.columns.len() {
+                    return Err(Error::Internal(format!(
+                        "projection index {i} is past the {} columns of {}",
+                        table.columns.len(),
+                        table.table_name()
+                    )));
+                }
+            }
+            p.clone()
+        }
+        None => (0..table.columns.len()).collect(),
+    };
+    let schema = Arc::new(table_schema.project(&projection)?);
+    let allowed = allowed_ranges(snapshot, request);
+    let mut selected = 0u32;
+    let mut last_counted: Option<u32> = None;
+    for range in &allowed {
+        if let Some(r) = shards.shards_overlapping(range) {
+            let start = match last_counted {
+                Some(l) if l >= *r.start() => l + 1,
+                _ => *r.start(),
+            };
+            if *r.end() >= start {
+                selected += r.end() - start + 1;
+                last_counted = Some(*r.end());
+            }
+        }
+    }
+
+    let overlaps = |min: i64, max: i64| {
+        allowed.iter().any(|r| {
+            !r.intersect(&TokenRange::new(min.saturating_sub(1), max))
+                .is_empty()
+        })
+    };
+    let mut pieces = Vec::new();
+    for run in &snapshot.runs {
+        for file in &run.files {
+            for (group, info) in file.groups.iter().enumerate() {
+                if overlaps(info.min_token, info.max_token) {
+                    pieces.push(Piece {
+                        seq: run.seq,
+                        first_shard: info.first_shard,
+                        last_shard: info.last_shard,
+                        min_token: info.min_token,
+                        max_token: info.max_token,
+                        rows: info.rows,
+                        source: PieceSource::Group {
+                            file: file.clone(),
+                            group,
+                        },
+                    });
+                }
+            }
+        }
+    }
+    for chunk in &snapshot.chunks {
+        if overlaps(chunk.min_token, chunk.max_token) {
+            pieces.push(Piece {
+                seq: chunk.seq,
+                first_shard: shards.shard_of(chunk.min_token).0,
+                last_shard: shards.shard_of(chunk.max_token).0,
+                min_token: chunk.min_token,
+                max_token: chunk.max_token,
+                rows: chunk.num_rows() as u64,
+                source: PieceSource::Chunk(chunk.clone()),
+            });
+        }
+    }
+    pieces.sort_by_key(|p| (p.first_shard, p.last_shard));
+
+    let read = ReadSpec {
+        table: table.clone(),
+        schema: schema.clone(),
+        projection,
+        limit: request.limit,
+    };
+    let mut splits = Vec::new();
+    let mut component: Vec<Piece> = Vec::new();
+    let mut component_end = 0u32;
+    for piece in pieces {
+        if !component.is_empty() && piece.first_shard > component_end {
+            emit_component(
+                snapshot,
+                &allowed,
+                &read,
+                &request.filters,
+                std::mem::take(&mut component),
+                &mut splits,
+            )?;
+        }
+        component_end = if component.is_empty() {
+            piece.last_shard
+        } else {
+            component_end.max(piece.last_shard)
+        };
+        component.push(piece);
+    }
+    if !component.is_empty() {
+        emit_component(
+            snapshot,
+            &allowed,
+            &read,
+            &request.filters,
+            component,
+            &mut splits,
+        )?;
+    }
+    let plan = ScanPlan {
+        schema,
+        splits: Vec::new(),
+        shards_selected: selected,
+        shards_total: shards.shard_count(),
+    };
+    Ok((plan, splits))
+}
+
+/// What every split of one scan returns.
+#[derive(Debug, Clone)]
+struct ReadSpec {
+    table: TableDef,
+    schema: SchemaRef,
+    projection: Vec<usize>,
+    limit: Option<usize>,
+}
+
+fn emit_component(
+    snapshot: &TableSnapshot,
+    allowed: &[TokenRange],
+    read: &ReadSpec,
+    filters: &[Predicate],
+    component: Vec<Piece>,
+    splits: &mut Vec<(ScanSplit, Arc<dyn SyncSource>)>,
+) -> Result<()> {
+    let shards = snapshot.shards;
+    if let [piece] = component.as_slice()
+        && let PieceSource::Group { file, group } = &piece.source
+    {
+        if !group_may_match(file, *group, &read.table, filters) {
+            return Ok(());
+        }
+        let token_filter = filter_for(allowed, piece.min_token, piece.max_token);
+        let source: Arc<dyn SyncSource> = Arc::new(GroupSplit {
+            file: file.clone(),
+            group: *group,
+            token_filter,
+            read: read.clone(),
+        });
+        splits.push((
+            ScanSplit {
+                shards: piece.first_shard..=piece.last_shard,
+                estimated_rows: piece.rows,
+                source: Arc::new(Spawned(source.clone())),
+            },
+            source,
+        ));
+        return Ok(());
+    }
+    let first = component.iter().map(|p| p.first_shard).min().unwrap_or(0);
+    let last = component.iter().map(|p| p.last_shard).max().unwrap_or(0);
+    let step = snapshot.merge_split_shards.max(1);
+    let mut start = first;
+    while start <= last {
+        let end = start.saturating_add(step - 1).min(last);
+        let span = TokenRange::new(
+            shards.range_of(ShardId(start)).start,
+            shards.range_of(ShardId(end)).end,
+        );
+        let ranges: Vec<TokenRange> = allowed
+            .iter()
+            .map(|r| r.intersect(&span))
+            .filter(|r| !r.is_empty())
+            .collect();
+        let mut sources: Vec<Piece> = component
+            .iter()
+            .filter(|p| {
+                ranges.iter().any(|r| {
+                    !r.intersect(&TokenRange::new(p.min_token.saturating_sub(1), p.max_token))
+                        .is_empty()
+                })
+            })
+            .cloned()
+            .collect();
+        if !sources.is_empty() {
+            sources.sort_by(|a, b| b.seq.cmp(&a.seq));
+            let estimated_rows = sources.iter().map(|p| p.rows).sum::<u64>();
+            let source: Arc<dyn SyncSource> = Arc::new(MergeSplit {
+                sources,
+                ranges,
+                read: read.clone(),
+            });
+            splits.push((
+                ScanSplit {
+                    shards: start..=end,
+                    estimated_rows,
+                    source: Arc::new(Spawned(source.clone())),
+                },
+                source,
+            ));
+        }
+        match end.checked_add(1) {
+            Some(next) => start = next,
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+/// The allowed ranges clipped to `[min, max]`, or `None` when they cover all of it.
+fn filter_for(allowed: &[TokenRange], min: i64, max: i64) -> Option<Vec<TokenRange>> {
+    let span = TokenRange::new(min.saturating_sub(1), max);
+    let clipped: Vec<TokenRange> = allowed
+        .iter()
+        .map(|r| r.intersect(&span))
+        .filter(|r| !r.is_empty())
+        .collect();
+    match clipped.as_slice() {
+        [only] if *only == span => None,
+        _ => Some(clipped),
+    }
+}
+
+/// The token ranges a scan may touch: the requested shards, narrowed by token predicates and by
+/// partition-key equalities. Sorted and disjoint.
+fn allowed_ranges(snapshot: &TableSnapshot, request: &ScanRequest) -> Vec<TokenRange> {
+    let shards = snapshot.shards;
+    let base = match &request.shards {
+        Some(r) => TokenRange::new(
+            shards.range_of(ShardId(*r.start())).start,
+            shards
+                .range_of(ShardId((*r.end()).min(shards.shard_count() - 1)))
+                .end,
+        ),
+        None => TokenRange::FULL,
+    };
+    let mut range = base;
+    for p in &request.filters {
+        if let Predicate::TokenRange(r) = p {
+            range = range.intersect(r);
+        }
+    }
+    if range.is_empty() {
+        return Vec::new();
+    }
+    match key_tokens(&snapshot.def, &request.filters) {
+        Some(mut tokens) => {
+            tokens.sort_unstable();
+            tokens.dedup();
+            tokens
+                .into_iter()
+                .filter(|t| range.contains(*t))
+                .map(|t| TokenRange::new(t - 1, t))
+                .collect()
+        }
+        None => vec![range],
+    }
+}
+
+/// When every partition-key column is fixed by `=` or `IN`, the tokens of all combinations.
+fn key_tokens(table: &TableDef, filters: &[Predicate]) -> Option<Vec<i64>> {
+    let mut per_column: Vec<ArrayRef> = Vec::new();
+    for index in table.partition_key_indices() {
+        let column = &table.columns[index];
+        let target = column.cql_type.arrow_type();
+        let values = filters.iter().find_map(|p| match p {
+            Predicate::Compare {
+                column: c,
+                op: CmpOp::Eq,
+                value,
+            } if *c == column.name => Some(value.clone()),
+            Predicate::InList { column: c, values } if *c == column.name => Some(values.clone()),
+            _ => None,
+        })?;
+        let values = cast(&values, &target).ok()?;
+        if values.null_count() > 0 {
+            return None;
+        }
+        per_column.push(values);
+    }
+    let combinations = per_column.iter().map(|a| a.len()).product::<usize>();
+    if combinations == 0 || combinations > MAX_KEY_COMBINATIONS {
+        return None;
+    }
+    // Expand the cartesian product column by column.
+    let mut indices: Vec<Vec<u32>> = vec![Vec::new(); per_column.len()];
+    for combo in 0..combinations {
+        let mut rest = combo;
+        for (c, values) in per_column.iter().enumerate().rev() {
+            indices[c].push((rest % values.len()) as u32);
+            rest /= values.len();
+        }
+    }
+    let expanded: Vec<ArrayRef> = per_column
+        .iter()
+        .zip(&indices)
+        .map(|(values, idx)| {
+            arrow::compute::take(values, &arrow::array::UInt32Array::from(idx.clone()), None)
+        })
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let key: Vec<KeyColumn<'_>> = table
+        .partition_key_indices()
+        .into_iter()
+        .zip(&expanded)
+        .map(|(i, values)| KeyColumn {
+            name: &table.columns[i].name,
+            cql_type: table.columns[i].cql_type,
+            values,
+        })
+        .collect();
+    tokens(&key, combinations).ok().map(|t| t.values().to_vec())
+}
+
+/// False when the row group's statistics prove no row can match every filter.
+fn group_may_match(
+    file: &DataFileRef,
+    group: usize,
+    table: &TableDef,
+    filters: &[Predicate],
+) -> bool {
+    let metadata = file.metadata.metadata();
+    let Some(row_group) = metadata.row_groups().get(group) else {
+        return true;
+    };
+    filters.iter().all(|filter| {
+        let verdict = match filter {
+            Predicate::Compare { column, op, value } => stats_of(file, row_group, table, column)
+                .and_then(|(min, max)| compare_range(&min, &max, *op, value)),
+            Predicate::InList { column, values } => {
+                stats_of(file, row_group, table, column).map(|(min, max)| {
+                    (0..values.len()).any(|i| {
+                        compare_range(&min, &max, CmpOp::Eq, &values.slice(i, 1)) != Some(false)
+                    })
+                })
+            }
+            Predicate::TokenRange(_) => None,
+        };
+        verdict != Some(false)
+    })
+}
+
+fn stats_of(
+    file: &DataFileRef,
+    row_group: &parquet::file::metadata::RowGroupMetaData,
+    table: &TableDef,
+    column: &str,
+) -> Option<(ArrayRef, ArrayRef)> {
+    table.column_index(column).ok()?;
+    let converter = StatisticsConverter::try_new(
+        column,
+        file.metadata.schema(),
+        file.metadata.parquet_schema(),
+    )
+    .ok()?;
+    let min = converter.row_group_mins([row_group]).ok()?;
+    let max = converter.row_group_maxes([row_group]).ok()?;
+    Some((min, max))
+}
+
+/// Whether `[min, max]` may hold a value `v` with `v <op> value`; `None` when unknown.
+fn compare_range(min: &ArrayRef, max: &ArrayRef, op: CmpOp, value: &ArrayRef) -> Option<bool> {
+    if min.is_null(0) || max.is_null(0) {
+        return None;
+    }
+    let value = cast(value, min.data_type()).ok()?;
+    if value.is_null(0) {
+        return None;
+    }
+    let v = Scalar::new(value);
+    let result = match op {
+        CmpOp::Eq => and(&cmp::lt_eq(min, &v).ok()?, &cmp::gt_eq(max, &v).ok()?).ok()?,
+        CmpOp::Lt => cmp::lt(min, &v).ok()?,
+        CmpOp::LtEq => cmp::lt_eq(min, &v).ok()?,
+        CmpOp::Gt => cmp::gt(max, &v).ok()?,
+        CmpOp::GtEq => cmp::gt_eq(max, &v).ok()?,
+    };
+    (!result.is_null(0)).then(|| result.value(0))
+}
+
+/// A split that reads synchronously; [`Spawned`] runs it on the blocking pool for async readers,
+/// compaction runs it in place.
+pub(crate) trait SyncSource: Send + Sync + std::fmt::Debug {
+    /// Calls `emit` with each batch until it returns false or the split is done.
+    fn read_into(&self, emit: &mut dyn FnMut(RecordBatch) -> bool) -> Result<()>;
+    fn describe(&self) -> String;
+    fn limit(&self) -> Option<usize>;
+}
+
+#[derive(Debug)]
+struct Spawned(Arc<dyn SyncSource>);
+
+impl SplitSource for Spawned {
+    fn open(&self) -> Result<BatchStream> {
+        let source = self.0.clone();
+        Ok(spawn_reader(source.limit(), move |emit| {
+            source.read_into(emit)
+        }))
+    }
+
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+}
+
+/// Reads every live row of a snapshot in token order of its splits, synchronously, in stored
+/// form minus the token column (for compaction).
+pub(crate) fn read_all(snapshot: &TableSnapshot) -> Result<Vec<Vec<RecordBatch>>> {
+    let request = ScanRequest::full(snapshot.def.table_name());
+    let mut out = Vec::new();
+    for (_, source) in plan_sources(snapshot, &request)?.1 {
+        let mut batches = Vec::new();
+        source.read_into(&mut |b| {
+            batches.push(b);
+            true
+        })?;
+        out.push(batches);
+    }
+    Ok(out)
+}
+
+/// Reads one row group of one run file.
+#[derive(Debug)]
+struct GroupSplit {
+    file: DataFileRef,
+    group: usize,
+    token_filter: Option<Vec<TokenRange>>,
+    read: ReadSpec,
+}
+
+/// Reads several overlapping sources and keeps the newest row of each primary key.
+#[derive(Debug)]
+struct MergeSplit {
+    /// Newest first.
+    sources: Vec<Piece>,
+    ranges: Vec<TokenRange>,
+    read: ReadSpec,
+}
+
+impl SyncSource for GroupSplit {
+    fn limit(&self) -> Option<usize> {
+        self.read.limit
+    }
+
+    fn read_into(&self, emit: &mut dyn FnMut(RecordBatch) -> bool) -> Result<()> {
+        let (file, group, filter, read) = (&self.file, self.group, &self.token_filter, &self.read);
+        {
+            let token_column = read.table.columns.len();
+            let mut columns = read.projection.clone();
+            if filter.is_some() {
+                columns.push(token_column);
+            }
+            for batch in read_group(file, group, &columns)? {
+                let mut batch = batch?;
+                if let Some(ranges) = filter {
+                    batch = keep_ranges(&batch, columns.len() - 1, ranges)?;
+                }
+                let out = RecordBatch::try_new(
+                    read.schema.clone(),
+                    batch.columns()[..read.projection.len()].to_vec(),
+                )?;
+                if out.num_rows() > 0 && !emit(out) {
+                    break;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("{} row group {}", self.file.relative, self.group)
+    }
+}
+
+impl SyncSource for MergeSplit {
+    fn limit(&self) -> Option<usize> {
+        self.read.limit
+    }
+
+    fn read_into(&self, emit: &mut dyn FnMut(RecordBatch) -> bool) -> Result<()> {
+        let (sources, ranges, read) = (&self.sources, &self.ranges, &self.read);
+        {
+            let table = &read.table;
+            let key = table.primary_key_indices();
+            let token_column = table.columns.len();
+            // Read the projection, the primary key and the token, in that order.
+            let mut columns = read.projection.clone();
+            let key_positions: Vec<usize> = key
+                .iter()
+                .map(|k| match columns.iter().position(|c| c == k) {
+                    Some(p) => p,
+                    None => {
+                        columns.push(*k);
+                        columns.len() - 1
+                    }
+                })
+                .collect();
+            columns.push(token_column);
+            let token_position = columns.len() - 1;
+            let converter = RowConverter::new(
+                key.iter()
+                    .map(|&k| SortField::new(table.columns[k].cql_type.arrow_type()))
+                    .collect(),
+            )?;
+            let mut seen: HashSet<Box<[u8]>> = HashSet::new();
+            for piece in sources {
+                let batches: Box<dyn Iterator<Item = Result<RecordBatch>>> = match &piece.source {
+                    PieceSource::Group { file, group } => {
+                        Box::new(read_group(file, *group, &columns)?)
+                    }
+                    PieceSource::Chunk(chunk) => {
+                        Box::new(std::iter::once(Ok(chunk.rows.project(&columns)?)))
+                    }
+                };
+                for batch in batches {
+                    let batch = keep_ranges(&batch?, token_position, ranges)?;
+                    if batch.num_rows() == 0 {
+                        continue;
+                    }
+                    let key_columns: Vec<ArrayRef> = key_positions
+                        .iter()
+                        .map(|&p| batch.column(p).clone())
+                        .collect();
+                    let rows = converter.convert_columns(&key_columns)?;
+                    let keep: BooleanArray = (0..batch.num_rows())
+                        .map(|i| Some(seen.insert(Box::from(rows.row(i).as_ref()))))
+                        .collect();
+                    let batch = filter_record_batch(&batch, &keep)?;
+                    if batch.num_rows() == 0 {
+                        continue;
+                    }
+                    let out = RecordBatch::try_new(
+                        read.schema.clone(),
+                        batch.columns()[..read.projection.len()].to_vec(),
+                    )?;
+                    if !emit(out) {
+                        return Ok(());
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("merge of {} sources", self.sources.len())
+    }
+}
+
+/// Reads the given stored-form columns of one row group, returned in the order asked for.
+fn read_group(
+    file: &DataFileRef,
+    group: usize,
+    columns: &[usize],
+) -> Result<impl Iterator<Item = Result<RecordBatch>> + use<>> {
+    let handle = std::fs::File::open(&file.path).map_err(Error::io("opening", &file.path))?;
+    let mut sorted: Vec<usize> = columns.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mask = ProjectionMask::roots(file.metadata.parquet_schema(), sorted.iter().copied());
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(handle, file.metadata.clone())
+        .with_row_groups(vec![group])
+        .with_projection(mask)
+        .with_batch_size(BATCH_ROWS)
+        .build()?;
+    let order: Vec<usize> = columns
+        .iter()
+        .map(|c| sorted.binary_search(c).unwrap_or(0))
+        .collect();
+    Ok(reader.map(move |batch| Ok(batch?.project(&order)?)))
+}
+
+/// Keeps the rows whose token (column `token_position`) lies in one of `ranges`.
+fn keep_ranges(
+    batch: &RecordBatch,
+    token_position: usize,
+    ranges: &[TokenRange],
+) -> Result<RecordBatch> {
+    let tokens = batch.column(token_position);
+    let token_values = tokens.as_primitive::<Int64Type>();
+    let (Some(first), Some(last)) = (
+        token_values.values().iter().min(),
+        token_values.values().iter().max(),
+    ) else {
+        return Ok(batch.clone());
+    };
+    if ranges
+        .iter()
+        .any(|r| r.contains(*first) && r.contains(*last))
+    {
+        return Ok(batch.clone());
+    }
+    let mut mask: Option<BooleanArray> = None;
+    for r in ranges {
+        let lo = Scalar::new(arrow::array::Int64Array::from(vec![r.start]));
+        let hi = Scalar::new(arrow::array::Int64Array::from(vec![r.end]));
+        let inside = and(&cmp::gt(tokens, &lo)?, &cmp::lt_eq(tokens, &hi)?)?;
+        mask = Some(match mask {
+            Some(m) => or(&m, &inside)?,
+            None => inside,
+        });
+    }
+    match mask {
+        Some(mask) => Ok(filter_record_batch(batch, &mask)?),
+        None => Ok(batch.slice(0, 0)),
+    }
+}
+
+/// Runs a blocking reader on tokio's blocking pool and streams its batches, stopping early when
+/// the consumer goes away or `limit` rows were produced.
+fn spawn_reader<F>(limit: Option<usize>, read: F) -> BatchStream
+where
+    F: FnOnce(&mut dyn FnMut(RecordBatch) -> bool) -> Result<()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
+    let task = tokio::task::spawn_blocking(move || {
+        let mut remaining = limit.unwrap_or(usize::MAX);
+        let mut emit = |batch: RecordBatch| {
+            if remaining == 0 {
+                return false;
+            }
+            let batch = if batch.num_rows() > remaining {
+                batch.slice(0, remaining)
+            } else {
+                batch
+            };
+            remaining -= batch.num_rows();
+            tx.blocking_send(Ok(batch)).is_ok() && remaining > 0
+        };
+        if let Err(e) = read(&mut emit) {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    // The reader stops on its own once the receiver is dropped; keeping the handle in the stream
+    // ties the task's lifetime to the stream's.
+    Box::pin(stream::unfold(
+        (rx, Some(task)),
+        |(mut rx, task)| async move { rx.recv().await.map(|item| (item, (rx, task))) },
+    ))
+}

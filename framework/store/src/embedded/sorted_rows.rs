@@ -1,0 +1,228 @@
+//! Turning written rows into the store's sorted, de-duplicated form.
+//!
+//! Every row gets its token appended as a hidden last column ([`TOKEN_COLUMN`]); rows are then
+//! sorted by token, partition key and clustering key, and of rows with equal primary keys only the
+//! last one written survives (CQL's last-write-wins). Runs, memtable chunks and log records all
+//! hold rows in this form.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array};
+use arrow::compute::{concat_batches, take_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+use quarry_core::partition_key::{KeyColumn, tokens};
+use quarry_core::schema::TableDef;
+
+use crate::error::{Error, Result};
+
+/// The hidden column that holds each row's token, after the table's own columns.
+pub const TOKEN_COLUMN: &str = "_token";
+
+/// The table's schema plus the token column.
+pub fn stored_schema(table: &TableDef) -> SchemaRef {
+    let table_schema = table.arrow_schema();
+    let mut fields: Vec<Field> = table_schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new(TOKEN_COLUMN, DataType::Int64, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// Checks that `batches` have the table's columns and types, and that key columns hold no NULLs.
+pub fn check_batches(table: &TableDef, batches: &[RecordBatch]) -> Result<()> {
+    let expected = table.arrow_schema();
+    let mismatch = |problem: String| Error::SchemaMismatch {
+        table: table.table_name().to_string(),
+        problem,
+    };
+    for batch in batches {
+        let schema = batch.schema();
+        if schema.fields().len() != expected.fields().len() {
+            return Err(mismatch(format!(
+                "expected {} columns ({}), got {}",
+                expected.fields().len(),
+                table.column_names().join(", "),
+                schema.fields().len()
+            )));
+        }
+        for (got, want) in schema.fields().iter().zip(expected.fields()) {
+            if got.name() != want.name() || got.data_type() != want.data_type() {
+                return Err(mismatch(format!(
+                    "expected column '{}' of type {}, got '{}' of type {}",
+                    want.name(),
+                    want.data_type(),
+                    got.name(),
+                    got.data_type()
+                )));
+            }
+        }
+        for i in table.primary_key_indices() {
+            let column = batch.column(i);
+            if column.null_count() > 0 {
+                let row = (0..column.len()).find(|&r| column.is_null(r)).unwrap_or(0);
+                return Err(mismatch(format!(
+                    "primary-key column '{}' is NULL at row {row}; every row needs its full primary key",
+                    table.columns[i].name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Appends the token column to rows in the table's schema.
+pub fn with_tokens(table: &TableDef, batch: &RecordBatch) -> Result<RecordBatch> {
+    let key: Vec<KeyColumn<'_>> = table
+        .partition_key_indices()
+        .into_iter()
+        .map(|i| KeyColumn {
+            name: &table.columns[i].name,
+            cql_type: table.columns[i].cql_type,
+            values: batch.column(i),
+        })
+        .collect();
+    let token_values = tokens(&key, batch.num_rows())?;
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    columns.push(Arc::new(token_values));
+    Ok(RecordBatch::try_new(stored_schema(table), columns)?)
+}
+
+/// Sorts rows in stored form (token column last) by token and primary key, keeping only the last
+/// row of each primary key. `batches` are in write order: later rows win.
+pub fn sort_dedup(table: &TableDef, batches: &[RecordBatch]) -> Result<RecordBatch> {
+    let schema = stored_schema(table);
+    let all = concat_batches(&schema, batches)?;
+    let n = all.num_rows();
+    if n == 0 {
+        return Ok(all);
+    }
+    let token_index = schema.fields().len() - 1;
+    let token_values = all
+        .column(token_index)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| Error::Internal("the token column is not Int64".into()))?
+        .values()
+        .clone();
+    let key_indices = table.primary_key_indices();
+    let converter = RowConverter::new(
+        key_indices
+            .iter()
+            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+            .collect(),
+    )?;
+    let key_columns: Vec<ArrayRef> = key_indices.iter().map(|&i| all.column(i).clone()).collect();
+    let rows = converter.convert_columns(&key_columns)?;
+
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    // Ties on the whole key keep write order, so the last of an equal run is the newest row.
+    order.sort_unstable_by(|&a, &b| {
+        token_values[a as usize]
+            .cmp(&token_values[b as usize])
+            .then_with(|| rows.row(a as usize).cmp(&rows.row(b as usize)))
+            .then_with(|| a.cmp(&b))
+    });
+    let mut keep = Vec::with_capacity(n);
+    for (pos, &row) in order.iter().enumerate() {
+        let superseded = order.get(pos + 1).is_some_and(|&next| {
+            token_values[next as usize] == token_values[row as usize]
+                && rows.row(next as usize) == rows.row(row as usize)
+        });
+        if !superseded {
+            keep.push(row);
+        }
+    }
+    if keep.len() == n && keep.iter().enumerate().all(|(i, &r)| i as u32 == r) {
+        return Ok(all);
+    }
+    Ok(take_record_batch(&all, &UInt32Array::from(keep))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{AsArray, Int32Array, StringArray};
+    use arrow::datatypes::Int32Type;
+    use quarry_core::cql_type::CqlType;
+    use quarry_core::schema::ColumnDef;
+
+    use super::*;
+
+    fn table() -> TableDef {
+        TableDef::new(
+            "ks",
+            "t",
+            vec![
+                ColumnDef::new("id", CqlType::Int),
+                ColumnDef::new("c", CqlType::Text),
+                ColumnDef::new("v", CqlType::Int),
+            ],
+            vec!["id".into()],
+            vec!["c".into()],
+        )
+        .unwrap()
+    }
+
+    fn rows(ids: Vec<i32>, cs: Vec<&str>, vs: Vec<i32>) -> RecordBatch {
+        RecordBatch::try_new(
+            table().arrow_schema(),
+            vec![
+                Arc::new(Int32Array::from(ids)),
+                Arc::new(StringArray::from(cs)),
+                Arc::new(Int32Array::from(vs)),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_last_write_of_a_key_wins_and_rows_come_out_in_token_order() {
+        let t = table();
+        let first = with_tokens(
+            &t,
+            &rows(vec![1, 2, 1], vec!["a", "a", "b"], vec![10, 20, 30]),
+        )
+        .unwrap();
+        let second = with_tokens(&t, &rows(vec![1, 3], vec!["a", "a"], vec![11, 40])).unwrap();
+        let out = sort_dedup(&t, &[first, second]).unwrap();
+        assert_eq!(out.num_rows(), 4);
+        let tokens = out.column(3).as_primitive::<arrow::datatypes::Int64Type>();
+        assert!(tokens.values().windows(2).all(|w| w[0] <= w[1]));
+        let ids = out.column(0).as_primitive::<Int32Type>();
+        let cs = out.column(1).as_string::<i32>();
+        let vs = out.column(2).as_primitive::<Int32Type>();
+        let v_of = |id: i32, c: &str| {
+            (0..out.num_rows())
+                .find(|&r| ids.value(r) == id && cs.value(r) == c)
+                .map(|r| vs.value(r))
+        };
+        assert_eq!(v_of(1, "a"), Some(11));
+        assert_eq!(v_of(1, "b"), Some(30));
+        assert_eq!(v_of(2, "a"), Some(20));
+        assert_eq!(v_of(3, "a"), Some(40));
+    }
+
+    #[test]
+    fn null_keys_and_wrong_schemas_are_refused() {
+        let t = table();
+        let bad = RecordBatch::try_new(
+            t.arrow_schema(),
+            vec![
+                Arc::new(Int32Array::from(vec![1])),
+                Arc::new(StringArray::from(vec!["x"])),
+                Arc::new(Int32Array::from(vec![1])),
+            ],
+        )
+        .unwrap();
+        assert!(check_batches(&t, &[bad]).is_ok());
+        let other = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)])),
+            vec![Arc::new(Int64Array::from(vec![1]))],
+        )
+        .unwrap();
+        let err = check_batches(&t, &[other]).unwrap_err().to_string();
+        assert!(err.contains("expected 3 columns"), "{err}");
+    }
+}

@@ -1,0 +1,88 @@
+//! The error type of `quarry-store`.
+
+use std::path::PathBuf;
+
+/// Whose fault an error is, which decides what a caller may do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request was wrong (unknown table, bad data); retrying the same request cannot help.
+    User,
+    /// Something outside Quarry failed (disk, network); a retry may help.
+    External,
+    /// A bug or corrupted state inside Quarry.
+    Internal,
+}
+
+/// What went wrong in a store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("keyspace '{name}' does not exist{hint}")]
+    NoSuchKeyspace { name: String, hint: String },
+
+    #[error("table {name} does not exist{hint}")]
+    NoSuchTable { name: String, hint: String },
+
+    #[error("{what} already exists")]
+    AlreadyExists { what: String },
+
+    #[error("data written to {table} does not match the table: {problem}")]
+    SchemaMismatch { table: String, problem: String },
+
+    #[error(transparent)]
+    Definition(#[from] quarry_core::Error),
+
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path} is damaged: {problem}")]
+    Corrupt { path: PathBuf, problem: String },
+
+    #[error("Arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    #[error("Parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+
+    #[error("the store is shutting down")]
+    Closed,
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Whose fault this is: see [`ErrorKind`].
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NoSuchKeyspace { .. }
+            | Error::NoSuchTable { .. }
+            | Error::AlreadyExists { .. }
+            | Error::SchemaMismatch { .. }
+            | Error::Definition(_) => ErrorKind::User,
+            Error::Io { .. } | Error::Closed => ErrorKind::External,
+            Error::Corrupt { .. } | Error::Arrow(_) | Error::Parquet(_) | Error::Internal(_) => {
+                ErrorKind::Internal
+            }
+        }
+    }
+
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

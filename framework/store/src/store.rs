@@ -1,0 +1,126 @@
+//! The `Store` interface: what Quarry needs from a sharded wide-column store.
+//!
+//! ```text
+//!   create/drop keyspace, table ──▶ catalog
+//!   write(table, batches)        ──▶ upsert by primary key, durable when it returns
+//!   plan_scan(request)           ──▶ [ScanSplit] (a consistent snapshot, grouped by shard range)
+//!   split.open()                 ──▶ stream of Arrow batches in the projected schema
+//! ```
+//!
+//! A scan is planned once and read split by split, so a reader can spread splits over threads (or,
+//! later, over workers) while all of them see the same snapshot. Nothing here mentions DataFusion:
+//! the SQL layer translates its expressions into [`Predicate`]s.
+
+use std::fmt::Debug;
+use std::ops::RangeInclusive;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use futures::Stream;
+use quarry_core::schema::{KeyspaceDef, TableDef, TableName};
+
+use crate::error::Result;
+use crate::predicate::Predicate;
+
+/// A stream of record batches from a scan.
+pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>;
+
+/// What to read from one table.
+#[derive(Debug, Clone)]
+pub struct ScanRequest {
+    pub table: TableName,
+    /// Indices of the table's columns to return, in this order; all columns when `None`.
+    pub projection: Option<Vec<usize>>,
+    /// Pruning hints; rows that do not match may still be returned.
+    pub filters: Vec<Predicate>,
+    /// Stop after this many rows (only meaningful when `filters` is empty or exact).
+    pub limit: Option<usize>,
+    /// Read only these shards (inclusive range), for a task that owns them.
+    pub shards: Option<RangeInclusive<u32>>,
+}
+
+impl ScanRequest {
+    /// Every row and column of `table`.
+    pub fn full(table: TableName) -> Self {
+        ScanRequest {
+            table,
+            projection: None,
+            filters: Vec::new(),
+            limit: None,
+            shards: None,
+        }
+    }
+}
+
+/// One independently readable piece of a scan.
+#[derive(Debug, Clone)]
+pub struct ScanSplit {
+    /// The shards this split covers.
+    pub shards: RangeInclusive<u32>,
+    /// Rows the split will read before filtering (an estimate for balancing work).
+    pub estimated_rows: u64,
+    pub source: Arc<dyn SplitSource>,
+}
+
+/// Opens one split; implemented by each store.
+pub trait SplitSource: Send + Sync + Debug {
+    /// Starts reading. Must be called inside a tokio runtime.
+    fn open(&self) -> Result<BatchStream>;
+
+    /// A short description for `EXPLAIN` output and logs.
+    fn describe(&self) -> String;
+}
+
+/// A planned scan: the output schema and the splits, all reading one snapshot.
+#[derive(Debug, Clone)]
+pub struct ScanPlan {
+    pub schema: SchemaRef,
+    pub splits: Vec<ScanSplit>,
+    /// Shards left after pruning (out of the keyspace's shard count).
+    pub shards_selected: u32,
+    pub shards_total: u32,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteSummary {
+    /// Rows accepted (after removing earlier rows of the same call with the same primary key).
+    pub rows: u64,
+}
+
+/// A sharded store of keyspaces and tables with CQL semantics.
+#[async_trait]
+pub trait Store: Send + Sync + Debug {
+    /// A short name of the implementation (`embedded`, `scylla`).
+    fn kind(&self) -> &'static str;
+
+    fn keyspaces(&self) -> Vec<KeyspaceDef>;
+
+    fn keyspace(&self, name: &str) -> Result<KeyspaceDef>;
+
+    /// Tables of one keyspace, or of all keyspaces.
+    fn tables(&self, keyspace: Option<&str>) -> Result<Vec<TableDef>>;
+
+    fn table(&self, name: &TableName) -> Result<TableDef>;
+
+    /// Creates a keyspace; returns false when it existed and `if_not_exists` was set.
+    async fn create_keyspace(&self, def: KeyspaceDef, if_not_exists: bool) -> Result<bool>;
+
+    /// Drops an empty keyspace; returns false when it did not exist and `if_exists` was set.
+    async fn drop_keyspace(&self, name: &str, if_exists: bool) -> Result<bool>;
+
+    async fn create_table(&self, def: TableDef, if_not_exists: bool) -> Result<bool>;
+
+    /// Drops a table and its data.
+    async fn drop_table(&self, name: &TableName, if_exists: bool) -> Result<bool>;
+
+    /// Upserts rows: a row whose primary key exists replaces it. The batches must have the
+    /// table's Arrow schema. The write is all-or-nothing and durable when this returns.
+    async fn write(&self, table: &TableName, batches: Vec<RecordBatch>) -> Result<WriteSummary>;
+
+    /// Plans a scan over one snapshot of the table.
+    fn plan_scan(&self, request: &ScanRequest) -> Result<ScanPlan>;
+}
