@@ -49,7 +49,7 @@ pub fn write_result(
     format: OutputFormat,
     schema: &SchemaRef,
     batches: &[RecordBatch],
-    out: &mut (dyn Write + Send),
+    out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     match format {
         OutputFormat::Table => write_table(schema, batches, out),
@@ -65,7 +65,7 @@ pub fn write_result(
 fn write_table(
     schema: &SchemaRef,
     batches: &[RecordBatch],
-    out: &mut (dyn Write + Send),
+    out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let table = arrow::util::pretty::pretty_format_batches_with_schema(schema.clone(), batches)?;
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
@@ -78,7 +78,7 @@ fn write_table(
 fn write_csv(
     schema: &SchemaRef,
     batches: &[RecordBatch],
-    out: &mut (dyn Write + Send),
+    out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     // The CSV writer prints its header with the first batch it sees, so an empty result goes
     // through as one empty batch of the result's schema. Timestamps with a time zone default to
@@ -95,7 +95,7 @@ fn write_csv(
     Ok(())
 }
 
-fn write_json(batches: &[RecordBatch], out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+fn write_json(batches: &[RecordBatch], out: &mut dyn Write) -> anyhow::Result<()> {
     // Explicit nulls keep every object's keys the same, which is what a reader of a table expects.
     let mut writer = arrow::json::WriterBuilder::new()
         .with_explicit_nulls(true)
@@ -108,7 +108,7 @@ fn write_json(batches: &[RecordBatch], out: &mut (dyn Write + Send)) -> anyhow::
     Ok(())
 }
 
-fn write_ndjson(batches: &[RecordBatch], out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+fn write_ndjson(batches: &[RecordBatch], out: &mut dyn Write) -> anyhow::Result<()> {
     let mut writer = arrow::json::WriterBuilder::new()
         .with_explicit_nulls(true)
         .build::<_, LineDelimited>(out);
@@ -122,14 +122,15 @@ fn write_ndjson(batches: &[RecordBatch], out: &mut (dyn Write + Send)) -> anyhow
 fn write_parquet(
     schema: &SchemaRef,
     batches: &[RecordBatch],
-    out: &mut (dyn Write + Send),
+    out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    // The default writer properties compress with Snappy (the `snap` feature).
-    let mut writer = ArrowWriter::try_new(out, schema.clone(), None)?;
+    // The default writer properties compress with Snappy (the `snap` feature). The file is
+    // assembled in memory because the Parquet writer needs a `Send` sink and stdout's lock is not.
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), None)?;
     for batch in batches {
         writer.write(batch)?;
     }
-    writer.close()?;
+    out.write_all(&writer.into_inner()?)?;
     Ok(())
 }
 

@@ -29,7 +29,7 @@ pub async fn run(data_dir: &Path, args: SqlArgs) -> anyhow::Result<()> {
             .context("reading statements from stdin")?;
         scripts.push(text);
     }
-    let mut out: Box<dyn Write + Send> = match &args.output {
+    let mut out: Box<dyn Write> = match &args.output {
         Some(path) => {
             Box::new(File::create(path).with_context(|| format!("creating {}", path.display()))?)
         }
@@ -54,7 +54,7 @@ pub async fn run(data_dir: &Path, args: SqlArgs) -> anyhow::Result<()> {
 pub fn print_output(
     output: &QueryOutput,
     format: OutputFormat,
-    out: &mut (dyn Write + Send),
+    out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     match &output.message {
         Some(message) => eprintln!("{message}"),

@@ -33,13 +33,13 @@ impl CatalogProvider for StoreCatalog {
         self.store.keyspaces().into_iter().map(|k| k.name).collect()
     }
 
+    /// Any name resolves, so that a query naming a missing keyspace or table gets the store's
+    /// own message (which lists what exists) rather than a bare "not found".
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        self.store.keyspace(name).ok().map(|_| {
-            Arc::new(KeyspaceSchema {
-                store: self.store.clone(),
-                keyspace: name.to_string(),
-            }) as Arc<dyn SchemaProvider>
-        })
+        Some(Arc::new(KeyspaceSchema {
+            store: self.store.clone(),
+            keyspace: name.to_string(),
+        }))
     }
 }
 

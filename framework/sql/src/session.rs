@@ -162,7 +162,21 @@ impl QuarrySession {
     }
 
     async fn run_datafusion(&self, sql: &str) -> Result<QueryOutput> {
-        let frame = self.ctx.sql(sql).await?;
+        let state = self.ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let statement = state.sql_to_statement(sql, &dialect)?;
+        // Name missing tables with the store's message, which says what does exist.
+        for reference in state.resolve_table_references(&statement)? {
+            if let Some(keyspace) = reference.schema()
+                && reference.catalog().is_none_or(|c| c == CATALOG)
+                && keyspace != "information_schema"
+            {
+                self.store
+                    .table(&TableName::new(keyspace, reference.table()))?;
+            }
+        }
+        let plan = state.statement_to_plan(statement).await?;
+        let frame = self.ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let batches = frame.collect().await?;
         let is_insert = sql

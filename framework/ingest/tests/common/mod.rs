@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use arrow::array::Array;
 use arrow::compute::concat_batches;
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -51,8 +52,14 @@ pub fn every_type() -> TableDef {
         ColumnDef::new("tu", CqlType::TimeUuid),
         ColumnDef::new("ip", CqlType::Inet),
     ];
-    TableDef::new("test", "every_type", columns, vec!["id".into()], vec!["k".into()])
-        .expect("valid table")
+    TableDef::new(
+        "test",
+        "every_type",
+        columns,
+        vec!["id".into()],
+        vec!["k".into()],
+    )
+    .expect("valid table")
 }
 
 /// A temporary directory holding input files.
@@ -125,5 +132,7 @@ pub fn cell(batch: &RecordBatch, column: &str, row: usize) -> String {
 
 /// Column `column` of every row as display text.
 pub fn cells(batch: &RecordBatch, column: &str) -> Vec<String> {
-    (0..batch.num_rows()).map(|r| cell(batch, column, r)).collect()
+    (0..batch.num_rows())
+        .map(|r| cell(batch, column, r))
+        .collect()
 }

@@ -17,7 +17,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, Scalar};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, Scalar,
+};
 use arrow::compute::kernels::cmp;
 use arrow::compute::{and, cast, filter_record_batch, or};
 use arrow::datatypes::{Int64Type, SchemaRef};
@@ -219,6 +221,18 @@ struct ReadSpec {
     schema: SchemaRef,
     projection: Vec<usize>,
     limit: Option<usize>,
+}
+
+impl ReadSpec {
+    /// The projected columns (the first ones read) in the scan's schema.
+    fn output(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            batch.columns()[..self.projection.len()].to_vec(),
+            &options,
+        )?)
+    }
 }
 
 fn emit_component(
@@ -543,7 +557,9 @@ impl SyncSource for GroupSplit {
         {
             let token_column = read.table.columns.len();
             let mut columns = read.projection.clone();
-            if filter.is_some() {
+            // The token column filters rows, and gives an empty projection (`count(*)`) rows
+            // to count.
+            if filter.is_some() || columns.is_empty() {
                 columns.push(token_column);
             }
             for batch in read_group(file, group, &columns)? {
@@ -551,10 +567,7 @@ impl SyncSource for GroupSplit {
                 if let Some(ranges) = filter {
                     batch = keep_ranges(&batch, columns.len() - 1, ranges)?;
                 }
-                let out = RecordBatch::try_new(
-                    read.schema.clone(),
-                    batch.columns()[..read.projection.len()].to_vec(),
-                )?;
+                let out = read.output(&batch)?;
                 if out.num_rows() > 0 && !emit(out) {
                     break;
                 }
@@ -625,11 +638,7 @@ impl SyncSource for MergeSplit {
                     if batch.num_rows() == 0 {
                         continue;
                     }
-                    let out = RecordBatch::try_new(
-                        read.schema.clone(),
-                        batch.columns()[..read.projection.len()].to_vec(),
-                    )?;
-                    if !emit(out) {
+                    if !emit(read.output(&batch)?) {
                         return Ok(());
                     }
                 }
