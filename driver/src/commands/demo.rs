@@ -73,7 +73,7 @@ GROUP BY device_id, date_trunc('hour', ts)";
 
 const READ_BACK: &str = "
 SELECT hour, readings, round(avg_temp, 2) AS avg_temp, round(max_temp, 2) AS max_temp, errors
-FROM synth.device_hourly WHERE device_id = 42 ORDER BY hour DESC LIMIT 5";
+FROM synth.device_hourly WHERE device_id = 42 AND avg_temp IS NOT NULL ORDER BY hour DESC LIMIT 5";
 
 pub async fn run(data_dir: &Path, args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -121,7 +121,9 @@ pub async fn run(data_dir: &Path, args: DemoArgs) -> anyhow::Result<()> {
         output?.message.unwrap_or_default(),
         step.elapsed().as_secs_f64()
     );
-    println!("\n   Read back from the synthetic keyspace:");
+    println!(
+        "\n   Read back from the synthetic keyspace (device 42, hours with a temperature reading):"
+    );
     run_and_print(&session, READ_BACK).await?;
 
     let count = count_rows(&session, "iot.readings").await?;
