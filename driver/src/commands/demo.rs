@@ -156,13 +156,15 @@ async fn load(
         seed: args.seed,
         ..IotConfig::default()
     };
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{e}; see quarry demo --help"))?;
     let step = Instant::now();
     let bar = rows_bar(Some(args.rows), "generating");
-    let config_for_gen = config.clone();
     let progress = bar.clone();
     let batches = tokio::task::spawn_blocking(move || {
         let mut batches = Vec::new();
-        for batch in config_for_gen.generator() {
+        for batch in config.generator() {
             progress.inc(batch.num_rows() as u64);
             batches.push(batch);
         }

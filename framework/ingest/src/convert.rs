@@ -12,8 +12,9 @@ use arrow::array::{
     TimestampMillisecondArray, new_null_array,
 };
 use arrow::buffer::BooleanBuffer;
+use arrow::compute::kernels::cmp::eq;
 use arrow::compute::kernels::zip::zip;
-use arrow::compute::{CastOptions, can_cast_types, cast_with_options};
+use arrow::compute::{CastOptions, can_cast_types, cast_with_options, not, nullif};
 use arrow::datatypes::DataType;
 use arrow::error::ArrowError;
 use quarry_core::cql_type::{CqlType, TIMESTAMP_TZ};
@@ -59,6 +60,9 @@ pub(crate) fn convert_column(input: &ArrayRef, ty: CqlType) -> Result<ArrayRef, 
             // Whole numbers are milliseconds since the epoch, whatever their width.
             let millis = cast_or_nulls(&input, &DataType::Int64);
             cast_or_nulls(&millis, &target)
+        }
+        (_, t) if target.is_integer() && (t.is_floating() || t.is_decimal()) => {
+            whole_numbers_only(&input, cast_or_nulls(&input, &target))?
         }
         _ => cast_or_nulls(&input, &target),
     };
@@ -140,6 +144,14 @@ fn cast_or_nulls(input: &ArrayRef, to: &DataType) -> ArrayRef {
         return new_null_array(to, input.len());
     }
     cast_with_options(input, to, &safe()).unwrap_or_else(|_| new_null_array(to, input.len()))
+}
+
+/// `output` (an integer cast of the fractional `input`) with values that lost a fraction set to
+/// NULL: cast truncates 1.5 to 1, but a CQL `int` column must refuse 1.5.
+fn whole_numbers_only(input: &ArrayRef, output: ArrayRef) -> Result<ArrayRef, ArrowError> {
+    let back = cast_or_nulls(&output, input.data_type());
+    let same = eq(input, &back)?;
+    nullif(&output, &not(&same)?)
 }
 
 fn uuid_from_text(input: &StringArray, time_based: bool) -> ArrayRef {
@@ -449,6 +461,30 @@ mod tests {
         assert!(bad.is_empty());
         assert_eq!(out.as_string::<i32>().value(0), "7");
         let (_, bad) = run(Arc::new(Int32Array::from(vec![7])), CqlType::Uuid);
+        assert_eq!(bad, vec![0]);
+    }
+
+    #[test]
+    fn integers_refuse_fractions_from_floats_and_decimals() {
+        let floats: ArrayRef = Arc::new(Float64Array::from(vec![Some(2.0), Some(1.5), None]));
+        let (out, bad) = run(floats, CqlType::Int);
+        assert_eq!(bad, vec![1]);
+        assert_eq!(
+            out.as_any().downcast_ref::<Int32Array>().unwrap().value(0),
+            2
+        );
+        let decimals: ArrayRef = Arc::new(
+            Decimal128Array::from(vec![300, 250])
+                .with_precision_and_scale(5, 2)
+                .unwrap(),
+        );
+        let (out, bad) = run(decimals, CqlType::BigInt);
+        assert_eq!(bad, vec![1]);
+        assert_eq!(
+            out.as_any().downcast_ref::<Int64Array>().unwrap().value(0),
+            3
+        );
+        let (_, bad) = run(Arc::new(Float64Array::from(vec![1e10])), CqlType::Int);
         assert_eq!(bad, vec![0]);
     }
 

@@ -76,7 +76,7 @@ impl StoreScanExec {
 /// Deals splits into at most `n` partitions of similar row counts.
 fn deal(mut splits: Vec<ScanSplit>, n: usize) -> Vec<Vec<ScanSplit>> {
     let n = n.min(splits.len()).max(1);
-    splits.sort_by(|a, b| b.estimated_rows.cmp(&a.estimated_rows));
+    splits.sort_by_key(|s| std::cmp::Reverse(s.estimated_rows));
     let mut partitions: Vec<(u64, Vec<ScanSplit>)> = (0..n).map(|_| (0, Vec::new())).collect();
     for split in splits {
         if let Some(lightest) = partitions.iter_mut().min_by_key(|(rows, _)| *rows) {

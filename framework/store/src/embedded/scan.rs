@@ -293,7 +293,7 @@ fn emit_component(
             .cloned()
             .collect();
         if !sources.is_empty() {
-            sources.sort_by(|a, b| b.seq.cmp(&a.seq));
+            sources.sort_by_key(|p| std::cmp::Reverse(p.seq));
             let estimated_rows = sources.iter().map(|p| p.rows).sum::<u64>();
             let source: Arc<dyn SyncSource> = Arc::new(MergeSplit {
                 sources,
