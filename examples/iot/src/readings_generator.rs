@@ -460,20 +460,4 @@ mod tests {
                 .all(|r| r.4 == Some(2))
         );
     }
-
-    /// Run with `cargo test -p quarry-iot --release -- --ignored --nocapture`.
-    #[test]
-    #[ignore = "a speed check, meaningful only in release mode"]
-    fn ten_million_rows_in_a_few_seconds() {
-        let config = IotConfig {
-            rows: 10_000_000,
-            ..IotConfig::default()
-        };
-        let started = std::time::Instant::now();
-        let rows: usize = config.generator().map(|b| b.num_rows()).sum();
-        let elapsed = started.elapsed();
-        println!("{rows} rows in {elapsed:?}");
-        assert_eq!(rows, 10_000_000);
-        assert!(elapsed.as_secs_f64() < 5.0, "{elapsed:?}");
-    }
 }

@@ -235,3 +235,52 @@ mod tests {
         }
     }
 }
+
+/// The canonical text of a value of a CQL type that Quarry holds as text, or why the text is not
+/// such a value: uuids become lowercase and hyphenated, `timeuuid`s must be version 1, addresses
+/// are printed the standard way, `ascii` must be ASCII. Other types are returned unchanged.
+pub fn canonical_text(cql_type: CqlType, text: &str) -> std::result::Result<std::borrow::Cow<'_, str>, String> {
+    use std::borrow::Cow;
+    let canonical = match cql_type {
+        CqlType::Uuid | CqlType::TimeUuid => {
+            let uuid = uuid::Uuid::try_parse(text).map_err(|_| "is not a uuid".to_string())?;
+            if cql_type == CqlType::TimeUuid && uuid.get_version_num() != 1 {
+                return Err("is not a time-based (version 1) uuid".into());
+            }
+            uuid.hyphenated().to_string()
+        }
+        CqlType::Inet => text
+            .parse::<std::net::IpAddr>()
+            .map_err(|_| "is not an IPv4 or IPv6 address".to_string())?
+            .to_string(),
+        CqlType::Ascii if !text.is_ascii() => return Err("is not ASCII".into()),
+        _ => return Ok(Cow::Borrowed(text)),
+    };
+    Ok(if canonical == text {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(canonical)
+    })
+}
+
+#[cfg(test)]
+mod canonical_text_tests {
+    use super::*;
+
+    #[test]
+    fn text_held_types_are_checked_and_normalised() {
+        let u = "9B2E5F1A-0C3D-4E5F-8A9B-0C1D2E3F4A5B";
+        assert_eq!(
+            canonical_text(CqlType::Uuid, u).unwrap(),
+            "9b2e5f1a-0c3d-4e5f-8a9b-0c1d2e3f4a5b"
+        );
+        assert!(canonical_text(CqlType::Uuid, "nope").is_err());
+        assert!(canonical_text(CqlType::TimeUuid, u).is_err());
+        assert_eq!(
+            canonical_text(CqlType::Inet, "0:0:0:0:0:0:0:1").unwrap(),
+            "::1"
+        );
+        assert!(canonical_text(CqlType::Ascii, "héllo").is_err());
+        assert_eq!(canonical_text(CqlType::Text, "héllo").unwrap(), "héllo");
+    }
+}

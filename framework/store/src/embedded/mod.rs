@@ -45,7 +45,7 @@ use data_file::{DataFile, Layout};
 use manifest::{Manifest, RunEntry, TableEntry};
 use memtable::MemChunk;
 use scan::{Run, TableSnapshot};
-use sorted_rows::{check_batches, sort_dedup, with_tokens};
+use sorted_rows::{conform_batches, sort_dedup, with_tokens};
 use wal::Wal;
 
 pub use sorted_rows::TOKEN_COLUMN;
@@ -595,8 +595,10 @@ impl Inner {
             let table = state.table(name)?;
             (table.id, table.def.clone())
         };
-        check_batches(&def, &batches)?;
-        let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+        let batches: Vec<RecordBatch> = conform_batches(&def, batches)?
+            .into_iter()
+            .filter(|b| b.num_rows() > 0)
+            .collect();
         if batches.is_empty() {
             return Ok(WriteSummary::default());
         }

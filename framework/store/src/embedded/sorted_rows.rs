@@ -7,10 +7,13 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array};
+use std::borrow::Cow;
+
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, UInt32Array};
 use arrow::compute::{concat_batches, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
+use quarry_core::cql_type::{CqlType, canonical_text};
 use quarry_core::partition_key::{KeyColumn, tokens};
 use quarry_core::schema::TableDef;
 
@@ -29,6 +32,63 @@ pub fn stored_schema(table: &TableDef) -> SchemaRef {
         .collect();
     fields.push(Field::new(TOKEN_COLUMN, DataType::Int64, false));
     Arc::new(Schema::new(fields))
+}
+
+/// Checks that `batches` have the table's columns and types and that key columns hold no NULLs,
+/// and puts values of text-held CQL types (uuid, timeuuid, inet, ascii) in canonical form.
+pub fn conform_batches(table: &TableDef, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    check_batches(table, &batches)?;
+    let text_held: Vec<(usize, CqlType)> = table
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            matches!(
+                c.cql_type,
+                CqlType::Uuid | CqlType::TimeUuid | CqlType::Inet | CqlType::Ascii
+            )
+        })
+        .map(|(i, c)| (i, c.cql_type))
+        .collect();
+    if text_held.is_empty() {
+        return Ok(batches);
+    }
+    batches
+        .into_iter()
+        .map(|batch| {
+            let mut columns = batch.columns().to_vec();
+            for &(i, cql_type) in &text_held {
+                let values = columns[i].as_string::<i32>();
+                let mut changed = false;
+                let mut out = Vec::with_capacity(values.len());
+                for (row, value) in values.iter().enumerate() {
+                    out.push(match value {
+                        None => None,
+                        Some(text) => match canonical_text(cql_type, text) {
+                            Ok(Cow::Borrowed(t)) => Some(t.to_string()),
+                            Ok(Cow::Owned(t)) => {
+                                changed = true;
+                                Some(t)
+                            }
+                            Err(problem) => {
+                                return Err(Error::SchemaMismatch {
+                                    table: table.table_name().to_string(),
+                                    problem: format!(
+                                        "column '{}' ({cql_type}) at row {row}: '{text}' {problem}",
+                                        table.columns[i].name
+                                    ),
+                                });
+                            }
+                        },
+                    });
+                }
+                if changed {
+                    columns[i] = Arc::new(StringArray::from(out));
+                }
+            }
+            Ok(RecordBatch::try_new(batch.schema(), columns)?)
+        })
+        .collect()
 }
 
 /// Checks that `batches` have the table's columns and types, and that key columns hold no NULLs.
@@ -143,9 +203,8 @@ pub fn sort_dedup(table: &TableDef, batches: &[RecordBatch]) -> Result<RecordBat
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::{AsArray, Int32Array, StringArray};
+    use arrow::array::Int32Array;
     use arrow::datatypes::Int32Type;
-    use quarry_core::cql_type::CqlType;
     use quarry_core::schema::ColumnDef;
 
     use super::*;
