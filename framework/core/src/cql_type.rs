@@ -239,7 +239,10 @@ mod tests {
 /// The canonical text of a value of a CQL type that Quarry holds as text, or why the text is not
 /// such a value: uuids become lowercase and hyphenated, `timeuuid`s must be version 1, addresses
 /// are printed the standard way, `ascii` must be ASCII. Other types are returned unchanged.
-pub fn canonical_text(cql_type: CqlType, text: &str) -> std::result::Result<std::borrow::Cow<'_, str>, String> {
+pub fn canonical_text(
+    cql_type: CqlType,
+    text: &str,
+) -> std::result::Result<std::borrow::Cow<'_, str>, String> {
     use std::borrow::Cow;
     let canonical = match cql_type {
         CqlType::Uuid | CqlType::TimeUuid => {

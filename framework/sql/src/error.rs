@@ -54,6 +54,7 @@ fn clean_datafusion_message(e: &DataFusionError) -> String {
         DataFusionError::Plan(m)
         | DataFusionError::Execution(m)
         | DataFusionError::NotImplemented(m) => m.clone(),
+        DataFusionError::SQL(e, _) => e.to_string(),
         other => other.to_string(),
     }
 }
