@@ -25,15 +25,24 @@ use crate::error::to_datafusion;
 pub struct StoreSink {
     store: Arc<dyn Store>,
     table: TableName,
+    /// What the insert plan delivers (the provider's schema).
     schema: SchemaRef,
+    /// What the store takes (the table's own schema).
+    table_schema: SchemaRef,
 }
 
 impl StoreSink {
-    pub fn new(store: Arc<dyn Store>, table: TableName, schema: SchemaRef) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        table: TableName,
+        schema: SchemaRef,
+        table_schema: SchemaRef,
+    ) -> Self {
         StoreSink {
             store,
             table,
             schema,
+            table_schema,
         }
     }
 }
@@ -56,12 +65,12 @@ impl DataSink for StoreSink {
         _context: &Arc<TaskContext>,
     ) -> Result<u64> {
         let batches: Vec<RecordBatch> = data.try_collect().await?;
-        // The insert plan casts values to the table's types; take the table's schema itself so
-        // that nullability and metadata match exactly (a NULL key is refused here).
+        // The insert plan casts values to the provider's types; convert to the table's own schema
+        // so that types, nullability and metadata match exactly (a NULL key is refused here).
         let batches = batches
             .into_iter()
             .filter(|b| b.num_rows() > 0)
-            .map(|b| RecordBatch::try_new(self.schema.clone(), b.columns().to_vec()))
+            .map(|b| quarry_store::cast_batch(&b, &self.table_schema))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| {
                 datafusion::error::DataFusionError::Plan(format!(

@@ -12,7 +12,7 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use quarry_core::schema::TableDef;
-use quarry_store::{ScanRequest, Store};
+use quarry_store::{ScanRequest, Store, scan_schema};
 
 use crate::error::to_datafusion;
 use crate::filters::to_predicate;
@@ -21,6 +21,7 @@ use crate::scan_exec::StoreScanExec;
 use crate::sink::StoreSink;
 
 /// A table of a [`Store`], with projection, limit and filter pushdown and upserting inserts.
+/// Its schema is the store's scan schema (text as `Utf8View`).
 #[derive(Debug)]
 pub struct StoreTable {
     store: Arc<dyn Store>,
@@ -30,7 +31,7 @@ pub struct StoreTable {
 
 impl StoreTable {
     pub fn new(store: Arc<dyn Store>, def: TableDef) -> Self {
-        let schema = def.arrow_schema();
+        let schema = scan_schema(&def);
         StoreTable { store, def, schema }
     }
 }
@@ -140,6 +141,7 @@ impl TableProvider for StoreTable {
             self.store.clone(),
             self.def.table_name(),
             self.schema.clone(),
+            self.def.arrow_schema(),
         );
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }

@@ -18,4 +18,7 @@ pub mod store;
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::{Error, ErrorKind, Result};
 pub use predicate::{CmpOp, Predicate};
-pub use store::{BatchStream, ScanPlan, ScanRequest, ScanSplit, SplitSource, Store, WriteSummary};
+pub use store::{
+    BatchStream, ScanPlan, ScanRequest, ScanSplit, SplitSource, Store, WriteSummary, cast_batch,
+    scan_schema,
+};

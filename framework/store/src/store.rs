@@ -17,13 +17,55 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use futures::Stream;
 use quarry_core::schema::{KeyspaceDef, TableDef, TableName};
 
 use crate::error::Result;
 use crate::predicate::Predicate;
+
+/// The schema scans return for a table: the table's Arrow schema with text as `Utf8View`, which
+/// Parquet decodes without copying strings and DataFusion filters and groups fastest. Writes take
+/// the table's own schema ([`TableDef::arrow_schema`]).
+pub fn scan_schema(table: &TableDef) -> SchemaRef {
+    as_view_types(&table.arrow_schema())
+}
+
+/// `schema` with every `Utf8` field as `Utf8View`, metadata kept.
+pub fn as_view_types(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// Casts `batch`'s columns to `schema`'s types where they differ (`Utf8` and `Utf8View`).
+pub fn cast_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(column.clone())
+            } else {
+                arrow::compute::cast(column, field.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &options,
+    )?)
+}
 
 /// A stream of record batches from a scan.
 pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>;
@@ -74,7 +116,8 @@ pub trait SplitSource: Send + Sync + Debug {
     fn describe(&self) -> String;
 }
 
-/// A planned scan: the output schema and the splits, all reading one snapshot.
+/// A planned scan: the output schema (see [`scan_schema`]) and the splits, all reading one
+/// snapshot.
 #[derive(Debug, Clone)]
 pub struct ScanPlan {
     pub schema: SchemaRef,

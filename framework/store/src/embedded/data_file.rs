@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::Int64Type;
+use arrow::datatypes::{Int64Type, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::basic::Compression;
@@ -46,11 +46,20 @@ pub struct DataFile {
 }
 
 impl DataFile {
-    /// Reads a file's footer and the token range of each row group.
-    pub fn open(data_dir: &Path, relative: &str, shards: &ShardMap) -> Result<DataFile> {
+    /// Reads a file's footer and the token range of each row group. `read_schema` is the stored
+    /// schema as scans want it (text as `Utf8View`).
+    pub fn open(
+        data_dir: &Path,
+        relative: &str,
+        shards: &ShardMap,
+        read_schema: &SchemaRef,
+    ) -> Result<DataFile> {
         let path = data_dir.join(relative);
         let file = File::open(&path).map_err(Error::io("opening", &path))?;
-        let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())?;
+        let metadata = ArrowReaderMetadata::load(
+            &file,
+            ArrowReaderOptions::new().with_schema(read_schema.clone()),
+        )?;
         let token_index = metadata
             .schema()
             .index_of(TOKEN_COLUMN)

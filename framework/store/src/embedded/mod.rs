@@ -188,6 +188,7 @@ impl EmbeddedStore {
                         problem: format!("table {} has no keyspace", entry.def.table_name()),
                     })?;
             let shards = ShardMap::new(keyspace.shards);
+            let read_schema = sorted_rows::read_stored_schema(&entry.def);
             let mut runs = Vec::new();
             for run in &entry.runs {
                 let files = run
@@ -195,7 +196,7 @@ impl EmbeddedStore {
                     .iter()
                     .map(|f| {
                         live_files.insert(dir.join(f));
-                        DataFile::open(&dir, f, &shards).map(Arc::new)
+                        DataFile::open(&dir, f, &shards, &read_schema).map(Arc::new)
                     })
                     .collect::<Result<Vec<_>>>()?;
                 runs.push(Arc::new(Run {
@@ -689,9 +690,10 @@ impl Inner {
             shards,
             self.layout(),
         )?;
+        let read_schema = sorted_rows::read_stored_schema(def);
         relatives
             .iter()
-            .map(|r| DataFile::open(&self.dir, r, shards).map(Arc::new))
+            .map(|r| DataFile::open(&self.dir, r, shards, &read_schema).map(Arc::new))
             .collect()
     }
 
@@ -816,10 +818,11 @@ impl Inner {
         let seq = snapshot.runs.iter().map(|r| r.seq).max().unwrap_or(0);
         let def = &snapshot.def;
         let mut sorted = Vec::new();
+        let table_schema = def.arrow_schema();
         for split in scan::read_all(&snapshot)? {
             let stored = split
                 .iter()
-                .map(|b| with_tokens(def, b))
+                .map(|b| with_tokens(def, &crate::store::cast_batch(b, &table_schema)?))
                 .collect::<Result<Vec<_>>>()?;
             if !stored.is_empty() {
                 sorted.push(sort_dedup(def, &stored)?);

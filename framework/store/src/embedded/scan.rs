@@ -37,6 +37,7 @@ use quarry_core::token::TokenRange;
 
 use crate::embedded::data_file::DataFileRef;
 use crate::embedded::memtable::MemChunk;
+use crate::embedded::sorted_rows;
 use crate::error::{Error, Result};
 use crate::predicate::{CmpOp, Predicate};
 use crate::store::{BatchStream, ScanPlan, ScanRequest, ScanSplit, SplitSource};
@@ -93,7 +94,7 @@ type PlannedSources = (ScanPlan, Vec<(ScanSplit, Arc<dyn SyncSource>)>);
 fn plan_sources(snapshot: &TableSnapshot, request: &ScanRequest) -> Result<PlannedSources> {
     let table = &snapshot.def;
     let shards = snapshot.shards;
-    let table_schema = table.arrow_schema();
+    let table_schema = crate::store::scan_schema(table);
     let projection: Vec<usize> = match &request.projection {
         Some(p) => {
             for &i in p {
@@ -227,11 +228,16 @@ impl ReadSpec {
     /// The projected columns (the first ones read) in the scan's schema.
     fn output(&self, batch: &RecordBatch) -> Result<RecordBatch> {
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        Ok(RecordBatch::try_new_with_options(
-            self.schema.clone(),
+        let projected = RecordBatch::try_new_with_options(
+            Arc::new(
+                batch
+                    .schema()
+                    .project(&(0..self.projection.len()).collect::<Vec<_>>())?,
+            ),
             batch.columns()[..self.projection.len()].to_vec(),
             &options,
-        )?)
+        )?;
+        crate::store::cast_batch(&projected, &self.schema)
     }
 }
 
@@ -606,9 +612,11 @@ impl SyncSource for MergeSplit {
                 .collect();
             columns.push(token_column);
             let token_position = columns.len() - 1;
+            let read_schema = sorted_rows::read_stored_schema(table);
+            let read_types = Arc::new(read_schema.project(&columns)?);
             let converter = RowConverter::new(
                 key.iter()
-                    .map(|&k| SortField::new(table.columns[k].cql_type.arrow_type()))
+                    .map(|&k| SortField::new(read_schema.field(k).data_type().clone()))
                     .collect(),
             )?;
             let mut seen: HashSet<Box<[u8]>> = HashSet::new();
@@ -617,9 +625,9 @@ impl SyncSource for MergeSplit {
                     PieceSource::Group { file, group } => {
                         Box::new(read_group(file, *group, &columns)?)
                     }
-                    PieceSource::Chunk(chunk) => {
-                        Box::new(std::iter::once(Ok(chunk.rows.project(&columns)?)))
-                    }
+                    PieceSource::Chunk(chunk) => Box::new(std::iter::once(
+                        crate::store::cast_batch(&chunk.rows.project(&columns)?, &read_types),
+                    )),
                 };
                 for batch in batches {
                     let batch = keep_ranges(&batch?, token_position, ranges)?;

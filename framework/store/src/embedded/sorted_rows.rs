@@ -34,6 +34,11 @@ pub fn stored_schema(table: &TableDef) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// The stored schema as scans read it (text as `Utf8View`).
+pub fn read_stored_schema(table: &TableDef) -> SchemaRef {
+    crate::store::as_view_types(&stored_schema(table))
+}
+
 /// Checks that `batches` have the table's columns and types and that key columns hold no NULLs,
 /// and puts values of text-held CQL types (uuid, timeuuid, inet, ascii) in canonical form.
 pub fn conform_batches(table: &TableDef, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
