@@ -75,7 +75,7 @@ impl Default for EmbeddedOptions {
         EmbeddedOptions {
             memtable_flush_rows: 262_144,
             bulk_write_rows: 65_536,
-            rows_per_group: 131_072,
+            rows_per_group: 524_288,
             rows_per_file: 1_048_576,
             max_runs: 4,
             merge_split_shards: 16,
