@@ -400,3 +400,20 @@ async fn a_second_process_cannot_open_the_same_directory() {
     let err = EmbeddedStore::open(dir.path(), small_options()).unwrap_err();
     assert!(err.to_string().contains("another quarry process"), "{err}");
 }
+
+#[tokio::test]
+async fn restarts_do_not_pile_up_log_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(new_store(dir.path()).await);
+    for i in 0..5 {
+        let store = EmbeddedStore::open(dir.path(), small_options()).unwrap();
+        store
+            .write(&name(), vec![rows(i..i + 1, 0..3, 1.0)])
+            .await
+            .unwrap();
+    }
+    let segments = std::fs::read_dir(dir.path().join("wal")).unwrap().count();
+    assert!(segments <= 1, "{segments} log segments after five restarts");
+    let store = EmbeddedStore::open(dir.path(), small_options()).unwrap();
+    assert_eq!(scan_all(&store).await.len(), 15);
+}

@@ -231,6 +231,11 @@ impl EmbeddedStore {
             }
         }
         let last_segment = wal::segments(&wal_dir)?.last().copied().unwrap_or(0);
+        if replayed == 0 {
+            // Nothing acknowledged is in the old segments (they are empty or end in a torn,
+            // unacknowledged record): drop them rather than let them pile up across restarts.
+            wal::remove_through(&wal_dir, last_segment)?;
+        }
         let wal = Wal::create(&wal_dir, last_segment.max(state.wal_checkpoint) + 1)?;
         if replayed > 0 {
             tracing::info!(rows = replayed, "replayed the write-ahead log");
