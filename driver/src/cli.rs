@@ -104,9 +104,10 @@ pub struct SqlArgs {
 #[derive(Debug, Args)]
 #[command(
     after_help = "Files are matched to the table's columns by header/field name and cast to
-the table's types. A bad value stops the load of that file and stores nothing from it, unless
---reject-file is given: then good rows are stored and bad ones written to the reject file as
-NDJSON with the reason. Rows without a partition key are always rejected.
+the table's types. Every file is read and checked before anything is stored: a bad value stops the
+load with an error naming file, line, column and value, and the table is left as it was. With
+--reject-file, good rows are stored and bad ones written to the reject file as NDJSON with the
+reason. Rows without a partition key are always rejected. Rows whose primary key exists replace it.
 
 Examples:
   quarry load --table iot.readings readings.csv more.ndjson
