@@ -21,7 +21,7 @@ use clap::Parser;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use parquet::arrow::ArrowWriter;
 use quarry_core::schema::TableName;
-use quarry_ingest::{ReadOptions, Source, read_source};
+use quarry_ingest::{ReadOptions, Source, read_sources};
 use quarry_iot::IotConfig;
 use quarry_sql::QuarrySession;
 use quarry_store::{EmbeddedOptions, EmbeddedStore, Store};
@@ -224,18 +224,14 @@ async fn load(store: &Arc<EmbeddedStore>, table: &str, files: &[PathBuf]) -> Res
     let name = TableName::parse(table)?;
     let def = store.table(&name)?;
     let started = Instant::now();
-    let mut batches = Vec::new();
-    let mut rows = 0;
-    for file in files {
-        let def = def.clone();
-        let source = Source::File(file.clone());
-        let data = tokio::task::spawn_blocking(move || {
-            read_source(&source, &def, &ReadOptions::default(), &mut |_| {})
-        })
-        .await??;
-        rows += data.rows;
-        batches.extend(data.batches);
-    }
+    let sources: Vec<Source> = files.iter().cloned().map(Source::File).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let read = tokio::task::spawn_blocking(move || {
+        read_sources(&sources, &def, &ReadOptions::default(), threads, &|_| {})
+    })
+    .await??;
+    let rows: u64 = read.iter().map(|d| d.rows).sum();
+    let batches: Vec<RecordBatch> = read.into_iter().flat_map(|d| d.batches).collect();
     let summary = store.write(&name, batches).await?;
     let secs = started.elapsed().as_secs_f64();
     ensure!(

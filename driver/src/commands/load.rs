@@ -1,13 +1,13 @@
-//! `quarry load`: files into a table, one all-or-nothing write per file.
+//! `quarry load`: files into a table, read on all cores, stored in one all-or-nothing write.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use quarry_core::schema::TableName;
-use quarry_ingest::{Format, ReadOptions, Source, read_source};
+use quarry_ingest::{Format, ReadOptions, Source, read_sources};
 use quarry_store::Store;
 
 use crate::cli::LoadArgs;
@@ -42,31 +42,21 @@ pub async fn run(data_dir: &Path, args: LoadArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     // Every file is read and checked before anything is stored: a bad file leaves the table
     // exactly as it was. Then all rows go to the store in one write (one run).
+    let sources: Vec<Source> = args.files.iter().map(|f| Source::from_arg(f)).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let bar = rows_bar(None, "reading");
+    let progress_bar = bar.clone();
+    // Parsing and casting are CPU work: off the async runtime, one file per core.
+    let read = tokio::task::spawn_blocking(move || {
+        read_sources(&sources, &table, &options, threads, &|rows| {
+            progress_bar.set_position(rows)
+        })
+    })
+    .await?;
+    bar.finish_and_clear();
     let mut batches = Vec::new();
     let (mut total_rows, mut total_rejects) = (0u64, 0u64);
-    for file in &args.files {
-        let source = if file == "-" {
-            Source::Stdin
-        } else {
-            Source::File(PathBuf::from(file))
-        };
-        let file_started = Instant::now();
-        let bar = rows_bar(None, "reading");
-        let table_for_read = table.clone();
-        let options_for_read = options.clone();
-        let source_for_read = source.clone();
-        let progress_bar = bar.clone();
-        // Parsing and casting are CPU work: keep them off the async runtime.
-        let data = tokio::task::spawn_blocking(move || {
-            read_source(
-                &source_for_read,
-                &table_for_read,
-                &options_for_read,
-                &mut |rows| progress_bar.set_position(rows),
-            )
-        })
-        .await??;
-        bar.finish_and_clear();
+    for data in read? {
         let rejected = data.rejects.len() as u64;
         if let Some((_, writer)) = rejects.as_mut() {
             for reject in &data.rejects {
@@ -74,9 +64,9 @@ pub async fn run(data_dir: &Path, args: LoadArgs) -> anyhow::Result<()> {
             }
         }
         eprintln!(
-            "read {} rows from {source} in {:.2} s{}",
+            "read {} rows from {}{}",
             data.rows,
-            file_started.elapsed().as_secs_f64(),
+            data.source,
             if rejected > 0 {
                 format!(" ({rejected} rejected)")
             } else {

@@ -39,6 +39,6 @@ pub mod source;
 
 pub use error::{Error, KeyKind, Location, Position, Result};
 pub use format::Format;
-pub use read::{DEFAULT_BATCH_SIZE, ReadOptions, SourceData, read_source};
+pub use read::{DEFAULT_BATCH_SIZE, ReadOptions, SourceData, read_source, read_sources};
 pub use reject::Reject;
 pub use source::Source;

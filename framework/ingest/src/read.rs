@@ -247,3 +247,60 @@ impl<'a> Target<'a> {
         Ok(())
     }
 }
+
+/// Reads several sources on up to `threads` threads (decoding is CPU work, one file per thread),
+/// returning their data in the order given. `progress` gets the rows read so far over all
+/// sources. The first source that fails (in the order given) decides the error.
+pub fn read_sources(
+    sources: &[Source],
+    table: &TableDef,
+    options: &ReadOptions,
+    threads: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<SourceData>> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    let next = AtomicUsize::new(0);
+    let total = AtomicU64::new(0);
+    let results: Vec<Mutex<Option<Result<SourceData>>>> =
+        sources.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads.clamp(1, sources.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(source) = sources.get(i) else { break };
+                    let mut seen = 0;
+                    let result = read_source(source, table, options, &mut |rows| {
+                        let sum = total.fetch_add(rows.saturating_sub(seen), Ordering::SeqCst)
+                            + rows.saturating_sub(seen);
+                        seen = rows;
+                        progress(sum);
+                    });
+                    let failed = result.is_err();
+                    if let Ok(mut slot) = results[i].lock() {
+                        *slot = Some(result);
+                    }
+                    if failed {
+                        // Later sources cannot change the outcome; stop handing them out.
+                        next.store(sources.len(), Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    let mut out = Vec::with_capacity(sources.len());
+    for (slot, source) in results.into_iter().zip(sources) {
+        match slot.into_inner().ok().flatten() {
+            Some(result) => out.push(result?),
+            None => {
+                return Err(Error::Internal {
+                    input: source.to_string(),
+                    message: "a reader thread stopped without a result".into(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
