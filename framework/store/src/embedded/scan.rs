@@ -501,7 +501,15 @@ pub(crate) trait SyncSource: Send + Sync + std::fmt::Debug {
     fn read_into(&self, emit: &mut dyn FnMut(RecordBatch) -> bool) -> Result<()>;
     fn describe(&self) -> String;
     fn limit(&self) -> Option<usize>;
+
+    /// A pull-based reader, for splits cheap enough to decode as the consumer asks (one row
+    /// group, as DataFusion's own Parquet scan does), without a thread hand-off per batch.
+    fn batches(&self) -> Option<Result<BatchIter>> {
+        None
+    }
 }
+
+type BatchIter = Box<dyn Iterator<Item = Result<RecordBatch>> + Send>;
 
 #[derive(Debug)]
 struct Spawned(Arc<dyn SyncSource>);
@@ -509,6 +517,24 @@ struct Spawned(Arc<dyn SyncSource>);
 impl SplitSource for Spawned {
     fn open(&self) -> Result<BatchStream> {
         let source = self.0.clone();
+        if let Some(batches) = source.batches() {
+            let mut remaining = source.limit().unwrap_or(usize::MAX);
+            let limited = batches?.map_while(move |batch| {
+                if remaining == 0 {
+                    return None;
+                }
+                Some(batch.map(|b| {
+                    let b = if b.num_rows() > remaining {
+                        b.slice(0, remaining)
+                    } else {
+                        b
+                    };
+                    remaining -= b.num_rows();
+                    b
+                }))
+            });
+            return Ok(Box::pin(stream::iter(limited)));
+        }
         Ok(spawn_reader(source.limit(), move |emit| {
             source.read_into(emit)
         }))
@@ -559,27 +585,40 @@ impl SyncSource for GroupSplit {
     }
 
     fn read_into(&self, emit: &mut dyn FnMut(RecordBatch) -> bool) -> Result<()> {
-        let (file, group, filter, read) = (&self.file, self.group, &self.token_filter, &self.read);
-        {
-            let token_column = read.table.columns.len();
-            let mut columns = read.projection.clone();
-            // The token column filters rows, and gives an empty projection (`count(*)`) rows
-            // to count.
-            if filter.is_some() || columns.is_empty() {
-                columns.push(token_column);
-            }
-            for batch in read_group(file, group, &columns)? {
-                let mut batch = batch?;
-                if let Some(ranges) = filter {
-                    batch = keep_ranges(&batch, columns.len() - 1, ranges)?;
-                }
-                let out = read.output(&batch)?;
-                if out.num_rows() > 0 && !emit(out) {
+        if let Some(batches) = self.batches() {
+            for batch in batches? {
+                if !emit(batch?) {
                     break;
                 }
             }
-            Ok(())
         }
+        Ok(())
+    }
+
+    fn batches(&self) -> Option<Result<BatchIter>> {
+        let read = self.read.clone();
+        let filter = self.token_filter.clone();
+        let mut columns = read.projection.clone();
+        // The token column filters rows, and gives an empty projection (`count(*)`) rows to
+        // count.
+        if filter.is_some() || columns.is_empty() {
+            columns.push(read.table.columns.len());
+        }
+        let token_position = columns.len() - 1;
+        Some(read_group(&self.file, self.group, &columns).map(|reader| {
+            Box::new(reader.filter_map(move |batch| {
+                let out = batch.and_then(|mut batch| {
+                    if let Some(ranges) = &filter {
+                        batch = keep_ranges(&batch, token_position, ranges)?;
+                    }
+                    read.output(&batch)
+                });
+                match out {
+                    Ok(b) if b.num_rows() == 0 => None,
+                    other => Some(other),
+                }
+            })) as BatchIter
+        }))
     }
 
     fn describe(&self) -> String {

@@ -301,7 +301,7 @@ mod tests {
         let vs: Vec<i32> = (0..n).collect();
         let batch =
             with_tokens(&t, &rows(ids, cs.iter().map(String::as_str).collect(), vs)).unwrap();
-        let big = sort_dedup(&t, &[batch.clone()]).unwrap();
+        let big = sort_dedup(&t, std::slice::from_ref(&batch)).unwrap();
         let small: Vec<RecordBatch> = (0..n as usize)
             .step_by(10_000)
             .map(|start| batch.slice(start, 10_000.min(n as usize - start)))
