@@ -9,7 +9,8 @@ use crate::output::OutputFormat;
 /// Quarry: compute-to-data analytics over a sharded wide-column store.
 ///
 /// Everything runs on an embedded store in one data directory (--data-dir); its token maths match
-/// ScyllaDB and Cassandra. Start with `quarry demo`, then explore with `quarry sql`.
+/// ScyllaDB and Cassandra. Start with `quarry demo`, then explore with `quarry sql`. `quarry up`
+/// runs a local cluster (a driver and workers) that `--driver` sends work to.
 #[derive(Debug, Parser)]
 #[command(
     name = "quarry",
@@ -22,6 +23,8 @@ use crate::output::OutputFormat;
   quarry sql -e \"SELECT count(*) FROM iot.readings\"
   quarry load --table iot.readings readings.csv
   quarry tables
+  quarry up                                    a local cluster: driver + 3 workers
+  quarry sql --driver http://127.0.0.1:7070    run SQL on it; `quarry jobs` lists what ran
 
 Set RUST_LOG=debug for detailed logs.")]
 pub struct Cli {
@@ -51,6 +54,112 @@ pub enum Command {
     Tables(TablesArgs),
     /// Show a table's definition as CQL and its columns.
     Describe(DescribeArgs),
+    /// Run a local cluster: a driver and worker processes sharing the data directory.
+    Up(UpArgs),
+    /// Run the driver daemon: plans queries, schedules tasks on workers, tracks jobs.
+    Driver(DriverArgs),
+    /// Run a worker daemon beside one store node; it registers with a driver.
+    Worker(WorkerArgs),
+    /// List a driver's recent jobs.
+    Jobs(JobsArgs),
+    /// Show one job: its state, stages and tasks.
+    Job(JobArgs),
+    /// Cancel a running job and free its work on every worker.
+    Cancel(JobArgs),
+    /// List the workers a driver knows.
+    Workers(JobsArgs),
+}
+
+/// Where a running driver listens, for commands that talk to one.
+#[derive(Debug, Clone, Args)]
+pub struct DriverConnection {
+    /// A running driver (`quarry up` or `quarry driver`) to send work to, as http://HOST:PORT.
+    /// Without it, commands run in this process on --data-dir.
+    #[arg(long = "driver", env = "QUARRY_DRIVER", value_name = "URL")]
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  quarry up                          driver on 127.0.0.1:7070 and 3 workers; Ctrl-C stops all
+  quarry up --workers 5 --listen 127.0.0.1:0
+  then, in another terminal:
+  quarry sql --driver http://127.0.0.1:7070 -e \"SELECT count(*) FROM iot.readings\"
+
+Every worker stands for one store node (node-1, node-2, ...) and reads the shards placement gives
+that node; all share the data directory, which the driver writes and the workers read.")]
+pub struct UpArgs {
+    /// Worker processes to start.
+    #[arg(long, default_value_t = 3)]
+    pub workers: usize,
+    /// Address the driver listens on (port 0 picks a free one; the endpoint is printed).
+    #[arg(long, default_value = "127.0.0.1:7070", value_name = "HOST:PORT")]
+    pub listen: String,
+    /// Task slots of each worker (default: this machine's cores).
+    #[arg(long)]
+    pub slots: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example:
+  quarry driver --listen 0.0.0.0:7070 --data-dir /var/lib/quarry
+Workers then join with `quarry worker --driver http://HOST:7070 --node NODE`.")]
+pub struct DriverArgs {
+    /// Address to listen on for workers and clients (gRPC and Arrow Flight).
+    #[arg(long, default_value = "127.0.0.1:7070", value_name = "HOST:PORT")]
+    pub listen: String,
+    /// How often workers heartbeat, in milliseconds.
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub heartbeat_ms: u64,
+    /// A worker silent this long is declared lost and its work moves, in milliseconds.
+    #[arg(long, default_value_t = 3000, value_name = "MS")]
+    pub lost_after_ms: u64,
+    /// The store's nodes, for placement (default: the nodes of registered workers).
+    #[arg(long, value_delimiter = ',', value_name = "NODE,...")]
+    pub nodes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example:
+  quarry worker --driver http://10.0.0.1:7070 --node node-3 --data-dir /var/lib/quarry")]
+pub struct WorkerArgs {
+    /// The driver to register with.
+    #[arg(long, env = "QUARRY_DRIVER", value_name = "URL")]
+    pub driver: String,
+    /// The store node this worker sits beside.
+    #[arg(long, value_name = "NODE")]
+    pub node: String,
+    /// The worker's name (default: worker-NODE).
+    #[arg(long, value_name = "NAME")]
+    pub id: Option<String>,
+    /// Address to listen on for tasks and exchange reads (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "HOST:PORT")]
+    pub listen: String,
+    /// Host name other processes reach this worker at (default: the listen address).
+    #[arg(long, value_name = "HOST")]
+    pub advertise_host: Option<String>,
+    /// Tasks run at once (default: this machine's cores).
+    #[arg(long)]
+    pub slots: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    #[command(flatten)]
+    pub driver: DriverConnection,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// The job's id, as `quarry jobs` lists it.
+    #[arg(value_name = "ID")]
+    pub id: String,
+    #[command(flatten)]
+    pub driver: DriverConnection,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +208,8 @@ pub struct SqlArgs {
     /// Print each statement's elapsed time on stderr.
     #[arg(long)]
     pub timing: bool,
+    #[command(flatten)]
+    pub driver: DriverConnection,
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +238,8 @@ pub struct LoadArgs {
     /// Files to load; '-' reads stdin.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<String>,
+    #[command(flatten)]
+    pub driver: DriverConnection,
 }
 
 #[derive(Debug, Args)]
@@ -135,6 +248,8 @@ pub struct TablesArgs {
     pub keyspace: Option<String>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
+    #[command(flatten)]
+    pub driver: DriverConnection,
 }
 
 #[derive(Debug, Args)]

@@ -1,18 +1,24 @@
-//! The `quarry` command-line tool (and, from the distributed-runtime issue on, the driver daemon).
+//! The `quarry` command-line tool and the driver daemon.
 //!
 //! ```text
-//!   quarry <command> ──▶ cli (clap) ──▶ commands::* ──▶ QuarrySession / Store (embedded)
+//!   quarry <command> ──▶ cli (clap) ──▶ commands::* ──▶ Backend ─┬─ Local: QuarrySession (embedded)
+//!                                              │                 └─ Remote: a driver (remote)
 //!                                              └──────▶ output (table, csv, json, ndjson, parquet)
+//!   quarry driver / up ──▶ daemon::serve (planning, scheduling, jobs)
+//!   quarry worker      ──▶ quarry_worker::serve
 //! ```
 //!
-//! Every command works on the embedded store in `--data-dir` (or `QUARRY_DATA_DIR`, default
-//! `./quarry-data`).
+//! Commands work on the embedded store in `--data-dir` (or `QUARRY_DATA_DIR`, default
+//! `./quarry-data`), or with `--driver URL` (or `QUARRY_DRIVER`) on a running driver.
 
+pub mod backend;
 pub mod cli;
 pub mod commands;
+pub mod daemon;
 pub mod logging;
 pub mod output;
 pub mod progress;
+pub mod remote;
 pub mod repl;
 
 use cli::{Cli, Command};
@@ -26,5 +32,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Load(args) => commands::load::run(&data_dir, args).await,
         Command::Tables(args) => commands::catalog::tables(&data_dir, args).await,
         Command::Describe(args) => commands::catalog::describe(&data_dir, args).await,
+        Command::Up(args) => commands::daemons::up(&data_dir, args).await,
+        Command::Driver(args) => commands::daemons::driver(&data_dir, args).await,
+        Command::Worker(args) => commands::daemons::worker(&data_dir, args).await,
+        Command::Jobs(args) => commands::jobs::jobs(args).await,
+        Command::Job(args) => commands::jobs::job(args).await,
+        Command::Cancel(args) => commands::jobs::cancel(args).await,
+        Command::Workers(args) => commands::jobs::workers(args).await,
     }
 }

@@ -3,10 +3,10 @@
 use std::path::Path;
 use std::time::Instant;
 
-use quarry_sql::QuarrySession;
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 
+use crate::backend::Backend;
 use crate::output::{OutputFormat, write_result};
 
 const HELP: &str = "Statements end with ';' and may span lines.
@@ -17,7 +17,7 @@ const HELP: &str = "Statements end with ';' and may span lines.
 SQL is DataFusion's dialect plus Quarry DDL (CREATE KEYSPACE/TABLE, SHOW, DESCRIBE) and token().";
 
 pub async fn run(
-    session: &QuarrySession,
+    backend: &mut Backend,
     data_dir: &Path,
     format: OutputFormat,
 ) -> anyhow::Result<()> {
@@ -33,7 +33,7 @@ pub async fn run(
     let mut buffer = String::new();
     println!(
         "Quarry SQL shell on {} — \\help for help, \\q to quit.",
-        data_dir.display()
+        backend.describe(data_dir)
     );
     loop {
         let prompt = if buffer.is_empty() {
@@ -60,9 +60,9 @@ pub async fn run(
                     timing = !timing;
                     println!("Timing is {}.", if timing { "on" } else { "off" });
                 }
-                (Some("\\d"), None) => execute(session, "SHOW TABLES", format, timing).await,
+                (Some("\\d"), None) => execute(backend, "SHOW TABLES", format, timing).await,
                 (Some("\\d"), Some(table)) => {
-                    execute(session, &format!("DESCRIBE {table}"), format, timing).await
+                    execute(backend, &format!("DESCRIBE {table}"), format, timing).await
                 }
                 (Some("\\format"), Some(name)) => match name {
                     "table" => format = OutputFormat::Table,
@@ -88,16 +88,16 @@ pub async fn run(
         let text = std::mem::take(&mut buffer);
         let _ = editor.add_history_entry(text.trim());
         for statement in quarry_core::ddl::split_statements(&text) {
-            execute(session, &statement, format, timing).await;
+            execute(backend, &statement, format, timing).await;
         }
     }
     let _ = editor.save_history(&history);
     Ok(())
 }
 
-async fn execute(session: &QuarrySession, sql: &str, format: OutputFormat, timing: bool) {
+async fn execute(backend: &mut Backend, sql: &str, format: OutputFormat, timing: bool) {
     let started = Instant::now();
-    match session.execute(sql).await {
+    match backend.execute(sql).await {
         Ok(output) => {
             let mut stdout = std::io::stdout().lock();
             let printed = match &output.message {

@@ -2,7 +2,9 @@
 //! clients.
 //!
 //! ```text
-//!   worker ──RegisterWorker / Heartbeat──▶ driver ◀──SubmitJob / GetJob / ListJobs / CancelJob── quarry CLI
+//!   worker ──RegisterWorker / Heartbeat──▶ driver ◀──GetJob / ListJobs / CancelJob── quarry CLI
+//!                                           driver ◀──Flight DoGet(QueryTicket)──── quarry CLI
+//!   worker ◀──Flight DoGet(ExchangeTicket)── other workers, the driver
 //!   driver ──LaunchTask / CancelTask / GetTask──▶ worker
 //! ```
 //!
@@ -49,17 +51,17 @@ mod tests {
                 kind: ErrorKind::External as i32,
                 retryable: true,
                 message: "store node 3 unreachable".into(),
+                unreachable_endpoint: "http://127.0.0.1:7071".into(),
             }),
+            output_partitions: 0,
         };
-        let heartbeat = HeartbeatRequest {
-            protocol_version: super::PROTOCOL_VERSION,
-            worker_id: "worker-1".into(),
-            tasks: vec![status],
+        let response = LaunchTaskResponse {
+            status: Some(status),
         };
-        let bytes = heartbeat.encode_to_vec();
+        let bytes = response.encode_to_vec();
         assert_eq!(
-            HeartbeatRequest::decode(bytes.as_slice()).unwrap(),
-            heartbeat
+            LaunchTaskResponse::decode(bytes.as_slice()).unwrap(),
+            response
         );
     }
 
@@ -76,6 +78,8 @@ mod tests {
                     last: 99,
                 }],
                 session_config: Default::default(),
+                hash_partitions: vec![1],
+                inputs: Vec::new(),
             }),
         };
         let bytes = request.encode_to_vec();

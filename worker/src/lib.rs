@@ -1,9 +1,112 @@
-//! The Quarry worker daemon.
+//! The worker daemon: runs tasks beside one store node and serves their outputs.
 //!
-//! A worker runs beside one store node and executes the tasks the driver sends it over the shards
-//! that node holds: serialized DataFusion plan fragments and WASM stages, on a CPU runtime kept
-//! apart from the network runtime that serves gRPC, Arrow Flight (shuffle) and heartbeats.
+//! ```text
+//!               network runtime                          CPU runtime
+//!   driver ──LaunchTask──▶ WorkerRpc ──spawn──────────▶ TaskRunner: decode plan (QuarryCodec),
+//!          ◀──status─────┘                                 scan local shards, pull inputs,
+//!   peers  ──Flight DoGet──▶ WorkerFlight ◀──outputs────── execute, keep output partitions
+//!   heartbeat loop ──RegisterWorker / Heartbeat──▶ driver
+//! ```
 //!
-//! Nothing is defined yet: today every command runs in one process on the embedded store
-//! (`quarry_store::EmbeddedStore`), planned by `quarry_sql`. The worker arrives with the
-//! distributed runtime.
+//! [`serve`] runs both gRPC services on one listener, registers with the driver and heartbeats
+//! from the network runtime, while plans run on a separate [`CpuRuntime`](cpu_runtime::CpuRuntime)
+//! so a heavy task cannot starve heartbeats. Outputs stay in memory until the driver releases
+//! their job.
+
+pub mod config;
+pub mod cpu_runtime;
+pub mod error;
+pub mod exchange_client;
+pub mod flight_service;
+pub mod heartbeat;
+pub mod rpc;
+pub mod task_outputs;
+pub mod task_runner;
+pub mod worker_service;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use quarry_proto::v1::worker_service_server::WorkerServiceServer;
+use quarry_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::WorkerConfig;
+pub use error::{Error, Result};
+
+use crate::cpu_runtime::CpuRuntime;
+use crate::exchange_client::{FlightExchangeClient, MAX_MESSAGE_BYTES};
+use crate::flight_service::WorkerFlight;
+use crate::heartbeat::Registration;
+use crate::task_runner::TaskRunner;
+use crate::worker_service::{WorkerRpc, WorkerState};
+
+/// Runs a worker on `listener` until `shutdown` completes, reading `store`.
+///
+/// On shutdown the worker stops heartbeating, aborts its running tasks and lets in-flight calls
+/// finish before returning.
+pub async fn serve(
+    listener: TcpListener,
+    config: WorkerConfig,
+    store: Arc<dyn Store>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let address = listener.local_addr()?;
+    let host = config
+        .advertise_host
+        .clone()
+        .unwrap_or_else(|| address.ip().to_string());
+    let endpoint = format!("http://{host}:{}", address.port());
+    let runner = TaskRunner {
+        store,
+        client: FlightExchangeClient::new(),
+        scan_partitions: config.task_slots.max(1),
+    };
+    let cpu = CpuRuntime::new(config.task_slots)?;
+    let state = Arc::new(WorkerState::new(config.worker_id.clone(), runner, cpu));
+    tracing::info!(worker = %config.worker_id, node = %config.node_id, %endpoint, "serving");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let heartbeat = tokio::spawn(heartbeat::run(
+        config.driver_url.clone(),
+        Registration {
+            worker_id: config.worker_id.clone(),
+            node_id: config.node_id.clone(),
+            endpoint: endpoint.clone(),
+            task_slots: config.task_slots as u32,
+        },
+        state.clone(),
+        stop_rx,
+    ));
+    // Aborts the heartbeat loop however serving ends.
+    let heartbeat = cpu_runtime::AbortOnDrop::from(heartbeat);
+
+    let on_shutdown = {
+        let state = state.clone();
+        async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+            state.cancel_all();
+        }
+    };
+    let served = tonic::transport::Server::builder()
+        .add_service(
+            WorkerServiceServer::new(WorkerRpc(state.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(FlightServiceServer::new(WorkerFlight {
+            outputs: state.outputs.clone(),
+        }))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown)
+        .await
+        .map_err(|source| Error::Serve {
+            address: address.to_string(),
+            source,
+        });
+    drop(heartbeat);
+    tracing::info!(worker = %config.worker_id, "stopped");
+    served
+}

@@ -8,12 +8,12 @@ use crate::cli::{DescribeArgs, TablesArgs};
 use crate::output::write_result;
 
 pub async fn tables(data_dir: &Path, args: TablesArgs) -> anyhow::Result<()> {
-    let (_store, session) = super::open(data_dir)?;
+    let mut backend = super::backend(data_dir, &args.driver).await?;
     let sql = match &args.keyspace {
         Some(ks) => format!("SHOW TABLES IN {ks}"),
         None => "SHOW TABLES".to_string(),
     };
-    let output = session.execute(&sql).await?;
+    let output = backend.execute(&sql).await?;
     write_result(
         args.format,
         &output.schema,

@@ -16,6 +16,8 @@ use quarry_store::Store;
 
 use crate::cli::DemoArgs;
 use crate::commands::sql::run_and_print;
+use crate::daemon::DriverConfig;
+use crate::daemon::local_cluster::LocalCluster;
 use crate::progress::{rows_bar, spinner};
 
 const SCHEMA: &str = "
@@ -75,14 +77,32 @@ const READ_BACK: &str = "
 SELECT hour, readings, round(avg_temp, 2) AS avg_temp, round(max_temp, 2) AS max_temp, errors
 FROM synth.device_hourly WHERE device_id = 42 AND avg_temp IS NOT NULL ORDER BY hour DESC LIMIT 5";
 
+/// Workers of the demo's in-process cluster.
+const WORKERS: usize = 3;
+
 pub async fn run(data_dir: &Path, args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (store, session) = super::open(data_dir)?;
+    let (store, _) = super::open(data_dir)?;
+    let cluster =
+        LocalCluster::start(store.clone(), data_dir, WORKERS, DriverConfig::default()).await?;
+    let session = cluster.driver.session(&[], "demo")?;
     println!(
-        "Quarry demo — embedded store in {} (one node; the same token maths as ScyllaDB)\n",
+        "Quarry demo — a local cluster in this process: a driver and {WORKERS} workers (node-1..{WORKERS}),\n\
+         sharing the embedded store in {} (the same token maths as ScyllaDB)\n",
         data_dir.display()
     );
+    let result = run_on(&session, &store, data_dir, &args, started).await;
+    cluster.shutdown().await;
+    result
+}
 
+async fn run_on(
+    session: &QuarrySession,
+    store: &std::sync::Arc<quarry_store::EmbeddedStore>,
+    data_dir: &Path,
+    args: &DemoArgs,
+    started: Instant,
+) -> anyhow::Result<()> {
     session
         .execute_script(SCHEMA)
         .await
@@ -92,7 +112,7 @@ pub async fn run(data_dir: &Path, args: DemoArgs) -> anyhow::Result<()> {
     );
     println!("keyspace synth: 64 shards placed on 1 node, for derived results\n");
 
-    load(&store, &args).await?;
+    load(store, args).await?;
     let readings = TableName::new("iot", "readings");
 
     for (i, (title, sql)) in REPORTS.iter().enumerate() {
@@ -124,10 +144,10 @@ pub async fn run(data_dir: &Path, args: DemoArgs) -> anyhow::Result<()> {
     println!(
         "\n   Read back from the synthetic keyspace (device 42, hours with a temperature reading):"
     );
-    run_and_print(&session, READ_BACK).await?;
+    run_and_print(session, READ_BACK).await?;
 
-    let count = count_rows(&session, "iot.readings").await?;
-    let rollups = count_rows(&session, "synth.device_hourly").await?;
+    let count = count_rows(session, "iot.readings").await?;
+    let rollups = count_rows(session, "synth.device_hourly").await?;
     let stats = store.table_stats(&readings)?;
     println!(
         "\niot.readings holds {count} rows in {} run(s) ({} row groups); synth.device_hourly holds {rollups} rows.",
@@ -142,6 +162,12 @@ pub async fn run(data_dir: &Path, args: DemoArgs) -> anyhow::Result<()> {
     );
     println!("  quarry describe --data-dir {dir} iot.readings");
     println!("  quarry load --data-dir {dir} --table iot.readings your.csv");
+    println!(
+        "  quarry up --data-dir {dir}                        # driver + 3 worker processes; then"
+    );
+    println!(
+        "  quarry sql --driver http://127.0.0.1:7070 -e \"EXPLAIN SELECT sensor, count(*) FROM iot.readings GROUP BY sensor\""
+    );
     Ok(())
 }
 

@@ -6,12 +6,13 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use quarry_core::schema::TableName;
+use quarry_core::schema::{TableDef, TableName};
 use quarry_ingest::{Format, ReadOptions, Source, read_sources};
 use quarry_store::Store;
 
 use crate::cli::LoadArgs;
 use crate::progress::rows_bar;
+use crate::remote::RemoteDriver;
 
 pub async fn run(data_dir: &Path, args: LoadArgs) -> anyhow::Result<()> {
     let name = TableName::parse(&args.table)?;
@@ -23,8 +24,19 @@ pub async fn run(data_dir: &Path, args: LoadArgs) -> anyhow::Result<()> {
     if args.files.iter().any(|f| f == "-") && format.is_none() {
         bail!("reading stdin needs --format (csv, ndjson or parquet)");
     }
-    let (store, _session) = super::open(data_dir)?;
-    let table = store.table(&name)?;
+    // Where the rows go: this process's embedded store, or a driver (which owns the store).
+    let (target, table) = match &args.driver.url {
+        Some(url) => {
+            let mut driver = RemoteDriver::connect(url).await?;
+            let table = remote_table(&mut driver, &name).await?;
+            (Target::Remote(driver), table)
+        }
+        None => {
+            let (store, _session) = super::open(data_dir)?;
+            let table = store.table(&name)?;
+            (Target::Local(store), table)
+        }
+    };
     let mut rejects = match &args.reject_file {
         Some(path) => Some((
             path.clone(),
@@ -78,7 +90,12 @@ pub async fn run(data_dir: &Path, args: LoadArgs) -> anyhow::Result<()> {
         batches.extend(data.batches);
     }
     let spin = crate::progress::spinner("storing");
-    let summary = store.write(&name, batches).await?;
+    let summary = match &target {
+        Target::Local(store) => store.write(&name, batches).await?,
+        Target::Remote(driver) => quarry_store::WriteSummary {
+            rows: driver.load(&name.to_string(), batches).await?,
+        },
+    };
     spin.finish_and_clear();
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     eprintln!(
@@ -101,4 +118,26 @@ pub async fn run(data_dir: &Path, args: LoadArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+enum Target {
+    Local(std::sync::Arc<quarry_store::EmbeddedStore>),
+    Remote(RemoteDriver),
+}
+
+/// A table's definition as the driver's catalog has it (its CQL, parsed back).
+async fn remote_table(driver: &mut RemoteDriver, name: &TableName) -> anyhow::Result<TableDef> {
+    let output = driver
+        .execute(&format!("DESCRIBE KEYSPACE {}", name.keyspace))
+        .await?;
+    let text = output.message.unwrap_or_default();
+    for statement in quarry_core::ddl::split_statements(&text) {
+        if let Ok(quarry_core::ddl::Statement::CreateTable { def, .. }) =
+            quarry_core::ddl::parse_statement(&statement)
+            && def.table_name() == *name
+        {
+            return Ok(def);
+        }
+    }
+    bail!("the driver has no table {name}; `quarry tables --driver URL` lists them")
 }

@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
 pub mod catalog;
+pub mod daemons;
 pub mod demo;
+pub mod jobs;
 pub mod load;
 pub mod sql;
 
@@ -12,6 +14,10 @@ use anyhow::Context;
 use quarry_sql::QuarrySession;
 use quarry_store::{EmbeddedOptions, EmbeddedStore, Store};
 
+use crate::backend::Backend;
+use crate::cli::DriverConnection;
+use crate::remote::RemoteDriver;
+
 /// Opens the embedded store in `data_dir` and a SQL session over it.
 pub fn open(data_dir: &Path) -> anyhow::Result<(Arc<EmbeddedStore>, QuarrySession)> {
     let store = Arc::new(
@@ -20,4 +26,12 @@ pub fn open(data_dir: &Path) -> anyhow::Result<(Arc<EmbeddedStore>, QuarrySessio
     );
     let session = QuarrySession::new(store.clone() as Arc<dyn Store>);
     Ok((store, session))
+}
+
+/// The driver named by `--driver`, or a session over the embedded store in `data_dir`.
+pub async fn backend(data_dir: &Path, driver: &DriverConnection) -> anyhow::Result<Backend> {
+    match &driver.url {
+        Some(url) => Ok(Backend::Remote(RemoteDriver::connect(url).await?)),
+        None => Ok(Backend::Local(open(data_dir)?.1)),
+    }
 }

@@ -12,7 +12,7 @@ use crate::cli::SqlArgs;
 use crate::output::{OutputFormat, write_result};
 
 pub async fn run(data_dir: &Path, args: SqlArgs) -> anyhow::Result<()> {
-    let (_store, session) = super::open(data_dir)?;
+    let mut backend = super::backend(data_dir, &args.driver).await?;
     let mut scripts = args.execute.clone();
     if let Some(file) = &args.file {
         scripts.push(
@@ -21,7 +21,7 @@ pub async fn run(data_dir: &Path, args: SqlArgs) -> anyhow::Result<()> {
     }
     if scripts.is_empty() {
         if std::io::stdin().is_terminal() && args.output.is_none() {
-            return crate::repl::run(&session, data_dir, args.format).await;
+            return crate::repl::run(&mut backend, data_dir, args.format).await;
         }
         let mut text = String::new();
         std::io::stdin()
@@ -38,7 +38,7 @@ pub async fn run(data_dir: &Path, args: SqlArgs) -> anyhow::Result<()> {
     for script in scripts {
         for statement in quarry_core::ddl::split_statements(&script) {
             let started = Instant::now();
-            let output = session.execute(&statement).await?;
+            let output = backend.execute(&statement).await?;
             print_output(&output, args.format, &mut out)?;
             if args.timing {
                 eprintln!("Time: {:.3} s", started.elapsed().as_secs_f64());

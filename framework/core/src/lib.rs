@@ -20,6 +20,7 @@ pub mod partition_key;
 pub mod placement;
 pub mod schema;
 pub mod shard_map;
+pub mod shard_set;
 pub mod statement_split;
 pub mod token;
 

@@ -60,6 +60,6 @@ fn clean_datafusion_message(e: &DataFusionError) -> String {
 }
 
 /// Wraps a store error for DataFusion, keeping it downcastable.
-pub(crate) fn to_datafusion(e: quarry_store::Error) -> DataFusionError {
+pub fn to_datafusion(e: quarry_store::Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }

@@ -3,6 +3,9 @@
 //! A planned scan is a list of splits over shard ranges; `StoreScanExec` deals them into
 //! DataFusion partitions (largest first, each to the partition with the fewest rows so far) and
 //! streams each partition's splits one after another.
+//!
+//! It keeps the [`ScanRequest`] it was planned from, so that a distributed plan can ship the scan
+//! to workers, which plan it again over the shards of their task.
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,7 +22,7 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt, stream};
 use quarry_core::schema::TableName;
-use quarry_store::{ScanPlan, ScanSplit};
+use quarry_store::{ScanPlan, ScanRequest, ScanSplit};
 
 use crate::error::to_datafusion;
 
@@ -27,6 +30,8 @@ use crate::error::to_datafusion;
 #[derive(Debug)]
 pub struct StoreScanExec {
     table: TableName,
+    request: ScanRequest,
+    target_partitions: usize,
     schema: SchemaRef,
     partitions: Vec<Vec<ScanSplit>>,
     shards_selected: u32,
@@ -37,13 +42,16 @@ pub struct StoreScanExec {
 }
 
 impl StoreScanExec {
+    /// A scan of `plan`, which the store planned for `request`. `pushed_filters` counts the
+    /// filters the store received (for `EXPLAIN`); the limit is `request`'s.
     pub fn new(
-        table: TableName,
+        request: ScanRequest,
         plan: ScanPlan,
         target_partitions: usize,
         pushed_filters: usize,
-        limit: Option<usize>,
     ) -> Self {
+        let table = request.table.clone();
+        let limit = request.limit;
         let partitions = deal(plan.splits, target_partitions.max(1));
         let properties = PlanProperties::new(
             EquivalenceProperties::new(plan.schema.clone()),
@@ -53,6 +61,8 @@ impl StoreScanExec {
         );
         StoreScanExec {
             table,
+            request,
+            target_partitions,
             schema: plan.schema,
             partitions,
             shards_selected: plan.shards_selected,
@@ -61,6 +71,21 @@ impl StoreScanExec {
             limit,
             properties: Arc::new(properties),
         }
+    }
+
+    /// What the scan was planned from.
+    pub fn request(&self) -> &ScanRequest {
+        &self.request
+    }
+
+    /// The partitions the scan was asked to spread its splits over.
+    pub fn target_partitions(&self) -> usize {
+        self.target_partitions
+    }
+
+    /// Filters pushed into the store.
+    pub fn pushed_filters(&self) -> usize {
+        self.pushed_filters
     }
 
     /// Shards the scan reads after pruning.

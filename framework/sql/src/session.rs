@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::execution::SessionState;
 use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
 use quarry_core::ddl::{Statement, parse_statement, split_statements};
 use quarry_core::schema::{TableDef, TableName};
@@ -48,11 +51,28 @@ impl QueryOutput {
     }
 }
 
+/// Runs the physical plans of queries somewhere other than this process: the driver's
+/// distributed runner. DDL, `SET` and catalog statements stay in the session.
+#[async_trait::async_trait]
+pub trait PlanExecutor: Send + Sync + std::fmt::Debug {
+    /// Runs `plan` (of the statement `sql`) to completion and returns its batches.
+    async fn execute(
+        &self,
+        sql: &str,
+        plan: Arc<dyn ExecutionPlan>,
+        session: &SessionState,
+    ) -> Result<Vec<RecordBatch>>;
+
+    /// How `plan` would run, for `EXPLAIN`: one text line per row.
+    async fn explain(&self, plan: Arc<dyn ExecutionPlan>) -> Result<String>;
+}
+
 /// A SQL session; cheap to clone.
 #[derive(Clone)]
 pub struct QuarrySession {
     ctx: SessionContext,
     store: Arc<dyn Store>,
+    executor: Option<Arc<dyn PlanExecutor>>,
 }
 
 impl std::fmt::Debug for QuarrySession {
@@ -78,7 +98,17 @@ impl QuarrySession {
         let ctx = SessionContext::new_with_config(config);
         ctx.register_catalog(CATALOG, Arc::new(StoreCatalog::new(store.clone())));
         ctx.register_udf(token_udf());
-        QuarrySession { ctx, store }
+        QuarrySession {
+            ctx,
+            store,
+            executor: None,
+        }
+    }
+
+    /// This session with queries run by `executor` instead of in-process.
+    pub fn with_executor(mut self, executor: Arc<dyn PlanExecutor>) -> Self {
+        self.executor = Some(executor);
+        self
     }
 
     /// The DataFusion context, for callers that build plans themselves.
@@ -176,9 +206,17 @@ impl QuarrySession {
             }
         }
         let plan = state.statement_to_plan(statement).await?;
-        let frame = self.ctx.execute_logical_plan(plan).await?;
-        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-        let batches = frame.collect().await?;
+        let (schema, batches) = match &self.executor {
+            Some(executor) => match self.run_elsewhere(executor.as_ref(), sql, plan).await? {
+                Ok(output) => return Ok(output),
+                Err(result) => result,
+            },
+            None => {
+                let frame = self.ctx.execute_logical_plan(plan).await?;
+                let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+                (schema, frame.collect().await?)
+            }
+        };
         let is_insert = sql
             .split_whitespace()
             .next()
@@ -204,6 +242,46 @@ impl QuarrySession {
             batches,
             message: None,
         })
+    }
+
+    /// Runs a planned statement through `executor` when it is a query or an insert; other
+    /// statements (`SET`, views) run here. `Ok(Err(..))` carries a query's schema and batches on
+    /// to the caller's formatting; `Ok(Ok(..))` is a finished output (`EXPLAIN`).
+    async fn run_elsewhere(
+        &self,
+        executor: &dyn PlanExecutor,
+        sql: &str,
+        plan: LogicalPlan,
+    ) -> Result<std::result::Result<QueryOutput, (SchemaRef, Vec<RecordBatch>)>> {
+        match plan {
+            LogicalPlan::Explain(explain) if !explain.verbose => {
+                let state = self.ctx.state();
+                let physical = state.create_physical_plan(explain.plan.as_ref()).await?;
+                let text = executor.explain(physical).await?;
+                let schema = Arc::new(Schema::new(vec![Field::new("plan", DataType::Utf8, false)]));
+                Ok(Ok(QueryOutput::rows(
+                    schema,
+                    vec![Arc::new(StringArray::from_iter_values(text.lines()))],
+                )?))
+            }
+            LogicalPlan::Ddl(_)
+            | LogicalPlan::Statement(_)
+            | LogicalPlan::Explain(_)
+            | LogicalPlan::Analyze(_)
+            | LogicalPlan::DescribeTable(_)
+            | LogicalPlan::Copy(_) => {
+                let frame = self.ctx.execute_logical_plan(plan).await?;
+                let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+                Ok(Err((schema, frame.collect().await?)))
+            }
+            plan => {
+                let state = self.ctx.state();
+                let physical = state.create_physical_plan(&plan).await?;
+                let schema = physical.schema();
+                let batches = executor.execute(sql, physical, &state).await?;
+                Ok(Err((schema, batches)))
+            }
+        }
     }
 
     fn show_keyspaces(&self) -> Result<QueryOutput> {

@@ -98,11 +98,10 @@ impl TableProvider for StoreTable {
         };
         let plan = self.store.plan_scan(&request).map_err(to_datafusion)?;
         let scan: Arc<dyn ExecutionPlan> = Arc::new(StoreScanExec::new(
-            self.def.table_name(),
+            request,
             plan,
             state.config().target_partitions(),
             pushed,
-            limit,
         ));
         match projection {
             Some(columns) if read_all => {

@@ -51,6 +51,22 @@ pub enum Error {
     #[error("the store is shutting down")]
     Closed,
 
+    /// A listed data file vanished under a reader: the writing process compacted it away after
+    /// the scan was planned. Planning the scan again sees the files that replaced it.
+    #[error(
+        "data file {path} no longer exists (the writing process probably compacted it away after \
+         this scan was planned); plan the scan again"
+    )]
+    DataFileGone { path: PathBuf },
+
+    /// A write or DDL statement sent to a store opened with
+    /// [`EmbeddedStore::open_reader`](crate::EmbeddedStore::open_reader).
+    #[error(
+        "cannot {action}: this store was opened read-only (a worker reads the shared data \
+         directory; writes go through the driver)"
+    )]
+    ReadOnly { action: String },
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -63,8 +79,9 @@ impl Error {
             | Error::NoSuchTable { .. }
             | Error::AlreadyExists { .. }
             | Error::SchemaMismatch { .. }
-            | Error::Definition(_) => ErrorKind::User,
-            Error::Io { .. } | Error::Closed => ErrorKind::External,
+            | Error::Definition(_)
+            | Error::ReadOnly { .. } => ErrorKind::User,
+            Error::Io { .. } | Error::Closed | Error::DataFileGone { .. } => ErrorKind::External,
             Error::Corrupt { .. } | Error::Arrow(_) | Error::Parquet(_) | Error::Internal(_) => {
                 ErrorKind::Internal
             }

@@ -21,6 +21,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use futures::Stream;
 use quarry_core::schema::{KeyspaceDef, TableDef, TableName};
+use quarry_core::shard_set::ShardSet;
 
 use crate::error::Result;
 use crate::predicate::Predicate;
@@ -80,8 +81,10 @@ pub struct ScanRequest {
     pub filters: Vec<Predicate>,
     /// Stop after this many rows (only meaningful when `filters` is empty or exact).
     pub limit: Option<usize>,
-    /// Read only these shards (inclusive range), for a task that owns them.
-    pub shards: Option<RangeInclusive<u32>>,
+    /// Read only these shards, for a task that reads the shards one node holds; every shard when
+    /// `None`. Shards past the keyspace's shard count are ignored. Rows of other shards are never
+    /// returned.
+    pub shards: Option<ShardSet>,
 }
 
 impl ScanRequest {

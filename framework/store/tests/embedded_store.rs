@@ -1,117 +1,23 @@
 //! The embedded store's contract: upserts, pushdown that prunes without changing results,
 //! snapshots that survive concurrent flushes and compactions, bounded runs, and reopening.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{Float64Type, Int64Type};
-use futures::TryStreamExt;
-use quarry_core::cql_type::CqlType;
-use quarry_core::schema::{ColumnDef, KeyspaceDef, TableDef, TableName};
+use arrow::array::{Array, Float64Array, Int64Array, RecordBatch};
+use quarry_core::ids::ShardId;
+use quarry_core::schema::TableName;
 use quarry_core::shard_map::ShardMap;
+use quarry_core::shard_set::ShardSet;
 use quarry_core::token::TokenRange;
-use quarry_store::{
-    CmpOp, EmbeddedOptions, EmbeddedStore, Predicate, ScanPlan, ScanRequest, Store,
-};
+use quarry_store::{CmpOp, EmbeddedStore, Predicate, ScanRequest, Store};
 
-fn table() -> TableDef {
-    TableDef::new(
-        "iot",
-        "r",
-        vec![
-            ColumnDef::new("device", CqlType::BigInt),
-            ColumnDef::new("seq", CqlType::BigInt),
-            ColumnDef::new("sensor", CqlType::Text),
-            ColumnDef::new("value", CqlType::Double),
-        ],
-        vec!["device".into()],
-        vec!["seq".into()],
-    )
-    .unwrap()
-}
-
-fn name() -> TableName {
-    TableName::new("iot", "r")
-}
-
-fn small_options() -> EmbeddedOptions {
-    EmbeddedOptions {
-        memtable_flush_rows: 500,
-        bulk_write_rows: 1_000,
-        rows_per_group: 200,
-        rows_per_file: 1_000,
-        max_runs: 3,
-        merge_split_shards: 8,
-        background: false,
-    }
-}
-
-/// Rows for devices × seqs with value = f(device, seq, version).
-fn rows(devices: std::ops::Range<i64>, seqs: std::ops::Range<i64>, version: f64) -> RecordBatch {
-    let mut d = Vec::new();
-    let mut s = Vec::new();
-    let mut sensor = Vec::new();
-    let mut v = Vec::new();
-    for device in devices {
-        for seq in seqs.clone() {
-            d.push(device);
-            s.push(seq);
-            sensor.push(if seq % 2 == 0 { "temp" } else { "hum" });
-            v.push(version * 1000.0 + (device * 10 + seq) as f64);
-        }
-    }
-    RecordBatch::try_new(
-        table().arrow_schema(),
-        vec![
-            Arc::new(Int64Array::from(d)),
-            Arc::new(Int64Array::from(s)),
-            Arc::new(StringArray::from(sensor)),
-            Arc::new(Float64Array::from(v)),
-        ],
-    )
-    .unwrap()
-}
+use common::{by_key, name, new_store_with_shards, read, rows, scan_all, small_options, token_of};
 
 async fn new_store(dir: &std::path::Path) -> EmbeddedStore {
-    let store = EmbeddedStore::open(dir, small_options()).unwrap();
-    let mut ks = KeyspaceDef::new("iot");
-    ks.shards = 64;
-    store.create_keyspace(ks, false).await.unwrap();
-    store.create_table(table(), false).await.unwrap();
-    store
-}
-
-async fn read(plan: ScanPlan) -> Vec<RecordBatch> {
-    let mut out = Vec::new();
-    for split in plan.splits {
-        let batches: Vec<RecordBatch> = split.source.open().unwrap().try_collect().await.unwrap();
-        out.extend(batches);
-    }
-    out
-}
-
-/// (device, seq) -> value over every returned row; panics on a duplicate key.
-fn by_key(batches: &[RecordBatch]) -> BTreeMap<(i64, i64), f64> {
-    let mut out = BTreeMap::new();
-    for b in batches {
-        let d = b.column(0).as_primitive::<Int64Type>();
-        let s = b.column(1).as_primitive::<Int64Type>();
-        let v = b.column(3).as_primitive::<Float64Type>();
-        for i in 0..b.num_rows() {
-            assert!(
-                out.insert((d.value(i), s.value(i)), v.value(i)).is_none(),
-                "key ({}, {}) returned twice",
-                d.value(i),
-                s.value(i)
-            );
-        }
-    }
-    out
-}
-
-async fn scan_all(store: &EmbeddedStore) -> BTreeMap<(i64, i64), f64> {
-    by_key(&read(store.plan_scan(&ScanRequest::full(name())).unwrap()).await)
+    new_store_with_shards(dir, 64).await
 }
 
 #[tokio::test]
@@ -220,33 +126,20 @@ async fn token_ranges_read_only_overlapping_shards_and_exactly_their_rows() {
     let shards = ShardMap::new(64);
     // Shards 10..=12 by an explicit shard restriction: rows outside must not come back.
     let request = ScanRequest {
-        shards: Some(10..=12),
+        shards: Some((10..=12).into()),
         ..ScanRequest::full(name())
     };
     let plan = store.plan_scan(&request).unwrap();
     assert_eq!(plan.shards_selected, 3);
     let range = TokenRange::new(
-        shards.range_of(quarry_core::ids::ShardId(10)).start,
-        shards.range_of(quarry_core::ids::ShardId(12)).end,
+        shards.range_of(ShardId(10)).start,
+        shards.range_of(ShardId(12)).end,
     );
     let got = read(plan).await;
     let all = scan_all(&store).await;
-    let tokens_of = |device: i64| {
-        let values: arrow::array::ArrayRef = Arc::new(Int64Array::from(vec![device]));
-        quarry_core::partition_key::tokens(
-            &[quarry_core::partition_key::KeyColumn {
-                name: "device",
-                cql_type: CqlType::BigInt,
-                values: &values,
-            }],
-            1,
-        )
-        .unwrap()
-        .value(0)
-    };
     let expected: BTreeMap<_, _> = all
         .into_iter()
-        .filter(|((d, _), _)| range.contains(tokens_of(*d)))
+        .filter(|((d, _), _)| range.contains(token_of(*d)))
         .collect();
     assert!(!expected.is_empty());
     assert_eq!(by_key(&got), expected);
@@ -416,4 +309,162 @@ async fn restarts_do_not_pile_up_log_segments() {
     assert!(segments <= 1, "{segments} log segments after five restarts");
     let store = EmbeddedStore::open(dir.path(), small_options()).unwrap();
     assert_eq!(scan_all(&store).await.len(), 15);
+}
+
+/// The rows of `all` whose device's token falls in one of `set`'s shards.
+fn rows_in(
+    all: &BTreeMap<(i64, i64), f64>,
+    shards: ShardMap,
+    set: &ShardSet,
+) -> BTreeMap<(i64, i64), f64> {
+    all.iter()
+        .filter(|((d, _), _)| set.contains(shards.shard_of(token_of(*d))))
+        .map(|(k, v)| (*k, *v))
+        .collect()
+}
+
+async fn scan_shards(store: &EmbeddedStore, set: &ShardSet) -> (u32, BTreeMap<(i64, i64), f64>) {
+    let request = ScanRequest {
+        shards: Some(set.clone()),
+        ..ScanRequest::full(name())
+    };
+    let plan = store.plan_scan(&request).unwrap();
+    (plan.shards_selected, by_key(&read(plan).await))
+}
+
+/// A non-contiguous set returns exactly its shards' rows, and the sets of a partition of the
+/// shards together return the full scan, each row once.
+async fn check_shard_sets(store: &EmbeddedStore, shards: ShardMap) {
+    let all = scan_all(store).await;
+    let set = ShardSet::from_shards([1, 2, 3, 7, 8, 12, 15].map(ShardId));
+    let (selected, got) = scan_shards(store, &set).await;
+    assert_eq!(selected, 7);
+    let expected = rows_in(&all, shards, &set);
+    assert!(!expected.is_empty() && expected.len() < all.len());
+    assert_eq!(got, expected);
+
+    let parts: Vec<ShardSet> = (0..3)
+        .map(|k| ShardSet::from_shards((0..16).filter(|i| i % 3 == k).map(ShardId)))
+        .collect();
+    let mut union = BTreeMap::new();
+    let mut selected = 0;
+    for part in &parts {
+        let (part_selected, got) = scan_shards(store, part).await;
+        assert_eq!(got, rows_in(&all, shards, part), "shards {part}");
+        selected += part_selected;
+        for (key, value) in got {
+            assert!(union.insert(key, value).is_none(), "{key:?} in two sets");
+        }
+    }
+    assert_eq!(selected, 16);
+    assert_eq!(union, all);
+}
+
+#[tokio::test]
+async fn a_shard_set_reads_exactly_its_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = new_store_with_shards(dir.path(), 16).await;
+    let shards = ShardMap::new(16);
+    // One run: every split is one row group, and row groups span two shards or so, so a set
+    // keeps part of a group.
+    store
+        .write(&name(), vec![rows(0..400, 0..5, 1.0)])
+        .await
+        .unwrap();
+    let set: ShardSet = "1-3,7-8,12,15".parse().unwrap();
+    let plan = store
+        .plan_scan(&ScanRequest {
+            shards: Some(set.clone()),
+            ..ScanRequest::full(name())
+        })
+        .unwrap();
+    assert!(!plan.splits.is_empty());
+    for split in &plan.splits {
+        assert!(
+            set.contains(ShardId(*split.shards.start()))
+                && set.contains(ShardId(*split.shards.end())),
+            "split over shards {:?} of {set}",
+            split.shards
+        );
+    }
+    check_shard_sets(&store, shards).await;
+
+    // An overlapping run and memtable rows: splits merge sources.
+    store
+        .write(&name(), vec![rows(200..400, 0..5, 2.0)])
+        .await
+        .unwrap();
+    store
+        .write(&name(), vec![rows(0..20, 0..3, 3.0)])
+        .await
+        .unwrap();
+    assert_eq!(store.table_stats(&name()).unwrap().runs, 2);
+    assert!(store.table_stats(&name()).unwrap().memtable_rows > 0);
+    check_shard_sets(&store, shards).await;
+}
+
+#[tokio::test]
+async fn shard_sets_combine_with_token_and_key_predicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = new_store_with_shards(dir.path(), 16).await;
+    let shards = ShardMap::new(16);
+    store
+        .write(&name(), vec![rows(0..400, 0..5, 1.0)])
+        .await
+        .unwrap();
+    let all = scan_all(&store).await;
+
+    // token > 0 is the upper half of the ring, shards 8 to 15: of 1-3 and 12, only 12.
+    let request = ScanRequest {
+        shards: Some("1-3,12".parse().unwrap()),
+        filters: vec![Predicate::token_compare(CmpOp::Gt, 0)],
+        ..ScanRequest::full(name())
+    };
+    let plan = store.plan_scan(&request).unwrap();
+    assert_eq!(plan.shards_selected, 1);
+    let twelve = ShardSet::from_shards([ShardId(12)]);
+    assert_eq!(by_key(&read(plan).await), rows_in(&all, shards, &twelve));
+
+    // Shards past the keyspace's 16 are ignored.
+    let (selected, got) = scan_shards(&store, &"14-20,40".parse().unwrap()).await;
+    assert_eq!(selected, 2);
+    assert_eq!(got, rows_in(&all, shards, &ShardSet::from(14..=15)));
+    for set in [ShardSet::from(16..=20), ShardSet::new()] {
+        let plan = store
+            .plan_scan(&ScanRequest {
+                shards: Some(set),
+                ..ScanRequest::full(name())
+            })
+            .unwrap();
+        assert_eq!((plan.shards_selected, plan.splits.len()), (0, 0));
+    }
+
+    // A partition-key equality reads the device only when its shard is in the set.
+    let device = 17;
+    let shard = shards.shard_of(token_of(device));
+    let equality = vec![Predicate::Compare {
+        column: "device".into(),
+        op: CmpOp::Eq,
+        value: Arc::new(Int64Array::from(vec![device])),
+    }];
+    let with = ShardSet::from_shards([shard, ShardId((shard.0 + 5) % 16)]);
+    let without = ShardSet::from_shards(shards.all().filter(|s| *s != shard));
+    let plan = store
+        .plan_scan(&ScanRequest {
+            shards: Some(with),
+            filters: equality.clone(),
+            ..ScanRequest::full(name())
+        })
+        .unwrap();
+    assert_eq!(plan.shards_selected, 1);
+    let got = by_key(&read(plan).await);
+    assert_eq!(got.keys().filter(|(d, _)| *d == device).count(), 5);
+    let plan = store
+        .plan_scan(&ScanRequest {
+            shards: Some(without),
+            filters: equality,
+            ..ScanRequest::full(name())
+        })
+        .unwrap();
+    assert_eq!((plan.shards_selected, plan.splits.len()), (0, 0));
 }

@@ -47,24 +47,21 @@ pub struct RegisterWorkerResponse {
     #[prost(uint64, tag = "4")]
     pub lost_after_ms: u64,
 }
-#[derive(Clone, PartialEq, ::prost::Message)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct HeartbeatRequest {
     #[prost(uint32, tag = "1")]
     pub protocol_version: u32,
     #[prost(string, tag = "2")]
     pub worker_id: ::prost::alloc::string::String,
-    /// Tasks whose state changed since the last heartbeat.
-    #[prost(message, repeated, tag = "3")]
-    pub tasks: ::prost::alloc::vec::Vec<TaskStatus>,
+    /// Tasks running on the worker now.
+    #[prost(uint32, tag = "3")]
+    pub running_tasks: u32,
 }
-#[derive(Clone, PartialEq, ::prost::Message)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct HeartbeatResponse {
     /// True when the driver does not know the worker (it restarted): register again.
     #[prost(bool, tag = "1")]
     pub reregister: bool,
-    /// Tasks the worker must stop.
-    #[prost(message, repeated, tag = "2")]
-    pub cancel: ::prost::alloc::vec::Vec<TaskId>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct TaskId {
@@ -72,10 +69,30 @@ pub struct TaskId {
     pub job_id: ::prost::alloc::string::String,
     #[prost(uint32, tag = "2")]
     pub stage_id: u32,
+    /// The task's number within its stage.
     #[prost(uint32, tag = "3")]
     pub partition: u32,
     #[prost(uint32, tag = "4")]
     pub attempt: u32,
+}
+/// Where one finished task of an input stage keeps its output.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TaskOutputLocation {
+    #[prost(message, optional, tag = "1")]
+    pub task: ::core::option::Option<TaskId>,
+    /// The Arrow Flight endpoint of the worker holding it.
+    #[prost(string, tag = "2")]
+    pub flight_endpoint: ::prost::alloc::string::String,
+    /// How many output partitions the task produced.
+    #[prost(uint32, tag = "3")]
+    pub partitions: u32,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct StageInput {
+    #[prost(uint32, tag = "1")]
+    pub stage_id: u32,
+    #[prost(message, repeated, tag = "2")]
+    pub outputs: ::prost::alloc::vec::Vec<TaskOutputLocation>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct TaskDefinition {
@@ -84,7 +101,7 @@ pub struct TaskDefinition {
     /// A serialized DataFusion physical plan fragment (datafusion-proto with Quarry's codec).
     #[prost(bytes = "vec", tag = "2")]
     pub plan: ::prost::alloc::vec::Vec<u8>,
-    /// The shards the task reads.
+    /// The shards the task's scans read, as ranges of shard numbers.
     #[prost(message, repeated, tag = "3")]
     pub shards: ::prost::alloc::vec::Vec<ShardRange>,
     /// Session settings (`SET` values) the plan runs with.
@@ -93,6 +110,36 @@ pub struct TaskDefinition {
         ::prost::alloc::string::String,
         ::prost::alloc::string::String,
     >,
+    /// The hash partitions of its input exchanges the task reads.
+    #[prost(uint32, repeated, tag = "5")]
+    pub hash_partitions: ::prost::alloc::vec::Vec<u32>,
+    /// Outputs of the stages the task reads.
+    #[prost(message, repeated, tag = "6")]
+    pub inputs: ::prost::alloc::vec::Vec<StageInput>,
+}
+/// The Arrow Flight ticket of one output partition of a task.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ExchangeTicket {
+    #[prost(message, optional, tag = "1")]
+    pub task: ::core::option::Option<TaskId>,
+    #[prost(uint32, tag = "2")]
+    pub partition: u32,
+}
+/// The Arrow Flight ticket a client sends the driver to run SQL and stream its result.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct QueryTicket {
+    #[prost(uint32, tag = "1")]
+    pub protocol_version: u32,
+    #[prost(string, tag = "2")]
+    pub sql: ::prost::alloc::string::String,
+    #[prost(map = "string, string", tag = "3")]
+    pub session_config: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
+    /// A name the client picks to find its job in `ListJobs` (for a progress bar).
+    #[prost(string, tag = "4")]
+    pub label: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct LaunchTaskRequest {
@@ -101,8 +148,11 @@ pub struct LaunchTaskRequest {
     #[prost(message, optional, tag = "2")]
     pub task: ::core::option::Option<TaskDefinition>,
 }
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct LaunchTaskResponse {}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LaunchTaskResponse {
+    #[prost(message, optional, tag = "1")]
+    pub status: ::core::option::Option<TaskStatus>,
+}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct CancelTaskRequest {
     #[prost(message, optional, tag = "1")]
@@ -122,6 +172,16 @@ pub struct GetTaskRequest {
 pub struct GetTaskResponse {
     #[prost(message, optional, tag = "1")]
     pub status: ::core::option::Option<TaskStatus>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReleaseJobRequest {
+    #[prost(string, tag = "1")]
+    pub job_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReleaseJobResponse {
+    #[prost(uint32, tag = "1")]
+    pub tasks_released: u32,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct TaskMetrics {
@@ -144,6 +204,10 @@ pub struct TaskError {
     pub retryable: bool,
     #[prost(string, tag = "3")]
     pub message: ::prost::alloc::string::String,
+    /// Set when the task failed because it could not read an input from this worker (its Flight
+    /// endpoint): the driver recomputes what that worker held.
+    #[prost(string, tag = "4")]
+    pub unreachable_endpoint: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct TaskStatus {
@@ -156,28 +220,38 @@ pub struct TaskStatus {
     /// Set when state is TASK_STATE_FAILED.
     #[prost(message, optional, tag = "4")]
     pub error: ::core::option::Option<TaskError>,
+    /// Output partitions the task produced (when it succeeded).
+    #[prost(uint32, tag = "5")]
+    pub output_partitions: u32,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListWorkersRequest {}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct WorkerSummary {
+    #[prost(message, optional, tag = "1")]
+    pub worker: ::core::option::Option<WorkerInfo>,
+    #[prost(bool, tag = "2")]
+    pub alive: bool,
+    #[prost(uint64, tag = "3")]
+    pub last_seen_ms_ago: u64,
+    #[prost(uint32, tag = "4")]
+    pub running_tasks: u32,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
-pub struct SubmitJobRequest {
-    #[prost(uint32, tag = "1")]
-    pub protocol_version: u32,
-    #[prost(string, tag = "2")]
-    pub sql: ::prost::alloc::string::String,
-    #[prost(map = "string, string", tag = "3")]
-    pub session_config: ::std::collections::HashMap<
-        ::prost::alloc::string::String,
-        ::prost::alloc::string::String,
-    >,
-}
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct SubmitJobResponse {
-    #[prost(string, tag = "1")]
-    pub job_id: ::prost::alloc::string::String,
+pub struct ListWorkersResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub workers: ::prost::alloc::vec::Vec<WorkerSummary>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct StageSummary {
     #[prost(uint32, tag = "1")]
     pub stage_id: u32,
+    /// One line: what the stage runs and where its output goes.
+    #[prost(string, tag = "7")]
+    pub description: ::prost::alloc::string::String,
+    /// Where the stage runs: "workers" or "driver".
+    #[prost(string, tag = "8")]
+    pub runs_on: ::prost::alloc::string::String,
     /// Stages whose output this stage reads.
     #[prost(uint32, repeated, tag = "2")]
     pub inputs: ::prost::alloc::vec::Vec<u32>,
@@ -206,6 +280,12 @@ pub struct JobSummary {
     /// Set when state is JOB_STATE_FAILED.
     #[prost(message, optional, tag = "6")]
     pub error: ::core::option::Option<TaskError>,
+    #[prost(string, tag = "7")]
+    pub label: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "8")]
+    pub tasks_total: u32,
+    #[prost(uint32, tag = "9")]
+    pub tasks_done: u32,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GetJobRequest {
@@ -359,7 +439,10 @@ pub mod driver_service_client {
     )]
     use tonic::codegen::*;
     use tonic::codegen::http::Uri;
-    /// The driver: workers register and heartbeat; clients submit, inspect and cancel jobs.
+    /// The driver: workers register and heartbeat; clients inspect and cancel jobs.
+    ///
+    /// Besides this service, the driver serves Arrow Flight on the same port: `DoGet` with a
+    /// `QueryTicket` runs SQL as a job and streams its result.
     #[derive(Debug, Clone)]
     pub struct DriverServiceClient<T> {
         inner: tonic::client::Grpc<T>,
@@ -488,11 +571,11 @@ pub mod driver_service_client {
                 .insert(GrpcMethod::new("quarry.v1.DriverService", "Heartbeat"));
             self.inner.unary(req, path, codec).await
         }
-        pub async fn submit_job(
+        pub async fn list_workers(
             &mut self,
-            request: impl tonic::IntoRequest<super::SubmitJobRequest>,
+            request: impl tonic::IntoRequest<super::ListWorkersRequest>,
         ) -> std::result::Result<
-            tonic::Response<super::SubmitJobResponse>,
+            tonic::Response<super::ListWorkersResponse>,
             tonic::Status,
         > {
             self.inner
@@ -505,11 +588,11 @@ pub mod driver_service_client {
                 })?;
             let codec = tonic_prost::ProstCodec::default();
             let path = http::uri::PathAndQuery::from_static(
-                "/quarry.v1.DriverService/SubmitJob",
+                "/quarry.v1.DriverService/ListWorkers",
             );
             let mut req = request.into_request();
             req.extensions_mut()
-                .insert(GrpcMethod::new("quarry.v1.DriverService", "SubmitJob"));
+                .insert(GrpcMethod::new("quarry.v1.DriverService", "ListWorkers"));
             self.inner.unary(req, path, codec).await
         }
         pub async fn get_job(
@@ -610,11 +693,11 @@ pub mod driver_service_server {
             tonic::Response<super::HeartbeatResponse>,
             tonic::Status,
         >;
-        async fn submit_job(
+        async fn list_workers(
             &self,
-            request: tonic::Request<super::SubmitJobRequest>,
+            request: tonic::Request<super::ListWorkersRequest>,
         ) -> std::result::Result<
-            tonic::Response<super::SubmitJobResponse>,
+            tonic::Response<super::ListWorkersResponse>,
             tonic::Status,
         >;
         async fn get_job(
@@ -636,7 +719,10 @@ pub mod driver_service_server {
             tonic::Status,
         >;
     }
-    /// The driver: workers register and heartbeat; clients submit, inspect and cancel jobs.
+    /// The driver: workers register and heartbeat; clients inspect and cancel jobs.
+    ///
+    /// Besides this service, the driver serves Arrow Flight on the same port: `DoGet` with a
+    /// `QueryTicket` runs SQL as a job and streams its result.
     #[derive(Debug)]
     pub struct DriverServiceServer<T> {
         inner: Arc<T>,
@@ -803,25 +889,25 @@ pub mod driver_service_server {
                     };
                     Box::pin(fut)
                 }
-                "/quarry.v1.DriverService/SubmitJob" => {
+                "/quarry.v1.DriverService/ListWorkers" => {
                     #[allow(non_camel_case_types)]
-                    struct SubmitJobSvc<T: DriverService>(pub Arc<T>);
+                    struct ListWorkersSvc<T: DriverService>(pub Arc<T>);
                     impl<
                         T: DriverService,
-                    > tonic::server::UnaryService<super::SubmitJobRequest>
-                    for SubmitJobSvc<T> {
-                        type Response = super::SubmitJobResponse;
+                    > tonic::server::UnaryService<super::ListWorkersRequest>
+                    for ListWorkersSvc<T> {
+                        type Response = super::ListWorkersResponse;
                         type Future = BoxFuture<
                             tonic::Response<Self::Response>,
                             tonic::Status,
                         >;
                         fn call(
                             &mut self,
-                            request: tonic::Request<super::SubmitJobRequest>,
+                            request: tonic::Request<super::ListWorkersRequest>,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {
-                                <T as DriverService>::submit_job(&inner, request).await
+                                <T as DriverService>::list_workers(&inner, request).await
                             };
                             Box::pin(fut)
                         }
@@ -832,7 +918,7 @@ pub mod driver_service_server {
                     let max_encoding_message_size = self.max_encoding_message_size;
                     let inner = self.inner.clone();
                     let fut = async move {
-                        let method = SubmitJobSvc(inner);
+                        let method = ListWorkersSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
@@ -1035,6 +1121,9 @@ pub mod worker_service_client {
     use tonic::codegen::*;
     use tonic::codegen::http::Uri;
     /// A worker: the driver launches and cancels tasks on it.
+    ///
+    /// Besides this service, a worker serves Arrow Flight on the same port: `DoGet` with an
+    /// `ExchangeTicket` streams one output partition of a finished task.
     #[derive(Debug, Clone)]
     pub struct WorkerServiceClient<T> {
         inner: tonic::client::Grpc<T>,
@@ -1115,6 +1204,8 @@ pub mod worker_service_client {
             self.inner = self.inner.max_encoding_message_size(limit);
             self
         }
+        /// Runs a task and answers when it has finished (successfully or not). The task's output stays
+        /// on the worker until its job is released. Dropping the call cancels the task.
         pub async fn launch_task(
             &mut self,
             request: impl tonic::IntoRequest<super::LaunchTaskRequest>,
@@ -1187,6 +1278,31 @@ pub mod worker_service_client {
                 .insert(GrpcMethod::new("quarry.v1.WorkerService", "GetTask"));
             self.inner.unary(req, path, codec).await
         }
+        /// Frees everything the worker keeps for a job: running tasks and exchange outputs.
+        pub async fn release_job(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ReleaseJobRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ReleaseJobResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/quarry.v1.WorkerService/ReleaseJob",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("quarry.v1.WorkerService", "ReleaseJob"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1202,6 +1318,8 @@ pub mod worker_service_server {
     /// Generated trait containing gRPC methods that should be implemented for use with WorkerServiceServer.
     #[async_trait]
     pub trait WorkerService: std::marker::Send + std::marker::Sync + 'static {
+        /// Runs a task and answers when it has finished (successfully or not). The task's output stays
+        /// on the worker until its job is released. Dropping the call cancels the task.
         async fn launch_task(
             &self,
             request: tonic::Request<super::LaunchTaskRequest>,
@@ -1220,8 +1338,19 @@ pub mod worker_service_server {
             &self,
             request: tonic::Request<super::GetTaskRequest>,
         ) -> std::result::Result<tonic::Response<super::GetTaskResponse>, tonic::Status>;
+        /// Frees everything the worker keeps for a job: running tasks and exchange outputs.
+        async fn release_job(
+            &self,
+            request: tonic::Request<super::ReleaseJobRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ReleaseJobResponse>,
+            tonic::Status,
+        >;
     }
     /// A worker: the driver launches and cancels tasks on it.
+    ///
+    /// Besides this service, a worker serves Arrow Flight on the same port: `DoGet` with an
+    /// `ExchangeTicket` streams one output partition of a finished task.
     #[derive(Debug)]
     pub struct WorkerServiceServer<T> {
         inner: Arc<T>,
@@ -1418,6 +1547,51 @@ pub mod worker_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetTaskSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/quarry.v1.WorkerService/ReleaseJob" => {
+                    #[allow(non_camel_case_types)]
+                    struct ReleaseJobSvc<T: WorkerService>(pub Arc<T>);
+                    impl<
+                        T: WorkerService,
+                    > tonic::server::UnaryService<super::ReleaseJobRequest>
+                    for ReleaseJobSvc<T> {
+                        type Response = super::ReleaseJobResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ReleaseJobRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as WorkerService>::release_job(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ReleaseJobSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -67,20 +67,25 @@ impl Manifest {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("reading", &path)(e)),
         };
-        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
-            path: path.clone(),
+        Manifest::from_bytes(&path, &bytes).map(Some)
+    }
+
+    /// Parses the contents of the manifest file at `path` (named in errors).
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Manifest> {
+        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+            path: path.to_path_buf(),
             problem: e.to_string(),
         })?;
         if manifest.format != FORMAT {
             return Err(Error::Corrupt {
-                path,
+                path: path.to_path_buf(),
                 problem: format!(
                     "manifest format {} is not the supported format {FORMAT}",
                     manifest.format
                 ),
             });
         }
-        Ok(Some(manifest))
+        Ok(manifest)
     }
 
     /// Replaces the manifest of `dir` atomically and durably.

@@ -11,7 +11,7 @@
 //!
 //! ```text
 //!   MANIFEST.json                     catalog and runs (replaced atomically)
-//!   LOCK                              held by the one process that has the directory open
+//!   LOCK                              held by the one writer process (readers take no lock)
 //!   wal/000000000001.wal              write-ahead-log segments not yet flushed
 //!   data/<keyspace>/<table>-<id>/run-<n>-<i>.parquet
 //! ```
@@ -19,15 +19,21 @@
 //! Every write and run carries a sequence number; reads resolve equal primary keys in favour of
 //! the larger one (CQL's last write wins). A run's files are sorted by token with row groups cut at
 //! shard boundaries, so a scan prunes by shard without paying for a file per shard.
+//!
+//! Any number of read-only processes (workers) may open the directory beside the writer with
+//! [`EmbeddedStore::open_reader`]: a reader reloads the manifest when it changes and reads runs
+//! only, so it sees rows once the writer has flushed them ([`EmbeddedStore::flush`]; the driver
+//! flushes before distributing a query). `reader.rs` says how it notices a new manifest.
 
 mod data_file;
 mod manifest;
 mod memtable;
+mod reader;
 mod scan;
 mod sorted_rows;
 mod wal;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Sender, channel};
@@ -41,9 +47,10 @@ use quarry_core::shard_map::ShardMap;
 
 use crate::error::{Error, Result};
 use crate::store::{ScanPlan, ScanRequest, Store, WriteSummary};
-use data_file::{DataFile, Layout};
+use data_file::{DataFile, DataFileRef, Layout};
 use manifest::{Manifest, RunEntry, TableEntry};
 use memtable::MemChunk;
+use reader::Reader;
 use scan::{Run, TableSnapshot};
 use sorted_rows::{conform_batches, sort_dedup, with_tokens};
 use wal::Wal;
@@ -95,11 +102,22 @@ pub struct TableStats {
     pub memtable_rows: u64,
 }
 
-/// The embedded store; see the module docs.
+/// The embedded store; see the module docs. Opened either as the directory's one writer
+/// ([`EmbeddedStore::open`]) or as one of any number of readers ([`EmbeddedStore::open_reader`]).
 #[derive(Debug)]
 pub struct EmbeddedStore {
-    inner: Arc<Inner>,
-    background: Option<JoinHandle<()>>,
+    mode: Mode,
+}
+
+#[derive(Debug)]
+enum Mode {
+    /// Owns the directory (holds `LOCK`): log, memtable, flushes, compaction.
+    Writer {
+        inner: Arc<Inner>,
+        background: Option<JoinHandle<()>>,
+    },
+    /// Reads what the writer has published in the manifest; never writes or deletes.
+    Reader(Reader),
 }
 
 #[derive(Debug)]
@@ -118,7 +136,7 @@ struct Inner {
     flush_lock: Mutex<()>,
     compact_lock: Mutex<()>,
     jobs: Mutex<Option<Sender<Job>>>,
-    /// Held for the store's lifetime: one process per data directory.
+    /// Held for the store's lifetime: one writer per data directory (readers take no lock).
     _lock: File,
 }
 
@@ -166,56 +184,13 @@ impl EmbeddedStore {
             });
         }
         let manifest = Manifest::load(&dir)?.unwrap_or_default();
-        let mut state = State {
-            next_seq: manifest.next_seq,
-            next_id: manifest.next_id,
-            wal_checkpoint: manifest.wal_checkpoint,
-            keyspaces: manifest
-                .keyspaces
-                .iter()
-                .map(|k| (k.name.clone(), k.clone()))
-                .collect(),
-            tables: BTreeMap::new(),
-        };
-        let mut live_files = HashSet::new();
-        for entry in &manifest.tables {
-            let keyspace =
-                state
-                    .keyspaces
-                    .get(&entry.def.keyspace)
-                    .ok_or_else(|| Error::Corrupt {
-                        path: dir.join(manifest::MANIFEST_FILE),
-                        problem: format!("table {} has no keyspace", entry.def.table_name()),
-                    })?;
-            let shards = ShardMap::new(keyspace.shards);
-            let read_schema = sorted_rows::read_stored_schema(&entry.def);
-            let mut runs = Vec::new();
-            for run in &entry.runs {
-                let files = run
-                    .files
-                    .iter()
-                    .map(|f| {
-                        live_files.insert(dir.join(f));
-                        DataFile::open(&dir, f, &shards, &read_schema).map(Arc::new)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                runs.push(Arc::new(Run {
-                    seq: run.seq,
-                    files,
-                }));
-            }
-            state.tables.insert(
-                entry.def.table_name(),
-                TableState {
-                    id: entry.id,
-                    def: entry.def.clone(),
-                    shards,
-                    runs,
-                    chunks: Vec::new(),
-                    frozen: Vec::new(),
-                },
-            );
-        }
+        let mut state = State::from_manifest(&dir, &manifest, &HashMap::new())?;
+        let live_files: HashSet<PathBuf> = state
+            .tables
+            .values()
+            .flat_map(|t| t.runs.iter().flat_map(|r| r.files.iter()))
+            .map(|f| f.path.clone())
+            .collect();
         remove_orphans(&dir.join("data"), &live_files)?;
 
         let wal_dir = dir.join("wal");
@@ -269,35 +244,64 @@ impl EmbeddedStore {
                 .map_err(Error::io("starting the background thread of", &inner.dir))
         });
         let background = background.transpose()?;
-        Ok(EmbeddedStore { inner, background })
+        Ok(EmbeddedStore {
+            mode: Mode::Writer { inner, background },
+        })
+    }
+
+    /// Opens the store in `dir` read-only, beside a writer process that has it open with
+    /// [`EmbeddedStore::open`] (or none). A reader takes no lock, has no log and no background
+    /// thread, and never deletes a file. Before each catalog call and scan plan it reloads
+    /// `MANIFEST.json` if the file changed (reusing the data files it already has open), so it
+    /// sees what the writer has published: rows the writer holds only in its log and memtable are
+    /// invisible until the writer calls [`EmbeddedStore::flush`]. Writes, DDL, `flush` and
+    /// `compact` fail with [`Error::ReadOnly`]. A directory without a manifest (or without the
+    /// directory) is an empty catalog. Of `options` only `merge_split_shards` matters.
+    pub fn open_reader(dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<EmbeddedStore> {
+        let reader = Reader::open(dir.as_ref().to_path_buf(), options)?;
+        Ok(EmbeddedStore {
+            mode: Mode::Reader(reader),
+        })
+    }
+
+    /// True for a store opened with [`EmbeddedStore::open_reader`].
+    pub fn is_read_only(&self) -> bool {
+        matches!(self.mode, Mode::Reader(_))
     }
 
     /// The data directory.
     pub fn dir(&self) -> &Path {
-        &self.inner.dir
+        match &self.mode {
+            Mode::Writer { inner, .. } => &inner.dir,
+            Mode::Reader(reader) => reader.dir(),
+        }
     }
 
-    /// Turns every memtable into runs now.
+    /// Turns every memtable into runs now, which publishes them to readers.
     pub fn flush(&self) -> Result<()> {
-        self.inner.flush()
+        self.writer(|| "flush".into())?.flush()
     }
 
     /// Merges all runs of a table into one now; returns whether there was anything to merge.
     pub fn compact(&self, table: &TableName) -> Result<bool> {
-        self.inner.compact(table, true)
+        self.writer(|| format!("compact {table}"))?
+            .compact(table, true)
     }
 
-    /// Waits until background flushes and compactions queued so far are done.
+    /// Waits until background flushes and compactions queued so far are done (at once on a
+    /// reader, which has none).
     pub fn wait_idle(&self) {
-        let (tx, rx) = channel();
-        if self.inner.schedule(Job::Barrier(tx)) {
-            let _ = rx.recv();
+        if let Mode::Writer { inner, .. } = &self.mode {
+            let (tx, rx) = channel();
+            if inner.schedule(Job::Barrier(tx)) {
+                let _ = rx.recv();
+            }
         }
     }
 
     /// What the store holds for one table.
     pub fn table_stats(&self, name: &TableName) -> Result<TableStats> {
-        let state = lock(&self.inner.state);
+        let state = self.state()?;
         let table = state.table(name)?;
         let files: Vec<_> = table.runs.iter().flat_map(|r| r.files.iter()).collect();
         Ok(TableStats {
@@ -315,22 +319,143 @@ impl EmbeddedStore {
     }
 }
 
+impl EmbeddedStore {
+    /// The writer's internals, or [`Error::ReadOnly`] naming `action` on a reader.
+    fn writer(&self, action: impl FnOnce() -> String) -> Result<&Arc<Inner>> {
+        match &self.mode {
+            Mode::Writer { inner, .. } => Ok(inner),
+            Mode::Reader(_) => Err(Error::ReadOnly { action: action() }),
+        }
+    }
+
+    fn options(&self) -> &EmbeddedOptions {
+        match &self.mode {
+            Mode::Writer { inner, .. } => &inner.options,
+            Mode::Reader(reader) => reader.options(),
+        }
+    }
+
+    /// The catalog and runs; a reader first reloads the manifest if it changed.
+    fn state(&self) -> Result<MutexGuard<'_, State>> {
+        match &self.mode {
+            Mode::Writer { inner, .. } => Ok(lock(&inner.state)),
+            Mode::Reader(reader) => reader.state(),
+        }
+    }
+
+    /// [`EmbeddedStore::state`] for calls that cannot fail: a reader that cannot reload the
+    /// manifest answers from the one it loaded last.
+    fn state_or_last(&self) -> MutexGuard<'_, State> {
+        match &self.mode {
+            Mode::Writer { inner, .. } => lock(&inner.state),
+            Mode::Reader(reader) => reader.state().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not reload the manifest; using the one loaded last");
+                reader.last_loaded()
+            }),
+        }
+    }
+}
+
 impl Drop for EmbeddedStore {
     fn drop(&mut self) {
+        // A reader has nothing to flush and no thread to stop.
+        let Mode::Writer { inner, background } = &mut self.mode else {
+            return;
+        };
         // Closing the channel ends the background thread once its queue is drained.
-        lock(&self.inner.jobs).take();
-        if let Some(handle) = self.background.take()
+        lock(&inner.jobs).take();
+        if let Some(handle) = background.take()
             && handle.join().is_err()
         {
             tracing::error!("the store's background thread panicked");
         }
-        if let Err(e) = self.inner.flush() {
+        if let Err(e) = inner.flush() {
             tracing::warn!(error = %e, "could not flush on close; the log will be replayed on next open");
         }
     }
 }
 
 impl State {
+    /// What `manifest` describes, with empty memtables. Each listed data file's footer is read,
+    /// unless `open_files` (keyed by the path the manifest lists) already holds it.
+    fn from_manifest(
+        dir: &Path,
+        manifest: &Manifest,
+        open_files: &HashMap<String, DataFileRef>,
+    ) -> Result<State> {
+        let mut state = State {
+            next_seq: manifest.next_seq,
+            next_id: manifest.next_id,
+            wal_checkpoint: manifest.wal_checkpoint,
+            keyspaces: manifest
+                .keyspaces
+                .iter()
+                .map(|k| (k.name.clone(), k.clone()))
+                .collect(),
+            tables: BTreeMap::new(),
+        };
+        for entry in &manifest.tables {
+            let keyspace =
+                state
+                    .keyspaces
+                    .get(&entry.def.keyspace)
+                    .ok_or_else(|| Error::Corrupt {
+                        path: dir.join(manifest::MANIFEST_FILE),
+                        problem: format!("table {} has no keyspace", entry.def.table_name()),
+                    })?;
+            let shards = ShardMap::new(keyspace.shards);
+            let read_schema = sorted_rows::read_stored_schema(&entry.def);
+            let mut runs = Vec::new();
+            for run in &entry.runs {
+                let files = run
+                    .files
+                    .iter()
+                    .map(|f| match open_files.get(f) {
+                        Some(file) => Ok(file.clone()),
+                        None => DataFile::open(dir, f, &shards, &read_schema).map(Arc::new),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                runs.push(Arc::new(Run {
+                    seq: run.seq,
+                    files,
+                }));
+            }
+            state.tables.insert(
+                entry.def.table_name(),
+                TableState {
+                    id: entry.id,
+                    def: entry.def.clone(),
+                    shards,
+                    runs,
+                    chunks: Vec::new(),
+                    frozen: Vec::new(),
+                },
+            );
+        }
+        Ok(state)
+    }
+
+    /// Every data file the state lists, keyed by its path relative to the data directory.
+    fn open_files(&self) -> HashMap<String, DataFileRef> {
+        self.tables
+            .values()
+            .flat_map(|t| t.runs.iter().flat_map(|r| r.files.iter()))
+            .map(|f| (f.relative.clone(), f.clone()))
+            .collect()
+    }
+
+    /// What a scan planned now sees of a table.
+    fn snapshot(&self, name: &TableName, options: &EmbeddedOptions) -> Result<TableSnapshot> {
+        let table = self.table(name)?;
+        Ok(TableSnapshot {
+            def: table.def.clone(),
+            shards: table.shards,
+            runs: table.runs.clone(),
+            chunks: table.chunks.iter().chain(&table.frozen).cloned().collect(),
+            merge_split_shards: options.merge_split_shards,
+        })
+    }
+
     fn table(&self, name: &TableName) -> Result<&TableState> {
         self.tables
             .get(name)
@@ -478,18 +603,6 @@ impl Inner {
 
     fn commit(&self, state: &State) -> Result<()> {
         state.manifest().commit(&self.dir)
-    }
-
-    fn snapshot(&self, name: &TableName) -> Result<TableSnapshot> {
-        let state = lock(&self.state);
-        let table = state.table(name)?;
-        Ok(TableSnapshot {
-            def: table.def.clone(),
-            shards: table.shards,
-            runs: table.runs.clone(),
-            chunks: table.chunks.iter().chain(&table.frozen).cloned().collect(),
-            merge_split_shards: self.options.merge_split_shards,
-        })
     }
 
     fn create_keyspace(&self, def: KeyspaceDef, if_not_exists: bool) -> Result<bool> {
@@ -879,15 +992,11 @@ impl Store for EmbeddedStore {
     }
 
     fn keyspaces(&self) -> Vec<KeyspaceDef> {
-        lock(&self.inner.state)
-            .keyspaces
-            .values()
-            .cloned()
-            .collect()
+        self.state_or_last().keyspaces.values().cloned().collect()
     }
 
     fn keyspace(&self, name: &str) -> Result<KeyspaceDef> {
-        let state = lock(&self.inner.state);
+        let state = self.state()?;
         state
             .keyspaces
             .get(name)
@@ -896,7 +1005,7 @@ impl Store for EmbeddedStore {
     }
 
     fn tables(&self, keyspace: Option<&str>) -> Result<Vec<TableDef>> {
-        let state = lock(&self.inner.state);
+        let state = self.state()?;
         if let Some(ks) = keyspace
             && !state.keyspaces.contains_key(ks)
         {
@@ -911,39 +1020,43 @@ impl Store for EmbeddedStore {
     }
 
     fn table(&self, name: &TableName) -> Result<TableDef> {
-        Ok(lock(&self.inner.state).table(name)?.def.clone())
+        Ok(self.state()?.table(name)?.def.clone())
     }
 
     async fn create_keyspace(&self, def: KeyspaceDef, if_not_exists: bool) -> Result<bool> {
-        let inner = self.inner.clone();
+        let inner = self
+            .writer(|| format!("create keyspace '{}'", def.name))?
+            .clone();
         blocking(move || inner.create_keyspace(def, if_not_exists)).await
     }
 
     async fn drop_keyspace(&self, name: &str, if_exists: bool) -> Result<bool> {
-        let inner = self.inner.clone();
+        let inner = self.writer(|| format!("drop keyspace '{name}'"))?.clone();
         let name = name.to_string();
         blocking(move || inner.drop_keyspace(&name, if_exists)).await
     }
 
     async fn create_table(&self, def: TableDef, if_not_exists: bool) -> Result<bool> {
-        let inner = self.inner.clone();
+        let inner = self
+            .writer(|| format!("create table {}", def.table_name()))?
+            .clone();
         blocking(move || inner.create_table(def, if_not_exists)).await
     }
 
     async fn drop_table(&self, name: &TableName, if_exists: bool) -> Result<bool> {
-        let inner = self.inner.clone();
+        let inner = self.writer(|| format!("drop table {name}"))?.clone();
         let name = name.clone();
         blocking(move || inner.drop_table(&name, if_exists)).await
     }
 
     async fn write(&self, table: &TableName, batches: Vec<RecordBatch>) -> Result<WriteSummary> {
-        let inner = self.inner.clone();
+        let inner = self.writer(|| format!("write to {table}"))?.clone();
         let table = table.clone();
         blocking(move || inner.write(&table, batches)).await
     }
 
     fn plan_scan(&self, request: &ScanRequest) -> Result<ScanPlan> {
-        let snapshot = self.inner.snapshot(&request.table)?;
+        let snapshot = self.state()?.snapshot(&request.table, self.options())?;
         scan::plan(&snapshot, request)
     }
 }

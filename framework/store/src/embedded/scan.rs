@@ -257,6 +257,13 @@ fn emit_component(
             return Ok(());
         }
         let token_filter = filter_for(allowed, piece.min_token, piece.max_token);
+        // A row group spanning shards the scan does not want is read through the token filter;
+        // the split is labelled with the shards it returns rows of.
+        let covered = token_filter.as_deref().and_then(|ranges| {
+            let (first, _) = ranges.first()?.bounds_inclusive()?;
+            let (_, last) = ranges.last()?.bounds_inclusive()?;
+            Some(shards.shard_of(first).0..=shards.shard_of(last).0)
+        });
         let source: Arc<dyn SyncSource> = Arc::new(GroupSplit {
             file: file.clone(),
             group: *group,
@@ -265,7 +272,7 @@ fn emit_component(
         });
         splits.push((
             ScanSplit {
-                shards: piece.first_shard..=piece.last_shard,
+                shards: covered.unwrap_or(piece.first_shard..=piece.last_shard),
                 estimated_rows: piece.rows,
                 source: Arc::new(Spawned(source.clone())),
             },
@@ -337,26 +344,39 @@ fn filter_for(allowed: &[TokenRange], min: i64, max: i64) -> Option<Vec<TokenRan
     }
 }
 
-/// The token ranges a scan may touch: the requested shards, narrowed by token predicates and by
-/// partition-key equalities. Sorted and disjoint.
+/// The token ranges a scan may touch: the requested shards (each range of the shard set as one
+/// token range, shards past the keyspace's count dropped), each narrowed by the token predicates,
+/// then by partition-key equalities. Sorted and disjoint: a shard set's ranges are sorted and
+/// disjoint, and so are the token ranges of disjoint shard ranges.
 fn allowed_ranges(snapshot: &TableSnapshot, request: &ScanRequest) -> Vec<TokenRange> {
     let shards = snapshot.shards;
-    let base = match &request.shards {
-        Some(r) => TokenRange::new(
-            shards.range_of(ShardId(*r.start())).start,
-            shards
-                .range_of(ShardId((*r.end()).min(shards.shard_count() - 1)))
-                .end,
-        ),
-        None => TokenRange::FULL,
+    let last_shard = shards.shard_count() - 1;
+    let base: Vec<TokenRange> = match &request.shards {
+        Some(set) => set
+            .ranges()
+            .iter()
+            .filter(|r| *r.start() <= last_shard)
+            .map(|r| {
+                TokenRange::new(
+                    shards.range_of(ShardId(*r.start())).start,
+                    shards.range_of(ShardId((*r.end()).min(last_shard))).end,
+                )
+            })
+            .collect(),
+        None => vec![TokenRange::FULL],
     };
-    let mut range = base;
+    let mut predicate = TokenRange::FULL;
     for p in &request.filters {
         if let Predicate::TokenRange(r) = p {
-            range = range.intersect(r);
+            predicate = predicate.intersect(r);
         }
     }
-    if range.is_empty() {
+    let ranges: Vec<TokenRange> = base
+        .iter()
+        .map(|r| r.intersect(&predicate))
+        .filter(|r| !r.is_empty())
+        .collect();
+    if ranges.is_empty() {
         return Vec::new();
     }
     match key_tokens(&snapshot.def, &request.filters) {
@@ -365,11 +385,11 @@ fn allowed_ranges(snapshot: &TableSnapshot, request: &ScanRequest) -> Vec<TokenR
             tokens.dedup();
             tokens
                 .into_iter()
-                .filter(|t| range.contains(*t))
+                .filter(|t| ranges.iter().any(|r| r.contains(*t)))
                 .map(|t| TokenRange::new(t - 1, t))
                 .collect()
         }
-        None => vec![range],
+        None => ranges,
     }
 }
 
@@ -705,7 +725,17 @@ fn read_group(
     group: usize,
     columns: &[usize],
 ) -> Result<impl Iterator<Item = Result<RecordBatch>> + use<>> {
-    let handle = std::fs::File::open(&file.path).map_err(Error::io("opening", &file.path))?;
+    // A writer keeps the files of its own snapshots, but a reader of a directory another process
+    // writes can find a file gone, replaced by a compaction since the scan was planned.
+    let handle = std::fs::File::open(&file.path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::DataFileGone {
+                path: file.path.clone(),
+            }
+        } else {
+            Error::io("opening", &file.path)(e)
+        }
+    })?;
     let mut sorted: Vec<usize> = columns.to_vec();
     sorted.sort_unstable();
     sorted.dedup();

@@ -1,0 +1,193 @@
+//! `quarry driver`, `quarry worker` and `quarry up`: thin wrappers over the daemons' `serve`.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use quarry_store::{EmbeddedOptions, EmbeddedStore, Store};
+use quarry_worker::WorkerConfig;
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+use crate::cli::{DriverArgs, UpArgs, WorkerArgs};
+use crate::daemon::{self, DriverConfig, DriverState};
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn bind(address: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listening on {address} (is another process using it?)"))
+}
+
+fn open_writer(data_dir: &Path) -> anyhow::Result<Arc<EmbeddedStore>> {
+    Ok(Arc::new(
+        EmbeddedStore::open(data_dir, EmbeddedOptions::default())
+            .with_context(|| format!("opening the data directory {}", data_dir.display()))?,
+    ))
+}
+
+pub async fn driver(data_dir: &Path, args: DriverArgs) -> anyhow::Result<()> {
+    let store = open_writer(data_dir)?;
+    let config = DriverConfig {
+        heartbeat_interval: Duration::from_millis(args.heartbeat_ms.max(10)),
+        lost_after: Duration::from_millis(args.lost_after_ms.max(50)),
+        nodes: args.nodes,
+        ..DriverConfig::default()
+    };
+    let listener = bind(&args.listen).await?;
+    let address = listener.local_addr()?;
+    println!("driver listening on http://{address}");
+    let state = DriverState::new(config, store)?;
+    daemon::serve(listener, state, stop_signal()).await?;
+    Ok(())
+}
+
+pub async fn worker(data_dir: &Path, args: WorkerArgs) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = Arc::new(
+        EmbeddedStore::open_reader(data_dir, EmbeddedOptions::default())
+            .with_context(|| format!("opening the data directory {}", data_dir.display()))?,
+    );
+    let mut config = WorkerConfig::new(&args.node, &args.driver);
+    if let Some(id) = args.id {
+        config.worker_id = id;
+    }
+    if let Some(slots) = args.slots {
+        config.task_slots = slots.max(1);
+    }
+    config.advertise_host = args.advertise_host;
+    let listener = bind(&args.listen).await?;
+    println!(
+        "worker {} (node {}) listening on http://{}",
+        config.worker_id,
+        config.node_id,
+        listener.local_addr()?
+    );
+    quarry_worker::serve(listener, config, store, stop_signal()).await?;
+    Ok(())
+}
+
+/// Asks a child to stop as Ctrl-C would, then kills it if it lingers.
+async fn stop_child(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        // SIGTERM through kill(1): the workers stop cleanly on it.
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await;
+    }
+    if tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+}
+
+pub async fn up(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
+    if args.workers == 0 {
+        anyhow::bail!("--workers must be at least 1");
+    }
+    let store = open_writer(data_dir)?;
+    let listener = bind(&args.listen).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let config = DriverConfig {
+        nodes: (1..=args.workers).map(|i| format!("node-{i}")).collect(),
+        ..DriverConfig::default()
+    };
+    let state = DriverState::new(config, store)?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = {
+        let state = state.clone();
+        tokio::spawn(daemon::serve(listener, state, async move {
+            let _ = stopped.await;
+        }))
+    };
+    let exe = std::env::current_exe().context("finding the quarry executable")?;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let slots = args.slots.unwrap_or(cores).max(1);
+    let mut children = Vec::new();
+    for i in 1..=args.workers {
+        let child = Command::new(&exe)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["worker", "--driver", &url, "--node"])
+            .arg(format!("node-{i}"))
+            .args(["--listen", "127.0.0.1:0", "--slots", &slots.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting a worker process")?;
+        children.push(child);
+    }
+    let live = state
+        .registry
+        .wait_for(args.workers, Duration::from_secs(30))
+        .await;
+    if live < args.workers {
+        for child in children.iter_mut() {
+            stop_child(child).await;
+        }
+        anyhow::bail!(
+            "only {live} of {} workers registered within 30 s",
+            args.workers
+        );
+    }
+    println!("driver listening on {url}");
+    for w in state.registry.live() {
+        println!("worker {} (node {}) on {}", w.id, w.node, w.endpoint);
+    }
+    println!(
+        "Run SQL on it with: quarry sql --driver {url}   (or export QUARRY_DRIVER={url})\nCtrl-C stops the cluster."
+    );
+    let watch_children = async {
+        // A worker that exits on its own is reported; the cluster goes on without it.
+        let mut reported = vec![false; children.len()];
+        loop {
+            for (i, child) in children.iter_mut().enumerate() {
+                if !reported[i]
+                    && let Ok(Some(status)) = child.try_wait()
+                {
+                    eprintln!("worker node-{} exited ({status})", i + 1);
+                    reported[i] = true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    tokio::select! {
+        _ = stop_signal() => {}
+        _ = watch_children => {}
+    }
+    println!("stopping");
+    for child in children.iter_mut() {
+        stop_child(child).await;
+    }
+    let _ = stop.send(());
+    server.await??;
+    Ok(())
+}

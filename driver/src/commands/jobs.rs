@@ -1,0 +1,233 @@
+//! `quarry jobs`, `quarry job ID`, `quarry cancel ID` and `quarry workers`: what a driver is
+//! doing, as tables (or CSV/JSON for scripts).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use quarry_proto::v1 as pb;
+
+use crate::cli::{DriverConnection, JobArgs, JobsArgs};
+use crate::output::{OutputFormat, write_result};
+use crate::remote::RemoteDriver;
+
+async fn connect(driver: &DriverConnection) -> anyhow::Result<RemoteDriver> {
+    let url = driver.url.as_deref().context(
+        "this command talks to a running driver: pass --driver URL or set QUARRY_DRIVER \
+         (`quarry up` prints the URL)",
+    )?;
+    RemoteDriver::connect(url).await
+}
+
+fn state_name(state: i32) -> &'static str {
+    match pb::JobState::try_from(state) {
+        Ok(pb::JobState::Queued) => "queued",
+        Ok(pb::JobState::Running) => "running",
+        Ok(pb::JobState::Succeeded) => "succeeded",
+        Ok(pb::JobState::Failed) => "failed",
+        Ok(pb::JobState::Cancelled) => "cancelled",
+        _ => "unknown",
+    }
+}
+
+fn print(format: OutputFormat, fields: Vec<Field>, columns: Vec<ArrayRef>) -> anyhow::Result<()> {
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    write_result(format, &schema, &[batch], &mut std::io::stdout().lock())
+}
+
+fn text(name: &str) -> Field {
+    Field::new(name, DataType::Utf8, false)
+}
+
+fn one_line(sql: &str) -> String {
+    let flat: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > 60 {
+        format!("{}…", flat.chars().take(59).collect::<String>())
+    } else {
+        flat
+    }
+}
+
+pub async fn jobs(args: JobsArgs) -> anyhow::Result<()> {
+    let driver = connect(&args.driver).await?;
+    let jobs = driver
+        .rpc()
+        .list_jobs(pb::ListJobsRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner()
+        .jobs;
+    print(
+        args.format,
+        vec![
+            text("job"),
+            text("state"),
+            Field::new("tasks_done", DataType::UInt32, false),
+            Field::new("tasks", DataType::UInt32, false),
+            Field::new("elapsed_ms", DataType::UInt64, false),
+            text("sql"),
+        ],
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                jobs.iter().map(|j| j.job_id.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                jobs.iter().map(|j| state_name(j.state)),
+            )),
+            Arc::new(UInt32Array::from_iter_values(
+                jobs.iter().map(|j| j.tasks_done),
+            )),
+            Arc::new(UInt32Array::from_iter_values(
+                jobs.iter().map(|j| j.tasks_total),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                jobs.iter().map(|j| j.elapsed_ms),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                jobs.iter().map(|j| one_line(&j.sql)),
+            )),
+        ],
+    )
+}
+
+pub async fn job(args: JobArgs) -> anyhow::Result<()> {
+    let driver = connect(&args.driver).await?;
+    let response = driver
+        .rpc()
+        .get_job(pb::GetJobRequest {
+            job_id: args.id.clone(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+    let job = response
+        .job
+        .context("the driver sent a job without its summary")?;
+    if args.format == OutputFormat::Table {
+        println!(
+            "job {}: {} in {:.3} s — {}",
+            job.job_id,
+            state_name(job.state),
+            job.elapsed_ms as f64 / 1000.0,
+            one_line(&job.sql)
+        );
+        if let Some(error) = &job.error {
+            println!("error: {}", error.message);
+        }
+        println!("stages (inputs before the stages that read them):");
+    }
+    let stages = &response.stages;
+    let metrics = |f: fn(&pb::TaskMetrics) -> u64| -> ArrayRef {
+        Arc::new(UInt64Array::from_iter_values(
+            stages.iter().map(|s| s.metrics.as_ref().map_or(0, f)),
+        ))
+    };
+    print(
+        args.format,
+        vec![
+            Field::new("stage", DataType::UInt32, false),
+            text("reads"),
+            text("runs_on"),
+            Field::new("tasks_done", DataType::UInt32, false),
+            Field::new("tasks", DataType::UInt32, false),
+            Field::new("remote_tasks", DataType::UInt32, false),
+            Field::new("rows_in", DataType::UInt64, false),
+            Field::new("rows_out", DataType::UInt64, false),
+            Field::new("bytes_out", DataType::UInt64, false),
+            text("what"),
+        ],
+        vec![
+            Arc::new(UInt32Array::from_iter_values(
+                stages.iter().map(|s| s.stage_id),
+            )),
+            Arc::new(StringArray::from_iter_values(stages.iter().map(|s| {
+                s.inputs
+                    .iter()
+                    .map(|i| format!("stage {i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }))),
+            Arc::new(StringArray::from_iter_values(
+                stages.iter().map(|s| s.runs_on.as_str()),
+            )),
+            Arc::new(UInt32Array::from_iter_values(
+                stages.iter().map(|s| s.tasks_done),
+            )),
+            Arc::new(UInt32Array::from_iter_values(
+                stages.iter().map(|s| s.tasks_total),
+            )),
+            Arc::new(UInt32Array::from_iter_values(
+                stages.iter().map(|s| s.tasks_remote),
+            )),
+            metrics(|m| m.rows_in),
+            metrics(|m| m.rows_out),
+            metrics(|m| m.bytes_out),
+            Arc::new(StringArray::from_iter_values(
+                stages.iter().map(|s| s.description.as_str()),
+            )),
+        ],
+    )
+}
+
+pub async fn cancel(args: JobArgs) -> anyhow::Result<()> {
+    let driver = connect(&args.driver).await?;
+    let response = driver
+        .rpc()
+        .cancel_job(pb::CancelJobRequest {
+            job_id: args.id.clone(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+    if response.was_running {
+        println!("cancelled job {}", args.id);
+    } else {
+        println!("job {} was not running", args.id);
+    }
+    Ok(())
+}
+
+pub async fn workers(args: JobsArgs) -> anyhow::Result<()> {
+    let driver = connect(&args.driver).await?;
+    let workers = driver
+        .rpc()
+        .list_workers(pb::ListWorkersRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner()
+        .workers;
+    let info = |f: fn(&pb::WorkerInfo) -> String| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(
+            workers
+                .iter()
+                .map(|w| w.worker.as_ref().map(f).unwrap_or_default()),
+        ))
+    };
+    print(
+        args.format,
+        vec![
+            text("worker"),
+            text("node"),
+            text("endpoint"),
+            Field::new("alive", DataType::Boolean, false),
+            Field::new("running_tasks", DataType::UInt32, false),
+            Field::new("last_seen_ms_ago", DataType::UInt64, false),
+        ],
+        vec![
+            info(|w| w.worker_id.clone()),
+            info(|w| w.node_id.clone()),
+            info(|w| w.flight_endpoint.clone()),
+            Arc::new(BooleanArray::from(
+                workers.iter().map(|w| w.alive).collect::<Vec<_>>(),
+            )),
+            Arc::new(UInt32Array::from_iter_values(
+                workers.iter().map(|w| w.running_tasks),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                workers.iter().map(|w| w.last_seen_ms_ago),
+            )),
+        ],
+    )
+}

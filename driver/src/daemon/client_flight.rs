@@ -1,0 +1,220 @@
+//! The driver's Arrow Flight service for clients.
+//!
+//! - `DoGet` with a `QueryTicket` runs one SQL statement and streams its result. A statement that
+//!   returns no rows ("created table ...") sends an empty stream whose schema carries the message
+//!   under the metadata key [`MESSAGE_KEY`].
+//! - `DoPut` with a descriptor path `[keyspace.table]` upserts the streamed batches into the table
+//!   (what `quarry load --driver` sends), all or nothing.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow::datatypes::Schema;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use quarry_core::schema::TableName;
+use quarry_jobs::FailureKind;
+use quarry_proto::v1 as pb;
+use quarry_store::Store;
+use quarry_worker::rpc::check_protocol;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::DriverState;
+use super::error::Error;
+
+/// Schema metadata key of a statement's message.
+pub const MESSAGE_KEY: &str = "quarry.message";
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The Flight face of [`DriverState`].
+#[derive(Debug, Clone)]
+pub struct DriverFlight(pub Arc<DriverState>);
+
+/// Whether the statement itself is at fault (so the client shows the message and stops).
+pub fn is_user_error(e: &Error) -> bool {
+    match e {
+        Error::TaskFailed { failure } => failure.kind == FailureKind::User,
+        Error::Plan(_) | Error::Store(_) => true,
+        Error::Sql(sql) => {
+            if let quarry_sql::Error::DataFusion(df) = sql
+                && let datafusion::error::DataFusionError::External(inner) = df.find_root()
+                && let Some(inner) = inner.downcast_ref::<Error>()
+            {
+                return is_user_error(inner);
+            }
+            sql.is_user_error()
+        }
+        _ => false,
+    }
+}
+
+fn status_of(e: &Error) -> Status {
+    if is_user_error(e) {
+        Status::invalid_argument(e.to_string())
+    } else {
+        Status::internal(e.to_string())
+    }
+}
+
+fn refuse<T>(what: &str) -> Result<T, Status> {
+    Err(Status::unimplemented(format!(
+        "the Quarry driver serves DoGet (queries) and DoPut (loads), not {what}"
+    )))
+}
+
+#[tonic::async_trait]
+impl FlightService for DriverFlight {
+    type HandshakeStream = BoxStream<HandshakeResponse>;
+    type ListFlightsStream = BoxStream<FlightInfo>;
+    type DoGetStream = BoxStream<FlightData>;
+    type DoPutStream = BoxStream<PutResult>;
+    type DoExchangeStream = BoxStream<FlightData>;
+    type DoActionStream = BoxStream<arrow_flight::Result>;
+    type ListActionsStream = BoxStream<ActionType>;
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let ticket = pb::QueryTicket::decode(request.into_inner().ticket).map_err(|e| {
+            Status::invalid_argument(format!("the ticket is not a query ticket: {e}"))
+        })?;
+        check_protocol(ticket.protocol_version)?;
+        let mut settings: Vec<(String, String)> = ticket.session_config.into_iter().collect();
+        settings.sort();
+        let output = self
+            .0
+            .run_statement(&ticket.sql, &settings, &ticket.label)
+            .await
+            .map_err(|e| status_of(&e))?;
+        let schema = match &output.message {
+            Some(message) => Arc::new(
+                Schema::empty()
+                    .with_metadata(HashMap::from([(MESSAGE_KEY.to_string(), message.clone())])),
+            ),
+            None => output.schema.clone(),
+        };
+        let stream = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(futures::stream::iter(output.batches.into_iter().map(Ok)))
+            .map_err(Status::from)
+            .boxed();
+        Ok(Response::new(stream))
+    }
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        let mut input = request.into_inner().map_err(FlightError::from).peekable();
+        let first = Pin::new(&mut input)
+            .peek()
+            .await
+            .ok_or_else(|| Status::invalid_argument("DoPut sent no data"))?;
+        let path = match first {
+            Ok(data) => data
+                .flight_descriptor
+                .as_ref()
+                .and_then(|d| d.path.first().cloned()),
+            Err(e) => return Err(Status::invalid_argument(e.to_string())),
+        };
+        let path = path.ok_or_else(|| {
+            Status::invalid_argument("DoPut needs a descriptor path naming keyspace.table")
+        })?;
+        let table = TableName::parse(&path).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let def = self
+            .0
+            .store
+            .table(&table)
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        let batches: Vec<arrow::array::RecordBatch> =
+            FlightRecordBatchStream::new_from_flight_data(input)
+                .try_collect()
+                .await
+                .map_err(|e| Status::invalid_argument(format!("reading the upload: {e}")))?;
+        let expected = def.arrow_schema();
+        let batches = batches
+            .iter()
+            .map(|b| quarry_store::cast_batch(b, &expected))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                Status::invalid_argument(format!("the upload does not fit {table}: {e}"))
+            })?;
+        let summary = self
+            .0
+            .store
+            .write(&table, batches)
+            .await
+            .map_err(|e| status_of(&Error::Store(e)))?;
+        let result = PutResult {
+            app_metadata: summary.rows.to_string().into_bytes().into(),
+        };
+        Ok(Response::new(futures::stream::iter([Ok(result)]).boxed()))
+    }
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        refuse("Handshake")
+    }
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        refuse("ListFlights")
+    }
+
+    async fn get_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        refuse("GetFlightInfo")
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        refuse("PollFlightInfo")
+    }
+
+    async fn get_schema(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        refuse("GetSchema")
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        refuse("DoExchange")
+    }
+
+    async fn do_action(
+        &self,
+        _request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        refuse("DoAction")
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        refuse("ListActions")
+    }
+}

@@ -1,0 +1,49 @@
+//! The driver's configuration.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How a driver runs. The defaults suit a local cluster; `quarry driver` sets them from flags.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DriverConfig {
+    /// How often workers heartbeat (default 500 ms).
+    #[serde(with = "millis")]
+    pub heartbeat_interval: Duration,
+    /// A worker silent this long is lost and its work moves elsewhere (default 3 s).
+    #[serde(with = "millis")]
+    pub lost_after: Duration,
+    /// The store's nodes, for placement. Empty: the nodes of the workers that registered.
+    pub nodes: Vec<String>,
+    /// Runs of one task before its job fails (default 4).
+    pub max_task_attempts: u32,
+    /// How long a query waits for a first worker when none is alive (default: `lost_after`).
+    #[serde(with = "millis")]
+    pub worker_wait: Duration,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            heartbeat_interval: Duration::from_millis(500),
+            lost_after: Duration::from_secs(3),
+            nodes: Vec::new(),
+            max_task_attempts: 4,
+            worker_wait: Duration::from_secs(3),
+        }
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}

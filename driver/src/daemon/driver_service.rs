@@ -1,0 +1,113 @@
+//! The driver's gRPC service: worker registration and heartbeats, job inspection and
+//! cancellation.
+
+use std::sync::Arc;
+
+use quarry_core::ids::NodeId;
+use quarry_jobs::{JobId, WorkerId};
+use quarry_proto::v1 as pb;
+use quarry_proto::v1::driver_service_server::DriverService;
+use quarry_worker::rpc::check_protocol;
+use tonic::{Request, Response, Status};
+
+use super::DriverState;
+use super::rpc::{job_summary, stage_summaries, worker_summary};
+
+/// The gRPC face of [`DriverState`].
+#[derive(Debug, Clone)]
+pub struct DriverRpc(pub Arc<DriverState>);
+
+fn job_id(text: &str) -> Result<JobId, Status> {
+    text.parse()
+        .map_err(|e: String| Status::invalid_argument(e))
+}
+
+#[tonic::async_trait]
+impl DriverService for DriverRpc {
+    async fn register_worker(
+        &self,
+        request: Request<pb::RegisterWorkerRequest>,
+    ) -> Result<Response<pb::RegisterWorkerResponse>, Status> {
+        let request = request.into_inner();
+        check_protocol(request.protocol_version)?;
+        let worker = request
+            .worker
+            .ok_or_else(|| Status::invalid_argument("a registration needs the worker's info"))?;
+        if worker.worker_id.trim().is_empty() || worker.node_id.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "a registering worker needs a worker_id and a node_id",
+            ));
+        }
+        self.0
+            .registry
+            .register(
+                WorkerId(worker.worker_id),
+                NodeId(worker.node_id),
+                worker.flight_endpoint,
+                worker.task_slots,
+            )
+            .map_err(Status::invalid_argument)?;
+        Ok(Response::new(pb::RegisterWorkerResponse {
+            protocol_version: quarry_proto::PROTOCOL_VERSION,
+            driver_id: self.0.driver_id.clone(),
+            heartbeat_interval_ms: self.0.config.heartbeat_interval.as_millis() as u64,
+            lost_after_ms: self.0.config.lost_after.as_millis() as u64,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let request = request.into_inner();
+        check_protocol(request.protocol_version)?;
+        let known = self
+            .0
+            .registry
+            .heartbeat(&WorkerId(request.worker_id), request.running_tasks);
+        Ok(Response::new(pb::HeartbeatResponse { reregister: !known }))
+    }
+
+    async fn list_workers(
+        &self,
+        _request: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        Ok(Response::new(pb::ListWorkersResponse {
+            workers: self.0.registry.all().iter().map(worker_summary).collect(),
+        }))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::GetJobResponse>, Status> {
+        let id = job_id(&request.into_inner().job_id)?;
+        let job = self.0.jobs.get(id).ok_or_else(|| {
+            Status::not_found(format!("no job {id}; `quarry jobs` lists the known ones"))
+        })?;
+        Ok(Response::new(pb::GetJobResponse {
+            job: Some(job_summary(&job)),
+            stages: stage_summaries(&job),
+        }))
+    }
+
+    async fn list_jobs(
+        &self,
+        _request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: self.0.jobs.list().iter().map(job_summary).collect(),
+        }))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let id = job_id(&request.into_inner().job_id)?;
+        let was_running = self.0.jobs.cancel(id).ok_or_else(|| {
+            Status::not_found(format!("no job {id}; `quarry jobs` lists the known ones"))
+        })?;
+        Ok(Response::new(pb::CancelJobResponse { was_running }))
+    }
+}

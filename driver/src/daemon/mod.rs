@@ -1,0 +1,290 @@
+//! The driver daemon: plans SQL into stage DAGs, schedules tasks on workers beside the data, and
+//! tracks jobs.
+//!
+//! ```text
+//!   quarry CLI ──Flight DoGet(QueryTicket)──▶ client_flight ──▶ QuarrySession (DDL runs here)
+//!                                                   │ queries: DistributedExecutor
+//!                                                   ▼
+//!        DataFusion physical plan ──DistributedPlanner──▶ JobGraph ──JobRunner──▶ workers
+//!                                                                        ◀── outputs (Flight)
+//!   workers ──RegisterWorker / Heartbeat──▶ driver_service ──▶ Registry (lost after silence)
+//!   quarry jobs / job / cancel ──▶ driver_service ──▶ JobTracker
+//! ```
+//!
+//! The driver owns the store as its only writer: DDL, `quarry load` and `INSERT` results go
+//! through it, and it flushes before each distributed query so that workers, which open the
+//! same data directory read-only, see every acknowledged write.
+
+pub mod client_flight;
+pub mod config;
+pub mod driver_service;
+pub mod error;
+pub mod job_runner;
+pub mod job_tracker;
+pub mod local_cluster;
+pub mod registry;
+pub mod rpc;
+pub mod scheduler;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow_flight::flight_service_server::FlightServiceServer;
+use datafusion::execution::SessionState;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionConfig;
+use quarry_core::ids::NodeId;
+use quarry_jobs::DistributedPlanner;
+use quarry_proto::v1::driver_service_server::DriverServiceServer;
+use quarry_sql::{PlanExecutor, QuarrySession, QueryOutput};
+use quarry_store::{EmbeddedStore, Store};
+use quarry_worker::cpu_runtime::{AbortOnDrop, CpuRuntime};
+use quarry_worker::exchange_client::{FlightExchangeClient, MAX_MESSAGE_BYTES};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::Instrument;
+
+pub use config::DriverConfig;
+pub use error::{Error, Result};
+
+use job_runner::JobRunner;
+use job_tracker::{JobState, JobTracker};
+use registry::Registry;
+
+/// Everything the driver's services share.
+#[derive(Debug)]
+pub struct DriverState {
+    pub config: DriverConfig,
+    pub store: Arc<EmbeddedStore>,
+    pub registry: Registry,
+    pub jobs: JobTracker,
+    pub client: Arc<FlightExchangeClient>,
+    /// Runs the driver stage of jobs, away from the gRPC runtime.
+    pub cpu: CpuRuntime,
+    pub driver_id: String,
+}
+
+impl DriverState {
+    pub fn new(config: DriverConfig, store: Arc<EmbeddedStore>) -> Result<Arc<Self>> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(Arc::new(DriverState {
+            registry: Registry::new(config.lost_after),
+            config,
+            store,
+            jobs: JobTracker::default(),
+            client: FlightExchangeClient::new(),
+            cpu: CpuRuntime::new(threads)?,
+            driver_id: format!("driver-{}", std::process::id()),
+        }))
+    }
+
+    /// The nodes placement is computed over.
+    pub fn cluster_nodes(&self) -> Vec<NodeId> {
+        if self.config.nodes.is_empty() {
+            self.registry.nodes()
+        } else {
+            self.config
+                .nodes
+                .iter()
+                .map(|n| NodeId(n.clone()))
+                .collect()
+        }
+    }
+
+    /// A SQL session whose queries run on the workers. `settings` are `SET` values the client
+    /// made earlier; `label` names the client's jobs.
+    pub fn session(
+        self: &Arc<Self>,
+        settings: &[(String, String)],
+        label: &str,
+    ) -> Result<QuarrySession> {
+        let slots: u32 = self.registry.live().iter().map(|w| w.task_slots).sum();
+        let config = SessionConfig::new().with_target_partitions((slots as usize).max(2));
+        let session = QuarrySession::with_config(self.store.clone() as Arc<dyn Store>, config)
+            .with_executor(Arc::new(DistributedExecutor {
+                driver: self.clone(),
+                settings: settings.to_vec(),
+                label: label.to_string(),
+            }));
+        {
+            let state = session.context().state_ref();
+            let mut state = state.write();
+            for (key, value) in settings {
+                state
+                    .config_mut()
+                    .options_mut()
+                    .set(key, value)
+                    .map_err(quarry_sql::Error::from)?;
+            }
+        }
+        Ok(session)
+    }
+
+    /// Runs one statement as a client asked.
+    pub async fn run_statement(
+        self: &Arc<Self>,
+        sql: &str,
+        settings: &[(String, String)],
+        label: &str,
+    ) -> Result<QueryOutput> {
+        let session = self.session(settings, label)?;
+        Ok(session.execute(sql).await?)
+    }
+}
+
+/// Runs query plans as distributed jobs.
+#[derive(Debug)]
+struct DistributedExecutor {
+    driver: Arc<DriverState>,
+    settings: Vec<(String, String)>,
+    label: String,
+}
+
+impl DistributedExecutor {
+    /// Publishes acknowledged writes to the workers' read-only view of the store.
+    async fn publish_writes(&self) -> Result<()> {
+        let store = self.driver.store.clone();
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        Ok(())
+    }
+
+    /// Hash exchanges as wide as the live workers' task slots.
+    fn planner(&self) -> DistributedPlanner {
+        let slots: u32 = self
+            .driver
+            .registry
+            .live()
+            .iter()
+            .map(|w| w.task_slots)
+            .sum();
+        DistributedPlanner::new((slots as usize).max(2))
+    }
+
+    async fn run(
+        &self,
+        sql: &str,
+        plan: Arc<dyn ExecutionPlan>,
+        state: &SessionState,
+    ) -> Result<Vec<RecordBatch>> {
+        self.publish_writes().await?;
+        let graph = self.planner().plan(plan)?;
+        let (job, mut cancelled) = self.driver.jobs.start(sql, &self.label);
+        let span = tracing::info_span!("job", job = %job);
+        let live = self.driver.registry.live();
+        let outcome = async {
+            let runner = JobRunner::new(
+                self.driver.clone(),
+                job,
+                graph,
+                self.settings.clone(),
+                &live,
+            )?;
+            self.driver.jobs.set_stages(job, runner.stage_records());
+            tokio::select! {
+                result = runner.run(state) => result,
+                _ = cancelled.wait_for(|c| *c) => Err(Error::Cancelled { job }),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        // Free outputs and any task still running, on every worker that may hold some.
+        for worker in self.driver.registry.live() {
+            let mut client = worker.client.clone();
+            let release = client.release_job(quarry_proto::v1::ReleaseJobRequest {
+                job_id: job.to_string(),
+            });
+            if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), release).await {
+                tracing::debug!(worker = %worker.id, error = %e, "could not release a job");
+            }
+        }
+        let (state, error) = match &outcome {
+            Ok(_) => (JobState::Succeeded, None),
+            Err(Error::Cancelled { .. }) => (JobState::Cancelled, None),
+            Err(e) => (JobState::Failed, Some(e.to_string())),
+        };
+        span.in_scope(|| tracing::info!(state = ?state, "job finished"));
+        self.driver.jobs.finish(job, state, error);
+        outcome
+    }
+}
+
+fn to_sql_error(e: Error) -> quarry_sql::Error {
+    match e {
+        Error::Sql(e) => e,
+        other => quarry_sql::Error::DataFusion(datafusion::error::DataFusionError::External(
+            Box::new(other),
+        )),
+    }
+}
+
+#[async_trait::async_trait]
+impl PlanExecutor for DistributedExecutor {
+    async fn execute(
+        &self,
+        sql: &str,
+        plan: Arc<dyn ExecutionPlan>,
+        state: &SessionState,
+    ) -> quarry_sql::Result<Vec<RecordBatch>> {
+        self.run(sql, plan, state).await.map_err(to_sql_error)
+    }
+
+    async fn explain(&self, plan: Arc<dyn ExecutionPlan>) -> quarry_sql::Result<String> {
+        let graph = self
+            .planner()
+            .plan(plan)
+            .map_err(|e| to_sql_error(e.into()))?;
+        let live = self.driver.registry.live();
+        let runner = JobRunner::new(
+            self.driver.clone(),
+            quarry_jobs::JobId(0),
+            graph,
+            Vec::new(),
+            &live,
+        )
+        .map_err(to_sql_error)?;
+        Ok(runner.explain())
+    }
+}
+
+/// Runs a driver on `listener` until `shutdown` completes. Workers register with it; clients
+/// run SQL through its Flight endpoint and inspect jobs through its gRPC service.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<DriverState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "driver serving");
+    let reaper = {
+        let state = state.clone();
+        AbortOnDrop::from(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(state.config.heartbeat_interval);
+            loop {
+                tick.tick().await;
+                state.registry.reap();
+            }
+        }))
+    };
+    let served = tonic::transport::Server::builder()
+        .add_service(
+            DriverServiceServer::new(driver_service::DriverRpc(state.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            FlightServiceServer::new(client_flight::DriverFlight(state.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|source| Error::Serve {
+            address: address.to_string(),
+            source,
+        });
+    drop(reaper);
+    tracing::info!("driver stopped");
+    served
+}

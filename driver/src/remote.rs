@@ -1,0 +1,174 @@
+//! A client of a running driver: runs SQL over Arrow Flight, uploads loads, and reads job and
+//! worker listings over gRPC.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
+use futures::TryStreamExt;
+use prost::Message;
+use quarry_proto::v1 as pb;
+use quarry_proto::v1::driver_service_client::DriverServiceClient;
+use quarry_sql::QueryOutput;
+use quarry_worker::exchange_client::MAX_MESSAGE_BYTES;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::daemon::client_flight::MESSAGE_KEY;
+
+/// A connection to a driver, with the `SET` values of this session.
+#[derive(Debug, Clone)]
+pub struct RemoteDriver {
+    url: String,
+    channel: Channel,
+    settings: Vec<(String, String)>,
+    label: String,
+}
+
+impl RemoteDriver {
+    /// Connects to the driver at `url` (such as `http://127.0.0.1:7070`).
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let url = if url.contains("://") {
+            url.to_string()
+        } else {
+            format!("http://{url}")
+        };
+        let channel = Endpoint::from_shared(url.clone())
+            .with_context(|| format!("'{url}' is not a driver URL (try http://HOST:PORT)"))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .with_context(|| {
+                format!("could not reach the driver at {url}; is `quarry driver` or `quarry up` running?")
+            })?;
+        Ok(RemoteDriver {
+            url,
+            channel,
+            settings: Vec::new(),
+            label: format!("cli-{}", std::process::id()),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The label the driver files this client's jobs under.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn flight(&self) -> FlightClient {
+        let inner =
+            arrow_flight::flight_service_client::FlightServiceClient::new(self.channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        FlightClient::new_from_inner(inner)
+    }
+
+    pub fn rpc(&self) -> DriverServiceClient<Channel> {
+        DriverServiceClient::new(self.channel.clone())
+    }
+
+    /// Runs one statement on the driver. A `SET` is remembered and sent with later statements.
+    pub async fn execute(&mut self, sql: &str) -> anyhow::Result<QueryOutput> {
+        let ticket = pb::QueryTicket {
+            protocol_version: quarry_proto::PROTOCOL_VERSION,
+            sql: sql.to_string(),
+            session_config: self.settings.iter().cloned().collect(),
+            label: self.label.clone(),
+        };
+        let mut stream = self
+            .flight()
+            .do_get(Ticket::new(ticket.encode_to_vec()))
+            .await
+            .map_err(flight_error)?;
+        let mut batches: Vec<RecordBatch> = Vec::new();
+        while let Some(batch) = stream.try_next().await.map_err(flight_error)? {
+            batches.push(batch);
+        }
+        let schema: SchemaRef = stream
+            .schema()
+            .cloned()
+            .unwrap_or_else(|| std::sync::Arc::new(arrow::datatypes::Schema::empty()));
+        if let Some((key, value)) = parse_set(sql) {
+            self.settings.retain(|(k, _)| *k != key);
+            self.settings.push((key, value));
+        }
+        let message = schema.metadata().get(MESSAGE_KEY).cloned();
+        Ok(QueryOutput {
+            schema,
+            batches,
+            message,
+        })
+    }
+
+    /// Upserts `batches` into `table` through the driver; returns the rows written.
+    pub async fn load(&self, table: &str, batches: Vec<RecordBatch>) -> anyhow::Result<u64> {
+        let descriptor = FlightDescriptor::new_path(vec![table.to_string()]);
+        let data = arrow_flight::encode::FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(Some(descriptor))
+            .build(futures::stream::iter(batches.into_iter().map(Ok)));
+        let results: Vec<arrow_flight::PutResult> = self
+            .flight()
+            .do_put(data)
+            .await
+            .map_err(flight_error)?
+            .try_collect()
+            .await
+            .map_err(flight_error)?;
+        let rows = results
+            .first()
+            .and_then(|r| std::str::from_utf8(&r.app_metadata).ok()?.parse().ok())
+            .unwrap_or(0);
+        Ok(rows)
+    }
+}
+
+/// `SET key = value` (or `SET key TO value`) as its key and unquoted value.
+fn parse_set(sql: &str) -> Option<(String, String)> {
+    let rest = sql.trim().trim_end_matches(';');
+    let (head, rest) = rest.split_once(char::is_whitespace)?;
+    if !head.eq_ignore_ascii_case("set") {
+        return None;
+    }
+    let rest = rest.trim();
+    let (key, value) = match rest.split_once('=') {
+        Some((k, v)) => (k.trim(), v.trim()),
+        None => {
+            let (k, v) = rest.split_once(char::is_whitespace)?;
+            let v = v.trim();
+            let v = v.strip_prefix("TO").or_else(|| v.strip_prefix("to"))?;
+            (k.trim(), v.trim())
+        }
+    };
+    let value = value.trim_matches('\'').trim_matches('"');
+    Some((key.to_string(), value.to_string()))
+}
+
+/// A Flight error as the driver's message, without gRPC framing.
+fn flight_error(e: arrow_flight::error::FlightError) -> anyhow::Error {
+    match e {
+        arrow_flight::error::FlightError::Tonic(status) => anyhow::anyhow!("{}", status.message()),
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_set;
+
+    #[test]
+    fn set_statements_are_remembered_by_key_and_value() {
+        assert_eq!(
+            parse_set("SET quarry.pushdown = false;"),
+            Some(("quarry.pushdown".into(), "false".into()))
+        );
+        assert_eq!(
+            parse_set("set datafusion.execution.batch_size TO '1024'"),
+            Some(("datafusion.execution.batch_size".into(), "1024".into()))
+        );
+        assert_eq!(parse_set("SELECT 1"), None);
+    }
+}

@@ -1,0 +1,287 @@
+//! The distributed planner: cuts a DataFusion physical plan into stages at exchange points.
+//!
+//! ```text
+//!   AggregateExec(Final)                          driver:   AggregateExec(Final)
+//!     CoalescePartitionsExec          ──cut──▶               CoalescePartitionsExec
+//!       AggregateExec(Partial)                                 ExchangeReaderExec(stage 1, gather)
+//!         StoreScanExec                           stage 1:  AggregateExec(Partial)   (workers, per
+//!                                                             StoreScanExec           shard group)
+//! ```
+//!
+//! A subtree is *distributed* when its rows are spread over tasks: it reads a store scan (each task
+//! reads a group of shards) or a hash exchange (each task reads some hash partitions). Where an
+//! operator needs all rows of a distributed child in one place, the planner cuts:
+//!
+//! - a hash `RepartitionExec` becomes a hash exchange: the producer stage ends with it and the
+//!   consumer reads one hash partition per task (final aggregation and partitioned joins run on
+//!   workers after it);
+//! - `CoalescePartitionsExec`, `SortPreservingMergeExec`, and any operator that requires a single
+//!   partition (a final aggregate, a global limit, the build side of a `CollectLeft` join) get a
+//!   gather exchange below them, read whole by whoever runs them (every task of a join: a
+//!   broadcast; the driver: the final merge);
+//! - an operator that requires hash partitioning of a child that is not hash-partitioned gets a
+//!   hash exchange inserted.
+//!
+//! What is left at the top runs at the driver. Plans whose stages would mix shard-split scans
+//! with hash partitions, or scans of differently placed keyspaces, are not cut
+//! ([`Error::NotDistributable`]); the caller runs them in one process.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use datafusion::physical_expr::{Distribution, Partitioning};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use quarry_core::schema::TableName;
+use quarry_sql::scan_exec::StoreScanExec;
+
+use crate::error::{Error, Result};
+use crate::exchange::{ExchangeKind, ExchangeReaderExec};
+use crate::ids::StageId;
+use crate::job_graph::{JobGraph, Stage, StageKind};
+
+/// Cuts physical plans into stage DAGs.
+#[derive(Debug, Clone, Copy)]
+pub struct DistributedPlanner {
+    /// Width of the hash exchanges the planner inserts itself (those DataFusion planned keep their
+    /// own width, the session's `target_partitions`).
+    pub hash_partitions: usize,
+}
+
+/// How a subtree's rows are spread over tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Spread {
+    /// All rows are here (or it reads gathered inputs only).
+    Whole,
+    /// Split by shards of these tables.
+    Shards(BTreeSet<TableName>),
+    /// Split by hash partitions of this many.
+    Hash(usize),
+}
+
+struct Cut {
+    plan: Arc<dyn ExecutionPlan>,
+    spread: Spread,
+}
+
+#[derive(Default)]
+struct Builder {
+    stages: Vec<Stage>,
+    edges: Vec<(StageId, StageId)>,
+}
+
+impl DistributedPlanner {
+    pub fn new(hash_partitions: usize) -> Self {
+        DistributedPlanner {
+            hash_partitions: hash_partitions.max(1),
+        }
+    }
+
+    /// Cuts `plan` into stages; the last stage runs at the driver.
+    pub fn plan(&self, plan: Arc<dyn ExecutionPlan>) -> Result<JobGraph> {
+        let mut builder = Builder::default();
+        let cut = self.visit(&mut builder, plan)?;
+        let root_plan = match cut.spread {
+            Spread::Whole => cut.plan,
+            spread => {
+                let reader = builder.cut_stage(cut.plan, spread, ExchangeKind::Gather)?;
+                Arc::new(CoalescePartitionsExec::new(reader)) as Arc<dyn ExecutionPlan>
+            }
+        };
+        let root = builder.add_stage(root_plan, StageKind::Driver, None);
+        Ok(JobGraph::new(builder.stages, &builder.edges, root))
+    }
+
+    fn visit(&self, b: &mut Builder, plan: Arc<dyn ExecutionPlan>) -> Result<Cut> {
+        if let Some(scan) = plan.downcast_ref::<StoreScanExec>() {
+            let table = scan.request().table.clone();
+            return Ok(Cut {
+                plan,
+                spread: Spread::Shards(BTreeSet::from([table])),
+            });
+        }
+        if plan.is::<ExchangeReaderExec>() {
+            return Ok(Cut {
+                plan,
+                spread: Spread::Whole,
+            });
+        }
+        if let Some(repartition) = plan.downcast_ref::<RepartitionExec>()
+            && let Partitioning::Hash(_, n) = repartition.partitioning()
+        {
+            let n = *n;
+            let child = self.visit(b, repartition.input().clone())?;
+            let rebuilt = replace_children_if_necessary(plan.clone(), vec![child.plan])?;
+            if child.spread == Spread::Whole {
+                return Ok(Cut {
+                    plan: rebuilt,
+                    spread: Spread::Whole,
+                });
+            }
+            let reader =
+                b.cut_stage(rebuilt, child.spread, ExchangeKind::Hash { partitions: n })?;
+            return Ok(Cut {
+                plan: reader,
+                spread: Spread::Hash(n),
+            });
+        }
+        let merges = plan.is::<CoalescePartitionsExec>() || plan.is::<SortPreservingMergeExec>();
+        let requirements = plan.input_distribution_requirements().into_per_child();
+        let mut children = Vec::new();
+        let mut spread = Spread::Whole;
+        for (i, child) in plan.children().into_iter().enumerate() {
+            let cut = self.visit(b, child.clone())?;
+            let requirement = requirements
+                .get(i)
+                .cloned()
+                .unwrap_or(Distribution::UnspecifiedDistribution);
+            let child_plan = if cut.spread == Spread::Whole {
+                cut.plan
+            } else if merges {
+                b.cut_stage(cut.plan, cut.spread, ExchangeKind::Gather)?
+            } else {
+                #[expect(deprecated, reason = "DataFusion still reports HashPartitioned")]
+                match requirement {
+                    Distribution::SinglePartition => {
+                        let reader = b.cut_stage(cut.plan, cut.spread, ExchangeKind::Gather)?;
+                        Arc::new(CoalescePartitionsExec::new(reader)) as Arc<dyn ExecutionPlan>
+                    }
+                    Distribution::HashPartitioned(exprs) | Distribution::KeyPartitioned(exprs)
+                        if !matches!(cut.spread, Spread::Hash(_)) =>
+                    {
+                        let n = self.hash_partitions;
+                        let repartition = Arc::new(RepartitionExec::try_new(
+                            cut.plan,
+                            Partitioning::Hash(exprs, n),
+                        )?);
+                        let reader = b.cut_stage(
+                            repartition,
+                            cut.spread,
+                            ExchangeKind::Hash { partitions: n },
+                        )?;
+                        spread = merge(spread, Spread::Hash(n))?;
+                        reader
+                    }
+                    _ => {
+                        spread = merge(spread, cut.spread)?;
+                        cut.plan
+                    }
+                }
+            };
+            children.push(child_plan);
+        }
+        let plan = if children.is_empty() {
+            plan
+        } else {
+            replace_children_if_necessary(plan, children)?
+        };
+        Ok(Cut { plan, spread })
+    }
+}
+
+fn merge(a: Spread, b: Spread) -> Result<Spread> {
+    Ok(match (a, b) {
+        (Spread::Whole, x) | (x, Spread::Whole) => x,
+        (Spread::Shards(mut x), Spread::Shards(y)) => {
+            x.extend(y);
+            Spread::Shards(x)
+        }
+        (Spread::Hash(x), Spread::Hash(y)) if x == y => Spread::Hash(x),
+        (x, y) => {
+            return Err(Error::NotDistributable {
+                reason: format!("one stage would read both {x:?} and {y:?}"),
+            });
+        }
+    })
+}
+
+impl Builder {
+    fn next_id(&self) -> StageId {
+        StageId(self.stages.len() as u32 + 1)
+    }
+
+    /// Ends a stage with `plan` and returns the reader of its output, which takes its place.
+    fn cut_stage(
+        &mut self,
+        plan: Arc<dyn ExecutionPlan>,
+        spread: Spread,
+        output: ExchangeKind,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let kind = match spread {
+            Spread::Shards(tables) => {
+                let keyspaces: BTreeSet<&str> =
+                    tables.iter().map(|t| t.keyspace.as_str()).collect();
+                if keyspaces.len() > 1 {
+                    return Err(Error::NotDistributable {
+                        reason: format!(
+                            "one stage would scan tables of keyspaces {} together, which are \
+                             placed independently",
+                            keyspaces.into_iter().collect::<Vec<_>>().join(" and ")
+                        ),
+                    });
+                }
+                let keyspace = keyspaces.into_iter().next().unwrap_or_default().to_string();
+                StageKind::Scan {
+                    keyspace,
+                    tables: tables.into_iter().collect(),
+                }
+            }
+            Spread::Hash(partitions) => StageKind::Partitioned { partitions },
+            Spread::Whole => StageKind::Driver,
+        };
+        let schema = plan.schema();
+        let id = self.add_stage(plan, kind, Some(output));
+        Ok(Arc::new(ExchangeReaderExec::new(id, output, schema)))
+    }
+
+    /// Adds a stage; its inputs are the stages whose readers its plan contains.
+    fn add_stage(
+        &mut self,
+        plan: Arc<dyn ExecutionPlan>,
+        kind: StageKind,
+        output: Option<ExchangeKind>,
+    ) -> StageId {
+        let id = self.next_id();
+        for input in readers_in(&plan) {
+            self.edges.push((input, id));
+        }
+        self.stages.push(Stage {
+            id,
+            plan,
+            kind,
+            output,
+        });
+        id
+    }
+}
+
+/// The input stages of a stage plan: the exchange readers it contains.
+pub fn readers_in(plan: &Arc<dyn ExecutionPlan>) -> Vec<StageId> {
+    let mut found = Vec::new();
+    let mut stack = vec![plan.clone()];
+    while let Some(p) = stack.pop() {
+        if let Some(reader) = p.downcast_ref::<ExchangeReaderExec>() {
+            found.push(reader.stage());
+        }
+        stack.extend(p.children().into_iter().cloned());
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// The store scans of a stage plan.
+pub fn scans_in(plan: &Arc<dyn ExecutionPlan>) -> Vec<TableName> {
+    let mut found = Vec::new();
+    let mut stack = vec![plan.clone()];
+    while let Some(p) = stack.pop() {
+        if let Some(scan) = p.downcast_ref::<StoreScanExec>() {
+            found.push(scan.request().table.clone());
+        }
+        stack.extend(p.children().into_iter().cloned());
+    }
+    found
+}

@@ -1,0 +1,100 @@
+//! What the driver asks a worker to run, and what comes back.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use quarry_core::shard_set::ShardSet;
+
+use crate::exchange::TaskOutput;
+use crate::ids::{StageId, TaskId};
+
+/// One task as the driver sends it.
+#[derive(Debug, Clone)]
+pub struct TaskRequest {
+    pub id: TaskId,
+    /// The stage's plan fragment, serialized by [`QuarryCodec`](crate::QuarryCodec).
+    pub plan: Vec<u8>,
+    /// The shards its scans read (`None` when it reads no scan).
+    pub shards: Option<TaskShards>,
+    /// The hash partitions of its input exchanges it reads.
+    pub hash_partitions: Vec<u32>,
+    /// The finished tasks of each input stage.
+    pub inputs: HashMap<StageId, Vec<TaskOutput>>,
+    /// Session settings, as `SET` would give them.
+    pub session_config: Vec<(String, String)>,
+}
+
+/// The shards of one keyspace a task reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskShards {
+    pub keyspace: String,
+    pub shards: ShardSet,
+}
+
+/// Whose fault a failure is; it decides whether a retry can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Bad SQL, bad data, a type error: fail the job with the message.
+    User,
+    /// Something outside Quarry (a worker, the store, the network): retry.
+    External,
+    /// A bug in Quarry.
+    Internal,
+}
+
+/// Why a task failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskFailure {
+    pub kind: FailureKind,
+    pub retryable: bool,
+    pub message: String,
+    /// The Flight endpoint of a worker whose output the task could not read.
+    pub unreachable_endpoint: Option<String>,
+}
+
+impl fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Counters of one task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskMetrics {
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub elapsed_ms: u64,
+}
+
+impl TaskMetrics {
+    pub fn add(&mut self, other: &TaskMetrics) {
+        self.rows_in += other.rows_in;
+        self.rows_out += other.rows_out;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.elapsed_ms += other.elapsed_ms;
+    }
+}
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+/// A task's state as a worker reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskStatus {
+    pub id: TaskId,
+    pub state: TaskState,
+    pub metrics: TaskMetrics,
+    pub failure: Option<TaskFailure>,
+    /// Output partitions (when it succeeded).
+    pub output_partitions: u32,
+}

@@ -1,0 +1,3 @@
+//! Fixtures shared by this crate's integration tests.
+
+pub mod slt;

@@ -1,0 +1,32 @@
+//! The worker's configuration.
+
+use serde::{Deserialize, Serialize};
+
+/// How a worker runs. Defaults suit `quarry up`; the `quarry worker` command fills it from its
+/// flags and environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerConfig {
+    /// The worker's name, unique in the cluster (default: `worker-<node>`).
+    pub worker_id: String,
+    /// The store node this worker sits beside; placement gives it that node's shards.
+    pub node_id: String,
+    /// The driver's gRPC endpoint, such as `http://127.0.0.1:7070`.
+    pub driver_url: String,
+    /// The host other processes reach this worker at (default: the address it listens on).
+    pub advertise_host: Option<String>,
+    /// Tasks run at once, and threads of the CPU runtime (default: the machine's cores).
+    pub task_slots: usize,
+}
+
+impl WorkerConfig {
+    pub fn new(node_id: impl Into<String>, driver_url: impl Into<String>) -> Self {
+        let node_id = node_id.into();
+        WorkerConfig {
+            worker_id: format!("worker-{node_id}"),
+            node_id,
+            driver_url: driver_url.into(),
+            advertise_host: None,
+            task_slots: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Registration and heartbeats: the worker tells the driver it exists, then keeps saying so.
+//!
+//! Runs on the network runtime, never behind a task. When the driver does not know the worker
+//! (it restarted), the worker registers again; when the driver is unreachable, it keeps trying
+//! with a capped backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quarry_proto::v1 as pb;
+use quarry_proto::v1::driver_service_client::DriverServiceClient;
+use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{Error, Result};
+use crate::rpc::check_protocol;
+use crate::worker_service::WorkerState;
+
+/// Who the worker is, as it registers.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub worker_id: String,
+    pub node_id: String,
+    pub endpoint: String,
+    pub task_slots: u32,
+}
+
+pub(crate) fn driver_channel(url: &str) -> Result<Channel> {
+    Ok(Endpoint::from_shared(url.to_string())
+        .map_err(|e| Error::DriverUrl {
+            url: url.to_string(),
+            problem: e.to_string(),
+        })?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .connect_lazy())
+}
+
+/// Registers and heartbeats until `stop` turns true.
+pub async fn run(
+    driver_url: String,
+    me: Registration,
+    state: Arc<WorkerState>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let mut client = DriverServiceClient::new(driver_channel(&driver_url)?);
+    let mut backoff = Duration::from_millis(50);
+    'register: loop {
+        let request = pb::RegisterWorkerRequest {
+            protocol_version: quarry_proto::PROTOCOL_VERSION,
+            worker: Some(pb::WorkerInfo {
+                worker_id: me.worker_id.clone(),
+                node_id: me.node_id.clone(),
+                rpc_endpoint: me.endpoint.clone(),
+                flight_endpoint: me.endpoint.clone(),
+                local_shards: Vec::new(),
+                task_slots: me.task_slots,
+            }),
+        };
+        let interval = match client.register_worker(request).await {
+            Ok(response) => {
+                let response = response.into_inner();
+                check_protocol(response.protocol_version)?;
+                tracing::info!(driver = %driver_url, driver_id = %response.driver_id, "registered");
+                backoff = Duration::from_millis(50);
+                Duration::from_millis(response.heartbeat_interval_ms.max(10))
+            }
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                return Err(Error::Driver {
+                    url: driver_url,
+                    source: status,
+                });
+            }
+            Err(status) => {
+                tracing::warn!(driver = %driver_url, error = %status.message(), "could not register; retrying");
+                if sleep_or_stop(backoff, &mut stop).await {
+                    return Ok(());
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue 'register;
+            }
+        };
+        loop {
+            if sleep_or_stop(interval, &mut stop).await {
+                return Ok(());
+            }
+            let request = pb::HeartbeatRequest {
+                protocol_version: quarry_proto::PROTOCOL_VERSION,
+                worker_id: me.worker_id.clone(),
+                running_tasks: state.running_tasks() as u32,
+            };
+            match client.heartbeat(request).await {
+                Ok(r) if r.get_ref().reregister => {
+                    tracing::info!("the driver does not know this worker; registering again");
+                    continue 'register;
+                }
+                Ok(_) => {}
+                Err(status) => {
+                    tracing::warn!(error = %status.message(), "heartbeat failed");
+                    if status.code() == tonic::Code::FailedPrecondition {
+                        return Err(Error::Driver {
+                            url: driver_url,
+                            source: status,
+                        });
+                    }
+                    continue 'register;
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps; returns true when asked to stop meanwhile.
+async fn sleep_or_stop(duration: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => *stop.borrow(),
+        _ = stop.changed() => true,
+    }
+}

@@ -1,0 +1,339 @@
+//! Conversions between Quarry's wire messages (`quarry_proto::v1`) and the domain types of
+//! `quarry-jobs`. A missing or invalid field is an [`Error::InvalidMessage`], never a panic. The
+//! driver uses the same conversions for the other direction.
+
+use std::collections::HashMap;
+
+use quarry_core::shard_set::ShardSet;
+use quarry_jobs::{
+    FailureKind, JobId, StageId, TaskFailure, TaskId, TaskMetrics, TaskOutput, TaskRequest,
+    TaskShards, TaskState, TaskStatus,
+};
+use quarry_proto::v1 as pb;
+
+use crate::error::{Error, Result};
+
+pub fn task_id_to_proto(id: &TaskId) -> pb::TaskId {
+    pb::TaskId {
+        job_id: id.job.to_string(),
+        stage_id: id.stage.0,
+        partition: id.index,
+        attempt: id.attempt,
+    }
+}
+
+pub fn task_id_from_proto(id: Option<&pb::TaskId>) -> Result<TaskId> {
+    let id = id.ok_or_else(|| Error::invalid("task id", "it is missing"))?;
+    let job = id
+        .job_id
+        .parse::<JobId>()
+        .map_err(|e| Error::invalid("task id", e))?;
+    Ok(TaskId {
+        job,
+        stage: StageId(id.stage_id),
+        index: id.partition,
+        attempt: id.attempt,
+    })
+}
+
+pub fn task_request_to_proto(task: &TaskRequest) -> pb::TaskDefinition {
+    let shards = match &task.shards {
+        Some(s) => s
+            .shards
+            .ranges()
+            .iter()
+            .map(|r| pb::ShardRange {
+                keyspace: s.keyspace.clone(),
+                first: *r.start(),
+                last: *r.end(),
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut inputs: Vec<pb::StageInput> = task
+        .inputs
+        .iter()
+        .map(|(stage, outputs)| pb::StageInput {
+            stage_id: stage.0,
+            outputs: outputs
+                .iter()
+                .map(|o| pb::TaskOutputLocation {
+                    task: Some(task_id_to_proto(&o.task)),
+                    flight_endpoint: o.endpoint.clone(),
+                    partitions: o.partitions,
+                })
+                .collect(),
+        })
+        .collect();
+    inputs.sort_by_key(|i| i.stage_id);
+    pb::TaskDefinition {
+        task: Some(task_id_to_proto(&task.id)),
+        plan: task.plan.clone(),
+        shards,
+        session_config: task.session_config.iter().cloned().collect(),
+        hash_partitions: task.hash_partitions.clone(),
+        inputs,
+    }
+}
+
+pub fn task_request_from_proto(def: pb::TaskDefinition) -> Result<TaskRequest> {
+    let id = task_id_from_proto(def.task.as_ref())?;
+    if def.plan.is_empty() {
+        return Err(Error::invalid("task definition", "its plan is empty"));
+    }
+    let shards = match def.shards.first() {
+        None => None,
+        Some(first) => {
+            let keyspace = first.keyspace.clone();
+            if let Some(other) = def.shards.iter().find(|r| r.keyspace != keyspace) {
+                return Err(Error::invalid(
+                    "task definition",
+                    format!(
+                        "its shards span keyspaces {keyspace} and {}",
+                        other.keyspace
+                    ),
+                ));
+            }
+            if let Some(bad) = def.shards.iter().find(|r| r.first > r.last) {
+                return Err(Error::invalid(
+                    "task definition",
+                    format!("shard range {}-{} is backwards", bad.first, bad.last),
+                ));
+            }
+            Some(TaskShards {
+                keyspace,
+                shards: ShardSet::from_ranges(def.shards.iter().map(|r| r.first..=r.last)),
+            })
+        }
+    };
+    let mut inputs = HashMap::new();
+    for input in def.inputs {
+        let outputs = input
+            .outputs
+            .iter()
+            .map(|o| {
+                Ok(TaskOutput {
+                    task: task_id_from_proto(o.task.as_ref())?,
+                    endpoint: o.flight_endpoint.clone(),
+                    partitions: o.partitions,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        inputs.insert(StageId(input.stage_id), outputs);
+    }
+    let mut session_config: Vec<(String, String)> = def.session_config.into_iter().collect();
+    session_config.sort();
+    Ok(TaskRequest {
+        id,
+        plan: def.plan,
+        shards,
+        hash_partitions: def.hash_partitions,
+        inputs,
+        session_config,
+    })
+}
+
+fn kind_to_proto(kind: FailureKind) -> pb::ErrorKind {
+    match kind {
+        FailureKind::User => pb::ErrorKind::User,
+        FailureKind::External => pb::ErrorKind::External,
+        FailureKind::Internal => pb::ErrorKind::Internal,
+    }
+}
+
+fn state_to_proto(state: TaskState) -> pb::TaskState {
+    match state {
+        TaskState::Queued => pb::TaskState::Queued,
+        TaskState::Running => pb::TaskState::Running,
+        TaskState::Succeeded => pb::TaskState::Succeeded,
+        TaskState::Failed => pb::TaskState::Failed,
+        TaskState::Cancelled => pb::TaskState::Cancelled,
+    }
+}
+
+pub fn metrics_to_proto(m: &TaskMetrics) -> pb::TaskMetrics {
+    pb::TaskMetrics {
+        rows_in: m.rows_in,
+        rows_out: m.rows_out,
+        bytes_in: m.bytes_in,
+        bytes_out: m.bytes_out,
+        elapsed_ms: m.elapsed_ms,
+    }
+}
+
+pub fn metrics_from_proto(m: Option<&pb::TaskMetrics>) -> TaskMetrics {
+    m.map(|m| TaskMetrics {
+        rows_in: m.rows_in,
+        rows_out: m.rows_out,
+        bytes_in: m.bytes_in,
+        bytes_out: m.bytes_out,
+        elapsed_ms: m.elapsed_ms,
+    })
+    .unwrap_or_default()
+}
+
+pub fn failure_to_proto(f: &TaskFailure) -> pb::TaskError {
+    pb::TaskError {
+        kind: kind_to_proto(f.kind) as i32,
+        retryable: f.retryable,
+        message: f.message.clone(),
+        unreachable_endpoint: f.unreachable_endpoint.clone().unwrap_or_default(),
+    }
+}
+
+pub fn failure_from_proto(e: &pb::TaskError) -> TaskFailure {
+    let kind = match pb::ErrorKind::try_from(e.kind) {
+        Ok(pb::ErrorKind::User) => FailureKind::User,
+        Ok(pb::ErrorKind::External) => FailureKind::External,
+        _ => FailureKind::Internal,
+    };
+    TaskFailure {
+        kind,
+        retryable: e.retryable,
+        message: e.message.clone(),
+        unreachable_endpoint: (!e.unreachable_endpoint.is_empty())
+            .then(|| e.unreachable_endpoint.clone()),
+    }
+}
+
+pub fn status_to_proto(s: &TaskStatus) -> pb::TaskStatus {
+    pb::TaskStatus {
+        task: Some(task_id_to_proto(&s.id)),
+        state: state_to_proto(s.state) as i32,
+        metrics: Some(metrics_to_proto(&s.metrics)),
+        error: s.failure.as_ref().map(failure_to_proto),
+        output_partitions: s.output_partitions,
+    }
+}
+
+pub fn status_from_proto(s: &pb::TaskStatus) -> Result<TaskStatus> {
+    let state = match pb::TaskState::try_from(s.state) {
+        Ok(pb::TaskState::Queued) => TaskState::Queued,
+        Ok(pb::TaskState::Running) => TaskState::Running,
+        Ok(pb::TaskState::Succeeded) => TaskState::Succeeded,
+        Ok(pb::TaskState::Failed) => TaskState::Failed,
+        Ok(pb::TaskState::Cancelled) => TaskState::Cancelled,
+        _ => {
+            return Err(Error::invalid(
+                "task status",
+                format!("unknown state {}", s.state),
+            ));
+        }
+    };
+    Ok(TaskStatus {
+        id: task_id_from_proto(s.task.as_ref())?,
+        state,
+        metrics: metrics_from_proto(s.metrics.as_ref()),
+        failure: s.error.as_ref().map(failure_from_proto),
+        output_partitions: s.output_partitions,
+    })
+}
+
+/// Refuses a peer that speaks another protocol version.
+pub fn check_protocol(theirs: u32) -> Result<()> {
+    if theirs == quarry_proto::PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(Error::ProtocolVersion {
+            ours: quarry_proto::PROTOCOL_VERSION,
+            theirs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(index: u32) -> TaskId {
+        TaskId {
+            job: JobId(7),
+            stage: StageId(2),
+            index,
+            attempt: 1,
+        }
+    }
+
+    #[test]
+    fn task_requests_round_trip() {
+        let request = TaskRequest {
+            id: task(3),
+            plan: vec![1, 2, 3],
+            shards: Some(TaskShards {
+                keyspace: "iot".into(),
+                shards: ShardSet::from_ranges([0..=4, 9..=9]),
+            }),
+            hash_partitions: vec![1, 4],
+            inputs: HashMap::from([(
+                StageId(1),
+                vec![TaskOutput {
+                    task: task(0),
+                    endpoint: "http://127.0.0.1:1".into(),
+                    partitions: 6,
+                }],
+            )]),
+            session_config: vec![("quarry.pushdown".into(), "false".into())],
+        };
+        let back = task_request_from_proto(task_request_to_proto(&request)).unwrap();
+        assert_eq!(back.id, request.id);
+        assert_eq!(back.plan, request.plan);
+        assert_eq!(back.shards, request.shards);
+        assert_eq!(back.hash_partitions, request.hash_partitions);
+        assert_eq!(back.inputs, request.inputs);
+        assert_eq!(back.session_config, request.session_config);
+    }
+
+    #[test]
+    fn statuses_round_trip() {
+        let status = TaskStatus {
+            id: task(0),
+            state: TaskState::Failed,
+            metrics: TaskMetrics {
+                rows_in: 10,
+                rows_out: 2,
+                bytes_in: 100,
+                bytes_out: 20,
+                elapsed_ms: 5,
+            },
+            failure: Some(TaskFailure {
+                kind: FailureKind::External,
+                retryable: true,
+                message: "worker gone".into(),
+                unreachable_endpoint: Some("http://127.0.0.1:9".into()),
+            }),
+            output_partitions: 0,
+        };
+        assert_eq!(
+            status_from_proto(&status_to_proto(&status)).unwrap(),
+            status
+        );
+    }
+
+    #[test]
+    fn invalid_messages_are_errors_not_panics() {
+        let missing = task_request_from_proto(pb::TaskDefinition::default()).unwrap_err();
+        assert!(missing.to_string().contains("task id"), "{missing}");
+        let mut def = task_request_to_proto(&TaskRequest {
+            id: task(0),
+            plan: vec![1],
+            shards: None,
+            hash_partitions: Vec::new(),
+            inputs: HashMap::new(),
+            session_config: Vec::new(),
+        });
+        def.shards.push(pb::ShardRange {
+            keyspace: "iot".into(),
+            first: 9,
+            last: 2,
+        });
+        let backwards = task_request_from_proto(def).unwrap_err();
+        assert!(backwards.to_string().contains("backwards"), "{backwards}");
+        let bad_job = task_id_from_proto(Some(&pb::TaskId {
+            job_id: "nope".into(),
+            ..Default::default()
+        }))
+        .unwrap_err();
+        assert!(bad_job.to_string().contains("not a job id"), "{bad_job}");
+        assert!(check_protocol(quarry_proto::PROTOCOL_VERSION + 1).is_err());
+    }
+}

@@ -1,0 +1,174 @@
+//! Runs one task: decode its plan bound to its shards and inputs, execute every output
+//! partition, keep the batches.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use datafusion::prelude::SessionConfig;
+use futures::TryStreamExt;
+use quarry_jobs::{
+    ExchangeClient, ExchangeFetchError, FailureKind, QuarryCodec, TaskBinding, TaskFailure,
+    TaskMetrics, TaskRequest,
+};
+use quarry_sql::QuarrySession;
+use quarry_store::Store;
+use tokio::task::JoinSet;
+
+use crate::task_outputs::TaskOutputs;
+
+/// Executes tasks against this worker's store.
+#[derive(Debug, Clone)]
+pub struct TaskRunner {
+    pub store: Arc<dyn Store>,
+    pub client: Arc<dyn ExchangeClient>,
+    /// Partitions a task's scan spreads over (the CPU runtime's threads).
+    pub scan_partitions: usize,
+}
+
+impl TaskRunner {
+    /// Runs `task` to completion. Call it on the CPU runtime.
+    pub async fn run(&self, task: TaskRequest) -> Result<(TaskOutputs, TaskMetrics), TaskFailure> {
+        let started = Instant::now();
+        let config = SessionConfig::new().with_target_partitions(self.scan_partitions);
+        let session = QuarrySession::with_config(self.store.clone(), config);
+        {
+            let state = session.context().state_ref();
+            let mut state = state.write();
+            for (key, value) in &task.session_config {
+                state
+                    .config_mut()
+                    .options_mut()
+                    .set(key, value)
+                    .map_err(|e| classify(&e))?;
+            }
+        }
+        let ctx = session.context().task_ctx();
+        let codec = QuarryCodec::for_task(
+            self.store.clone(),
+            TaskBinding {
+                shards: task.shards.map(|s| s.shards),
+                hash_partitions: task.hash_partitions,
+                inputs: task.inputs,
+                client: self.client.clone(),
+                scan_partitions: self.scan_partitions,
+            },
+        );
+        let plan = codec.decode(&task.plan, &ctx).map_err(|e| classify(&e))?;
+        let schema = plan.schema();
+        let partitions = plan.output_partitioning().partition_count();
+        let mut running = JoinSet::new();
+        for partition in 0..partitions {
+            let stream = plan
+                .execute(partition, ctx.clone())
+                .map_err(|e| classify(&e))?;
+            running.spawn(async move {
+                let batches: Vec<RecordBatch> = stream.try_collect().await?;
+                Ok::<_, DataFusionError>((partition, batches))
+            });
+        }
+        let mut outputs: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
+        while let Some(done) = running.join_next().await {
+            let (partition, batches) = done
+                .map_err(|e| TaskFailure {
+                    kind: FailureKind::Internal,
+                    retryable: false,
+                    message: format!("a partition of task {} panicked: {e}", task.id),
+                    unreachable_endpoint: None,
+                })?
+                .map_err(|e| classify(&e))?;
+            outputs[partition] = batches;
+        }
+        let outputs = TaskOutputs {
+            schema,
+            partitions: outputs,
+        };
+        let metrics = TaskMetrics {
+            rows_in: leaf_rows(&plan),
+            rows_out: outputs
+                .partitions
+                .iter()
+                .flatten()
+                .map(|b| b.num_rows() as u64)
+                .sum(),
+            bytes_in: 0,
+            bytes_out: outputs.bytes(),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        };
+        Ok((outputs, metrics))
+    }
+}
+
+/// Rows the plan's leaves produced (store scans and exchange readers count their output).
+fn leaf_rows(plan: &Arc<dyn ExecutionPlan>) -> u64 {
+    let children = plan.children();
+    if children.is_empty() {
+        return plan.metrics().and_then(|m| m.output_rows()).unwrap_or(0) as u64;
+    }
+    children.into_iter().map(leaf_rows).sum()
+}
+
+/// Decides whose fault a failure is, from the error's type rather than its text.
+pub fn classify(e: &DataFusionError) -> TaskFailure {
+    let message = message_of(e);
+    let fail = |kind: FailureKind, retryable: bool| TaskFailure {
+        kind,
+        retryable,
+        message: message.clone(),
+        unreachable_endpoint: None,
+    };
+    let root = e.find_root();
+    let external: Option<&(dyn std::error::Error + Send + Sync + 'static)> = match root {
+        DataFusionError::External(inner) => Some(inner.as_ref()),
+        DataFusionError::ArrowError(arrow_error, _) => match arrow_error.as_ref() {
+            arrow::error::ArrowError::ExternalError(inner) => Some(inner.as_ref()),
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some(inner) = external {
+        if let Some(fetch) = inner.downcast_ref::<ExchangeFetchError>() {
+            return TaskFailure {
+                kind: FailureKind::External,
+                retryable: true,
+                message: fetch.to_string(),
+                unreachable_endpoint: Some(fetch.endpoint.clone()),
+            };
+        }
+        if let Some(store) = inner.downcast_ref::<quarry_store::Error>() {
+            return match store.kind() {
+                quarry_store::ErrorKind::User => fail(FailureKind::User, false),
+                quarry_store::ErrorKind::External => fail(FailureKind::External, true),
+                quarry_store::ErrorKind::Internal => fail(FailureKind::Internal, false),
+            };
+        }
+        return fail(FailureKind::External, true);
+    }
+    match root {
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_)
+        | DataFusionError::Execution(_)
+        | DataFusionError::ArrowError(..)
+        | DataFusionError::Configuration(_) => fail(FailureKind::User, false),
+        DataFusionError::ResourcesExhausted(_) | DataFusionError::IoError(_) => {
+            fail(FailureKind::External, true)
+        }
+        _ => fail(FailureKind::Internal, false),
+    }
+}
+
+/// The innermost statement of what went wrong (DataFusion nests context around it).
+fn message_of(e: &DataFusionError) -> String {
+    match e.find_root() {
+        DataFusionError::External(inner) => inner.to_string(),
+        DataFusionError::Plan(m)
+        | DataFusionError::Execution(m)
+        | DataFusionError::NotImplemented(m) => m.clone(),
+        DataFusionError::SQL(e, _) => e.to_string(),
+        other => other.to_string(),
+    }
+}
