@@ -86,14 +86,17 @@ impl TaskRunner {
             partitions: outputs,
         };
         let metrics = TaskMetrics {
-            rows_in: leaf_rows(&plan),
+            rows_in: leaf_sum(&plan, |m| m.output_rows()),
             rows_out: outputs
                 .partitions
                 .iter()
                 .flatten()
                 .map(|b| b.num_rows() as u64)
                 .sum(),
-            bytes_in: 0,
+            bytes_in: leaf_sum(&plan, |m| {
+                m.sum_by_name(quarry_jobs::exchange::BYTES_READ)
+                    .map(|v| v.as_usize())
+            }),
             bytes_out: outputs.bytes(),
             elapsed_ms: started.elapsed().as_millis() as u64,
         };
@@ -101,13 +104,17 @@ impl TaskRunner {
     }
 }
 
-/// Rows the plan's leaves produced (store scans and exchange readers count their output).
-fn leaf_rows(plan: &Arc<dyn ExecutionPlan>) -> u64 {
+/// A metric summed over the plan's leaves (store scans and exchange readers count what they
+/// read).
+fn leaf_sum(
+    plan: &Arc<dyn ExecutionPlan>,
+    metric: fn(&datafusion::physical_plan::metrics::MetricsSet) -> Option<usize>,
+) -> u64 {
     let children = plan.children();
     if children.is_empty() {
-        return plan.metrics().and_then(|m| m.output_rows()).unwrap_or(0) as u64;
+        return plan.metrics().and_then(|m| metric(&m)).unwrap_or(0) as u64;
     }
-    children.into_iter().map(leaf_rows).sum()
+    children.into_iter().map(|c| leaf_sum(c, metric)).sum()
 }
 
 /// Decides whose fault a failure is, from the error's type rather than its text.

@@ -133,6 +133,7 @@ pub async fn job(args: JobArgs) -> anyhow::Result<()> {
             Field::new("tasks_done", DataType::UInt32, false),
             Field::new("tasks", DataType::UInt32, false),
             Field::new("remote_tasks", DataType::UInt32, false),
+            Field::new("retried_tasks", DataType::UInt32, false),
             Field::new("rows_in", DataType::UInt64, false),
             Field::new("rows_out", DataType::UInt64, false),
             Field::new("bytes_out", DataType::UInt64, false),

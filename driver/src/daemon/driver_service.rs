@@ -13,6 +13,9 @@ use tonic::{Request, Response, Status};
 use super::DriverState;
 use super::rpc::{job_summary, stage_summaries, worker_summary};
 
+/// Longest worker or node name accepted.
+const MAX_NAME: usize = 256;
+
 /// The gRPC face of [`DriverState`].
 #[derive(Debug, Clone)]
 pub struct DriverRpc(pub Arc<DriverState>);
@@ -37,6 +40,11 @@ impl DriverService for DriverRpc {
             return Err(Status::invalid_argument(
                 "a registering worker needs a worker_id and a node_id",
             ));
+        }
+        if worker.worker_id.len() > MAX_NAME || worker.node_id.len() > MAX_NAME {
+            return Err(Status::invalid_argument(format!(
+                "worker and node names are at most {MAX_NAME} bytes"
+            )));
         }
         self.0
             .registry

@@ -178,6 +178,7 @@ impl JobRunner {
                 tasks_total: self.stages.get(&s.id).map_or(1, |t| t.tasks.len() as u32),
                 tasks_done: 0,
                 tasks_remote: 0,
+                tasks_retried: 0,
                 metrics: Default::default(),
             })
             .collect()
@@ -537,6 +538,7 @@ impl JobRunner {
                 self.driver.registry.mark_endpoint_lost(endpoint);
             }
             let attempts = self.bump_attempts(stage, id.index);
+            self.driver.jobs.task_retried(self.job, stage);
             if attempts >= max_attempts {
                 return Err(Error::TaskFailed {
                     failure: TaskFailure {

@@ -28,6 +28,8 @@ pub struct StageRecord {
     pub tasks_done: u32,
     /// Tasks that ran on a worker without a replica of their shards.
     pub tasks_remote: u32,
+    /// Task runs that had to be repeated: failed attempts and outputs lost with their worker.
+    pub tasks_retried: u32,
     pub metrics: TaskMetrics,
 }
 
@@ -136,6 +138,16 @@ impl JobTracker {
             && let Some(s) = job.stages.iter_mut().find(|s| s.id == stage)
         {
             s.tasks_done = s.tasks_done.saturating_sub(1);
+            s.tasks_retried += 1;
+        }
+    }
+
+    /// A task attempt failed and the task will run again.
+    pub fn task_retried(&self, id: JobId, stage: StageId) {
+        if let Some((job, _)) = lock(&self.jobs).get_mut(&id)
+            && let Some(s) = job.stages.iter_mut().find(|s| s.id == stage)
+        {
+            s.tasks_retried += 1;
         }
     }
 

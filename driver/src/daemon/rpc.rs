@@ -50,6 +50,7 @@ pub fn stage_summaries(job: &JobRecord) -> Vec<pb::StageSummary> {
             tasks_total: s.tasks_total,
             tasks_done: s.tasks_done,
             tasks_remote: s.tasks_remote,
+            tasks_retried: s.tasks_retried,
             metrics: Some(metrics_to_proto(&s.metrics)),
             description: s.description.clone(),
             runs_on: s.runs_on.to_string(),

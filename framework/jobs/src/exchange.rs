@@ -21,11 +21,12 @@ use datafusion::common::{Result, internal_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::ids::{StageId, TaskId};
 
@@ -94,7 +95,11 @@ pub struct ExchangeReaderExec {
     schema: SchemaRef,
     binding: Option<Binding>,
     properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
 }
+
+/// The metric an exchange reader counts the bytes it read under.
+pub const BYTES_READ: &str = "bytes_read";
 
 fn properties(schema: &SchemaRef, partitions: usize) -> Arc<PlanProperties> {
     Arc::new(PlanProperties::new(
@@ -118,6 +123,7 @@ impl ExchangeReaderExec {
             properties: properties(&schema, partitions),
             schema,
             binding: None,
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 
@@ -151,6 +157,7 @@ impl ExchangeReaderExec {
             schema: self.schema.clone(),
             properties: properties(&self.schema, partitions.len()),
             binding: Some(Binding { partitions, client }),
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 
@@ -209,6 +216,10 @@ impl ExecutionPlan for ExchangeReaderExec {
         Ok(self)
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn execute(
         &self,
         partition: usize,
@@ -231,7 +242,14 @@ impl ExecutionPlan for ExchangeReaderExec {
             .collect::<Result<Vec<_>>>()?;
         // Read the producers of one partition concurrently; order within a partition carries no
         // meaning for a hash exchange, and a gather partition has one location.
-        let merged = futures::stream::iter(streams).flatten_unordered(8);
+        let rows = MetricBuilder::new(&self.metrics).output_rows(partition);
+        let bytes = MetricBuilder::new(&self.metrics).counter(BYTES_READ, partition);
+        let merged = futures::stream::iter(streams)
+            .flatten_unordered(8)
+            .inspect_ok(move |b| {
+                rows.add(b.num_rows());
+                bytes.add(b.get_array_memory_size());
+            });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
             merged,

@@ -16,6 +16,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
@@ -39,6 +40,7 @@ pub struct StoreScanExec {
     pushed_filters: usize,
     limit: Option<usize>,
     properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl StoreScanExec {
@@ -70,6 +72,7 @@ impl StoreScanExec {
             pushed_filters,
             limit,
             properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 
@@ -164,18 +167,24 @@ impl ExecutionPlan for StoreScanExec {
         Ok(self)
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn execute(
         &self,
         partition: usize,
         _context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let splits = self.partitions.get(partition).cloned().unwrap_or_default();
+        let rows = MetricBuilder::new(&self.metrics).output_rows(partition);
         let batches = stream::iter(splits)
             .map(|split| match split.source.open() {
                 Ok(batches) => batches.map_err(to_datafusion).boxed(),
                 Err(e) => stream::once(async move { Err(to_datafusion(e)) }).boxed(),
             })
-            .flatten();
+            .flatten()
+            .inspect_ok(move |b| rows.add(b.num_rows()));
         // The limit is a hint (a limit operator above still applies it exactly): stop reading
         // splits once enough rows arrived.
         let limited: SendableRecordBatchStream = match self.limit {

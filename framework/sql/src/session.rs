@@ -261,7 +261,9 @@ impl QuarrySession {
                 let schema = Arc::new(Schema::new(vec![Field::new("plan", DataType::Utf8, false)]));
                 Ok(Ok(QueryOutput::rows(
                     schema,
-                    vec![Arc::new(StringArray::from_iter_values(text.lines()))],
+                    vec![Arc::new(StringArray::from_iter_values(
+                        text.lines().collect::<Vec<_>>(),
+                    ))],
                 )?))
             }
             LogicalPlan::Ddl(_)

@@ -252,6 +252,9 @@ pub struct StageSummary {
     /// Where the stage runs: "workers" or "driver".
     #[prost(string, tag = "8")]
     pub runs_on: ::prost::alloc::string::String,
+    /// Task runs repeated after a failure or a lost worker.
+    #[prost(uint32, tag = "9")]
+    pub tasks_retried: u32,
     /// Stages whose output this stage reads.
     #[prost(uint32, repeated, tag = "2")]
     pub inputs: ::prost::alloc::vec::Vec<u32>,

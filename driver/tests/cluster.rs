@@ -1,0 +1,362 @@
+//! The driver and workers in one process, on loopback ports: plans, jobs, heartbeats and
+//! hostile requests.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use arrow_flight::{FlightClient, Ticket};
+use common::{TestCluster, lines, numbers};
+use prost::Message;
+use quarry_driver::daemon::DriverConfig;
+use quarry_driver::daemon::job_tracker::JobState;
+use quarry_proto::v1 as pb;
+use quarry_proto::v1::driver_service_client::DriverServiceClient;
+use quarry_proto::v1::worker_service_client::WorkerServiceClient;
+use tonic::transport::Channel;
+
+async fn channel(url: &str) -> Channel {
+    tonic::transport::Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_stages_exchanges_and_where_tasks_run() {
+    let cluster = TestCluster::start(3, DriverConfig::default()).await;
+    numbers(&cluster, 64, 1000).await;
+    let plan = lines(
+        &cluster
+            .sql("EXPLAIN SELECT g, count(*) FROM k.t GROUP BY g ORDER BY g")
+            .await,
+    )
+    .join("\n");
+    // Partial aggregation beside the data, final aggregation after a hash exchange, the merge
+    // of sorted outputs at the driver.
+    assert!(plan.contains("stage 1: scan k.t"), "{plan}");
+    assert!(plan.contains("hash("), "{plan}");
+    assert!(plan.contains("AggregateExec: mode=Partial"), "{plan}");
+    assert!(plan.contains("StoreScanExec"), "{plan}");
+    assert!(plan.contains("result"), "{plan}");
+    for node in 1..=3 {
+        assert!(plan.contains(&format!("worker-node-{node}:")), "{plan}");
+    }
+    assert!(plan.contains("shards "), "{plan}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_tracked_with_their_stages_and_tasks() {
+    let cluster = TestCluster::start(3, DriverConfig::default()).await;
+    numbers(&cluster, 800, 3000).await;
+    let output = cluster
+        .sql("SELECT g, count(*) FROM k.t WHERE g < 3 GROUP BY g ORDER BY g")
+        .await;
+    // id % 97 = g: ids 1..3000 give 31 of g = 0 (97, 194, ...) and 31 or 30 of the others.
+    let expected: Vec<String> = (0..3)
+        .map(|g| {
+            let n = (1..=3000u64).filter(|id| id % 97 == g).count();
+            format!("{g}|{n}")
+        })
+        .collect();
+    assert_eq!(lines(&output), expected);
+    let job = cluster
+        .driver()
+        .jobs
+        .list()
+        .into_iter()
+        .find(|j| j.sql.contains("WHERE g < 3"))
+        .unwrap();
+    assert_eq!(job.state, JobState::Succeeded);
+    assert!(job.stages.len() >= 2, "{:?}", job.stages);
+    let scan = &job.stages[0];
+    // 800 shards on 3 workers: a handful of tasks per worker, none remote.
+    assert!(
+        (3..=3 * 8).contains(&scan.tasks_total),
+        "{} tasks",
+        scan.tasks_total
+    );
+    assert_eq!(scan.tasks_remote, 0);
+    assert_eq!(scan.metrics.rows_in, 3000, "the scan stage read every row once");
+    for stage in &job.stages {
+        assert_eq!(stage.tasks_done, stage.tasks_total, "{stage:?}");
+        assert_eq!(stage.tasks_retried, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_error_fails_the_job_at_once_with_its_message() {
+    let cluster = TestCluster::start(2, DriverConfig::default()).await;
+    numbers(&cluster, 16, 100).await;
+    cluster
+        .sql("CREATE TABLE k.words (id bigint, w text, PRIMARY KEY (id))")
+        .await;
+    cluster
+        .sql("INSERT INTO k.words VALUES (1, 'one'), (2, 'two')")
+        .await;
+    let started = Instant::now();
+    let error = cluster
+        .sql_error("SELECT sum(CAST(w AS INT)) FROM k.words")
+        .await;
+    assert!(
+        error.to_lowercase().contains("cast"),
+        "the message says what failed: {error}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "no retries");
+    let job = cluster.driver().jobs.list().into_iter().next().unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    assert!(job.stages.iter().all(|s| s.tasks_retried == 0));
+    // The cluster still answers.
+    assert_eq!(lines(&cluster.sql("SELECT count(*) FROM k.t").await), ["100"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_flowing_while_a_task_holds_the_cpu() {
+    let config = DriverConfig {
+        heartbeat_interval: Duration::from_millis(50),
+        lost_after: Duration::from_secs(5),
+        ..DriverConfig::default()
+    };
+    let cluster = TestCluster::start(1, config).await;
+    const ROWS: u64 = 24_000;
+    numbers(&cluster, 16, ROWS).await;
+    let driver = cluster.driver().clone();
+    let query = tokio::spawn(async move {
+        let started = Instant::now();
+        let result = driver
+            .run_statement(
+                "SELECT count(*) FROM k.t a CROSS JOIN k.t b WHERE (a.id * b.id) % 7 = 3",
+                &[],
+                "busy",
+            )
+            .await;
+        (result.map(|o| lines(&o)), started.elapsed())
+    });
+    let mut longest_silence = Duration::ZERO;
+    let mut busy_samples = 0;
+    while !query.is_finished() {
+        for w in cluster.driver().registry.all() {
+            longest_silence = longest_silence.max(w.last_seen);
+            assert!(w.alive, "the worker was declared lost while busy");
+            if w.running_tasks > 0 {
+                busy_samples += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (result, elapsed) = query.await.unwrap();
+    let expected = {
+        // Pairs (a, b) with a * b = 3 (mod 7), counted by residue.
+        let mut of_residue = [0u64; 7];
+        for id in 1..=ROWS {
+            of_residue[(id % 7) as usize] += 1;
+        }
+        let mut n = 0;
+        for (ra, ca) in of_residue.iter().enumerate() {
+            for (rb, cb) in of_residue.iter().enumerate() {
+                if (ra * rb) % 7 == 3 {
+                    n += ca * cb;
+                }
+            }
+        }
+        vec![n.to_string()]
+    };
+    assert_eq!(result.unwrap(), expected);
+    assert!(
+        elapsed > Duration::from_millis(500) && busy_samples >= 5,
+        "the query must keep the worker busy for many heartbeats to test anything \
+         (took {elapsed:?}, {busy_samples} busy samples)"
+    );
+    assert!(
+        longest_silence < Duration::from_millis(400),
+        "heartbeats stalled for {longest_silence:?} while the task ran"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_get_clear_errors_and_the_daemons_keep_serving() {
+    let cluster = TestCluster::start(1, DriverConfig::default()).await;
+    numbers(&cluster, 16, 50).await;
+    let driver_channel = channel(&cluster.cluster.url).await;
+    let mut driver = DriverServiceClient::new(driver_channel.clone());
+    let worker_url = cluster.driver().registry.live()[0].endpoint.clone();
+    let mut worker = WorkerServiceClient::new(channel(&worker_url).await);
+
+    // Another protocol version, at registration and on heartbeats.
+    let wrong = driver
+        .register_worker(pb::RegisterWorkerRequest {
+            protocol_version: 99,
+            worker: Some(pb::WorkerInfo {
+                worker_id: "w".into(),
+                node_id: "n".into(),
+                flight_endpoint: "http://127.0.0.1:1".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), tonic::Code::FailedPrecondition);
+    assert!(wrong.message().contains("99"), "{}", wrong.message());
+    let wrong = driver
+        .heartbeat(pb::HeartbeatRequest {
+            protocol_version: 0,
+            worker_id: "w".into(),
+            running_tasks: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), tonic::Code::FailedPrecondition);
+
+    // Missing and oversized fields.
+    let missing = driver
+        .register_worker(pb::RegisterWorkerRequest {
+            protocol_version: quarry_proto::PROTOCOL_VERSION,
+            worker: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::InvalidArgument);
+    let long_name = driver
+        .register_worker(pb::RegisterWorkerRequest {
+            protocol_version: quarry_proto::PROTOCOL_VERSION,
+            worker: Some(pb::WorkerInfo {
+                worker_id: "w".repeat(100_000),
+                node_id: "n".into(),
+                flight_endpoint: "http://127.0.0.1:1".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(long_name.code(), tonic::Code::InvalidArgument);
+
+    // Unknown and malformed ids.
+    let unknown = driver
+        .get_job(pb::GetJobRequest {
+            job_id: "12345".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    let bad = driver
+        .cancel_job(pb::CancelJobRequest {
+            job_id: "not-a-job".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    let unknown_task = worker
+        .get_task(pb::GetTaskRequest {
+            task: Some(pb::TaskId {
+                job_id: "1".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown_task.code(), tonic::Code::NotFound);
+
+    // A truncated message: a length-delimited field that claims more bytes than it has.
+    let mut raw = tonic::client::Grpc::new(driver_channel.clone());
+    raw.ready().await.unwrap();
+    let truncated = raw
+        .unary::<Raw, pb::RegisterWorkerResponse, _>(
+            tonic::Request::new(Raw {
+                worker: vec![0x0a, 100, b'a', b'b'],
+            }),
+            http::uri::PathAndQuery::from_static("/quarry.v1.DriverService/RegisterWorker"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_ne!(truncated.code(), tonic::Code::Ok);
+
+    // A task whose plan is garbage fails as a task; it does not take the worker down.
+    let launched = worker
+        .launch_task(pb::LaunchTaskRequest {
+            protocol_version: quarry_proto::PROTOCOL_VERSION,
+            task: Some(pb::TaskDefinition {
+                task: Some(pb::TaskId {
+                    job_id: "7".into(),
+                    stage_id: 1,
+                    partition: 0,
+                    attempt: 0,
+                }),
+                plan: vec![0xff; 64],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = launched.status.unwrap();
+    assert_eq!(status.state, pb::TaskState::Failed as i32);
+    assert!(!status.error.unwrap().message.is_empty());
+
+    // A payload past the message limit.
+    let huge = worker
+        .launch_task(pb::LaunchTaskRequest {
+            protocol_version: quarry_proto::PROTOCOL_VERSION,
+            task: Some(pb::TaskDefinition {
+                plan: vec![1; 65 * 1024 * 1024],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(huge.code(), tonic::Code::OutOfRange, "{huge}");
+
+    // Flight tickets that are not tickets, or name nothing.
+    let mut flight = FlightClient::new(channel(&worker_url).await);
+    let garbage = flight
+        .do_get(Ticket::new(vec![0xff, 0x01]))
+        .await
+        .err()
+        .unwrap();
+    assert!(garbage.to_string().contains("exchange ticket"), "{garbage}");
+    let nothing = flight
+        .do_get(Ticket::new(
+            pb::ExchangeTicket {
+                task: Some(pb::TaskId {
+                    job_id: "1".into(),
+                    ..Default::default()
+                }),
+                partition: 0,
+            }
+            .encode_to_vec(),
+        ))
+        .await
+        .err()
+        .unwrap();
+    assert!(nothing.to_string().contains("keeps no output"), "{nothing}");
+    let mut driver_flight = FlightClient::new(driver_channel);
+    let garbage = driver_flight
+        .do_get(Ticket::new(vec![0x12, 0xff]))
+        .await
+        .err()
+        .unwrap();
+    assert!(garbage.to_string().contains("query ticket"), "{garbage}");
+
+    // Both daemons still work.
+    assert_eq!(lines(&cluster.sql("SELECT count(*) FROM k.t").await), ["50"]);
+    assert_eq!(cluster.driver().registry.live().len(), 1);
+}
+
+/// A message whose field 2 is raw bytes where `RegisterWorkerRequest` expects a `WorkerInfo`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Raw {
+    #[prost(bytes = "vec", tag = "2")]
+    worker: Vec<u8>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_800_shard_table_is_scheduled_and_answered() {
+    let cluster = TestCluster::start(3, DriverConfig::default()).await;
+    cluster.sql("CREATE KEYSPACE e WITH shards = 800").await;
+    cluster
+        .sql("CREATE TABLE e.t (id bigint, v double, PRIMARY KEY (id))")
+        .await;
+    let output = cluster.sql("SELECT count(*), sum(v) FROM e.t").await;
+    assert_eq!(lines(&output), ["0|NULL"]);
+}
