@@ -78,7 +78,10 @@ async fn jobs_are_tracked_with_their_stages_and_tasks() {
         scan.tasks_total
     );
     assert_eq!(scan.tasks_remote, 0);
-    assert_eq!(scan.metrics.rows_in, 3000, "the scan stage read every row once");
+    assert_eq!(
+        scan.metrics.rows_in, 3000,
+        "the scan stage read every row once"
+    );
     for stage in &job.stages {
         assert_eq!(stage.tasks_done, stage.tasks_total, "{stage:?}");
         assert_eq!(stage.tasks_retried, 0);
@@ -108,7 +111,10 @@ async fn a_user_error_fails_the_job_at_once_with_its_message() {
     assert_eq!(job.state, JobState::Failed);
     assert!(job.stages.iter().all(|s| s.tasks_retried == 0));
     // The cluster still answers.
-    assert_eq!(lines(&cluster.sql("SELECT count(*) FROM k.t").await), ["100"]);
+    assert_eq!(
+        lines(&cluster.sql("SELECT count(*) FROM k.t").await),
+        ["100"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,7 +345,10 @@ async fn hostile_requests_get_clear_errors_and_the_daemons_keep_serving() {
     assert!(garbage.to_string().contains("query ticket"), "{garbage}");
 
     // Both daemons still work.
-    assert_eq!(lines(&cluster.sql("SELECT count(*) FROM k.t").await), ["50"]);
+    assert_eq!(
+        lines(&cluster.sql("SELECT count(*) FROM k.t").await),
+        ["50"]
+    );
     assert_eq!(cluster.driver().registry.live().len(), 1);
 }
 

@@ -1,7 +1,10 @@
 //! Fixtures of the driver's integration tests: clusters in temporary directories, and results
 //! as comparable text.
 
-#![allow(dead_code, reason = "each test file uses a different part of the fixtures")]
+#![allow(
+    dead_code,
+    reason = "each test file uses a different part of the fixtures"
+)]
 
 use std::sync::Arc;
 

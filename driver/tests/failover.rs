@@ -1,0 +1,255 @@
+//! The real binaries as separate processes: a `quarry driver` and three `quarry worker`s on
+//! loopback ports sharing a temporary data directory. Workers are SIGKILLed in the middle of
+//! queries, and the driver is killed and restarted under running workers.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::lines;
+use quarry_driver::remote::RemoteDriver;
+use quarry_proto::v1 as pb;
+
+/// A child process killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn quarry(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_quarry"));
+    command
+        .arg("--data-dir")
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    command
+}
+
+/// Starts `quarry driver` and returns it with its URL (read from its first line of output).
+fn start_driver(dir: &Path, listen: &str) -> (Process, String) {
+    let mut child = quarry(dir)
+        .args(["driver", "--listen", listen, "--heartbeat-ms", "100"])
+        .args(["--lost-after-ms", "1500", "--nodes", "node-1,node-2,node-3"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("driver listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .to_string();
+    (Process(child), url)
+}
+
+fn start_worker(dir: &Path, url: &str, node: &str) -> Process {
+    Process(
+        quarry(dir)
+            .args(["worker", "--driver", url, "--node", node, "--slots", "1"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn live_workers(driver: &RemoteDriver) -> Vec<String> {
+    match driver.rpc().list_workers(pb::ListWorkersRequest {}).await {
+        Ok(r) => r
+            .into_inner()
+            .workers
+            .into_iter()
+            .filter(|w| w.alive)
+            .filter_map(|w| w.worker.map(|i| i.node_id))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The job of `label` that is running, with its tasks done so far.
+async fn running_job(driver: &RemoteDriver) -> Option<(String, u32)> {
+    let jobs = driver
+        .rpc()
+        .list_jobs(pb::ListJobsRequest {})
+        .await
+        .ok()?
+        .into_inner()
+        .jobs;
+    jobs.into_iter()
+        .find(|j| j.label == driver.label() && j.state == pb::JobState::Running as i32)
+        .map(|j| (j.job_id, j.tasks_done))
+}
+
+const QUERY: &str = "SELECT a.g, count(*), sum(b.v) FROM k.t a JOIN k.t b ON a.id = b.id + 1 \
+                     GROUP BY a.g ORDER BY a.g";
+
+/// Runs `sql` on a second connection and SIGKILLs `victim` once the job has finished some
+/// tasks; returns the result and the job's id.
+async fn run_and_kill(
+    url: &str,
+    sql: &str,
+    victim: &mut Process,
+) -> (anyhow::Result<Vec<String>>, String) {
+    let mut runner = RemoteDriver::connect(url).await.unwrap();
+    let watcher = runner.clone();
+    let sql = sql.to_string();
+    let query = tokio::spawn(async move { runner.execute(&sql).await.map(|o| lines(&o)) });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        if let Some((id, done)) = running_job(&watcher).await
+            && done >= 1
+        {
+            break id;
+        }
+        assert!(
+            Instant::now() < deadline && !query.is_finished(),
+            "the job never ran a task while still running; make the query bigger"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        !query.is_finished(),
+        "the query finished before a worker could be killed; make it bigger"
+    );
+    victim.0.kill().unwrap();
+    let _ = victim.0.wait();
+    (query.await.unwrap(), job)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_workers_and_a_restarted_driver_change_no_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut driver_process, url) = start_driver(dir.path(), "127.0.0.1:0");
+    let mut workers: Vec<Process> = (1..=3)
+        .map(|i| start_worker(dir.path(), &url, &format!("node-{i}")))
+        .collect();
+    let mut client = RemoteDriver::connect(&url).await.unwrap();
+    eventually("3 workers", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move { live_workers(&client).await.len() == 3 }
+    })
+    .await;
+
+    for sql in [
+        "CREATE KEYSPACE k WITH shards = 800",
+        "CREATE TABLE k.t (id bigint, g bigint, v double, PRIMARY KEY (id))",
+        "INSERT INTO k.t SELECT value, value % 13, CAST(value AS DOUBLE) / 2 FROM generate_series(1, 400000) AS s(value)",
+        "CREATE TABLE k.out (g bigint, n bigint, PRIMARY KEY (g))",
+    ] {
+        client.execute(sql).await.unwrap();
+    }
+    let expected = lines(&client.execute(QUERY).await.unwrap());
+    assert_eq!(expected.len(), 13);
+
+    // A worker dies mid-query: its tasks run again elsewhere, its lost outputs are recomputed.
+    let (result, job) = run_and_kill(&url, QUERY, &mut workers[1]).await;
+    assert_eq!(result.unwrap(), expected);
+    let stages = client
+        .rpc()
+        .get_job(pb::GetJobRequest { job_id: job })
+        .await
+        .unwrap()
+        .into_inner()
+        .stages;
+    let retried: u32 = stages.iter().map(|s| s.tasks_retried).sum();
+    assert!(retried >= 1, "no task ran again: {stages:?}");
+    assert_eq!(live_workers(&client).await.len(), 2);
+
+    // An INSERT ... SELECT interrupted by another lost worker, then run again, converges to the
+    // table a clean run gives.
+    let insert = "INSERT INTO k.out SELECT a.g, count(*) FROM k.t a JOIN k.t b ON a.id = b.id + 1 GROUP BY a.g";
+    // The interrupted run may succeed (its tasks re-ran) or fail; either way, run it again.
+    let _ = run_and_kill(&url, insert, &mut workers[2]).await;
+    client.execute(insert).await.unwrap();
+    let table = lines(
+        &client
+            .execute("SELECT g, n FROM k.out ORDER BY g")
+            .await
+            .unwrap(),
+    );
+    let clean: Vec<String> = expected
+        .iter()
+        .map(|l| l.split('|').take(2).collect::<Vec<_>>().join("|"))
+        .collect();
+    assert_eq!(table, clean);
+
+    // The driver dies while a query runs: the client gets an error, not a hang.
+    let mut long = RemoteDriver::connect(&url).await.unwrap();
+    let pending = tokio::spawn(async move { long.execute(QUERY).await });
+    eventually("the long query to start", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move { running_job(&client).await.is_some() }
+    })
+    .await;
+    driver_process.0.kill().unwrap();
+    let _ = driver_process.0.wait();
+    let outcome = tokio::time::timeout(Duration::from_secs(20), pending)
+        .await
+        .expect("the client hung after the driver died")
+        .unwrap();
+    assert!(
+        outcome.is_err(),
+        "a query through a dead driver cannot succeed"
+    );
+
+    // A new driver on the same address: the surviving worker registers again and reads the
+    // lost nodes' shards remotely.
+    let address = url.trim_start_matches("http://").to_string();
+    let (_driver_process, url2) = start_driver(dir.path(), &address);
+    assert_eq!(url2, url);
+    client = RemoteDriver::connect(&url).await.unwrap();
+    eventually(
+        "the worker to register again",
+        Duration::from_secs(30),
+        || {
+            let client = client.clone();
+            async move { live_workers(&client).await == ["node-1"] }
+        },
+    )
+    .await;
+    let count = client.execute("SELECT count(*) FROM k.t").await.unwrap();
+    assert_eq!(lines(&count), ["400000"]);
+    let jobs = client
+        .rpc()
+        .list_jobs(pb::ListJobsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    let stages = client
+        .rpc()
+        .get_job(pb::GetJobRequest {
+            job_id: jobs[0].job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stages;
+    assert!(
+        stages.iter().any(|s| s.tasks_remote > 0),
+        "shards of lost nodes are read remotely: {stages:?}"
+    );
+}
