@@ -101,9 +101,13 @@ impl StoreScanExec {
     }
 }
 
-/// Deals splits into at most `n` partitions of similar row counts.
+/// Deals splits into `n` partitions of similar row counts. There are `n` partitions even when
+/// there are fewer splits (some stay empty): the plan's shape then does not depend on how the
+/// data happens to be laid out, which matters when the plan is cut for a cluster, where each
+/// task re-plans its own scan (a one-partition scan would make DataFusion aggregate in a single
+/// step, and the whole table would travel to one place).
 fn deal(mut splits: Vec<ScanSplit>, n: usize) -> Vec<Vec<ScanSplit>> {
-    let n = n.min(splits.len()).max(1);
+    let n = n.max(1);
     splits.sort_by_key(|s| std::cmp::Reverse(s.estimated_rows));
     let mut partitions: Vec<(u64, Vec<ScanSplit>)> = (0..n).map(|_| (0, Vec::new())).collect();
     for split in splits {
