@@ -38,6 +38,9 @@ pub struct Cli {
     )]
     pub data_dir: PathBuf,
 
+    #[command(flatten)]
+    pub driver: DriverConnection,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -75,7 +78,12 @@ pub enum Command {
 pub struct DriverConnection {
     /// A running driver (`quarry up` or `quarry driver`) to send work to, as http://HOST:PORT.
     /// Without it, commands run in this process on --data-dir.
-    #[arg(long = "driver", env = "QUARRY_DRIVER", value_name = "URL")]
+    #[arg(
+        long = "driver",
+        env = "QUARRY_DRIVER",
+        global = true,
+        value_name = "URL"
+    )]
     pub url: Option<String>,
 }
 
@@ -121,11 +129,9 @@ pub struct DriverArgs {
 
 #[derive(Debug, Args)]
 #[command(after_help = "Example:
-  quarry worker --driver http://10.0.0.1:7070 --node node-3 --data-dir /var/lib/quarry")]
+  quarry worker --driver http://10.0.0.1:7070 --node node-3 --data-dir /var/lib/quarry
+The worker registers with the driver given by --driver (or QUARRY_DRIVER), which is required.")]
 pub struct WorkerArgs {
-    /// The driver to register with.
-    #[arg(long, env = "QUARRY_DRIVER", value_name = "URL")]
-    pub driver: String,
     /// The store node this worker sits beside.
     #[arg(long, value_name = "NODE")]
     pub node: String,
@@ -145,8 +151,6 @@ pub struct WorkerArgs {
 
 #[derive(Debug, Args)]
 pub struct JobsArgs {
-    #[command(flatten)]
-    pub driver: DriverConnection,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
 }
@@ -156,8 +160,6 @@ pub struct JobArgs {
     /// The job's id, as `quarry jobs` lists it.
     #[arg(value_name = "ID")]
     pub id: String,
-    #[command(flatten)]
-    pub driver: DriverConnection,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
 }
@@ -208,8 +210,6 @@ pub struct SqlArgs {
     /// Print each statement's elapsed time on stderr.
     #[arg(long)]
     pub timing: bool,
-    #[command(flatten)]
-    pub driver: DriverConnection,
 }
 
 #[derive(Debug, Args)]
@@ -238,8 +238,6 @@ pub struct LoadArgs {
     /// Files to load; '-' reads stdin.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<String>,
-    #[command(flatten)]
-    pub driver: DriverConnection,
 }
 
 #[derive(Debug, Args)]
@@ -248,8 +246,6 @@ pub struct TablesArgs {
     pub keyspace: Option<String>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
-    #[command(flatten)]
-    pub driver: DriverConnection,
 }
 
 #[derive(Debug, Args)]

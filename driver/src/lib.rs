@@ -26,18 +26,19 @@ use cli::{Cli, Command};
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let data_dir = cli.data_dir.clone();
+    let driver = cli.driver.clone();
     match cli.command {
         Command::Demo(args) => commands::demo::run(&data_dir, args).await,
-        Command::Sql(args) => commands::sql::run(&data_dir, args).await,
-        Command::Load(args) => commands::load::run(&data_dir, args).await,
-        Command::Tables(args) => commands::catalog::tables(&data_dir, args).await,
+        Command::Sql(args) => commands::sql::run(&data_dir, &driver, args).await,
+        Command::Load(args) => commands::load::run(&data_dir, &driver, args).await,
+        Command::Tables(args) => commands::catalog::tables(&data_dir, &driver, args).await,
         Command::Describe(args) => commands::catalog::describe(&data_dir, args).await,
         Command::Up(args) => commands::daemons::up(&data_dir, args).await,
         Command::Driver(args) => commands::daemons::driver(&data_dir, args).await,
-        Command::Worker(args) => commands::daemons::worker(&data_dir, args).await,
-        Command::Jobs(args) => commands::jobs::jobs(args).await,
-        Command::Job(args) => commands::jobs::job(args).await,
-        Command::Cancel(args) => commands::jobs::cancel(args).await,
-        Command::Workers(args) => commands::jobs::workers(args).await,
+        Command::Worker(args) => commands::daemons::worker(&data_dir, &driver, args).await,
+        Command::Jobs(args) => commands::jobs::jobs(&driver, args).await,
+        Command::Job(args) => commands::jobs::job(&driver, args).await,
+        Command::Cancel(args) => commands::jobs::cancel(&driver, args).await,
+        Command::Workers(args) => commands::jobs::workers(&driver, args).await,
     }
 }

@@ -188,3 +188,127 @@ fn stdin_loads_and_output_formats_pipe() {
         stdout(&describe)
     );
 }
+
+#[test]
+fn up_runs_a_cluster_that_the_other_commands_talk_to() {
+    use std::io::{BufRead, BufReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = Command::new(env!("CARGO_BIN_EXE_quarry"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "up",
+            "--workers",
+            "2",
+            "--listen",
+            "127.0.0.1:0",
+            "--slots",
+            "1",
+        ])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(up.stdout.take().unwrap());
+    let mut printed = Vec::new();
+    let mut url = None;
+    loop {
+        let mut line = String::new();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "up exited: {printed:?}"
+        );
+        if let Some(u) = line.trim().strip_prefix("driver listening on ") {
+            url = Some(u.to_string());
+        }
+        let done = line.contains("Ctrl-C stops the cluster");
+        printed.push(line);
+        if done {
+            break;
+        }
+    }
+    let url = url.unwrap();
+    assert_eq!(
+        printed.iter().filter(|l| l.starts_with("worker ")).count(),
+        2,
+        "{printed:?}"
+    );
+    // Commands given --driver do not touch their own data directory.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let remote = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--driver", url.as_str()]);
+        quarry(&elsewhere.path().join("unused"), &all)
+    };
+    ok(remote(&[
+        "sql",
+        "-e",
+        "CREATE KEYSPACE ks WITH shards = 800",
+    ]));
+    ok(remote(&[
+        "sql",
+        "-e",
+        "CREATE TABLE ks.kv (k text PRIMARY KEY, v int)",
+    ]));
+    let csv = dir.path().join("kv.csv");
+    std::fs::write(&csv, "k,v\na,1\nb,2\nc,3\n").unwrap();
+    let loaded = ok(remote(&["load", "--table", "ks.kv", csv.to_str().unwrap()]));
+    assert!(
+        stderr(&loaded).contains("loaded 3 rows"),
+        "{}",
+        stderr(&loaded)
+    );
+    let sum = ok(remote(&[
+        "sql",
+        "--format",
+        "csv",
+        "-e",
+        "SELECT count(*) AS n, sum(v) AS total FROM ks.kv",
+    ]));
+    assert_eq!(stdout(&sum).trim(), "n,total\n3,6");
+    let tables = ok(remote(&["tables", "--format", "csv"]));
+    assert!(stdout(&tables).contains("ks,kv,k,"), "{}", stdout(&tables));
+    let bad = remote(&["sql", "-e", "SELECT nope FROM ks.kv"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("nope"), "{}", stderr(&bad));
+    assert!(!stderr(&bad).contains("backtrace"), "{}", stderr(&bad));
+
+    let jobs = ok(remote(&["jobs", "--format", "csv"]));
+    let listing = stdout(&jobs);
+    let job_line = listing
+        .lines()
+        .find(|l| l.contains("sum(v)"))
+        .unwrap_or_else(|| panic!("{listing}"));
+    assert!(job_line.contains("succeeded"), "{job_line}");
+    let id = job_line.split(',').next().unwrap();
+    let job = ok(remote(&["job", id]));
+    assert!(stdout(&job).contains("stages"), "{}", stdout(&job));
+    assert!(stdout(&job).contains("scan ks.kv"), "{}", stdout(&job));
+    let workers = ok(remote(&["workers", "--format", "csv"]));
+    assert_eq!(
+        stdout(&workers).matches(",true,").count(),
+        2,
+        "{}",
+        stdout(&workers)
+    );
+    let missing = remote(&["job", "1"]);
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("no job 1"),
+        "{}",
+        stderr(&missing)
+    );
+
+    // Ctrl-C stops everything cleanly.
+    ok(Command::new("kill")
+        .args(["-INT", &up.id().to_string()])
+        .output()
+        .unwrap());
+    let status = up.wait().unwrap();
+    assert!(status.success(), "up exited with {status}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(rest.contains("stopping"), "{rest}");
+}

@@ -43,7 +43,7 @@ async fn explain_shows_stages_exchanges_and_where_tasks_run() {
     for node in 1..=3 {
         assert!(plan.contains(&format!("worker-node-{node}:")), "{plan}");
     }
-    assert!(plan.contains("shards "), "{plan}");
+    assert!(plan.contains("task(s) over "), "{plan}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

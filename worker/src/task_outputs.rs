@@ -16,11 +16,13 @@ pub struct TaskOutputs {
 }
 
 impl TaskOutputs {
+    /// Bytes of the rows held (not counting spare capacity of their buffers).
     pub fn bytes(&self) -> u64 {
         self.partitions
             .iter()
             .flatten()
-            .map(|b| b.get_array_memory_size() as u64)
+            .flat_map(|b| b.columns())
+            .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) as u64)
             .sum()
     }
 }

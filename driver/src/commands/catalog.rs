@@ -4,11 +4,15 @@ use std::path::Path;
 
 use quarry_core::schema::TableName;
 
-use crate::cli::{DescribeArgs, TablesArgs};
+use crate::cli::{DescribeArgs, DriverConnection, TablesArgs};
 use crate::output::write_result;
 
-pub async fn tables(data_dir: &Path, args: TablesArgs) -> anyhow::Result<()> {
-    let mut backend = super::backend(data_dir, &args.driver).await?;
+pub async fn tables(
+    data_dir: &Path,
+    driver: &DriverConnection,
+    args: TablesArgs,
+) -> anyhow::Result<()> {
+    let mut backend = super::backend(data_dir, driver).await?;
     let sql = match &args.keyspace {
         Some(ks) => format!("SHOW TABLES IN {ks}"),
         None => "SHOW TABLES".to_string(),

@@ -11,7 +11,7 @@ use quarry_worker::WorkerConfig;
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
-use crate::cli::{DriverArgs, UpArgs, WorkerArgs};
+use crate::cli::{DriverArgs, DriverConnection, UpArgs, WorkerArgs};
 use crate::daemon::{self, DriverConfig, DriverState};
 
 /// Completes on Ctrl-C or SIGTERM.
@@ -66,12 +66,20 @@ pub async fn driver(data_dir: &Path, args: DriverArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn worker(data_dir: &Path, args: WorkerArgs) -> anyhow::Result<()> {
+pub async fn worker(
+    data_dir: &Path,
+    driver: &DriverConnection,
+    args: WorkerArgs,
+) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = Arc::new(
         EmbeddedStore::open_reader(data_dir, EmbeddedOptions::default())
             .with_context(|| format!("opening the data directory {}", data_dir.display()))?,
     );
-    let mut config = WorkerConfig::new(&args.node, &args.driver);
+    let driver_url = driver
+        .url
+        .as_deref()
+        .context("a worker registers with a driver: pass --driver URL or set QUARRY_DRIVER")?;
+    let mut config = WorkerConfig::new(&args.node, driver_url);
     if let Some(id) = args.id {
         config.worker_id = id;
     }

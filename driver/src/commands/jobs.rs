@@ -50,8 +50,8 @@ fn one_line(sql: &str) -> String {
     }
 }
 
-pub async fn jobs(args: JobsArgs) -> anyhow::Result<()> {
-    let driver = connect(&args.driver).await?;
+pub async fn jobs(driver: &DriverConnection, args: JobsArgs) -> anyhow::Result<()> {
+    let driver = connect(driver).await?;
     let jobs = driver
         .rpc()
         .list_jobs(pb::ListJobsRequest {})
@@ -92,8 +92,8 @@ pub async fn jobs(args: JobsArgs) -> anyhow::Result<()> {
     )
 }
 
-pub async fn job(args: JobArgs) -> anyhow::Result<()> {
-    let driver = connect(&args.driver).await?;
+pub async fn job(driver: &DriverConnection, args: JobArgs) -> anyhow::Result<()> {
+    let driver = connect(driver).await?;
     let response = driver
         .rpc()
         .get_job(pb::GetJobRequest {
@@ -162,6 +162,9 @@ pub async fn job(args: JobArgs) -> anyhow::Result<()> {
             Arc::new(UInt32Array::from_iter_values(
                 stages.iter().map(|s| s.tasks_remote),
             )),
+            Arc::new(UInt32Array::from_iter_values(
+                stages.iter().map(|s| s.tasks_retried),
+            )),
             metrics(|m| m.rows_in),
             metrics(|m| m.rows_out),
             metrics(|m| m.bytes_out),
@@ -172,8 +175,8 @@ pub async fn job(args: JobArgs) -> anyhow::Result<()> {
     )
 }
 
-pub async fn cancel(args: JobArgs) -> anyhow::Result<()> {
-    let driver = connect(&args.driver).await?;
+pub async fn cancel(driver: &DriverConnection, args: JobArgs) -> anyhow::Result<()> {
+    let driver = connect(driver).await?;
     let response = driver
         .rpc()
         .cancel_job(pb::CancelJobRequest {
@@ -190,8 +193,8 @@ pub async fn cancel(args: JobArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn workers(args: JobsArgs) -> anyhow::Result<()> {
-    let driver = connect(&args.driver).await?;
+pub async fn workers(driver: &DriverConnection, args: JobsArgs) -> anyhow::Result<()> {
+    let driver = connect(driver).await?;
     let workers = driver
         .rpc()
         .list_workers(pb::ListWorkersRequest {})

@@ -10,11 +10,11 @@ use quarry_core::schema::{TableDef, TableName};
 use quarry_ingest::{Format, ReadOptions, Source, read_sources};
 use quarry_store::Store;
 
-use crate::cli::LoadArgs;
+use crate::cli::{DriverConnection, LoadArgs};
 use crate::progress::rows_bar;
 use crate::remote::RemoteDriver;
 
-pub async fn run(data_dir: &Path, args: LoadArgs) -> anyhow::Result<()> {
+pub async fn run(data_dir: &Path, driver: &DriverConnection, args: LoadArgs) -> anyhow::Result<()> {
     let name = TableName::parse(&args.table)?;
     let format = args
         .format
@@ -25,7 +25,7 @@ pub async fn run(data_dir: &Path, args: LoadArgs) -> anyhow::Result<()> {
         bail!("reading stdin needs --format (csv, ndjson or parquet)");
     }
     // Where the rows go: this process's embedded store, or a driver (which owns the store).
-    let (target, table) = match &args.driver.url {
+    let (target, table) = match &driver.url {
         Some(url) => {
             let mut driver = RemoteDriver::connect(url).await?;
             let table = remote_table(&mut driver, &name).await?;

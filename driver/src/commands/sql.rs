@@ -8,11 +8,11 @@ use std::time::Instant;
 use anyhow::Context;
 use quarry_sql::{QuarrySession, QueryOutput};
 
-use crate::cli::SqlArgs;
+use crate::cli::{DriverConnection, SqlArgs};
 use crate::output::{OutputFormat, write_result};
 
-pub async fn run(data_dir: &Path, args: SqlArgs) -> anyhow::Result<()> {
-    let mut backend = super::backend(data_dir, &args.driver).await?;
+pub async fn run(data_dir: &Path, driver: &DriverConnection, args: SqlArgs) -> anyhow::Result<()> {
+    let mut backend = super::backend(data_dir, driver).await?;
     let mut scripts = args.execute.clone();
     if let Some(file) = &args.file {
         scripts.push(

@@ -203,18 +203,24 @@ impl JobRunner {
                         by_worker.entry(&t.preferred).or_default().push(t);
                     }
                     for (worker, ts) in by_worker {
-                        let what: Vec<String> = ts
-                            .iter()
-                            .map(|t| match &t.shards {
-                                Some(s) => format!("shards {}", s.shards),
-                                None => format!("hash partition {:?}", t.hash_partitions),
-                            })
-                            .collect();
-                        text.push_str(&format!(
-                            "  {worker}: {} task(s): {}\n",
-                            ts.len(),
-                            what.join("; ")
-                        ));
+                        let what = match ts.first().and_then(|t| t.shards.as_ref()) {
+                            Some(_) => {
+                                let shards: u32 = ts
+                                    .iter()
+                                    .filter_map(|t| t.shards.as_ref())
+                                    .map(|s| s.shards.len())
+                                    .sum();
+                                format!("{shards} shards")
+                            }
+                            None => {
+                                let partitions: Vec<String> = ts
+                                    .iter()
+                                    .flat_map(|t| t.hash_partitions.iter().map(u32::to_string))
+                                    .collect();
+                                format!("hash partitions {}", partitions.join(", "))
+                            }
+                        };
+                        text.push_str(&format!("  {worker}: {} task(s) over {what}\n", ts.len()));
                     }
                 }
                 None => text.push_str("  driver: 1 task\n"),
