@@ -7,6 +7,10 @@
 //!    `quarry load` (read, cast, token, sort, write runs); report rows/s.
 //! 3. Run (a) a filtered count and (b) a per-device aggregate, warm, on the store and on the
 //!    Parquet files with plain DataFusion; check the answers agree; report medians and ratios.
+//! 4. The same queries on a local cluster: a driver and 3 workers on loopback ports in this
+//!    process, over the same data directory (what `quarry up --workers 3` runs as processes);
+//!    the warm time of a query over an empty 800-shard table (scheduling overhead); and
+//!    placement plus task assignment of a full scan for a simulated 2,400-node cluster.
 //!
 //! Run with `cargo run --release -p quarry-bench -- --help`.
 
@@ -20,9 +24,15 @@ use arrow::array::RecordBatch;
 use clap::Parser;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use parquet::arrow::ArrowWriter;
-use quarry_core::schema::TableName;
+use quarry_core::ids::NodeId;
+use quarry_core::placement::Placement;
+use quarry_core::schema::{KeyspaceDef, TableName};
+use quarry_driver::daemon::DriverConfig;
+use quarry_driver::daemon::local_cluster::LocalCluster;
+use quarry_driver::daemon::scheduler::{Slot, assign_scan};
 use quarry_ingest::{ReadOptions, Source, read_sources};
 use quarry_iot::IotConfig;
+use quarry_jobs::{DistributedPlanner, WorkerId};
 use quarry_sql::QuarrySession;
 use quarry_store::{EmbeddedOptions, EmbeddedStore, Store};
 
@@ -47,6 +57,9 @@ struct Args {
     /// Work directory (default: a temporary directory, removed afterwards).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Workers of the local cluster.
+    #[arg(long, default_value_t = 3)]
+    workers: usize,
 }
 
 const QUERIES: [(&str, &str); 2] = [
@@ -145,14 +158,31 @@ async fn main() -> Result<()> {
         );
     }
 
+    let cluster = cluster_section(&args, &store, &store_dir, &plain).await?;
+
     println!("\nload from Parquet: {parquet_rate:>12.0} rows/s   (target >= 1,000,000)");
     println!("load from CSV:     {csv_rate:>12.0} rows/s   (target >= 300,000)");
     let worst = ratios.iter().cloned().fold(0.0, f64::max);
     println!("worst query ratio: {worst:>12.2}          (target <= 1.5)");
+    println!(
+        "cluster aggregate ratio: {:>8.2}          (target <= 1.5)",
+        cluster.aggregate_ratio
+    );
+    println!(
+        "empty 800-shard query: {:>9.1} ms        (target <= 100 ms; {:.2} ms per task)",
+        cluster.empty_ms, cluster.empty_ms_per_task
+    );
+    println!(
+        "2,400-node placement + full-scan plan: {:.1} ms (target <= 50 ms); one node leaving moves {} of 800 shards",
+        cluster.scale_ms, cluster.moved
+    );
     let misses: Vec<&str> = [
         (parquet_rate < 1_000_000.0, "Parquet load"),
         (csv_rate < 300_000.0, "CSV load"),
         (worst > 1.5, "query ratio"),
+        (cluster.aggregate_ratio > 1.5, "cluster aggregate ratio"),
+        (cluster.empty_ms > 100.0, "empty-table scheduling"),
+        (cluster.scale_ms > 50.0, "placement at scale"),
     ]
     .into_iter()
     .filter_map(|(missed, what)| missed.then_some(what))
@@ -163,6 +193,147 @@ async fn main() -> Result<()> {
         println!("targets missed: {}", misses.join(", "));
     }
     Ok(())
+}
+
+/// What the cluster section measured.
+struct ClusterFigures {
+    aggregate_ratio: f64,
+    empty_ms: f64,
+    empty_ms_per_task: f64,
+    scale_ms: f64,
+    moved: usize,
+}
+
+async fn cluster_section(
+    args: &Args,
+    store: &Arc<EmbeddedStore>,
+    store_dir: &Path,
+    plain: &SessionContext,
+) -> Result<ClusterFigures> {
+    let cluster = LocalCluster::start(
+        store.clone(),
+        store_dir,
+        args.workers,
+        DriverConfig::default(),
+    )
+    .await?;
+    let session = cluster.driver.session(&[], "bench")?;
+    println!(
+        "\non a local cluster ({} workers, loopback gRPC and Flight):",
+        args.workers
+    );
+    println!(
+        "{:<36} {:>12} {:>14} {:>8}",
+        "query (warm, median)", "cluster", "datafusion", "ratio"
+    );
+    let mut aggregate_ratio = 0.0;
+    for (label, sql) in QUERIES {
+        let ours = sql.replace("{t}", "iot.readings");
+        let theirs = sql.replace("{t}", "readings");
+        let (cluster_time, cluster_rows) = time_query(args.iterations, || async {
+            Ok(session.execute(&ours).await?.batches)
+        })
+        .await?;
+        let (plain_time, plain_rows) = time_query(args.iterations, || async {
+            Ok(plain.sql(&theirs).await?.collect().await?)
+        })
+        .await?;
+        ensure!(
+            same_answer(&cluster_rows, &plain_rows)?,
+            "{label}: the cluster and plain DataFusion disagree"
+        );
+        let ratio = cluster_time.as_secs_f64() / plain_time.as_secs_f64();
+        aggregate_ratio = ratio;
+        println!(
+            "{label:<36} {:>10.1}ms {:>12.1}ms {:>8.2}",
+            cluster_time.as_secs_f64() * 1e3,
+            plain_time.as_secs_f64() * 1e3,
+            ratio
+        );
+    }
+
+    session
+        .execute("CREATE TABLE iot.empty (device_id bigint, value double, PRIMARY KEY (device_id))")
+        .await?;
+    let (empty, _) = time_query(args.iterations.max(5), || async {
+        Ok(session
+            .execute("SELECT count(*) FROM iot.empty")
+            .await?
+            .batches)
+    })
+    .await?;
+    let tasks = cluster
+        .driver
+        .jobs
+        .list()
+        .first()
+        .map_or(1, |j| j.tasks().1.max(1));
+    let empty_ms = empty.as_secs_f64() * 1e3;
+    println!(
+        "{:<36} {:>10.1}ms   ({tasks} tasks, {:.2} ms per task)",
+        "empty 800-shard table count",
+        empty_ms,
+        empty_ms / f64::from(tasks)
+    );
+    cluster.shutdown().await;
+
+    let (scale_ms, moved) = placement_at_scale(store, &session).await?;
+    Ok(ClusterFigures {
+        aggregate_ratio,
+        empty_ms,
+        empty_ms_per_task: empty_ms / f64::from(tasks),
+        scale_ms,
+        moved,
+    })
+}
+
+/// Placement of an 800-shard, replication-3 keyspace on 2,400 simulated nodes, then the cut and
+/// task assignment of a full scan; and the shards that move when one node leaves.
+async fn placement_at_scale(
+    store: &Arc<EmbeddedStore>,
+    session: &QuarrySession,
+) -> Result<(f64, usize)> {
+    let keyspace = KeyspaceDef {
+        replication_factor: 3,
+        ..store.keyspace("iot")?
+    };
+    let nodes: Vec<NodeId> = (0..2400).map(|i| NodeId(format!("node-{i:04}"))).collect();
+    let workers: Vec<Slot> = nodes
+        .iter()
+        .map(|n| Slot {
+            worker: WorkerId(format!("worker-{}", n.0)),
+            node: n.clone(),
+            task_slots: 2,
+        })
+        .collect();
+    let state = session.context().state();
+    let logical = state
+        .create_logical_plan("SELECT count(*) FROM iot.readings")
+        .await?;
+    let physical = state.create_physical_plan(&logical).await?;
+    let mut times = Vec::new();
+    let mut tasks = 0;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let placement = Placement::compute(&keyspace, &nodes)?;
+        let graph = DistributedPlanner::new(2400 * 2).plan(physical.clone())?;
+        tasks = assign_scan(&placement, keyspace.shards, &workers).len();
+        times.push(started.elapsed());
+        ensure!(
+            graph.len() == 2,
+            "a count is one scan stage and the driver stage"
+        );
+    }
+    times.sort();
+    let placement = Placement::compute(&keyspace, &nodes)?;
+    let smaller = Placement::compute(&keyspace, &nodes[1..])?;
+    let moved = placement.primaries_moved(&smaller);
+    let ms = times[times.len() / 2].as_secs_f64() * 1e3;
+    println!(
+        "{:<36} {:>10.1}ms   ({tasks} tasks; one node leaving moves {moved} of {} primaries)",
+        "2,400-node placement + scan plan", ms, keyspace.shards
+    );
+    Ok((ms, moved))
 }
 
 /// Writes the data set as `files` Parquet files and the first `csv_rows` rows as CSV.

@@ -147,6 +147,9 @@ pub struct WorkerArgs {
     /// Tasks run at once (default: this machine's cores).
     #[arg(long)]
     pub slots: Option<usize>,
+    /// Memory for exchange outputs before they spill to disk, in MiB.
+    #[arg(long, default_value_t = 2048, value_name = "MIB")]
+    pub exchange_memory_mb: u64,
 }
 
 #[derive(Debug, Args)]

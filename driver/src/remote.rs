@@ -12,6 +12,7 @@ use prost::Message;
 use quarry_proto::v1 as pb;
 use quarry_proto::v1::driver_service_client::DriverServiceClient;
 use quarry_sql::QueryOutput;
+use quarry_worker::cpu_runtime::AbortOnDrop;
 use quarry_worker::exchange_client::MAX_MESSAGE_BYTES;
 use tonic::transport::{Channel, Endpoint};
 
@@ -37,6 +38,7 @@ impl RemoteDriver {
         let channel = Endpoint::from_shared(url.clone())
             .with_context(|| format!("'{url}' is not a driver URL (try http://HOST:PORT)"))?
             .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
             .connect()
             .await
             .with_context(|| {
@@ -72,7 +74,41 @@ impl RemoteDriver {
     }
 
     /// Runs one statement on the driver. A `SET` is remembered and sent with later statements.
+    /// On a terminal, a statement that takes a while shows its job's tasks done / total.
     pub async fn execute(&mut self, sql: &str) -> anyhow::Result<QueryOutput> {
+        let progress =
+            std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| self.watch_progress());
+        let output = self.run(sql).await;
+        drop(progress);
+        output
+    }
+
+    /// Polls the driver for this client's running job and draws its progress, from 300 ms on;
+    /// stops (and clears the bar) when dropped.
+    fn watch_progress(&self) -> AbortOnDrop<()> {
+        let mut rpc = self.rpc();
+        let label = self.label.clone();
+        AbortOnDrop::from(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let bar = crate::progress::tasks_bar();
+            let _clear = ClearOnDrop(bar.clone());
+            loop {
+                if let Ok(jobs) = rpc.list_jobs(pb::ListJobsRequest {}).await
+                    && let Some(job) = jobs
+                        .into_inner()
+                        .jobs
+                        .into_iter()
+                        .find(|j| j.label == label && j.state == pb::JobState::Running as i32)
+                {
+                    bar.set_length(u64::from(job.tasks_total));
+                    bar.set_position(u64::from(job.tasks_done));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }))
+    }
+
+    async fn run(&mut self, sql: &str) -> anyhow::Result<QueryOutput> {
         let ticket = pb::QueryTicket {
             protocol_version: quarry_proto::PROTOCOL_VERSION,
             sql: sql.to_string(),
@@ -123,6 +159,15 @@ impl RemoteDriver {
             .and_then(|r| std::str::from_utf8(&r.app_metadata).ok()?.parse().ok())
             .unwrap_or(0);
         Ok(rows)
+    }
+}
+
+/// Clears a progress bar when the task drawing it is aborted.
+struct ClearOnDrop(indicatif::ProgressBar);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
     }
 }
 

@@ -16,6 +16,8 @@ pub struct WorkerConfig {
     pub advertise_host: Option<String>,
     /// Tasks run at once, and threads of the CPU runtime (default: the machine's cores).
     pub task_slots: usize,
+    /// Bytes of exchange outputs kept in memory before they spill to disk (default 2 GiB).
+    pub exchange_memory: u64,
 }
 
 impl WorkerConfig {
@@ -27,6 +29,7 @@ impl WorkerConfig {
             driver_url: driver_url.into(),
             advertise_host: None,
             task_slots: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            exchange_memory: 2 << 30,
         }
     }
 }

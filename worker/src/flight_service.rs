@@ -56,15 +56,20 @@ impl FlightService for WorkerFlight {
                  restarted)"
             ))
         })?;
-        let batches = outputs
-            .partitions
-            .get(ticket.partition as usize)
-            .cloned()
+        let partition = ticket.partition as usize;
+        let count = outputs.partitions.len();
+        let read = {
+            let outputs = outputs.clone();
+            tokio::task::spawn_blocking(move || outputs.read(partition))
+        };
+        let batches = read
+            .await
+            .map_err(|e| Status::internal(format!("reading an output of task {task}: {e}")))?
+            .map_err(|e| Status::internal(format!("reading a spilled output of task {task}: {e}")))?
             .ok_or_else(|| {
                 Status::not_found(format!(
-                    "task {task} has {} output partitions, not {}",
-                    outputs.partitions.len(),
-                    ticket.partition + 1
+                    "task {task} has {count} output partitions, not {}",
+                    partition + 1
                 ))
             })?;
         let stream = FlightDataEncoderBuilder::new()

@@ -32,6 +32,7 @@ pub(crate) fn driver_channel(url: &str) -> Result<Channel> {
             problem: e.to_string(),
         })?
         .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
         .timeout(Duration::from_secs(5))
         .connect_lazy())
 }

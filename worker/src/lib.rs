@@ -10,8 +10,8 @@
 //!
 //! [`serve`] runs both gRPC services on one listener, registers with the driver and heartbeats
 //! from the network runtime, while plans run on a separate [`CpuRuntime`](cpu_runtime::CpuRuntime)
-//! so a heavy task cannot starve heartbeats. Outputs stay in memory until the driver releases
-//! their job.
+//! so a heavy task cannot starve heartbeats. Outputs stay in memory (spilling to disk past a
+//! budget) until the driver releases their job.
 
 pub mod config;
 pub mod cpu_runtime;
@@ -41,8 +41,22 @@ use crate::cpu_runtime::CpuRuntime;
 use crate::exchange_client::{FlightExchangeClient, MAX_MESSAGE_BYTES};
 use crate::flight_service::WorkerFlight;
 use crate::heartbeat::Registration;
+use crate::task_outputs::OutputStore;
 use crate::task_runner::TaskRunner;
 use crate::worker_service::{WorkerRpc, WorkerState};
+
+/// The connections a daemon accepts, with Nagle's algorithm off: gRPC messages are small and
+/// latency-bound, and with it on each reply can wait for a delayed ACK (about 40 ms).
+pub fn incoming(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::TryStreamExt;
+    TcpListenerStream::new(listener).inspect_ok(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not turn off Nagle's algorithm");
+        }
+    })
+}
 
 /// Runs a worker on `listener` until `shutdown` completes, reading `store`.
 ///
@@ -60,13 +74,15 @@ pub async fn serve(
         .clone()
         .unwrap_or_else(|| address.ip().to_string());
     let endpoint = format!("http://{host}:{}", address.port());
-    let runner = TaskRunner {
-        store,
-        client: FlightExchangeClient::new(),
-        scan_partitions: config.task_slots.max(1),
-    };
+    let runner = TaskRunner::new(store, FlightExchangeClient::new(), config.task_slots);
     let cpu = CpuRuntime::new(config.task_slots)?;
-    let state = Arc::new(WorkerState::new(config.worker_id.clone(), runner, cpu));
+    let outputs = OutputStore::new(config.exchange_memory)?;
+    let state = Arc::new(WorkerState::new(
+        config.worker_id.clone(),
+        runner,
+        cpu,
+        outputs,
+    ));
     tracing::info!(worker = %config.worker_id, node = %config.node_id, %endpoint, "serving");
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -100,7 +116,7 @@ pub async fn serve(
         .add_service(FlightServiceServer::new(WorkerFlight {
             outputs: state.outputs.clone(),
         }))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), on_shutdown)
         .await
         .map_err(|source| Error::Serve {
             address: address.to_string(),

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use datafusion::error::DataFusionError;
+use datafusion::execution::{SessionState, TaskContext};
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use datafusion::prelude::SessionConfig;
 use futures::TryStreamExt;
@@ -17,35 +18,67 @@ use quarry_sql::QuarrySession;
 use quarry_store::Store;
 use tokio::task::JoinSet;
 
-use crate::task_outputs::TaskOutputs;
+use crate::task_outputs::rows_bytes;
+
+/// What a task produced: its schema and output partitions.
+#[derive(Debug)]
+pub struct TaskResult {
+    pub schema: arrow::datatypes::SchemaRef,
+    pub partitions: Vec<Vec<RecordBatch>>,
+}
 
 /// Executes tasks against this worker's store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TaskRunner {
-    pub store: Arc<dyn Store>,
-    pub client: Arc<dyn ExchangeClient>,
+    store: Arc<dyn Store>,
+    client: Arc<dyn ExchangeClient>,
     /// Partitions a task's scan spreads over (the CPU runtime's threads).
-    pub scan_partitions: usize,
+    scan_partitions: usize,
+    /// Functions (`token()` among them) and defaults, built once; each task gets a copy with
+    /// its own settings.
+    base: SessionState,
+}
+
+impl std::fmt::Debug for TaskRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskRunner")
+            .field("store", &self.store.kind())
+            .field("scan_partitions", &self.scan_partitions)
+            .finish()
+    }
 }
 
 impl TaskRunner {
-    /// Runs `task` to completion. Call it on the CPU runtime.
-    pub async fn run(&self, task: TaskRequest) -> Result<(TaskOutputs, TaskMetrics), TaskFailure> {
-        let started = Instant::now();
-        let config = SessionConfig::new().with_target_partitions(self.scan_partitions);
-        let session = QuarrySession::with_config(self.store.clone(), config);
-        {
-            let state = session.context().state_ref();
-            let mut state = state.write();
-            for (key, value) in &task.session_config {
-                state
-                    .config_mut()
-                    .options_mut()
-                    .set(key, value)
-                    .map_err(|e| classify(&e))?;
-            }
+    pub fn new(
+        store: Arc<dyn Store>,
+        client: Arc<dyn ExchangeClient>,
+        scan_partitions: usize,
+    ) -> Self {
+        let scan_partitions = scan_partitions.max(1);
+        let config = SessionConfig::new().with_target_partitions(scan_partitions);
+        let base = QuarrySession::with_config(store.clone(), config)
+            .context()
+            .state();
+        TaskRunner {
+            store,
+            client,
+            scan_partitions,
+            base,
         }
-        let ctx = session.context().task_ctx();
+    }
+
+    /// Runs `task` to completion. Call it on the CPU runtime.
+    pub async fn run(&self, task: TaskRequest) -> Result<(TaskResult, TaskMetrics), TaskFailure> {
+        let started = Instant::now();
+        let mut state = self.base.clone();
+        for (key, value) in &task.session_config {
+            state
+                .config_mut()
+                .options_mut()
+                .set(key, value)
+                .map_err(|e| classify(&e))?;
+        }
+        let ctx = Arc::new(TaskContext::from(&state));
         let codec = QuarryCodec::for_task(
             self.store.clone(),
             TaskBinding {
@@ -81,7 +114,7 @@ impl TaskRunner {
                 .map_err(|e| classify(&e))?;
             outputs[partition] = batches;
         }
-        let outputs = TaskOutputs {
+        let outputs = TaskResult {
             schema,
             partitions: outputs,
         };
@@ -97,7 +130,7 @@ impl TaskRunner {
                 m.sum_by_name(quarry_jobs::exchange::BYTES_READ)
                     .map(|v| v.as_usize())
             }),
-            bytes_out: outputs.bytes(),
+            bytes_out: rows_bytes(outputs.partitions.iter().flatten()),
             elapsed_ms: started.elapsed().as_millis() as u64,
         };
         Ok((outputs, metrics))

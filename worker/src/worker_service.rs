@@ -41,12 +41,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl WorkerState {
-    pub fn new(worker_id: String, runner: TaskRunner, cpu: CpuRuntime) -> Self {
+    pub fn new(
+        worker_id: String,
+        runner: TaskRunner,
+        cpu: CpuRuntime,
+        outputs: OutputStore,
+    ) -> Self {
         WorkerState {
             worker_id,
             runner,
             cpu,
-            outputs: Arc::new(OutputStore::default()),
+            outputs: Arc::new(outputs),
             tasks: Mutex::new(HashMap::new()),
         }
     }
@@ -115,9 +120,28 @@ impl WorkerService for WorkerRpc {
             attempt = id.attempt
         );
         let runner = state.runner.clone();
-        let handle = state
-            .cpu
-            .spawn(async move { runner.run(task).await }.instrument(span.clone()));
+        let outputs = state.outputs.clone();
+        let handle = state.cpu.spawn(
+            async move {
+                let (result, metrics) = runner.run(task).await?;
+                let partitions = result.partitions.len() as u32;
+                // Keeping may write to disk (past the memory budget): off the CPU threads.
+                tokio::task::spawn_blocking(move || {
+                    outputs.insert(id, result.schema, result.partitions)
+                })
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|kept| kept)
+                .map_err(|e| quarry_jobs::TaskFailure {
+                    kind: quarry_jobs::FailureKind::External,
+                    retryable: true,
+                    message: format!("keeping the output of task {id}: {e}"),
+                    unreachable_endpoint: None,
+                })?;
+                Ok((partitions, metrics))
+            }
+            .instrument(span.clone()),
+        );
         state.set_status(TaskStatus {
             id,
             state: TaskState::Running,
@@ -129,9 +153,7 @@ impl WorkerService for WorkerRpc {
             entry.abort = Some(handle.abort_handle());
         }
         let status = match handle.await {
-            Ok(Ok((outputs, metrics))) => {
-                let partitions = outputs.partitions.len() as u32;
-                state.outputs.insert(id, outputs);
+            Ok(Ok((partitions, metrics))) => {
                 span.in_scope(|| {
                     tracing::debug!(
                         rows = metrics.rows_out,

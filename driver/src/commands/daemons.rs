@@ -87,6 +87,7 @@ pub async fn worker(
         config.task_slots = slots.max(1);
     }
     config.advertise_host = args.advertise_host;
+    config.exchange_memory = args.exchange_memory_mb << 20;
     let listener = bind(&args.listen).await?;
     println!(
         "worker {} (node {}) listening on http://{}",

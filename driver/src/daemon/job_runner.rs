@@ -361,7 +361,8 @@ impl JobRunner {
             let Some(stage) = next else {
                 return Ok(());
             };
-            self.run_round(stage).await?;
+            let span = tracing::info_span!("stage", job = %self.job, stage = %stage);
+            self.run_round(stage).instrument(span).await?;
         }
         Err(Error::TaskFailed {
             failure: TaskFailure {

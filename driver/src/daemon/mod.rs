@@ -43,7 +43,6 @@ use quarry_store::{EmbeddedStore, Store};
 use quarry_worker::cpu_runtime::{AbortOnDrop, CpuRuntime};
 use quarry_worker::exchange_client::{FlightExchangeClient, MAX_MESSAGE_BYTES};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::Instrument;
 
 pub use config::DriverConfig;
@@ -278,7 +277,7 @@ pub async fn serve(
             FlightServiceServer::new(client_flight::DriverFlight(state.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(quarry_worker::incoming(listener), shutdown)
         .await
         .map_err(|source| Error::Serve {
             address: address.to_string(),

@@ -21,13 +21,13 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, Scalar,
 };
 use arrow::compute::kernels::cmp;
-use arrow::compute::{and, cast, filter_record_batch, or};
+use arrow::compute::{and, cast, filter_record_batch};
 use arrow::datatypes::{Int64Type, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use futures::stream;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
-    ParquetRecordBatchReaderBuilder, statistics::StatisticsConverter,
+    ParquetRecordBatchReaderBuilder, RowSelection, statistics::StatisticsConverter,
 };
 use quarry_core::ids::ShardId;
 use quarry_core::partition_key::{KeyColumn, tokens};
@@ -617,28 +617,35 @@ impl SyncSource for GroupSplit {
 
     fn batches(&self) -> Option<Result<BatchIter>> {
         let read = self.read.clone();
-        let filter = self.token_filter.clone();
         let mut columns = read.projection.clone();
-        // The token column filters rows, and gives an empty projection (`count(*)`) rows to
-        // count.
-        if filter.is_some() || columns.is_empty() {
+        // An empty projection (`count(*)`) reads the token column to have rows to count.
+        if columns.is_empty() {
             columns.push(read.table.columns.len());
         }
-        let token_position = columns.len() - 1;
-        Some(read_group(&self.file, self.group, &columns).map(|reader| {
-            Box::new(reader.filter_map(move |batch| {
-                let out = batch.and_then(|mut batch| {
-                    if let Some(ranges) = &filter {
-                        batch = keep_ranges(&batch, token_position, ranges)?;
+        // A row group spanning shards the scan does not want: its rows are sorted by token, so
+        // the token column alone says which rows to decode, and only those are read.
+        let selection = match &self.token_filter {
+            Some(ranges) => {
+                match selected_rows(&self.file, self.group, read.table.columns.len(), ranges) {
+                    Ok(Some(rows)) if rows.is_empty() => {
+                        return Some(Ok(Box::new(std::iter::empty()) as BatchIter));
                     }
-                    read.output(&batch)
-                });
-                match out {
-                    Ok(b) if b.num_rows() == 0 => None,
-                    other => Some(other),
+                    Ok(selection) => selection,
+                    Err(e) => return Some(Err(e)),
                 }
-            })) as BatchIter
-        }))
+            }
+            None => None,
+        };
+        Some(
+            read_group(&self.file, self.group, &columns, selection).map(|reader| {
+                Box::new(reader.filter_map(move |batch| {
+                    match batch.and_then(|batch| read.output(&batch)) {
+                        Ok(b) if b.num_rows() == 0 => None,
+                        other => Some(other),
+                    }
+                })) as BatchIter
+            }),
+        )
     }
 
     fn describe(&self) -> String {
@@ -682,7 +689,7 @@ impl SyncSource for MergeSplit {
             for piece in sources {
                 let batches: Box<dyn Iterator<Item = Result<RecordBatch>>> = match &piece.source {
                     PieceSource::Group { file, group } => {
-                        Box::new(read_group(file, *group, &columns)?)
+                        Box::new(read_group(file, *group, &columns, None)?)
                     }
                     PieceSource::Chunk(chunk) => Box::new(std::iter::once(
                         crate::store::cast_batch(&chunk.rows.project(&columns)?, &read_types),
@@ -719,11 +726,44 @@ impl SyncSource for MergeSplit {
     }
 }
 
-/// Reads the given stored-form columns of one row group, returned in the order asked for.
+/// The rows of a row group whose token lies in `ranges`, as consecutive row ranges; `None` when
+/// that is every row. Reads only the (sorted) token column, at `token_column`.
+fn selected_rows(
+    file: &DataFileRef,
+    group: usize,
+    token_column: usize,
+    ranges: &[TokenRange],
+) -> Result<Option<Vec<std::ops::Range<usize>>>> {
+    let mut tokens: Vec<i64> = Vec::new();
+    for batch in read_group(file, group, &[token_column], None)? {
+        let batch = batch?;
+        tokens.extend_from_slice(batch.column(0).as_primitive::<Int64Type>().values());
+    }
+    let mut selected: Vec<std::ops::Range<usize>> = Vec::new();
+    for r in ranges {
+        // Tokens in (start, end].
+        let from = tokens.partition_point(|&t| t <= r.start);
+        let to = tokens.partition_point(|&t| t <= r.end);
+        if from < to {
+            match selected.last_mut() {
+                Some(last) if last.end >= from => last.end = last.end.max(to),
+                _ => selected.push(from..to),
+            }
+        }
+    }
+    if selected.len() == 1 && selected[0] == (0..tokens.len()) {
+        return Ok(None);
+    }
+    Ok(Some(selected))
+}
+
+/// Reads the given stored-form columns of one row group, returned in the order asked for; only
+/// the rows of `selection` when given.
 fn read_group(
     file: &DataFileRef,
     group: usize,
     columns: &[usize],
+    selection: Option<Vec<std::ops::Range<usize>>>,
 ) -> Result<impl Iterator<Item = Result<RecordBatch>> + use<>> {
     // A writer keeps the files of its own snapshots, but a reader of a directory another process
     // writes can find a file gone, replaced by a compaction since the scan was planned.
@@ -740,11 +780,19 @@ fn read_group(
     sorted.sort_unstable();
     sorted.dedup();
     let mask = ProjectionMask::roots(file.metadata.parquet_schema(), sorted.iter().copied());
-    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(handle, file.metadata.clone())
-        .with_row_groups(vec![group])
-        .with_projection(mask)
-        .with_batch_size(BATCH_ROWS)
-        .build()?;
+    let mut builder =
+        ParquetRecordBatchReaderBuilder::new_with_metadata(handle, file.metadata.clone())
+            .with_row_groups(vec![group])
+            .with_projection(mask)
+            .with_batch_size(BATCH_ROWS);
+    if let Some(rows) = selection {
+        let total = file.metadata.metadata().row_group(group).num_rows() as usize;
+        builder = builder.with_row_selection(RowSelection::from_consecutive_ranges(
+            rows.into_iter(),
+            total,
+        ));
+    }
+    let reader = builder.build()?;
     let order: Vec<usize> = columns
         .iter()
         .map(|c| sorted.binary_search(c).unwrap_or(0))
@@ -772,20 +820,17 @@ fn keep_ranges(
     {
         return Ok(batch.clone());
     }
-    let mut mask: Option<BooleanArray> = None;
-    for r in ranges {
-        let lo = Scalar::new(arrow::array::Int64Array::from(vec![r.start]));
-        let hi = Scalar::new(arrow::array::Int64Array::from(vec![r.end]));
-        let inside = and(&cmp::gt(tokens, &lo)?, &cmp::lt_eq(tokens, &hi)?)?;
-        mask = Some(match mask {
-            Some(m) => or(&m, &inside)?,
-            None => inside,
-        });
-    }
-    match mask {
-        Some(mask) => Ok(filter_record_batch(batch, &mask)?),
-        None => Ok(batch.slice(0, 0)),
-    }
+    // `ranges` are sorted and disjoint: one binary search per row, however many ranges a task's
+    // shard set has.
+    let mask: BooleanArray = token_values
+        .values()
+        .iter()
+        .map(|&t| {
+            let i = ranges.partition_point(|r| r.end < t);
+            Some(ranges.get(i).is_some_and(|r| r.contains(t)))
+        })
+        .collect();
+    Ok(filter_record_batch(batch, &mask)?)
 }
 
 /// Runs a blocking reader on tokio's blocking pool and streams its batches, stopping early when
