@@ -170,7 +170,22 @@ impl DistributedExecutor {
         state: &SessionState,
     ) -> Result<Vec<RecordBatch>> {
         self.publish_writes().await?;
-        let graph = self.planner().plan(plan)?;
+        let graph = match self.planner().plan(plan.clone()) {
+            Ok(graph) => graph,
+            Err(quarry_jobs::Error::NotDistributable { reason }) => {
+                tracing::info!(%reason, "running the query at the driver");
+                let ctx = state.task_ctx();
+                let running = self
+                    .driver
+                    .cpu
+                    .spawn(async move { datafusion::physical_plan::collect(plan, ctx).await });
+                return running
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))?
+                    .map_err(|e| Error::Sql(e.into()));
+            }
+            Err(e) => return Err(e.into()),
+        };
         let (job, mut cancelled) = self.driver.jobs.start(sql, &self.label);
         let span = tracing::info_span!("job", job = %job);
         let live = self.driver.registry.live();

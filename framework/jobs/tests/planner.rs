@@ -202,3 +202,19 @@ async fn a_task_codec_binds_exchange_readers_to_their_inputs() {
     assert_eq!(readers.len(), 1, "{readers:?}");
     assert!(readers[0].contains("locations=3"), "{readers:?}");
 }
+
+#[tokio::test]
+async fn scans_of_two_keyspaces_in_one_stage_are_refused_with_the_reason() {
+    let f = fixture().await;
+    let plan = physical(
+        &f,
+        "SELECT count(*) FROM (SELECT device FROM iot.r UNION ALL SELECT device FROM synth.daily)",
+    )
+    .await;
+    match DistributedPlanner::new(4).plan(plan) {
+        Err(quarry_jobs::Error::NotDistributable { reason }) => {
+            assert!(reason.contains("iot and synth"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
