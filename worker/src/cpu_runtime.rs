@@ -34,6 +34,14 @@ impl CpuRuntime {
         })
     }
 
+    /// The runtime's handle, to spawn work it owns elsewhere (a `JoinSet`).
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        match &self.runtime {
+            Some(rt) => rt.handle().clone(),
+            None => tokio::runtime::Handle::current(),
+        }
+    }
+
     /// Runs `future` on the CPU runtime. Dropping the returned handle aborts it.
     pub fn spawn<F>(&self, future: F) -> AbortOnDrop<F::Output>
     where

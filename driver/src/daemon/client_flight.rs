@@ -24,6 +24,7 @@ use prost::Message;
 use quarry_core::schema::TableName;
 use quarry_jobs::FailureKind;
 use quarry_proto::v1 as pb;
+use quarry_sql::QueryResult;
 use quarry_store::Store;
 use quarry_worker::rpc::check_protocol;
 use tonic::{Request, Response, Status, Streaming};
@@ -92,11 +93,29 @@ impl FlightService for DriverFlight {
         check_protocol(ticket.protocol_version)?;
         let mut settings: Vec<(String, String)> = ticket.session_config.into_iter().collect();
         settings.sort();
-        let output = self
+        let output = match self
             .0
-            .run_statement(&ticket.sql, &settings, &ticket.label)
+            .run_statement_streaming(&ticket.sql, &settings, &ticket.label)
             .await
-            .map_err(|e| status_of(&e))?;
+            .map_err(|e| status_of(&e))?
+        {
+            QueryResult::Done(output) => output,
+            QueryResult::Stream(batches) => {
+                // Rows go out as the job's driver stage produces them.
+                let schema = batches.schema();
+                let batches = batches.map_err(|e| {
+                    FlightError::Tonic(Box::new(status_of(&Error::Sql(
+                        quarry_sql::Error::DataFusion(e),
+                    ))))
+                });
+                let stream = FlightDataEncoderBuilder::new()
+                    .with_schema(schema)
+                    .build(batches)
+                    .map_err(Status::from)
+                    .boxed();
+                return Ok(Response::new(stream));
+            }
+        };
         let schema = match &output.message {
             Some(message) => Arc::new(
                 Schema::empty()

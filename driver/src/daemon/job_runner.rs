@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::execution::SessionState;
+use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
+use futures::StreamExt;
 use quarry_core::ids::NodeId;
 use quarry_core::placement::Placement;
 use quarry_jobs::{
@@ -30,6 +31,7 @@ use quarry_proto::v1 as pb;
 use quarry_store::Store;
 use quarry_worker::rpc::{status_from_proto, task_request_to_proto};
 use quarry_worker::task_runner::classify;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -237,47 +239,52 @@ impl JobRunner {
         text
     }
 
-    /// Runs the whole job and returns the driver stage's output.
-    pub async fn run(mut self, state: &SessionState) -> Result<Vec<RecordBatch>> {
+    /// Runs the job: the worker stages to completion, then the driver stage, whose batches go
+    /// to `tx` as they come. Call it on a CPU runtime (the driver stage computes). Returns when
+    /// the last batch is sent, or early when the receiver is gone.
+    ///
+    /// A driver stage that fails reading a lost input before it sent anything runs again once
+    /// the input is recomputed; after its first batch, a failure is the job's.
+    pub async fn run_streaming(
+        mut self,
+        ctx: Arc<TaskContext>,
+        tx: &mpsc::Sender<datafusion::error::Result<RecordBatch>>,
+    ) -> Result<()> {
         let attempts = self.driver.config.max_task_attempts.max(1);
         let mut last_failure = None;
         for _ in 0..attempts {
             self.run_worker_stages().await?;
             let plan = self.bind_root()?;
-            let ctx = state.task_ctx();
-            let running = self
-                .driver
-                .cpu
-                .spawn(async move { datafusion::physical_plan::collect(plan, ctx).await });
-            let result = running.await.map_err(|e| Error::TaskFailed {
-                failure: TaskFailure {
-                    kind: FailureKind::Internal,
-                    retryable: false,
-                    message: format!("the driver stage panicked: {e}"),
-                    unreachable_endpoint: None,
-                },
-            })?;
-            match result {
-                Ok(batches) => {
-                    let root = self.graph.root().id;
-                    let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
-                    let metrics = quarry_jobs::TaskMetrics {
-                        rows_out: rows,
-                        ..Default::default()
-                    };
-                    self.driver.jobs.task_done(self.job, root, &metrics, false);
-                    return Ok(batches);
-                }
-                Err(e) => {
-                    let failure = classify(&e);
-                    match &failure.unreachable_endpoint {
-                        Some(endpoint) => {
-                            self.driver.registry.mark_endpoint_lost(endpoint);
-                            last_failure = Some(failure);
+            let mut stream = datafusion::physical_plan::execute_stream(plan, ctx.clone())
+                .map_err(quarry_sql::Error::from)?;
+            let (mut sent, mut rows) = (0usize, 0u64);
+            let failure = loop {
+                match stream.next().await {
+                    Some(Ok(batch)) => {
+                        rows += batch.num_rows() as u64;
+                        sent += 1;
+                        if tx.send(Ok(batch)).await.is_err() {
+                            return Ok(());
                         }
-                        None => return Err(Error::TaskFailed { failure }),
+                    }
+                    Some(Err(e)) => break classify(&e),
+                    None => {
+                        let root = self.graph.root().id;
+                        let metrics = quarry_jobs::TaskMetrics {
+                            rows_out: rows,
+                            ..Default::default()
+                        };
+                        self.driver.jobs.task_done(self.job, root, &metrics, false);
+                        return Ok(());
                     }
                 }
+            };
+            match &failure.unreachable_endpoint {
+                Some(endpoint) if sent == 0 => {
+                    self.driver.registry.mark_endpoint_lost(endpoint);
+                    last_failure = Some(failure);
+                }
+                _ => return Err(Error::TaskFailed { failure }),
             }
         }
         Err(Error::TaskFailed {

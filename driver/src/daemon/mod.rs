@@ -30,19 +30,25 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::RecordBatch;
 use arrow_flight::flight_service_server::FlightServiceServer;
-use datafusion::execution::SessionState;
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, SessionState};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionConfig;
+use futures::StreamExt;
 use quarry_core::ids::NodeId;
 use quarry_jobs::DistributedPlanner;
+use quarry_jobs::JobId;
 use quarry_proto::v1::driver_service_server::DriverServiceServer;
-use quarry_sql::{PlanExecutor, QuarrySession, QueryOutput};
+use quarry_sql::{PlanExecutor, QuarrySession, QueryOutput, QueryResult};
 use quarry_store::{EmbeddedStore, Store};
 use quarry_worker::cpu_runtime::{AbortOnDrop, CpuRuntime};
 use quarry_worker::exchange_client::{FlightExchangeClient, MAX_MESSAGE_BYTES};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
 
 pub use config::DriverConfig;
@@ -63,6 +69,8 @@ pub struct DriverState {
     /// Runs the driver stage of jobs, away from the gRPC runtime.
     pub cpu: CpuRuntime,
     pub driver_id: String,
+    /// Jobs streaming their results; see [`DriverState::spawn_background`].
+    background: std::sync::Mutex<JoinSet<()>>,
 }
 
 impl DriverState {
@@ -76,6 +84,7 @@ impl DriverState {
             client: FlightExchangeClient::new(),
             cpu: CpuRuntime::new(threads)?,
             driver_id: format!("driver-{}", std::process::id()),
+            background: std::sync::Mutex::new(JoinSet::new()),
         }))
     }
 
@@ -121,6 +130,17 @@ impl DriverState {
         Ok(session)
     }
 
+    /// Runs one statement as a client asked; a query's rows stream as the job produces them.
+    pub async fn run_statement_streaming(
+        self: &Arc<Self>,
+        sql: &str,
+        settings: &[(String, String)],
+        label: &str,
+    ) -> Result<QueryResult> {
+        let session = self.session(settings, label)?;
+        Ok(session.execute_streaming(sql).await?)
+    }
+
     /// Runs one statement as a client asked.
     pub async fn run_statement(
         self: &Arc<Self>,
@@ -163,50 +183,109 @@ impl DistributedExecutor {
         DistributedPlanner::new((slots as usize).max(2))
     }
 
-    async fn run(
+    /// Starts a query as a job and returns its result stream. The job runs on the driver's CPU
+    /// runtime, owned by the driver: it ends when its last batch is sent, when it fails, when it
+    /// is cancelled, or when the client stops reading.
+    async fn start(
         &self,
         sql: &str,
         plan: Arc<dyn ExecutionPlan>,
         state: &SessionState,
-    ) -> Result<Vec<RecordBatch>> {
+    ) -> Result<SendableRecordBatchStream> {
         self.publish_writes().await?;
+        let schema = plan.schema();
+        let ctx = state.task_ctx();
+        let (tx, rx) = mpsc::channel(2);
         let graph = match self.planner().plan(plan.clone()) {
             Ok(graph) => graph,
             Err(quarry_jobs::Error::NotDistributable { reason }) => {
                 tracing::info!(%reason, "running the query at the driver");
-                let ctx = state.task_ctx();
-                let running = self
-                    .driver
-                    .cpu
-                    .spawn(async move { datafusion::physical_plan::collect(plan, ctx).await });
-                return running
-                    .await
-                    .map_err(|e| std::io::Error::other(e.to_string()))?
-                    .map_err(|e| Error::Sql(e.into()));
+                self.driver.spawn_background(async move {
+                    match datafusion::physical_plan::execute_stream(plan, ctx) {
+                        Ok(mut stream) => {
+                            while let Some(batch) = stream.next().await {
+                                if tx.send(batch).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                        }
+                    }
+                });
+                return Ok(Box::pin(RecordBatchStreamAdapter::new(
+                    schema,
+                    ReceiverStream::new(rx),
+                )));
             }
             Err(e) => return Err(e.into()),
         };
         let (job, mut cancelled) = self.driver.jobs.start(sql, &self.label);
-        let span = tracing::info_span!("job", job = %job);
         let live = self.driver.registry.live();
-        let outcome = async {
-            let runner = JobRunner::new(
-                self.driver.clone(),
-                job,
-                graph,
-                self.settings.clone(),
-                &live,
-            )?;
-            self.driver.jobs.set_stages(job, runner.stage_records());
-            tokio::select! {
-                result = runner.run(state) => result,
-                _ = cancelled.wait_for(|c| *c) => Err(Error::Cancelled { job }),
+        let runner = match JobRunner::new(
+            self.driver.clone(),
+            job,
+            graph,
+            self.settings.clone(),
+            &live,
+        ) {
+            Ok(runner) => runner,
+            Err(e) => {
+                self.driver
+                    .jobs
+                    .finish(job, JobState::Failed, Some(e.to_string()));
+                return Err(e);
             }
-        }
-        .instrument(span.clone())
-        .await;
-        // Free outputs and any task still running, on every worker that may hold some.
-        for worker in self.driver.registry.live() {
+        };
+        self.driver.jobs.set_stages(job, runner.stage_records());
+        let driver = self.driver.clone();
+        let span = tracing::info_span!("job", job = %job);
+        self.driver.spawn_background(
+            async move {
+                let outcome = tokio::select! {
+                    result = runner.run_streaming(ctx, &tx) => result,
+                    _ = cancelled.wait_for(|c| *c) => Err(Error::Cancelled { job }),
+                    _ = tx.closed() => Err(Error::Cancelled { job }),
+                };
+                let (state, error) = match &outcome {
+                    Ok(()) => (JobState::Succeeded, None),
+                    Err(Error::Cancelled { .. }) => (JobState::Cancelled, None),
+                    Err(e) => (JobState::Failed, Some(e.to_string())),
+                };
+                // The record is final before the client sees the end of the stream.
+                tracing::info!(state = ?state, "job finished");
+                driver.jobs.finish(job, state, error);
+                if let Err(e) = outcome {
+                    let _ = tx.send(Err(DataFusionError::External(Box::new(e)))).await;
+                }
+                drop(tx);
+                driver.release(job).await;
+            }
+            .instrument(span),
+        );
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            ReceiverStream::new(rx),
+        )))
+    }
+}
+
+impl DriverState {
+    /// Runs `future` on the CPU runtime, owned by the driver (aborted when it shuts down).
+    fn spawn_background(&self, future: impl Future<Output = ()> + Send + 'static) {
+        let mut background = self
+            .background
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Forget the ones that finished.
+        while background.try_join_next().is_some() {}
+        background.spawn_on(future, &self.cpu.handle());
+    }
+
+    /// Frees a job's outputs and any task still running, on every worker that may hold some.
+    async fn release(&self, job: JobId) {
+        let releases = self.registry.live().into_iter().map(|worker| async move {
             let mut client = worker.client.clone();
             let release = client.release_job(quarry_proto::v1::ReleaseJobRequest {
                 job_id: job.to_string(),
@@ -214,15 +293,8 @@ impl DistributedExecutor {
             if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), release).await {
                 tracing::debug!(worker = %worker.id, error = %e, "could not release a job");
             }
-        }
-        let (state, error) = match &outcome {
-            Ok(_) => (JobState::Succeeded, None),
-            Err(Error::Cancelled { .. }) => (JobState::Cancelled, None),
-            Err(e) => (JobState::Failed, Some(e.to_string())),
-        };
-        span.in_scope(|| tracing::info!(state = ?state, "job finished"));
-        self.driver.jobs.finish(job, state, error);
-        outcome
+        });
+        futures::future::join_all(releases).await;
     }
 }
 
@@ -237,13 +309,13 @@ fn to_sql_error(e: Error) -> quarry_sql::Error {
 
 #[async_trait::async_trait]
 impl PlanExecutor for DistributedExecutor {
-    async fn execute(
+    async fn execute_stream(
         &self,
         sql: &str,
         plan: Arc<dyn ExecutionPlan>,
         state: &SessionState,
-    ) -> quarry_sql::Result<Vec<RecordBatch>> {
-        self.run(sql, plan, state).await.map_err(to_sql_error)
+    ) -> quarry_sql::Result<SendableRecordBatchStream> {
+        self.start(sql, plan, state).await.map_err(to_sql_error)
     }
 
     async fn explain(&self, plan: Arc<dyn ExecutionPlan>) -> quarry_sql::Result<String> {

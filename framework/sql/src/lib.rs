@@ -22,4 +22,4 @@ pub mod table;
 pub mod token_udf;
 
 pub use error::{Error, Result};
-pub use session::{PlanExecutor, QuarrySession, QueryOutput};
+pub use session::{PlanExecutor, QuarrySession, QueryOutput, QueryResult};

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::execution::SessionState;
 use datafusion::execution::context::SessionContext;
+use datafusion::execution::{SendableRecordBatchStream, SessionState};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
@@ -55,16 +55,44 @@ impl QueryOutput {
 /// distributed runner. DDL, `SET` and catalog statements stay in the session.
 #[async_trait::async_trait]
 pub trait PlanExecutor: Send + Sync + std::fmt::Debug {
-    /// Runs `plan` (of the statement `sql`) to completion and returns its batches.
+    /// Starts `plan` (of the statement `sql`) and streams its batches as they come.
+    async fn execute_stream(
+        &self,
+        sql: &str,
+        plan: Arc<dyn ExecutionPlan>,
+        session: &SessionState,
+    ) -> Result<SendableRecordBatchStream>;
+
+    /// Runs `plan` to completion and returns its batches.
     async fn execute(
         &self,
         sql: &str,
         plan: Arc<dyn ExecutionPlan>,
         session: &SessionState,
-    ) -> Result<Vec<RecordBatch>>;
+    ) -> Result<Vec<RecordBatch>> {
+        let stream = self.execute_stream(sql, plan, session).await?;
+        Ok(futures::TryStreamExt::try_collect(stream).await?)
+    }
 
     /// How `plan` would run, for `EXPLAIN`: one text line per row.
     async fn explain(&self, plan: Arc<dyn ExecutionPlan>) -> Result<String>;
+}
+
+/// The result of one statement, for callers that stream: a query's rows arrive while it runs.
+pub enum QueryResult {
+    /// A finished output (DDL, SHOW, INSERT, EXPLAIN, or a query run in this process).
+    Done(QueryOutput),
+    /// A query running elsewhere; batches arrive as it produces them.
+    Stream(SendableRecordBatchStream),
+}
+
+impl std::fmt::Debug for QueryResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueryResult::Done(output) => f.debug_tuple("Done").field(output).finish(),
+            QueryResult::Stream(stream) => f.debug_tuple("Stream").field(&stream.schema()).finish(),
+        }
+    }
 }
 
 /// A SQL session; cheap to clone.
@@ -127,6 +155,38 @@ impl QuarrySession {
             outputs.push(self.execute(&statement).await?);
         }
         Ok(outputs)
+    }
+
+    /// Runs one statement; with an executor, a query's rows stream from it as they come.
+    /// Everything else behaves as [`execute`](Self::execute).
+    pub async fn execute_streaming(&self, sql: &str) -> Result<QueryResult> {
+        if let Some(executor) = &self.executor
+            && let Statement::Sql(text) = parse_statement(sql)?
+        {
+            let is_query = text.split_whitespace().next().is_some_and(|w| {
+                w.eq_ignore_ascii_case("select") || w.eq_ignore_ascii_case("with")
+            });
+            if is_query {
+                let plan = self.plan_checked(&text).await?;
+                if !matches!(
+                    plan,
+                    LogicalPlan::Ddl(_)
+                        | LogicalPlan::Statement(_)
+                        | LogicalPlan::Explain(_)
+                        | LogicalPlan::Analyze(_)
+                        | LogicalPlan::DescribeTable(_)
+                        | LogicalPlan::Copy(_)
+                        | LogicalPlan::Dml(_)
+                ) {
+                    let state = self.ctx.state();
+                    let physical = state.create_physical_plan(&plan).await?;
+                    return Ok(QueryResult::Stream(
+                        executor.execute_stream(sql, physical, &state).await?,
+                    ));
+                }
+            }
+        }
+        Ok(QueryResult::Done(self.execute(sql).await?))
     }
 
     /// Runs one statement.
@@ -192,6 +252,12 @@ impl QuarrySession {
     }
 
     async fn run_datafusion(&self, sql: &str) -> Result<QueryOutput> {
+        let plan = self.plan_checked(sql).await?;
+        self.run_planned(sql, plan).await
+    }
+
+    /// Plans a DataFusion statement, naming tables that do not exist with the store's message.
+    async fn plan_checked(&self, sql: &str) -> Result<LogicalPlan> {
         let state = self.ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state.sql_to_statement(sql, &dialect)?;
@@ -205,7 +271,10 @@ impl QuarrySession {
                     .table(&TableName::new(keyspace, reference.table()))?;
             }
         }
-        let plan = state.statement_to_plan(statement).await?;
+        Ok(state.statement_to_plan(statement).await?)
+    }
+
+    async fn run_planned(&self, sql: &str, plan: LogicalPlan) -> Result<QueryOutput> {
         let (schema, batches) = match &self.executor {
             Some(executor) => match self.run_elsewhere(executor.as_ref(), sql, plan).await? {
                 Ok(output) => return Ok(output),
