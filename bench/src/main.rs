@@ -132,31 +132,7 @@ async fn main() -> Result<()> {
         "\n{:<36} {:>12} {:>14} {:>8}",
         "query (warm, median)", "quarry", "datafusion", "ratio"
     );
-    let mut ratios = Vec::new();
-    for (label, sql) in QUERIES {
-        let ours = sql.replace("{t}", "iot.readings");
-        let theirs = sql.replace("{t}", "readings");
-        let (quarry_time, quarry_rows) = time_query(args.iterations, || async {
-            Ok(session.execute(&ours).await?.batches)
-        })
-        .await?;
-        let (plain_time, plain_rows) = time_query(args.iterations, || async {
-            Ok(plain.sql(&theirs).await?.collect().await?)
-        })
-        .await?;
-        ensure!(
-            same_answer(&quarry_rows, &plain_rows)?,
-            "{label}: the store and plain DataFusion disagree"
-        );
-        let ratio = quarry_time.as_secs_f64() / plain_time.as_secs_f64();
-        ratios.push(ratio);
-        println!(
-            "{label:<36} {:>10.1}ms {:>12.1}ms {:>8.2}",
-            quarry_time.as_secs_f64() * 1e3,
-            plain_time.as_secs_f64() * 1e3,
-            ratio
-        );
-    }
+    let ratios = compare_queries(&session, &plain, args.iterations).await?;
 
     let cluster = cluster_section(&args, &store, &store_dir, &plain).await?;
 
@@ -195,6 +171,41 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// Runs every query warm on `session` and on plain DataFusion, checks the answers agree, prints
+/// a line per query and returns the ratios (Quarry / DataFusion), in query order.
+async fn compare_queries(
+    session: &QuarrySession,
+    plain: &SessionContext,
+    iterations: usize,
+) -> Result<Vec<f64>> {
+    let mut ratios = Vec::new();
+    for (label, sql) in QUERIES {
+        let ours = sql.replace("{t}", "iot.readings");
+        let theirs = sql.replace("{t}", "readings");
+        let (quarry_time, quarry_rows) = time_query(iterations, || async {
+            Ok(session.execute(&ours).await?.batches)
+        })
+        .await?;
+        let (plain_time, plain_rows) = time_query(iterations, || async {
+            Ok(plain.sql(&theirs).await?.collect().await?)
+        })
+        .await?;
+        ensure!(
+            same_answer(&quarry_rows, &plain_rows)?,
+            "{label}: Quarry and plain DataFusion disagree"
+        );
+        let ratio = quarry_time.as_secs_f64() / plain_time.as_secs_f64();
+        ratios.push(ratio);
+        println!(
+            "{label:<36} {:>10.1}ms {:>12.1}ms {:>8.2}",
+            quarry_time.as_secs_f64() * 1e3,
+            plain_time.as_secs_f64() * 1e3,
+            ratio
+        );
+    }
+    Ok(ratios)
+}
+
 /// What the cluster section measured.
 struct ClusterFigures {
     aggregate_ratio: f64,
@@ -226,31 +237,8 @@ async fn cluster_section(
         "{:<36} {:>12} {:>14} {:>8}",
         "query (warm, median)", "cluster", "datafusion", "ratio"
     );
-    let mut aggregate_ratio = 0.0;
-    for (label, sql) in QUERIES {
-        let ours = sql.replace("{t}", "iot.readings");
-        let theirs = sql.replace("{t}", "readings");
-        let (cluster_time, cluster_rows) = time_query(args.iterations, || async {
-            Ok(session.execute(&ours).await?.batches)
-        })
-        .await?;
-        let (plain_time, plain_rows) = time_query(args.iterations, || async {
-            Ok(plain.sql(&theirs).await?.collect().await?)
-        })
-        .await?;
-        ensure!(
-            same_answer(&cluster_rows, &plain_rows)?,
-            "{label}: the cluster and plain DataFusion disagree"
-        );
-        let ratio = cluster_time.as_secs_f64() / plain_time.as_secs_f64();
-        aggregate_ratio = ratio;
-        println!(
-            "{label:<36} {:>10.1}ms {:>12.1}ms {:>8.2}",
-            cluster_time.as_secs_f64() * 1e3,
-            plain_time.as_secs_f64() * 1e3,
-            ratio
-        );
-    }
+    let ratios = compare_queries(&session, plain, args.iterations).await?;
+    let aggregate_ratio = ratios.last().copied().unwrap_or(f64::INFINITY);
 
     session
         .execute("CREATE TABLE iot.empty (device_id bigint, value double, PRIMARY KEY (device_id))")

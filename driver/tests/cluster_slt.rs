@@ -11,22 +11,13 @@ use std::sync::Arc;
 use quarry_driver::daemon::DriverConfig;
 use quarry_driver::daemon::local_cluster::LocalCluster;
 use quarry_driver::remote::RemoteDriver;
-use quarry_store::{EmbeddedOptions, EmbeddedStore};
-use slt::{DbError, SltDb, run_suite, slt_files};
+use quarry_store::EmbeddedStore;
+use slt::{DbError, SltDb, run_suite, slt_files, small_options};
 
 async fn cluster(workers: usize) -> Result<SltDb, DbError> {
     let fail = |e: &dyn std::fmt::Display| DbError(e.to_string());
     let dir = tempfile::tempdir().map_err(|e| fail(&e))?;
-    // Small thresholds so that the suites cross the log, memtable, run and merge paths.
-    let options = EmbeddedOptions {
-        memtable_flush_rows: 64,
-        bulk_write_rows: 32,
-        rows_per_group: 16,
-        rows_per_file: 64,
-        max_runs: 3,
-        merge_split_shards: 4,
-        background: false,
-    };
+    let options = small_options();
     let store = Arc::new(EmbeddedStore::open(dir.path(), options).map_err(|e| fail(&e))?);
     let cluster = LocalCluster::start(store, dir.path(), workers, DriverConfig::default())
         .await

@@ -152,7 +152,7 @@ fn leaf_sum(
 
 /// Decides whose fault a failure is, from the error's type rather than its text.
 pub fn classify(e: &DataFusionError) -> TaskFailure {
-    let message = message_of(e);
+    let message = quarry_sql::error::clean_datafusion_message(e);
     let fail = |kind: FailureKind, retryable: bool| TaskFailure {
         kind,
         retryable,
@@ -198,17 +198,5 @@ pub fn classify(e: &DataFusionError) -> TaskFailure {
             fail(FailureKind::External, true)
         }
         _ => fail(FailureKind::Internal, false),
-    }
-}
-
-/// The innermost statement of what went wrong (DataFusion nests context around it).
-fn message_of(e: &DataFusionError) -> String {
-    match e.find_root() {
-        DataFusionError::External(inner) => inner.to_string(),
-        DataFusionError::Plan(m)
-        | DataFusionError::Execution(m)
-        | DataFusionError::NotImplemented(m) => m.clone(),
-        DataFusionError::SQL(e, _) => e.to_string(),
-        other => other.to_string(),
     }
 }

@@ -47,7 +47,7 @@ impl Error {
 
 /// DataFusion's messages nest context ("Error during planning: ..."); users want the innermost
 /// statement of what is wrong.
-fn clean_datafusion_message(e: &DataFusionError) -> String {
+pub fn clean_datafusion_message(e: &DataFusionError) -> String {
     let root = e.find_root();
     match root {
         DataFusionError::External(inner) => inner.to_string(),

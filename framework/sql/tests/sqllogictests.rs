@@ -6,22 +6,13 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::slt::{DbError, SltDb, run_suite, slt_files};
+use common::slt::{DbError, SltDb, run_suite, slt_files, small_options};
 use quarry_sql::QuarrySession;
-use quarry_store::{EmbeddedOptions, EmbeddedStore};
+use quarry_store::EmbeddedStore;
 
 async fn embedded() -> Result<SltDb, DbError> {
     let dir = tempfile::tempdir().map_err(|e| DbError(e.to_string()))?;
-    // Small thresholds so that the suites cross the log, memtable, run and merge paths.
-    let options = EmbeddedOptions {
-        memtable_flush_rows: 64,
-        bulk_write_rows: 32,
-        rows_per_group: 16,
-        rows_per_file: 64,
-        max_runs: 3,
-        merge_split_shards: 4,
-        background: false,
-    };
+    let options = small_options();
     let store = EmbeddedStore::open(dir.path(), options).map_err(|e| DbError(e.to_string()))?;
     let session = QuarrySession::new(Arc::new(store));
     Ok(SltDb {

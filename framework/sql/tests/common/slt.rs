@@ -115,6 +115,19 @@ impl sqllogictest::AsyncDB for SltDb {
     }
 }
 
+/// Small store thresholds, so that the suites cross the log, memtable, run and merge paths.
+pub fn small_options() -> quarry_store::EmbeddedOptions {
+    quarry_store::EmbeddedOptions {
+        memtable_flush_rows: 64,
+        bulk_write_rows: 32,
+        rows_per_group: 16,
+        rows_per_file: 64,
+        max_runs: 3,
+        merge_split_shards: 4,
+        background: false,
+    }
+}
+
 /// The `.slt` files of `dir`, sorted, filtered by `QUARRY_SLT`.
 pub fn slt_files(dir: &Path) -> Vec<PathBuf> {
     let filter = std::env::var("QUARRY_SLT").ok();
