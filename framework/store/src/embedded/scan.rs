@@ -689,7 +689,11 @@ impl SyncSource for MergeSplit {
             for piece in sources {
                 let batches: Box<dyn Iterator<Item = Result<RecordBatch>>> = match &piece.source {
                     PieceSource::Group { file, group } => {
-                        Box::new(read_group(file, *group, &columns, None)?)
+                        // Decode only the rows of this split's token ranges.
+                        match selected_rows(file, *group, token_column, ranges)? {
+                            Some(rows) if rows.is_empty() => continue,
+                            selection => Box::new(read_group(file, *group, &columns, selection)?),
+                        }
                     }
                     PieceSource::Chunk(chunk) => Box::new(std::iter::once(
                         crate::store::cast_batch(&chunk.rows.project(&columns)?, &read_types),
