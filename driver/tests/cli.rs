@@ -286,6 +286,7 @@ fn up_runs_a_cluster_that_the_other_commands_talk_to() {
     let job = ok(remote(&["job", id]));
     assert!(stdout(&job).contains("stages"), "{}", stdout(&job));
     assert!(stdout(&job).contains("scan ks.kv"), "{}", stdout(&job));
+    assert!(stdout(&job).contains("worker-node-"), "{}", stdout(&job));
     let workers = ok(remote(&["workers", "--format", "csv"]));
     assert_eq!(
         stdout(&workers).matches(",true,").count(),

@@ -156,7 +156,7 @@ async fn killed_workers_and_a_restarted_driver_change_no_answer() {
     for sql in [
         "CREATE KEYSPACE k WITH shards = 800",
         "CREATE TABLE k.t (id bigint, g bigint, v double, PRIMARY KEY (id))",
-        "INSERT INTO k.t SELECT value, value % 13, CAST(value AS DOUBLE) / 2 FROM generate_series(1, 400000) AS s(value)",
+        "INSERT INTO k.t SELECT value, value % 13, CAST(value AS DOUBLE) / 2 FROM generate_series(1, 600000) AS s(value)",
         "CREATE TABLE k.out (g bigint, n bigint, PRIMARY KEY (g))",
     ] {
         client.execute(sql).await.unwrap();
@@ -231,7 +231,7 @@ async fn killed_workers_and_a_restarted_driver_change_no_answer() {
     )
     .await;
     let count = client.execute("SELECT count(*) FROM k.t").await.unwrap();
-    assert_eq!(lines(&count), ["400000"]);
+    assert_eq!(lines(&count), ["600000"]);
     let jobs = client
         .rpc()
         .list_jobs(pb::ListJobsRequest {})

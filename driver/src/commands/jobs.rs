@@ -172,7 +172,55 @@ pub async fn job(driver: &DriverConnection, args: JobArgs) -> anyhow::Result<()>
                 stages.iter().map(|s| s.description.as_str()),
             )),
         ],
-    )
+    )?;
+    if args.format == OutputFormat::Table {
+        println!("tasks (every finished run):");
+        let tasks: Vec<(u32, &pb::TaskSummary)> = stages
+            .iter()
+            .flat_map(|s| s.tasks.iter().map(move |t| (s.stage_id, t)))
+            .collect();
+        let task_metric = |f: fn(&pb::TaskMetrics) -> u64| -> ArrayRef {
+            Arc::new(UInt64Array::from_iter_values(
+                tasks.iter().map(|(_, t)| t.metrics.as_ref().map_or(0, f)),
+            ))
+        };
+        print(
+            args.format,
+            vec![
+                Field::new("stage", DataType::UInt32, false),
+                Field::new("task", DataType::UInt32, false),
+                Field::new("attempt", DataType::UInt32, false),
+                text("worker"),
+                Field::new("remote", DataType::Boolean, false),
+                Field::new("rows_in", DataType::UInt64, false),
+                Field::new("rows_out", DataType::UInt64, false),
+                Field::new("ms", DataType::UInt64, false),
+                text("outcome"),
+            ],
+            vec![
+                Arc::new(UInt32Array::from_iter_values(tasks.iter().map(|(s, _)| *s))),
+                Arc::new(UInt32Array::from_iter_values(
+                    tasks.iter().map(|(_, t)| t.partition),
+                )),
+                Arc::new(UInt32Array::from_iter_values(
+                    tasks.iter().map(|(_, t)| t.attempt),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    tasks.iter().map(|(_, t)| t.worker_id.as_str()),
+                )),
+                Arc::new(BooleanArray::from(
+                    tasks.iter().map(|(_, t)| t.remote).collect::<Vec<_>>(),
+                )),
+                task_metric(|m| m.rows_in),
+                task_metric(|m| m.rows_out),
+                task_metric(|m| m.elapsed_ms),
+                Arc::new(StringArray::from_iter_values(
+                    tasks.iter().map(|(_, t)| t.outcome.as_str()),
+                )),
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 pub async fn cancel(driver: &DriverConnection, args: JobArgs) -> anyhow::Result<()> {

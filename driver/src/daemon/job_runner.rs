@@ -37,7 +37,7 @@ use tracing::Instrument;
 
 use super::DriverState;
 use super::error::{Error, Result};
-use super::job_tracker::StageRecord;
+use super::job_tracker::{StageRecord, TaskRecord};
 use super::registry::WorkerHandle;
 use super::scheduler::{Slot, assign_partitions, assign_scan};
 
@@ -182,6 +182,7 @@ impl JobRunner {
                 tasks_remote: 0,
                 tasks_retried: 0,
                 metrics: Default::default(),
+                tasks: Vec::new(),
             })
             .collect()
     }
@@ -274,7 +275,18 @@ impl JobRunner {
                             rows_out: rows,
                             ..Default::default()
                         };
-                        self.driver.jobs.task_done(self.job, root, &metrics, false);
+                        self.driver.jobs.task_finished(
+                            self.job,
+                            root,
+                            TaskRecord {
+                                index: 0,
+                                attempt: 0,
+                                worker: "driver".into(),
+                                outcome: "succeeded".into(),
+                                remote: false,
+                                metrics,
+                            },
+                        );
                         return Ok(());
                     }
                 }
@@ -489,9 +501,18 @@ impl JobRunner {
                         .and_then(|s| status_from_proto(&s))?;
                     match status.state {
                         TaskState::Succeeded => {
-                            self.driver
-                                .jobs
-                                .task_done(self.job, stage, &status.metrics, !local);
+                            self.driver.jobs.task_finished(
+                                self.job,
+                                stage,
+                                TaskRecord {
+                                    index: id.index,
+                                    attempt: id.attempt,
+                                    worker: worker.id.0.clone(),
+                                    outcome: "succeeded".into(),
+                                    remote: !local,
+                                    metrics: status.metrics,
+                                },
+                            );
                             self.set_done(
                                 stage,
                                 id.index,
@@ -545,6 +566,18 @@ impl JobRunner {
                 }
             };
             tracing::warn!(task = %id, worker = %worker.id, error = %failure.message, retryable = failure.retryable, "task failed");
+            self.driver.jobs.task_finished(
+                self.job,
+                stage,
+                TaskRecord {
+                    index: id.index,
+                    attempt: id.attempt,
+                    worker: worker.id.0.clone(),
+                    outcome: format!("failed: {}", failure.message),
+                    remote: !local,
+                    metrics: Default::default(),
+                },
+            );
             if !failure.retryable {
                 return Err(Error::TaskFailed { failure });
             }

@@ -17,6 +17,20 @@ pub enum JobState {
     Cancelled,
 }
 
+/// One finished run of one task.
+#[derive(Debug, Clone)]
+pub struct TaskRecord {
+    pub index: u32,
+    pub attempt: u32,
+    /// The worker that ran it (`driver` for the driver stage).
+    pub worker: String,
+    /// `succeeded`, or `failed: ` and the reason.
+    pub outcome: String,
+    /// It ran away from every replica of its shards.
+    pub remote: bool,
+    pub metrics: TaskMetrics,
+}
+
 /// One stage of a job, as tracked.
 #[derive(Debug, Clone)]
 pub struct StageRecord {
@@ -31,6 +45,8 @@ pub struct StageRecord {
     /// Task runs that had to be repeated: failed attempts and outputs lost with their worker.
     pub tasks_retried: u32,
     pub metrics: TaskMetrics,
+    /// Every finished task run, in the order they finished.
+    pub tasks: Vec<TaskRecord>,
 }
 
 /// One job, as tracked.
@@ -119,16 +135,19 @@ impl JobTracker {
         }
     }
 
-    /// Counts a finished task of a stage.
-    pub fn task_done(&self, id: JobId, stage: StageId, metrics: &TaskMetrics, remote: bool) {
+    /// Records a finished task run of a stage; a successful one counts as done.
+    pub fn task_finished(&self, id: JobId, stage: StageId, record: TaskRecord) {
         if let Some((job, _)) = lock(&self.jobs).get_mut(&id)
             && let Some(s) = job.stages.iter_mut().find(|s| s.id == stage)
         {
-            s.tasks_done = (s.tasks_done + 1).min(s.tasks_total.max(s.tasks_done + 1));
-            s.metrics.add(metrics);
-            if remote {
-                s.tasks_remote += 1;
+            if record.outcome == "succeeded" {
+                s.tasks_done = (s.tasks_done + 1).min(s.tasks_total.max(s.tasks_done + 1));
+                s.metrics.add(&record.metrics);
+                if record.remote {
+                    s.tasks_remote += 1;
+                }
             }
+            s.tasks.push(record);
         }
     }
 

@@ -51,6 +51,18 @@ pub fn stage_summaries(job: &JobRecord) -> Vec<pb::StageSummary> {
             tasks_done: s.tasks_done,
             tasks_remote: s.tasks_remote,
             tasks_retried: s.tasks_retried,
+            tasks: s
+                .tasks
+                .iter()
+                .map(|t| pb::TaskSummary {
+                    partition: t.index,
+                    attempt: t.attempt,
+                    worker_id: t.worker.clone(),
+                    outcome: t.outcome.clone(),
+                    remote: t.remote,
+                    metrics: Some(metrics_to_proto(&t.metrics)),
+                })
+                .collect(),
             metrics: Some(metrics_to_proto(&s.metrics)),
             description: s.description.clone(),
             runs_on: s.runs_on.to_string(),

@@ -242,7 +242,7 @@ pub struct ListWorkersResponse {
     #[prost(message, repeated, tag = "1")]
     pub workers: ::prost::alloc::vec::Vec<WorkerSummary>,
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct StageSummary {
     #[prost(uint32, tag = "1")]
     pub stage_id: u32,
@@ -265,6 +265,26 @@ pub struct StageSummary {
     /// Tasks that ran away from a replica of their shards.
     #[prost(uint32, tag = "5")]
     pub tasks_remote: u32,
+    #[prost(message, optional, tag = "6")]
+    pub metrics: ::core::option::Option<TaskMetrics>,
+    /// Every finished task run.
+    #[prost(message, repeated, tag = "10")]
+    pub tasks: ::prost::alloc::vec::Vec<TaskSummary>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TaskSummary {
+    #[prost(uint32, tag = "1")]
+    pub partition: u32,
+    #[prost(uint32, tag = "2")]
+    pub attempt: u32,
+    #[prost(string, tag = "3")]
+    pub worker_id: ::prost::alloc::string::String,
+    /// "succeeded", or "failed: " and the reason.
+    #[prost(string, tag = "4")]
+    pub outcome: ::prost::alloc::string::String,
+    /// It ran away from every replica of its shards.
+    #[prost(bool, tag = "5")]
+    pub remote: bool,
     #[prost(message, optional, tag = "6")]
     pub metrics: ::core::option::Option<TaskMetrics>,
 }
