@@ -116,12 +116,17 @@ pub struct DriverArgs {
     /// Address to listen on for workers and clients (gRPC and Arrow Flight).
     #[arg(long, default_value = "127.0.0.1:7070", value_name = "HOST:PORT")]
     pub listen: String,
-    /// How often workers heartbeat, in milliseconds.
-    #[arg(long, default_value_t = 500, value_name = "MS")]
-    pub heartbeat_ms: u64,
-    /// A worker silent this long is declared lost and its work moves, in milliseconds.
-    #[arg(long, default_value_t = 3000, value_name = "MS")]
-    pub lost_after_ms: u64,
+    /// A TOML file of settings (heartbeat_interval, lost_after, nodes, max_task_attempts,
+    /// worker_wait; durations in ms); the flags below override it.
+    #[arg(long, env = "QUARRY_DRIVER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// How often workers heartbeat, in milliseconds [default: 500].
+    #[arg(long, env = "QUARRY_HEARTBEAT_MS", value_name = "MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// A worker silent this long is declared lost and its work moves, in milliseconds
+    /// [default: 3000].
+    #[arg(long, env = "QUARRY_LOST_AFTER_MS", value_name = "MS")]
+    pub lost_after_ms: Option<u64>,
     /// The store's nodes, for placement (default: the nodes of registered workers).
     #[arg(long, value_delimiter = ',', value_name = "NODE,...")]
     pub nodes: Vec<String>,
@@ -132,9 +137,13 @@ pub struct DriverArgs {
   quarry worker --driver http://10.0.0.1:7070 --node node-3 --data-dir /var/lib/quarry
 The worker registers with the driver given by --driver (or QUARRY_DRIVER), which is required.")]
 pub struct WorkerArgs {
-    /// The store node this worker sits beside.
+    /// A TOML file of settings (worker_id, node_id, driver_url, advertise_host, task_slots,
+    /// exchange_memory in bytes); the flags below override it.
+    #[arg(long, env = "QUARRY_WORKER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The store node this worker sits beside (required, here or in the file).
     #[arg(long, value_name = "NODE")]
-    pub node: String,
+    pub node: Option<String>,
     /// The worker's name (default: worker-NODE).
     #[arg(long, value_name = "NAME")]
     pub id: Option<String>,
@@ -147,9 +156,9 @@ pub struct WorkerArgs {
     /// Tasks run at once (default: this machine's cores).
     #[arg(long)]
     pub slots: Option<usize>,
-    /// Memory for exchange outputs before they spill to disk, in MiB.
-    #[arg(long, default_value_t = 2048, value_name = "MIB")]
-    pub exchange_memory_mb: u64,
+    /// Memory for exchange outputs before they spill to disk, in MiB [default: 2048].
+    #[arg(long, value_name = "MIB")]
+    pub exchange_memory_mb: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -2,9 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
-/// How a worker runs. Defaults suit `quarry up`; the `quarry worker` command fills it from its
-/// flags and environment.
+/// How a worker runs. Defaults suit `quarry up`. `quarry worker` reads them in this order, each
+/// overriding the one before: these defaults, a TOML file (`--config`, the field names below),
+/// environment variables, flags.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
     /// The worker's name, unique in the cluster (default: `worker-<node>`).
     pub worker_id: String,
@@ -20,6 +22,20 @@ pub struct WorkerConfig {
     pub exchange_memory: u64,
 }
 
+impl Default for WorkerConfig {
+    /// No node, driver or name yet (a file or flags give them).
+    fn default() -> Self {
+        WorkerConfig {
+            worker_id: String::new(),
+            node_id: String::new(),
+            driver_url: String::new(),
+            advertise_host: None,
+            task_slots: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            exchange_memory: 2 << 30,
+        }
+    }
+}
+
 impl WorkerConfig {
     pub fn new(node_id: impl Into<String>, driver_url: impl Into<String>) -> Self {
         let node_id = node_id.into();
@@ -27,9 +43,7 @@ impl WorkerConfig {
             worker_id: format!("worker-{node_id}"),
             node_id,
             driver_url: driver_url.into(),
-            advertise_host: None,
-            task_slots: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            exchange_memory: 2 << 30,
+            ..WorkerConfig::default()
         }
     }
 }

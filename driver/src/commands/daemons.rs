@@ -50,14 +50,44 @@ fn open_writer(data_dir: &Path) -> anyhow::Result<Arc<EmbeddedStore>> {
     ))
 }
 
-pub async fn driver(data_dir: &Path, args: DriverArgs) -> anyhow::Result<()> {
-    let store = open_writer(data_dir)?;
-    let config = DriverConfig {
-        heartbeat_interval: Duration::from_millis(args.heartbeat_ms.max(10)),
-        lost_after: Duration::from_millis(args.lost_after_ms.max(50)),
-        nodes: args.nodes,
-        ..DriverConfig::default()
+/// Settings from a TOML file, or the defaults when there is none.
+pub fn load_config<T: serde::de::DeserializeOwned + Default>(
+    path: Option<&Path>,
+) -> anyhow::Result<T> {
+    let Some(path) = path else {
+        return Ok(T::default());
     };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "the config file {} is not valid: {}",
+            path.display(),
+            e.to_string().trim_end()
+        )
+    })
+}
+
+/// The driver's settings: defaults, then the file, then flags (and their environment variables).
+pub fn driver_config(args: &DriverArgs) -> anyhow::Result<DriverConfig> {
+    let mut config: DriverConfig = load_config(args.config.as_deref())?;
+    if let Some(ms) = args.heartbeat_ms {
+        config.heartbeat_interval = Duration::from_millis(ms);
+    }
+    if let Some(ms) = args.lost_after_ms {
+        config.lost_after = Duration::from_millis(ms);
+    }
+    if !args.nodes.is_empty() {
+        config.nodes = args.nodes.clone();
+    }
+    config.heartbeat_interval = config.heartbeat_interval.max(Duration::from_millis(10));
+    config.lost_after = config.lost_after.max(config.heartbeat_interval * 2);
+    Ok(config)
+}
+
+pub async fn driver(data_dir: &Path, args: DriverArgs) -> anyhow::Result<()> {
+    let config = driver_config(&args)?;
+    let store = open_writer(data_dir)?;
     let listener = bind(&args.listen).await?;
     let address = listener.local_addr()?;
     println!("driver listening on http://{address}");
@@ -71,23 +101,39 @@ pub async fn worker(
     driver: &DriverConnection,
     args: WorkerArgs,
 ) -> anyhow::Result<()> {
+    let mut config: WorkerConfig = load_config(args.config.as_deref())?;
+    if let Some(url) = &driver.url {
+        config.driver_url = url.clone();
+    }
+    if let Some(node) = args.node {
+        config.node_id = node;
+    }
+    if config.node_id.is_empty() {
+        anyhow::bail!("a worker needs the store node it sits beside: pass --node NODE");
+    }
+    if config.driver_url.is_empty() {
+        anyhow::bail!("a worker registers with a driver: pass --driver URL or set QUARRY_DRIVER");
+    }
+    if let Some(id) = args.id {
+        config.worker_id = id;
+    }
+    if config.worker_id.is_empty() {
+        config.worker_id = format!("worker-{}", config.node_id);
+    }
+    if let Some(slots) = args.slots {
+        config.task_slots = slots;
+    }
+    config.task_slots = config.task_slots.max(1);
+    if let Some(host) = args.advertise_host {
+        config.advertise_host = Some(host);
+    }
+    if let Some(mb) = args.exchange_memory_mb {
+        config.exchange_memory = mb << 20;
+    }
     let store: Arc<dyn Store> = Arc::new(
         EmbeddedStore::open_reader(data_dir, EmbeddedOptions::default())
             .with_context(|| format!("opening the data directory {}", data_dir.display()))?,
     );
-    let driver_url = driver
-        .url
-        .as_deref()
-        .context("a worker registers with a driver: pass --driver URL or set QUARRY_DRIVER")?;
-    let mut config = WorkerConfig::new(&args.node, driver_url);
-    if let Some(id) = args.id {
-        config.worker_id = id;
-    }
-    if let Some(slots) = args.slots {
-        config.task_slots = slots.max(1);
-    }
-    config.advertise_host = args.advertise_host;
-    config.exchange_memory = args.exchange_memory_mb << 20;
     let listener = bind(&args.listen).await?;
     println!(
         "worker {} (node {}) listening on http://{}",
@@ -199,4 +245,57 @@ pub async fn up(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     let _ = stop.send(());
     server.await??;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn driver_args(args: &[&str]) -> DriverArgs {
+        let mut all = vec!["quarry", "driver"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all).unwrap().command {
+            Command::Driver(args) => args,
+            other => panic!("parsed {other:?}"),
+        }
+    }
+
+    #[test]
+    fn driver_settings_come_from_defaults_then_the_file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("driver.toml");
+        std::fs::write(
+            &file,
+            "heartbeat_interval = 250\nlost_after = 5000\nnodes = [\"a\", \"b\"]\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let config =
+            driver_config(&driver_args(&["--config", path, "--lost-after-ms", "900"])).unwrap();
+        assert_eq!(config.heartbeat_interval, Duration::from_millis(250));
+        assert_eq!(config.lost_after, Duration::from_millis(900));
+        assert_eq!(config.nodes, ["a", "b"]);
+        assert_eq!(
+            config.max_task_attempts,
+            DriverConfig::default().max_task_attempts
+        );
+
+        std::fs::write(&file, "heartbeat_intervall = 250\n").unwrap();
+        let error = driver_config(&driver_args(&["--config", path]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("driver.toml") && error.contains("heartbeat_intervall"),
+            "{error}"
+        );
+        let missing =
+            driver_config(&driver_args(&["--config", "/nonexistent/quarry.toml"])).unwrap_err();
+        assert!(
+            format!("{missing:#}").contains("/nonexistent/quarry.toml"),
+            "{missing:#}"
+        );
+    }
 }

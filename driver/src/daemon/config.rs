@@ -4,8 +4,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// How a driver runs. The defaults suit a local cluster; `quarry driver` sets them from flags.
+/// How a driver runs. The defaults suit a local cluster. `quarry driver` reads them in this
+/// order, each overriding the one before: these defaults, a TOML file (`--config`, the field
+/// names below; durations in milliseconds), environment variables, flags.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DriverConfig {
     /// How often workers heartbeat (default 500 ms).
     #[serde(with = "millis")]
