@@ -504,14 +504,7 @@ impl JobRunner {
                             self.driver.jobs.task_finished(
                                 self.job,
                                 stage,
-                                TaskRecord {
-                                    index: id.index,
-                                    attempt: id.attempt,
-                                    worker: worker.id.0.clone(),
-                                    outcome: "succeeded".into(),
-                                    remote: !local,
-                                    metrics: status.metrics,
-                                },
+                                TaskRecord::of(&id, &worker.id, "succeeded", local, status.metrics),
                             );
                             self.set_done(
                                 stage,
@@ -569,14 +562,13 @@ impl JobRunner {
             self.driver.jobs.task_finished(
                 self.job,
                 stage,
-                TaskRecord {
-                    index: id.index,
-                    attempt: id.attempt,
-                    worker: worker.id.0.clone(),
-                    outcome: format!("failed: {}", failure.message),
-                    remote: !local,
-                    metrics: Default::default(),
-                },
+                TaskRecord::of(
+                    &id,
+                    &worker.id,
+                    &format!("failed: {}", failure.message),
+                    local,
+                    Default::default(),
+                ),
             );
             if !failure.retryable {
                 return Err(Error::TaskFailed { failure });

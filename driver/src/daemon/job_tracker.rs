@@ -31,6 +31,26 @@ pub struct TaskRecord {
     pub metrics: TaskMetrics,
 }
 
+impl TaskRecord {
+    /// The record of one run of task `id` on `worker`.
+    pub fn of(
+        id: &quarry_jobs::TaskId,
+        worker: &quarry_jobs::WorkerId,
+        outcome: &str,
+        local: bool,
+        metrics: TaskMetrics,
+    ) -> Self {
+        TaskRecord {
+            index: id.index,
+            attempt: id.attempt,
+            worker: worker.0.clone(),
+            outcome: outcome.to_string(),
+            remote: !local,
+            metrics,
+        }
+    }
+}
+
 /// One stage of a job, as tracked.
 #[derive(Debug, Clone)]
 pub struct StageRecord {
