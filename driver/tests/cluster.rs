@@ -89,6 +89,71 @@ async fn jobs_are_tracked_with_their_stages_and_tasks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_select_is_written_by_the_workers_beside_the_target_shards() {
+    let cluster = TestCluster::start(3, DriverConfig::default()).await;
+    numbers(&cluster, 64, 3000).await;
+    // The synthetic keyspace lives on two of the three nodes.
+    cluster
+        .sql("CREATE KEYSPACE synth WITH shards = 32 AND nodes = 2")
+        .await;
+    cluster
+        .sql("CREATE TABLE synth.by_g (g bigint, n bigint, PRIMARY KEY (g))")
+        .await;
+    let insert = "INSERT INTO synth.by_g SELECT g, count(*) FROM k.t GROUP BY g";
+    let upserted = |o: quarry_sql::QueryOutput| o.message.unwrap_or_default();
+    assert_eq!(upserted(cluster.sql(insert).await), "upserted 97 rows");
+
+    let expected: Vec<String> = (0..97u64)
+        .map(|g| {
+            let n = (1..=3000u64).filter(|id| id % 97 == g).count();
+            format!("{g}|{n}")
+        })
+        .collect();
+    let read = "SELECT g, n FROM synth.by_g ORDER BY g";
+    assert_eq!(lines(&cluster.sql(read).await), expected);
+
+    let driver = cluster.driver();
+    let job = driver
+        .jobs
+        .list()
+        .into_iter()
+        .find(|j| j.sql == insert)
+        .unwrap();
+    assert_eq!(job.state, JobState::Succeeded);
+    let write = job
+        .stages
+        .iter()
+        .find(|s| s.description.starts_with("write synth.by_g"))
+        .unwrap_or_else(|| panic!("no write stage in {:?}", job.stages));
+    assert_eq!(write.runs_on, "workers");
+    assert_eq!(write.tasks_remote, 0, "{write:?}");
+    assert_eq!(write.metrics.rows_in, 97, "each row was written once");
+    // Every writer sits on a node that holds the synthetic keyspace.
+    let keyspace = quarry_store::Store::keyspace(driver.store.as_ref(), "synth").unwrap();
+    let placement =
+        quarry_core::placement::Placement::compute(&keyspace, &driver.cluster_nodes()).unwrap();
+    let holders: std::collections::HashSet<_> = (0..keyspace.shards)
+        .flat_map(|s| placement.replicas(quarry_core::ids::ShardId(s)).to_vec())
+        .collect();
+    assert_eq!(holders.len(), 2);
+    for task in &write.tasks {
+        let worker = driver
+            .registry
+            .get(&quarry_jobs::WorkerId(task.worker.clone()))
+            .unwrap();
+        assert!(
+            holders.contains(&worker.node),
+            "{task:?} ran on {}",
+            worker.node
+        );
+    }
+
+    // Running it again converges to the same table.
+    assert_eq!(upserted(cluster.sql(insert).await), "upserted 97 rows");
+    assert_eq!(lines(&cluster.sql(read).await), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_error_fails_the_job_at_once_with_its_message() {
     let cluster = TestCluster::start(2, DriverConfig::default()).await;
     numbers(&cluster, 16, 100).await;

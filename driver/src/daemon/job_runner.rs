@@ -39,7 +39,7 @@ use super::DriverState;
 use super::error::{Error, Result};
 use super::job_tracker::{StageRecord, TaskRecord};
 use super::registry::WorkerHandle;
-use super::scheduler::{Slot, assign_partitions, assign_scan};
+use super::scheduler::{Slot, assign_partitions, assign_scan, owner_of};
 
 /// Stage rounds before a job gives up (each round retries what failed).
 const MAX_ROUNDS: usize = 64;
@@ -77,7 +77,7 @@ pub struct JobRunner {
     stages: HashMap<StageId, StageTasks>,
 }
 
-fn slots(workers: &[WorkerHandle]) -> Vec<Slot> {
+pub(super) fn slots(workers: &[WorkerHandle]) -> Vec<Slot> {
     workers
         .iter()
         .map(|w| Slot {
@@ -120,6 +120,30 @@ impl JobRunner {
                             }),
                             hash_partitions: Vec::new(),
                             preferred: a.worker,
+                            attempts: 0,
+                            done: None,
+                        })
+                        .collect();
+                    (Some(placement), tasks)
+                }
+                StageKind::Write {
+                    keyspace, groups, ..
+                } => {
+                    let def = driver.store.keyspace(keyspace)?;
+                    let placement = Arc::new(
+                        Placement::compute(&def, &nodes).map_err(quarry_sql::Error::from)?,
+                    );
+                    let tasks = groups
+                        .iter()
+                        .enumerate()
+                        .map(|(i, group)| TaskSlot {
+                            index: i as u32,
+                            shards: Some(TaskShards {
+                                keyspace: keyspace.clone(),
+                                shards: group.clone(),
+                            }),
+                            hash_partitions: vec![i as u32],
+                            preferred: owner_of(&placement, group, &slots, i),
                             attempts: 0,
                             done: None,
                         })

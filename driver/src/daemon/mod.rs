@@ -38,8 +38,10 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionConfig;
 use futures::StreamExt;
 use quarry_core::ids::NodeId;
-use quarry_jobs::DistributedPlanner;
+use quarry_core::placement::Placement;
+use quarry_core::shard_set::ShardSet;
 use quarry_jobs::JobId;
+use quarry_jobs::{DistributedPlanner, WriteGroups};
 use quarry_proto::v1::driver_service_server::DriverServiceServer;
 use quarry_sql::{PlanExecutor, QuarrySession, QueryOutput, QueryResult};
 use quarry_store::{EmbeddedStore, Store};
@@ -181,6 +183,7 @@ impl DistributedExecutor {
             .map(|w| w.task_slots)
             .sum();
         DistributedPlanner::new((slots as usize).max(2))
+            .with_write_groups(Arc::new(ReplicaGroups(self.driver.clone())))
     }
 
     /// Starts a query as a job and returns its result stream. The job runs on the driver's CPU
@@ -295,6 +298,35 @@ impl DriverState {
             }
         });
         futures::future::join_all(releases).await;
+    }
+}
+
+/// Groups the shards of a distributed write by the live worker beside their replicas, the way a
+/// scan of them would be split.
+#[derive(Debug)]
+struct ReplicaGroups(Arc<DriverState>);
+
+impl WriteGroups for ReplicaGroups {
+    fn groups(&self, keyspace: &str, shard_count: u32) -> Vec<ShardSet> {
+        let driver = &self.0;
+        let placement = driver
+            .store
+            .keyspace(keyspace)
+            .map_err(quarry_sql::Error::from)
+            .and_then(|def| {
+                Placement::compute(&def, &driver.cluster_nodes()).map_err(quarry_sql::Error::from)
+            });
+        match placement {
+            Ok(placement) => {
+                let slots = job_runner::slots(&driver.registry.live());
+                scheduler::assign_scan(&placement, shard_count, &slots)
+                    .into_iter()
+                    .map(|a| a.shards)
+                    .collect()
+            }
+            // The planner falls back to contiguous groups; scheduling reports the problem.
+            Err(_) => Vec::new(),
+        }
     }
 }
 

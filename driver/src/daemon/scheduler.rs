@@ -88,6 +88,34 @@ pub fn assign_scan(
     assignments
 }
 
+/// The worker to write a group of shards: one beside replicas of all of them, else the one beside
+/// replicas of most of them, else (no replica alive) the `index`-th worker round robin.
+pub fn owner_of(
+    placement: &Placement,
+    group: &ShardSet,
+    workers: &[Slot],
+    index: usize,
+) -> WorkerId {
+    let held = |w: &Slot| {
+        group
+            .iter()
+            .filter(|&s| placement.replicas(s).contains(&w.node))
+            .count()
+    };
+    workers
+        .iter()
+        .map(|w| (held(w), w))
+        .filter(|(n, _)| *n > 0)
+        .max_by_key(|(n, _)| *n)
+        .map(|(_, w)| w.worker.clone())
+        .or_else(|| {
+            workers
+                .get(index % workers.len().max(1))
+                .map(|w| w.worker.clone())
+        })
+        .unwrap_or_else(|| WorkerId(String::new()))
+}
+
 /// Deals hash partitions `0..partitions` over `workers`, one task per partition.
 pub fn assign_partitions(partitions: usize, workers: &[Slot]) -> Vec<(WorkerId, u32)> {
     if workers.is_empty() {

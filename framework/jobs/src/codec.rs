@@ -19,7 +19,7 @@ use datafusion_proto::bytes::{
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use datafusion_proto::protobuf;
 use prost::Message;
-use quarry_core::schema::TableName;
+use quarry_core::schema::{TableDef, TableName};
 use quarry_core::shard_set::ShardSet;
 use quarry_core::token::TokenRange;
 use quarry_sql::scan_exec::StoreScanExec;
@@ -27,6 +27,7 @@ use quarry_store::{CmpOp, Predicate, ScanRequest, Store};
 
 use crate::exchange::{ExchangeClient, ExchangeKind, ExchangeReaderExec, TaskOutput};
 use crate::ids::StageId;
+use crate::write::{ShardRouterExec, StoreWriteExec};
 
 /// What a task binds its plan to while decoding it.
 #[derive(Debug, Clone)]
@@ -89,6 +90,32 @@ struct QuarryNode {
     scan: Option<ScanNode>,
     #[prost(message, optional, tag = "2")]
     exchange: Option<ExchangeNode>,
+    #[prost(message, optional, tag = "3")]
+    router: Option<RouterNode>,
+    #[prost(message, optional, tag = "4")]
+    write: Option<WriteNode>,
+}
+
+/// A [`ShardRouterExec`]: the target table and its shard groups (as `0-9,12` text).
+#[derive(Clone, PartialEq, Message)]
+struct RouterNode {
+    #[prost(string, tag = "1")]
+    keyspace: String,
+    #[prost(string, tag = "2")]
+    table: String,
+    #[prost(uint32, tag = "3")]
+    shard_count: u32,
+    #[prost(string, repeated, tag = "4")]
+    groups: Vec<String>,
+}
+
+/// A [`StoreWriteExec`]: the table it writes.
+#[derive(Clone, PartialEq, Message)]
+struct WriteNode {
+    #[prost(string, tag = "1")]
+    keyspace: String,
+    #[prost(string, tag = "2")]
+    table: String,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -241,6 +268,13 @@ impl QuarryCodec {
         })
     }
 
+    /// A table's definition as this process's store has it.
+    fn table(&self, keyspace: &str, table: &str) -> Result<TableDef> {
+        self.store
+            .table(&TableName::new(keyspace, table))
+            .map_err(quarry_sql::error::to_datafusion)
+    }
+
     fn decode_scan(&self, node: &ScanNode) -> Result<Arc<dyn ExecutionPlan>> {
         let request = ScanRequest {
             table: TableName::new(&node.keyspace, &node.table),
@@ -310,17 +344,49 @@ impl PhysicalExtensionCodec for QuarryCodec {
     fn try_decode(
         &self,
         buf: &[u8],
-        _inputs: &[Arc<dyn ExecutionPlan>],
+        inputs: &[Arc<dyn ExecutionPlan>],
         _ctx: &TaskContext,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let node = QuarryNode::decode(buf)
             .map_err(|e| plan_datafusion_err!("a Quarry plan node is malformed: {e}"))?;
-        match (&node.scan, &node.exchange) {
-            (Some(scan), None) => self.decode_scan(scan),
-            (None, Some(exchange)) => self.decode_exchange(exchange),
+        let input = || match inputs {
+            [input] => Ok(input.clone()),
             _ => Err(plan_datafusion_err!(
-                "a Quarry plan node must be exactly one of scan or exchange"
+                "a Quarry write node has {} inputs instead of one",
+                inputs.len()
+            )),
+        };
+        match (&node.scan, &node.exchange, &node.router, &node.write) {
+            (Some(scan), None, None, None) => self.decode_scan(scan),
+            (None, Some(exchange), None, None) => self.decode_exchange(exchange),
+            (None, None, Some(router), None) => {
+                let def = self.table(&router.keyspace, &router.table)?;
+                let groups = router
+                    .groups
+                    .iter()
+                    .map(|g| {
+                        g.parse::<ShardSet>()
+                            .map_err(|e| plan_datafusion_err!("a write group is malformed: {e}"))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Arc::new(ShardRouterExec::try_new(
+                    input()?,
+                    def,
+                    router.shard_count,
+                    groups,
+                )?))
+            }
+            (None, None, None, Some(write)) => {
+                let def = self.table(&write.keyspace, &write.table)?;
+                Ok(Arc::new(StoreWriteExec::new(
+                    input()?,
+                    def,
+                    self.store.clone(),
+                )))
+            }
+            _ => Err(plan_datafusion_err!(
+                "a Quarry plan node must be exactly one of scan, exchange, router or write"
             )),
         }
     }
@@ -334,13 +400,30 @@ impl PhysicalExtensionCodec for QuarryCodec {
         let message = if let Some(scan) = node.downcast_ref::<StoreScanExec>() {
             QuarryNode {
                 scan: Some(Self::encode_scan(scan)?),
-                exchange: None,
+                ..QuarryNode::default()
+            }
+        } else if let Some(router) = node.downcast_ref::<ShardRouterExec>() {
+            QuarryNode {
+                router: Some(RouterNode {
+                    keyspace: router.target().keyspace.clone(),
+                    table: router.target().name.clone(),
+                    shard_count: router.shard_count(),
+                    groups: router.groups().iter().map(ToString::to_string).collect(),
+                }),
+                ..QuarryNode::default()
+            }
+        } else if let Some(write) = node.downcast_ref::<StoreWriteExec>() {
+            QuarryNode {
+                write: Some(WriteNode {
+                    keyspace: write.table().keyspace.clone(),
+                    table: write.table().name.clone(),
+                }),
+                ..QuarryNode::default()
             }
         } else if let Some(reader) = node.downcast_ref::<ExchangeReaderExec>() {
             let schema = protobuf::Schema::try_from(reader.schema().as_ref())
                 .map_err(|e| internal_datafusion_err!("encoding an exchange schema: {e}"))?;
             QuarryNode {
-                scan: None,
                 exchange: Some(ExchangeNode {
                     stage: reader.stage().0,
                     hash_partitions: match reader.kind() {
@@ -349,6 +432,7 @@ impl PhysicalExtensionCodec for QuarryCodec {
                     },
                     schema: Some(schema),
                 }),
+                ..QuarryNode::default()
             }
         } else {
             return Err(internal_datafusion_err!(

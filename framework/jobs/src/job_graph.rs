@@ -12,6 +12,7 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, displaya
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
 use quarry_core::schema::TableName;
+use quarry_core::shard_set::ShardSet;
 
 use crate::exchange::ExchangeKind;
 use crate::ids::StageId;
@@ -27,6 +28,13 @@ pub enum StageKind {
     },
     /// Reads hash exchanges; task `p` reads hash partition `p` of every input.
     Partitioned { partitions: usize },
+    /// Writes rows routed by target shard: task `p` writes the shards of `groups[p]` and runs
+    /// beside a replica of them.
+    Write {
+        keyspace: String,
+        table: TableName,
+        groups: Vec<ShardSet>,
+    },
     /// The job's last stage: the driver runs it and its output is the job's result.
     Driver,
 }
@@ -55,6 +63,9 @@ impl Stage {
                     .join(", ")
             ),
             StageKind::Partitioned { partitions } => format!("{partitions} hash partitions"),
+            StageKind::Write { table, groups, .. } => {
+                format!("write {table} in {} shard groups", groups.len())
+            }
             StageKind::Driver => "result".to_string(),
         };
         let top = self.plan.name();

@@ -9,7 +9,8 @@
 //!
 //! [`planner`] cuts a plan at exchange points; [`job_graph`] holds the stages; [`codec`] moves
 //! plan fragments over the wire, with Quarry's store scan and exchange reader as extension
-//! nodes; [`exchange`] reads a stage's output from the workers that keep it. Scheduling (which
+//! nodes; [`exchange`] reads a stage's output from the workers that keep it; [`write`] turns an
+//! `INSERT ... SELECT` into writes from the workers that own the target shards. Scheduling (which
 //! task runs where) belongs to the driver, running tasks to the worker.
 
 pub mod codec;
@@ -19,6 +20,7 @@ pub mod ids;
 pub mod job_graph;
 pub mod planner;
 pub mod task;
+pub mod write;
 
 pub use codec::{QuarryCodec, TaskBinding};
 pub use error::{Error, Result};
@@ -28,7 +30,7 @@ pub use exchange::{
 };
 pub use ids::{JobId, StageId, TaskId, WorkerId};
 pub use job_graph::{JobGraph, Stage, StageKind};
-pub use planner::DistributedPlanner;
+pub use planner::{DistributedPlanner, WriteGroups};
 pub use task::{
     FailureKind, TaskFailure, TaskMetrics, TaskRequest, TaskShards, TaskState, TaskStatus,
 };

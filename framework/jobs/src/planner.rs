@@ -22,33 +22,51 @@
 //! - an operator that requires hash partitioning of a child that is not hash-partitioned gets a
 //!   hash exchange inserted.
 //!
+//! An `INSERT` whose rows are distributed becomes a write: the rows are routed by target shard
+//! to a write stage whose task `p` writes shard group `p` (beside a replica of it), and the
+//! driver commits what the writers staged (see [`crate::write`]).
+//!
 //! What is left at the top runs at the driver. Plans whose stages would mix shard-split scans
 //! with hash partitions, or scans of differently placed keyspaces, are not cut
 //! ([`Error::NotDistributable`]); the caller runs them in one process.
 
 use std::collections::BTreeSet;
+use std::fmt::Debug;
 use std::sync::Arc;
 
+use datafusion::datasource::sink::DataSinkExec;
 use datafusion::physical_expr::{Distribution, Partitioning};
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use quarry_core::schema::TableName;
+use quarry_core::shard_set::ShardSet;
 use quarry_sql::scan_exec::StoreScanExec;
+use quarry_sql::sink::StoreSink;
 
 use crate::error::{Error, Result};
 use crate::exchange::{ExchangeKind, ExchangeReaderExec};
 use crate::ids::StageId;
 use crate::job_graph::{JobGraph, Stage, StageKind};
+use crate::write::{ShardRouterExec, StoreCommitExec, StoreWriteExec};
+
+/// How a distributed write groups a keyspace's shards into tasks (the driver groups them by the
+/// worker beside their replicas).
+pub trait WriteGroups: Send + Sync + Debug {
+    /// Groups covering shards `0..shard_count` of `keyspace`, each shard exactly once.
+    fn groups(&self, keyspace: &str, shard_count: u32) -> Vec<ShardSet>;
+}
 
 /// Cuts physical plans into stage DAGs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DistributedPlanner {
     /// Width of the hash exchanges the planner inserts itself (those DataFusion planned keep their
     /// own width, the session's `target_partitions`).
     pub hash_partitions: usize,
+    /// Shard groups of distributed writes; without it, `hash_partitions` contiguous groups.
+    write_groups: Option<Arc<dyn WriteGroups>>,
 }
 
 /// How a subtree's rows are spread over tasks.
@@ -77,7 +95,94 @@ impl DistributedPlanner {
     pub fn new(hash_partitions: usize) -> Self {
         DistributedPlanner {
             hash_partitions: hash_partitions.max(1),
+            write_groups: None,
         }
+    }
+
+    /// This planner with distributed writes grouped by `groups`.
+    pub fn with_write_groups(mut self, groups: Arc<dyn WriteGroups>) -> Self {
+        self.write_groups = Some(groups);
+        self
+    }
+
+    fn groups(&self, keyspace: &str, shard_count: u32) -> Vec<ShardSet> {
+        let groups = match &self.write_groups {
+            Some(g) => g.groups(keyspace, shard_count),
+            None => Vec::new(),
+        };
+        if !groups.is_empty() {
+            return groups;
+        }
+        let n = (self.hash_partitions as u32).clamp(1, shard_count.max(1));
+        (0..n)
+            .map(|i| {
+                let start = (i as u64 * shard_count as u64 / n as u64) as u32;
+                let end = ((i as u64 + 1) * shard_count as u64 / n as u64) as u32;
+                ShardSet::from_ranges([start..=end.saturating_sub(1)])
+            })
+            .filter(|g| !g.is_empty())
+            .collect()
+    }
+
+    /// An `INSERT` into a store table: a write from the workers when its rows are distributed.
+    fn visit_insert(
+        &self,
+        b: &mut Builder,
+        plan: &Arc<dyn ExecutionPlan>,
+        sink: &DataSinkExec,
+        target: &StoreSink,
+    ) -> Result<Cut> {
+        // DataFusion merges the input for the sink; a distributed write needs no merge.
+        let input = match sink.input().downcast_ref::<CoalescePartitionsExec>() {
+            Some(merge) => merge.input().clone(),
+            None => sink.input().clone(),
+        };
+        let child = self.visit(b, input)?;
+        if child.spread == Spread::Whole {
+            let input = if child.plan.output_partitioning().partition_count() > 1 {
+                Arc::new(CoalescePartitionsExec::new(child.plan)) as Arc<dyn ExecutionPlan>
+            } else {
+                child.plan
+            };
+            return Ok(Cut {
+                plan: replace_children_if_necessary(plan.clone(), vec![input])?,
+                spread: Spread::Whole,
+            });
+        }
+        let def = target.def().clone();
+        let groups = self.groups(&def.keyspace, target.shard_count());
+        let router = Arc::new(ShardRouterExec::try_new(
+            child.plan,
+            def.clone(),
+            target.shard_count(),
+            groups.clone(),
+        )?);
+        let partitions = groups.len();
+        let routed = b.cut_stage(router, child.spread, ExchangeKind::Hash { partitions })?;
+        let write: Arc<dyn ExecutionPlan> = Arc::new(StoreWriteExec::new(
+            routed,
+            def.clone(),
+            target.store().clone(),
+        ));
+        let schema = write.schema();
+        let kind = StageKind::Write {
+            keyspace: def.keyspace.clone(),
+            table: def.table_name(),
+            groups,
+        };
+        let id = b.add_stage(write, kind, Some(ExchangeKind::Gather));
+        let parts = Arc::new(CoalescePartitionsExec::new(Arc::new(
+            ExchangeReaderExec::new(id, ExchangeKind::Gather, schema),
+        )));
+        Ok(Cut {
+            plan: Arc::new(StoreCommitExec::new(
+                parts,
+                def.table_name(),
+                target.store().clone(),
+                plan.schema(),
+            )),
+            spread: Spread::Whole,
+        })
     }
 
     /// Cuts `plan` into stages; the last stage runs at the driver.
@@ -102,6 +207,11 @@ impl DistributedPlanner {
                 plan,
                 spread: Spread::Shards(BTreeSet::from([table])),
             });
+        }
+        if let Some(sink) = plan.downcast_ref::<DataSinkExec>()
+            && let Some(target) = sink.sink().downcast_ref::<StoreSink>()
+        {
+            return self.visit_insert(b, &plan, sink, target);
         }
         if plan.is::<ExchangeReaderExec>() {
             return Ok(Cut {

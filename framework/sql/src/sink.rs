@@ -15,36 +15,64 @@ use datafusion::datasource::sink::DataSink;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use futures::TryStreamExt;
-use quarry_core::schema::TableName;
+use quarry_core::schema::{TableDef, TableName};
 use quarry_store::Store;
 
 use crate::error::to_datafusion;
 
-/// Writes a statement's rows to one table.
+/// Writes a statement's rows to one table. In a cluster, the distributed planner replaces it
+/// with writes from the workers that own the target shards (it reads the table and its keyspace's
+/// shard count from here).
 #[derive(Debug)]
 pub struct StoreSink {
     store: Arc<dyn Store>,
+    def: TableDef,
     table: TableName,
+    /// Shards of the table's keyspace.
+    shard_count: u32,
     /// What the insert plan delivers (the provider's schema).
     schema: SchemaRef,
-    /// What the store takes (the table's own schema).
-    table_schema: SchemaRef,
 }
 
 impl StoreSink {
-    pub fn new(
-        store: Arc<dyn Store>,
-        table: TableName,
-        schema: SchemaRef,
-        table_schema: SchemaRef,
-    ) -> Self {
+    pub fn new(store: Arc<dyn Store>, def: TableDef, shard_count: u32, schema: SchemaRef) -> Self {
         StoreSink {
             store,
-            table,
+            table: def.table_name(),
+            def,
+            shard_count,
             schema,
-            table_schema,
         }
     }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn def(&self) -> &TableDef {
+        &self.def
+    }
+
+    pub fn shard_count(&self) -> u32 {
+        self.shard_count
+    }
+}
+
+/// `batches` as the store takes them for `def`: the table's own types, nullability and
+/// metadata (the insert plan casts values to the provider's types). A NULL key is refused here.
+pub fn to_table_schema(def: &TableDef, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    let table_schema = def.arrow_schema();
+    batches
+        .into_iter()
+        .filter(|b| b.num_rows() > 0)
+        .map(|b| quarry_store::cast_batch(&b, &table_schema))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            datafusion::error::DataFusionError::Plan(format!(
+                "cannot insert into {}: {e}",
+                def.table_name()
+            ))
+        })
 }
 
 impl DisplayAs for StoreSink {
@@ -65,19 +93,7 @@ impl DataSink for StoreSink {
         _context: &Arc<TaskContext>,
     ) -> Result<u64> {
         let batches: Vec<RecordBatch> = data.try_collect().await?;
-        // The insert plan casts values to the provider's types; convert to the table's own schema
-        // so that types, nullability and metadata match exactly (a NULL key is refused here).
-        let batches = batches
-            .into_iter()
-            .filter(|b| b.num_rows() > 0)
-            .map(|b| quarry_store::cast_batch(&b, &self.table_schema))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| {
-                datafusion::error::DataFusionError::Plan(format!(
-                    "cannot insert into {}: {e}",
-                    self.table
-                ))
-            })?;
+        let batches = to_table_schema(&self.def, batches)?;
         let summary = self
             .store
             .write(&self.table, batches)

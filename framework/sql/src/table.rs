@@ -136,11 +136,16 @@ impl TableProvider for StoreTable {
                 self.def.table_name()
             );
         }
+        let shard_count = self
+            .store
+            .keyspace(&self.def.keyspace)
+            .map_err(to_datafusion)?
+            .shards;
         let sink = StoreSink::new(
             self.store.clone(),
-            self.def.table_name(),
+            self.def.clone(),
+            shard_count,
             self.schema.clone(),
-            self.def.arrow_schema(),
         );
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }

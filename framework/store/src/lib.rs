@@ -19,6 +19,6 @@ pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::{Error, ErrorKind, Result};
 pub use predicate::{CmpOp, Predicate};
 pub use store::{
-    BatchStream, ScanPlan, ScanRequest, ScanSplit, SplitSource, Store, WriteSummary, cast_batch,
-    scan_schema,
+    BatchStream, ScanPlan, ScanRequest, ScanSplit, SplitSource, StagedWrite, Store, WriteSummary,
+    cast_batch, row_tokens, scan_schema,
 };

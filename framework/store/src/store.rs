@@ -16,10 +16,11 @@ use std::ops::RangeInclusive;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use futures::Stream;
+use quarry_core::partition_key::{KeyColumn, tokens};
 use quarry_core::schema::{KeyspaceDef, TableDef, TableName};
 use quarry_core::shard_set::ShardSet;
 
@@ -31,6 +32,21 @@ use crate::predicate::Predicate;
 /// the table's own schema ([`TableDef::arrow_schema`]).
 pub fn scan_schema(table: &TableDef) -> SchemaRef {
     as_view_types(&table.arrow_schema())
+}
+
+/// The token of each row of `batch`, which has the table's own schema
+/// ([`TableDef::arrow_schema`]): Murmur3 of the serialized partition key, as CQL computes it.
+pub fn row_tokens(table: &TableDef, batch: &RecordBatch) -> Result<Int64Array> {
+    let key: Vec<KeyColumn<'_>> = table
+        .partition_key_indices()
+        .into_iter()
+        .map(|i| KeyColumn {
+            name: &table.columns[i].name,
+            cql_type: table.columns[i].cql_type,
+            values: batch.column(i),
+        })
+        .collect();
+    Ok(tokens(&key, batch.num_rows())?)
 }
 
 /// `schema` with every `Utf8` field as `Utf8View`, metadata kept.
@@ -137,6 +153,22 @@ pub struct WriteSummary {
     pub rows: u64,
 }
 
+/// One part of a distributed write: rows a worker wrote with [`Store::stage_write`], durable
+/// but, in a store that can hold them back, invisible until [`Store::commit_writes`] publishes
+/// every part of the statement at once. It travels from the worker to the driver as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StagedWrite {
+    pub table: TableName,
+    /// Rows written (after removing rows of the same part with the same primary key).
+    pub rows: u64,
+    /// Files written but not yet listed, relative to the store's data directory (the embedded
+    /// store); empty where the rows were written straight to the table.
+    pub files: Vec<String>,
+    /// The identity of the table the files were written for: a table dropped and re-created
+    /// in the meantime refuses them.
+    pub table_id: u64,
+}
+
 /// A sharded store of keyspaces and tables with CQL semantics.
 #[async_trait]
 pub trait Store: Send + Sync + Debug {
@@ -166,6 +198,39 @@ pub trait Store: Send + Sync + Debug {
     /// Upserts rows: a row whose primary key exists replaces it. The batches must have the
     /// table's Arrow schema. The write is all-or-nothing and durable when this returns.
     async fn write(&self, table: &TableName, batches: Vec<RecordBatch>) -> Result<WriteSummary>;
+
+    /// Writes one part of a distributed statement (typically the rows of a group of shards,
+    /// from the worker beside them). Durable when it returns; whether the rows are visible before
+    /// [`Store::commit_writes`] depends on the store. The default writes them at once, as
+    /// ScyllaDB would.
+    async fn stage_write(
+        &self,
+        table: &TableName,
+        batches: Vec<RecordBatch>,
+    ) -> Result<StagedWrite> {
+        let summary = self.write(table, batches).await?;
+        Ok(StagedWrite {
+            table: table.clone(),
+            rows: summary.rows,
+            files: Vec::new(),
+            table_id: 0,
+        })
+    }
+
+    /// Publishes the parts of one statement together. The default has nothing to publish.
+    async fn commit_writes(
+        &self,
+        table: &TableName,
+        parts: Vec<StagedWrite>,
+    ) -> Result<WriteSummary> {
+        Ok(WriteSummary {
+            rows: parts
+                .iter()
+                .filter(|p| &p.table == table)
+                .map(|p| p.rows)
+                .sum(),
+        })
+    }
 
     /// Plans a scan over one snapshot of the table.
     fn plan_scan(&self, request: &ScanRequest) -> Result<ScanPlan>;

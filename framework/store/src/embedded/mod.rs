@@ -14,6 +14,7 @@
 //!   LOCK                              held by the one writer process (readers take no lock)
 //!   wal/000000000001.wal              write-ahead-log segments not yet flushed
 //!   data/<keyspace>/<table>-<id>/run-<n>-<i>.parquet
+//!   data/<keyspace>/<table>-<id>/staged-<pid>-<n>-<i>.parquet   written by a worker, not yet listed
 //! ```
 //!
 //! Every write and run carries a sequence number; reads resolve equal primary keys in favour of
@@ -24,6 +25,12 @@
 //! [`EmbeddedStore::open_reader`]: a reader reloads the manifest when it changes and reads runs
 //! only, so it sees rows once the writer has flushed them ([`EmbeddedStore::flush`]; the driver
 //! flushes before distributing a query). `reader.rs` says how it notices a new manifest.
+//!
+//! A distributed `INSERT ... SELECT` writes from the workers: each worker writes its part as
+//! sorted, fsynced run files that the manifest does not list yet ([`Store::stage_write`] works on
+//! a reader), and the writer lists every part as a run in one manifest commit
+//! ([`Store::commit_writes`]), so the statement becomes visible all at once. Parts of a statement
+//! that never commits are unlisted files, removed when a writer next opens the directory.
 
 mod data_file;
 mod manifest;
@@ -36,6 +43,7 @@ mod wal;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -46,7 +54,7 @@ use quarry_core::schema::{KeyspaceDef, TableDef, TableName};
 use quarry_core::shard_map::ShardMap;
 
 use crate::error::{Error, Result};
-use crate::store::{ScanPlan, ScanRequest, Store, WriteSummary};
+use crate::store::{ScanPlan, ScanRequest, StagedWrite, Store, WriteSummary};
 use data_file::{DataFile, DataFileRef, Layout};
 use manifest::{Manifest, RunEntry, TableEntry};
 use memtable::MemChunk;
@@ -571,12 +579,62 @@ fn remove_orphans(data: &Path, live: &HashSet<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// Where a table's files live, relative to the data directory.
+fn table_dir(def: &TableDef, table_id: u64) -> String {
+    format!("data/{}/{}-{table_id}", def.keyspace, def.name)
+}
+
+/// How file names of staged (written, not yet listed) parts begin.
+const STAGED_PREFIX: &str = "staged-";
+
+fn layout(options: &EmbeddedOptions) -> Layout {
+    Layout {
+        rows_per_group: options.rows_per_group,
+        rows_per_file: options.rows_per_file,
+    }
+}
+
+/// Writes one part of a distributed write as files no run lists yet (see the module docs).
+fn stage(
+    dir: &Path,
+    layout: Layout,
+    (name, id, def, shards): (TableName, u64, TableDef, ShardMap),
+    batches: Vec<RecordBatch>,
+) -> Result<StagedWrite> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let batches: Vec<RecordBatch> = conform_batches(&def, batches)?
+        .into_iter()
+        .filter(|b| b.num_rows() > 0)
+        .collect();
+    let mut staged = StagedWrite {
+        table: name,
+        rows: 0,
+        files: Vec::new(),
+        table_id: id,
+    };
+    if batches.is_empty() {
+        return Ok(staged);
+    }
+    let stored = batches
+        .iter()
+        .map(|b| with_tokens(&def, b))
+        .collect::<Result<Vec<_>>>()?;
+    let rows = sort_dedup(&def, &stored)?;
+    drop(stored);
+    // Unique across the processes sharing the directory (pid) and within one (counter).
+    let stem = format!(
+        "{STAGED_PREFIX}{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    staged.files = data_file::write_run(dir, &table_dir(&def, id), &stem, &rows, &shards, layout)?;
+    staged.rows = rows.num_rows() as u64;
+    Ok(staged)
+}
+
 impl Inner {
     fn layout(&self) -> Layout {
-        Layout {
-            rows_per_group: self.options.rows_per_group,
-            rows_per_file: self.options.rows_per_file,
-        }
+        layout(&self.options)
     }
 
     /// Queues background work; returns false when there is no background thread.
@@ -799,10 +857,9 @@ impl Inner {
         shards: &ShardMap,
         rows: &RecordBatch,
     ) -> Result<Vec<Arc<DataFile>>> {
-        let relative_dir = format!("data/{}/{}-{table_id}", def.keyspace, def.name);
         let relatives = data_file::write_run(
             &self.dir,
-            &relative_dir,
+            &table_dir(def, table_id),
             &format!("run-{file_id}"),
             rows,
             shards,
@@ -813,6 +870,93 @@ impl Inner {
             .iter()
             .map(|r| DataFile::open(&self.dir, r, shards, &read_schema).map(Arc::new))
             .collect()
+    }
+
+    /// Lists the staged parts of one statement as runs, in one manifest commit.
+    fn commit_writes(&self, name: &TableName, parts: Vec<StagedWrite>) -> Result<WriteSummary> {
+        let (id, def, shards) = {
+            let state = lock(&self.state);
+            let table = state.table(name)?;
+            (table.id, table.def.clone(), table.shards)
+        };
+        let staged_dir = format!("{}/{STAGED_PREFIX}", table_dir(&def, id));
+        for part in &parts {
+            if &part.table != name {
+                return Err(Error::Internal(format!(
+                    "a part written to {} was committed to {name}",
+                    part.table
+                )));
+            }
+            if part.table_id != id {
+                return Err(Error::NoSuchTable {
+                    name: name.to_string(),
+                    hint: " (it was dropped and created again during the write; run the \
+                           statement again)"
+                        .into(),
+                });
+            }
+            if let Some(file) = part.files.iter().find(|f| {
+                !f.starts_with(&staged_dir) || f[staged_dir.len()..].contains(['/', '\\'])
+            }) {
+                return Err(Error::Internal(format!(
+                    "{file} is not a staged file of {name}"
+                )));
+            }
+        }
+        let read_schema = sorted_rows::read_stored_schema(&def);
+        let mut runs = Vec::new();
+        for part in &parts {
+            if part.files.is_empty() {
+                continue;
+            }
+            let files = part
+                .files
+                .iter()
+                .map(|f| DataFile::open(&self.dir, f, &shards, &read_schema).map(Arc::new))
+                .collect::<Result<Vec<_>>>()?;
+            let rows: u64 = files.iter().map(|f| f.rows()).sum();
+            if rows != part.rows {
+                return Err(Error::Corrupt {
+                    path: self.dir.join(&part.files[0]),
+                    problem: format!(
+                        "the staged part holds {rows} rows where its writer reported {}",
+                        part.rows
+                    ),
+                });
+            }
+            runs.push(files);
+        }
+        let summary = WriteSummary {
+            rows: parts.iter().map(|p| p.rows).sum(),
+        };
+        if runs.is_empty() {
+            return Ok(summary);
+        }
+        let added = runs.len();
+        let total = {
+            let mut state = lock(&self.state);
+            let seqs: Vec<u64> = runs.iter().map(|_| state.next_seq()).collect();
+            let Some(table) = state.tables.get_mut(name).filter(|t| t.id == id) else {
+                return Err(Error::NoSuchTable {
+                    name: name.to_string(),
+                    hint: " (it was dropped during the write)".into(),
+                });
+            };
+            for (seq, files) in seqs.into_iter().zip(runs) {
+                table.runs.push(Arc::new(Run { seq, files }));
+            }
+            let total = table.runs.len();
+            if let Err(e) = self.commit(&state) {
+                if let Some(table) = state.tables.get_mut(name) {
+                    let keep = table.runs.len().saturating_sub(added);
+                    table.runs.truncate(keep);
+                }
+                return Err(e);
+            }
+            total
+        };
+        self.after_new_run(name, total)?;
+        Ok(summary)
     }
 
     fn after_new_run(&self, name: &TableName, runs: usize) -> Result<()> {
@@ -1053,6 +1197,33 @@ impl Store for EmbeddedStore {
         let inner = self.writer(|| format!("write to {table}"))?.clone();
         let table = table.clone();
         blocking(move || inner.write(&table, batches)).await
+    }
+
+    async fn stage_write(
+        &self,
+        table: &TableName,
+        batches: Vec<RecordBatch>,
+    ) -> Result<StagedWrite> {
+        let target = {
+            let state = self.state()?;
+            let t = state.table(table)?;
+            (table.clone(), t.id, t.def.clone(), t.shards)
+        };
+        let dir = self.dir().to_path_buf();
+        let layout = layout(self.options());
+        blocking(move || stage(&dir, layout, target, batches)).await
+    }
+
+    async fn commit_writes(
+        &self,
+        table: &TableName,
+        parts: Vec<StagedWrite>,
+    ) -> Result<WriteSummary> {
+        let inner = self
+            .writer(|| format!("commit a write to {table}"))?
+            .clone();
+        let table = table.clone();
+        blocking(move || inner.commit_writes(&table, parts)).await
     }
 
     fn plan_scan(&self, request: &ScanRequest) -> Result<ScanPlan> {

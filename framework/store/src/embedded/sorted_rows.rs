@@ -14,7 +14,6 @@ use arrow::compute::{concat_batches, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use quarry_core::cql_type::{CqlType, canonical_text};
-use quarry_core::partition_key::{KeyColumn, tokens};
 use quarry_core::schema::TableDef;
 
 use crate::error::{Error, Result};
@@ -143,16 +142,7 @@ pub fn check_batches(table: &TableDef, batches: &[RecordBatch]) -> Result<()> {
 
 /// Appends the token column to rows in the table's schema.
 pub fn with_tokens(table: &TableDef, batch: &RecordBatch) -> Result<RecordBatch> {
-    let key: Vec<KeyColumn<'_>> = table
-        .partition_key_indices()
-        .into_iter()
-        .map(|i| KeyColumn {
-            name: &table.columns[i].name,
-            cql_type: table.columns[i].cql_type,
-            values: batch.column(i),
-        })
-        .collect();
-    let token_values = tokens(&key, batch.num_rows())?;
+    let token_values = crate::store::row_tokens(table, batch)?;
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     columns.push(Arc::new(token_values));
     Ok(RecordBatch::try_new(stored_schema(table), columns)?)

@@ -1,0 +1,502 @@
+//! Distributed `INSERT ... SELECT`: each row goes to the worker beside its target shard, which
+//! writes it there; the driver only publishes the statement.
+//!
+//! ```text
+//!   driver       StoreCommitExec ◀─ gather ─ "part" rows (what each writer staged)
+//!   write stage  StoreWriteExec, task p on the owner of shard group p
+//!                  └─ ExchangeReaderExec: partition p of every producer
+//!   producers    ShardRouterExec: partition = the group of the row's target shard
+//!                  └─ the SELECT
+//! ```
+//!
+//! Each writer stages its part ([`Store::stage_write`]); the commit at the driver makes all parts
+//! visible together ([`Store::commit_writes`]). A writer that is lost is re-run elsewhere and
+//! stages its part again; what it staged before is never committed. Rows upsert by primary key,
+//! so running a statement again converges to the same table.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, AsArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow::compute::take_record_batch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result, exec_datafusion_err, internal_err};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties,
+};
+use futures::{StreamExt, TryStreamExt};
+use quarry_core::schema::{TableDef, TableName};
+use quarry_core::shard_map::ShardMap;
+use quarry_core::shard_set::ShardSet;
+use quarry_sql::error::to_datafusion;
+use quarry_sql::sink::to_table_schema;
+use quarry_store::{StagedWrite, Store};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+fn properties(schema: SchemaRef, partitions: usize) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(schema),
+        Partitioning::UnknownPartitioning(partitions.max(1)),
+        EmissionType::Final,
+        Boundedness::Bounded,
+    ))
+}
+
+/// Partitions rows by the shard they belong to in a target table: output partition `p` holds
+/// the rows whose partition key's token falls in a shard of `groups[p]`.
+#[derive(Debug)]
+pub struct ShardRouterExec {
+    input: Arc<dyn ExecutionPlan>,
+    target: TableDef,
+    shards: ShardMap,
+    groups: Vec<ShardSet>,
+    /// Output partition of each shard.
+    route: Arc<Vec<u32>>,
+    properties: Arc<PlanProperties>,
+    /// The routed outputs, created when the first partition is executed.
+    running: Mutex<Option<Routing>>,
+}
+
+#[derive(Debug)]
+struct Routing {
+    outputs: Vec<Option<mpsc::UnboundedReceiver<Result<RecordBatch>>>>,
+    /// Reads the input partitions; dropped (and aborted) with the plan.
+    _readers: JoinSet<()>,
+}
+
+impl ShardRouterExec {
+    /// Routes `input`'s rows (in `target`'s column order) to `groups`, which must cover every
+    /// shard of a keyspace of `shard_count` shards exactly once.
+    pub fn try_new(
+        input: Arc<dyn ExecutionPlan>,
+        target: TableDef,
+        shard_count: u32,
+        groups: Vec<ShardSet>,
+    ) -> Result<Self> {
+        let mut route = vec![u32::MAX; shard_count as usize];
+        for (p, group) in groups.iter().enumerate() {
+            for shard in group.iter() {
+                match route.get_mut(shard.0 as usize) {
+                    Some(slot) if *slot == u32::MAX => *slot = p as u32,
+                    _ => {
+                        return internal_err!(
+                            "shard {} of {} is routed twice or is out of range",
+                            shard.0,
+                            target.table_name()
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(missing) = route.iter().position(|&p| p == u32::MAX) {
+            return internal_err!(
+                "shard {missing} of {} is in no write group",
+                target.table_name()
+            );
+        }
+        let properties = properties(input.schema(), groups.len());
+        Ok(ShardRouterExec {
+            input,
+            target,
+            shards: ShardMap::new(shard_count),
+            groups,
+            route: Arc::new(route),
+            properties,
+            running: Mutex::new(None),
+        })
+    }
+
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
+
+    pub fn target(&self) -> &TableDef {
+        &self.target
+    }
+
+    pub fn shard_count(&self) -> u32 {
+        self.shards.shard_count()
+    }
+
+    pub fn groups(&self) -> &[ShardSet] {
+        &self.groups
+    }
+
+    /// Starts reading every input partition into the routed outputs.
+    fn start(&self, context: &Arc<TaskContext>) -> Result<Routing> {
+        let n = self.groups.len();
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..n).map(|_| mpsc::unbounded_channel()).unzip();
+        let mut readers = JoinSet::new();
+        for partition in 0..self.input.output_partitioning().partition_count() {
+            let mut stream = self.input.execute(partition, context.clone())?;
+            let senders = senders.clone();
+            let (target, shards, route) = (self.target.clone(), self.shards, self.route.clone());
+            readers.spawn(async move {
+                while let Some(batch) = stream.next().await {
+                    let routed = batch.and_then(|b| split(&b, &target, shards, &route, n));
+                    match routed {
+                        Ok(pieces) => {
+                            for (p, piece) in pieces {
+                                let _ = senders[p].send(Ok(piece));
+                            }
+                        }
+                        Err(e) => {
+                            // Every output fails: whichever the task reads first reports it.
+                            let e = Arc::new(e);
+                            for s in &senders {
+                                let _ = s.send(Err(datafusion::error::DataFusionError::Shared(
+                                    e.clone(),
+                                )));
+                            }
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        Ok(Routing {
+            outputs: receivers.into_iter().map(Some).collect(),
+            _readers: readers,
+        })
+    }
+}
+
+/// Cuts `batch` into the rows of each output partition.
+fn split(
+    batch: &RecordBatch,
+    target: &TableDef,
+    shards: ShardMap,
+    route: &[u32],
+    partitions: usize,
+) -> Result<Vec<(usize, RecordBatch)>> {
+    let typed = to_table_schema(target, vec![batch.clone()])?;
+    let Some(typed) = typed.first() else {
+        return Ok(Vec::new());
+    };
+    let tokens = quarry_store::row_tokens(target, typed).map_err(to_datafusion)?;
+    let mut rows: Vec<Vec<u32>> = vec![Vec::new(); partitions];
+    for (i, token) in tokens.values().iter().enumerate() {
+        let p = route[shards.shard_of(*token).0 as usize] as usize;
+        rows[p].push(i as u32);
+    }
+    let mut pieces = Vec::new();
+    for (p, indices) in rows.into_iter().enumerate() {
+        if indices.is_empty() {
+            continue;
+        }
+        let piece = if indices.len() == batch.num_rows() {
+            batch.clone()
+        } else {
+            take_record_batch(batch, &UInt32Array::from(indices))?
+        };
+        pieces.push((p, piece));
+    }
+    Ok(pieces)
+}
+
+impl DisplayAs for ShardRouterExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "ShardRouterExec: table={}, groups={}",
+            self.target.table_name(),
+            self.groups.len()
+        )
+    }
+}
+
+impl ExecutionPlan for ShardRouterExec {
+    fn name(&self) -> &str {
+        "ShardRouterExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let [input] = <[_; 1]>::try_from(children)
+            .map_err(|_| exec_datafusion_err!("ShardRouterExec takes one input"))?;
+        Ok(Arc::new(ShardRouterExec::try_new(
+            input,
+            self.target.clone(),
+            self.shards.shard_count(),
+            self.groups.clone(),
+        )?))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if running.is_none() {
+            *running = Some(self.start(&context)?);
+        }
+        let receiver = running
+            .as_mut()
+            .and_then(|r| r.outputs.get_mut(partition))
+            .and_then(Option::take);
+        let Some(mut receiver) = receiver else {
+            return internal_err!(
+                "partition {partition} of ShardRouterExec was executed twice or does not exist"
+            );
+        };
+        let stream = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.input.schema(),
+            stream,
+        )))
+    }
+}
+
+/// The schema of a writer's output: one row per task describing the part it staged.
+fn part_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("rows", DataType::UInt64, false),
+        Field::new("part", DataType::Utf8, false),
+    ]))
+}
+
+/// Writes its input (all partitions) to a table as one staged part; outputs one row saying what
+/// it staged.
+#[derive(Debug)]
+pub struct StoreWriteExec {
+    input: Arc<dyn ExecutionPlan>,
+    table: TableDef,
+    store: Arc<dyn Store>,
+    properties: Arc<PlanProperties>,
+}
+
+impl StoreWriteExec {
+    pub fn new(input: Arc<dyn ExecutionPlan>, table: TableDef, store: Arc<dyn Store>) -> Self {
+        StoreWriteExec {
+            input,
+            table,
+            store,
+            properties: properties(part_schema(), 1),
+        }
+    }
+
+    pub fn table(&self) -> &TableDef {
+        &self.table
+    }
+}
+
+impl DisplayAs for StoreWriteExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "StoreWriteExec: table={}", self.table.table_name())
+    }
+}
+
+impl ExecutionPlan for StoreWriteExec {
+    fn name(&self) -> &str {
+        "StoreWriteExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let [input] = <[_; 1]>::try_from(children)
+            .map_err(|_| exec_datafusion_err!("StoreWriteExec takes one input"))?;
+        Ok(Arc::new(StoreWriteExec::new(
+            input,
+            self.table.clone(),
+            self.store.clone(),
+        )))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("StoreWriteExec has one partition, not {partition}");
+        }
+        let streams = (0..self.input.output_partitioning().partition_count())
+            .map(|p| self.input.execute(p, context.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        let (table, store) = (self.table.clone(), self.store.clone());
+        let write = async move {
+            let batches: Vec<RecordBatch> = futures::stream::iter(streams)
+                .flatten_unordered(None)
+                .try_collect()
+                .await?;
+            let batches = to_table_schema(&table, batches)?;
+            let part = store
+                .stage_write(&table.table_name(), batches)
+                .await
+                .map_err(to_datafusion)?;
+            let json = serde_json::to_string(&part)
+                .map_err(|e| exec_datafusion_err!("describing a staged part: {e}"))?;
+            Ok(RecordBatch::try_new(
+                part_schema(),
+                vec![
+                    Arc::new(UInt64Array::from(vec![part.rows])),
+                    Arc::new(StringArray::from(vec![json])),
+                ],
+            )?)
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            part_schema(),
+            futures::stream::once(write),
+        )))
+    }
+}
+
+/// Publishes the parts its input describes (the writers' outputs, gathered) and outputs the
+/// row count, like DataFusion's `DataSinkExec`. Runs at the driver.
+#[derive(Debug)]
+pub struct StoreCommitExec {
+    input: Arc<dyn ExecutionPlan>,
+    table: TableName,
+    store: Arc<dyn Store>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl StoreCommitExec {
+    /// `schema` is the insert's output schema (a single `count` column).
+    pub fn new(
+        input: Arc<dyn ExecutionPlan>,
+        table: TableName,
+        store: Arc<dyn Store>,
+        schema: SchemaRef,
+    ) -> Self {
+        StoreCommitExec {
+            input,
+            table,
+            store,
+            properties: properties(schema.clone(), 1),
+            schema,
+        }
+    }
+}
+
+impl DisplayAs for StoreCommitExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "StoreCommitExec: table={}", self.table)
+    }
+}
+
+impl ExecutionPlan for StoreCommitExec {
+    fn name(&self) -> &str {
+        "StoreCommitExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let [input] = <[_; 1]>::try_from(children)
+            .map_err(|_| exec_datafusion_err!("StoreCommitExec takes one input"))?;
+        Ok(Arc::new(StoreCommitExec::new(
+            input,
+            self.table.clone(),
+            self.store.clone(),
+            self.schema.clone(),
+        )))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("StoreCommitExec has one partition, not {partition}");
+        }
+        let streams = (0..self.input.output_partitioning().partition_count())
+            .map(|p| self.input.execute(p, context.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        let (table, store, schema) = (self.table.clone(), self.store.clone(), self.schema.clone());
+        let commit = async move {
+            let batches: Vec<RecordBatch> = futures::stream::iter(streams)
+                .flatten_unordered(None)
+                .try_collect()
+                .await?;
+            let mut parts = Vec::new();
+            for batch in &batches {
+                let column = batch
+                    .column_by_name("part")
+                    .and_then(|c| c.as_string_opt::<i32>())
+                    .ok_or_else(|| exec_datafusion_err!("a writer's output has no part column"))?;
+                for i in 0..column.len() {
+                    let part: StagedWrite = serde_json::from_str(column.value(i))
+                        .map_err(|e| exec_datafusion_err!("a writer's part is malformed: {e}"))?;
+                    parts.push(part);
+                }
+            }
+            let summary = store
+                .commit_writes(&table, parts)
+                .await
+                .map_err(to_datafusion)?;
+            Ok(RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(UInt64Array::from(vec![summary.rows]))],
+            )?)
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            futures::stream::once(commit),
+        )))
+    }
+}

@@ -1,0 +1,149 @@
+//! Distributed writes: readers (workers) stage parts of a statement as unlisted files, the
+//! writer (driver) publishes all parts in one commit. Until then nobody sees them; a statement
+//! that never commits leaves nothing behind once a writer reopens the directory.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use quarry_store::{EmbeddedStore, ErrorKind, StagedWrite, Store};
+
+use common::{by_key, name, new_store_with_shards, rows, scan_all, small_options, table};
+
+fn reader(dir: &std::path::Path) -> EmbeddedStore {
+    EmbeddedStore::open_reader(dir, small_options()).unwrap()
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.join("data")];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                found.push(path.file_name().unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn staged_parts_are_invisible_until_committed_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = new_store_with_shards(dir.path(), 16).await;
+    let old = rows(0..50, 0..4, 1.0);
+    writer.write(&name(), vec![old.clone()]).await.unwrap();
+    writer.flush().unwrap();
+
+    // Two workers each write a part; the second overwrites some old rows and repeats a key
+    // within itself (the later row wins, as in one write).
+    let (a, b) = (reader(dir.path()), reader(dir.path()));
+    let part_a = rows(100..140, 0..4, 2.0);
+    let part_b = rows(20..60, 0..4, 3.0);
+    let again = rows(20..21, 0..1, 4.0);
+    let staged_a = a.stage_write(&name(), vec![part_a.clone()]).await.unwrap();
+    let staged_b = b
+        .stage_write(&name(), vec![part_b.clone(), again.clone()])
+        .await
+        .unwrap();
+    assert_eq!((staged_a.rows, staged_b.rows), (160, 160));
+    assert!(!staged_a.files.is_empty());
+
+    let before: BTreeMap<_, _> = by_key(std::slice::from_ref(&old));
+    assert_eq!(scan_all(&writer).await, before);
+    assert_eq!(scan_all(&a).await, before);
+
+    // A part travels to the driver as JSON.
+    let json = serde_json::to_string(&staged_b).unwrap();
+    let staged_b: StagedWrite = serde_json::from_str(&json).unwrap();
+
+    let summary = writer
+        .commit_writes(&name(), vec![staged_a, staged_b])
+        .await
+        .unwrap();
+    assert_eq!(summary.rows, 320);
+    let mut expected = before;
+    for batch in [&part_a, &part_b, &again] {
+        expected.extend(by_key(std::slice::from_ref(batch)));
+    }
+    assert_eq!(scan_all(&writer).await, expected);
+    assert_eq!(scan_all(&a).await, expected);
+
+    // Listed files survive a reopen; the table reads the same.
+    drop((a, b));
+    drop(writer);
+    let writer = EmbeddedStore::open(dir.path(), small_options()).unwrap();
+    assert_eq!(scan_all(&writer).await, expected);
+}
+
+#[tokio::test]
+async fn a_part_that_is_never_committed_is_removed_on_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = new_store_with_shards(dir.path(), 16).await;
+    let before = files_under(dir.path());
+    let staged = reader(dir.path())
+        .stage_write(&name(), vec![rows(0..30, 0..2, 1.0)])
+        .await
+        .unwrap();
+    assert!(files_under(dir.path()).len() > before.len());
+    assert!(scan_all(&writer).await.is_empty());
+    drop(writer);
+    let writer = EmbeddedStore::open(dir.path(), small_options()).unwrap();
+    assert_eq!(files_under(dir.path()), before);
+    assert!(scan_all(&writer).await.is_empty());
+    // Its descriptor now names files that are gone: the commit fails and changes nothing.
+    let err = writer
+        .commit_writes(&name(), vec![staged])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::External, "{err}");
+    assert!(scan_all(&writer).await.is_empty());
+}
+
+#[tokio::test]
+async fn commits_refuse_parts_of_another_table_or_outside_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = new_store_with_shards(dir.path(), 16).await;
+    let staged = reader(dir.path())
+        .stage_write(&name(), vec![rows(0..30, 0..2, 1.0)])
+        .await
+        .unwrap();
+
+    let mut escaping = staged.clone();
+    escaping.files = vec![format!("{}/../../../MANIFEST.json", staged.files[0])];
+    let err = writer
+        .commit_writes(&name(), vec![escaping])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("is not a staged file"), "{err}");
+
+    let mut listed = staged.clone();
+    listed.rows += 1;
+    let err = writer
+        .commit_writes(&name(), vec![listed])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("reported 61"), "{err}");
+    assert!(scan_all(&writer).await.is_empty());
+
+    // The table is dropped and created again: the old part belongs to the old table.
+    writer.drop_table(&name(), false).await.unwrap();
+    writer.create_table(table(), false).await.unwrap();
+    let err = writer
+        .commit_writes(&name(), vec![staged])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::User);
+    assert!(err.to_string().contains("created again"), "{err}");
+
+    // A reader cannot publish.
+    let err = reader(dir.path())
+        .commit_writes(&name(), Vec::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("read-only"), "{err}");
+}
