@@ -7,19 +7,23 @@
 //!    `quarry load` (read, cast, token, sort, write runs); report rows/s.
 //! 3. Run (a) a filtered count and (b) a per-device aggregate, warm, on the store and on the
 //!    Parquet files with plain DataFusion; check the answers agree; report medians and ratios.
-//! 4. The same queries on a local cluster: a driver and 3 workers on loopback ports in this
-//!    process, over the same data directory (what `quarry up --workers 3` runs as processes);
-//!    the warm time of a query over an empty 800-shard table (scheduling overhead); and
-//!    placement plus task assignment of a full scan for a simulated 2,400-node cluster.
+//! 4. Placement plus task assignment of a full scan for a simulated 2,400-node cluster.
+//! 5. The same queries on `quarry up --workers 3` over the same data directory: a driver and
+//!    three worker processes on loopback ports, queried through the driver's Flight endpoint
+//!    like any client; and the warm time of a query over an empty 800-shard table (scheduling
+//!    overhead).
 //!
-//! Run with `cargo run --release -p quarry-bench -- --help`.
+//! Build the `quarry` binary first (the bench runs it):
+//! `cargo build --release --bin quarry && cargo run --release -p quarry-bench -- --help`.
 
 use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use arrow::array::RecordBatch;
 use clap::Parser;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
@@ -27,9 +31,8 @@ use parquet::arrow::ArrowWriter;
 use quarry_core::ids::NodeId;
 use quarry_core::placement::Placement;
 use quarry_core::schema::{KeyspaceDef, TableName};
-use quarry_driver::daemon::DriverConfig;
-use quarry_driver::daemon::local_cluster::LocalCluster;
 use quarry_driver::daemon::scheduler::{Slot, assign_scan};
+use quarry_driver::remote::RemoteDriver;
 use quarry_ingest::{ReadOptions, Source, read_sources};
 use quarry_iot::IotConfig;
 use quarry_jobs::{DistributedPlanner, WorkerId};
@@ -57,7 +60,7 @@ struct Args {
     /// Work directory (default: a temporary directory, removed afterwards).
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Workers of the local cluster.
+    /// Workers of the local cluster (`quarry up --workers`).
     #[arg(long, default_value_t = 3)]
     workers: usize,
 }
@@ -132,9 +135,13 @@ async fn main() -> Result<()> {
         "\n{:<36} {:>12} {:>14} {:>8}",
         "query (warm, median)", "quarry", "datafusion", "ratio"
     );
-    let ratios = compare_queries(&session, &plain, args.iterations).await?;
+    let ratios = compare_queries(&Target::Embedded(&session), &plain, args.iterations).await?;
+    let (scale_ms, moved) = placement_at_scale(&store, &session).await?;
 
-    let cluster = cluster_section(&args, &store, &store_dir, &plain).await?;
+    // `quarry up` opens the data directory as its writer: let go of it first.
+    drop(session);
+    drop(store);
+    let cluster = cluster_section(&args, &store_dir, &plain).await?;
 
     println!("\nload from Parquet: {parquet_rate:>12.0} rows/s   (target >= 1,000,000)");
     println!("load from CSV:     {csv_rate:>12.0} rows/s   (target >= 300,000)");
@@ -150,7 +157,7 @@ async fn main() -> Result<()> {
     );
     println!(
         "2,400-node placement + full-scan plan: {:.1} ms (target <= 50 ms); one node leaving moves {} of 800 shards",
-        cluster.scale_ms, cluster.moved
+        scale_ms, moved
     );
     let misses: Vec<&str> = [
         (parquet_rate < 1_000_000.0, "Parquet load"),
@@ -158,7 +165,7 @@ async fn main() -> Result<()> {
         (worst > 1.5, "query ratio"),
         (cluster.aggregate_ratio > 1.5, "cluster aggregate ratio"),
         (cluster.empty_ms > 100.0, "empty-table scheduling"),
-        (cluster.scale_ms > 50.0, "placement at scale"),
+        (scale_ms > 50.0, "placement at scale"),
     ]
     .into_iter()
     .filter_map(|(missed, what)| missed.then_some(what))
@@ -171,10 +178,27 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// Runs every query warm on `session` and on plain DataFusion, checks the answers agree, prints
+/// Where Quarry's side of a comparison runs.
+enum Target<'a> {
+    /// In this process, on the embedded store.
+    Embedded(&'a QuarrySession),
+    /// On a cluster, through its driver's Flight endpoint.
+    Cluster(RemoteDriver),
+}
+
+impl Target<'_> {
+    async fn run(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        Ok(match self {
+            Target::Embedded(session) => session.execute(sql).await?.batches,
+            Target::Cluster(driver) => driver.clone().execute(sql).await?.batches,
+        })
+    }
+}
+
+/// Runs every query warm on `target` and on plain DataFusion, checks the answers agree, prints
 /// a line per query and returns the ratios (Quarry / DataFusion), in query order.
 async fn compare_queries(
-    session: &QuarrySession,
+    target: &Target<'_>,
     plain: &SessionContext,
     iterations: usize,
 ) -> Result<Vec<f64>> {
@@ -182,10 +206,7 @@ async fn compare_queries(
     for (label, sql) in QUERIES {
         let ours = sql.replace("{t}", "iot.readings");
         let theirs = sql.replace("{t}", "readings");
-        let (quarry_time, quarry_rows) = time_query(iterations, || async {
-            Ok(session.execute(&ours).await?.batches)
-        })
-        .await?;
+        let (quarry_time, quarry_rows) = time_query(iterations, || target.run(&ours)).await?;
         let (plain_time, plain_rows) = time_query(iterations, || async {
             Ok(plain.sql(&theirs).await?.collect().await?)
         })
@@ -211,51 +232,114 @@ struct ClusterFigures {
     aggregate_ratio: f64,
     empty_ms: f64,
     empty_ms_per_task: f64,
-    scale_ms: f64,
-    moved: usize,
+}
+
+/// The `quarry` binary: `$QUARRY_BIN`, or the one built beside this benchmark.
+fn quarry_binary() -> Result<PathBuf> {
+    let path = match std::env::var_os("QUARRY_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the benchmark's own path has no directory")?
+            .join(format!("quarry{}", std::env::consts::EXE_SUFFIX)),
+    };
+    if !path.is_file() {
+        bail!(
+            "the cluster section runs `quarry up`, and there is no quarry binary at {}: build it \
+             first with `cargo build --release --bin quarry`, or point QUARRY_BIN at one",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A `quarry up` child process; stopped with Ctrl-C (SIGINT) when dropped.
+struct Up {
+    child: Child,
+    /// Kept open so that the cluster never blocks writing to a closed pipe.
+    _stdout: BufReader<ChildStdout>,
+    url: String,
+}
+
+impl Up {
+    fn start(quarry: &Path, data_dir: &Path, workers: usize) -> Result<Up> {
+        let mut child = Command::new(quarry)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["up", "--workers", &workers.to_string()])
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {} up", quarry.display()))?;
+        let mut stdout = BufReader::new(child.stdout.take().context("no stdout")?);
+        let mut url = None;
+        loop {
+            let mut line = String::new();
+            if stdout.read_line(&mut line)? == 0 {
+                bail!("`quarry up` exited before the cluster was ready");
+            }
+            if let Some(u) = line.trim().strip_prefix("driver listening on ") {
+                url = Some(u.to_string());
+            }
+            if line.contains("Ctrl-C stops the cluster") {
+                break;
+            }
+        }
+        Ok(Up {
+            child,
+            _stdout: stdout,
+            url: url.context("`quarry up` printed no driver endpoint")?,
+        })
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let stopped = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !stopped {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
 }
 
 async fn cluster_section(
     args: &Args,
-    store: &Arc<EmbeddedStore>,
     store_dir: &Path,
     plain: &SessionContext,
 ) -> Result<ClusterFigures> {
-    let cluster = LocalCluster::start(
-        store.clone(),
-        store_dir,
-        args.workers,
-        DriverConfig::default(),
-    )
-    .await?;
-    let session = cluster.driver.session(&[], "bench")?;
+    let up = Up::start(&quarry_binary()?, store_dir, args.workers)?;
+    let driver = RemoteDriver::connect(&up.url).await?;
     println!(
-        "\non a local cluster ({} workers, loopback gRPC and Flight):",
+        "\non `quarry up --workers {}` (driver and worker processes, loopback gRPC and Flight):",
         args.workers
     );
     println!(
         "{:<36} {:>12} {:>14} {:>8}",
         "query (warm, median)", "cluster", "datafusion", "ratio"
     );
-    let ratios = compare_queries(&session, plain, args.iterations).await?;
+    let target = Target::Cluster(driver.clone());
+    let ratios = compare_queries(&target, plain, args.iterations).await?;
     let aggregate_ratio = ratios.last().copied().unwrap_or(f64::INFINITY);
 
-    session
-        .execute("CREATE TABLE iot.empty (device_id bigint, value double, PRIMARY KEY (device_id))")
+    target
+        .run("CREATE TABLE iot.empty (device_id bigint, value double, PRIMARY KEY (device_id))")
         .await?;
-    let (empty, _) = time_query(args.iterations.max(5), || async {
-        Ok(session
-            .execute("SELECT count(*) FROM iot.empty")
-            .await?
-            .batches)
-    })
-    .await?;
-    let tasks = cluster
-        .driver
-        .jobs
-        .list()
-        .first()
-        .map_or(1, |j| j.tasks().1.max(1));
+    let empty_count = "SELECT count(*) FROM iot.empty";
+    let (empty, _) = time_query(args.iterations.max(5), || target.run(empty_count)).await?;
+    let jobs = driver
+        .rpc()
+        .list_jobs(quarry_proto::v1::ListJobsRequest {})
+        .await?
+        .into_inner()
+        .jobs;
+    let tasks = jobs
+        .iter()
+        .find(|j| j.sql == empty_count)
+        .map_or(1, |j| j.tasks_total.max(1));
     let empty_ms = empty.as_secs_f64() * 1e3;
     println!(
         "{:<36} {:>10.1}ms   ({tasks} tasks, {:.2} ms per task)",
@@ -263,15 +347,11 @@ async fn cluster_section(
         empty_ms,
         empty_ms / f64::from(tasks)
     );
-    cluster.shutdown().await;
-
-    let (scale_ms, moved) = placement_at_scale(store, &session).await?;
+    drop(up);
     Ok(ClusterFigures {
         aggregate_ratio,
         empty_ms,
         empty_ms_per_task: empty_ms / f64::from(tasks),
-        scale_ms,
-        moved,
     })
 }
 
@@ -292,6 +372,7 @@ async fn placement_at_scale(
             worker: WorkerId(format!("worker-{}", n.0)),
             node: n.clone(),
             task_slots: 2,
+            local_shards: Default::default(),
         })
         .collect();
     let state = session.context().state();

@@ -138,7 +138,7 @@ pub struct DriverArgs {
 The worker registers with the driver given by --driver (or QUARRY_DRIVER), which is required.")]
 pub struct WorkerArgs {
     /// A TOML file of settings (worker_id, node_id, driver_url, advertise_host, task_slots,
-    /// exchange_memory in bytes); the flags below override it.
+    /// exchange_memory in bytes, nodes); the flags below override it.
     #[arg(long, env = "QUARRY_WORKER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The store node this worker sits beside (required, here or in the file).
@@ -159,6 +159,10 @@ pub struct WorkerArgs {
     /// Memory for exchange outputs before they spill to disk, in MiB [default: 2048].
     #[arg(long, value_name = "MIB")]
     pub exchange_memory_mb: Option<u64>,
+    /// The store's nodes, for placement: the worker then tells the driver which shards its node
+    /// holds (give the driver the same list).
+    #[arg(long, value_delimiter = ',', value_name = "NODE,...")]
+    pub nodes: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -154,6 +154,46 @@ async fn insert_select_is_written_by_the_workers_beside_the_target_shards() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_report_the_shards_their_nodes_hold() {
+    let config = DriverConfig {
+        heartbeat_interval: Duration::from_millis(50),
+        ..DriverConfig::default()
+    };
+    let cluster = TestCluster::start(3, config).await;
+    numbers(&cluster, 64, 10).await;
+    let driver = cluster.driver();
+    let keyspace = quarry_store::Store::keyspace(driver.store.as_ref(), "k").unwrap();
+    let placement =
+        quarry_core::placement::Placement::compute(&keyspace, &driver.cluster_nodes()).unwrap();
+    // The keyspace was created after the workers registered: their heartbeats bring it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let live = driver.registry.live();
+        if live.iter().all(|w| w.local_shards.contains_key("k")) {
+            for w in &live {
+                let reported = &w.local_shards["k"];
+                for shard in (0..64).map(quarry_core::ids::ShardId) {
+                    assert_eq!(
+                        reported.contains(shard),
+                        placement.replicas(shard).contains(&w.node),
+                        "{} and shard {shard:?}",
+                        w.id
+                    );
+                }
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "no worker reported k's shards");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // `quarry workers` shows them too.
+    let summaries = quarry_driver::daemon::rpc::worker_summary(
+        &driver.registry.all().into_iter().next().unwrap(),
+    );
+    assert!(!summaries.worker.unwrap().local_shards.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_error_fails_the_job_at_once_with_its_message() {
     let cluster = TestCluster::start(2, DriverConfig::default()).await;
     numbers(&cluster, 16, 100).await;
@@ -273,11 +313,30 @@ async fn hostile_requests_get_clear_errors_and_the_daemons_keep_serving() {
         .heartbeat(pb::HeartbeatRequest {
             protocol_version: 0,
             worker_id: "w".into(),
-            running_tasks: 0,
+            ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(wrong.code(), tonic::Code::FailedPrecondition);
+    let backwards = driver
+        .heartbeat(pb::HeartbeatRequest {
+            protocol_version: quarry_proto::PROTOCOL_VERSION,
+            worker_id: "w".into(),
+            running_tasks: 0,
+            local_shards: vec![pb::ShardRange {
+                keyspace: "k".into(),
+                first: 9,
+                last: 1,
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(backwards.code(), tonic::Code::InvalidArgument);
+    assert!(
+        backwards.message().contains("backwards"),
+        "{}",
+        backwards.message()
+    );
 
     // Missing and oversized fields.
     let missing = driver

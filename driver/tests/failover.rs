@@ -198,6 +198,7 @@ async fn killed_workers_and_a_restarted_driver_change_no_answer() {
 
     // The driver dies while a query runs: the client gets an error, not a hang.
     let mut long = RemoteDriver::connect(&url).await.unwrap();
+    let long_label = long.label().to_string();
     let pending = tokio::spawn(async move { long.execute(QUERY).await });
     eventually("the long query to start", Duration::from_secs(30), || {
         let client = client.clone();
@@ -239,6 +240,32 @@ async fn killed_workers_and_a_restarted_driver_change_no_answer() {
         .unwrap()
         .into_inner()
         .jobs;
+    // The new driver read the old one's job history: the query it was running has failed.
+    let interrupted = jobs
+        .iter()
+        .find(|j| j.sql == QUERY && j.label == long_label)
+        .unwrap_or_else(|| panic!("the interrupted job is not in the history: {jobs:?}"));
+    assert_eq!(interrupted.state, pb::JobState::Failed as i32);
+    let message = interrupted.error.as_ref().map(|e| e.message.clone());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("driver stopped")),
+        "{message:?}"
+    );
+    // The new driver read the old one's job history: the query it was running has failed.
+    let interrupted = jobs
+        .iter()
+        .find(|j| j.sql == QUERY && j.label == long_label)
+        .unwrap_or_else(|| panic!("the interrupted job is not in the history: {jobs:?}"));
+    assert_eq!(interrupted.state, pb::JobState::Failed as i32);
+    let message = interrupted.error.as_ref().map(|e| e.message.clone());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("driver stopped")),
+        "{message:?}"
+    );
     let stages = client
         .rpc()
         .get_job(pb::GetJobRequest {

@@ -20,6 +20,9 @@ pub struct WorkerConfig {
     pub task_slots: usize,
     /// Bytes of exchange outputs kept in memory before they spill to disk (default 2 GiB).
     pub exchange_memory: u64,
+    /// The store's nodes, for placement: with them the worker reports which shards its node
+    /// holds; without them it reports none and the driver places shards itself.
+    pub nodes: Vec<String>,
 }
 
 impl Default for WorkerConfig {
@@ -32,6 +35,7 @@ impl Default for WorkerConfig {
             advertise_host: None,
             task_slots: std::thread::available_parallelism().map_or(2, |n| n.get()),
             exchange_memory: 2 << 30,
+            nodes: Vec::new(),
         }
     }
 }

@@ -13,7 +13,8 @@ use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, Result};
-use crate::rpc::check_protocol;
+use crate::local_shards::LocalShards;
+use crate::rpc::{check_protocol, local_shards_to_proto};
 use crate::worker_service::WorkerState;
 
 /// Who the worker is, as it registers.
@@ -41,6 +42,7 @@ pub(crate) fn driver_channel(url: &str) -> Result<Channel> {
 pub async fn run(
     driver_url: String,
     me: Registration,
+    local_shards: LocalShards,
     state: Arc<WorkerState>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
@@ -54,7 +56,7 @@ pub async fn run(
                 node_id: me.node_id.clone(),
                 rpc_endpoint: me.endpoint.clone(),
                 flight_endpoint: me.endpoint.clone(),
-                local_shards: Vec::new(),
+                local_shards: local_shards_to_proto(&local_shards.now()),
                 task_slots: me.task_slots,
             }),
         };
@@ -89,6 +91,7 @@ pub async fn run(
                 protocol_version: quarry_proto::PROTOCOL_VERSION,
                 worker_id: me.worker_id.clone(),
                 running_tasks: state.running_tasks() as u32,
+                local_shards: local_shards_to_proto(&local_shards.now()),
             };
             match client.heartbeat(request).await {
                 Ok(r) if r.get_ref().reregister => {

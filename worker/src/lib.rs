@@ -19,6 +19,7 @@ pub mod error;
 pub mod exchange_client;
 pub mod flight_service;
 pub mod heartbeat;
+pub mod local_shards;
 pub mod rpc;
 pub mod task_outputs;
 pub mod task_runner;
@@ -28,6 +29,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
+use quarry_core::ids::NodeId;
 use quarry_proto::v1::worker_service_server::WorkerServiceServer;
 use quarry_store::Store;
 use tokio::net::TcpListener;
@@ -41,6 +43,7 @@ use crate::cpu_runtime::CpuRuntime;
 use crate::exchange_client::{FlightExchangeClient, MAX_MESSAGE_BYTES};
 use crate::flight_service::WorkerFlight;
 use crate::heartbeat::Registration;
+use crate::local_shards::LocalShards;
 use crate::task_outputs::OutputStore;
 use crate::task_runner::TaskRunner;
 use crate::worker_service::{WorkerRpc, WorkerState};
@@ -74,6 +77,11 @@ pub async fn serve(
         .clone()
         .unwrap_or_else(|| address.ip().to_string());
     let endpoint = format!("http://{host}:{}", address.port());
+    let local_shards = LocalShards::new(
+        NodeId(config.node_id.clone()),
+        config.nodes.iter().cloned().map(NodeId).collect(),
+        store.clone(),
+    );
     let runner = TaskRunner::new(store, FlightExchangeClient::new(), config.task_slots);
     let cpu = CpuRuntime::new(config.task_slots)?;
     let outputs = OutputStore::new(config.exchange_memory)?;
@@ -94,6 +102,7 @@ pub async fn serve(
             endpoint: endpoint.clone(),
             task_slots: config.task_slots as u32,
         },
+        local_shards,
         state.clone(),
         stop_rx,
     ));

@@ -2,7 +2,7 @@
 //! `quarry-jobs`. A missing or invalid field is an [`Error::InvalidMessage`], never a panic. The
 //! driver uses the same conversions for the other direction.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use quarry_core::shard_set::ShardSet;
 use quarry_jobs::{
@@ -34,6 +34,47 @@ pub fn task_id_from_proto(id: Option<&pb::TaskId>) -> Result<TaskId> {
         index: id.partition,
         attempt: id.attempt,
     })
+}
+
+/// A worker's local shards, keyspace by keyspace, as shard ranges.
+pub fn local_shards_to_proto(local: &BTreeMap<String, ShardSet>) -> Vec<pb::ShardRange> {
+    local
+        .iter()
+        .flat_map(|(keyspace, shards)| {
+            shards.ranges().iter().map(|r| pb::ShardRange {
+                keyspace: keyspace.clone(),
+                first: *r.start(),
+                last: *r.end(),
+            })
+        })
+        .collect()
+}
+
+/// Shard ranges of any number of keyspaces, grouped by keyspace.
+pub fn local_shards_from_proto(ranges: &[pb::ShardRange]) -> Result<BTreeMap<String, ShardSet>> {
+    if let Some(bad) = ranges
+        .iter()
+        .find(|r| r.first > r.last || r.keyspace.is_empty())
+    {
+        return Err(Error::invalid(
+            "local shards",
+            format!(
+                "range {}-{} of keyspace '{}' is backwards or unnamed",
+                bad.first, bad.last, bad.keyspace
+            ),
+        ));
+    }
+    let mut by_keyspace: BTreeMap<String, Vec<std::ops::RangeInclusive<u32>>> = BTreeMap::new();
+    for r in ranges {
+        by_keyspace
+            .entry(r.keyspace.clone())
+            .or_default()
+            .push(r.first..=r.last);
+    }
+    Ok(by_keyspace
+        .into_iter()
+        .map(|(keyspace, ranges)| (keyspace, ShardSet::from_ranges(ranges)))
+        .collect())
 }
 
 pub fn task_request_to_proto(task: &TaskRequest) -> pb::TaskDefinition {
@@ -335,5 +376,23 @@ mod tests {
         .unwrap_err();
         assert!(bad_job.to_string().contains("not a job id"), "{bad_job}");
         assert!(check_protocol(quarry_proto::PROTOCOL_VERSION + 1).is_err());
+    }
+
+    #[test]
+    fn local_shards_round_trip_and_bad_ranges_are_refused() {
+        let local = BTreeMap::from([
+            ("iot".to_string(), ShardSet::from_ranges([0..=3, 7..=7])),
+            ("synth".to_string(), ShardSet::from_ranges([2..=5])),
+        ]);
+        let wire = local_shards_to_proto(&local);
+        assert_eq!(wire.len(), 3);
+        assert_eq!(local_shards_from_proto(&wire).unwrap(), local);
+        let backwards = [pb::ShardRange {
+            keyspace: "iot".into(),
+            first: 4,
+            last: 1,
+        }];
+        let err = local_shards_from_proto(&backwards).unwrap_err();
+        assert!(err.to_string().contains("backwards"), "{err}");
     }
 }

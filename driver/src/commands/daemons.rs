@@ -130,6 +130,9 @@ pub async fn worker(
     if let Some(mb) = args.exchange_memory_mb {
         config.exchange_memory = mb << 20;
     }
+    if !args.nodes.is_empty() {
+        config.nodes = args.nodes;
+    }
     let store: Arc<dyn Store> = Arc::new(
         EmbeddedStore::open_reader(data_dir, EmbeddedOptions::default())
             .with_context(|| format!("opening the data directory {}", data_dir.display()))?,
@@ -169,8 +172,9 @@ pub async fn up(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     let store = open_writer(data_dir)?;
     let listener = bind(&args.listen).await?;
     let url = format!("http://{}", listener.local_addr()?);
+    let nodes: Vec<String> = (1..=args.workers).map(|i| format!("node-{i}")).collect();
     let config = DriverConfig {
-        nodes: (1..=args.workers).map(|i| format!("node-{i}")).collect(),
+        nodes: nodes.clone(),
         ..DriverConfig::default()
     };
     let state = DriverState::new(config, store)?;
@@ -192,6 +196,7 @@ pub async fn up(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
             .args(["worker", "--driver", &url, "--node"])
             .arg(format!("node-{i}"))
             .args(["--listen", "127.0.0.1:0", "--slots", &slots.to_string()])
+            .args(["--nodes", &nodes.join(",")])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .kill_on_drop(true)

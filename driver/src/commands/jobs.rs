@@ -266,6 +266,7 @@ pub async fn workers(driver: &DriverConnection, args: JobsArgs) -> anyhow::Resul
             Field::new("alive", DataType::Boolean, false),
             Field::new("running_tasks", DataType::UInt32, false),
             Field::new("last_seen_ms_ago", DataType::UInt64, false),
+            text("local_shards"),
         ],
         vec![
             info(|w| w.worker_id.clone()),
@@ -280,6 +281,20 @@ pub async fn workers(driver: &DriverConnection, args: JobsArgs) -> anyhow::Resul
             Arc::new(UInt64Array::from_iter_values(
                 workers.iter().map(|w| w.last_seen_ms_ago),
             )),
+            info(|w| local_shards(&w.local_shards)),
         ],
     )
+}
+
+/// A worker's local shards as `keyspace: count` pairs, such as `iot: 267, synth: 16`.
+fn local_shards(ranges: &[pb::ShardRange]) -> String {
+    let mut counts: std::collections::BTreeMap<&str, u32> = Default::default();
+    for r in ranges {
+        *counts.entry(r.keyspace.as_str()).or_default() += r.last.saturating_sub(r.first) + 1;
+    }
+    counts
+        .iter()
+        .map(|(keyspace, n)| format!("{keyspace}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -7,7 +7,7 @@ use quarry_core::ids::NodeId;
 use quarry_jobs::{JobId, WorkerId};
 use quarry_proto::v1 as pb;
 use quarry_proto::v1::driver_service_server::DriverService;
-use quarry_worker::rpc::check_protocol;
+use quarry_worker::rpc::{check_protocol, local_shards_from_proto};
 use tonic::{Request, Response, Status};
 
 use super::DriverState;
@@ -46,6 +46,8 @@ impl DriverService for DriverRpc {
                 "worker and node names are at most {MAX_NAME} bytes"
             )));
         }
+        let local_shards = local_shards_from_proto(&worker.local_shards)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.0
             .registry
             .register(
@@ -53,6 +55,7 @@ impl DriverService for DriverRpc {
                 NodeId(worker.node_id),
                 worker.flight_endpoint,
                 worker.task_slots,
+                local_shards,
             )
             .map_err(Status::invalid_argument)?;
         Ok(Response::new(pb::RegisterWorkerResponse {
@@ -69,10 +72,13 @@ impl DriverService for DriverRpc {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let request = request.into_inner();
         check_protocol(request.protocol_version)?;
-        let known = self
-            .0
-            .registry
-            .heartbeat(&WorkerId(request.worker_id), request.running_tasks);
+        let local_shards = local_shards_from_proto(&request.local_shards)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let known = self.0.registry.heartbeat(
+            &WorkerId(request.worker_id),
+            request.running_tasks,
+            local_shards,
+        );
         Ok(Response::new(pb::HeartbeatResponse { reregister: !known }))
     }
 

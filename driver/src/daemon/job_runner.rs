@@ -21,7 +21,6 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use futures::StreamExt;
-use quarry_core::ids::NodeId;
 use quarry_core::placement::Placement;
 use quarry_jobs::{
     ExchangeKind, ExchangeReaderExec, FailureKind, JobGraph, JobId, QuarryCodec, StageId,
@@ -39,7 +38,7 @@ use super::DriverState;
 use super::error::{Error, Result};
 use super::job_tracker::{StageRecord, TaskRecord};
 use super::registry::WorkerHandle;
-use super::scheduler::{Slot, assign_partitions, assign_scan, owner_of};
+use super::scheduler::{Slot, assign_partitions, assign_scan, owner_of, reads_locally};
 
 /// Stage rounds before a job gives up (each round retries what failed).
 const MAX_ROUNDS: usize = 64;
@@ -84,6 +83,7 @@ pub(super) fn slots(workers: &[WorkerHandle]) -> Vec<Slot> {
             worker: w.id.clone(),
             node: w.node.clone(),
             task_slots: w.task_slots,
+            local_shards: w.local_shards.clone(),
         })
         .collect()
 }
@@ -429,20 +429,20 @@ impl JobRunner {
         live: &[WorkerHandle],
     ) -> (WorkerHandle, bool) {
         let placement = self.stages.get(&stage).and_then(|s| s.placement.clone());
-        let holds_replicas = |node: &NodeId| match (&placement, &slot.shards) {
+        let holds_replicas = |w: &WorkerHandle| match (&placement, &slot.shards) {
             (Some(p), Some(s)) => s
                 .shards
                 .iter()
-                .all(|shard| p.replicas(shard).contains(node)),
+                .all(|shard| reads_locally(&w.local_shards, &w.node, p, shard)),
             _ => true,
         };
         if slot.attempts == 0
             && let Some(w) = live.iter().find(|w| w.id == slot.preferred)
         {
-            return (w.clone(), holds_replicas(&w.node));
+            return (w.clone(), holds_replicas(w));
         }
         let rotate = (slot.index + slot.attempts) as usize;
-        let local: Vec<&WorkerHandle> = live.iter().filter(|w| holds_replicas(&w.node)).collect();
+        let local: Vec<&WorkerHandle> = live.iter().filter(|w| holds_replicas(w)).collect();
         if !local.is_empty() {
             return (local[rotate % local.len()].clone(), true);
         }

@@ -1,15 +1,26 @@
 //! The driver's record of jobs: state, stages, tasks and counters, for `quarry jobs`, `quarry job
 //! ID` and progress bars; and the handle that cancels a running job.
+//!
+//! Each job's start and end are also appended to a journal (`driver/jobs.ndjson` in the data
+//! directory, one JSON object per line), so the job history outlives the driver. A job the
+//! journal shows started but never ended was running when the driver stopped: a restarted driver
+//! reports it failed. Stages and tasks are kept in memory only. The journal is appended without
+//! fsync (a lost line costs history, never data) and rewritten, smaller, once it is long.
 
 use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use quarry_jobs::{JobId, StageId, TaskMetrics};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum JobState {
     Running,
     Succeeded,
@@ -100,15 +111,146 @@ impl JobRecord {
 pub struct JobTracker {
     jobs: Mutex<BTreeMap<JobId, (JobRecord, watch::Sender<bool>)>>,
     next: Mutex<u64>,
+    journal: Option<Mutex<Journal>>,
 }
 
 const KEEP: usize = 1000;
+
+/// What a restarted driver says about a job that was running when it stopped.
+pub const INTERRUPTED: &str = "the driver stopped while the job ran; run it again";
+
+/// One line of the journal: a job as it started or ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    id: u64,
+    sql: String,
+    label: String,
+    state: JobState,
+    /// Milliseconds since the Unix epoch.
+    submitted_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    elapsed_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl Entry {
+    fn of(job: &JobRecord) -> Entry {
+        Entry {
+            id: job.id.0,
+            sql: job.sql.clone(),
+            label: job.label.clone(),
+            state: job.state,
+            submitted_at_ms: job
+                .submitted_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            elapsed_ms: job.elapsed.map(|d| d.as_millis() as u64),
+            error: job.error.clone(),
+        }
+    }
+
+    fn record(self) -> JobRecord {
+        JobRecord {
+            id: JobId(self.id),
+            sql: self.sql,
+            label: self.label,
+            state: self.state,
+            submitted_at: SystemTime::UNIX_EPOCH + Duration::from_millis(self.submitted_at_ms),
+            started: Instant::now(),
+            elapsed: Some(Duration::from_millis(self.elapsed_ms.unwrap_or(0))),
+            error: self.error,
+            stages: Vec::new(),
+        }
+    }
+}
+
+/// The append-only job journal.
+#[derive(Debug)]
+struct Journal {
+    path: PathBuf,
+    file: File,
+    lines: usize,
+}
+
+impl Journal {
+    /// Opens the journal at `path` and returns the jobs it holds, last entry per job winning.
+    fn open(path: &Path) -> std::io::Result<(Journal, BTreeMap<u64, Entry>)> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let mut jobs = BTreeMap::new();
+        let mut lines = 0;
+        let text = match fs::read(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            lines += 1;
+            // A torn last line (a crash mid-append) is skipped, as is anything unreadable.
+            match serde_json::from_slice::<Entry>(line) {
+                Ok(entry) => {
+                    jobs.insert(entry.id, entry);
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "skipping a job journal line")
+                }
+            }
+        }
+        let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+        if text.last().is_some_and(|&b| b != b'\n') {
+            // End the torn line so that the next entry starts on its own.
+            file.write_all(b"\n")?;
+        }
+        let journal = Journal {
+            path: path.to_path_buf(),
+            file,
+            lines,
+        };
+        Ok((journal, jobs))
+    }
+
+    fn append(&mut self, entry: &Entry) {
+        let mut line = match serde_json::to_vec(entry) {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not describe a job for the journal");
+                return;
+            }
+        };
+        line.push(b'\n');
+        if let Err(e) = self.file.write_all(&line) {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not append to the job journal");
+        }
+        self.lines += 1;
+    }
+
+    /// Replaces the journal with one line per job in `jobs` (atomically: a new file renamed over
+    /// the old one).
+    fn rewrite<'a>(&mut self, jobs: impl Iterator<Item = &'a JobRecord>) -> std::io::Result<()> {
+        let tmp = self.path.with_extension("ndjson.tmp");
+        let mut out = Vec::new();
+        let mut lines = 0;
+        for job in jobs {
+            serde_json::to_writer(&mut out, &Entry::of(job))?;
+            out.push(b'\n');
+            lines += 1;
+        }
+        fs::write(&tmp, &out)?;
+        fs::rename(&tmp, &self.path)?;
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        self.lines = lines;
+        Ok(())
+    }
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Default for JobTracker {
+    /// A tracker without a journal: the history ends with the process.
     fn default() -> Self {
         // Start from the clock so that a restarted driver does not reuse ids.
         let start = SystemTime::now()
@@ -117,11 +259,66 @@ impl Default for JobTracker {
         JobTracker {
             jobs: Mutex::new(BTreeMap::new()),
             next: Mutex::new(start * 10),
+            journal: None,
         }
     }
 }
 
 impl JobTracker {
+    /// A tracker that keeps its history in the journal at `path`, starting from what the journal
+    /// holds; jobs it shows running are recorded as failed ([`INTERRUPTED`]).
+    pub fn with_journal(path: &Path) -> std::io::Result<JobTracker> {
+        let (mut journal, entries) = Journal::open(path)?;
+        let tracker = JobTracker::default();
+        let mut interrupted = Vec::new();
+        {
+            let mut jobs = lock(&tracker.jobs);
+            let mut next = lock(&tracker.next);
+            for (_, mut entry) in entries.into_iter().rev().take(KEEP) {
+                *next = (*next).max(entry.id);
+                if entry.state == JobState::Running {
+                    entry.state = JobState::Failed;
+                    entry.error = Some(INTERRUPTED.to_string());
+                    interrupted.push(entry.clone());
+                }
+                let (cancel, _) = watch::channel(false);
+                jobs.insert(JobId(entry.id), (entry.record(), cancel));
+            }
+            if journal.lines > 2 * KEEP {
+                journal.rewrite(jobs.values().map(|(j, _)| j))?;
+            } else {
+                for entry in &interrupted {
+                    journal.append(entry);
+                }
+            }
+        }
+        if !interrupted.is_empty() {
+            tracing::warn!(
+                jobs = interrupted.len(),
+                "jobs were running when the driver stopped; they are recorded as failed"
+            );
+        }
+        Ok(JobTracker {
+            journal: Some(Mutex::new(journal)),
+            ..tracker
+        })
+    }
+
+    /// Appends a job's current state to the journal, compacting it when it has grown long.
+    fn journal(&self, jobs: &BTreeMap<JobId, (JobRecord, watch::Sender<bool>)>, id: JobId) {
+        let (Some(journal), Some((job, _))) = (&self.journal, jobs.get(&id)) else {
+            return;
+        };
+        let mut journal = lock(journal);
+        if journal.lines >= 2 * KEEP {
+            if let Err(e) = journal.rewrite(jobs.values().map(|(j, _)| j)) {
+                tracing::warn!(error = %e, "could not rewrite the job journal");
+            }
+        } else {
+            journal.append(&Entry::of(job));
+        }
+    }
+
     /// Records a new running job; the receiver turns true when someone cancels it.
     pub fn start(&self, sql: &str, label: &str) -> (JobId, watch::Receiver<bool>) {
         let id = {
@@ -146,6 +343,7 @@ impl JobTracker {
         while jobs.len() > KEEP {
             jobs.pop_first();
         }
+        self.journal(&jobs, id);
         (id, cancelled)
     }
 
@@ -191,10 +389,12 @@ impl JobTracker {
     }
 
     pub fn finish(&self, id: JobId, state: JobState, error: Option<String>) {
-        if let Some((job, _)) = lock(&self.jobs).get_mut(&id) {
+        let mut jobs = lock(&self.jobs);
+        if let Some((job, _)) = jobs.get_mut(&id) {
             job.state = state;
             job.error = error;
             job.elapsed = Some(job.started.elapsed());
+            self.journal(&jobs, id);
         }
     }
 
@@ -220,5 +420,68 @@ impl JobTracker {
             .rev()
             .map(|(j, _)| j.clone())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_journal_keeps_history_and_fails_jobs_a_stopped_driver_was_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("driver").join("jobs.ndjson");
+        let (done, running) = {
+            let tracker = JobTracker::with_journal(&path).unwrap();
+            let (done, _) = tracker.start("SELECT 1", "cli-1");
+            tracker.finish(done, JobState::Succeeded, None);
+            let (failed, _) = tracker.start("SELECT x", "cli-1");
+            tracker.finish(failed, JobState::Failed, Some("no column x".into()));
+            let (running, _) = tracker.start("SELECT count(*) FROM k.t", "cli-2");
+            (done, running)
+            // Dropped without finishing `running`: the driver stopped.
+        };
+        // A torn last line, as a crash mid-append leaves it.
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"{\"id\": 12, \"sql\": \"SEL").unwrap();
+        drop(file);
+
+        let tracker = JobTracker::with_journal(&path).unwrap();
+        let jobs = tracker.list();
+        assert_eq!(jobs.len(), 3);
+        assert_eq!(jobs[0].id, running);
+        assert_eq!(jobs[0].state, JobState::Failed);
+        assert_eq!(jobs[0].error.as_deref(), Some(INTERRUPTED));
+        assert_eq!(jobs[1].error.as_deref(), Some("no column x"));
+        let first = tracker.get(done).unwrap();
+        assert_eq!(
+            (first.state, first.sql.as_str()),
+            (JobState::Succeeded, "SELECT 1")
+        );
+        // New ids follow the old ones, and the interruption itself was journalled.
+        let (next, _) = tracker.start("SELECT 2", "cli-3");
+        assert!(next.0 > running.0);
+        drop(tracker);
+        let again = JobTracker::with_journal(&path).unwrap();
+        assert_eq!(again.get(running).unwrap().state, JobState::Failed);
+        assert_eq!(again.get(next).unwrap().error.as_deref(), Some(INTERRUPTED));
+    }
+
+    #[test]
+    fn a_long_journal_is_rewritten_with_the_jobs_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.ndjson");
+        let tracker = JobTracker::with_journal(&path).unwrap();
+        for i in 0..KEEP + 200 {
+            let (id, _) = tracker.start(&format!("SELECT {i}"), "bench");
+            tracker.finish(id, JobState::Succeeded, None);
+        }
+        drop(tracker);
+        let lines = fs::read_to_string(&path).unwrap().lines().count();
+        assert!(lines <= 2 * KEEP + 1, "{lines} lines");
+        let tracker = JobTracker::with_journal(&path).unwrap();
+        let jobs = tracker.list();
+        assert_eq!(jobs.len(), KEEP);
+        assert_eq!(jobs[0].sql, format!("SELECT {}", KEEP + 199));
     }
 }

@@ -26,13 +26,17 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     /// Starts a driver over `store` (the writer of `data_dir`) and `workers` workers reading
-    /// `data_dir`, named `node-1`, `node-2`, ...; returns once all of them registered.
+    /// `data_dir`, named `node-1`, `node-2`, ...; returns once all of them registered. Placement
+    /// is over those nodes unless `config` names others.
     pub async fn start(
         store: Arc<EmbeddedStore>,
         data_dir: &Path,
         workers: usize,
-        config: DriverConfig,
+        mut config: DriverConfig,
     ) -> Result<LocalCluster> {
+        if config.nodes.is_empty() {
+            config.nodes = (1..=workers).map(|i| format!("node-{i}")).collect();
+        }
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let driver = DriverState::new(config, store)?;
@@ -83,6 +87,7 @@ impl LocalCluster {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let mut config = WorkerConfig::new(node, self.url.clone());
         config.task_slots = slots.max(1);
+        config.nodes = self.driver.config.nodes.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         self.stops.push(stop);
         self.servers

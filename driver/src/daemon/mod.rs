@@ -78,11 +78,12 @@ pub struct DriverState {
 impl DriverState {
     pub fn new(config: DriverConfig, store: Arc<EmbeddedStore>) -> Result<Arc<Self>> {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let jobs = JobTracker::with_journal(&store.dir().join("driver").join("jobs.ndjson"))?;
         Ok(Arc::new(DriverState {
             registry: Registry::new(config.lost_after),
             config,
             store,
-            jobs: JobTracker::default(),
+            jobs,
             client: FlightExchangeClient::new(),
             cpu: CpuRuntime::new(threads)?,
             driver_id: format!("driver-{}", std::process::id()),

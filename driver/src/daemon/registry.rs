@@ -5,16 +5,20 @@
 //! again, and then counts as alive.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use quarry_core::ids::NodeId;
+use quarry_core::shard_set::ShardSet;
 use quarry_jobs::WorkerId;
 use quarry_proto::v1::worker_service_client::WorkerServiceClient;
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
 use quarry_worker::exchange_client::MAX_MESSAGE_BYTES;
+
+/// A worker's local shards, by keyspace, as it last reported them.
+pub type LocalShards = Arc<BTreeMap<String, ShardSet>>;
 
 /// A registered worker.
 #[derive(Debug, Clone)]
@@ -25,6 +29,9 @@ pub struct WorkerHandle {
     pub endpoint: String,
     pub task_slots: u32,
     pub client: WorkerServiceClient<Channel>,
+    /// Shards it reads locally, as of its registration or a later heartbeat; a keyspace missing
+    /// here is placed by the driver.
+    pub local_shards: LocalShards,
 }
 
 #[derive(Debug)]
@@ -77,6 +84,7 @@ impl Registry {
         node: NodeId,
         endpoint: String,
         task_slots: u32,
+        local_shards: BTreeMap<String, ShardSet>,
     ) -> Result<(), String> {
         let channel = Endpoint::from_shared(endpoint.clone())
             .map_err(|e| format!("endpoint '{endpoint}' is not a URL: {e}"))?
@@ -92,6 +100,7 @@ impl Registry {
             endpoint,
             task_slots: task_slots.max(1),
             client,
+            local_shards: Arc::new(local_shards),
         };
         tracing::info!(worker = %id, node = %handle.node, endpoint = %handle.endpoint, "worker registered");
         lock(&self.workers).insert(
@@ -108,12 +117,20 @@ impl Registry {
     }
 
     /// Records a heartbeat; false when the worker must register again.
-    pub fn heartbeat(&self, id: &WorkerId, running_tasks: u32) -> bool {
+    pub fn heartbeat(
+        &self,
+        id: &WorkerId,
+        running_tasks: u32,
+        local_shards: BTreeMap<String, ShardSet>,
+    ) -> bool {
         let mut workers = lock(&self.workers);
         match workers.get_mut(id) {
             Some(entry) if entry.alive => {
                 entry.last_seen = Instant::now();
                 entry.running_tasks = running_tasks;
+                if *entry.handle.local_shards != local_shards {
+                    entry.handle.local_shards = Arc::new(local_shards);
+                }
                 true
             }
             _ => false,

@@ -77,7 +77,7 @@ pub fn worker_summary(w: &WorkerView) -> pb::WorkerSummary {
             node_id: w.handle.node.0.clone(),
             rpc_endpoint: w.handle.endpoint.clone(),
             flight_endpoint: w.handle.endpoint.clone(),
-            local_shards: Vec::new(),
+            local_shards: quarry_worker::rpc::local_shards_to_proto(&w.handle.local_shards),
             task_slots: w.handle.task_slots,
         }),
         alive: w.alive,

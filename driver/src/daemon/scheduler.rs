@@ -8,6 +8,7 @@
 //! robin over live workers.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use quarry_core::ids::{NodeId, ShardId};
 use quarry_core::placement::Placement;
@@ -20,6 +21,28 @@ pub struct Slot {
     pub worker: WorkerId,
     pub node: NodeId,
     pub task_slots: u32,
+    /// The shards it reported it reads locally, by keyspace.
+    pub local_shards: Arc<BTreeMap<String, ShardSet>>,
+}
+
+impl Slot {
+    fn holds(&self, placement: &Placement, shard: ShardId) -> bool {
+        reads_locally(&self.local_shards, &self.node, placement, shard)
+    }
+}
+
+/// Whether the worker on `node` that reported `local` reads `shard` of `placement`'s keyspace
+/// locally: as it reported, for a keyspace it reported; otherwise as placement says.
+pub fn reads_locally(
+    local: &BTreeMap<String, ShardSet>,
+    node: &NodeId,
+    placement: &Placement,
+    shard: ShardId,
+) -> bool {
+    match local.get(placement.keyspace()) {
+        Some(shards) => shards.contains(shard),
+        None => placement.replicas(shard).contains(node),
+    }
 }
 
 /// A scan task: which shards, on which worker, and whether that worker holds a replica.
@@ -48,12 +71,24 @@ pub fn assign_scan(
         .enumerate()
         .map(|(i, w)| (&w.worker, i))
         .collect();
+    // Workers that reported this keyspace may hold shards placement does not give their node.
+    let reporting: Vec<&Slot> = workers
+        .iter()
+        .filter(|w| w.local_shards.contains_key(placement.keyspace()))
+        .collect();
     let mut remote = Vec::new();
     for shard in (0..shard_count).map(ShardId) {
         let local = placement
             .replicas(shard)
             .iter()
-            .find_map(|node| by_node.get(node));
+            .filter_map(|node| by_node.get(node).copied())
+            .find(|slot| slot.holds(placement, shard))
+            .or_else(|| {
+                reporting
+                    .iter()
+                    .copied()
+                    .find(|slot| slot.holds(placement, shard))
+            });
         match local {
             Some(slot) => {
                 let i = index_of[&slot.worker];
@@ -96,12 +131,7 @@ pub fn owner_of(
     workers: &[Slot],
     index: usize,
 ) -> WorkerId {
-    let held = |w: &Slot| {
-        group
-            .iter()
-            .filter(|&s| placement.replicas(s).contains(&w.node))
-            .count()
-    };
+    let held = |w: &Slot| group.iter().filter(|&s| w.holds(placement, s)).count();
     workers
         .iter()
         .map(|w| (held(w), w))
@@ -138,6 +168,7 @@ mod tests {
                 worker: WorkerId(format!("w{i}")),
                 node: NodeId(format!("node-{i}")),
                 task_slots: 2,
+                local_shards: Default::default(),
             })
             .collect()
     }

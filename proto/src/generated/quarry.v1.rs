@@ -21,7 +21,8 @@ pub struct WorkerInfo {
     pub rpc_endpoint: ::prost::alloc::string::String,
     #[prost(string, tag = "4")]
     pub flight_endpoint: ::prost::alloc::string::String,
-    /// Shards the worker reads locally.
+    /// Shards the worker reads locally: per keyspace, those its node holds a replica of. A keyspace
+    /// it lists nothing for is left to the driver's placement.
     #[prost(message, repeated, tag = "5")]
     pub local_shards: ::prost::alloc::vec::Vec<ShardRange>,
     /// Tasks it runs at once.
@@ -47,7 +48,7 @@ pub struct RegisterWorkerResponse {
     #[prost(uint64, tag = "4")]
     pub lost_after_ms: u64,
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct HeartbeatRequest {
     #[prost(uint32, tag = "1")]
     pub protocol_version: u32,
@@ -56,6 +57,9 @@ pub struct HeartbeatRequest {
     /// Tasks running on the worker now.
     #[prost(uint32, tag = "3")]
     pub running_tasks: u32,
+    /// The worker's local shards now (keyspaces come and go after registration), as in WorkerInfo.
+    #[prost(message, repeated, tag = "4")]
+    pub local_shards: ::prost::alloc::vec::Vec<ShardRange>,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct HeartbeatResponse {
