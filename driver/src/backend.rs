@@ -1,7 +1,10 @@
 //! Where the CLI's statements run: in this process on the embedded store, or on a driver.
 
+use std::io::Write;
+
 use quarry_sql::{QuarrySession, QueryOutput};
 
+use crate::output::{OutputFormat, ResultWriter};
 use crate::remote::RemoteDriver;
 
 /// A place to run SQL.
@@ -19,6 +22,32 @@ impl Backend {
             Backend::Local(session) => Ok(session.execute(sql).await?),
             Backend::Remote(driver) => driver.execute(sql).await,
         }
+    }
+
+    /// Runs a statement and prints what it returns: rows on `out` in `format` (from a driver,
+    /// as they arrive), a message on stderr (so that piped output holds only data).
+    pub async fn execute_and_print(
+        &mut self,
+        sql: &str,
+        format: OutputFormat,
+        out: &mut dyn Write,
+    ) -> anyhow::Result<()> {
+        let mut result = match self {
+            Backend::Local(session) => {
+                let output = session.execute(sql).await?;
+                return crate::commands::sql::print_output(&output, format, out);
+            }
+            Backend::Remote(driver) => driver.execute_stream(sql).await?,
+        };
+        if let Some(message) = &result.message {
+            eprintln!("{message}");
+            return Ok(());
+        }
+        let mut writer = ResultWriter::new(format, &result.schema.clone(), out)?;
+        while let Some(batch) = result.next().await? {
+            writer.write(&batch)?;
+        }
+        writer.finish()
     }
 
     /// What the shell's banner says it is connected to.

@@ -51,87 +51,144 @@ pub fn write_result(
     batches: &[RecordBatch],
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    match format {
-        OutputFormat::Table => write_table(schema, batches, out),
-        OutputFormat::Csv => write_csv(schema, batches, out),
-        OutputFormat::Json => write_json(batches, out),
-        OutputFormat::Ndjson => write_ndjson(batches, out),
-        OutputFormat::Parquet => write_parquet(schema, batches, out),
-    }
-    .with_context(|| format!("could not write the query result as {format:?}"))?;
-    out.flush().context("could not flush the query result")
-}
-
-fn write_table(
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    let table = arrow::util::pretty::pretty_format_batches_with_schema(schema.clone(), batches)?;
-    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    let noun = if rows == 1 { "row" } else { "rows" };
-    writeln!(out, "{table}")?;
-    writeln!(out, "({rows} {noun})")?;
-    Ok(())
-}
-
-fn write_csv(
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    // The CSV writer prints its header with the first batch it sees, so an empty result goes
-    // through as one empty batch of the result's schema. Timestamps with a time zone default to
-    // RFC 3339 (`2026-11-01T00:00:00Z`), those without one to ISO 8601 without an offset.
-    let mut writer = arrow::csv::WriterBuilder::new()
-        .with_header(true)
-        .build(out);
-    if batches.is_empty() {
-        writer.write(&RecordBatch::new_empty(schema.clone()))?;
-    }
+    let mut writer = ResultWriter::new(format, schema, out)?;
     for batch in batches {
         writer.write(batch)?;
     }
-    Ok(())
+    writer.finish()
 }
 
-fn write_json(batches: &[RecordBatch], out: &mut dyn Write) -> anyhow::Result<()> {
-    // Explicit nulls keep every object's keys the same, which is what a reader of a table expects.
-    let mut writer = arrow::json::WriterBuilder::new()
-        .with_explicit_nulls(true)
-        .build::<_, JsonArray>(out);
-    for batch in batches {
-        writer.write(batch)?;
-    }
-    writer.finish()?;
-    writeln!(writer.get_mut())?;
-    Ok(())
+/// Prints a result batch by batch. CSV, JSON and NDJSON rows reach `out` (flushed) as their
+/// batch arrives, so a pipe sees a long result while it is still running; a table (whose
+/// column widths depend on every row) and Parquet are written when the result ends.
+pub struct ResultWriter<'a> {
+    format: OutputFormat,
+    schema: SchemaRef,
+    sink: Sink<'a>,
 }
 
-fn write_ndjson(batches: &[RecordBatch], out: &mut dyn Write) -> anyhow::Result<()> {
-    let mut writer = arrow::json::WriterBuilder::new()
-        .with_explicit_nulls(true)
-        .build::<_, LineDelimited>(out);
-    for batch in batches {
-        writer.write(batch)?;
+impl std::fmt::Debug for ResultWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResultWriter")
+            .field("format", &self.format)
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
     }
-    writer.finish()?;
-    Ok(())
 }
 
-fn write_parquet(
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    // The default writer properties compress with Snappy (the `snap` feature). The file is
-    // assembled in memory because the Parquet writer needs a `Send` sink and stdout's lock is not.
-    let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), None)?;
-    for batch in batches {
-        writer.write(batch)?;
+enum Sink<'a> {
+    Table(&'a mut dyn Write, Vec<RecordBatch>),
+    /// The CSV header goes out with the first batch.
+    Csv(&'a mut dyn Write, bool),
+    Json(arrow::json::Writer<&'a mut dyn Write, JsonArray>),
+    Ndjson(arrow::json::Writer<&'a mut dyn Write, LineDelimited>),
+    /// Assembled in memory: the Parquet writer needs a `Send` sink and stdout's lock is not one.
+    Parquet(&'a mut dyn Write, ArrowWriter<Vec<u8>>),
+}
+
+impl<'a> ResultWriter<'a> {
+    pub fn new(
+        format: OutputFormat,
+        schema: &SchemaRef,
+        out: &'a mut dyn Write,
+    ) -> anyhow::Result<Self> {
+        // Explicit nulls keep every object's keys the same, which is what a reader of a table
+        // expects.
+        let json = arrow::json::WriterBuilder::new().with_explicit_nulls(true);
+        let sink = match format {
+            OutputFormat::Table => Sink::Table(out, Vec::new()),
+            OutputFormat::Csv => Sink::Csv(out, false),
+            OutputFormat::Json => Sink::Json(json.build::<_, JsonArray>(out)),
+            OutputFormat::Ndjson => Sink::Ndjson(json.build::<_, LineDelimited>(out)),
+            // The default writer properties compress with Snappy (the `snap` feature).
+            OutputFormat::Parquet => Sink::Parquet(
+                out,
+                ArrowWriter::try_new(Vec::new(), schema.clone(), None)
+                    .context("could not start a Parquet result")?,
+            ),
+        };
+        Ok(ResultWriter {
+            format,
+            schema: schema.clone(),
+            sink,
+        })
     }
-    out.write_all(&writer.into_inner()?)?;
-    Ok(())
+
+    pub fn write(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
+        self.write_batch(batch)
+            .with_context(|| format!("could not write the query result as {:?}", self.format))
+    }
+
+    fn write_batch(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
+        match &mut self.sink {
+            Sink::Table(_, batches) => batches.push(batch.clone()),
+            Sink::Csv(out, header_written) => {
+                // Timestamps with a time zone default to RFC 3339 (`2026-11-01T00:00:00Z`),
+                // those without one to ISO 8601 without an offset.
+                let mut writer = arrow::csv::WriterBuilder::new()
+                    .with_header(!*header_written)
+                    .build(&mut **out);
+                writer.write(batch)?;
+                drop(writer);
+                *header_written = true;
+                out.flush()?;
+            }
+            Sink::Json(writer) => {
+                writer.write(batch)?;
+                writer.get_mut().flush()?;
+            }
+            Sink::Ndjson(writer) => {
+                writer.write(batch)?;
+                writer.get_mut().flush()?;
+            }
+            Sink::Parquet(_, writer) => writer.write(batch)?,
+        }
+        Ok(())
+    }
+
+    /// Ends the result (an empty one still gets its header or brackets) and flushes `out`.
+    pub fn finish(self) -> anyhow::Result<()> {
+        let format = self.format;
+        let schema = self.schema;
+        let finish = || -> anyhow::Result<()> {
+            match self.sink {
+                Sink::Table(out, batches) => {
+                    let table =
+                        arrow::util::pretty::pretty_format_batches_with_schema(schema, &batches)?;
+                    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+                    let noun = if rows == 1 { "row" } else { "rows" };
+                    writeln!(out, "{table}")?;
+                    writeln!(out, "({rows} {noun})")?;
+                    out.flush()?;
+                }
+                Sink::Csv(out, header_written) => {
+                    if !header_written {
+                        // The CSV writer prints its header with the first batch it sees.
+                        arrow::csv::WriterBuilder::new()
+                            .with_header(true)
+                            .build(&mut *out)
+                            .write(&RecordBatch::new_empty(schema))?;
+                    }
+                    out.flush()?;
+                }
+                Sink::Json(mut writer) => {
+                    writer.finish()?;
+                    writeln!(writer.get_mut())?;
+                    writer.get_mut().flush()?;
+                }
+                Sink::Ndjson(mut writer) => {
+                    writer.finish()?;
+                    writer.get_mut().flush()?;
+                }
+                Sink::Parquet(out, writer) => {
+                    out.write_all(&writer.into_inner()?)?;
+                    out.flush()?;
+                }
+            }
+            Ok(())
+        };
+        finish().with_context(|| format!("could not write the query result as {format:?}"))
+    }
 }
 
 #[cfg(test)]

@@ -109,6 +109,31 @@ impl RemoteDriver {
     }
 
     async fn run(&mut self, sql: &str) -> anyhow::Result<QueryOutput> {
+        let mut result = self.start(sql).await?;
+        let mut batches = Vec::new();
+        while let Some(batch) = result.next().await? {
+            batches.push(batch);
+        }
+        Ok(QueryOutput {
+            schema: result.schema,
+            batches,
+            message: result.message,
+        })
+    }
+
+    /// Runs one statement on the driver and returns its result as it streams in: the caller
+    /// reads batches while the job still runs. A `SET` is remembered as with [`Self::execute`],
+    /// and a terminal shows the job's progress until the result is dropped.
+    pub async fn execute_stream(&mut self, sql: &str) -> anyhow::Result<RemoteResult> {
+        let progress =
+            std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| self.watch_progress());
+        let mut result = self.start(sql).await?;
+        result.progress = progress;
+        Ok(result)
+    }
+
+    /// Sends the statement and waits for the first batch (or the end), which brings the schema.
+    async fn start(&mut self, sql: &str) -> anyhow::Result<RemoteResult> {
         let ticket = pb::QueryTicket {
             protocol_version: quarry_proto::PROTOCOL_VERSION,
             sql: sql.to_string(),
@@ -120,10 +145,7 @@ impl RemoteDriver {
             .do_get(Ticket::new(ticket.encode_to_vec()))
             .await
             .map_err(flight_error)?;
-        let mut batches: Vec<RecordBatch> = Vec::new();
-        while let Some(batch) = stream.try_next().await.map_err(flight_error)? {
-            batches.push(batch);
-        }
+        let first = stream.try_next().await.map_err(flight_error)?;
         let schema: SchemaRef = stream
             .schema()
             .cloned()
@@ -133,10 +155,12 @@ impl RemoteDriver {
             self.settings.push((key, value));
         }
         let message = schema.metadata().get(MESSAGE_KEY).cloned();
-        Ok(QueryOutput {
+        Ok(RemoteResult {
             schema,
-            batches,
             message,
+            first,
+            rest: stream,
+            progress: None,
         })
     }
 
@@ -159,6 +183,31 @@ impl RemoteDriver {
             .and_then(|r| std::str::from_utf8(&r.app_metadata).ok()?.parse().ok())
             .unwrap_or(0);
         Ok(rows)
+    }
+}
+
+/// A statement's result arriving from the driver.
+#[derive(Debug)]
+pub struct RemoteResult {
+    pub schema: SchemaRef,
+    /// What a statement that returns no rows said ("upserted 12 rows").
+    pub message: Option<String>,
+    first: Option<RecordBatch>,
+    rest: arrow_flight::decode::FlightRecordBatchStream,
+    progress: Option<AbortOnDrop<()>>,
+}
+
+impl RemoteResult {
+    /// The next batch, or `None` at the end.
+    pub async fn next(&mut self) -> anyhow::Result<Option<RecordBatch>> {
+        if let Some(first) = self.first.take() {
+            return Ok(Some(first));
+        }
+        let next = self.rest.try_next().await.map_err(flight_error)?;
+        if next.is_none() {
+            self.progress = None;
+        }
+        Ok(next)
     }
 }
 

@@ -268,6 +268,21 @@ fn up_runs_a_cluster_that_the_other_commands_talk_to() {
         "SELECT count(*) AS n, sum(v) AS total FROM ks.kv",
     ]));
     assert_eq!(stdout(&sum).trim(), "n,total\n3,6");
+    let rows = ok(remote(&[
+        "sql",
+        "--format",
+        "ndjson",
+        "-e",
+        "SELECT k, v FROM ks.kv ORDER BY k",
+    ]));
+    assert_eq!(
+        stdout(&rows).lines().collect::<Vec<_>>(),
+        [
+            r#"{"k":"a","v":1}"#,
+            r#"{"k":"b","v":2}"#,
+            r#"{"k":"c","v":3}"#
+        ]
+    );
     let tables = ok(remote(&["tables", "--format", "csv"]));
     assert!(stdout(&tables).contains("ks,kv,k,"), "{}", stdout(&tables));
     let bad = remote(&["sql", "-e", "SELECT nope FROM ks.kv"]);

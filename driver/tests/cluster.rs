@@ -194,6 +194,43 @@ async fn workers_report_the_shards_their_nodes_hold() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_reach_the_client_while_the_job_runs_and_it_ends_when_the_client_stops() {
+    let cluster = TestCluster::start(1, DriverConfig::default()).await;
+    let mut client = quarry_driver::remote::RemoteDriver::connect(&cluster.cluster.url)
+        .await
+        .unwrap();
+    // Far more rows than the stream's buffers hold: the job cannot finish before they are read.
+    let sql = "SELECT value, value * 2 AS twice FROM generate_series(1, 3000000) AS s(value)";
+    let mut result = client.execute_stream(sql).await.unwrap();
+    let first = result.next().await.unwrap().unwrap();
+    assert!(first.num_rows() > 0);
+    let job = |cluster: &TestCluster| {
+        cluster
+            .driver()
+            .jobs
+            .list()
+            .into_iter()
+            .find(|j| j.sql == sql)
+            .unwrap()
+    };
+    assert_eq!(job(&cluster).state, JobState::Running);
+    let mut rows = first.num_rows();
+    for _ in 0..3 {
+        rows += result.next().await.unwrap().unwrap().num_rows();
+    }
+    assert!(rows < 3_000_000);
+    assert_eq!(job(&cluster).state, JobState::Running);
+
+    // The client goes away: the job stops rather than computing for nobody.
+    drop(result);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while job(&cluster).state == JobState::Running {
+        assert!(Instant::now() < deadline, "the job outlived its client");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_error_fails_the_job_at_once_with_its_message() {
     let cluster = TestCluster::start(2, DriverConfig::default()).await;
     numbers(&cluster, 16, 100).await;

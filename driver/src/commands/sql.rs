@@ -38,8 +38,9 @@ pub async fn run(data_dir: &Path, driver: &DriverConnection, args: SqlArgs) -> a
     for script in scripts {
         for statement in quarry_core::ddl::split_statements(&script) {
             let started = Instant::now();
-            let output = backend.execute(&statement).await?;
-            print_output(&output, args.format, &mut out)?;
+            backend
+                .execute_and_print(&statement, args.format, &mut out)
+                .await?;
             if args.timing {
                 eprintln!("Time: {:.3} s", started.elapsed().as_secs_f64());
             }
