@@ -7,8 +7,8 @@
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Int64Type, SchemaRef};
@@ -41,6 +41,10 @@ pub struct DataFile {
     pub path: PathBuf,
     pub metadata: ArrowReaderMetadata,
     pub groups: Vec<GroupInfo>,
+    /// The shards of the file's keyspace.
+    pub shards: ShardMap,
+    /// Per row group, the row at which each of its shards starts (see [`DataFile::shard_starts`]).
+    shard_starts: Vec<OnceLock<Vec<u32>>>,
     /// Set when the file left the manifest; the file is deleted when the last reader lets go.
     obsolete: AtomicBool,
 }
@@ -89,9 +93,41 @@ impl DataFile {
             relative: relative.to_string(),
             path,
             metadata,
+            shard_starts: groups.iter().map(|_| OnceLock::new()).collect(),
             groups,
+            shards: *shards,
             obsolete: AtomicBool::new(false),
         })
+    }
+
+    /// For row group `group`, the row at which each of its shards (`first_shard..=last_shard`)
+    /// starts, then its row count: the rows of shard `first_shard + i` are
+    /// `starts[i]..starts[i + 1]`. Rows are sorted by token, so the first call reads the group's
+    /// token column with `tokens`; the answer is kept, and later scans of parts of the group
+    /// select their rows without decoding it again.
+    pub fn shard_starts(
+        &self,
+        group: usize,
+        tokens: impl FnOnce() -> Result<Vec<i64>>,
+    ) -> Result<&[u32]> {
+        let (Some(cell), Some(info)) = (self.shard_starts.get(group), self.groups.get(group)) else {
+            return Err(Error::Internal(format!(
+                "row group {group} of {} does not exist",
+                self.relative
+            )));
+        };
+        if let Some(starts) = cell.get() {
+            return Ok(starts);
+        }
+        let tokens = tokens()?;
+        let mut starts: Vec<u32> = (info.first_shard..=info.last_shard)
+            .map(|s| {
+                let start = self.shards.range_of(quarry_core::ids::ShardId(s)).start;
+                tokens.partition_point(|&t| t <= start) as u32
+            })
+            .collect();
+        starts.push(tokens.len() as u32);
+        Ok(cell.get_or_init(|| starts))
     }
 
     pub fn rows(&self) -> u64 {

@@ -731,31 +731,77 @@ impl SyncSource for MergeSplit {
 }
 
 /// The rows of a row group whose token lies in `ranges`, as consecutive row ranges; `None` when
-/// that is every row. Reads only the (sorted) token column, at `token_column`.
+/// that is every row. Rows are sorted by token: ranges that start and end at shard boundaries
+/// (a task's shards) map to rows through the group's cached shard starts; other ranges read the
+/// token column (at `token_column`).
 fn selected_rows(
     file: &DataFileRef,
     group: usize,
     token_column: usize,
     ranges: &[TokenRange],
 ) -> Result<Option<Vec<std::ops::Range<usize>>>> {
-    let mut tokens: Vec<i64> = Vec::new();
-    for batch in read_group(file, group, &[token_column], None)? {
-        let batch = batch?;
-        tokens.extend_from_slice(batch.column(0).as_primitive::<Int64Type>().values());
-    }
+    let read_tokens = || -> Result<Vec<i64>> {
+        let mut tokens: Vec<i64> = Vec::new();
+        for batch in read_group(file, group, &[token_column], None)? {
+            let batch = batch?;
+            tokens.extend_from_slice(batch.column(0).as_primitive::<Int64Type>().values());
+        }
+        Ok(tokens)
+    };
+    let info = file.groups[group];
+    let shards = file.shards;
+    // A bound cuts no shard of this group when it lies on a shard boundary or outside the
+    // group's tokens.
+    let is_boundary = |t: i64| shards.range_of(shards.shard_of(t)).end == t;
+    let aligned = ranges.iter().all(|r| {
+        (r.start < info.min_token || is_boundary(r.start))
+            && (r.end >= info.max_token || is_boundary(r.end))
+    });
     let mut selected: Vec<std::ops::Range<usize>> = Vec::new();
-    for r in ranges {
-        // Tokens in (start, end].
-        let from = tokens.partition_point(|&t| t <= r.start);
-        let to = tokens.partition_point(|&t| t <= r.end);
+    let mut push = |from: usize, to: usize| {
         if from < to {
             match selected.last_mut() {
                 Some(last) if last.end >= from => last.end = last.end.max(to),
                 _ => selected.push(from..to),
             }
         }
-    }
-    if selected.len() == 1 && selected[0] == (0..tokens.len()) {
+    };
+    let total = if aligned {
+        let starts = file.shard_starts(group, read_tokens)?;
+        for r in ranges {
+            let first = if r.start < info.min_token {
+                info.first_shard
+            } else {
+                shards.shard_of(r.start.saturating_add(1)).0
+            };
+            let last = if r.end >= info.max_token {
+                info.last_shard
+            } else {
+                shards.shard_of(r.end).0
+            };
+            if first > last || last < info.first_shard || first > info.last_shard {
+                continue;
+            }
+            let first = first.max(info.first_shard) - info.first_shard;
+            let last = last.min(info.last_shard) - info.first_shard;
+            push(
+                starts[first as usize] as usize,
+                starts[last as usize + 1] as usize,
+            );
+        }
+        starts.last().copied().unwrap_or(0) as usize
+    } else {
+        let tokens = read_tokens()?;
+        for r in ranges {
+            // Tokens in (start, end].
+            push(
+                tokens.partition_point(|&t| t <= r.start),
+                tokens.partition_point(|&t| t <= r.end),
+            );
+        }
+        tokens.len()
+    };
+    if selected.len() == 1 && selected[0] == (0..total) {
         return Ok(None);
     }
     Ok(Some(selected))
