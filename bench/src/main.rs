@@ -206,10 +206,11 @@ async fn compare_queries(
     for (label, sql) in QUERIES {
         let ours = sql.replace("{t}", "iot.readings");
         let theirs = sql.replace("{t}", "readings");
-        let (quarry_time, quarry_rows) = time_query(iterations, || target.run(&ours)).await?;
-        let (plain_time, plain_rows) = time_query(iterations, || async {
-            Ok(plain.sql(&theirs).await?.collect().await?)
-        })
+        let ((quarry_time, quarry_rows), (plain_time, plain_rows)) = time_side_by_side(
+            iterations,
+            || target.run(&ours),
+            || async { Ok(plain.sql(&theirs).await?.collect().await?) },
+        )
         .await?;
         ensure!(
             same_answer(&quarry_rows, &plain_rows)?,
@@ -498,6 +499,37 @@ where
     }
     times.sort();
     Ok((times[times.len() / 2], result))
+}
+
+/// Times two queries warm, alternating between them run by run so that a shared machine's
+/// changing load hits both alike; returns each one's median and its result.
+async fn time_side_by_side<F, Fut, G, Gut>(
+    iterations: usize,
+    ours: F,
+    theirs: G,
+) -> Result<((Duration, Vec<RecordBatch>), (Duration, Vec<RecordBatch>))>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<RecordBatch>>>,
+    G: Fn() -> Gut,
+    Gut: std::future::Future<Output = Result<Vec<RecordBatch>>>,
+{
+    let (our_rows, their_rows) = (ours().await?, theirs().await?);
+    let (mut our_times, mut their_times) = (Vec::new(), Vec::new());
+    for _ in 0..iterations.max(1) {
+        let started = Instant::now();
+        ours().await?;
+        our_times.push(started.elapsed());
+        let started = Instant::now();
+        theirs().await?;
+        their_times.push(started.elapsed());
+    }
+    our_times.sort();
+    their_times.sort();
+    Ok((
+        (our_times[our_times.len() / 2], our_rows),
+        (their_times[their_times.len() / 2], their_rows),
+    ))
 }
 
 /// Compares results as printed text, row by row (both sides ORDER BY the same key).

@@ -110,7 +110,8 @@ impl DataFile {
         group: usize,
         tokens: impl FnOnce() -> Result<Vec<i64>>,
     ) -> Result<&[u32]> {
-        let (Some(cell), Some(info)) = (self.shard_starts.get(group), self.groups.get(group)) else {
+        let (Some(cell), Some(info)) = (self.shard_starts.get(group), self.groups.get(group))
+        else {
             return Err(Error::Internal(format!(
                 "row group {group} of {} does not exist",
                 self.relative
