@@ -83,7 +83,7 @@ enum Sink<'a> {
     Json(arrow::json::Writer<&'a mut dyn Write, JsonArray>),
     Ndjson(arrow::json::Writer<&'a mut dyn Write, LineDelimited>),
     /// Assembled in memory: the Parquet writer needs a `Send` sink and stdout's lock is not one.
-    Parquet(&'a mut dyn Write, ArrowWriter<Vec<u8>>),
+    Parquet(&'a mut dyn Write, Box<ArrowWriter<Vec<u8>>>),
 }
 
 impl<'a> ResultWriter<'a> {
@@ -103,8 +103,10 @@ impl<'a> ResultWriter<'a> {
             // The default writer properties compress with Snappy (the `snap` feature).
             OutputFormat::Parquet => Sink::Parquet(
                 out,
-                ArrowWriter::try_new(Vec::new(), schema.clone(), None)
-                    .context("could not start a Parquet result")?,
+                Box::new(
+                    ArrowWriter::try_new(Vec::new(), schema.clone(), None)
+                        .context("could not start a Parquet result")?,
+                ),
             ),
         };
         Ok(ResultWriter {

@@ -92,7 +92,7 @@ mod tests {
                 "shard {shard:?}"
             );
         }
-        assert!(shards.len() > 0 && shards.len() < 64);
+        assert!(!shards.is_empty() && shards.len() < 64);
 
         // Without a node list, or outside it, nothing is reported.
         let unknown = LocalShards::new(NodeId("node-9".into()), nodes, store.clone());
