@@ -49,6 +49,42 @@ fn properties(schema: SchemaRef, partitions: usize) -> Arc<PlanProperties> {
     ))
 }
 
+/// The one input of a single-input operator being rebuilt with new children.
+fn one_child(children: Vec<Arc<dyn ExecutionPlan>>, name: &str) -> Result<Arc<dyn ExecutionPlan>> {
+    let [input] =
+        <[_; 1]>::try_from(children).map_err(|_| exec_datafusion_err!("{name} takes one input"))?;
+    Ok(input)
+}
+
+/// Starts every partition of `input`; the future collects all their batches.
+fn read_all(
+    input: &Arc<dyn ExecutionPlan>,
+    context: &Arc<TaskContext>,
+) -> Result<impl std::future::Future<Output = Result<Vec<RecordBatch>>> + Send + 'static> {
+    let streams = (0..input.output_partitioning().partition_count())
+        .map(|p| input.execute(p, context.clone()))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(futures::stream::iter(streams)
+        .flatten_unordered(None)
+        .try_collect())
+}
+
+/// The output of an operator with one partition that emits the one batch `make` computes.
+fn one_batch(
+    name: &str,
+    partition: usize,
+    schema: SchemaRef,
+    make: impl std::future::Future<Output = Result<RecordBatch>> + Send + 'static,
+) -> Result<SendableRecordBatchStream> {
+    if partition != 0 {
+        return internal_err!("{name} has one partition, not {partition}");
+    }
+    Ok(Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        futures::stream::once(make),
+    )))
+}
+
 /// Partitions rows by the shard they belong to in a target table: output partition `p` holds
 /// the rows whose partition key's token falls in a shard of `groups[p]`.
 #[derive(Debug)]
@@ -237,10 +273,8 @@ impl ExecutionPlan for ShardRouterExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let [input] = <[_; 1]>::try_from(children)
-            .map_err(|_| exec_datafusion_err!("ShardRouterExec takes one input"))?;
         Ok(Arc::new(ShardRouterExec::try_new(
-            input,
+            one_child(children, self.name())?,
             self.target.clone(),
             self.shards.shard_count(),
             self.groups.clone(),
@@ -339,10 +373,8 @@ impl ExecutionPlan for StoreWriteExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let [input] = <[_; 1]>::try_from(children)
-            .map_err(|_| exec_datafusion_err!("StoreWriteExec takes one input"))?;
         Ok(Arc::new(StoreWriteExec::new(
-            input,
+            one_child(children, self.name())?,
             self.table.clone(),
             self.store.clone(),
         )))
@@ -353,18 +385,10 @@ impl ExecutionPlan for StoreWriteExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
-            return internal_err!("StoreWriteExec has one partition, not {partition}");
-        }
-        let streams = (0..self.input.output_partitioning().partition_count())
-            .map(|p| self.input.execute(p, context.clone()))
-            .collect::<Result<Vec<_>>>()?;
+        let input = read_all(&self.input, &context)?;
         let (table, store) = (self.table.clone(), self.store.clone());
         let write = async move {
-            let batches: Vec<RecordBatch> = futures::stream::iter(streams)
-                .flatten_unordered(None)
-                .try_collect()
-                .await?;
+            let batches = input.await?;
             let batches = to_table_schema(&table, batches)?;
             let part = store
                 .stage_write(&table.table_name(), batches)
@@ -380,10 +404,7 @@ impl ExecutionPlan for StoreWriteExec {
                 ],
             )?)
         };
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            part_schema(),
-            futures::stream::once(write),
-        )))
+        one_batch(self.name(), partition, part_schema(), write)
     }
 }
 
@@ -446,10 +467,8 @@ impl ExecutionPlan for StoreCommitExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let [input] = <[_; 1]>::try_from(children)
-            .map_err(|_| exec_datafusion_err!("StoreCommitExec takes one input"))?;
         Ok(Arc::new(StoreCommitExec::new(
-            input,
+            one_child(children, self.name())?,
             self.table.clone(),
             self.store.clone(),
             self.schema.clone(),
@@ -461,18 +480,10 @@ impl ExecutionPlan for StoreCommitExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
-            return internal_err!("StoreCommitExec has one partition, not {partition}");
-        }
-        let streams = (0..self.input.output_partitioning().partition_count())
-            .map(|p| self.input.execute(p, context.clone()))
-            .collect::<Result<Vec<_>>>()?;
+        let input = read_all(&self.input, &context)?;
         let (table, store, schema) = (self.table.clone(), self.store.clone(), self.schema.clone());
         let commit = async move {
-            let batches: Vec<RecordBatch> = futures::stream::iter(streams)
-                .flatten_unordered(None)
-                .try_collect()
-                .await?;
+            let batches = input.await?;
             let mut parts = Vec::new();
             for batch in &batches {
                 let column = batch
@@ -494,9 +505,6 @@ impl ExecutionPlan for StoreCommitExec {
                 vec![Arc::new(UInt64Array::from(vec![summary.rows]))],
             )?)
         };
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            self.schema.clone(),
-            futures::stream::once(commit),
-        )))
+        one_batch(self.name(), partition, self.schema.clone(), commit)
     }
 }

@@ -594,6 +594,20 @@ fn layout(options: &EmbeddedOptions) -> Layout {
     }
 }
 
+/// A write's rows in stored form (token column added), sorted by token and primary key, each
+/// primary key once (the last row wins); `None` when there are none.
+fn sorted_rows_of(def: &TableDef, batches: Vec<RecordBatch>) -> Result<Option<RecordBatch>> {
+    let stored = conform_batches(def, batches)?
+        .iter()
+        .filter(|b| b.num_rows() > 0)
+        .map(|b| with_tokens(def, b))
+        .collect::<Result<Vec<_>>>()?;
+    if stored.is_empty() {
+        return Ok(None);
+    }
+    sort_dedup(def, &stored).map(Some)
+}
+
 /// Writes one part of a distributed write as files no run lists yet (see the module docs).
 fn stage(
     dir: &Path,
@@ -602,25 +616,15 @@ fn stage(
     batches: Vec<RecordBatch>,
 ) -> Result<StagedWrite> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let batches: Vec<RecordBatch> = conform_batches(&def, batches)?
-        .into_iter()
-        .filter(|b| b.num_rows() > 0)
-        .collect();
     let mut staged = StagedWrite {
         table: name,
         rows: 0,
         files: Vec::new(),
         table_id: id,
     };
-    if batches.is_empty() {
+    let Some(rows) = sorted_rows_of(&def, batches)? else {
         return Ok(staged);
-    }
-    let stored = batches
-        .iter()
-        .map(|b| with_tokens(&def, b))
-        .collect::<Result<Vec<_>>>()?;
-    let rows = sort_dedup(&def, &stored)?;
-    drop(stored);
+    };
     // Unique across the processes sharing the directory (pid) and within one (counter).
     let stem = format!(
         "{STAGED_PREFIX}{}-{}",
@@ -772,19 +776,9 @@ impl Inner {
             let table = state.table(name)?;
             (table.id, table.def.clone())
         };
-        let batches: Vec<RecordBatch> = conform_batches(&def, batches)?
-            .into_iter()
-            .filter(|b| b.num_rows() > 0)
-            .collect();
-        if batches.is_empty() {
+        let Some(rows) = sorted_rows_of(&def, batches)? else {
             return Ok(WriteSummary::default());
-        }
-        let stored = batches
-            .iter()
-            .map(|b| with_tokens(&def, b))
-            .collect::<Result<Vec<_>>>()?;
-        let rows = sort_dedup(&def, &stored)?;
-        drop(stored);
+        };
         let summary = WriteSummary {
             rows: rows.num_rows() as u64,
         };
