@@ -26,9 +26,11 @@
 //! to a write stage whose task `p` writes shard group `p` (beside a replica of it), and the
 //! driver commits what the writers staged (see [`crate::write`]).
 //!
-//! What is left at the top runs at the driver. Plans whose stages would mix shard-split scans
-//! with hash partitions, or scans of differently placed keyspaces, are not cut
-//! ([`Error::NotDistributable`]); the caller runs them in one process.
+//! What is left at the top runs at the driver. The inputs of an operator that needs no particular
+//! distribution (a union) but whose inputs cannot share a stage (scans of differently placed
+//! keyspaces, or shard-split scans beside hash partitions) are gathered from their own stages.
+//! Other plans whose stages would mix those are not cut ([`Error::NotDistributable`]); the
+//! caller runs them in one process.
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
@@ -240,10 +242,39 @@ impl DistributedPlanner {
         }
         let merges = plan.is::<CoalescePartitionsExec>() || plan.is::<SortPreservingMergeExec>();
         let requirements = plan.input_distribution_requirements().into_per_child();
+        let cuts = plan
+            .children()
+            .into_iter()
+            .map(|child| self.visit(b, child.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        // Children that need no particular distribution (a union's inputs) but cannot share a
+        // stage (differently placed keyspaces, shards and hash partitions): each is gathered
+        // from its own stages, and the operator runs where its output goes.
+        let unconstrained = requirements
+            .iter()
+            .all(|r| matches!(r, Distribution::UnspecifiedDistribution));
+        if !merges
+            && unconstrained
+            && cuts
+                .iter()
+                .try_fold(Spread::Whole, |acc, c| merge(acc, c.spread.clone()))
+                .is_err()
+        {
+            let children = cuts
+                .into_iter()
+                .map(|cut| match cut.spread {
+                    Spread::Whole => Ok(cut.plan),
+                    spread => b.cut_stage(cut.plan, spread, ExchangeKind::Gather),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Cut {
+                plan: replace_children_if_necessary(plan, children)?,
+                spread: Spread::Whole,
+            });
+        }
         let mut children = Vec::new();
         let mut spread = Spread::Whole;
-        for (i, child) in plan.children().into_iter().enumerate() {
-            let cut = self.visit(b, child.clone())?;
+        for (i, cut) in cuts.into_iter().enumerate() {
             let requirement = requirements
                 .get(i)
                 .cloned()
@@ -295,7 +326,14 @@ impl DistributedPlanner {
 fn merge(a: Spread, b: Spread) -> Result<Spread> {
     Ok(match (a, b) {
         (Spread::Whole, x) | (x, Spread::Whole) => x,
-        (Spread::Shards(mut x), Spread::Shards(y)) => {
+        (Spread::Shards(mut x), Spread::Shards(y))
+            if x.iter()
+                .chain(&y)
+                .map(|t| &t.keyspace)
+                .collect::<BTreeSet<_>>()
+                .len()
+                == 1 =>
+        {
             x.extend(y);
             Spread::Shards(x)
         }
