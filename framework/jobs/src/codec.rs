@@ -109,13 +109,15 @@ struct RouterNode {
     groups: Vec<String>,
 }
 
-/// A [`StoreWriteExec`]: the table it writes.
+/// A [`StoreWriteExec`]: the table it writes, and the statement its parts belong to.
 #[derive(Clone, PartialEq, Message)]
 struct WriteNode {
     #[prost(string, tag = "1")]
     keyspace: String,
     #[prost(string, tag = "2")]
     table: String,
+    #[prost(uint64, tag = "3")]
+    statement: u64,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -382,6 +384,7 @@ impl PhysicalExtensionCodec for QuarryCodec {
                 Ok(Arc::new(StoreWriteExec::new(
                     input()?,
                     def,
+                    write.statement,
                     self.store.clone(),
                 )))
             }
@@ -417,6 +420,7 @@ impl PhysicalExtensionCodec for QuarryCodec {
                 write: Some(WriteNode {
                     keyspace: write.table().keyspace.clone(),
                     table: write.table().name.clone(),
+                    statement: write.statement(),
                 }),
                 ..QuarryNode::default()
             }

@@ -52,7 +52,7 @@ use crate::error::{Error, Result};
 use crate::exchange::{ExchangeKind, ExchangeReaderExec};
 use crate::ids::StageId;
 use crate::job_graph::{JobGraph, Stage, StageKind};
-use crate::write::{ShardRouterExec, StoreCommitExec, StoreWriteExec};
+use crate::write::{ShardRouterExec, StoreCommitExec, StoreWriteExec, new_statement_id};
 
 /// How a distributed write groups a keyspace's shards into tasks (the driver groups them by the
 /// worker beside their replicas).
@@ -161,9 +161,11 @@ impl DistributedPlanner {
         )?);
         let partitions = groups.len();
         let routed = b.cut_stage(router, child.spread, ExchangeKind::Hash { partitions })?;
+        let statement = new_statement_id();
         let write: Arc<dyn ExecutionPlan> = Arc::new(StoreWriteExec::new(
             routed,
             def.clone(),
+            statement,
             target.store().clone(),
         ));
         let schema = write.schema();
@@ -180,6 +182,7 @@ impl DistributedPlanner {
             plan: Arc::new(StoreCommitExec::new(
                 parts,
                 def.table_name(),
+                statement,
                 target.store().clone(),
                 plan.schema(),
             )),

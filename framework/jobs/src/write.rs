@@ -9,13 +9,17 @@
 //!                  └─ the SELECT
 //! ```
 //!
-//! Each writer stages its part ([`Store::stage_write`]); the commit at the driver makes all parts
-//! visible together ([`Store::commit_writes`]). A writer that is lost is re-run elsewhere and
-//! stages its part again; what it staged before is never committed. Rows upsert by primary key,
-//! so running a statement again converges to the same table.
+//! Each writer stages its part ([`Store::stage_write`]) under the statement's id; the commit at the
+//! driver makes all parts visible together ([`Store::commit_writes`]). A writer that is lost is
+//! re-run elsewhere and stages its part again; what it staged before is never committed. A
+//! statement that ends without committing (it failed, or was cancelled) discards what it staged
+//! ([`Store::discard_writes`]). Rows upsert by primary key, so running a statement again converges
+//! to the same table.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow::array::{Array, AsArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow::compute::take_record_batch;
@@ -39,6 +43,15 @@ use quarry_sql::sink::to_table_schema;
 use quarry_store::{StagedWrite, Store};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+
+/// A new statement id: distinct for every write this process plans, and across restarts.
+pub fn new_statement_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed))
+}
 
 fn properties(schema: SchemaRef, partitions: usize) -> Arc<PlanProperties> {
     Arc::new(PlanProperties::new(
@@ -324,15 +337,22 @@ fn part_schema() -> SchemaRef {
 pub struct StoreWriteExec {
     input: Arc<dyn ExecutionPlan>,
     table: TableDef,
+    statement: u64,
     store: Arc<dyn Store>,
     properties: Arc<PlanProperties>,
 }
 
 impl StoreWriteExec {
-    pub fn new(input: Arc<dyn ExecutionPlan>, table: TableDef, store: Arc<dyn Store>) -> Self {
+    pub fn new(
+        input: Arc<dyn ExecutionPlan>,
+        table: TableDef,
+        statement: u64,
+        store: Arc<dyn Store>,
+    ) -> Self {
         StoreWriteExec {
             input,
             table,
+            statement,
             store,
             properties: properties(part_schema(), 1),
         }
@@ -340,6 +360,10 @@ impl StoreWriteExec {
 
     pub fn table(&self) -> &TableDef {
         &self.table
+    }
+
+    pub fn statement(&self) -> u64 {
+        self.statement
     }
 }
 
@@ -376,6 +400,7 @@ impl ExecutionPlan for StoreWriteExec {
         Ok(Arc::new(StoreWriteExec::new(
             one_child(children, self.name())?,
             self.table.clone(),
+            self.statement,
             self.store.clone(),
         )))
     }
@@ -386,12 +411,12 @@ impl ExecutionPlan for StoreWriteExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let input = read_all(&self.input, &context)?;
-        let (table, store) = (self.table.clone(), self.store.clone());
+        let (table, store, statement) = (self.table.clone(), self.store.clone(), self.statement);
         let write = async move {
             let batches = input.await?;
             let batches = to_table_schema(&table, batches)?;
             let part = store
-                .stage_write(&table.table_name(), batches)
+                .stage_write(&table.table_name(), statement, batches)
                 .await
                 .map_err(to_datafusion)?;
             let json = serde_json::to_string(&part)
@@ -409,14 +434,35 @@ impl ExecutionPlan for StoreWriteExec {
 }
 
 /// Publishes the parts its input describes (the writers' outputs, gathered) and outputs the
-/// row count, like DataFusion's `DataSinkExec`. Runs at the driver.
+/// row count, like DataFusion's `DataSinkExec`. Runs at the driver. If the last copy of it goes
+/// away without having committed (the statement failed or was cancelled), what the statement
+/// staged is discarded.
 #[derive(Debug)]
 pub struct StoreCommitExec {
     input: Arc<dyn ExecutionPlan>,
-    table: TableName,
-    store: Arc<dyn Store>,
+    commit: Arc<Commit>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
+}
+
+/// One statement's commit, shared by every copy of its plan node.
+#[derive(Debug)]
+struct Commit {
+    table: TableName,
+    statement: u64,
+    store: Arc<dyn Store>,
+    committed: AtomicBool,
+}
+
+impl Drop for Commit {
+    fn drop(&mut self) {
+        if self.committed.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = self.store.discard_writes(&self.table, self.statement) {
+            tracing::warn!(table = %self.table, error = %e, "could not discard the parts of a statement that did not commit; they go when the store is next opened");
+        }
+    }
 }
 
 impl StoreCommitExec {
@@ -424,13 +470,18 @@ impl StoreCommitExec {
     pub fn new(
         input: Arc<dyn ExecutionPlan>,
         table: TableName,
+        statement: u64,
         store: Arc<dyn Store>,
         schema: SchemaRef,
     ) -> Self {
         StoreCommitExec {
             input,
-            table,
-            store,
+            commit: Arc::new(Commit {
+                table,
+                statement,
+                store,
+                committed: AtomicBool::new(false),
+            }),
             properties: properties(schema.clone(), 1),
             schema,
         }
@@ -439,7 +490,7 @@ impl StoreCommitExec {
 
 impl DisplayAs for StoreCommitExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "StoreCommitExec: table={}", self.table)
+        write!(f, "StoreCommitExec: table={}", self.commit.table)
     }
 }
 
@@ -467,12 +518,12 @@ impl ExecutionPlan for StoreCommitExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(StoreCommitExec::new(
-            one_child(children, self.name())?,
-            self.table.clone(),
-            self.store.clone(),
-            self.schema.clone(),
-        )))
+        Ok(Arc::new(StoreCommitExec {
+            input: one_child(children, self.name())?,
+            commit: self.commit.clone(),
+            schema: self.schema.clone(),
+            properties: self.properties.clone(),
+        }))
     }
 
     fn execute(
@@ -481,8 +532,8 @@ impl ExecutionPlan for StoreCommitExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let input = read_all(&self.input, &context)?;
-        let (table, store, schema) = (self.table.clone(), self.store.clone(), self.schema.clone());
-        let commit = async move {
+        let (commit, schema) = (self.commit.clone(), self.schema.clone());
+        let run = async move {
             let batches = input.await?;
             let mut parts = Vec::new();
             for batch in &batches {
@@ -496,15 +547,17 @@ impl ExecutionPlan for StoreCommitExec {
                     parts.push(part);
                 }
             }
-            let summary = store
-                .commit_writes(&table, parts)
+            let summary = commit
+                .store
+                .commit_writes(&commit.table, parts)
                 .await
                 .map_err(to_datafusion)?;
+            commit.committed.store(true, Ordering::SeqCst);
             Ok(RecordBatch::try_new(
                 schema.clone(),
                 vec![Arc::new(UInt64Array::from(vec![summary.rows]))],
             )?)
         };
-        one_batch(self.name(), partition, self.schema.clone(), commit)
+        one_batch(self.name(), partition, self.schema.clone(), run)
     }
 }

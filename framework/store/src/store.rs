@@ -199,15 +199,17 @@ pub trait Store: Send + Sync + Debug {
     /// table's Arrow schema. The write is all-or-nothing and durable when this returns.
     async fn write(&self, table: &TableName, batches: Vec<RecordBatch>) -> Result<WriteSummary>;
 
-    /// Writes one part of a distributed statement (typically the rows of a group of shards,
-    /// from the worker beside them). Durable when it returns; whether the rows are visible before
-    /// [`Store::commit_writes`] depends on the store. The default writes them at once, as
-    /// ScyllaDB would.
+    /// Writes one part of distributed statement `statement` (an id its planner chose; typically
+    /// the rows of a group of shards, from the worker beside them). Durable when it returns;
+    /// whether the rows are visible before [`Store::commit_writes`] depends on the store. The
+    /// default writes them at once, as ScyllaDB would.
     async fn stage_write(
         &self,
         table: &TableName,
+        statement: u64,
         batches: Vec<RecordBatch>,
     ) -> Result<StagedWrite> {
+        let _ = statement;
         let summary = self.write(table, batches).await?;
         Ok(StagedWrite {
             table: table.clone(),
@@ -230,6 +232,13 @@ pub trait Store: Send + Sync + Debug {
                 .map(|p| p.rows)
                 .sum(),
         })
+    }
+
+    /// Forgets what statement `statement` staged and never committed (it failed or was
+    /// cancelled); returns how many parts were dropped. The default has nothing held back.
+    fn discard_writes(&self, table: &TableName, statement: u64) -> Result<usize> {
+        let _ = (table, statement);
+        Ok(0)
     }
 
     /// Plans a scan over one snapshot of the table.

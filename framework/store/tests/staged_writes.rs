@@ -45,9 +45,12 @@ async fn staged_parts_are_invisible_until_committed_together() {
     let part_a = rows(100..140, 0..4, 2.0);
     let part_b = rows(20..60, 0..4, 3.0);
     let again = rows(20..21, 0..1, 4.0);
-    let staged_a = a.stage_write(&name(), vec![part_a.clone()]).await.unwrap();
+    let staged_a = a
+        .stage_write(&name(), 7, vec![part_a.clone()])
+        .await
+        .unwrap();
     let staged_b = b
-        .stage_write(&name(), vec![part_b.clone(), again.clone()])
+        .stage_write(&name(), 7, vec![part_b.clone(), again.clone()])
         .await
         .unwrap();
     assert_eq!((staged_a.rows, staged_b.rows), (160, 160));
@@ -86,7 +89,7 @@ async fn a_part_that_is_never_committed_is_removed_on_reopen() {
     let writer = new_store_with_shards(dir.path(), 16).await;
     let before = files_under(dir.path());
     let staged = reader(dir.path())
-        .stage_write(&name(), vec![rows(0..30, 0..2, 1.0)])
+        .stage_write(&name(), 9, vec![rows(0..30, 0..2, 1.0)])
         .await
         .unwrap();
     assert!(files_under(dir.path()).len() > before.len());
@@ -109,7 +112,7 @@ async fn commits_refuse_parts_of_another_table_or_outside_its_directory() {
     let dir = tempfile::tempdir().unwrap();
     let writer = new_store_with_shards(dir.path(), 16).await;
     let staged = reader(dir.path())
-        .stage_write(&name(), vec![rows(0..30, 0..2, 1.0)])
+        .stage_write(&name(), 9, vec![rows(0..30, 0..2, 1.0)])
         .await
         .unwrap();
 
@@ -146,4 +149,51 @@ async fn commits_refuse_parts_of_another_table_or_outside_its_directory() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("read-only"), "{err}");
+}
+
+#[tokio::test]
+async fn a_failed_statement_discards_its_parts_and_only_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = new_store_with_shards(dir.path(), 16).await;
+    let before = files_under(dir.path());
+    let workers = (reader(dir.path()), reader(dir.path()));
+    let failed = [
+        workers
+            .0
+            .stage_write(&name(), 11, vec![rows(0..30, 0..2, 1.0)])
+            .await
+            .unwrap(),
+        workers
+            .1
+            .stage_write(&name(), 11, vec![rows(30..60, 0..2, 1.0)])
+            .await
+            .unwrap(),
+    ];
+    let other = workers
+        .0
+        .stage_write(&name(), 12, vec![rows(60..90, 0..2, 2.0)])
+        .await
+        .unwrap();
+    let written: usize = failed.iter().map(|p| p.files.len()).sum();
+    assert_eq!(writer.discard_writes(&name(), 11).unwrap(), written);
+    assert_eq!(
+        files_under(dir.path()).len(),
+        before.len() + other.files.len()
+    );
+    // The other statement still commits; the discarded one cannot.
+    let summary = writer
+        .commit_writes(&name(), vec![other.clone()])
+        .await
+        .unwrap();
+    assert_eq!(summary.rows, 60);
+    assert_eq!(scan_all(&writer).await.len(), 60);
+    assert!(
+        writer
+            .commit_writes(&name(), failed.to_vec())
+            .await
+            .is_err()
+    );
+    assert_eq!(writer.discard_writes(&name(), 11).unwrap(), 0);
+    // Only the writer deletes.
+    assert!(workers.0.discard_writes(&name(), 12).is_err());
 }

@@ -14,7 +14,8 @@
 //!   LOCK                              held by the one writer process (readers take no lock)
 //!   wal/000000000001.wal              write-ahead-log segments not yet flushed
 //!   data/<keyspace>/<table>-<id>/run-<n>-<i>.parquet
-//!   data/<keyspace>/<table>-<id>/staged-<pid>-<n>-<i>.parquet   written by a worker, not yet listed
+//!   data/<keyspace>/<table>-<id>/staged-<statement>-<pid>-<n>-<i>.parquet   a worker's part of a
+//!                                                                          statement, not yet listed
 //! ```
 //!
 //! Every write and run carries a sequence number; reads resolve equal primary keys in favour of
@@ -29,8 +30,9 @@
 //! A distributed `INSERT ... SELECT` writes from the workers: each worker writes its part as
 //! sorted, fsynced run files that the manifest does not list yet ([`Store::stage_write`] works on
 //! a reader), and the writer lists every part as a run in one manifest commit
-//! ([`Store::commit_writes`]), so the statement becomes visible all at once. Parts of a statement
-//! that never commits are unlisted files, removed when a writer next opens the directory.
+//! ([`Store::commit_writes`]), so the statement becomes visible all at once. The parts of a
+//! statement that fails are deleted by [`Store::discard_writes`]; any left behind (a crash) are
+//! unlisted files, removed when a writer next opens the directory.
 
 mod data_file;
 mod manifest;
@@ -587,6 +589,11 @@ fn table_dir(def: &TableDef, table_id: u64) -> String {
 /// How file names of staged (written, not yet listed) parts begin.
 const STAGED_PREFIX: &str = "staged-";
 
+/// How file names of one statement's staged parts begin.
+fn staged_prefix(statement: u64) -> String {
+    format!("{STAGED_PREFIX}{statement:016x}-")
+}
+
 fn layout(options: &EmbeddedOptions) -> Layout {
     Layout {
         rows_per_group: options.rows_per_group,
@@ -613,6 +620,7 @@ fn stage(
     dir: &Path,
     layout: Layout,
     (name, id, def, shards): (TableName, u64, TableDef, ShardMap),
+    statement: u64,
     batches: Vec<RecordBatch>,
 ) -> Result<StagedWrite> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -627,7 +635,8 @@ fn stage(
     };
     // Unique across the processes sharing the directory (pid) and within one (counter).
     let stem = format!(
-        "{STAGED_PREFIX}{}-{}",
+        "{}{}-{}",
+        staged_prefix(statement),
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
@@ -953,6 +962,44 @@ impl Inner {
         Ok(summary)
     }
 
+    /// Deletes the staged files of `statement` in `name`'s directory that no run lists (a
+    /// committed part keeps its file name).
+    fn discard_writes(&self, name: &TableName, statement: u64) -> Result<usize> {
+        let (id, def, listed) = {
+            let state = lock(&self.state);
+            let table = state.table(name)?;
+            let listed: HashSet<PathBuf> = table
+                .runs
+                .iter()
+                .flat_map(|r| r.files.iter().map(|f| f.path.clone()))
+                .collect();
+            (table.id, table.def.clone(), listed)
+        };
+        let dir = self.dir.join(table_dir(&def, id));
+        let prefix = staged_prefix(statement);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io("listing", &dir)(e)),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let path = entry.map_err(Error::io("listing", &dir))?.path();
+            if !listed.contains(&path)
+                && path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+            {
+                fs::remove_file(&path).map_err(Error::io("removing", &path))?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(table = %name, files = removed, "discarded the staged parts of a statement that did not commit");
+        }
+        Ok(removed)
+    }
+
     fn after_new_run(&self, name: &TableName, runs: usize) -> Result<()> {
         if runs > self.options.max_runs && !self.schedule(Job::Compact(name.clone())) {
             self.compact(name, false)?;
@@ -1196,6 +1243,7 @@ impl Store for EmbeddedStore {
     async fn stage_write(
         &self,
         table: &TableName,
+        statement: u64,
         batches: Vec<RecordBatch>,
     ) -> Result<StagedWrite> {
         let target = {
@@ -1205,7 +1253,7 @@ impl Store for EmbeddedStore {
         };
         let dir = self.dir().to_path_buf();
         let layout = layout(self.options());
-        blocking(move || stage(&dir, layout, target, batches)).await
+        blocking(move || stage(&dir, layout, target, statement, batches)).await
     }
 
     async fn commit_writes(
@@ -1218,6 +1266,11 @@ impl Store for EmbeddedStore {
             .clone();
         let table = table.clone();
         blocking(move || inner.commit_writes(&table, parts)).await
+    }
+
+    fn discard_writes(&self, table: &TableName, statement: u64) -> Result<usize> {
+        self.writer(|| format!("discard writes to {table}"))?
+            .discard_writes(table, statement)
     }
 
     fn plan_scan(&self, request: &ScanRequest) -> Result<ScanPlan> {
