@@ -303,4 +303,18 @@ mod tests {
             "{missing:#}"
         );
     }
+
+    #[test]
+    fn the_shipped_example_configs_are_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config");
+        let driver: DriverConfig = load_config(Some(&dir.join("driver.toml"))).unwrap();
+        let worker: quarry_worker::WorkerConfig =
+            load_config(Some(&dir.join("worker.toml"))).unwrap();
+        assert_eq!(driver.nodes.len(), 3);
+        assert_eq!(
+            driver.nodes, worker.nodes,
+            "the driver and workers place alike"
+        );
+        assert!(!worker.driver_url.is_empty());
+    }
 }
