@@ -132,7 +132,9 @@ async fn run_on(
     }
 
     println!("\n4. Hourly per-device rollups → synth.device_hourly (INSERT ... SELECT, upserts)");
-    println!("   (the worker beside synth's shards writes the rows; the driver commits them at once)");
+    println!(
+        "   (the worker beside synth's shards writes the rows; the driver commits them at once)"
+    );
     let step = Instant::now();
     let spin = spinner("rolling up");
     let output = session.execute(ROLLUP).await;

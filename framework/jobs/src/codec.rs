@@ -418,9 +418,9 @@ impl PhysicalExtensionCodec for QuarryCodec {
         } else if let Some(write) = node.downcast_ref::<StoreWriteExec>() {
             QuarryNode {
                 write: Some(WriteNode {
-                    keyspace: write.table().keyspace.clone(),
-                    table: write.table().name.clone(),
-                    statement: write.statement(),
+                    keyspace: write.op().table.keyspace.clone(),
+                    table: write.op().table.name.clone(),
+                    statement: write.op().statement,
                 }),
                 ..QuarryNode::default()
             }

@@ -34,6 +34,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
     PlanProperties,
 };
+use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use quarry_core::schema::{TableDef, TableName};
 use quarry_core::shard_map::ShardMap;
@@ -67,35 +68,6 @@ fn one_child(children: Vec<Arc<dyn ExecutionPlan>>, name: &str) -> Result<Arc<dy
     let [input] =
         <[_; 1]>::try_from(children).map_err(|_| exec_datafusion_err!("{name} takes one input"))?;
     Ok(input)
-}
-
-/// Starts every partition of `input`; the future collects all their batches.
-fn read_all(
-    input: &Arc<dyn ExecutionPlan>,
-    context: &Arc<TaskContext>,
-) -> Result<impl std::future::Future<Output = Result<Vec<RecordBatch>>> + Send + 'static> {
-    let streams = (0..input.output_partitioning().partition_count())
-        .map(|p| input.execute(p, context.clone()))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(futures::stream::iter(streams)
-        .flatten_unordered(None)
-        .try_collect())
-}
-
-/// The output of an operator with one partition that emits the one batch `make` computes.
-fn one_batch(
-    name: &str,
-    partition: usize,
-    schema: SchemaRef,
-    make: impl std::future::Future<Output = Result<RecordBatch>> + Send + 'static,
-) -> Result<SendableRecordBatchStream> {
-    if partition != 0 {
-        return internal_err!("{name} has one partition, not {partition}");
-    }
-    Ok(Box::pin(RecordBatchStreamAdapter::new(
-        schema,
-        futures::stream::once(make),
-    )))
 }
 
 /// Partitions rows by the shard they belong to in a target table: output partition `p` holds
@@ -331,51 +303,52 @@ fn part_schema() -> SchemaRef {
     ]))
 }
 
-/// Writes its input (all partitions) to a table as one staged part; outputs one row saying what
-/// it staged.
+/// What an operator that consumes its whole input and emits one batch does with the rows.
+pub trait WholeInput: fmt::Debug + Send + Sync + 'static {
+    const NAME: &'static str;
+
+    /// The schema of the one batch.
+    fn schema(&self) -> SchemaRef;
+
+    /// `NAME: ...` as `EXPLAIN` shows it.
+    fn describe(&self, f: &mut fmt::Formatter) -> fmt::Result;
+
+    /// The one batch, from every batch of the input.
+    fn run(self: Arc<Self>, batches: Vec<RecordBatch>) -> BoxFuture<'static, Result<RecordBatch>>;
+}
+
+/// An operator that reads every partition of its one input and emits one batch (writes and
+/// commits, whose result is a summary). Copies made by plan rewrites share `op`.
 #[derive(Debug)]
-pub struct StoreWriteExec {
+pub struct WholeInputExec<O: WholeInput> {
     input: Arc<dyn ExecutionPlan>,
-    table: TableDef,
-    statement: u64,
-    store: Arc<dyn Store>,
+    op: Arc<O>,
     properties: Arc<PlanProperties>,
 }
 
-impl StoreWriteExec {
-    pub fn new(
-        input: Arc<dyn ExecutionPlan>,
-        table: TableDef,
-        statement: u64,
-        store: Arc<dyn Store>,
-    ) -> Self {
-        StoreWriteExec {
+impl<O: WholeInput> WholeInputExec<O> {
+    fn with_op(input: Arc<dyn ExecutionPlan>, op: Arc<O>) -> Self {
+        WholeInputExec {
+            properties: properties(op.schema(), 1),
             input,
-            table,
-            statement,
-            store,
-            properties: properties(part_schema(), 1),
+            op,
         }
     }
 
-    pub fn table(&self) -> &TableDef {
-        &self.table
-    }
-
-    pub fn statement(&self) -> u64 {
-        self.statement
+    pub fn op(&self) -> &O {
+        &self.op
     }
 }
 
-impl DisplayAs for StoreWriteExec {
+impl<O: WholeInput> DisplayAs for WholeInputExec<O> {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "StoreWriteExec: table={}", self.table.table_name())
+        self.op.describe(f)
     }
 }
 
-impl ExecutionPlan for StoreWriteExec {
+impl<O: WholeInput> ExecutionPlan for WholeInputExec<O> {
     fn name(&self) -> &str {
-        "StoreWriteExec"
+        O::NAME
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {
@@ -397,11 +370,9 @@ impl ExecutionPlan for StoreWriteExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(StoreWriteExec::new(
-            one_child(children, self.name())?,
-            self.table.clone(),
-            self.statement,
-            self.store.clone(),
+        Ok(Arc::new(WholeInputExec::with_op(
+            one_child(children, O::NAME)?,
+            self.op.clone(),
         )))
     }
 
@@ -410,13 +381,74 @@ impl ExecutionPlan for StoreWriteExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let input = read_all(&self.input, &context)?;
-        let (table, store, statement) = (self.table.clone(), self.store.clone(), self.statement);
-        let write = async move {
-            let batches = input.await?;
-            let batches = to_table_schema(&table, batches)?;
-            let part = store
-                .stage_write(&table.table_name(), statement, batches)
+        if partition != 0 {
+            return internal_err!("{} has one partition, not {partition}", O::NAME);
+        }
+        let streams = (0..self.input.output_partitioning().partition_count())
+            .map(|p| self.input.execute(p, context.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        let op = self.op.clone();
+        let batch = async move {
+            let batches: Vec<RecordBatch> = futures::stream::iter(streams)
+                .flatten_unordered(None)
+                .try_collect()
+                .await?;
+            op.run(batches).await
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.op.schema(),
+            futures::stream::once(batch),
+        )))
+    }
+}
+
+/// Writes its input to a table as one staged part of a statement; outputs one row saying what
+/// it staged.
+pub type StoreWriteExec = WholeInputExec<StageWrite>;
+
+/// The writing of one part: see [`StoreWriteExec`].
+#[derive(Debug)]
+pub struct StageWrite {
+    pub table: TableDef,
+    pub statement: u64,
+    store: Arc<dyn Store>,
+}
+
+impl StoreWriteExec {
+    pub fn new(
+        input: Arc<dyn ExecutionPlan>,
+        table: TableDef,
+        statement: u64,
+        store: Arc<dyn Store>,
+    ) -> Self {
+        WholeInputExec::with_op(
+            input,
+            Arc::new(StageWrite {
+                table,
+                statement,
+                store,
+            }),
+        )
+    }
+}
+
+impl WholeInput for StageWrite {
+    const NAME: &'static str = "StoreWriteExec";
+
+    fn schema(&self) -> SchemaRef {
+        part_schema()
+    }
+
+    fn describe(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}: table={}", Self::NAME, self.table.table_name())
+    }
+
+    fn run(self: Arc<Self>, batches: Vec<RecordBatch>) -> BoxFuture<'static, Result<RecordBatch>> {
+        Box::pin(async move {
+            let batches = to_table_schema(&self.table, batches)?;
+            let part = self
+                .store
+                .stage_write(&self.table.table_name(), self.statement, batches)
                 .await
                 .map_err(to_datafusion)?;
             let json = serde_json::to_string(&part)
@@ -428,45 +460,28 @@ impl ExecutionPlan for StoreWriteExec {
                     Arc::new(StringArray::from(vec![json])),
                 ],
             )?)
-        };
-        one_batch(self.name(), partition, part_schema(), write)
+        })
     }
 }
 
 /// Publishes the parts its input describes (the writers' outputs, gathered) and outputs the
-/// row count, like DataFusion's `DataSinkExec`. Runs at the driver. If the last copy of it goes
+/// row count, like DataFusion's `DataSinkExec`. Runs at the driver. When the last copy of it goes
 /// away without having committed (the statement failed or was cancelled), what the statement
 /// staged is discarded.
-#[derive(Debug)]
-pub struct StoreCommitExec {
-    input: Arc<dyn ExecutionPlan>,
-    commit: Arc<Commit>,
-    schema: SchemaRef,
-    properties: Arc<PlanProperties>,
-}
+pub type StoreCommitExec = WholeInputExec<Commit>;
 
-/// One statement's commit, shared by every copy of its plan node.
+/// One statement's commit: see [`StoreCommitExec`].
 #[derive(Debug)]
-struct Commit {
+pub struct Commit {
     table: TableName,
     statement: u64,
     store: Arc<dyn Store>,
+    /// The insert's output schema (a single `count` column).
+    schema: SchemaRef,
     committed: AtomicBool,
 }
 
-impl Drop for Commit {
-    fn drop(&mut self) {
-        if self.committed.load(Ordering::SeqCst) {
-            return;
-        }
-        if let Err(e) = self.store.discard_writes(&self.table, self.statement) {
-            tracing::warn!(table = %self.table, error = %e, "could not discard the parts of a statement that did not commit; they go when the store is next opened");
-        }
-    }
-}
-
 impl StoreCommitExec {
-    /// `schema` is the insert's output schema (a single `count` column).
     pub fn new(
         input: Arc<dyn ExecutionPlan>,
         table: TableName,
@@ -474,67 +489,32 @@ impl StoreCommitExec {
         store: Arc<dyn Store>,
         schema: SchemaRef,
     ) -> Self {
-        StoreCommitExec {
+        WholeInputExec::with_op(
             input,
-            commit: Arc::new(Commit {
+            Arc::new(Commit {
                 table,
                 statement,
                 store,
+                schema,
                 committed: AtomicBool::new(false),
             }),
-            properties: properties(schema.clone(), 1),
-            schema,
-        }
+        )
     }
 }
 
-impl DisplayAs for StoreCommitExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "StoreCommitExec: table={}", self.commit.table)
-    }
-}
+impl WholeInput for Commit {
+    const NAME: &'static str = "StoreCommitExec";
 
-impl ExecutionPlan for StoreCommitExec {
-    fn name(&self) -> &str {
-        "StoreCommitExec"
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
     }
 
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
+    fn describe(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}: table={}", Self::NAME, self.table)
     }
 
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(StoreCommitExec {
-            input: one_child(children, self.name())?,
-            commit: self.commit.clone(),
-            schema: self.schema.clone(),
-            properties: self.properties.clone(),
-        }))
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        let input = read_all(&self.input, &context)?;
-        let (commit, schema) = (self.commit.clone(), self.schema.clone());
-        let run = async move {
-            let batches = input.await?;
+    fn run(self: Arc<Self>, batches: Vec<RecordBatch>) -> BoxFuture<'static, Result<RecordBatch>> {
+        Box::pin(async move {
             let mut parts = Vec::new();
             for batch in &batches {
                 let column = batch
@@ -547,17 +527,27 @@ impl ExecutionPlan for StoreCommitExec {
                     parts.push(part);
                 }
             }
-            let summary = commit
+            let summary = self
                 .store
-                .commit_writes(&commit.table, parts)
+                .commit_writes(&self.table, parts)
                 .await
                 .map_err(to_datafusion)?;
-            commit.committed.store(true, Ordering::SeqCst);
+            self.committed.store(true, Ordering::SeqCst);
             Ok(RecordBatch::try_new(
-                schema.clone(),
+                self.schema.clone(),
                 vec![Arc::new(UInt64Array::from(vec![summary.rows]))],
             )?)
-        };
-        one_batch(self.name(), partition, self.schema.clone(), run)
+        })
+    }
+}
+
+impl Drop for Commit {
+    fn drop(&mut self) {
+        if self.committed.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = self.store.discard_writes(&self.table, self.statement) {
+            tracing::warn!(table = %self.table, error = %e, "could not discard the parts of a statement that did not commit; they go when the store is next opened");
+        }
     }
 }
