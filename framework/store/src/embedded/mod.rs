@@ -598,6 +598,7 @@ fn layout(options: &EmbeddedOptions) -> Layout {
     Layout {
         rows_per_group: options.rows_per_group,
         rows_per_file: options.rows_per_file,
+        cut_at_gaps: false,
     }
 }
 
@@ -1252,7 +1253,10 @@ impl Store for EmbeddedStore {
             (table.clone(), t.id, t.def.clone(), t.shards)
         };
         let dir = self.dir().to_path_buf();
-        let layout = layout(self.options());
+        let layout = Layout {
+            cut_at_gaps: true,
+            ..layout(self.options())
+        };
         blocking(move || stage(&dir, layout, target, statement, batches)).await
     }
 
