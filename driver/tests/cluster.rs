@@ -44,6 +44,8 @@ async fn explain_shows_stages_exchanges_and_where_tasks_run() {
         assert!(plan.contains(&format!("worker-node-{node}:")), "{plan}");
     }
     assert!(plan.contains("task(s) over "), "{plan}");
+    // Which shards each worker reads, abbreviated: 64 shards over 3 nodes are scattered.
+    assert!(plan.contains(" shards (0"), "{plan}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

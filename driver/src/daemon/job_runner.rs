@@ -22,6 +22,7 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use futures::StreamExt;
 use quarry_core::placement::Placement;
+use quarry_core::shard_set::ShardSet;
 use quarry_jobs::{
     ExchangeKind, ExchangeReaderExec, FailureKind, JobGraph, JobId, QuarryCodec, StageId,
     StageKind, TaskFailure, TaskId, TaskOutput, TaskRequest, TaskShards, TaskState, WorkerId,
@@ -39,6 +40,16 @@ use super::error::{Error, Result};
 use super::job_tracker::{StageRecord, TaskRecord};
 use super::registry::WorkerHandle;
 use super::scheduler::{Slot, assign_partitions, assign_scan, owner_of, reads_locally};
+
+/// A shard set as `0-3,7,9-12`, cut short (with `…`) past about 60 characters.
+fn abbreviate(shards: &ShardSet) -> String {
+    let text = shards.to_string();
+    if text.len() <= 60 {
+        return text;
+    }
+    let cut = text[..60].rfind(',').unwrap_or(60);
+    format!("{}…", &text[..cut])
+}
 
 /// Stage rounds before a job gives up (each round retries what failed).
 const MAX_ROUNDS: usize = 64;
@@ -232,12 +243,12 @@ impl JobRunner {
                     for (worker, ts) in by_worker {
                         let what = match ts.first().and_then(|t| t.shards.as_ref()) {
                             Some(_) => {
-                                let shards: u32 = ts
-                                    .iter()
-                                    .filter_map(|t| t.shards.as_ref())
-                                    .map(|s| s.shards.len())
-                                    .sum();
-                                format!("{shards} shards")
+                                let shards = ShardSet::from_shards(
+                                    ts.iter()
+                                        .filter_map(|t| t.shards.as_ref())
+                                        .flat_map(|s| s.shards.iter()),
+                                );
+                                format!("{} shards ({})", shards.len(), abbreviate(&shards))
                             }
                             None => {
                                 let partitions: Vec<String> = ts
@@ -644,5 +655,21 @@ impl JobRunner {
             }
             None => u32::MAX,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_shard_lists_are_cut_at_a_range() {
+        let few: ShardSet = "0-3,7".parse().unwrap();
+        assert_eq!(abbreviate(&few), "0-3,7");
+        let many = ShardSet::from_shards((0..400).step_by(2).map(quarry_core::ids::ShardId));
+        let text = abbreviate(&many);
+        assert!(text.ends_with('…') && text.len() <= 64, "{text}");
+        assert!(text.starts_with("0,2,4,"), "{text}");
+        assert!(!text.trim_end_matches('…').ends_with(','), "{text}");
     }
 }
