@@ -116,6 +116,16 @@ pub async fn job(driver: &DriverConnection, args: JobArgs) -> anyhow::Result<()>
         if let Some(error) = &job.error {
             println!("error: {}", error.message);
         }
+        if response.stages.is_empty() && job.state != pb::JobState::Running as i32 {
+            // A job from before the driver's last start (its history keeps no stages), or one
+            // that failed before it was cut into stages.
+            println!(
+                "{} of {} tasks done; no stages recorded (the job ran before the driver's last \
+                 start, or failed before it was planned)",
+                job.tasks_done, job.tasks_total
+            );
+            return Ok(());
+        }
         println!("stages (inputs before the stages that read them):");
     }
     let stages = &response.stages;

@@ -92,6 +92,8 @@ pub struct JobRecord {
     pub elapsed: Option<Duration>,
     pub error: Option<String>,
     pub stages: Vec<StageRecord>,
+    /// Tasks done and in all, for a job read back from the journal (its stages are not kept).
+    journalled_tasks: (u32, u32),
 }
 
 impl JobRecord {
@@ -100,6 +102,9 @@ impl JobRecord {
     }
 
     pub fn tasks(&self) -> (u32, u32) {
+        if self.stages.is_empty() {
+            return self.journalled_tasks;
+        }
         self.stages.iter().fold((0, 0), |(done, total), s| {
             (done + s.tasks_done, total + s.tasks_total)
         })
@@ -132,6 +137,10 @@ struct Entry {
     elapsed_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    #[serde(default)]
+    tasks_done: u32,
+    #[serde(default)]
+    tasks_total: u32,
 }
 
 impl Entry {
@@ -147,6 +156,8 @@ impl Entry {
                 .map_or(0, |d| d.as_millis() as u64),
             elapsed_ms: job.elapsed.map(|d| d.as_millis() as u64),
             error: job.error.clone(),
+            tasks_done: job.tasks().0,
+            tasks_total: job.tasks().1,
         }
     }
 
@@ -161,6 +172,7 @@ impl Entry {
             elapsed: Some(Duration::from_millis(self.elapsed_ms.unwrap_or(0))),
             error: self.error,
             stages: Vec::new(),
+            journalled_tasks: (self.tasks_done, self.tasks_total),
         }
     }
 }
@@ -337,6 +349,7 @@ impl JobTracker {
             elapsed: None,
             error: None,
             stages: Vec::new(),
+            journalled_tasks: (0, 0),
         };
         let mut jobs = lock(&self.jobs);
         jobs.insert(id, (record, cancel));
@@ -434,6 +447,21 @@ mod tests {
         let (done, running) = {
             let tracker = JobTracker::with_journal(&path).unwrap();
             let (done, _) = tracker.start("SELECT 1", "cli-1");
+            tracker.set_stages(
+                done,
+                vec![StageRecord {
+                    id: StageId(1),
+                    description: "scan k.t".into(),
+                    runs_on: "workers",
+                    inputs: Vec::new(),
+                    tasks_total: 6,
+                    tasks_done: 6,
+                    tasks_remote: 0,
+                    tasks_retried: 0,
+                    metrics: TaskMetrics::default(),
+                    tasks: Vec::new(),
+                }],
+            );
             tracker.finish(done, JobState::Succeeded, None);
             let (failed, _) = tracker.start("SELECT x", "cli-1");
             tracker.finish(failed, JobState::Failed, Some("no column x".into()));
