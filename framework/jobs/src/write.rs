@@ -466,8 +466,8 @@ impl WholeInput for StageWrite {
 
 /// Publishes the parts its input describes (the writers' outputs, gathered) and outputs the
 /// row count, like DataFusion's `DataSinkExec`. Runs at the driver. When the last copy of it goes
-/// away without having committed (the statement failed or was cancelled), what the statement
-/// staged is discarded.
+/// away, whatever the statement staged and did not publish is discarded: all of it when the
+/// statement failed or was cancelled, the parts of lost writer attempts when it committed.
 pub type StoreCommitExec = WholeInputExec<Commit>;
 
 /// One statement's commit: see [`StoreCommitExec`].
@@ -542,12 +542,20 @@ impl WholeInput for Commit {
 }
 
 impl Drop for Commit {
+    /// Discards what the statement staged and did not publish: every part when it failed or was
+    /// cancelled, the leftovers of lost writer attempts when it committed.
     fn drop(&mut self) {
-        if self.committed.load(Ordering::SeqCst) {
-            return;
-        }
-        if let Err(e) = self.store.discard_writes(&self.table, self.statement) {
-            tracing::warn!(table = %self.table, error = %e, "could not discard the parts of a statement that did not commit; they go when the store is next opened");
+        match self.store.discard_writes(&self.table, self.statement) {
+            Ok(0) => {}
+            Ok(parts) => tracing::debug!(
+                table = %self.table,
+                parts,
+                committed = self.committed.load(Ordering::SeqCst),
+                "discarded staged files the statement did not publish"
+            ),
+            Err(e) => {
+                tracing::warn!(table = %self.table, error = %e, "could not discard staged files the statement did not publish; they go when the store is next opened")
+            }
         }
     }
 }

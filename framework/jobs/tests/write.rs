@@ -116,12 +116,15 @@ async fn rows(store: &Arc<dyn Store>, table: &TableName) -> usize {
 }
 
 #[tokio::test]
-async fn a_commit_publishes_every_part_and_keeps_them() {
+async fn a_commit_publishes_every_part_and_sweeps_lost_attempts() {
     let (dir, store, table) = setup().await;
     let parts = vec![
         stage(&store, &table, 5, 0..100).await,
         stage(&store, &table, 5, 100..150).await,
     ];
+    // A writer lost after staging ran again elsewhere: its first part is not committed.
+    let lost_attempt = stage(&store, &table, 5, 100..150).await;
+    assert!(!lost_attempt.files.is_empty());
     assert_eq!(rows(&store, &table).await, 0, "staged parts are invisible");
     let commit = commit_of(&store, &table, 5, &parts);
     let ctx = SessionContext::new().task_ctx();
@@ -133,12 +136,17 @@ async fn a_commit_publishes_every_part_and_keeps_them() {
         .unwrap()
         .value(0);
     assert_eq!(count, 150);
+    let committed_files: usize = parts.iter().map(|p| p.files.len()).sum();
+    assert_eq!(
+        staged_files(dir.path()),
+        committed_files + lost_attempt.files.len()
+    );
+    // Dropping the plan sweeps the lost attempt's files and keeps the table's.
     drop(commit);
+    assert_eq!(staged_files(dir.path()), committed_files);
     assert_eq!(rows(&store, &table).await, 150);
-    // Committed files are the table's runs now, not staged leftovers to discard.
     assert_eq!(store.discard_writes(&table, 5).unwrap(), 0);
     assert_eq!(rows(&store, &table).await, 150);
-    drop(dir);
 }
 
 #[tokio::test]
