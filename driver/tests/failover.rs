@@ -33,6 +33,25 @@ fn quarry(dir: &Path) -> Command {
     command
 }
 
+/// Files under `data/` named as staged parts that MANIFEST.json does not list.
+fn unlisted_staged_files(dir: &Path) -> Vec<String> {
+    let manifest = std::fs::read_to_string(dir.join("MANIFEST.json")).unwrap();
+    let mut found = Vec::new();
+    let mut stack = vec![dir.join("data")];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                stack.push(path);
+            } else if name.starts_with("staged-") && !manifest.contains(&name) {
+                found.push(name);
+            }
+        }
+    }
+    found
+}
+
 /// Starts `quarry driver` and returns it with its URL (read from its first line of output).
 fn start_driver(dir: &Path, listen: &str) -> (Process, String) {
     let mut child = quarry(dir)
@@ -195,6 +214,10 @@ async fn killed_workers_and_a_restarted_driver_change_no_answer() {
         .map(|l| l.split('|').take(2).collect::<Vec<_>>().join("|"))
         .collect();
     assert_eq!(table, clean);
+    // What the writers staged is either in the table or gone: the interrupted run's parts were
+    // published or discarded, and lost attempts' parts swept.
+    let strays = unlisted_staged_files(dir.path());
+    assert!(strays.is_empty(), "staged files left behind: {strays:?}");
 
     // The driver dies while a query runs: the client gets an error, not a hang.
     let mut long = RemoteDriver::connect(&url).await.unwrap();
