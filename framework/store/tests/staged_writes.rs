@@ -239,3 +239,62 @@ async fn parts_of_interleaved_shards_do_not_overlap_for_scans() {
     }
     assert_eq!(scan_all(&writer).await, by_key(std::slice::from_ref(&all)));
 }
+
+#[tokio::test]
+async fn disjoint_parts_count_once_toward_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = new_store_with_shards(dir.path(), 16).await;
+    let shards = quarry_core::shard_map::ShardMap::new(16);
+    let all = rows(0..600, 0..2, 1.0);
+    let devices = all
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap();
+    // Six writers, each with the shards s where s % 6 is its number: more parts than max_runs (3).
+    let mut parts = Vec::new();
+    for k in 0..6u32 {
+        let keep: arrow::array::BooleanArray = devices
+            .values()
+            .iter()
+            .map(|&d| Some(shards.shard_of(common::token_of(d)).0 % 6 == k))
+            .collect();
+        let part = arrow::compute::filter_record_batch(&all, &keep).unwrap();
+        parts.push(
+            reader(dir.path())
+                .stage_write(&name(), 4, vec![part])
+                .await
+                .unwrap(),
+        );
+    }
+    writer.commit_writes(&name(), parts).await.unwrap();
+    let stats = writer.table_stats(&name()).unwrap();
+    assert_eq!(
+        stats.runs, 6,
+        "one statement's parts do not trigger a compaction"
+    );
+
+    // Whole-table writes overlap everything: the fourth layer compacts.
+    let mut latest = all.clone();
+    for version in 2..=4 {
+        latest = rows(0..600, 0..2, f64::from(version));
+        writer.write(&name(), vec![latest.clone()]).await.unwrap();
+        let runs = writer.table_stats(&name()).unwrap().runs;
+        if version < 4 {
+            assert_eq!(
+                runs,
+                6 + version as usize - 1,
+                "depth {version} of at most 3"
+            );
+        } else {
+            assert!(
+                runs < 9,
+                "four overlapping layers were compacted: {runs} runs"
+            );
+        }
+    }
+    assert_eq!(
+        scan_all(&writer).await,
+        by_key(std::slice::from_ref(&latest))
+    );
+}

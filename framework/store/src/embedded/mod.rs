@@ -79,7 +79,8 @@ pub struct EmbeddedOptions {
     /// A run file ends at the first shard boundary after this many rows; files are written in
     /// parallel.
     pub rows_per_file: usize,
-    /// Compact a table once it has more runs than this.
+    /// Compact a table once more runs than this overlap on some shard (the parts of one
+    /// distributed write, which never overlap one another, count as one).
     pub max_runs: usize,
     /// Shards per split where runs overlap and rows must be merged.
     pub merge_split_shards: u32,
@@ -828,7 +829,7 @@ impl Inner {
             (shards, state.next_id())
         };
         let files = self.write_files(def, id, file_id, &shards, &rows)?;
-        let runs = {
+        let depth = {
             let mut state = lock(&self.state);
             let seq = state.next_seq();
             let Some(table) = state.tables.get_mut(name).filter(|t| t.id == id) else {
@@ -839,7 +840,7 @@ impl Inner {
                 });
             };
             table.runs.push(Arc::new(Run { seq, files }));
-            let runs = table.runs.len();
+            let depth = scan::overlap_depth(&table.runs);
             if let Err(e) = self.commit(&state) {
                 if let Some(table) = state.tables.get_mut(name)
                     && let Some(run) = table.runs.pop()
@@ -848,9 +849,9 @@ impl Inner {
                 }
                 return Err(e);
             }
-            runs
+            depth
         };
-        self.after_new_run(name, runs)
+        self.after_new_run(name, depth)
     }
 
     fn write_files(
@@ -937,7 +938,7 @@ impl Inner {
             return Ok(summary);
         }
         let added = runs.len();
-        let total = {
+        let depth = {
             let mut state = lock(&self.state);
             let seqs: Vec<u64> = runs.iter().map(|_| state.next_seq()).collect();
             let Some(table) = state.tables.get_mut(name).filter(|t| t.id == id) else {
@@ -949,7 +950,7 @@ impl Inner {
             for (seq, files) in seqs.into_iter().zip(runs) {
                 table.runs.push(Arc::new(Run { seq, files }));
             }
-            let total = table.runs.len();
+            let depth = scan::overlap_depth(&table.runs);
             if let Err(e) = self.commit(&state) {
                 if let Some(table) = state.tables.get_mut(name) {
                     let keep = table.runs.len().saturating_sub(added);
@@ -957,9 +958,9 @@ impl Inner {
                 }
                 return Err(e);
             }
-            total
+            depth
         };
-        self.after_new_run(name, total)?;
+        self.after_new_run(name, depth)?;
         Ok(summary)
     }
 
@@ -1001,8 +1002,9 @@ impl Inner {
         Ok(removed)
     }
 
-    fn after_new_run(&self, name: &TableName, runs: usize) -> Result<()> {
-        if runs > self.options.max_runs && !self.schedule(Job::Compact(name.clone())) {
+    /// Compacts (in the background when there is a thread for it) once `depth` runs overlap.
+    fn after_new_run(&self, name: &TableName, depth: usize) -> Result<()> {
+        if depth > self.options.max_runs && !self.schedule(Job::Compact(name.clone())) {
             self.compact(name, false)?;
         }
         Ok(())
@@ -1059,7 +1061,7 @@ impl Inner {
                 let at = table.runs.partition_point(|r| r.seq < seq);
                 table.runs.insert(at, Arc::new(Run { seq, files }));
                 table.frozen.drain(..flushed.min(table.frozen.len()));
-                if table.runs.len() > self.options.max_runs {
+                if scan::overlap_depth(&table.runs) > self.options.max_runs {
                     compact.push(name);
                 }
             }
@@ -1096,7 +1098,7 @@ impl Inner {
             let state = lock(&self.state);
             let table = state.table(name)?;
             let runs = &table.runs;
-            if runs.len() < 2 || (!full && runs.len() <= self.options.max_runs) {
+            if runs.len() < 2 || (!full && scan::overlap_depth(runs) <= self.options.max_runs) {
                 return Ok(false);
             }
             let rows = |r: &Arc<Run>| r.files.iter().map(|f| f.rows()).sum::<u64>();

@@ -54,6 +54,41 @@ pub struct Run {
     pub files: Vec<DataFileRef>,
 }
 
+/// The most runs that hold rows of any one shard: how many versions a scan may have to merge.
+/// Runs that cover disjoint shards (the parts of one distributed write) add nothing to each
+/// other's depth.
+pub fn overlap_depth(runs: &[Arc<Run>]) -> usize {
+    // +1 where a run's shard interval starts, -1 past where it ends; a run's own intervals are
+    // merged first so that it counts once per shard.
+    let mut events: Vec<(u64, i64)> = Vec::new();
+    for run in runs {
+        let mut intervals: Vec<(u32, u32)> = run
+            .files
+            .iter()
+            .flat_map(|f| f.groups.iter().map(|g| (g.first_shard, g.last_shard)))
+            .collect();
+        intervals.sort_unstable();
+        let mut merged: Vec<(u32, u32)> = Vec::new();
+        for (first, last) in intervals {
+            match merged.last_mut() {
+                Some(prev) if first <= prev.1.saturating_add(1) => prev.1 = prev.1.max(last),
+                _ => merged.push((first, last)),
+            }
+        }
+        for (first, last) in merged {
+            events.push((u64::from(first), 1));
+            events.push((u64::from(last) + 1, -1));
+        }
+    }
+    events.sort_unstable();
+    let (mut depth, mut deepest) = (0i64, 0i64);
+    for (_, change) in events {
+        depth += change;
+        deepest = deepest.max(depth);
+    }
+    deepest as usize
+}
+
 /// What one scan sees of a table.
 #[derive(Debug, Clone)]
 pub struct TableSnapshot {
