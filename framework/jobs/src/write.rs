@@ -34,6 +34,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
     PlanProperties,
 };
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use quarry_core::schema::{TableDef, TableName};
@@ -161,25 +162,30 @@ impl ShardRouterExec {
             let senders = senders.clone();
             let (target, shards, route) = (self.target.clone(), self.shards, self.route.clone());
             readers.spawn(async move {
-                while let Some(batch) = stream.next().await {
-                    let routed = batch.and_then(|b| split(&b, &target, shards, &route, n));
-                    match routed {
-                        Ok(pieces) => {
-                            for (p, piece) in pieces {
-                                let _ = senders[p].send(Ok(piece));
-                            }
-                        }
-                        Err(e) => {
-                            // Every output fails: whichever the task reads first reports it.
-                            let e = Arc::new(e);
-                            for s in &senders {
-                                let _ = s.send(Err(datafusion::error::DataFusionError::Shared(
-                                    e.clone(),
-                                )));
-                            }
-                            return;
+                let fail = |e: datafusion::error::DataFusionError| {
+                    // Every output fails: whichever the task reads first reports it.
+                    let e = Arc::new(e);
+                    for s in &senders {
+                        let _ = s.send(Err(datafusion::error::DataFusionError::Shared(e.clone())));
+                    }
+                };
+                let route_all = async {
+                    while let Some(batch) = stream.next().await {
+                        for (p, piece) in
+                            batch.and_then(|b| split(&b, &target, shards, &route, n))?
+                        {
+                            let _ = senders[p].send(Ok(piece));
                         }
                     }
+                    Ok::<_, datafusion::error::DataFusionError>(())
+                };
+                // A panic must not look like the end of the rows: the outputs would be cut short.
+                match std::panic::AssertUnwindSafe(route_all).catch_unwind().await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => fail(e),
+                    Err(_) => fail(exec_datafusion_err!(
+                        "routing rows to their shards panicked"
+                    )),
                 }
             });
         }
