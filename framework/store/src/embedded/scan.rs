@@ -944,9 +944,21 @@ where
         }
     });
     // The reader stops on its own once the receiver is dropped; keeping the handle in the stream
-    // ties the task's lifetime to the stream's.
+    // ties the task's lifetime to the stream's. When the batches end, the handle says whether the
+    // reader finished or panicked (which must not pass for the end of the rows).
     Box::pin(stream::unfold(
         (rx, Some(task)),
-        |(mut rx, task)| async move { rx.recv().await.map(|item| (item, (rx, task))) },
+        |(mut rx, task)| async move {
+            if let Some(item) = rx.recv().await {
+                return Some((item, (rx, task)));
+            }
+            match task?.await {
+                Ok(()) => None,
+                Err(e) => Some((
+                    Err(Error::Internal(format!("a scan reader failed: {e}"))),
+                    (rx, None),
+                )),
+            }
+        },
     ))
 }
