@@ -23,6 +23,9 @@ pub enum Error {
     NoWorkers { job: JobId },
     #[error("job {job} was cancelled")]
     Cancelled { job: JobId },
+    /// A bug: the job's code panicked. Its result would be incomplete, so it fails.
+    #[error("job {job} stopped on an internal error (a panic; RUST_LOG=debug shows it): {message}")]
+    Panicked { job: JobId, message: String },
     #[error("could not serve on {address}: {source}")]
     Serve {
         address: String,

@@ -36,7 +36,7 @@ use datafusion::execution::{SendableRecordBatchStream, SessionState};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionConfig;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use quarry_core::ids::NodeId;
 use quarry_core::placement::Placement;
 use quarry_core::shard_set::ShardSet;
@@ -205,18 +205,25 @@ impl DistributedExecutor {
             Err(quarry_jobs::Error::NotDistributable { reason }) => {
                 tracing::info!(%reason, "running the query at the driver");
                 self.driver.spawn_background(async move {
-                    match datafusion::physical_plan::execute_stream(plan, ctx) {
-                        Ok(mut stream) => {
-                            while let Some(batch) = stream.next().await {
-                                if tx.send(batch).await.is_err() {
-                                    break;
-                                }
+                    let run = async {
+                        let mut stream = datafusion::physical_plan::execute_stream(plan, ctx)?;
+                        while let Some(batch) = stream.next().await {
+                            if tx.send(batch).await.is_err() {
+                                break;
                             }
                         }
-                        Err(e) => {
-                            let _ = tx.send(Err(e)).await;
-                        }
-                    }
+                        Ok::<_, DataFusionError>(())
+                    };
+                    let error = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+                        Ok(Ok(())) => return,
+                        Ok(Err(e)) => e,
+                        // A panic must not look like the end of the rows.
+                        Err(panic) => DataFusionError::Execution(format!(
+                            "the query stopped on an internal error (a panic): {}",
+                            panic_message(panic.as_ref())
+                        )),
+                    };
+                    let _ = tx.send(Err(error)).await;
                 });
                 return Ok(Box::pin(RecordBatchStreamAdapter::new(
                     schema,
@@ -247,8 +254,19 @@ impl DistributedExecutor {
         let span = tracing::info_span!("job", job = %job);
         self.driver.spawn_background(
             async move {
+                // A panic must fail the job: dropping `tx` alone would look like a complete result.
+                let run = std::panic::AssertUnwindSafe(runner.run_streaming(ctx, &tx))
+                    .catch_unwind()
+                    .map(|result| {
+                        result.unwrap_or_else(|panic| {
+                            Err(Error::Panicked {
+                                job,
+                                message: panic_message(panic.as_ref()),
+                            })
+                        })
+                    });
                 let outcome = tokio::select! {
-                    result = runner.run_streaming(ctx, &tx) => result,
+                    result = run => result,
                     _ = cancelled.wait_for(|c| *c) => Err(Error::Cancelled { job }),
                     _ = tx.closed() => Err(Error::Cancelled { job }),
                 };
@@ -300,6 +318,15 @@ impl DriverState {
         });
         futures::future::join_all(releases).await;
     }
+}
+
+/// What a panic said, when it said it with a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_string())
 }
 
 /// Groups the shards of a distributed write by the live worker beside their replicas, the way a
