@@ -110,8 +110,9 @@ pub struct UpArgs {
 
 #[derive(Debug, Args)]
 #[command(after_help = "Example:
-  quarry driver --listen 0.0.0.0:7070 --data-dir /var/lib/quarry
-Workers then join with `quarry worker --driver http://HOST:7070 --node NODE`.")]
+  quarry driver --listen 0.0.0.0:7070 --nodes node-1,node-2,node-3 --data-dir /var/lib/quarry
+Workers then join with `quarry worker --driver http://HOST:7070 --node NODE --nodes ...`.
+Job history is kept in DATA-DIR/driver/jobs.ndjson and survives a restart.")]
 pub struct DriverArgs {
     /// Address to listen on for workers and clients (gRPC and Arrow Flight).
     #[arg(long, default_value = "127.0.0.1:7070", value_name = "HOST:PORT")]
@@ -134,7 +135,8 @@ pub struct DriverArgs {
 
 #[derive(Debug, Args)]
 #[command(after_help = "Example:
-  quarry worker --driver http://10.0.0.1:7070 --node node-3 --data-dir /var/lib/quarry
+  quarry worker --driver http://10.0.0.1:7070 --node node-3 --nodes node-1,node-2,node-3 \\
+      --data-dir /var/lib/quarry
 The worker registers with the driver given by --driver (or QUARRY_DRIVER), which is required.")]
 pub struct WorkerArgs {
     /// A TOML file of settings (worker_id, node_id, driver_url, advertise_host, task_slots,
