@@ -108,6 +108,49 @@ async fn live_workers(driver: &RemoteDriver) -> Vec<String> {
     }
 }
 
+/// The endpoint of the live worker beside `node`.
+async fn worker_endpoint(driver: &RemoteDriver, node: &str) -> String {
+    let workers = driver
+        .rpc()
+        .list_workers(pb::ListWorkersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .workers;
+    workers
+        .into_iter()
+        .filter(|w| w.alive)
+        .filter_map(|w| w.worker)
+        .find(|w| w.node_id == node)
+        .map(|w| w.rpc_endpoint)
+        .unwrap_or_else(|| panic!("no live worker beside {node}"))
+}
+
+/// How many tasks of `job` (first attempts of the first stages) the worker at `endpoint` knows.
+async fn tasks_of_job(endpoint: &str, job: &str) -> usize {
+    let Ok(mut worker) =
+        pb::worker_service_client::WorkerServiceClient::connect(endpoint.to_string()).await
+    else {
+        return 0;
+    };
+    let mut known = 0;
+    for stage_id in 1..=4 {
+        for partition in 0..8 {
+            let task = pb::TaskId {
+                job_id: job.to_string(),
+                stage_id,
+                partition,
+                attempt: 0,
+            };
+            let request = pb::GetTaskRequest { task: Some(task) };
+            if worker.get_task(request).await.is_ok() {
+                known += 1;
+            }
+        }
+    }
+    known
+}
+
 /// The job of `label` that is running, with its tasks done so far.
 async fn running_job(driver: &RemoteDriver) -> Option<(String, u32)> {
     let jobs = driver
@@ -228,6 +271,17 @@ async fn killed_workers_and_a_restarted_driver_change_no_answer() {
         async move { running_job(&client).await.is_some() }
     })
     .await;
+    let (long_job, _) = running_job(&client).await.unwrap();
+    let survivor = worker_endpoint(&client, "node-1").await;
+    eventually(
+        "the surviving worker to run a task of the long job",
+        Duration::from_secs(30),
+        || {
+            let (survivor, long_job) = (survivor.clone(), long_job.clone());
+            async move { tasks_of_job(&survivor, &long_job).await > 0 }
+        },
+    )
+    .await;
     driver_process.0.kill().unwrap();
     let _ = driver_process.0.wait();
     let outcome = tokio::time::timeout(Duration::from_secs(20), pending)
@@ -254,6 +308,9 @@ async fn killed_workers_and_a_restarted_driver_change_no_answer() {
         },
     )
     .await;
+    // The worker registered with a new driver, which knows none of the old one's jobs: it dropped
+    // their tasks and outputs.
+    assert_eq!(tasks_of_job(&survivor, &long_job).await, 0);
     let count = client.execute("SELECT count(*) FROM k.t").await.unwrap();
     assert_eq!(lines(&count), ["600000"]);
     let jobs = client

@@ -48,6 +48,8 @@ pub async fn run(
 ) -> Result<()> {
     let mut client = DriverServiceClient::new(driver_channel(&driver_url)?);
     let mut backoff = Duration::from_millis(50);
+    // The driver this worker last registered with: a new one knows none of its jobs.
+    let mut driver_id: Option<String> = None;
     'register: loop {
         let request = pb::RegisterWorkerRequest {
             protocol_version: quarry_proto::PROTOCOL_VERSION,
@@ -65,6 +67,17 @@ pub async fn run(
                 let response = response.into_inner();
                 check_protocol(response.protocol_version)?;
                 tracing::info!(driver = %driver_url, driver_id = %response.driver_id, "registered");
+                if driver_id
+                    .as_ref()
+                    .is_some_and(|previous| *previous != response.driver_id)
+                {
+                    let dropped = state.forget_all_jobs();
+                    tracing::info!(
+                        outputs = dropped,
+                        "the driver restarted; dropped the tasks and outputs of its earlier jobs"
+                    );
+                }
+                driver_id = Some(response.driver_id);
                 backoff = Duration::from_millis(50);
                 Duration::from_millis(response.heartbeat_interval_ms.max(10))
             }

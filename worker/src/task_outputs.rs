@@ -157,13 +157,17 @@ impl OutputStore {
 
     /// Drops every output of `job`; returns how many tasks' outputs went.
     pub fn release(&self, job: JobId) -> usize {
+        self.release_where(|t| t.job == job)
+    }
+
+    /// Drops every output; returns how many tasks' outputs went.
+    pub fn release_all(&self) -> usize {
+        self.release_where(|_| true)
+    }
+
+    fn release_where(&self, which: impl Fn(&TaskId) -> bool) -> usize {
         let mut held = lock(&self.held);
-        let gone: Vec<TaskId> = held
-            .outputs
-            .keys()
-            .filter(|t| t.job == job)
-            .copied()
-            .collect();
+        let gone: Vec<TaskId> = held.outputs.keys().filter(|t| which(t)).copied().collect();
         for task in &gone {
             if let Some(outputs) = held.outputs.remove(task) {
                 if outputs

@@ -63,6 +63,14 @@ impl WorkerState {
             .count()
     }
 
+    /// Forgets every job: aborts running tasks, drops task records and outputs. For a driver
+    /// that restarted, whose new self knows none of them. Returns the outputs dropped.
+    pub fn forget_all_jobs(&self) -> usize {
+        self.cancel_all();
+        lock(&self.tasks).clear();
+        self.outputs.release_all()
+    }
+
     /// Aborts every running task (on shutdown).
     pub fn cancel_all(&self) {
         for entry in lock(&self.tasks).values_mut() {
