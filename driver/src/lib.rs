@@ -15,6 +15,7 @@ pub mod backend;
 pub mod cli;
 pub mod commands;
 pub mod daemon;
+pub mod error_report;
 pub mod logging;
 pub mod output;
 pub mod progress;

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     match runtime.block_on(quarry_driver::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", quarry_driver::error_report::describe(&e));
             ExitCode::FAILURE
         }
     }

@@ -108,10 +108,10 @@ async fn execute(backend: &mut Backend, sql: &str, format: OutputFormat, timing:
                 None => write_result(format, &output.schema, &output.batches, &mut stdout),
             };
             if let Err(e) = printed {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", crate::error_report::describe(&e));
             }
         }
-        Err(e) => eprintln!("error: {e}"),
+        Err(e) => eprintln!("error: {}", crate::error_report::describe(&e)),
     }
     if timing {
         println!("Time: {:.3} s", started.elapsed().as_secs_f64());

@@ -30,18 +30,26 @@ pub struct StoreSink {
     table: TableName,
     /// Shards of the table's keyspace.
     shard_count: u32,
-    /// What the insert plan delivers (the provider's schema).
+    /// What the insert plan delivers (the provider's schema, every column nullable).
     schema: SchemaRef,
 }
 
 impl StoreSink {
     pub fn new(store: Arc<dyn Store>, def: TableDef, shard_count: u32, schema: SchemaRef) -> Self {
+        let nullable: Vec<_> = schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
         StoreSink {
             store,
             table: def.table_name(),
             def,
             shard_count,
-            schema,
+            schema: Arc::new(arrow::datatypes::Schema::new_with_metadata(
+                nullable,
+                schema.metadata().clone(),
+            )),
         }
     }
 
@@ -62,6 +70,17 @@ impl StoreSink {
 /// metadata (the insert plan casts values to the provider's types). A NULL key is refused here.
 pub fn to_table_schema(def: &TableDef, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
     let table_schema = def.arrow_schema();
+    for batch in &batches {
+        for i in def.primary_key_indices() {
+            if batch.num_columns() > i && batch.column(i).logical_null_count() > 0 {
+                return Err(datafusion::error::DataFusionError::Plan(format!(
+                    "cannot insert into {}: {} is in the primary key, so it cannot be NULL",
+                    def.table_name(),
+                    def.columns[i].name
+                )));
+            }
+        }
+    }
     batches
         .into_iter()
         .filter(|b| b.num_rows() > 0)
@@ -83,6 +102,8 @@ impl DisplayAs for StoreSink {
 
 #[async_trait]
 impl DataSink for StoreSink {
+    /// Every column nullable: DataFusion then leaves NULL keys to [`to_table_schema`], whose
+    /// message names the table and the column.
     fn schema(&self) -> &SchemaRef {
         &self.schema
     }
