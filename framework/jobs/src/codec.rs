@@ -364,6 +364,18 @@ impl PhysicalExtensionCodec for QuarryCodec {
             (None, Some(exchange), None, None) => self.decode_exchange(exchange),
             (None, None, Some(router), None) => {
                 let def = self.table(&router.keyspace, &router.table)?;
+                let shards = self
+                    .store
+                    .keyspace(&router.keyspace)
+                    .map_err(quarry_sql::error::to_datafusion)?
+                    .shards;
+                if router.shard_count != shards {
+                    return Err(plan_datafusion_err!(
+                        "a write plan routes {} shards of keyspace {}, which has {shards}",
+                        router.shard_count,
+                        router.keyspace
+                    ));
+                }
                 let groups = router
                     .groups
                     .iter()

@@ -11,10 +11,11 @@
 //!
 //! Each writer stages its part ([`Store::stage_write`]) under the statement's id; the commit at the
 //! driver makes all parts visible together ([`Store::commit_writes`]). A writer that is lost is
-//! re-run elsewhere and stages its part again; what it staged before is never committed. A
-//! statement that ends without committing (it failed, or was cancelled) discards what it staged
-//! ([`Store::discard_writes`]). Rows upsert by primary key, so running a statement again converges
-//! to the same table.
+//! re-run elsewhere and stages its part again; what it staged before is never committed. When the
+//! statement's plan goes away, the driver discards what it staged and did not publish
+//! ([`Store::discard_writes`]): everything when it failed or was cancelled, lost attempts' parts
+//! when it committed. Rows upsert by primary key, so running a statement again converges to the
+//! same table.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -325,3 +325,43 @@ async fn rows_are_routed_to_the_group_of_their_target_shard() {
     let gap = ShardRouterExec::try_new(input, def, 8, groups[..2].to_vec()).unwrap_err();
     assert!(gap.to_string().contains("in no write group"), "{gap}");
 }
+
+/// A write plan is checked against the worker's own catalog before anything is allocated for it.
+#[tokio::test]
+async fn a_write_plan_for_another_shard_count_is_refused() {
+    let f = fixture().await;
+    let plan = physical(
+        &f,
+        "INSERT INTO synth.daily SELECT device, count(*) FROM iot.r GROUP BY device",
+    )
+    .await;
+    let graph = DistributedPlanner::new(4).plan(plan).unwrap();
+    let router = graph
+        .stages()
+        .into_iter()
+        .find(|s| s.plan.name() == "ShardRouterExec")
+        .unwrap();
+    let bytes = QuarryCodec::new(f.store.clone())
+        .encode(router.plan.clone())
+        .unwrap();
+    // A worker whose store placed synth with 16 shards, not 8.
+    let other = fixture().await;
+    other
+        .session
+        .execute_script(
+            "DROP TABLE synth.daily; DROP KEYSPACE synth;
+             CREATE KEYSPACE synth WITH shards = 16 AND nodes = 1;
+             CREATE TABLE synth.daily (device bigint, n bigint, PRIMARY KEY (device));",
+        )
+        .await
+        .unwrap();
+    let ctx = other.session.context().task_ctx();
+    let err = QuarryCodec::new(other.store.clone())
+        .decode(&bytes, &ctx)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("routes 8 shards of keyspace synth, which has 16"),
+        "{err}"
+    );
+}
