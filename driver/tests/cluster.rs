@@ -506,6 +506,23 @@ async fn hostile_requests_get_clear_errors_and_the_daemons_keep_serving() {
         .err()
         .unwrap();
     assert!(garbage.to_string().contains("query ticket"), "{garbage}");
+    // The rest of Flight is refused, saying what each daemon serves.
+    let refused = flight
+        .do_action(arrow_flight::Action::new("x", ""))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        refused.to_string().contains("only serves DoGet"),
+        "{refused}"
+    );
+    let refused = driver_flight.list_actions().await.err().unwrap();
+    assert!(
+        refused
+            .to_string()
+            .contains("DoPut (loads), not ListActions"),
+        "{refused}"
+    );
 
     // Both daemons still work.
     assert_eq!(

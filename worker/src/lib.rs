@@ -17,6 +17,7 @@ pub mod config;
 pub mod cpu_runtime;
 pub mod error;
 pub mod exchange_client;
+pub mod flight_adapter;
 pub mod flight_service;
 pub mod heartbeat;
 pub mod local_shards;
@@ -41,6 +42,7 @@ pub use error::{Error, Result};
 
 use crate::cpu_runtime::CpuRuntime;
 use crate::exchange_client::{FlightExchangeClient, MAX_MESSAGE_BYTES};
+use crate::flight_adapter::FlightAdapter;
 use crate::flight_service::WorkerFlight;
 use crate::heartbeat::Registration;
 use crate::local_shards::LocalShards;
@@ -122,9 +124,9 @@ pub async fn serve(
             WorkerServiceServer::new(WorkerRpc(state.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .add_service(FlightServiceServer::new(WorkerFlight {
+        .add_service(FlightServiceServer::new(FlightAdapter(WorkerFlight {
             outputs: state.outputs.clone(),
-        }))
+        })))
         .serve_with_incoming_shutdown(incoming(listener), on_shutdown)
         .await
         .map_err(|source| Error::Serve {

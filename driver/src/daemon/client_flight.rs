@@ -14,18 +14,15 @@ use arrow::datatypes::Schema;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
-use arrow_flight::flight_service_server::FlightService;
-use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
-    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
-};
-use futures::{Stream, StreamExt, TryStreamExt};
+use arrow_flight::{FlightData, PutResult, Ticket};
+use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use quarry_core::schema::TableName;
 use quarry_jobs::FailureKind;
 use quarry_proto::v1 as pb;
 use quarry_sql::QueryResult;
 use quarry_store::Store;
+use quarry_worker::flight_adapter::{BoxStream, FlightHandler};
 use quarry_worker::rpc::check_protocol;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -34,8 +31,6 @@ use super::error::Error;
 
 /// Schema metadata key of a statement's message.
 pub const MESSAGE_KEY: &str = "quarry.message";
-
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// The Flight face of [`DriverState`].
 #[derive(Debug, Clone)]
@@ -67,26 +62,14 @@ fn status_of(e: &Error) -> Status {
     }
 }
 
-fn refuse<T>(what: &str) -> Result<T, Status> {
-    Err(Status::unimplemented(format!(
-        "the Quarry driver serves DoGet (queries) and DoPut (loads), not {what}"
-    )))
-}
-
 #[tonic::async_trait]
-impl FlightService for DriverFlight {
-    type HandshakeStream = BoxStream<HandshakeResponse>;
-    type ListFlightsStream = BoxStream<FlightInfo>;
-    type DoGetStream = BoxStream<FlightData>;
-    type DoPutStream = BoxStream<PutResult>;
-    type DoExchangeStream = BoxStream<FlightData>;
-    type DoActionStream = BoxStream<arrow_flight::Result>;
-    type ListActionsStream = BoxStream<ActionType>;
+impl FlightHandler for DriverFlight {
+    const SERVES: &'static str = "the Quarry driver serves DoGet (queries) and DoPut (loads)";
 
     async fn do_get(
         &self,
         request: Request<Ticket>,
-    ) -> Result<Response<Self::DoGetStream>, Status> {
+    ) -> Result<Response<BoxStream<FlightData>>, Status> {
         let ticket = pb::QueryTicket::decode(request.into_inner().ticket).map_err(|e| {
             Status::invalid_argument(format!("the ticket is not a query ticket: {e}"))
         })?;
@@ -134,7 +117,7 @@ impl FlightService for DriverFlight {
     async fn do_put(
         &self,
         request: Request<Streaming<FlightData>>,
-    ) -> Result<Response<Self::DoPutStream>, Status> {
+    ) -> Result<Response<BoxStream<PutResult>>, Status> {
         let mut input = request.into_inner().map_err(FlightError::from).peekable();
         let first = Pin::new(&mut input)
             .peek()
@@ -179,61 +162,5 @@ impl FlightService for DriverFlight {
             app_metadata: summary.rows.to_string().into_bytes().into(),
         };
         Ok(Response::new(futures::stream::iter([Ok(result)]).boxed()))
-    }
-
-    async fn handshake(
-        &self,
-        _request: Request<Streaming<HandshakeRequest>>,
-    ) -> Result<Response<Self::HandshakeStream>, Status> {
-        refuse("Handshake")
-    }
-
-    async fn list_flights(
-        &self,
-        _request: Request<Criteria>,
-    ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        refuse("ListFlights")
-    }
-
-    async fn get_flight_info(
-        &self,
-        _request: Request<FlightDescriptor>,
-    ) -> Result<Response<FlightInfo>, Status> {
-        refuse("GetFlightInfo")
-    }
-
-    async fn poll_flight_info(
-        &self,
-        _request: Request<FlightDescriptor>,
-    ) -> Result<Response<PollInfo>, Status> {
-        refuse("PollFlightInfo")
-    }
-
-    async fn get_schema(
-        &self,
-        _request: Request<FlightDescriptor>,
-    ) -> Result<Response<SchemaResult>, Status> {
-        refuse("GetSchema")
-    }
-
-    async fn do_exchange(
-        &self,
-        _request: Request<Streaming<FlightData>>,
-    ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        refuse("DoExchange")
-    }
-
-    async fn do_action(
-        &self,
-        _request: Request<Action>,
-    ) -> Result<Response<Self::DoActionStream>, Status> {
-        refuse("DoAction")
-    }
-
-    async fn list_actions(
-        &self,
-        _request: Request<Empty>,
-    ) -> Result<Response<Self::ListActionsStream>, Status> {
-        refuse("ListActions")
     }
 }

@@ -47,6 +47,7 @@ use quarry_sql::{PlanExecutor, QuarrySession, QueryOutput, QueryResult};
 use quarry_store::{EmbeddedStore, Store};
 use quarry_worker::cpu_runtime::{AbortOnDrop, CpuRuntime};
 use quarry_worker::exchange_client::{FlightExchangeClient, MAX_MESSAGE_BYTES};
+use quarry_worker::flight_adapter::FlightAdapter;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -421,7 +422,7 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            FlightServiceServer::new(client_flight::DriverFlight(state.clone()))
+            FlightServiceServer::new(FlightAdapter(client_flight::DriverFlight(state.clone())))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(quarry_worker::incoming(listener), shutdown)
