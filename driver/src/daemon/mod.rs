@@ -79,7 +79,13 @@ pub struct DriverState {
 impl DriverState {
     pub fn new(config: DriverConfig, store: Arc<EmbeddedStore>) -> Result<Arc<Self>> {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let jobs = JobTracker::with_journal(&store.dir().join("driver").join("jobs.ndjson"))?;
+        let journal = store.dir().join("driver").join("jobs.ndjson");
+        let jobs = JobTracker::with_journal(&journal).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("opening the job journal {}: {e}", journal.display()),
+            )
+        })?;
         Ok(Arc::new(DriverState {
             registry: Registry::new(config.lost_after),
             config,
