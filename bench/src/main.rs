@@ -15,6 +15,10 @@
 //!
 //! Build the `quarry` binary first (the bench runs it):
 //! `cargo build --release --bin quarry && cargo run --release -p quarry-bench -- --help`.
+//!
+//! `quarry-bench tpch` runs the TPC-H queries instead (see `tpch.rs`).
+
+mod tpch;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -25,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use arrow::array::RecordBatch;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use parquet::arrow::ArrowWriter;
 use quarry_core::ids::NodeId;
@@ -36,12 +40,15 @@ use quarry_driver::remote::RemoteDriver;
 use quarry_ingest::{ReadOptions, Source, read_sources};
 use quarry_iot::IotConfig;
 use quarry_jobs::{DistributedPlanner, WorkerId};
-use quarry_sql::QuarrySession;
+use quarry_sql::{QuarrySession, QueryOutput};
 use quarry_store::{EmbeddedOptions, EmbeddedStore, Store};
 
 #[derive(Debug, Parser)]
 #[command(about = "Quarry's store vs plain DataFusion on the same Parquet files")]
 struct Args {
+    /// Another benchmark instead of the IoT one.
+    #[command(subcommand)]
+    mode: Option<Mode>,
     /// Rows to generate.
     #[arg(long, default_value_t = 10_000_000)]
     rows: u64,
@@ -65,6 +72,12 @@ struct Args {
     workers: usize,
 }
 
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// The 22 TPC-H queries, embedded and on `quarry up`, beside plain DataFusion.
+    Tpch(tpch::TpchArgs),
+}
+
 const QUERIES: [(&str, &str); 2] = [
     (
         "(a) count temp > 90",
@@ -80,6 +93,9 @@ const QUERIES: [(&str, &str); 2] = [
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(Mode::Tpch(tpch)) = args.mode {
+        return tpch::run(tpch).await;
+    }
     let temp = tempfile::tempdir()?;
     let work = args
         .dir
@@ -188,9 +204,13 @@ enum Target<'a> {
 
 impl Target<'_> {
     async fn run(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        Ok(self.output(sql).await?.batches)
+    }
+
+    async fn output(&self, sql: &str) -> Result<QueryOutput> {
         Ok(match self {
-            Target::Embedded(session) => session.execute(sql).await?.batches,
-            Target::Cluster(driver) => driver.clone().execute(sql).await?.batches,
+            Target::Embedded(session) => session.execute(sql).await?,
+            Target::Cluster(driver) => driver.clone().execute(sql).await?,
         })
     }
 }
@@ -503,16 +523,16 @@ where
 
 /// Times two queries warm, alternating between them run by run so that a shared machine's
 /// changing load hits both alike; returns each one's median and its result.
-async fn time_side_by_side<F, Fut, G, Gut>(
+async fn time_side_by_side<T, F, Fut, G, Gut>(
     iterations: usize,
     ours: F,
     theirs: G,
-) -> Result<((Duration, Vec<RecordBatch>), (Duration, Vec<RecordBatch>))>
+) -> Result<((Duration, T), (Duration, T))>
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<RecordBatch>>>,
+    Fut: std::future::Future<Output = Result<T>>,
     G: Fn() -> Gut,
-    Gut: std::future::Future<Output = Result<Vec<RecordBatch>>>,
+    Gut: std::future::Future<Output = Result<T>>,
 {
     let (our_rows, their_rows) = (ours().await?, theirs().await?);
     let (mut our_times, mut their_times) = (Vec::new(), Vec::new());

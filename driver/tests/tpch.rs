@@ -72,8 +72,9 @@ impl Tpch {
                 Ok(frame) => {
                     let schema = frame.schema().as_arrow().clone();
                     match frame.collect().await {
-                        Ok(batches) => Answer::from_batches(&schema, &batches)
-                            .map_err(|e| e.to_string()),
+                        Ok(batches) => {
+                            Answer::from_batches(&schema, &batches).map_err(|e| e.to_string())
+                        }
                         Err(e) => Err(e.to_string()),
                     }
                 }
@@ -133,6 +134,8 @@ impl Tpch {
                 ),
                 Err(why) => {
                     all_ok = false;
+                    // One line per query, whatever the error's own line breaks.
+                    let why = why.split_whitespace().collect::<Vec<_>>().join(" ");
                     format!("{} {place}: FAILED: {why}", query.name())
                 }
             };

@@ -91,7 +91,9 @@ fn cells(array: &ArrayRef) -> Result<Vec<Cell>, arrow::error::ArrowError> {
     let out = match array.data_type() {
         DataType::Boolean => {
             let a = array.as_boolean();
-            (0..n).map(|i| valid(i).then(|| Cell::Bool(a.value(i)))).collect::<Vec<_>>()
+            (0..n)
+                .map(|i| valid(i).then(|| Cell::Bool(a.value(i))))
+                .collect::<Vec<_>>()
         }
         t if t.is_integer() => {
             let a = cast(array, &DataType::Int64)?;
@@ -103,7 +105,9 @@ fn cells(array: &ArrayRef) -> Result<Vec<Cell>, arrow::error::ArrowError> {
         t if t.is_floating() => {
             let a = cast(array, &DataType::Float64)?;
             let a = a.as_primitive::<Float64Type>();
-            (0..n).map(|i| valid(i).then(|| Cell::Float(a.value(i)))).collect()
+            (0..n)
+                .map(|i| valid(i).then(|| Cell::Float(a.value(i))))
+                .collect()
         }
         DataType::Decimal128(_, scale) => {
             let a = array.as_primitive::<Decimal128Type>();
@@ -272,7 +276,10 @@ pub fn compare(expected: &Answer, actual: &Answer, order: Order) -> Result<(), D
 
 /// A row as `a|b|c`.
 fn text(row: &[Cell]) -> String {
-    row.iter().map(ToString::to_string).collect::<Vec<_>>().join("|")
+    row.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("|")
 }
 
 impl fmt::Display for Cell {
@@ -360,7 +367,10 @@ mod tests {
         ]);
         assert_eq!(compare(&a, &b, Order::Any), Ok(()));
         let err = compare(&a, &b, Order::Rows).unwrap_err().0;
-        assert!(err.starts_with("the same 2 rows in another order: row 1 is `2|y`"), "{err}");
+        assert!(
+            err.starts_with("the same 2 rows in another order: row 1 is `2|y`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -368,6 +378,11 @@ mod tests {
         let a = answer(vec![Arc::new(Int32Array::from(vec![1, 2]))]);
         let b = answer(vec![Arc::new(Int32Array::from(vec![1]))]);
         let err = compare(&a, &b, Order::Any).unwrap_err().0;
-        assert!(err.starts_with("expected 2 rows, got 1; in sorted order, row 2 is `no row` where `2` was expected"), "{err}");
+        assert!(
+            err.starts_with(
+                "expected 2 rows, got 1; in sorted order, row 2 is `no row` where `2` was expected"
+            ),
+            "{err}"
+        );
     }
 }

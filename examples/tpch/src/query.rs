@@ -55,7 +55,11 @@ impl Query {
             .lines()
             .skip_while(|line| line.trim_start().starts_with("--"))
             .collect();
-        body.join("\n").trim().trim_end_matches(';').trim_end().to_string()
+        body.join("\n")
+            .trim()
+            .trim_end_matches(';')
+            .trim_end()
+            .to_string()
     }
 
     /// How rows of the answer are ordered: by the query's final `ORDER BY` (every TPC-H query
@@ -79,7 +83,11 @@ mod tests {
             assert_eq!(usize::from(query.number), i + 1);
             let sql = query.sql();
             let first = sql.split_whitespace().next().unwrap();
-            assert!(first == "select" || first == "with", "{}: {first}", query.name());
+            assert!(
+                first == "select" || first == "with",
+                "{}: {first}",
+                query.name()
+            );
             assert!(!sql.contains(';'), "{}", query.name());
         }
         assert_eq!(QUERIES[5].order(), Order::Any, "q6 is one row");

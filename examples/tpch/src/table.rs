@@ -84,16 +84,12 @@ impl Table {
     ) -> impl Iterator<Item = Result<RecordBatch>> + Send {
         let (part, parts) = (part as i32, parts.max(1) as i32);
         let batches: Box<dyn Iterator<Item = _> + Send> = match self {
-            Table::Region if part == 1 => Box::new(RegionArrow::new(RegionGenerator::new(
-                scale_factor,
-                1,
-                1,
-            ))),
-            Table::Nation if part == 1 => Box::new(NationArrow::new(NationGenerator::new(
-                scale_factor,
-                1,
-                1,
-            ))),
+            Table::Region if part == 1 => {
+                Box::new(RegionArrow::new(RegionGenerator::new(scale_factor, 1, 1)))
+            }
+            Table::Nation if part == 1 => {
+                Box::new(NationArrow::new(NationGenerator::new(scale_factor, 1, 1)))
+            }
             Table::Region | Table::Nation => Box::new(std::iter::empty()),
             Table::Part => Box::new(PartArrow::new(PartGenerator::new(
                 scale_factor,
@@ -172,7 +168,14 @@ mod tests {
         for table in [Table::Nation, Table::Orders] {
             let whole = rows(&table.batches(0.01).unwrap());
             let parts: usize = (1..=3)
-                .map(|p| rows(&table.generate(0.01, p, 3).collect::<Result<Vec<_>>>().unwrap()))
+                .map(|p| {
+                    rows(
+                        &table
+                            .generate(0.01, p, 3)
+                            .collect::<Result<Vec<_>>>()
+                            .unwrap(),
+                    )
+                })
                 .sum();
             assert_eq!(parts, whole, "{table}");
         }
