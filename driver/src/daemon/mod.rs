@@ -30,13 +30,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrow::array::RecordBatch;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, SessionState};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionConfig;
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use quarry_core::ids::NodeId;
 use quarry_core::placement::Placement;
 use quarry_core::shard_set::ShardSet;
@@ -204,6 +205,15 @@ impl DistributedExecutor {
         state: &SessionState,
     ) -> Result<SendableRecordBatchStream> {
         self.publish_writes().await?;
+        let plan = quarry_jobs::run_scalar_subqueries(
+            plan,
+            &SubqueryJobs {
+                executor: self,
+                sql,
+                state,
+            },
+        )
+        .await?;
         let schema = plan.schema();
         let ctx = state.task_ctx();
         let (tx, rx) = mpsc::channel(2);
@@ -371,6 +381,29 @@ fn to_sql_error(e: Error) -> quarry_sql::Error {
         other => quarry_sql::Error::DataFusion(datafusion::error::DataFusionError::External(
             Box::new(other),
         )),
+    }
+}
+
+/// Runs the scalar subqueries of a query as jobs of their own, before the query.
+struct SubqueryJobs<'a> {
+    executor: &'a DistributedExecutor,
+    sql: &'a str,
+    state: &'a SessionState,
+}
+
+impl quarry_jobs::RunPlan for SubqueryJobs<'_> {
+    fn run(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+    ) -> futures::future::BoxFuture<'_, quarry_jobs::Result<Vec<RecordBatch>>> {
+        Box::pin(async move {
+            let stream = self
+                .executor
+                .start(self.sql, plan, self.state)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            Ok(stream.try_collect().await?)
+        })
     }
 }
 

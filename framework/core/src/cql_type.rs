@@ -9,7 +9,8 @@
 //! | `bigint`                 | `Int64`                       |                                         |
 //! | `float`                  | `Float32`                     |                                         |
 //! | `double`                 | `Float64`                     |                                         |
-//! | `decimal`                | `Decimal128(38, 10)`          | at most 28 integer and 10 fraction digits |
+//! | `decimal`                | `Decimal128(38, 6)`           | at most 32 integer and 6 fraction digits; see below |
+//! | `decimal(p, s)`          | `Decimal128(p, s)`            | a Quarry extension; `decimal` to CQL    |
 //! | `text`, `varchar`, `ascii` | `Utf8`                      | `ascii` values are checked to be ASCII  |
 //! | `blob`                   | `Binary`                      |                                         |
 //! | `timestamp`              | `Timestamp(Millisecond, UTC)` | milliseconds since the epoch, as CQL    |
@@ -17,6 +18,13 @@
 //! | `time`                   | `Time64(Nanosecond)`          | nanoseconds since midnight, as CQL      |
 //! | `uuid`, `timeuuid`       | `Utf8`                        | canonical lowercase `8-4-4-4-12` text   |
 //! | `inet`                   | `Utf8`                        | canonical IPv4 or IPv6 text             |
+//!
+//! Decimals are fixed-point: a column holds every value at its scale, so `1.5` and `1.50` are one
+//! value. Plain `decimal` is `decimal(38, 6)`: six fraction digits keep cents and most rates
+//! exactly, and leave room for arithmetic, whose scales add up (`price * (1 - discount) * (1 +
+//! tax)` has scale 18 and 20 integer digits, enough to sum a billion rows of prices up to a
+//! million). `decimal(p, s)` declares a narrower column (TPC-H's money is `decimal(15, 2)`); on a
+//! CQL cluster the column is a CQL `decimal`, which holds any such value.
 //!
 //! Every Arrow field Quarry produces for a column carries its CQL type in the field metadata under
 //! [`CQL_TYPE_METADATA_KEY`], so `token()` hashes a `uuid` as 16 bytes and not as text.
@@ -33,14 +41,24 @@ use crate::error::{Error, Result};
 /// Field-metadata key under which a column's CQL type name is kept.
 pub const CQL_TYPE_METADATA_KEY: &str = "quarry.cql_type";
 
-/// Precision and scale of the Arrow decimal that holds a CQL `decimal`.
-pub const DECIMAL_PRECISION: u8 = 38;
-pub const DECIMAL_SCALE: i8 = 10;
+/// The largest precision of a decimal column (Arrow's `Decimal128`).
+pub const MAX_DECIMAL_PRECISION: u8 = 38;
+
+/// Precision and scale of plain `decimal` (see the module docs for why).
+pub const DEFAULT_DECIMAL_PRECISION: u8 = 38;
+pub const DEFAULT_DECIMAL_SCALE: i8 = 6;
+
+/// Precision and scale that a catalog written before `decimal(p, s)` existed means by `decimal`:
+/// its files hold `Decimal128(38, 10)`.
+const LEGACY_DECIMAL_PRECISION: u8 = 38;
+const LEGACY_DECIMAL_SCALE: i8 = 10;
 
 /// The time zone of CQL `timestamp` values (they are instants, stored as UTC milliseconds).
 pub const TIMESTAMP_TZ: &str = "UTC";
 
 /// A CQL column type supported by Quarry.
+///
+/// In a catalog it is kept as its full name (`decimal(15,2)`); see [`CqlType::catalog_name`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub enum CqlType {
@@ -51,7 +69,12 @@ pub enum CqlType {
     BigInt,
     Float,
     Double,
-    Decimal,
+    /// A fixed-point number held as `Decimal128(precision, scale)`; build it with
+    /// [`CqlType::decimal`], which checks the bounds.
+    Decimal {
+        precision: u8,
+        scale: i8,
+    },
     Text,
     Ascii,
     Blob,
@@ -64,6 +87,29 @@ pub enum CqlType {
 }
 
 impl CqlType {
+    /// Plain `decimal`: `decimal(38, 6)`.
+    pub const DECIMAL: CqlType = CqlType::Decimal {
+        precision: DEFAULT_DECIMAL_PRECISION,
+        scale: DEFAULT_DECIMAL_SCALE,
+    };
+
+    /// `decimal(precision, scale)`, or why it cannot be a column type.
+    pub fn decimal(precision: u8, scale: i8) -> Result<CqlType> {
+        if precision == 0 || precision > MAX_DECIMAL_PRECISION {
+            return Err(Error::definition(format!(
+                "decimal({precision}, {scale}) has precision {precision}; precision is the number \
+                 of digits, from 1 to {MAX_DECIMAL_PRECISION}"
+            )));
+        }
+        if scale < 0 || scale as u8 > precision {
+            return Err(Error::definition(format!(
+                "decimal({precision}, {scale}) has scale {scale}; scale is the number of fraction \
+                 digits, from 0 to the precision ({precision})"
+            )));
+        }
+        Ok(CqlType::Decimal { precision, scale })
+    }
+
     /// Every supported type, in the order the docs list them.
     pub const ALL: [CqlType; 17] = [
         CqlType::Boolean,
@@ -73,7 +119,7 @@ impl CqlType {
         CqlType::BigInt,
         CqlType::Float,
         CqlType::Double,
-        CqlType::Decimal,
+        CqlType::DECIMAL,
         CqlType::Text,
         CqlType::Ascii,
         CqlType::Blob,
@@ -85,7 +131,8 @@ impl CqlType {
         CqlType::Inet,
     ];
 
-    /// The CQL name, as `DESCRIBE` prints it.
+    /// The CQL name of the type's kind (`decimal` for every decimal); `Display` gives the full
+    /// type as `DESCRIBE` prints it.
     pub fn name(self) -> &'static str {
         match self {
             CqlType::Boolean => "boolean",
@@ -95,7 +142,7 @@ impl CqlType {
             CqlType::BigInt => "bigint",
             CqlType::Float => "float",
             CqlType::Double => "double",
-            CqlType::Decimal => "decimal",
+            CqlType::Decimal { .. } => "decimal",
             CqlType::Text => "text",
             CqlType::Ascii => "ascii",
             CqlType::Blob => "blob",
@@ -118,7 +165,7 @@ impl CqlType {
             CqlType::BigInt => DataType::Int64,
             CqlType::Float => DataType::Float32,
             CqlType::Double => DataType::Float64,
-            CqlType::Decimal => DataType::Decimal128(DECIMAL_PRECISION, DECIMAL_SCALE),
+            CqlType::Decimal { precision, scale } => DataType::Decimal128(precision, scale),
             CqlType::Text | CqlType::Ascii | CqlType::Uuid | CqlType::TimeUuid | CqlType::Inet => {
                 DataType::Utf8
             }
@@ -142,7 +189,7 @@ impl CqlType {
             DataType::Int64 => CqlType::BigInt,
             DataType::Float32 => CqlType::Float,
             DataType::Float64 => CqlType::Double,
-            DataType::Decimal128(_, _) => CqlType::Decimal,
+            DataType::Decimal128(precision, scale) => CqlType::decimal(*precision, *scale).ok()?,
             DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => CqlType::Text,
             DataType::Binary | DataType::BinaryView | DataType::LargeBinary => CqlType::Blob,
             DataType::Timestamp(TimeUnit::Millisecond, _) => CqlType::Timestamp,
@@ -154,15 +201,69 @@ impl CqlType {
 
     fn supported_list() -> String {
         let mut names: Vec<&str> = Self::ALL.iter().map(|t| t.name()).collect();
+        names.insert(
+            names.iter().position(|n| *n == "decimal").unwrap_or(0) + 1,
+            "decimal(p, s)",
+        );
         names.push("varchar");
         names.join(", ")
+    }
+
+    /// The name a catalog keeps: as `Display`, but decimals always with precision and scale, so
+    /// that the meaning of plain `decimal` can change without changing stored tables.
+    pub fn catalog_name(self) -> String {
+        match self {
+            CqlType::Decimal { precision, scale } => format!("decimal({precision},{scale})"),
+            other => other.to_string(),
+        }
+    }
+
+    /// Reads a type name as a catalog keeps it. Catalogs written before `decimal(p, s)` existed
+    /// say plain `decimal` for what is held as `Decimal128(38, 10)`.
+    fn from_catalog_name(name: &str) -> Result<CqlType> {
+        if name.trim().eq_ignore_ascii_case("decimal") {
+            return Ok(CqlType::Decimal {
+                precision: LEGACY_DECIMAL_PRECISION,
+                scale: LEGACY_DECIMAL_SCALE,
+            });
+        }
+        name.parse()
     }
 }
 
 impl fmt::Display for CqlType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        match *self {
+            CqlType::DECIMAL => f.write_str("decimal"),
+            CqlType::Decimal { precision, scale } => write!(f, "decimal({precision}, {scale})"),
+            other => f.write_str(other.name()),
+        }
     }
+}
+
+/// `decimal(p, s)` or `decimal(p)` (scale 0), spaces allowed; `None` when `text` is not of that
+/// shape at all.
+fn parse_decimal_parameters(text: &str) -> Option<Result<CqlType>> {
+    let rest = text.strip_prefix("decimal")?.trim_start();
+    let inner = rest.strip_prefix('(')?.strip_suffix(')')?;
+    let mut parts = inner.split(',').map(str::trim);
+    let (precision, scale) = (parts.next()?, parts.next().unwrap_or("0"));
+    if parts.next().is_some() {
+        return None;
+    }
+    let number = |what: &str, digits: &str| {
+        digits.parse::<u8>().map_err(|_| {
+            Error::definition(format!(
+                "'{text}' has {what} '{digits}', which is not a whole number from 0 to \
+                 {MAX_DECIMAL_PRECISION}"
+            ))
+        })
+    };
+    Some((|| {
+        let precision = number("precision", precision)?;
+        let scale = number("scale", scale)?;
+        CqlType::decimal(precision, i8::try_from(scale).unwrap_or(i8::MAX))
+    })())
 }
 
 impl FromStr for CqlType {
@@ -172,6 +273,9 @@ impl FromStr for CqlType {
         let lower = s.trim().to_ascii_lowercase();
         if lower == "varchar" {
             return Ok(CqlType::Text);
+        }
+        if let Some(decimal) = parse_decimal_parameters(&lower) {
+            return decimal;
         }
         Self::ALL
             .iter()
@@ -184,17 +288,19 @@ impl FromStr for CqlType {
     }
 }
 
+/// The catalog's form (serde): see [`CqlType::catalog_name`].
 impl From<CqlType> for String {
     fn from(t: CqlType) -> String {
-        t.name().to_string()
+        t.catalog_name()
     }
 }
 
+/// The catalog's form (serde): see [`CqlType::catalog_name`].
 impl TryFrom<String> for CqlType {
     type Error = Error;
 
     fn try_from(s: String) -> Result<Self> {
-        s.parse()
+        CqlType::from_catalog_name(&s)
     }
 }
 
@@ -205,10 +311,50 @@ mod tests {
     #[test]
     fn names_round_trip_and_aliases_resolve() {
         for t in CqlType::ALL {
-            assert_eq!(t.name().parse::<CqlType>().unwrap(), t);
+            assert_eq!(t.to_string().parse::<CqlType>().unwrap(), t);
             assert_eq!(t.to_string().to_uppercase().parse::<CqlType>().unwrap(), t);
+            assert_eq!(CqlType::from_catalog_name(&t.catalog_name()).unwrap(), t);
         }
         assert_eq!("VARCHAR".parse::<CqlType>().unwrap(), CqlType::Text);
+    }
+
+    #[test]
+    fn decimals_take_precision_and_scale() {
+        let money = "decimal(15, 2)".parse::<CqlType>().unwrap();
+        assert_eq!(money, CqlType::decimal(15, 2).unwrap());
+        assert_eq!(money.arrow_type(), DataType::Decimal128(15, 2));
+        assert_eq!(money.to_string(), "decimal(15, 2)");
+        assert_eq!(
+            "DECIMAL(9)".parse::<CqlType>().unwrap().arrow_type(),
+            DataType::Decimal128(9, 0)
+        );
+        assert_eq!(
+            "decimal".parse::<CqlType>().unwrap().arrow_type(),
+            DataType::Decimal128(38, 6)
+        );
+        assert_eq!(CqlType::DECIMAL.to_string(), "decimal");
+        assert_eq!(CqlType::DECIMAL.catalog_name(), "decimal(38,6)");
+        for bad in [
+            "decimal(0, 0)",
+            "decimal(39, 2)",
+            "decimal(5, 6)",
+            "decimal(10, x)",
+        ] {
+            let err = bad.parse::<CqlType>().unwrap_err().to_string();
+            assert!(
+                err.contains(bad.trim_start_matches("decimal")) || err.contains("decimal("),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn catalogs_from_before_decimal_parameters_keep_their_scale() {
+        let old: CqlType = serde_json::from_str("\"decimal\"").unwrap();
+        assert_eq!(old.arrow_type(), DataType::Decimal128(38, 10));
+        let new: CqlType =
+            serde_json::from_str(&serde_json::to_string(&CqlType::DECIMAL).unwrap()).unwrap();
+        assert_eq!(new, CqlType::DECIMAL);
     }
 
     #[test]

@@ -872,6 +872,10 @@ impl<'a> Parser<'a> {
             return Err(self.unexpected(&format!("a type for column '{column}'")));
         }
         match token.text.parse::<CqlType>() {
+            Ok(CqlType::Decimal { .. }) if self.peek_at(1).is_punct('(') => {
+                self.advance();
+                self.decimal_parameters(column)
+            }
             Ok(cql_type) => {
                 self.advance();
                 Ok(cql_type)
@@ -883,6 +887,23 @@ impl<'a> Parser<'a> {
             ))),
             Err(e) => Err(e),
         }
+    }
+
+    /// `(precision[, scale])` after `decimal`, as SQL writes it (a Quarry extension of CQL).
+    fn decimal_parameters(&mut self, column: &str) -> Result<CqlType> {
+        let open = self.expect_punct('(', "after decimal")?;
+        let context = format!("in the type of column '{column}'");
+        let precision = self.whole_number(&format!("the decimal precision {context}"))?;
+        let scale = if self.accept_punct(',') {
+            self.whole_number(&format!("the decimal scale {context}"))?
+        } else {
+            0
+        };
+        self.expect_punct(')', &format!("after decimal({precision}, {scale}"))?;
+        let precision = u8::try_from(precision).unwrap_or(u8::MAX);
+        let scale = i8::try_from(scale).unwrap_or(i8::MAX);
+        CqlType::decimal(precision, scale)
+            .map_err(|e| Error::definition(format!("column '{column}' at {}: {e}", open.pos)))
     }
 
     fn drop_table(&mut self) -> Result<Statement> {
@@ -1155,6 +1176,43 @@ mod tests {
         let def = table("CREATE TABLE iot.t (a int, PRIMARY KEY ((a)))");
         assert_eq!(def.partition_key, vec!["a"]);
         assert!(def.clustering.is_empty());
+    }
+
+    #[test]
+    fn decimals_take_precision_and_scale() {
+        let def = table(
+            "CREATE TABLE tpch.t (k bigint PRIMARY KEY, price DECIMAL(15, 2), qty decimal(9), \
+             plain decimal)",
+        );
+        assert_eq!(def.columns[1].cql_type, CqlType::decimal(15, 2).unwrap());
+        assert_eq!(def.columns[2].cql_type, CqlType::decimal(9, 0).unwrap());
+        assert_eq!(def.columns[3].cql_type, CqlType::DECIMAL);
+        assert!(
+            def.to_cql().contains("price decimal(15, 2),"),
+            "{}",
+            def.to_cql()
+        );
+        for (sql, expected) in [
+            (
+                "CREATE TABLE ks.t (k bigint PRIMARY KEY, v decimal(40, 2))",
+                "column 'v' at line 1 column 51: decimal(40, 2) has precision 40",
+            ),
+            (
+                "CREATE TABLE ks.t (k bigint PRIMARY KEY, v decimal(4, 6))",
+                "decimal(4, 6) has scale 6",
+            ),
+            (
+                "CREATE TABLE ks.t (k bigint PRIMARY KEY, v decimal(x))",
+                "expected a whole number for the decimal precision in the type of column 'v'",
+            ),
+            (
+                "CREATE TABLE ks.t (k bigint PRIMARY KEY, v decimal(10, 2)",
+                "expected ',' or ')' after column 'v' at line 1 column 58",
+            ),
+        ] {
+            let err = parse_statement(sql).unwrap_err().to_string();
+            assert!(err.contains(expected), "{sql}: {err}");
+        }
     }
 
     #[test]

@@ -146,7 +146,7 @@ impl<'a> Encoder<'a> {
     fn new(column: &KeyColumn<'a>) -> Result<Self> {
         let target = match column.cql_type {
             // Keep the column's own scale: it is what the serialized decimal carries.
-            CqlType::Decimal => match column.values.data_type() {
+            CqlType::Decimal { .. } => match column.values.data_type() {
                 DataType::Decimal128(_, _) => column.values.data_type().clone(),
                 _ => column.cql_type.arrow_type(),
             },
@@ -172,10 +172,10 @@ impl<'a> Encoder<'a> {
             CqlType::BigInt => Values::BigInt(array.as_primitive().clone()),
             CqlType::Float => Values::Float(array.as_primitive().clone()),
             CqlType::Double => Values::Double(array.as_primitive().clone()),
-            CqlType::Decimal => {
+            CqlType::Decimal { scale, .. } => {
                 let scale = match array.data_type() {
                     DataType::Decimal128(_, s) => *s,
-                    _ => crate::cql_type::DECIMAL_SCALE,
+                    _ => scale,
                 };
                 Values::Decimal(array.as_primitive().clone(), scale)
             }

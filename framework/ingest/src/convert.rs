@@ -396,14 +396,14 @@ mod tests {
                 .value(0),
             1_500_000_000
         );
-        let (out, bad) = run(text(&[Some("12.25"), Some("x")]), CqlType::Decimal);
+        let (out, bad) = run(text(&[Some("12.25"), Some("x")]), CqlType::DECIMAL);
         assert_eq!(bad, vec![1]);
         assert_eq!(
             out.as_any()
                 .downcast_ref::<Decimal128Array>()
                 .unwrap()
                 .value(0),
-            122_500_000_000
+            12_250_000
         );
     }
 

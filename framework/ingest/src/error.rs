@@ -281,14 +281,20 @@ fn shorten(value: &str) -> String {
 }
 
 /// How to write a value of `ty`, for types whose text form is not obvious.
-fn value_hint(ty: CqlType) -> &'static str {
-    match ty {
+fn value_hint(ty: CqlType) -> std::borrow::Cow<'static, str> {
+    let hint = match ty {
         CqlType::Boolean => " (true or false; yes/no and 1/0 work too)",
         CqlType::TinyInt => " (a whole number from -128 to 127)",
         CqlType::SmallInt => " (a whole number from -32768 to 32767)",
         CqlType::Int => " (a whole number from -2147483648 to 2147483647)",
         CqlType::BigInt => " (a whole number that fits in 64 bits)",
-        CqlType::Decimal => " (a number with at most 28 integer and 10 fraction digits)",
+        CqlType::Decimal { precision, scale } => {
+            return format!(
+                " (a number with at most {} integer and {scale} fraction digits)",
+                precision as i16 - scale as i16
+            )
+            .into();
+        }
         CqlType::Ascii => " (text of ASCII characters only)",
         CqlType::Blob => " (hex with a 0x prefix, like 0xcafe01)",
         CqlType::Timestamp => {
@@ -301,7 +307,8 @@ fn value_hint(ty: CqlType) -> &'static str {
         CqlType::TimeUuid => " (a version-1 uuid, like 5b6962dd-3f90-11ee-be56-0242ac120002)",
         CqlType::Inet => " (an IPv4 or IPv6 address)",
         CqlType::Float | CqlType::Double | CqlType::Text => "",
-    }
+    };
+    hint.into()
 }
 
 #[cfg(test)]

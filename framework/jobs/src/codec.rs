@@ -14,7 +14,7 @@ use datafusion::common::{Result, ScalarValue, internal_datafusion_err, plan_data
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::bytes::{
-    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_proto_converter,
 };
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use datafusion_proto::protobuf;
@@ -27,6 +27,7 @@ use quarry_store::{CmpOp, Predicate, ScanRequest, Store};
 
 use crate::exchange::{ExchangeClient, ExchangeKind, ExchangeReaderExec, TaskOutput};
 use crate::ids::StageId;
+use crate::scalar_subquery::SubqueryValues;
 use crate::write::{ShardRouterExec, StoreWriteExec};
 
 /// What a task binds its plan to while decoding it.
@@ -73,9 +74,9 @@ impl QuarryCodec {
         }
     }
 
-    /// Serializes a plan fragment.
+    /// Serializes a plan fragment; scalar subqueries that have run travel as their values.
     pub fn encode(&self, plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
-        Ok(physical_plan_to_bytes_with_extension_codec(plan, self)?.to_vec())
+        Ok(physical_plan_to_bytes_with_proto_converter(plan, self, &SubqueryValues)?.to_vec())
     }
 
     /// Deserializes a plan fragment; functions (such as `token`) resolve through `ctx`.

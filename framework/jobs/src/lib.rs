@@ -19,6 +19,7 @@ pub mod exchange;
 pub mod ids;
 pub mod job_graph;
 pub mod planner;
+pub mod scalar_subquery;
 pub mod task;
 pub mod write;
 
@@ -31,6 +32,7 @@ pub use exchange::{
 pub use ids::{JobId, StageId, TaskId, WorkerId};
 pub use job_graph::{JobGraph, Stage, StageKind};
 pub use planner::{DistributedPlanner, WriteGroups};
+pub use scalar_subquery::{RunPlan, SubqueryValues, run_scalar_subqueries};
 pub use task::{
     FailureKind, TaskFailure, TaskMetrics, TaskRequest, TaskShards, TaskState, TaskStatus,
 };

@@ -36,10 +36,12 @@ use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::sync::Arc;
 
+use datafusion::common::JoinType;
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::physical_expr::{Distribution, Partitioning};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
@@ -250,6 +252,23 @@ impl DistributedPlanner {
             .into_iter()
             .map(|child| self.visit(b, child.clone()))
             .collect::<Result<Vec<_>>>()?;
+        // A join that collects its build side and also returns the build rows no probe row
+        // matched (LEFT, FULL, anti and semi joins, `NOT IN`) decides that only once it has seen
+        // every probe row: with the build side broadcast to several tasks, each task would
+        // return them. Such a join runs where all of its probe side is.
+        if emits_unmatched_build_rows(&plan) && cuts.iter().any(|c| c.spread != Spread::Whole) {
+            let children = cuts
+                .into_iter()
+                .map(|cut| match cut.spread {
+                    Spread::Whole => Ok(cut.plan),
+                    spread => b.cut_stage(cut.plan, spread, ExchangeKind::Gather),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Cut {
+                plan: replace_children_if_necessary(plan, children)?,
+                spread: Spread::Whole,
+            });
+        }
         // Children that need no particular distribution (a union's inputs) but cannot share a
         // stage (differently placed keyspaces, shards and hash partitions): each is gathered
         // from its own stages, and the operator runs where its output goes.
@@ -324,6 +343,30 @@ impl DistributedPlanner {
         };
         Ok(Cut { plan, spread })
     }
+}
+
+/// Whether `plan` is a join that collects its build (left) side in one place and returns build
+/// rows according to whether any probe row matched them, which only the whole probe side can
+/// tell.
+fn emits_unmatched_build_rows(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let join_type = if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+        if *join.partition_mode() != PartitionMode::CollectLeft {
+            return false;
+        }
+        *join.join_type()
+    } else if let Some(join) = plan.downcast_ref::<NestedLoopJoinExec>() {
+        *join.join_type()
+    } else {
+        return false;
+    };
+    matches!(
+        join_type,
+        JoinType::Left
+            | JoinType::LeftAnti
+            | JoinType::LeftSemi
+            | JoinType::LeftMark
+            | JoinType::Full
+    )
 }
 
 fn merge(a: Spread, b: Spread) -> Result<Spread> {

@@ -117,7 +117,10 @@ impl QuarrySession {
         Self::with_config(store, SessionConfig::new())
     }
 
-    pub fn with_config(store: Arc<dyn Store>, config: SessionConfig) -> Self {
+    pub fn with_config(store: Arc<dyn Store>, mut config: SessionConfig) -> Self {
+        // `1.5` is an exact decimal, as in SQL, CQL and Spark, not a binary float: money and
+        // rates compare and add up exactly (`0.06 + 0.01 = 0.07`).
+        config.options_mut().sql_parser.parse_float_as_decimal = true;
         let config = config
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(CATALOG, "default")
@@ -428,7 +431,7 @@ impl QuarrySession {
                     def.columns.iter().map(|c| c.name.as_str()),
                 )),
                 Arc::new(StringArray::from_iter_values(
-                    def.columns.iter().map(|c| c.cql_type.name()),
+                    def.columns.iter().map(|c| c.cql_type.to_string()),
                 )),
                 Arc::new(StringArray::from_iter_values(
                     def.columns.iter().map(|c| kind(&c.name)),

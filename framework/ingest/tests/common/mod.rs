@@ -43,7 +43,7 @@ pub fn every_type() -> TableDef {
         ColumnDef::new("bi", CqlType::BigInt),
         ColumnDef::new("f", CqlType::Float),
         ColumnDef::new("d", CqlType::Double),
-        ColumnDef::new("dec", CqlType::Decimal),
+        ColumnDef::new("dec", CqlType::DECIMAL),
         ColumnDef::new("a", CqlType::Ascii),
         ColumnDef::new("bl", CqlType::Blob),
         ColumnDef::new("ts", CqlType::Timestamp),
