@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 use arrow::array::RecordBatch;
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use quarry_core::schema::TableName;
 use quarry_driver::remote::RemoteDriver;
 use quarry_ingest::{ReadOptions, Source, read_sources};
@@ -109,7 +109,10 @@ pub async fn run(args: TpchArgs) -> Result<()> {
     let (load_rows, load_secs) = load(&store, &files).await?;
     store.wait_idle();
 
-    let plain = SessionContext::new();
+    // Quarry's SQL dialect: a literal such as `0.06` is an exact decimal, not a float.
+    let mut config = SessionConfig::new();
+    config.options_mut().sql_parser.parse_float_as_decimal = true;
+    let plain = SessionContext::new_with_config(config);
     for table in Table::ALL {
         plain
             .register_parquet(

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::TestCluster;
 use datafusion::datasource::MemTable;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionConfig, SessionContext};
 use quarry_core::schema::TableName;
 use quarry_driver::daemon::DriverConfig;
 use quarry_driver::remote::RemoteDriver;
@@ -57,7 +57,10 @@ impl Tpch {
     async fn generate() -> Tpch {
         let sf = scale_factor();
         let dir = tempfile::tempdir().unwrap();
-        let plain = SessionContext::new();
+        // Quarry's SQL dialect: a literal such as `0.06` is an exact decimal, not a float.
+        let mut config = SessionConfig::new();
+        config.options_mut().sql_parser.parse_float_as_decimal = true;
+        let plain = SessionContext::new_with_config(config);
         let mut files = Vec::new();
         for table in Table::ALL {
             files.push((table, write_parquet(table, sf, dir.path(), 1, 1).unwrap()));

@@ -1,12 +1,10 @@
 //! How the money columns are typed.
 //!
 //! TPC-H defines every price, cost, balance, quantity, discount and tax as `decimal(15,2)`, and
-//! `tpchgen-arrow` generates them as `Decimal128(15, 2)`. [`tables.cql`](../tables.cql) declares
-//! them so. Until Quarry's DDL accepts `decimal(p,s)` (its plain `decimal` is
-//! `Decimal128(38, 10)`, where a triple product of money overflows), [`MONEY`] is
-//! [`Money::Double`]: the DDL declares `double` instead, and the generated batches, which both
-//! Quarry and plain DataFusion read, have those columns cast to `Float64`. Switching to exact
-//! decimals is one edit: `MONEY = Money::Decimal`.
+//! `tpchgen-arrow` generates them as `Decimal128(15, 2)`; `tables.cql` declares them so, and
+//! [`MONEY`] is [`Money::Decimal`]. [`Money::Double`] types them as `double` / `Float64` instead,
+//! in the DDL and in the generated batches that both Quarry and plain DataFusion read: one edit
+//! of [`MONEY`] compares the two on floats (as the suite did before Quarry had `decimal(p,s)`).
 
 use std::sync::Arc;
 
@@ -24,8 +22,8 @@ pub enum Money {
     Double,
 }
 
-/// The money type in force. `Double` until Quarry's DDL takes `decimal(15,2)`.
-pub const MONEY: Money = Money::Double;
+/// The money type in force.
+pub const MONEY: Money = Money::Decimal;
 
 impl Money {
     /// The CQL type of a money column.
