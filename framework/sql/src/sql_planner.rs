@@ -25,7 +25,9 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::planner::object_name_to_table_reference;
-use datafusion::sql::sqlparser::ast::{Ident, ObjectName, Statement as SqlStatement};
+use datafusion::sql::sqlparser::ast::{
+    Ident, Insert, ObjectName, Statement as SqlStatement, TableObject,
+};
 use quarry_core::schema::{TableName, ViewDef};
 use quarry_store::Store;
 
@@ -136,6 +138,27 @@ impl SqlPlanner {
                 ]);
             } else if let Some(keyspace) = &keyspace {
                 *name = ObjectName::from(vec![Ident::with_quote('"', keyspace), ident.clone()]);
+            }
+        }
+        if let Some(target) = insert_target(&statement) {
+            let target = object_name_to_table_reference(target.clone(), normalize)?;
+            let view = match (target.schema(), keyspace.as_deref()) {
+                (None, _) if self.temporaries.contains(target.table()) => {
+                    Some(format!("temporary view {}", target.table()))
+                }
+                (Some(schema), _) | (None, Some(schema)) => {
+                    let name = TableName::new(schema, target.table());
+                    self.store.view(&name).ok().map(|_| format!("view {name}"))
+                }
+                (None, None) => None,
+            };
+            if let Some(view) = view {
+                return Err(Error::Statement {
+                    message: format!(
+                        "cannot INSERT INTO {view}: a view has no rows of its own; insert into \
+                         the tables it reads"
+                    ),
+                });
             }
         }
         let used = match scope {
@@ -294,6 +317,20 @@ fn show_columns_table(statement: &mut DFStatement) -> Option<&mut ObjectName> {
         return None;
     };
     show_options.show_in.as_mut()?.parent_name.as_mut()
+}
+
+/// The table an `INSERT` writes to, if that is the statement.
+fn insert_target(statement: &DFStatement) -> Option<&ObjectName> {
+    let DFStatement::Statement(statement) = statement else {
+        return None;
+    };
+    match statement.as_ref() {
+        SqlStatement::Insert(Insert {
+            table: TableObject::TableName(name),
+            ..
+        }) => Some(name),
+        _ => None,
+    }
 }
 
 /// Whether `statement` is a query (`SELECT`, `WITH`, `VALUES`, a set operation).
