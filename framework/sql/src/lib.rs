@@ -11,7 +11,7 @@
 //! [`StoreTable`](table::StoreTable) per table, which pushes projections, limits and filters
 //! (partition-key equalities, `token()` ranges, value comparisons for statistics pruning) into
 //! the store's scan, and writes `INSERT` results back with upsert semantics. A view's SQL is
-//! planned where a statement names it ([`sql_planner`]); temporary views live in the session
+//! planned where a statement names it (`sql_planner.rs`); temporary views live in the session
 //! ([`temporary_views`]). Names without a keyspace resolve in the session's keyspace (`USE`).
 //! [`token_udf`] is CQL's `token()`.
 
@@ -23,7 +23,7 @@ pub mod options;
 pub mod scan_exec;
 pub mod session;
 pub mod sink;
-pub mod sql_planner;
+mod sql_planner;
 pub mod table;
 pub mod temporary_views;
 pub mod token_udf;

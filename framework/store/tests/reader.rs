@@ -219,7 +219,7 @@ async fn a_reader_sees_the_writers_views() {
     let reader = reader(dir.path());
     let view = ViewDef::new("iot", "v", "SELECT * FROM r").unwrap();
     writer.create_view(view.clone(), false).await.unwrap();
-    assert_eq!(reader.views(None).unwrap(), [view.clone()]);
+    assert_eq!(reader.views(None).unwrap(), std::slice::from_ref(&view));
     writer.drop_view(&view.view_name(), false).await.unwrap();
     assert!(reader.views(Some("iot")).unwrap().is_empty());
 }

@@ -128,7 +128,7 @@ enum Mode {
         background: Option<JoinHandle<()>>,
     },
     /// Reads what the writer has published in the manifest; never writes or deletes.
-    Reader(Reader),
+    Reader(Box<Reader>),
 }
 
 #[derive(Debug)]
@@ -272,7 +272,7 @@ impl EmbeddedStore {
     pub fn open_reader(dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<EmbeddedStore> {
         let reader = Reader::open(dir.as_ref().to_path_buf(), options)?;
         Ok(EmbeddedStore {
-            mode: Mode::Reader(reader),
+            mode: Mode::Reader(Box::new(reader)),
         })
     }
 
