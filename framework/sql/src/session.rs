@@ -409,6 +409,10 @@ impl QuarrySession {
         // The session keeps what SET and RESET change, for settings().
         let setting = match &plan {
             LogicalPlan::Statement(PlanStatement::SetVariable(set)) => {
+                if set.variable == KEYSPACE_SETTING && set.value != NO_KEYSPACE {
+                    // As USE does: a session's keyspace is one that exists.
+                    self.store.keyspace(&set.value)?;
+                }
                 Some((set.variable.clone(), Some(set.value.clone())))
             }
             LogicalPlan::Statement(PlanStatement::ResetVariable(reset)) => {
