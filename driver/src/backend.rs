@@ -50,6 +50,14 @@ impl Backend {
         writer.finish()
     }
 
+    /// The session's keyspace (`USE`), if it has one.
+    pub fn keyspace(&self) -> Option<String> {
+        match self {
+            Backend::Local(session) => session.keyspace(),
+            Backend::Remote(driver) => driver.keyspace().map(str::to_string),
+        }
+    }
+
     /// What the shell's banner says it is connected to.
     pub fn describe(&self, data_dir: &std::path::Path) -> String {
         match self {

@@ -53,9 +53,9 @@ pub enum Command {
     Sql(SqlArgs),
     /// Load CSV, NDJSON or Parquet files into a table (upserting by primary key).
     Load(LoadArgs),
-    /// List tables, with their primary keys.
+    /// List tables and views, with the tables' primary keys.
     Tables(TablesArgs),
-    /// Show a table's definition as CQL and its columns.
+    /// Show a table's definition as CQL and its columns (or a view's query and columns).
     Describe(DescribeArgs),
     /// Run a local cluster: a driver and worker processes sharing the data directory.
     Up(UpArgs),
@@ -206,11 +206,14 @@ pub struct DemoArgs {
   quarry sql -e \"SELECT sensor, avg(value) FROM iot.readings GROUP BY sensor\" --format csv
   quarry sql -f report.sql -o report.parquet --format parquet
   echo \"SELECT 1\" | quarry sql --format json
+  quarry sql --keyspace iot -e \"SELECT count(*) FROM readings\"
 
 Besides DataFusion SQL, Quarry understands CQL-flavoured DDL:
   CREATE KEYSPACE ks WITH shards = 800 AND replication_factor = 1 [AND nodes = 2]
   CREATE TABLE ks.t (id bigint, ts timestamp, v double, PRIMARY KEY ((id), ts))
-  DROP TABLE ks.t; DROP KEYSPACE ks; SHOW KEYSPACES; SHOW TABLES [IN ks]; DESCRIBE ks.t
+  CREATE TABLE ks.t2 (PRIMARY KEY (id)) AS SELECT id, max(v) AS top FROM ks.t GROUP BY id
+  CREATE [OR REPLACE] [TEMPORARY] VIEW [ks.]v AS SELECT ...; DROP VIEW [ks.]v
+  USE ks; DROP TABLE ks.t; DROP KEYSPACE ks; SHOW KEYSPACES; SHOW TABLES [IN ks]; DESCRIBE ks.t
 and token(partition key columns), which matches CQL's token().")]
 pub struct SqlArgs {
     /// Run this statement (repeatable; a value may hold several statements separated by ';').
@@ -228,6 +231,10 @@ pub struct SqlArgs {
     /// Print each statement's elapsed time on stderr.
     #[arg(long)]
     pub timing: bool,
+    /// Start in this keyspace, as `USE KEYSPACE` would: table names without a keyspace
+    /// resolve in it.
+    #[arg(long, short = 'k', env = "QUARRY_KEYSPACE", value_name = "KEYSPACE")]
+    pub keyspace: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -268,7 +275,7 @@ pub struct TablesArgs {
 
 #[derive(Debug, Args)]
 pub struct DescribeArgs {
-    /// The table, as keyspace.table.
+    /// The table or view, as keyspace.name.
     #[arg(value_name = "KEYSPACE.TABLE")]
     pub table: String,
 }

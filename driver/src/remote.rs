@@ -1,6 +1,7 @@
 //! A client of a running driver: runs SQL over Arrow Flight, uploads loads, and reads job and
 //! worker listings over gRPC.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,9 +17,12 @@ use quarry_worker::cpu_runtime::AbortOnDrop;
 use quarry_worker::exchange_client::MAX_MESSAGE_BYTES;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::daemon::client_flight::MESSAGE_KEY;
+use crate::daemon::client_flight::{MESSAGE_KEY, SESSION_KEY};
 
-/// A connection to a driver, with the `SET` values of this session.
+/// A connection to a driver, with the state of this client's session: the driver runs each
+/// statement in a fresh session, so the client keeps the session's settings (`SET` values, the
+/// keyspace of `USE`, temporary views) as the driver last returned them and sends them with
+/// every statement.
 #[derive(Debug, Clone)]
 pub struct RemoteDriver {
     url: String,
@@ -61,6 +65,15 @@ impl RemoteDriver {
         &self.label
     }
 
+    /// The session's keyspace (`USE`), as the driver last confirmed it.
+    pub fn keyspace(&self) -> Option<&str> {
+        self.settings
+            .iter()
+            .find(|(key, _)| key == quarry_sql::KEYSPACE_SETTING)
+            .map(|(_, value)| value.as_str())
+            .filter(|keyspace| !keyspace.is_empty())
+    }
+
     fn flight(&self) -> FlightClient {
         let inner =
             arrow_flight::flight_service_client::FlightServiceClient::new(self.channel.clone())
@@ -73,8 +86,8 @@ impl RemoteDriver {
         DriverServiceClient::new(self.channel.clone())
     }
 
-    /// Runs one statement on the driver. A `SET` is remembered and sent with later statements.
-    /// On a terminal, a statement that takes a while shows its job's tasks done / total.
+    /// Runs one statement on the driver. What it changes in the session (`SET`, `USE`, temporary
+    /// views) is remembered and sent with later statements. On a terminal, a statement that takes a while shows its job's tasks done / total.
     pub async fn execute(&mut self, sql: &str) -> anyhow::Result<QueryOutput> {
         let progress =
             std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| self.watch_progress());
@@ -122,7 +135,8 @@ impl RemoteDriver {
     }
 
     /// Runs one statement on the driver and returns its result as it streams in: the caller
-    /// reads batches while the job still runs. A `SET` is remembered as with [`Self::execute`],
+    /// reads batches while the job still runs. Session changes are remembered as with
+    /// [`Self::execute`],
     /// and a terminal shows the job's progress until the result is dropped.
     pub async fn execute_stream(&mut self, sql: &str) -> anyhow::Result<RemoteResult> {
         let progress =
@@ -146,13 +160,17 @@ impl RemoteDriver {
             .await
             .map_err(flight_error)?;
         let first = stream.try_next().await.map_err(flight_error)?;
-        let schema: SchemaRef = stream
+        let mut schema: SchemaRef = stream
             .schema()
             .cloned()
             .unwrap_or_else(|| std::sync::Arc::new(arrow::datatypes::Schema::empty()));
-        if let Some((key, value)) = parse_set(sql) {
-            self.settings.retain(|(k, _)| *k != key);
-            self.settings.push((key, value));
+        if let Some(session) = schema.metadata().get(SESSION_KEY) {
+            let settings: BTreeMap<String, String> = serde_json::from_str(session)
+                .context("the driver sent session settings that are not a JSON object")?;
+            self.settings = settings.into_iter().collect();
+            let mut metadata = schema.metadata().clone();
+            metadata.remove(SESSION_KEY);
+            schema = std::sync::Arc::new(schema.as_ref().clone().with_metadata(metadata));
         }
         let message = schema.metadata().get(MESSAGE_KEY).cloned();
         Ok(RemoteResult {
@@ -220,49 +238,10 @@ impl Drop for ClearOnDrop {
     }
 }
 
-/// `SET key = value` (or `SET key TO value`) as its key and unquoted value.
-fn parse_set(sql: &str) -> Option<(String, String)> {
-    let rest = sql.trim().trim_end_matches(';');
-    let (head, rest) = rest.split_once(char::is_whitespace)?;
-    if !head.eq_ignore_ascii_case("set") {
-        return None;
-    }
-    let rest = rest.trim();
-    let (key, value) = match rest.split_once('=') {
-        Some((k, v)) => (k.trim(), v.trim()),
-        None => {
-            let (k, v) = rest.split_once(char::is_whitespace)?;
-            let v = v.trim();
-            let v = v.strip_prefix("TO").or_else(|| v.strip_prefix("to"))?;
-            (k.trim(), v.trim())
-        }
-    };
-    let value = value.trim_matches('\'').trim_matches('"');
-    Some((key.to_string(), value.to_string()))
-}
-
 /// A Flight error as the driver's message, without gRPC framing.
 fn flight_error(e: arrow_flight::error::FlightError) -> anyhow::Error {
     match e {
         arrow_flight::error::FlightError::Tonic(status) => anyhow::anyhow!("{}", status.message()),
         other => anyhow::anyhow!("{other}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_set;
-
-    #[test]
-    fn set_statements_are_remembered_by_key_and_value() {
-        assert_eq!(
-            parse_set("SET quarry.pushdown = false;"),
-            Some(("quarry.pushdown".into(), "false".into()))
-        );
-        assert_eq!(
-            parse_set("set datafusion.execution.batch_size TO '1024'"),
-            Some(("datafusion.execution.batch_size".into(), "1024".into()))
-        );
-        assert_eq!(parse_set("SELECT 1"), None);
     }
 }

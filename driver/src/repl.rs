@@ -14,7 +14,8 @@ const HELP: &str = "Statements end with ';' and may span lines.
   \\d             list tables            \\d ks.t   describe a table
   \\format F      output format: table, csv, json, ndjson
   \\q             quit (or Ctrl-D)
-SQL is DataFusion's dialect plus Quarry DDL (CREATE KEYSPACE/TABLE, SHOW, DESCRIBE) and token().";
+SQL is DataFusion's dialect plus Quarry DDL (CREATE KEYSPACE/TABLE/VIEW, SHOW, DESCRIBE) and token().
+USE ks makes ks the keyspace of names written without one (the prompt shows it).";
 
 pub async fn run(
     backend: &mut Backend,
@@ -36,12 +37,12 @@ pub async fn run(
         backend.describe(data_dir)
     );
     loop {
-        let prompt = if buffer.is_empty() {
-            "quarry> "
-        } else {
-            "    ..> "
+        let prompt = match (buffer.is_empty(), backend.keyspace()) {
+            (true, Some(keyspace)) => format!("quarry:{keyspace}> "),
+            (true, None) => "quarry> ".to_string(),
+            (false, _) => "    ..> ".to_string(),
         };
-        let line = match editor.readline(prompt) {
+        let line = match editor.readline(&prompt) {
             Ok(line) => line,
             Err(ReadlineError::Interrupted) => {
                 buffer.clear();

@@ -180,12 +180,109 @@ fn stdin_loads_and_output_formats_pipe() {
         "{\"k\":\"a\",\"v\":1}\n{\"k\":\"b\",\"v\":2}"
     );
     let tables = ok(quarry(dir.path(), &["tables", "--format", "csv"]));
-    assert!(stdout(&tables).contains("ks,kv,k,"), "{}", stdout(&tables));
+    assert!(
+        stdout(&tables).contains("ks,kv,table,k,"),
+        "{}",
+        stdout(&tables)
+    );
     let describe = ok(quarry(dir.path(), &["describe", "ks.kv"]));
     assert!(
         stdout(&describe).contains("CREATE TABLE ks.kv"),
         "{}",
         stdout(&describe)
+    );
+}
+
+#[test]
+fn a_keyspace_given_by_flag_environment_or_use_resolves_bare_names() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(sql(dir.path(), "CREATE KEYSPACE ks WITH shards = 8"));
+    ok(sql(dir.path(), "CREATE KEYSPACE other WITH shards = 8"));
+    ok(sql(
+        dir.path(),
+        "CREATE TABLE ks.kv (k text PRIMARY KEY, v int)",
+    ));
+    ok(sql(
+        dir.path(),
+        "INSERT INTO ks.kv VALUES ('a', 1), ('b', 2)",
+    ));
+
+    let flag = ok(quarry(
+        dir.path(),
+        &[
+            "sql",
+            "--keyspace",
+            "ks",
+            "--format",
+            "csv",
+            "-e",
+            "SELECT count(*) AS n FROM kv",
+        ],
+    ));
+    assert_eq!(stdout(&flag), "n\n2\n");
+
+    let env = Command::new(env!("CARGO_BIN_EXE_quarry"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["sql", "--format", "csv", "-e", "SELECT sum(v) AS s FROM kv"])
+        .env("QUARRY_KEYSPACE", "ks")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&ok(env)), "s\n3\n");
+
+    // A script switches keyspaces with USE; the view it creates outlives it.
+    let script = dir.path().join("script.sql");
+    std::fs::write(
+        &script,
+        "USE other;\n\
+         CREATE TABLE t (id int PRIMARY KEY);\n\
+         INSERT INTO t VALUES (7);\n\
+         USE ks;\n\
+         CREATE VIEW doubled AS SELECT k, v * 2 AS v2 FROM kv;\n\
+         SELECT d.k, d.v2, t.id FROM doubled d CROSS JOIN other.t ORDER BY d.k;\n",
+    )
+    .unwrap();
+    let run = ok(quarry(
+        dir.path(),
+        &["sql", "--format", "csv", "-f", script.to_str().unwrap()],
+    ));
+    assert_eq!(stdout(&run), "k,v2,id\na,2,7\nb,4,7\n");
+    assert!(
+        stderr(&run).contains("created view ks.doubled"),
+        "{}",
+        stderr(&run)
+    );
+
+    let again = ok(sql(dir.path(), "SELECT max(v2) AS m FROM ks.doubled"));
+    assert_eq!(stdout(&again), "m\n4\n");
+    let tables = ok(quarry(dir.path(), &["tables", "--format", "csv"]));
+    assert!(
+        stdout(&tables).contains("ks,doubled,view,,"),
+        "{}",
+        stdout(&tables)
+    );
+    let describe = ok(quarry(dir.path(), &["describe", "ks.doubled"]));
+    assert!(
+        stdout(&describe).contains("CREATE VIEW ks.doubled AS SELECT k, v * 2 AS v2 FROM kv;"),
+        "{}",
+        stdout(&describe)
+    );
+
+    // Without a keyspace, a bare name says how to give one.
+    let bare = sql(dir.path(), "SELECT * FROM kv");
+    assert!(!bare.status.success());
+    assert!(
+        stderr(&bare).contains("has no keyspace; write keyspace.table"),
+        "{}",
+        stderr(&bare)
+    );
+    let missing = quarry(dir.path(), &["sql", "--keyspace", "nope", "-e", "SELECT 1"]);
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("keyspace 'nope' does not exist; keyspaces are ks, other"),
+        "{}",
+        stderr(&missing)
     );
 }
 
@@ -284,7 +381,68 @@ fn up_runs_a_cluster_that_the_other_commands_talk_to() {
         ]
     );
     let tables = ok(remote(&["tables", "--format", "csv"]));
-    assert!(stdout(&tables).contains("ks,kv,k,"), "{}", stdout(&tables));
+    assert!(
+        stdout(&tables).contains("ks,kv,table,k,"),
+        "{}",
+        stdout(&tables)
+    );
+
+    // One CLI session through the driver keeps its keyspace and temporary views from statement
+    // to statement; a stored view is there for the next session, and for `quarry tables`.
+    let script = dir.path().join("session.sql");
+    std::fs::write(
+        &script,
+        "USE ks;\n\
+         CREATE TEMPORARY VIEW big AS SELECT k, v FROM kv WHERE v > 1;\n\
+         CREATE VIEW ks.big_sum AS SELECT sum(v) AS total FROM kv WHERE v > 1;\n\
+         SELECT count(*) AS n FROM big;\n\
+         SELECT b.k, s.total FROM big b CROSS JOIN big_sum s ORDER BY b.k;\n",
+    )
+    .unwrap();
+    let session = ok(remote(&[
+        "sql",
+        "--format",
+        "csv",
+        "-f",
+        script.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        stdout(&session),
+        "n\n2\nk,total\nb,5\nc,5\n",
+        "{}",
+        stderr(&session)
+    );
+    let keyspace = ok(remote(&[
+        "sql",
+        "--keyspace",
+        "ks",
+        "--format",
+        "csv",
+        "-e",
+        "SELECT total FROM big_sum",
+    ]));
+    assert_eq!(stdout(&keyspace), "total\n5\n");
+    // The temporary view ended with its session.
+    let gone = remote(&["sql", "--keyspace", "ks", "-e", "SELECT * FROM big"]);
+    assert!(!gone.status.success());
+    assert!(
+        stderr(&gone).contains("table ks.big does not exist"),
+        "{}",
+        stderr(&gone)
+    );
+    let tables = ok(remote(&["tables", "ks", "--format", "csv"]));
+    assert!(
+        stdout(&tables).contains("ks,big_sum,view,,"),
+        "{}",
+        stdout(&tables)
+    );
+    let bad = remote(&["sql", "--keyspace", "nope", "-e", "SELECT 1"]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("keyspace 'nope' does not exist; keyspaces are ks"),
+        "{}",
+        stderr(&bad)
+    );
     let bad = remote(&["sql", "-e", "SELECT nope FROM ks.kv"]);
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("nope"), "{}", stderr(&bad));

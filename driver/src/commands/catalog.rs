@@ -29,6 +29,16 @@ pub async fn tables(
 pub async fn describe(data_dir: &Path, args: DescribeArgs) -> anyhow::Result<()> {
     let (store, session) = super::open(data_dir)?;
     let name = TableName::parse(&args.table)?;
+    if let Ok(view) = quarry_store::Store::view(store.as_ref(), &name) {
+        println!("{};\n", view.to_sql());
+        let output = session.execute(&format!("DESCRIBE {name}")).await?;
+        return write_result(
+            crate::output::OutputFormat::Table,
+            &output.schema,
+            &output.batches,
+            &mut std::io::stdout().lock(),
+        );
+    }
     let def = quarry_store::Store::table(store.as_ref(), &name)?;
     let keyspace = quarry_store::Store::keyspace(store.as_ref(), &name.keyspace)?;
     let stats = store.table_stats(&name)?;

@@ -13,6 +13,14 @@ use crate::output::{OutputFormat, write_result};
 
 pub async fn run(data_dir: &Path, driver: &DriverConnection, args: SqlArgs) -> anyhow::Result<()> {
     let mut backend = super::backend(data_dir, driver).await?;
+    if let Some(keyspace) = &args.keyspace {
+        quarry_core::schema::validate_identifier("keyspace", keyspace)
+            .context("--keyspace (or QUARRY_KEYSPACE)")?;
+        backend
+            .execute(&format!("USE {keyspace}"))
+            .await
+            .context("--keyspace (or QUARRY_KEYSPACE)")?;
+    }
     let mut scripts = args.execute.clone();
     if let Some(file) = &args.file {
         scripts.push(

@@ -2,11 +2,14 @@
 //!
 //! - `DoGet` with a `QueryTicket` runs one SQL statement and streams its result. A statement that
 //!   returns no rows ("created table ...") sends an empty stream whose schema carries the message
-//!   under the metadata key [`MESSAGE_KEY`].
+//!   under the metadata key [`MESSAGE_KEY`]. The ticket's settings are the client's session
+//!   (`SET` values, the keyspace of `USE`, temporary views); a statement that does not stream
+//!   (DDL, `SET`, `USE`, `SHOW`) sends the session's settings afterwards as a JSON object under
+//!   [`SESSION_KEY`], which the client sends with its next statement.
 //! - `DoPut` with a descriptor path `[keyspace.table]` upserts the streamed batches into the table
 //!   (what `quarry load --driver` sends), all or nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -31,6 +34,9 @@ use super::error::Error;
 
 /// Schema metadata key of a statement's message.
 pub const MESSAGE_KEY: &str = "quarry.message";
+
+/// Schema metadata key of the session's settings after a statement: a JSON object of strings.
+pub const SESSION_KEY: &str = "quarry.session";
 
 /// The Flight face of [`DriverState`].
 #[derive(Debug, Clone)]
@@ -76,12 +82,15 @@ impl FlightHandler for DriverFlight {
         check_protocol(ticket.protocol_version)?;
         let mut settings: Vec<(String, String)> = ticket.session_config.into_iter().collect();
         settings.sort();
-        let output = match self
+        let session = self
             .0
-            .run_statement_streaming(&ticket.sql, &settings, &ticket.label)
+            .session(&settings, &ticket.label)
+            .map_err(|e| status_of(&e))?;
+        let result = session
+            .execute_streaming(&ticket.sql)
             .await
-            .map_err(|e| status_of(&e))?
-        {
+            .map_err(|e| status_of(&Error::Sql(e)))?;
+        let output = match result {
             QueryResult::Done(output) => output,
             QueryResult::Stream(batches) => {
                 // Rows go out as the job's driver stage produces them.
@@ -99,13 +108,19 @@ impl FlightHandler for DriverFlight {
                 return Ok(Response::new(stream));
             }
         };
+        let session: BTreeMap<String, String> = session.settings().into_iter().collect();
+        let session = serde_json::to_string(&session)
+            .map_err(|e| Status::internal(format!("encoding the session's settings: {e}")))?;
+        let mut metadata = HashMap::from([(SESSION_KEY.to_string(), session)]);
         let schema = match &output.message {
-            Some(message) => Arc::new(
+            Some(message) => {
+                metadata.insert(MESSAGE_KEY.to_string(), message.clone());
                 Schema::empty()
-                    .with_metadata(HashMap::from([(MESSAGE_KEY.to_string(), message.clone())])),
-            ),
-            None => output.schema.clone(),
+            }
+            None => output.schema.as_ref().clone(),
         };
+        metadata.extend(schema.metadata().clone());
+        let schema = Arc::new(schema.with_metadata(metadata));
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(futures::stream::iter(output.batches.into_iter().map(Ok)))

@@ -44,7 +44,7 @@ use quarry_core::shard_set::ShardSet;
 use quarry_jobs::JobId;
 use quarry_jobs::{DistributedPlanner, WriteGroups};
 use quarry_proto::v1::driver_service_server::DriverServiceServer;
-use quarry_sql::{PlanExecutor, QuarrySession, QueryOutput, QueryResult};
+use quarry_sql::{PlanExecutor, QuarrySession, QueryOutput};
 use quarry_store::{EmbeddedStore, Store};
 use quarry_worker::cpu_runtime::{AbortOnDrop, CpuRuntime};
 use quarry_worker::exchange_client::{FlightExchangeClient, MAX_MESSAGE_BYTES};
@@ -112,8 +112,9 @@ impl DriverState {
         }
     }
 
-    /// A SQL session whose queries run on the workers. `settings` are `SET` values the client
-    /// made earlier; `label` names the client's jobs.
+    /// A SQL session whose queries run on the workers. `settings` are the state of the client's
+    /// session ([`QuarrySession::settings`]: `SET` values, the keyspace of `USE`, temporary
+    /// views), each checked as it is applied; `label` names the client's jobs.
     pub fn session(
         self: &Arc<Self>,
         settings: &[(String, String)],
@@ -124,32 +125,11 @@ impl DriverState {
         let session = QuarrySession::with_config(self.store.clone() as Arc<dyn Store>, config)
             .with_executor(Arc::new(DistributedExecutor {
                 driver: self.clone(),
-                settings: settings.to_vec(),
+                settings: QuarrySession::engine_settings(settings),
                 label: label.to_string(),
             }));
-        {
-            let state = session.context().state_ref();
-            let mut state = state.write();
-            for (key, value) in settings {
-                state
-                    .config_mut()
-                    .options_mut()
-                    .set(key, value)
-                    .map_err(quarry_sql::Error::from)?;
-            }
-        }
+        session.apply_settings(settings)?;
         Ok(session)
-    }
-
-    /// Runs one statement as a client asked; a query's rows stream as the job produces them.
-    pub async fn run_statement_streaming(
-        self: &Arc<Self>,
-        sql: &str,
-        settings: &[(String, String)],
-        label: &str,
-    ) -> Result<QueryResult> {
-        let session = self.session(settings, label)?;
-        Ok(session.execute_streaming(sql).await?)
     }
 
     /// Runs one statement as a client asked.

@@ -23,16 +23,27 @@
 //!     [, PRIMARY KEY (partition_column, clustering_column, ...)]
 //!     [, PRIMARY KEY ((partition_column, ...), clustering_column, ...)]
 //! )
+//! CREATE TABLE [IF NOT EXISTS] ks.t ([column type, ...,] PRIMARY KEY (...)) AS query
+//!     (without columns, the columns and their types come from the query)
 //! DROP TABLE [IF EXISTS] ks.t
+//! CREATE [OR REPLACE] [TEMPORARY | TEMP] VIEW [IF NOT EXISTS] [ks.]v AS query
+//! DROP VIEW [IF EXISTS] [ks.]v
+//! USE ks
 //! SHOW KEYSPACES
 //! SHOW TABLES [IN | FROM ks]
 //! DESCRIBE | DESC KEYSPACE ks            (DESCRIBE KEYSPACES and DESCRIBE TABLES list them)
-//! DESCRIBE | DESC [TABLE] ks.t
+//! DESCRIBE | DESC [TABLE | VIEW] [ks.]t
 //! ```
 //!
 //! As in CQL, the first entry of `PRIMARY KEY (...)` is the partition key (a parenthesised list
 //! makes a composite one) and the rest are clustering columns. Errors name the offending token and
 //! its position (`line L column C`, counted from the start of the statement) and say how to fix it.
+//!
+//! A table name without a keyspace takes the session's keyspace (`USE ks`), given to
+//! [`parse_statement_in`]; without one it is an error that says to write `keyspace.table`. View
+//! names and `DESCRIBE` names are kept as written ([`ObjectName`]): a bare name may be a
+//! temporary view, which only the session knows. A query after `AS` is kept as written, for
+//! DataFusion to plan.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -57,25 +68,83 @@ pub enum Statement {
     CreateTable { def: TableDef, if_not_exists: bool },
     /// `DROP TABLE`.
     DropTable { name: TableName, if_exists: bool },
+    /// `CREATE TABLE ks.t (..., PRIMARY KEY (...)) AS query`: a table filled by a query. The
+    /// primary key columns are checked against `columns`, unless `columns` is empty: then the
+    /// columns and their types are the query's.
+    CreateTableAs {
+        name: TableName,
+        if_not_exists: bool,
+        columns: Vec<ColumnDef>,
+        partition_key: Vec<String>,
+        clustering: Vec<String>,
+        /// The query as written after `AS`.
+        query: String,
+    },
+    /// `CREATE [OR REPLACE] [TEMPORARY] VIEW [IF NOT EXISTS] name AS query`.
+    CreateView {
+        name: ObjectName,
+        /// The query as written after `AS`.
+        query: String,
+        or_replace: bool,
+        temporary: bool,
+        if_not_exists: bool,
+    },
+    /// `DROP VIEW [IF EXISTS] name`.
+    DropView { name: ObjectName, if_exists: bool },
+    /// `USE ks`: unqualified names resolve in `ks` from now on.
+    Use { keyspace: String },
     /// `SHOW KEYSPACES` (or `DESCRIBE KEYSPACES`).
     ShowKeyspaces,
-    /// `SHOW TABLES [IN ks]` (or `DESCRIBE TABLES`); every keyspace's tables when `None`.
+    /// `SHOW TABLES [IN ks]` (or `DESCRIBE TABLES`); `None` is the session's keyspace, or every
+    /// keyspace without one.
     ShowTables { keyspace: Option<String> },
     /// `DESCRIBE KEYSPACE ks`.
     DescribeKeyspace { name: String },
-    /// `DESCRIBE [TABLE] ks.t`.
-    DescribeTable { name: TableName },
+    /// `DESCRIBE [TABLE | VIEW] name`: a table, a view or a temporary view.
+    DescribeTable { name: ObjectName },
     /// Anything else: passed to DataFusion as written (trimmed, without a trailing `;`).
     Sql(String),
 }
 
+/// A table or view name as written: `keyspace.name`, or a bare `name`, which the session
+/// resolves (a temporary view of that name, else the session's keyspace).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectName {
+    pub keyspace: Option<String>,
+    pub name: String,
+}
+
+impl ObjectName {
+    /// `keyspace.name`: the name's own keyspace, else `default`; `None` when it has neither.
+    pub fn in_keyspace(&self, default: Option<&str>) -> Option<TableName> {
+        let keyspace = self.keyspace.as_deref().or(default)?;
+        Some(TableName::new(keyspace, &self.name))
+    }
+}
+
+impl fmt::Display for ObjectName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.keyspace {
+            Some(keyspace) => write!(f, "{keyspace}.{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// Parses one statement with no current keyspace: see [`parse_statement_in`].
+pub fn parse_statement(sql: &str) -> Result<Statement> {
+    parse_statement_in(sql, None)
+}
+
 /// Parses one statement. A trailing `;` is allowed; a second statement after it is an error.
+/// Table names without a keyspace take `keyspace` (the session's, from `USE`), or are an error
+/// when it is `None`.
 ///
 /// Quarry's DDL (see the [module docs](self)) is parsed and validated here; any other text is
 /// returned untouched as [`Statement::Sql`] without being checked, so DataFusion reports its
-/// errors. `CREATE TABLE ... AS SELECT` is refused: a Quarry table needs a primary key.
-pub fn parse_statement(sql: &str) -> Result<Statement> {
-    let mut parser = Parser::new(sql);
+/// errors. `CREATE TABLE ... AS SELECT` needs a `PRIMARY KEY` in parentheses before `AS`.
+pub fn parse_statement_in(sql: &str, keyspace: Option<&str>) -> Result<Statement> {
+    let mut parser = Parser::new(sql, keyspace);
     if parser.is_empty() {
         return Err(Error::syntax(
             "the statement is empty: write a SQL query or a DDL statement such as SHOW KEYSPACES",
@@ -333,16 +402,22 @@ struct PrimaryKey {
 
 /// A recursive-descent parser over the tokens of one statement.
 struct Parser<'a> {
+    /// The statement, for the text of a query after `AS`.
+    sql: &'a str,
     /// Never empty; the last token is `End` or `Invalid` and is never stepped past.
     tokens: Vec<Token<'a>>,
     next: usize,
+    /// The keyspace of table names written without one.
+    keyspace: Option<&'a str>,
 }
 
 impl<'a> Parser<'a> {
-    fn new(sql: &'a str) -> Self {
+    fn new(sql: &'a str, keyspace: Option<&'a str>) -> Self {
         Parser {
+            sql,
             tokens: tokenize(sql),
             next: 0,
+            keyspace,
         }
     }
 
@@ -427,6 +502,8 @@ impl<'a> Parser<'a> {
                 self.create_keyspace()
             } else if second(self, "TABLE") {
                 self.create_table()
+            } else if self.creates_view() {
+                self.create_view()
             } else {
                 return None;
             }
@@ -435,9 +512,13 @@ impl<'a> Parser<'a> {
                 self.drop_keyspace()
             } else if second(self, "TABLE") {
                 self.drop_table()
+            } else if second(self, "VIEW") {
+                self.drop_view()
             } else {
                 return None;
             }
+        } else if self.keyword_at(0, "USE") {
+            self.use_keyspace()
         } else if self.keyword_at(0, "SHOW") {
             if second(self, "KEYSPACES") {
                 self.list_keyspaces()
@@ -453,7 +534,7 @@ impl<'a> Parser<'a> {
                 self.list_keyspaces()
             } else if second(self, "TABLES") {
                 self.list_tables()
-            } else if second(self, "TABLE") || self.names_one_table(1) {
+            } else if second(self, "TABLE") || second(self, "VIEW") || self.names_one_table(1) {
                 self.describe_table()
             } else {
                 return None;
@@ -464,15 +545,47 @@ impl<'a> Parser<'a> {
         Some(statement)
     }
 
-    /// Whether the tokens from `n` on are exactly `word . word [;]`: `DESCRIBE ks.t` is
-    /// Quarry's, `DESCRIBE some_view` is DataFusion's.
+    /// Whether the tokens from `n` on are exactly `word [. word] [;]`: `DESCRIBE ks.t` and
+    /// `DESCRIBE t` are Quarry's; anything longer is left to DataFusion.
     fn names_one_table(&self, n: usize) -> bool {
         let word = |i| matches!(self.peek_at(i).kind, TokenKind::Word { .. });
-        let end = |i| self.peek_at(i).kind == TokenKind::End;
-        word(n)
-            && self.peek_at(n + 1).is_punct('.')
-            && word(n + 2)
-            && (end(n + 3) || (self.peek_at(n + 3).is_punct(';') && end(n + 4)))
+        let end = |i| {
+            self.peek_at(i).kind == TokenKind::End
+                || (self.peek_at(i).is_punct(';') && self.peek_at(i + 1).kind == TokenKind::End)
+        };
+        word(n) && (end(n + 1) || (self.peek_at(n + 1).is_punct('.') && word(n + 2) && end(n + 3)))
+    }
+
+    /// Whether this is `CREATE [OR REPLACE] [TEMPORARY | TEMP] VIEW`.
+    fn creates_view(&self) -> bool {
+        let mut n = 1;
+        if self.keyword_at(n, "OR") && self.keyword_at(n + 1, "REPLACE") {
+            n += 2;
+        }
+        if self.keyword_at(n, "TEMPORARY") || self.keyword_at(n, "TEMP") {
+            n += 1;
+        }
+        self.keyword_at(n, "VIEW")
+    }
+
+    /// The text after the `AS` that is the next token: a query, kept as written for DataFusion.
+    fn query_after_as(&mut self, statement: &str) -> Result<String> {
+        let token = self.peek().clone();
+        if !token.is_keyword("AS") {
+            return Err(self.unexpected(&format!("AS and a query after {statement}")));
+        }
+        // Every token's text is a slice of `sql`, so the difference of their starts is the
+        // token's byte offset.
+        let end = token.text.as_ptr() as usize - self.sql.as_ptr() as usize + token.text.len();
+        let query = passthrough_text(&self.sql[end..]);
+        if query.is_empty() {
+            return Err(Error::syntax(format!(
+                "expected a query after AS at {}, found the end of the statement; write {statement} \
+                 AS SELECT ...",
+                token.pos
+            )));
+        }
+        Ok(query.to_string())
     }
 
     /// The end of the statement, after an optional `;`.
@@ -542,12 +655,16 @@ impl<'a> Parser<'a> {
             return Err(self.unexpected(&format!("a table name (keyspace.table) {context}")));
         }
         if !self.peek_at(1).is_punct('.') {
-            return Err(Error::syntax(format!(
-                "table name {} at {} has no keyspace; write keyspace.table, for example \
-                 iot.readings",
-                first.describe(),
-                first.pos
-            )));
+            let Some(keyspace) = self.keyspace else {
+                return Err(Error::syntax(format!(
+                    "table name {} at {} has no keyspace; write keyspace.table, for example \
+                     iot.readings, or choose a keyspace first with USE keyspace",
+                    first.describe(),
+                    first.pos
+                )));
+            };
+            let (table, _) = self.identifier("table", &format!("a table name {context}"))?;
+            return Ok(TableName::new(keyspace, table));
         }
         let (keyspace, _) = self.identifier("keyspace", "a keyspace name")?;
         self.advance();
@@ -559,6 +676,40 @@ impl<'a> Parser<'a> {
             )));
         }
         Ok(TableName::new(keyspace, table))
+    }
+
+    /// `[keyspace.]name` of a `kind` (view, table), kept as written: see [`ObjectName`].
+    fn object_name(&mut self, kind: &str, context: &str) -> Result<ObjectName> {
+        let first = self.peek().clone();
+        if !matches!(first.kind, TokenKind::Word { .. }) {
+            return Err(self.unexpected(&format!("a {kind} name {context}")));
+        }
+        let (first_name, _) = self.identifier(
+            if self.peek_at(1).is_punct('.') {
+                "keyspace"
+            } else {
+                kind
+            },
+            &format!("a {kind} name {context}"),
+        )?;
+        if !self.accept_punct('.') {
+            return Ok(ObjectName {
+                keyspace: None,
+                name: first_name,
+            });
+        }
+        let (name, _) = self.identifier(kind, &format!("a {kind} name after '{first_name}.'"))?;
+        if self.peek().is_punct('.') {
+            return Err(Error::syntax(format!(
+                "{kind} name '{first_name}.{name}.' at {} has too many parts; write \
+                 keyspace.{kind}",
+                first.pos
+            )));
+        }
+        Ok(ObjectName {
+            keyspace: Some(first_name),
+            name,
+        })
     }
 
     fn create_keyspace(&mut self) -> Result<Statement> {
@@ -724,7 +875,7 @@ impl<'a> Parser<'a> {
         let if_not_exists = self.if_not_exists()?;
         let name_len = if self.peek_at(1).is_punct('.') { 3 } else { 1 };
         if self.keyword_at(name_len, "AS") {
-            return Err(self.create_table_as(name_len));
+            return Err(self.create_table_as_without_key(name_len));
         }
         let name = self.table_name("after CREATE TABLE")?;
         self.expect_punct('(', &format!("after {name} to open the column list"))?;
@@ -780,12 +931,21 @@ impl<'a> Parser<'a> {
                 self.peek().pos
             )));
         }
-        if self.peek().is_keyword("AS") {
-            return Err(self.create_table_as(0));
-        }
-        self.expect_end()?;
+        let query = if self.peek().is_keyword("AS") {
+            Some(self.query_after_as(&format!("CREATE TABLE {name} (...)"))?)
+        } else {
+            self.expect_end()?;
+            None
+        };
 
         let key = match keys.as_slice() {
+            [] if query.is_some() => {
+                return Err(Error::syntax(format!(
+                    "table {name} has no primary key (its column list ends at {close}); a table \
+                     filled by a query needs one: write CREATE TABLE {name} (PRIMARY KEY \
+                     ((partition_column), clustering_column, ...)) AS SELECT ..."
+                )));
+            }
             [] => {
                 return Err(Error::syntax(format!(
                     "table {name} has no primary key (its column list ends at {close}); add \
@@ -800,9 +960,17 @@ impl<'a> Parser<'a> {
                 )));
             }
         };
+        if columns.is_empty() && query.is_none() {
+            return Err(Error::syntax(format!(
+                "table {name} lists no columns (its column list ends at {close}); give each \
+                 column and its type, or fill the table from a query: CREATE TABLE {name} \
+                 (PRIMARY KEY (...)) AS SELECT ..."
+            )));
+        }
         let mut in_key = HashSet::new();
         for (column, at) in key.partition.iter().chain(&key.clustering) {
-            if !columns.iter().any(|(c, _)| c.name == *column) {
+            // Without columns, the query's columns are checked once it is planned.
+            if !columns.is_empty() && !columns.iter().any(|(c, _)| c.name == *column) {
                 let names: Vec<&str> = columns.iter().map(|(c, _)| c.name.as_str()).collect();
                 return Err(Error::syntax(format!(
                     "primary key column '{column}' at {at} is not a column of table {name}; \
@@ -820,24 +988,110 @@ impl<'a> Parser<'a> {
         let names = |cols: &[(String, Position)]| -> Vec<String> {
             cols.iter().map(|(c, _)| c.clone()).collect()
         };
-        let def = TableDef::new(
-            name.keyspace,
-            name.table,
-            columns.into_iter().map(|(c, _)| c).collect(),
-            names(&key.partition),
-            names(&key.clustering),
-        )?;
-        Ok(Statement::CreateTable { def, if_not_exists })
+        let columns: Vec<ColumnDef> = columns.into_iter().map(|(c, _)| c).collect();
+        let Some(query) = query else {
+            let def = TableDef::new(
+                name.keyspace,
+                name.table,
+                columns,
+                names(&key.partition),
+                names(&key.clustering),
+            )?;
+            return Ok(Statement::CreateTable { def, if_not_exists });
+        };
+        let (columns, partition_key, clustering) = if columns.is_empty() {
+            (columns, names(&key.partition), names(&key.clustering))
+        } else {
+            // Checks the definition now, as for a table without a query.
+            let def = TableDef::new(
+                &name.keyspace,
+                &name.table,
+                columns,
+                names(&key.partition),
+                names(&key.clustering),
+            )?;
+            (def.columns, def.partition_key, def.clustering)
+        };
+        Ok(Statement::CreateTableAs {
+            name,
+            if_not_exists,
+            columns,
+            partition_key,
+            clustering,
+            query,
+        })
     }
 
-    /// The error for `CREATE TABLE ... AS SELECT`, whose `AS` is `n` tokens ahead.
-    fn create_table_as(&self, n: usize) -> Error {
+    /// The error for `CREATE TABLE name AS SELECT`, whose `AS` is `n` tokens ahead: a Quarry
+    /// table needs a primary key.
+    fn create_table_as_without_key(&self, n: usize) -> Error {
+        let name = match n {
+            3 => format!("{}.{}", self.peek_at(0).text, self.peek_at(2).text),
+            _ => self.peek_at(0).text.to_string(),
+        };
         Error::syntax(format!(
-            "CREATE TABLE ... AS (at {}) is not supported: a Quarry table needs a primary key. \
-             Create the table first with CREATE TABLE keyspace.table (columns, PRIMARY KEY (...)), \
-             then fill it with INSERT INTO keyspace.table SELECT ...",
+            "CREATE TABLE {name} AS (at {}) has no primary key, which every Quarry table needs: \
+             give it in parentheses before AS, as in CREATE TABLE {name} (PRIMARY KEY \
+             ((partition_column), clustering_column, ...)) AS SELECT ...; the columns and their \
+             types come from the query",
             self.peek_at(n).pos
         ))
+    }
+
+    fn create_view(&mut self) -> Result<Statement> {
+        self.advance();
+        let or_replace = self.accept_keyword("OR");
+        if or_replace {
+            self.expect_keyword("REPLACE", "after CREATE OR")?;
+        }
+        let temporary = self.accept_keyword("TEMPORARY") || self.accept_keyword("TEMP");
+        self.expect_keyword("VIEW", "after CREATE")?;
+        let at = self.peek().pos;
+        let if_not_exists = self.if_not_exists()?;
+        if or_replace && if_not_exists {
+            return Err(Error::syntax(format!(
+                "CREATE OR REPLACE VIEW cannot also say IF NOT EXISTS (at {at}); keep one"
+            )));
+        }
+        let name = self.object_name("view", "after CREATE VIEW")?;
+        if temporary && name.keyspace.is_some() {
+            return Err(Error::syntax(format!(
+                "temporary view {name} names a keyspace, but a temporary view belongs to the \
+                 session: write CREATE TEMPORARY VIEW {} AS ...",
+                name.name
+            )));
+        }
+        if self.peek().is_punct('(') {
+            return Err(Error::syntax(format!(
+                "a column list after the view name (at {}) is not supported; name the columns \
+                 in the query instead: SELECT expression AS column, ...",
+                self.peek().pos
+            )));
+        }
+        let query = self.query_after_as(&format!("CREATE VIEW {name}"))?;
+        Ok(Statement::CreateView {
+            name,
+            query,
+            or_replace,
+            temporary,
+            if_not_exists,
+        })
+    }
+
+    fn drop_view(&mut self) -> Result<Statement> {
+        self.advance();
+        self.advance();
+        let if_exists = self.if_exists()?;
+        let name = self.object_name("view", "after DROP VIEW")?;
+        self.expect_end()?;
+        Ok(Statement::DropView { name, if_exists })
+    }
+
+    fn use_keyspace(&mut self) -> Result<Statement> {
+        self.advance();
+        let (keyspace, _) = self.identifier("keyspace", "a keyspace name after USE")?;
+        self.expect_end()?;
+        Ok(Statement::Use { keyspace })
     }
 
     /// What follows `PRIMARY KEY`: `(p, c, ...)` or `((p1, p2, ...), c, ...)`.
@@ -956,8 +1210,8 @@ impl<'a> Parser<'a> {
 
     fn describe_table(&mut self) -> Result<Statement> {
         self.advance();
-        self.accept_keyword("TABLE");
-        let name = self.table_name("after DESCRIBE TABLE")?;
+        let _ = self.accept_keyword("TABLE") || self.accept_keyword("VIEW");
+        let name = self.object_name("table", "after DESCRIBE")?;
         self.expect_end()?;
         Ok(Statement::DescribeTable { name })
     }
@@ -1344,18 +1598,190 @@ mod tests {
     }
 
     #[test]
-    fn create_table_as_select_is_refused() {
+    fn create_table_as_select_needs_a_primary_key_before_as() {
         for sql in [
             "CREATE TABLE iot.t AS SELECT 1",
             "create table t as select 1",
             "CREATE TABLE IF NOT EXISTS iot.t AS SELECT 1",
-            "CREATE TABLE iot.t (a int PRIMARY KEY) AS SELECT 1",
         ] {
             assert_contains(
                 &error(sql),
-                &["CREATE TABLE ... AS", "needs a primary key", "INSERT INTO"],
+                &[
+                    "has no primary key",
+                    "(PRIMARY KEY ((partition_column)",
+                    "AS SELECT",
+                ],
             );
         }
+        assert_contains(
+            &error("CREATE TABLE iot.t (a int, b int) AS SELECT 1, 2"),
+            &[
+                "table iot.t has no primary key",
+                "a table filled by a query needs one",
+            ],
+        );
+        assert_contains(
+            &error("CREATE TABLE iot.t (PRIMARY KEY (a))"),
+            &["lists no columns", "AS SELECT"],
+        );
+        assert_contains(
+            &error("CREATE TABLE iot.t (PRIMARY KEY (a)) AS"),
+            &["expected a query after AS at line 1 column 38"],
+        );
+    }
+
+    #[test]
+    fn create_table_as_select_takes_the_key_and_optionally_the_columns() {
+        let sql = "CREATE TABLE IF NOT EXISTS iot.hourly (PRIMARY KEY ((device_id), hour)) AS\n\
+                   SELECT device_id, date_trunc('hour', ts) AS hour FROM readings;";
+        assert_eq!(
+            parse(sql),
+            Statement::CreateTableAs {
+                name: TableName::new("iot", "hourly"),
+                if_not_exists: true,
+                columns: Vec::new(),
+                partition_key: vec!["device_id".into()],
+                clustering: vec!["hour".into()],
+                query: "SELECT device_id, date_trunc('hour', ts) AS hour FROM readings".into(),
+            }
+        );
+        match parse("CREATE TABLE iot.t (a int PRIMARY KEY, b text) AS SELECT 1, 'x'") {
+            Statement::CreateTableAs {
+                columns,
+                partition_key,
+                query,
+                ..
+            } => {
+                assert_eq!(columns.len(), 2);
+                assert_eq!(columns[1].cql_type, CqlType::Text);
+                assert_eq!(partition_key, vec!["a"]);
+                assert_eq!(query, "SELECT 1, 'x'");
+            }
+            other => panic!("{other:?}"),
+        }
+        // With columns, the key is checked against them at once.
+        assert_contains(
+            &error("CREATE TABLE iot.t (a int, PRIMARY KEY (b)) AS SELECT 1"),
+            &["primary key column 'b'", "columns are a"],
+        );
+        assert_contains(
+            &error("CREATE TABLE iot.t (PRIMARY KEY (a, a)) AS SELECT 1 AS a"),
+            &["'a' appears twice in the primary key"],
+        );
+    }
+
+    #[test]
+    fn views_keep_their_query_as_written() {
+        assert_eq!(
+            parse("create view IOT.Hot as\n  SELECT *  FROM readings WHERE value > 30 ;"),
+            Statement::CreateView {
+                name: ObjectName {
+                    keyspace: Some("iot".into()),
+                    name: "hot".into()
+                },
+                query: "SELECT *  FROM readings WHERE value > 30".into(),
+                or_replace: false,
+                temporary: false,
+                if_not_exists: false,
+            }
+        );
+        assert_eq!(
+            parse("CREATE OR REPLACE TEMP VIEW recent AS WITH x AS (SELECT 1) SELECT * FROM x"),
+            Statement::CreateView {
+                name: ObjectName {
+                    keyspace: None,
+                    name: "recent".into()
+                },
+                query: "WITH x AS (SELECT 1) SELECT * FROM x".into(),
+                or_replace: true,
+                temporary: true,
+                if_not_exists: false,
+            }
+        );
+        assert!(matches!(
+            parse("CREATE TEMPORARY VIEW IF NOT EXISTS v AS SELECT 1"),
+            Statement::CreateView {
+                temporary: true,
+                if_not_exists: true,
+                ..
+            }
+        ));
+        // The query is not this parser's business: DataFusion reads it.
+        assert!(matches!(
+            parse("CREATE VIEW ks.v AS SELECT 'it''s' €"),
+            Statement::CreateView { query, .. } if query == "SELECT 'it''s' €"
+        ));
+        assert_eq!(
+            parse("DROP VIEW IF EXISTS ks.v"),
+            Statement::DropView {
+                name: ObjectName {
+                    keyspace: Some("ks".into()),
+                    name: "v".into()
+                },
+                if_exists: true
+            }
+        );
+        assert_contains(
+            &error("CREATE TEMPORARY VIEW ks.v AS SELECT 1"),
+            &["belongs to the session", "CREATE TEMPORARY VIEW v AS"],
+        );
+        assert_contains(
+            &error("CREATE VIEW ks.v (a, b) AS SELECT 1, 2"),
+            &["column list", "SELECT expression AS column"],
+        );
+        assert_contains(
+            &error("CREATE OR REPLACE VIEW IF NOT EXISTS v AS SELECT 1"),
+            &["keep one"],
+        );
+        assert_contains(
+            &error("CREATE VIEW ks.v SELECT 1"),
+            &["expected AS and a query after CREATE VIEW ks.v at line 1 column 18"],
+        );
+        assert_contains(
+            &error("CREATE VIEW ks.v AS ;"),
+            &["expected a query after AS"],
+        );
+        assert_contains(&error("CREATE VIEW a.b.c AS SELECT 1"), &["too many parts"]);
+    }
+
+    #[test]
+    fn use_sets_the_keyspace_of_bare_table_names() {
+        assert_eq!(
+            parse("use IoT;"),
+            Statement::Use {
+                keyspace: "iot".into()
+            }
+        );
+        assert_contains(&error("USE"), &["expected a keyspace name after USE"]);
+        assert_contains(&error("USE a b"), &["expected the end of the statement"]);
+        let in_iot = |sql| parse_statement_in(sql, Some("iot")).unwrap();
+        assert!(matches!(
+            in_iot("CREATE TABLE t (a int PRIMARY KEY)"),
+            Statement::CreateTable { def, .. } if def.table_name() == TableName::new("iot", "t")
+        ));
+        assert_eq!(
+            in_iot("DROP TABLE IF EXISTS t"),
+            Statement::DropTable {
+                name: TableName::new("iot", "t"),
+                if_exists: true
+            }
+        );
+        // A name with its own keyspace keeps it.
+        assert_eq!(
+            in_iot("DROP TABLE other.t"),
+            Statement::DropTable {
+                name: TableName::new("other", "t"),
+                if_exists: false
+            }
+        );
+        assert!(matches!(
+            in_iot("CREATE TABLE t (PRIMARY KEY (a)) AS SELECT 1 AS a"),
+            Statement::CreateTableAs { name, .. } if name == TableName::new("iot", "t")
+        ));
+        assert_contains(
+            &error("DROP TABLE t"),
+            &["has no keyspace", "write keyspace.table", "USE keyspace"],
+        );
     }
 
     #[test]
@@ -1416,17 +1842,34 @@ mod tests {
             Statement::DescribeKeyspace { name: "iot".into() }
         );
         let readings = Statement::DescribeTable {
-            name: TableName::new("iot", "readings"),
+            name: ObjectName {
+                keyspace: Some("iot".into()),
+                name: "readings".into(),
+            },
         };
         for sql in [
             "DESCRIBE TABLE iot.readings",
             "desc table iot.readings;",
             "DESCRIBE iot.readings",
             "DESC Iot.Readings ;",
+            "DESCRIBE VIEW iot.readings",
         ] {
             assert_eq!(parse(sql), readings, "{sql}");
         }
-        assert_contains(&error("DESCRIBE TABLE readings"), &["write keyspace.table"]);
+        // A bare name is the session's to resolve: a temporary view, or a table of its keyspace.
+        let bare = Statement::DescribeTable {
+            name: ObjectName {
+                keyspace: None,
+                name: "readings".into(),
+            },
+        };
+        for sql in ["DESCRIBE TABLE readings", "desc Readings;"] {
+            assert_eq!(parse(sql), bare, "{sql}");
+        }
+        assert_eq!(
+            parse("DESCRIBE SELECT 1"),
+            Statement::Sql("DESCRIBE SELECT 1".into())
+        );
         assert_contains(
             &error("DESCRIBE KEYSPACE"),
             &[
@@ -1464,7 +1907,6 @@ mod tests {
                 "WITH x AS (SELECT 1) SELECT * FROM x",
                 "WITH x AS (SELECT 1) SELECT * FROM x",
             ),
-            ("CREATE VIEW v AS SELECT 1", "CREATE VIEW v AS SELECT 1"),
             (
                 "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION 'x.csv'",
                 "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION 'x.csv'",
@@ -1473,9 +1915,11 @@ mod tests {
                 "SHOW COLUMNS FROM iot.readings",
                 "SHOW COLUMNS FROM iot.readings",
             ),
-            ("DESCRIBE my_view", "DESCRIBE my_view"),
-            ("DROP VIEW v", "DROP VIEW v"),
             ("-- keep me\nSELECT $1::int", "-- keep me\nSELECT $1::int"),
+            (
+                "CREATE MATERIALIZED VIEW v AS SELECT 1",
+                "CREATE MATERIALIZED VIEW v AS SELECT 1",
+            ),
             ("\"CREATE\" KEYSPACE x", "\"CREATE\" KEYSPACE x"),
         ] {
             assert_eq!(parse(sql), Statement::Sql(expected.into()), "{sql}");

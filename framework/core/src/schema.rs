@@ -298,6 +298,57 @@ impl TableDef {
     }
 }
 
+/// A view: a named query, planned each time a statement names it, so it always reads the current
+/// rows and tables. Table names in its query that have no keyspace are looked up in the view's own
+/// keyspace. A view shares its keyspace's names with tables: no table and view have the same name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewDef {
+    pub keyspace: String,
+    pub name: String,
+    /// The query (`SELECT ...`), as written after `AS`.
+    pub sql: String,
+}
+
+impl ViewDef {
+    /// A checked view definition; the query is not planned here (the SQL layer does that).
+    pub fn new(
+        keyspace: impl Into<String>,
+        name: impl Into<String>,
+        sql: impl Into<String>,
+    ) -> Result<Self> {
+        let def = ViewDef {
+            keyspace: keyspace.into(),
+            name: name.into(),
+            sql: sql.into(),
+        };
+        def.validate()?;
+        Ok(def)
+    }
+
+    pub fn view_name(&self) -> TableName {
+        TableName::new(&self.keyspace, &self.name)
+    }
+
+    /// Checks the names and that there is a query.
+    pub fn validate(&self) -> Result<()> {
+        validate_identifier("keyspace", &self.keyspace)?;
+        validate_identifier("view", &self.name)?;
+        if self.sql.trim().is_empty() {
+            return Err(Error::definition(format!(
+                "view {} has no query; write CREATE VIEW {} AS SELECT ...",
+                self.view_name(),
+                self.view_name()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The statement that creates this view.
+    pub fn to_sql(&self) -> String {
+        format!("CREATE VIEW {} AS {}", self.view_name(), self.sql)
+    }
+}
+
 /// Identifiers are ASCII letters, digits and underscores, starting with a letter, as unquoted
 /// CQL identifiers are; Quarry keeps them lowercase.
 pub fn validate_identifier(kind: &str, name: &str) -> Result<()> {
@@ -319,6 +370,19 @@ pub fn validate_identifier(kind: &str, name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn views_check_their_names_and_query() {
+        let v = ViewDef::new("iot", "hot", "SELECT * FROM readings").unwrap();
+        assert_eq!(v.view_name(), TableName::new("iot", "hot"));
+        assert_eq!(v.to_sql(), "CREATE VIEW iot.hot AS SELECT * FROM readings");
+        let e = ViewDef::new("iot", "Hot", "SELECT 1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'Hot' is not a valid view name"), "{e}");
+        let e = ViewDef::new("iot", "hot", "  ").unwrap_err().to_string();
+        assert!(e.contains("has no query"), "{e}");
+    }
 
     fn readings() -> TableDef {
         TableDef::new(

@@ -18,6 +18,15 @@ pub enum Error {
     /// Planning or execution in DataFusion failed.
     #[error("{}", clean_datafusion_message(.0))]
     DataFusion(#[from] DataFusionError),
+
+    /// A statement Quarry refuses as written (a table name without a keyspace, a view that
+    /// refers to itself, a statement a cluster cannot run); the message says how to fix it.
+    #[error("{message}")]
+    Statement { message: String },
+
+    /// A view's query could not be planned, when the view was created or used.
+    #[error("view {name}: {source}")]
+    View { name: String, source: Box<Error> },
 }
 
 /// `Result` with [`Error`] as the default error type.
@@ -31,11 +40,19 @@ impl Error {
             Error::Definition(_) => true,
             Error::Store(e) => e.kind() == quarry_store::ErrorKind::User,
             Error::Arrow(_) => false,
-            Error::DataFusion(e) => match e.find_root() {
-                DataFusionError::External(inner) => inner
-                    .downcast_ref::<quarry_store::Error>()
-                    .is_some_and(|s| s.kind() == quarry_store::ErrorKind::User),
+            Error::Statement { .. } => true,
+            Error::View { source, .. } => source.is_user_error(),
+            Error::DataFusion(e) => match root(e) {
+                DataFusionError::External(inner) => {
+                    if let Some(inner) = inner.downcast_ref::<Error>() {
+                        return inner.is_user_error();
+                    }
+                    inner
+                        .downcast_ref::<quarry_store::Error>()
+                        .is_some_and(|s| s.kind() == quarry_store::ErrorKind::User)
+                }
                 DataFusionError::SQL(..)
+                | DataFusionError::Configuration(_)
                 | DataFusionError::Plan(_)
                 | DataFusionError::SchemaError(..)
                 | DataFusionError::NotImplemented(_) => true,
@@ -48,14 +65,37 @@ impl Error {
 /// DataFusion's messages nest context ("Error during planning: ..."); users want the innermost
 /// statement of what is wrong.
 pub fn clean_datafusion_message(e: &DataFusionError) -> String {
-    let root = e.find_root();
-    match root {
+    match root(e) {
         DataFusionError::External(inner) => inner.to_string(),
         DataFusionError::Plan(m)
         | DataFusionError::Execution(m)
         | DataFusionError::NotImplemented(m) => m.clone(),
         DataFusionError::SQL(e, _) => e.to_string(),
         other => other.to_string(),
+    }
+}
+
+/// The innermost DataFusion error of `e`'s chain, as [`DataFusionError::find_root`] finds it,
+/// except that a Quarry error wrapped in `External` is a root: it says its own context (a view's
+/// error names the view, then what went wrong inside it).
+fn root(e: &DataFusionError) -> &DataFusionError {
+    let mut root = e;
+    let mut current: &dyn std::error::Error = e;
+    loop {
+        if let Some(DataFusionError::External(inner)) = current.downcast_ref::<DataFusionError>()
+            && inner.downcast_ref::<Error>().is_some()
+        {
+            return root;
+        }
+        let Some(source) = current.source() else {
+            return root;
+        };
+        current = source;
+        if let Some(e) = source.downcast_ref::<DataFusionError>() {
+            root = e;
+        } else if let Some(e) = source.downcast_ref::<std::sync::Arc<DataFusionError>>() {
+            root = e.as_ref();
+        }
     }
 }
 

@@ -1,25 +1,32 @@
 //! SQL over Quarry stores, through DataFusion.
 //!
 //! ```text
-//!   text ──ddl::parse_statement──▶ Quarry DDL (CREATE KEYSPACE/TABLE, SHOW, DESCRIBE) ──▶ Store
-//!     └──────────────────────────▶ anything else ──▶ DataFusion ──▶ StoreTable (scan, insert)
+//!   text ──ddl::parse_statement──▶ Quarry DDL (CREATE KEYSPACE/TABLE/VIEW, USE, SHOW, DESCRIBE)
+//!     │                                 ──▶ Store (views are kept there as name + SQL)
+//!     └──────────────────────────▶ anything else ──▶ sql_planner ──▶ DataFusion
+//!                                       ──▶ StoreTable (scan, insert) / ViewTable (a view's plan)
 //! ```
 //!
 //! The catalog is the store: `keyspace.table` names resolve through [`catalog`] to one
 //! [`StoreTable`](table::StoreTable) per table, which pushes projections, limits and filters
 //! (partition-key equalities, `token()` ranges, value comparisons for statistics pruning) into
-//! the store's scan, and writes `INSERT` results back with upsert semantics. [`token_udf`] is
-//! CQL's `token()`.
+//! the store's scan, and writes `INSERT` results back with upsert semantics. A view's SQL is
+//! planned where a statement names it (`sql_planner.rs`); temporary views live in the session
+//! ([`temporary_views`]). Names without a keyspace resolve in the session's keyspace (`USE`).
+//! [`token_udf`] is CQL's `token()`.
 
 pub mod catalog;
+mod create_table_as;
 pub mod error;
 pub mod filters;
 pub mod options;
 pub mod scan_exec;
 pub mod session;
 pub mod sink;
+mod sql_planner;
 pub mod table;
+pub mod temporary_views;
 pub mod token_udf;
 
 pub use error::{Error, Result};
-pub use session::{PlanExecutor, QuarrySession, QueryOutput, QueryResult};
+pub use session::{KEYSPACE_SETTING, PlanExecutor, QuarrySession, QueryOutput, QueryResult};

@@ -1,23 +1,37 @@
 //! A SQL session over a store: Quarry's DDL runs against the store's catalog, everything else
 //! through DataFusion.
+//!
+//! A session has state of its own: `SET` values, the current keyspace (`USE`) and temporary
+//! views. A driver builds a session per statement, so [`QuarrySession::settings`] exports that
+//! state as key/value settings, which a client sends back with its next statement and the driver
+//! restores with [`QuarrySession::apply_settings`].
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::execution::context::SessionContext;
 use datafusion::execution::{SendableRecordBatchStream, SessionState};
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{LogicalPlan, Statement as PlanStatement};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
-use quarry_core::ddl::{Statement, parse_statement, split_statements};
-use quarry_core::schema::{TableDef, TableName};
+use quarry_core::ddl::{ObjectName, Statement, parse_statement_in, split_statements};
+use quarry_core::schema::{ColumnDef, TableName, ViewDef, validate_identifier};
 use quarry_store::Store;
 
 use crate::catalog::{CATALOG, StoreCatalog};
-use crate::error::Result;
+use crate::create_table_as;
+use crate::error::{Error, Result};
 use crate::options::QuarryOptions;
+use crate::sql_planner::{NO_KEYSPACE, Scope, SqlPlanner};
+use crate::temporary_views::{
+    TEMPORARY_CATALOG, TEMPORARY_VIEW_SETTING, TemporaryCatalog, TemporaryView,
+};
 use crate::token_udf::token_udf;
+
+/// The setting that holds the session's keyspace (`USE ks` sets it).
+pub const KEYSPACE_SETTING: &str = "datafusion.catalog.default_schema";
 
 /// The result of one statement.
 #[derive(Debug, Clone)]
@@ -95,12 +109,16 @@ impl std::fmt::Debug for QueryResult {
     }
 }
 
-/// A SQL session; cheap to clone.
+/// A SQL session; cheap to clone (clones share the session's state).
 #[derive(Clone)]
 pub struct QuarrySession {
     ctx: SessionContext,
     store: Arc<dyn Store>,
     executor: Option<Arc<dyn PlanExecutor>>,
+    planner: SqlPlanner,
+    /// Settings made in this session (`SET`, `USE`, and those applied by
+    /// [`apply_settings`](Self::apply_settings)), by key.
+    settings: Arc<Mutex<BTreeMap<String, String>>>,
 }
 
 impl std::fmt::Debug for QuarrySession {
@@ -117,22 +135,30 @@ impl QuarrySession {
         Self::with_config(store, SessionConfig::new())
     }
 
+    /// A session over `store` with `config`; it starts without a keyspace.
     pub fn with_config(store: Arc<dyn Store>, mut config: SessionConfig) -> Self {
         // `1.5` is an exact decimal, as in SQL, CQL and Spark, not a binary float: money and
         // rates compare and add up exactly (`0.06 + 0.01 = 0.07`).
         config.options_mut().sql_parser.parse_float_as_decimal = true;
         let config = config
             .with_create_default_catalog_and_schema(false)
-            .with_default_catalog_and_schema(CATALOG, "default")
+            .with_default_catalog_and_schema(CATALOG, NO_KEYSPACE)
             .with_information_schema(true)
             .with_option_extension(QuarryOptions::default());
         let ctx = SessionContext::new_with_config(config);
-        ctx.register_catalog(CATALOG, Arc::new(StoreCatalog::new(store.clone())));
+        let planner = SqlPlanner::new(store.clone(), &ctx);
+        ctx.register_catalog(CATALOG, Arc::new(StoreCatalog::new(planner.clone())));
+        ctx.register_catalog(
+            TEMPORARY_CATALOG,
+            Arc::new(TemporaryCatalog::new(planner.clone())),
+        );
         ctx.register_udf(token_udf());
         QuarrySession {
             ctx,
             store,
             executor: None,
+            planner,
+            settings: Arc::default(),
         }
     }
 
@@ -151,6 +177,78 @@ impl QuarrySession {
         &self.store
     }
 
+    /// The current keyspace (`USE`), in which names without a keyspace resolve.
+    pub fn keyspace(&self) -> Option<String> {
+        let keyspace = self
+            .ctx
+            .copied_config()
+            .options()
+            .catalog
+            .default_schema
+            .clone();
+        (keyspace != NO_KEYSPACE).then_some(keyspace)
+    }
+
+    /// This session's state as settings: `SET` values, the keyspace, and one setting per
+    /// temporary view. A client of a driver sends them with its next statement.
+    pub fn settings(&self) -> Vec<(String, String)> {
+        let mut settings: Vec<(String, String)> = self
+            .recorded()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        settings.extend(
+            self.planner
+                .temporaries()
+                .list()
+                .iter()
+                .map(TemporaryView::setting),
+        );
+        settings
+    }
+
+    /// Restores state that [`settings`](Self::settings) exported, checking each setting: an
+    /// unknown option, a keyspace or view name that is not an identifier, or a view setting that
+    /// cannot be read is an error.
+    pub fn apply_settings(&self, settings: &[(String, String)]) -> Result<()> {
+        for (key, value) in settings {
+            if let Some(name) = key.strip_prefix(TEMPORARY_VIEW_SETTING) {
+                self.planner
+                    .temporaries()
+                    .insert(TemporaryView::from_setting(name, value)?);
+                continue;
+            }
+            if key == KEYSPACE_SETTING && value != NO_KEYSPACE {
+                validate_identifier("keyspace", value)?;
+            }
+            self.ctx
+                .state_ref()
+                .write()
+                .config_mut()
+                .options_mut()
+                .set(key, value)?;
+            self.recorded().insert(key.clone(), value.clone());
+        }
+        Ok(())
+    }
+
+    /// The settings DataFusion itself reads (what workers need to run a plan the same way):
+    /// `settings` without the session's temporary views.
+    pub fn engine_settings(settings: &[(String, String)]) -> Vec<(String, String)> {
+        settings
+            .iter()
+            .filter(|(key, _)| !key.starts_with(TEMPORARY_VIEW_SETTING))
+            .cloned()
+            .collect()
+    }
+
+    fn recorded(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        // A panic while holding the lock leaves a plain map behind; it stays usable.
+        self.settings
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Runs every statement of a script, in order, stopping at the first error.
     pub async fn execute_script(&self, text: &str) -> Result<Vec<QueryOutput>> {
         let mut outputs = Vec::new();
@@ -164,7 +262,7 @@ impl QuarrySession {
     /// Everything else behaves as [`execute`](Self::execute).
     pub async fn execute_streaming(&self, sql: &str) -> Result<QueryResult> {
         if let Some(executor) = &self.executor
-            && let Statement::Sql(text) = parse_statement(sql)?
+            && let Statement::Sql(text) = parse_statement_in(sql, self.keyspace().as_deref())?
         {
             let is_query = text.split_whitespace().next().is_some_and(|w| {
                 w.eq_ignore_ascii_case("select") || w.eq_ignore_ascii_case("with")
@@ -194,7 +292,8 @@ impl QuarrySession {
 
     /// Runs one statement.
     pub async fn execute(&self, sql: &str) -> Result<QueryOutput> {
-        match parse_statement(sql)? {
+        let keyspace = self.keyspace();
+        match parse_statement_in(sql, keyspace.as_deref())? {
             Statement::CreateKeyspace { def, if_not_exists } => {
                 let name = def.name.clone();
                 Ok(QueryOutput::message(
@@ -229,11 +328,60 @@ impl QuarrySession {
                     format!("table {name} does not exist")
                 },
             )),
+            Statement::CreateTableAs {
+                name,
+                if_not_exists,
+                columns,
+                partition_key,
+                clustering,
+                query,
+            } => {
+                self.create_table_as(
+                    name,
+                    if_not_exists,
+                    columns,
+                    (partition_key, clustering),
+                    &query,
+                )
+                .await
+            }
+            Statement::CreateView {
+                name,
+                query,
+                or_replace,
+                temporary,
+                if_not_exists,
+            } => {
+                if temporary {
+                    self.create_temporary_view(name.name, query, or_replace, if_not_exists)
+                        .await
+                } else {
+                    self.create_view(name, query, or_replace, if_not_exists)
+                        .await
+                }
+            }
+            Statement::DropView { name, if_exists } => self.drop_view(name, if_exists).await,
+            Statement::Use { keyspace } => {
+                self.store.keyspace(&keyspace)?;
+                self.ctx
+                    .state_ref()
+                    .write()
+                    .config_mut()
+                    .options_mut()
+                    .catalog
+                    .default_schema = keyspace.clone();
+                self.recorded()
+                    .insert(KEYSPACE_SETTING.to_string(), keyspace.clone());
+                Ok(QueryOutput::message(format!("using keyspace {keyspace}")))
+            }
             Statement::ShowKeyspaces => self.show_keyspaces(),
-            Statement::ShowTables { keyspace } => self.show_tables(keyspace.as_deref()),
+            Statement::ShowTables { keyspace: shown } => {
+                self.show_tables(shown.as_deref().or(keyspace.as_deref()))
+            }
             Statement::DescribeKeyspace { name } => {
                 let ks = self.store.keyspace(&name)?;
                 let tables = self.store.tables(Some(&name))?;
+                let views = self.store.views(Some(&name))?;
                 let mut text = format!(
                     "CREATE KEYSPACE {} WITH shards = {} AND replication_factor = {}",
                     ks.name, ks.shards, ks.replication_factor
@@ -247,34 +395,205 @@ impl QuarrySession {
                     text.push_str(&t.to_cql());
                     text.push(';');
                 }
+                for v in views {
+                    text.push_str("\n\n");
+                    text.push_str(&v.to_sql());
+                    text.push(';');
+                }
                 Ok(QueryOutput::message(text))
             }
-            Statement::DescribeTable { name } => self.describe_table(&name),
+            Statement::DescribeTable { name } => self.describe(&name).await,
             Statement::Sql(sql) => self.run_datafusion(&sql).await,
         }
     }
 
     async fn run_datafusion(&self, sql: &str) -> Result<QueryOutput> {
         let plan = self.plan_checked(sql).await?;
-        self.run_planned(sql, plan).await
+        // The session keeps what SET and RESET change, for settings().
+        let setting = match &plan {
+            LogicalPlan::Statement(PlanStatement::SetVariable(set)) => {
+                if set.variable == KEYSPACE_SETTING && set.value != NO_KEYSPACE {
+                    // As USE does: a session's keyspace is one that exists.
+                    self.store.keyspace(&set.value)?;
+                }
+                Some((set.variable.clone(), Some(set.value.clone())))
+            }
+            LogicalPlan::Statement(PlanStatement::ResetVariable(reset)) => {
+                Some((reset.variable.clone(), None))
+            }
+            _ => None,
+        };
+        let output = self.run_planned(sql, plan).await?;
+        match setting {
+            Some((key, Some(value))) => {
+                self.recorded().insert(key, value);
+            }
+            Some((key, None)) => {
+                self.recorded().remove(&key);
+            }
+            None => {}
+        }
+        Ok(output)
     }
 
-    /// Plans a DataFusion statement, naming tables that do not exist with the store's message.
+    /// Plans a DataFusion statement: temporary views and the current keyspace resolve names,
+    /// and a table that does not exist is named with the store's message.
     async fn plan_checked(&self, sql: &str) -> Result<LogicalPlan> {
         let state = self.ctx.state();
-        let dialect = state.config().options().sql_parser.dialect;
-        let statement = state.sql_to_statement(sql, &dialect)?;
-        // Name missing tables with the store's message, which says what does exist.
-        for reference in state.resolve_table_references(&statement)? {
-            if let Some(keyspace) = reference.schema()
-                && reference.catalog().is_none_or(|c| c == CATALOG)
-                && keyspace != "information_schema"
-            {
-                self.store
-                    .table(&TableName::new(keyspace, reference.table()))?;
+        let (plan, _) = self
+            .planner
+            .plan_statement(&state, Scope::Session, sql, false)
+            .await?;
+        Ok(plan)
+    }
+
+    /// `CREATE TABLE name (..., PRIMARY KEY (...)) AS query`: creates the table, then inserts
+    /// the query's rows; a failed insert drops the table again.
+    async fn create_table_as(
+        &self,
+        name: TableName,
+        if_not_exists: bool,
+        columns: Vec<ColumnDef>,
+        (partition_key, clustering): (Vec<String>, Vec<String>),
+        query: &str,
+    ) -> Result<QueryOutput> {
+        if if_not_exists && self.store.table(&name).is_ok() {
+            return Ok(QueryOutput::message(format!("table {name} already exists")));
+        }
+        let state = self.ctx.state();
+        let (plan, _) = self
+            .planner
+            .plan_statement(&state, Scope::Session, query, true)
+            .await?;
+        let def = create_table_as::table_def(
+            &name,
+            columns,
+            partition_key,
+            clustering,
+            plan.schema().as_arrow(),
+        )?;
+        self.store.create_table(def, false).await?;
+        let insert = format!("INSERT INTO {name} {query}");
+        match self.run_datafusion(&insert).await {
+            Ok(output) => Ok(QueryOutput::message(format!(
+                "created table {name}; {}",
+                output.message.unwrap_or_default()
+            ))),
+            Err(e) => {
+                if let Err(dropped) = self.store.drop_table(&name, true).await {
+                    tracing::warn!(table = %name, error = %dropped, "could not drop the table of a failed CREATE TABLE ... AS");
+                }
+                Err(e)
             }
         }
-        Ok(state.statement_to_plan(statement).await?)
+    }
+
+    async fn create_view(
+        &self,
+        name: ObjectName,
+        query: String,
+        or_replace: bool,
+        if_not_exists: bool,
+    ) -> Result<QueryOutput> {
+        let name = self.stored_name(&name, "view")?;
+        if if_not_exists && self.store.view(&name).is_ok() {
+            return Ok(QueryOutput::message(format!("view {name} already exists")));
+        }
+        let def = ViewDef::new(&name.keyspace, &name.table, query)?;
+        let (plan, _) = self
+            .planner
+            .plan_view(
+                &name.to_string(),
+                Some(&def.keyspace),
+                &def.sql,
+                Scope::StoredView,
+            )
+            .await?;
+        unique_columns(&name.to_string(), &plan)?;
+        let replaced = self.store.create_view(def, or_replace).await?;
+        Ok(QueryOutput::message(format!(
+            "{} view {name}",
+            if replaced { "replaced" } else { "created" }
+        )))
+    }
+
+    async fn create_temporary_view(
+        &self,
+        name: String,
+        query: String,
+        or_replace: bool,
+        if_not_exists: bool,
+    ) -> Result<QueryOutput> {
+        let temporaries = self.planner.temporaries();
+        if temporaries.contains(&name) {
+            if if_not_exists {
+                return Ok(QueryOutput::message(format!(
+                    "temporary view {name} already exists"
+                )));
+            }
+            if !or_replace {
+                return Err(Error::Statement {
+                    message: format!(
+                        "temporary view {name} already exists; CREATE OR REPLACE TEMPORARY VIEW \
+                         replaces it"
+                    ),
+                });
+            }
+        }
+        let keyspace = self.keyspace();
+        let (plan, uses) = self
+            .planner
+            .plan_view(&name, keyspace.as_deref(), &query, Scope::Session)
+            .await?;
+        unique_columns(&name, &plan)?;
+        let replaced = temporaries.insert(TemporaryView {
+            name: name.clone(),
+            sql: query,
+            keyspace,
+            uses,
+        });
+        Ok(QueryOutput::message(format!(
+            "{} temporary view {name}",
+            if replaced.is_some() {
+                "replaced"
+            } else {
+                "created"
+            }
+        )))
+    }
+
+    /// `DROP VIEW`: a bare name drops the temporary view of that name if there is one, as in
+    /// Spark; otherwise the stored view in its keyspace.
+    async fn drop_view(&self, name: ObjectName, if_exists: bool) -> Result<QueryOutput> {
+        if name.keyspace.is_none() && self.planner.temporaries().remove(&name.name).is_some() {
+            return Ok(QueryOutput::message(format!(
+                "dropped temporary view {}",
+                name.name
+            )));
+        }
+        if name.keyspace.is_none() && self.keyspace().is_none() && if_exists {
+            return Ok(QueryOutput::message(format!("view {name} does not exist")));
+        }
+        let name = self.stored_name(&name, "view")?;
+        Ok(QueryOutput::message(
+            if self.store.drop_view(&name, if_exists).await? {
+                format!("dropped view {name}")
+            } else {
+                format!("view {name} does not exist")
+            },
+        ))
+    }
+
+    /// `keyspace.name` for a stored table or view: the name's own keyspace, else the session's.
+    fn stored_name(&self, name: &ObjectName, kind: &str) -> Result<TableName> {
+        name.in_keyspace(self.keyspace().as_deref())
+            .ok_or_else(|| Error::Statement {
+                message: format!(
+                    "{kind} name '{name}' has no keyspace, and there is no temporary view of \
+                     that name; write keyspace.{kind}, for example iot.{name}, or choose a \
+                     keyspace first with USE keyspace"
+                ),
+            })
     }
 
     async fn run_planned(&self, sql: &str, plan: LogicalPlan) -> Result<QueryOutput> {
@@ -338,10 +657,16 @@ impl QuarrySession {
                     ))],
                 )?))
             }
+            LogicalPlan::Analyze(_) => Err(Error::Statement {
+                message: "EXPLAIN ANALYZE is not available on a cluster: it would run the query \
+                          in the driver alone and report that run's metrics, not the job's. Use \
+                          EXPLAIN for the distributed plan, run the query, and see its stages and \
+                          tasks with `quarry job ID` (`quarry jobs` lists the ids)"
+                    .into(),
+            }),
             LogicalPlan::Ddl(_)
             | LogicalPlan::Statement(_)
             | LogicalPlan::Explain(_)
-            | LogicalPlan::Analyze(_)
             | LogicalPlan::DescribeTable(_)
             | LogicalPlan::Copy(_) => {
                 let frame = self.ctx.execute_logical_plan(plan).await?;
@@ -385,26 +710,91 @@ impl QuarrySession {
         )
     }
 
+    /// Tables and views of `keyspace` (or of every keyspace), and the session's temporary views.
     fn show_tables(&self, keyspace: Option<&str>) -> Result<QueryOutput> {
         let tables = self.store.tables(keyspace)?;
+        let views = self.store.views(keyspace)?;
+        // keyspace, name, kind, partition key, clustering
+        let mut rows: Vec<[String; 5]> = tables
+            .iter()
+            .map(|t| {
+                [
+                    t.keyspace.clone(),
+                    t.name.clone(),
+                    "table".to_string(),
+                    t.partition_key.join(", "),
+                    t.clustering.join(", "),
+                ]
+            })
+            .chain(views.iter().map(|v| {
+                [
+                    v.keyspace.clone(),
+                    v.name.clone(),
+                    "view".to_string(),
+                    String::new(),
+                    String::new(),
+                ]
+            }))
+            .chain(self.planner.temporaries().list().into_iter().map(|v| {
+                [
+                    String::new(),
+                    v.name,
+                    "temporary view".to_string(),
+                    String::new(),
+                    String::new(),
+                ]
+            }))
+            .collect();
+        rows.sort();
         let schema = Arc::new(Schema::new(vec![
             Field::new("keyspace", DataType::Utf8, false),
             Field::new("table", DataType::Utf8, false),
+            Field::new("kind", DataType::Utf8, false),
             Field::new("partition_key", DataType::Utf8, false),
             Field::new("clustering", DataType::Utf8, false),
         ]));
-        let text = |f: &dyn Fn(&TableDef) -> String| -> ArrayRef {
-            Arc::new(StringArray::from_iter_values(tables.iter().map(f)))
+        let column = |i: usize| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r[i])))
         };
-        QueryOutput::rows(
-            schema,
-            vec![
-                text(&|t| t.keyspace.clone()),
-                text(&|t| t.name.clone()),
-                text(&|t| t.partition_key.join(", ")),
-                text(&|t| t.clustering.join(", ")),
-            ],
-        )
+        QueryOutput::rows(schema, (0..5).map(column).collect())
+    }
+
+    /// `DESCRIBE name`: a temporary view (for a bare name), else a table or view of the name's
+    /// keyspace or the session's.
+    async fn describe(&self, name: &ObjectName) -> Result<QueryOutput> {
+        if name.keyspace.is_none()
+            && let Some(view) = self.planner.temporaries().get(&name.name)
+        {
+            let (plan, _) = self
+                .planner
+                .plan_view(
+                    &view.name,
+                    view.keyspace.as_deref(),
+                    &view.sql,
+                    Scope::TemporaryView(&view.uses),
+                )
+                .await?;
+            return describe_view(&plan, &view.sql);
+        }
+        let name = self.stored_name(name, "table")?;
+        match self.store.table(&name) {
+            Ok(_) => self.describe_table(&name),
+            Err(missing) => {
+                let Ok(view) = self.store.view(&name) else {
+                    return Err(missing.into());
+                };
+                let (plan, _) = self
+                    .planner
+                    .plan_view(
+                        &name.to_string(),
+                        Some(&view.keyspace),
+                        &view.sql,
+                        Scope::StoredView,
+                    )
+                    .await?;
+                describe_view(&plan, &view.sql)
+            }
+        }
     }
 
     fn describe_table(&self, name: &TableName) -> Result<QueryOutput> {
@@ -444,4 +834,50 @@ impl QuarrySession {
             ],
         )
     }
+}
+
+/// `DESCRIBE` of a view: its columns as a table's are shown (`kind` is `view`; the CQL type is
+/// the one a `CREATE TABLE ... AS` would give the column), then one row of kind `query` whose
+/// `type` is the view's query.
+fn describe_view(plan: &LogicalPlan, sql: &str) -> Result<QueryOutput> {
+    let fields = plan.schema().fields();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("column", DataType::Utf8, false),
+        Field::new("type", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("arrow_type", DataType::Utf8, false),
+    ]));
+    let type_name = |t: &DataType| {
+        create_table_as::cql_type_of(t).map_or_else(|| t.to_string(), |c| c.name().to_string())
+    };
+    let text = |values: Vec<String>| -> ArrayRef { Arc::new(StringArray::from(values)) };
+    let mut columns: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
+    let mut types: Vec<String> = fields.iter().map(|f| type_name(f.data_type())).collect();
+    let mut kinds: Vec<String> = vec!["view".to_string(); fields.len()];
+    let mut arrow_types: Vec<String> = fields.iter().map(|f| f.data_type().to_string()).collect();
+    columns.push(String::new());
+    types.push(sql.to_string());
+    kinds.push("query".to_string());
+    arrow_types.push(String::new());
+    QueryOutput::rows(
+        schema,
+        vec![text(columns), text(types), text(kinds), text(arrow_types)],
+    )
+}
+
+/// Refuses a view whose columns share a name (`SELECT a.id, b.id ...`): a view's columns are
+/// named by their names alone.
+fn unique_columns(view: &str, plan: &LogicalPlan) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for field in plan.schema().fields() {
+        if !seen.insert(field.name()) {
+            return Err(Error::Statement {
+                message: format!(
+                    "view {view} would have two columns named '{}'; name them apart with AS",
+                    field.name()
+                ),
+            });
+        }
+    }
+    Ok(())
 }

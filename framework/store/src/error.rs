@@ -22,8 +22,11 @@ pub enum Error {
     #[error("table {name} does not exist{hint}")]
     NoSuchTable { name: String, hint: String },
 
-    #[error("{what} already exists")]
-    AlreadyExists { what: String },
+    #[error("view {name} does not exist{hint}")]
+    NoSuchView { name: String, hint: String },
+
+    #[error("{what} already exists{hint}")]
+    AlreadyExists { what: String, hint: String },
 
     #[error("data written to {table} does not match the table: {problem}")]
     SchemaMismatch { table: String, problem: String },
@@ -77,6 +80,7 @@ impl Error {
         match self {
             Error::NoSuchKeyspace { .. }
             | Error::NoSuchTable { .. }
+            | Error::NoSuchView { .. }
             | Error::AlreadyExists { .. }
             | Error::SchemaMismatch { .. }
             | Error::Definition(_)

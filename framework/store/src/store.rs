@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!   create/drop keyspace, table ──▶ catalog
+//!   create/drop view (name + SQL) ──▶ catalog (the SQL layer plans it; a store only keeps it)
 //!   write(table, batches)        ──▶ upsert by primary key, durable when it returns
 //!   plan_scan(request)           ──▶ [ScanSplit] (a consistent snapshot, grouped by shard range)
 //!   split.open()                 ──▶ stream of Arrow batches in the projected schema
@@ -21,7 +22,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use futures::Stream;
 use quarry_core::partition_key::{KeyColumn, tokens};
-use quarry_core::schema::{KeyspaceDef, TableDef, TableName};
+use quarry_core::schema::{KeyspaceDef, TableDef, TableName, ViewDef};
 use quarry_core::shard_set::ShardSet;
 
 use crate::error::Result;
@@ -187,13 +188,31 @@ pub trait Store: Send + Sync + Debug {
     /// Creates a keyspace; returns false when it existed and `if_not_exists` was set.
     async fn create_keyspace(&self, def: KeyspaceDef, if_not_exists: bool) -> Result<bool>;
 
-    /// Drops an empty keyspace; returns false when it did not exist and `if_exists` was set.
+    /// Drops a keyspace with its tables, their data and its views; returns false when it did not
+    /// exist and `if_exists` was set.
     async fn drop_keyspace(&self, name: &str, if_exists: bool) -> Result<bool>;
 
+    /// Creates a table; returns false when it existed and `if_not_exists` was set. A view of the
+    /// same name is always an error.
     async fn create_table(&self, def: TableDef, if_not_exists: bool) -> Result<bool>;
 
-    /// Drops a table and its data.
+    /// Drops a table and its data. Naming a view is an error that says so.
     async fn drop_table(&self, name: &TableName, if_exists: bool) -> Result<bool>;
+
+    /// Views of one keyspace, or of all keyspaces, ordered by keyspace and name.
+    fn views(&self, keyspace: Option<&str>) -> Result<Vec<ViewDef>>;
+
+    /// One view; [`Error::NoSuchView`](crate::Error::NoSuchView) when there is none.
+    fn view(&self, name: &TableName) -> Result<ViewDef>;
+
+    /// Keeps a view definition, durably, in the keyspace's catalog; returns true when it replaced
+    /// a view. The store does not read the SQL: the SQL layer plans it before calling this. A
+    /// name that a table has is refused, and so is one a view has unless `or_replace` is set.
+    async fn create_view(&self, def: ViewDef, or_replace: bool) -> Result<bool>;
+
+    /// Drops a view; returns false when it did not exist and `if_exists` was set. Naming a table
+    /// is an error that says so.
+    async fn drop_view(&self, name: &TableName, if_exists: bool) -> Result<bool>;
 
     /// Upserts rows: a row whose primary key exists replaces it. The batches must have the
     /// table's Arrow schema. The write is all-or-nothing and durable when this returns.

@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs;
 
-use quarry_core::schema::{KeyspaceDef, TableName};
+use quarry_core::schema::{KeyspaceDef, TableName, ViewDef};
 use quarry_store::{EmbeddedStore, ErrorKind, ScanRequest, Store};
 
 use common::{by_key, name, new_store_with_shards, rows, scan_all, small_options, table, try_read};
@@ -172,6 +172,10 @@ async fn writes_on_a_reader_fail_and_change_nothing() {
         reader.create_table(other, false).await.map(|_| ()),
         reader.drop_table(&name(), false).await.map(|_| ()),
         reader
+            .create_view(ViewDef::new("iot", "v", "SELECT 1").unwrap(), false)
+            .await
+            .map(|_| ()),
+        reader
             .write(&name(), vec![rows(0..100, 0..10, 9.0)])
             .await
             .map(|_| ()),
@@ -206,6 +210,18 @@ async fn writes_on_a_reader_fail_and_change_nothing() {
     assert_eq!(scan_all(&writer).await, before);
     assert_eq!(writer.keyspaces().len(), 1);
     assert_eq!(writer.tables(None).unwrap(), vec![table()]);
+}
+
+#[tokio::test]
+async fn a_reader_sees_the_writers_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = new_store_with_shards(dir.path(), 16).await;
+    let reader = reader(dir.path());
+    let view = ViewDef::new("iot", "v", "SELECT * FROM r").unwrap();
+    writer.create_view(view.clone(), false).await.unwrap();
+    assert_eq!(reader.views(None).unwrap(), std::slice::from_ref(&view));
+    writer.drop_view(&view.view_name(), false).await.unwrap();
+    assert!(reader.views(Some("iot")).unwrap().is_empty());
 }
 
 #[tokio::test]

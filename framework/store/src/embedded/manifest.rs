@@ -1,6 +1,6 @@
 //! The manifest: the one file that says what the embedded store holds.
 //!
-//! It lists keyspaces, tables and each table's runs (sets of Parquet files), the next sequence
+//! It lists keyspaces, tables, views and each table's runs (sets of Parquet files), the next sequence
 //! number, and the last write-ahead-log segment whose contents are already in runs. It is
 //! replaced atomically: written to a temporary file, fsynced, renamed over the old one, and the
 //! directory fsynced. A file on disk that the manifest does not list is garbage from a crash.
@@ -9,7 +9,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
 
-use quarry_core::schema::{KeyspaceDef, TableDef};
+use quarry_core::schema::{KeyspaceDef, TableDef, ViewDef};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -28,6 +28,9 @@ pub struct Manifest {
     pub wal_checkpoint: u64,
     pub keyspaces: Vec<KeyspaceDef>,
     pub tables: Vec<TableEntry>,
+    /// Absent from manifests written before views existed.
+    #[serde(default)]
+    pub views: Vec<ViewDef>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,6 +57,7 @@ impl Default for Manifest {
             wal_checkpoint: 0,
             keyspaces: Vec::new(),
             tables: Vec::new(),
+            views: Vec::new(),
         }
     }
 }

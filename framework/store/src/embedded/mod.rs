@@ -4,13 +4,13 @@
 //!   small write ──▶ log (fsync) ──▶ memtable chunk ──flush──▶ run ─┐
 //!   large write ─────────────────────────────────────────────────▶ run ─┼─▶ compaction ─▶ one run
 //!                                                                        │
-//!   MANIFEST.json lists keyspaces, tables and runs; a run is listed only once its files are fsynced
+//!   MANIFEST.json lists keyspaces, tables, views and runs; a run is listed only once its files are fsynced
 //! ```
 //!
 //! Layout of the data directory:
 //!
 //! ```text
-//!   MANIFEST.json                     catalog and runs (replaced atomically)
+//!   MANIFEST.json                     catalog (keyspaces, tables, views) and runs (replaced atomically)
 //!   LOCK                              held by the one writer process (readers take no lock)
 //!   wal/000000000001.wal              write-ahead-log segments not yet flushed
 //!   data/<keyspace>/<table>-<id>/run-<n>-<i>.parquet
@@ -52,7 +52,7 @@ use std::thread::JoinHandle;
 
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
-use quarry_core::schema::{KeyspaceDef, TableDef, TableName};
+use quarry_core::schema::{KeyspaceDef, TableDef, TableName, ViewDef};
 use quarry_core::shard_map::ShardMap;
 
 use crate::error::{Error, Result};
@@ -128,7 +128,7 @@ enum Mode {
         background: Option<JoinHandle<()>>,
     },
     /// Reads what the writer has published in the manifest; never writes or deletes.
-    Reader(Reader),
+    Reader(Box<Reader>),
 }
 
 #[derive(Debug)]
@@ -158,6 +158,7 @@ struct State {
     wal_checkpoint: u64,
     keyspaces: BTreeMap<String, KeyspaceDef>,
     tables: BTreeMap<TableName, TableState>,
+    views: BTreeMap<TableName, ViewDef>,
 }
 
 #[derive(Debug)]
@@ -271,7 +272,7 @@ impl EmbeddedStore {
     pub fn open_reader(dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<EmbeddedStore> {
         let reader = Reader::open(dir.as_ref().to_path_buf(), options)?;
         Ok(EmbeddedStore {
-            mode: Mode::Reader(reader),
+            mode: Mode::Reader(Box::new(reader)),
         })
     }
 
@@ -404,7 +405,17 @@ impl State {
                 .map(|k| (k.name.clone(), k.clone()))
                 .collect(),
             tables: BTreeMap::new(),
+            views: BTreeMap::new(),
         };
+        for view in &manifest.views {
+            if !state.keyspaces.contains_key(&view.keyspace) {
+                return Err(Error::Corrupt {
+                    path: dir.join(manifest::MANIFEST_FILE),
+                    problem: format!("view {} has no keyspace", view.view_name()),
+                });
+            }
+            state.views.insert(view.view_name(), view.clone());
+        }
         for entry in &manifest.tables {
             let keyspace =
                 state
@@ -474,26 +485,80 @@ impl State {
     }
 
     fn no_such_table(&self, name: &TableName) -> Error {
-        let in_keyspace: Vec<String> = self
-            .tables
-            .keys()
-            .filter(|t| t.keyspace == name.keyspace)
-            .map(|t| t.to_string())
-            .collect();
-        let hint = if !self.keyspaces.contains_key(&name.keyspace) {
-            format!(" (there is no keyspace '{}')", name.keyspace)
-        } else if in_keyspace.is_empty() {
-            format!(" (keyspace '{}' has no tables yet)", name.keyspace)
+        let hint = if self.views.contains_key(name) {
+            format!(" ({name} is a view; DROP VIEW {name} drops it)")
         } else {
-            format!(
-                "; tables in '{}' are {}",
-                name.keyspace,
-                in_keyspace.join(", ")
-            )
+            self.what_keyspace_has(&name.keyspace)
         };
         Error::NoSuchTable {
             name: name.to_string(),
             hint,
+        }
+    }
+
+    fn no_such_view(&self, name: &TableName) -> Error {
+        let hint = if self.tables.contains_key(name) {
+            format!(" ({name} is a table; DROP TABLE {name} drops it)")
+        } else {
+            self.what_keyspace_has(&name.keyspace)
+        };
+        Error::NoSuchView {
+            name: name.to_string(),
+            hint,
+        }
+    }
+
+    /// The end of a "does not exist" message: what the keyspace holds, or that it does not exist.
+    fn what_keyspace_has(&self, keyspace: &str) -> String {
+        let list = |names: Vec<String>| names.join(", ");
+        let tables: Vec<String> = self
+            .tables
+            .keys()
+            .filter(|t| t.keyspace == keyspace)
+            .map(|t| t.to_string())
+            .collect();
+        let views: Vec<String> = self
+            .views
+            .keys()
+            .filter(|v| v.keyspace == keyspace)
+            .map(|v| v.to_string())
+            .collect();
+        if !self.keyspaces.contains_key(keyspace) {
+            format!(" (there is no keyspace '{keyspace}')")
+        } else if tables.is_empty() && views.is_empty() {
+            format!(" (keyspace '{keyspace}' has no tables yet)")
+        } else if views.is_empty() {
+            format!("; tables in '{keyspace}' are {}", list(tables))
+        } else if tables.is_empty() {
+            format!(
+                "; keyspace '{keyspace}' has no tables, and its views are {}",
+                list(views)
+            )
+        } else {
+            format!(
+                "; tables in '{keyspace}' are {}, and views {}",
+                list(tables),
+                list(views)
+            )
+        }
+    }
+
+    /// The error for a new table or view whose name is taken, or `None` when it is free.
+    fn name_taken(&self, name: &TableName) -> Option<Error> {
+        if self.tables.contains_key(name) {
+            Some(Error::AlreadyExists {
+                what: format!("table {name}"),
+                hint: "; a table and a view cannot share a name".into(),
+            })
+        } else if self.views.contains_key(name) {
+            Some(Error::AlreadyExists {
+                what: format!("view {name}"),
+                hint: "; a table and a view cannot share a name (CREATE OR REPLACE VIEW replaces \
+                       a view)"
+                    .into(),
+            })
+        } else {
+            None
         }
     }
 
@@ -522,6 +587,7 @@ impl State {
             next_id: self.next_id,
             wal_checkpoint: self.wal_checkpoint,
             keyspaces: self.keyspaces.values().cloned().collect(),
+            views: self.views.values().cloned().collect(),
             tables: self
                 .tables
                 .values()
@@ -687,6 +753,7 @@ impl Inner {
             } else {
                 Err(Error::AlreadyExists {
                     what: format!("keyspace '{}'", def.name),
+                    hint: String::new(),
                 })
             };
         }
@@ -725,6 +792,15 @@ impl Inner {
                 removed.push(table);
             }
         }
+        let views: Vec<TableName> = state
+            .views
+            .keys()
+            .filter(|v| v.keyspace == name)
+            .cloned()
+            .collect();
+        for v in views {
+            state.views.remove(&v);
+        }
         state.keyspaces.remove(name);
         self.commit(&state)?;
         retire(removed);
@@ -739,13 +815,11 @@ impl Inner {
         };
         let shards = ShardMap::new(keyspace.shards);
         let name = def.table_name();
-        if state.tables.contains_key(&name) {
-            return if if_not_exists {
+        if let Some(taken) = state.name_taken(&name) {
+            return if if_not_exists && state.tables.contains_key(&name) {
                 Ok(false)
             } else {
-                Err(Error::AlreadyExists {
-                    what: format!("table {name}"),
-                })
+                Err(taken)
             };
         }
         let id = state.next_id();
@@ -770,7 +844,8 @@ impl Inner {
     fn drop_table(&self, name: &TableName, if_exists: bool) -> Result<bool> {
         let mut state = lock(&self.state);
         let Some(table) = state.tables.remove(name) else {
-            return if if_exists {
+            // IF EXISTS does not hide that the name is a view's.
+            return if if_exists && !state.views.contains_key(name) {
                 Ok(false)
             } else {
                 Err(state.no_such_table(name))
@@ -778,6 +853,47 @@ impl Inner {
         };
         self.commit(&state)?;
         retire(vec![table]);
+        Ok(true)
+    }
+
+    fn create_view(&self, def: ViewDef, or_replace: bool) -> Result<bool> {
+        def.validate()?;
+        let mut state = lock(&self.state);
+        if !state.keyspaces.contains_key(&def.keyspace) {
+            return Err(state.no_such_keyspace(&def.keyspace));
+        }
+        let name = def.view_name();
+        if let Some(taken) = state.name_taken(&name)
+            && !(or_replace && state.views.contains_key(&name))
+        {
+            return Err(taken);
+        }
+        let previous = state.views.insert(name.clone(), def);
+        if let Err(e) = self.commit(&state) {
+            // Keep memory and disk in agreement: nothing changed.
+            match &previous {
+                Some(previous) => state.views.insert(name, previous.clone()),
+                None => state.views.remove(&name),
+            };
+            return Err(e);
+        }
+        Ok(previous.is_some())
+    }
+
+    fn drop_view(&self, name: &TableName, if_exists: bool) -> Result<bool> {
+        let mut state = lock(&self.state);
+        let Some(view) = state.views.remove(name) else {
+            // IF EXISTS does not hide that the name is a table's.
+            return if if_exists && !state.tables.contains_key(name) {
+                Ok(false)
+            } else {
+                Err(state.no_such_view(name))
+            };
+        };
+        if let Err(e) = self.commit(&state) {
+            state.views.insert(name.clone(), view);
+            return Err(e);
+        }
         Ok(true)
     }
 
@@ -1235,6 +1351,43 @@ impl Store for EmbeddedStore {
         let inner = self.writer(|| format!("drop table {name}"))?.clone();
         let name = name.clone();
         blocking(move || inner.drop_table(&name, if_exists)).await
+    }
+
+    fn views(&self, keyspace: Option<&str>) -> Result<Vec<ViewDef>> {
+        let state = self.state()?;
+        if let Some(ks) = keyspace
+            && !state.keyspaces.contains_key(ks)
+        {
+            return Err(state.no_such_keyspace(ks));
+        }
+        Ok(state
+            .views
+            .values()
+            .filter(|v| keyspace.is_none_or(|k| v.keyspace == k))
+            .cloned()
+            .collect())
+    }
+
+    fn view(&self, name: &TableName) -> Result<ViewDef> {
+        let state = self.state()?;
+        state
+            .views
+            .get(name)
+            .cloned()
+            .ok_or_else(|| state.no_such_view(name))
+    }
+
+    async fn create_view(&self, def: ViewDef, or_replace: bool) -> Result<bool> {
+        let inner = self
+            .writer(|| format!("create view {}", def.view_name()))?
+            .clone();
+        blocking(move || inner.create_view(def, or_replace)).await
+    }
+
+    async fn drop_view(&self, name: &TableName, if_exists: bool) -> Result<bool> {
+        let inner = self.writer(|| format!("drop view {name}"))?.clone();
+        let name = name.clone();
+        blocking(move || inner.drop_view(&name, if_exists)).await
     }
 
     async fn write(&self, table: &TableName, batches: Vec<RecordBatch>) -> Result<WriteSummary> {
