@@ -41,9 +41,12 @@ use datafusion::datasource::sink::DataSinkExec;
 use datafusion::physical_expr::{Distribution, Partitioning};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
-use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
+use datafusion::physical_plan::joins::{
+    HashJoinExec, NestedLoopJoinExec, PartitionMode, SortMergeJoinExec,
+};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::union::{InterleaveExec, UnionExec};
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use quarry_core::schema::TableName;
 use quarry_core::shard_set::ShardSet;
@@ -252,11 +255,12 @@ impl DistributedPlanner {
             .into_iter()
             .map(|child| self.visit(b, child.clone()))
             .collect::<Result<Vec<_>>>()?;
-        // A join that collects its build side and also returns the build rows no probe row
-        // matched (LEFT, FULL, anti and semi joins, `NOT IN`) decides that only once it has seen
-        // every probe row: with the build side broadcast to several tasks, each task would
-        // return them. Such a join runs where all of its probe side is.
-        if emits_unmatched_build_rows(&plan) && cuts.iter().any(|c| c.spread != Spread::Whole) {
+        // An input that every task of a stage reads whole must not pass its rows on from every
+        // task (a union's constant branch; the preserved side of an outer, semi or anti join,
+        // whose unmatched rows only the whole other side can tell): such an operator runs once,
+        // where its output goes, over its gathered inputs.
+        let spreads: Vec<&Spread> = cuts.iter().map(|c| &c.spread).collect();
+        if repeats_whole_rows(&plan, &spreads) {
             let children = cuts
                 .into_iter()
                 .map(|cut| match cut.spread {
@@ -345,28 +349,45 @@ impl DistributedPlanner {
     }
 }
 
-/// Whether `plan` is a join that collects its build (left) side in one place and returns build
-/// rows according to whether any probe row matched them, which only the whole probe side can
-/// tell.
-fn emits_unmatched_build_rows(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    let join_type = if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
-        if *join.partition_mode() != PartitionMode::CollectLeft {
-            return false;
-        }
-        *join.join_type()
+/// Whether `plan`, run in every task of a distributed stage, would return some rows once per task:
+/// the rows of an input that each task reads whole (`Spread::Whole`, or a join's collected build
+/// side) which the operator passes on without the distributed input deciding it (a union's other
+/// branches; the preserved side of an outer, semi or anti join, `NOT IN` among them).
+fn repeats_whole_rows(plan: &Arc<dyn ExecutionPlan>, spreads: &[&Spread]) -> bool {
+    let whole = |i: usize| spreads.get(i).is_some_and(|s| **s == Spread::Whole);
+    let split = |i: usize| spreads.get(i).is_some_and(|s| **s != Spread::Whole);
+    if plan.is::<UnionExec>() || plan.is::<InterleaveExec>() {
+        return (0..spreads.len()).any(whole) && (0..spreads.len()).any(split);
+    }
+    let (join_type, collects_left) = if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+        (
+            *join.join_type(),
+            *join.partition_mode() == PartitionMode::CollectLeft,
+        )
     } else if let Some(join) = plan.downcast_ref::<NestedLoopJoinExec>() {
-        *join.join_type()
+        (*join.join_type(), true)
+    } else if let Some(join) = plan.downcast_ref::<SortMergeJoinExec>() {
+        (join.join_type(), false)
     } else {
         return false;
     };
-    matches!(
+    let keeps_left = matches!(
         join_type,
         JoinType::Left
             | JoinType::LeftAnti
             | JoinType::LeftSemi
             | JoinType::LeftMark
             | JoinType::Full
-    )
+    );
+    let keeps_right = matches!(
+        join_type,
+        JoinType::Right
+            | JoinType::RightAnti
+            | JoinType::RightSemi
+            | JoinType::RightMark
+            | JoinType::Full
+    );
+    (keeps_left && (collects_left || whole(0)) && split(1)) || (keeps_right && whole(1) && split(0))
 }
 
 fn merge(a: Spread, b: Spread) -> Result<Spread> {
