@@ -90,7 +90,7 @@ fn round_trips(f: &Fixture, graph: &JobGraph) {
     }
 }
 
-const CASES: [(&str, &str); 7] = [
+const CASES: [(&str, &str); 8] = [
     (
         "group_by",
         "SELECT sensor, count(*), avg(value) FROM iot.r GROUP BY sensor ORDER BY sensor",
@@ -100,8 +100,15 @@ const CASES: [(&str, &str); 7] = [
         "top_n",
         "SELECT device, value FROM iot.r ORDER BY value DESC LIMIT 5",
     ),
+    // The tables are empty, so by the scans' row estimates the join broadcasts one side...
     (
         "join",
+        "SELECT d.site, count(*) FROM iot.r r JOIN iot.devices d ON r.device = d.device \
+         GROUP BY d.site",
+    ),
+    // ...and with broadcasts turned off (see `PARTITIONED`) it hashes both.
+    (
+        "partitioned_join",
         "SELECT d.site, count(*) FROM iot.r r JOIN iot.devices d ON r.device = d.device \
          GROUP BY d.site",
     ),
@@ -113,10 +120,22 @@ const CASES: [(&str, &str); 7] = [
     ("no_table", "SELECT 1 + 1"),
 ];
 
+/// The case planned with DataFusion's broadcast-join thresholds at zero.
+const PARTITIONED: &str = "partitioned_join";
+
 #[tokio::test]
 async fn stage_dags_match_their_snapshots_and_survive_the_wire() {
     let f = fixture().await;
     for (name, sql) in CASES {
+        let threshold = if name == PARTITIONED { "0" } else { "1048576" };
+        let rows = if name == PARTITIONED { "0" } else { "131072" };
+        f.session
+            .execute_script(&format!(
+                "SET datafusion.optimizer.hash_join_single_partition_threshold = {threshold};
+                 SET datafusion.optimizer.hash_join_single_partition_threshold_rows = {rows};"
+            ))
+            .await
+            .unwrap();
         let plan = physical(&f, sql).await;
         let graph = DistributedPlanner::new(4).plan(plan).unwrap();
         assert_eq!(graph.root().kind, StageKind::Driver);

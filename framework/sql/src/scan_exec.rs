@@ -11,8 +11,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
-use datafusion::common::Result;
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result, Statistics};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -173,6 +174,30 @@ impl ExecutionPlan for StoreScanExec {
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
+    }
+
+    /// The store's estimate of the rows the splits read (before filtering), so that DataFusion
+    /// picks join build sides and broadcasts small tables as it does over files with statistics.
+    /// Never exact: overlapping runs may hold one key twice until merged.
+    fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
+        let rows: u64 = match partition {
+            Some(p) => self
+                .partitions
+                .get(p)
+                .into_iter()
+                .flatten()
+                .map(|s| s.estimated_rows)
+                .sum(),
+            None => self
+                .partitions
+                .iter()
+                .flatten()
+                .map(|s| s.estimated_rows)
+                .sum(),
+        };
+        let mut statistics = Statistics::new_unknown(&self.schema);
+        statistics.num_rows = Precision::Inexact(usize::try_from(rows).unwrap_or(usize::MAX));
+        Ok(Arc::new(statistics))
     }
 
     fn execute(
