@@ -480,10 +480,13 @@ fn generate(args: &Args, parquet_dir: &Path, csv_path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Loads files the way `quarry load` does; returns rows per second.
-async fn load(store: &Arc<EmbeddedStore>, table: &str, files: &[PathBuf]) -> Result<f64> {
-    let name = TableName::parse(table)?;
-    let def = store.table(&name)?;
+/// Loads files into `table` the way `quarry load` does; returns the rows and the seconds taken.
+pub(crate) async fn load_files(
+    store: &Arc<EmbeddedStore>,
+    name: &TableName,
+    files: &[PathBuf],
+) -> Result<(u64, f64)> {
+    let def = store.table(name)?;
     let started = Instant::now();
     let sources: Vec<Source> = files.iter().cloned().map(Source::File).collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -493,13 +496,19 @@ async fn load(store: &Arc<EmbeddedStore>, table: &str, files: &[PathBuf]) -> Res
     .await??;
     let rows: u64 = read.iter().map(|d| d.rows).sum();
     let batches: Vec<RecordBatch> = read.into_iter().flat_map(|d| d.batches).collect();
-    let summary = store.write(&name, batches).await?;
+    let summary = store.write(name, batches).await?;
     let secs = started.elapsed().as_secs_f64();
     ensure!(
         summary.rows == rows,
-        "stored {} of {rows} rows",
+        "stored {} of {rows} rows of {name}",
         summary.rows
     );
+    Ok((rows, secs))
+}
+
+/// Loads files the way `quarry load` does; returns rows per second.
+async fn load(store: &Arc<EmbeddedStore>, table: &str, files: &[PathBuf]) -> Result<f64> {
+    let (rows, secs) = load_files(store, &TableName::parse(table)?, files).await?;
     let rate = rows as f64 / secs;
     println!("loaded {rows} rows into {table} in {secs:.2} s ({rate:.0} rows/s)");
     Ok(rate)

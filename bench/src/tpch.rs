@@ -18,12 +18,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, ensure};
-use arrow::array::RecordBatch;
+use anyhow::Result;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use quarry_core::schema::TableName;
 use quarry_driver::remote::RemoteDriver;
-use quarry_ingest::{ReadOptions, Source, read_sources};
 use quarry_sql::{QuarrySession, QueryOutput};
 use quarry_store::{EmbeddedOptions, EmbeddedStore, Store};
 use quarry_tpch::{
@@ -184,26 +182,10 @@ pub async fn run(args: TpchArgs) -> Result<()> {
 
 /// Loads every table the way `quarry load` does; returns the rows and seconds in all.
 async fn load(store: &Arc<EmbeddedStore>, files: &[(Table, Vec<PathBuf>)]) -> Result<(u64, f64)> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (mut all_rows, mut all_secs) = (0, 0.0);
     for (table, paths) in files {
         let name = TableName::new(KEYSPACE, table.name());
-        let def = store.table(&name)?;
-        let started = Instant::now();
-        let sources: Vec<Source> = paths.iter().cloned().map(Source::File).collect();
-        let read = tokio::task::spawn_blocking(move || {
-            read_sources(&sources, &def, &ReadOptions::default(), threads, &|_| {})
-        })
-        .await??;
-        let rows: u64 = read.iter().map(|d| d.rows).sum();
-        let batches: Vec<RecordBatch> = read.into_iter().flat_map(|d| d.batches).collect();
-        let summary = store.write(&name, batches).await?;
-        let secs = started.elapsed().as_secs_f64();
-        ensure!(
-            summary.rows == rows,
-            "stored {} of {rows} rows of {name}",
-            summary.rows
-        );
+        let (rows, secs) = crate::load_files(store, &name, paths).await?;
         println!(
             "loaded {rows:>9} rows into {name:<15} in {secs:>6.2} s ({:.0} rows/s)",
             rows as f64 / secs

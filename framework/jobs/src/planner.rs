@@ -261,17 +261,7 @@ impl DistributedPlanner {
         // where its output goes, over its gathered inputs.
         let spreads: Vec<&Spread> = cuts.iter().map(|c| &c.spread).collect();
         if repeats_whole_rows(&plan, &spreads) {
-            let children = cuts
-                .into_iter()
-                .map(|cut| match cut.spread {
-                    Spread::Whole => Ok(cut.plan),
-                    spread => b.cut_stage(cut.plan, spread, ExchangeKind::Gather),
-                })
-                .collect::<Result<Vec<_>>>()?;
-            return Ok(Cut {
-                plan: replace_children_if_necessary(plan, children)?,
-                spread: Spread::Whole,
-            });
+            return b.gather_inputs(plan, cuts);
         }
         // Children that need no particular distribution (a union's inputs) but cannot share a
         // stage (differently placed keyspaces, shards and hash partitions): each is gathered
@@ -286,17 +276,7 @@ impl DistributedPlanner {
                 .try_fold(Spread::Whole, |acc, c| merge(acc, c.spread.clone()))
                 .is_err()
         {
-            let children = cuts
-                .into_iter()
-                .map(|cut| match cut.spread {
-                    Spread::Whole => Ok(cut.plan),
-                    spread => b.cut_stage(cut.plan, spread, ExchangeKind::Gather),
-                })
-                .collect::<Result<Vec<_>>>()?;
-            return Ok(Cut {
-                plan: replace_children_if_necessary(plan, children)?,
-                spread: Spread::Whole,
-            });
+            return b.gather_inputs(plan, cuts);
         }
         let mut children = Vec::new();
         let mut spread = Spread::Whole;
@@ -414,6 +394,21 @@ fn merge(a: Spread, b: Spread) -> Result<Spread> {
 }
 
 impl Builder {
+    /// `plan` run where its output goes, over its inputs gathered from their own stages.
+    fn gather_inputs(&mut self, plan: Arc<dyn ExecutionPlan>, cuts: Vec<Cut>) -> Result<Cut> {
+        let children = cuts
+            .into_iter()
+            .map(|cut| match cut.spread {
+                Spread::Whole => Ok(cut.plan),
+                spread => self.cut_stage(cut.plan, spread, ExchangeKind::Gather),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Cut {
+            plan: replace_children_if_necessary(plan, children)?,
+            spread: Spread::Whole,
+        })
+    }
+
     fn next_id(&self) -> StageId {
         StageId(self.stages.len() as u32 + 1)
     }
