@@ -9,9 +9,11 @@
 //! [`StoreTable`](table::StoreTable) per table, which pushes projections, limits and filters
 //! (partition-key equalities, `token()` ranges, value comparisons for statistics pruning) into
 //! the store's scan, and writes `INSERT` results back with upsert semantics. [`token_udf`] is
-//! CQL's `token()`.
+//! CQL's `token()`. [`checked_aggregates`] replaces DataFusion's `sum` and `avg`, which wrap
+//! on overflow, with ones that fail naming the expression.
 
 pub mod catalog;
+pub mod checked_aggregates;
 pub mod error;
 pub mod filters;
 pub mod options;
