@@ -15,6 +15,7 @@ use quarry_core::schema::{TableDef, TableName};
 use quarry_store::Store;
 
 use crate::catalog::{CATALOG, StoreCatalog};
+use crate::checked_aggregates::{checked_avg_udaf, checked_sum_udaf};
 use crate::error::Result;
 use crate::options::QuarryOptions;
 use crate::token_udf::token_udf;
@@ -126,6 +127,10 @@ impl QuarrySession {
         let ctx = SessionContext::new_with_config(config);
         ctx.register_catalog(CATALOG, Arc::new(StoreCatalog::new(store.clone())));
         ctx.register_udf(token_udf());
+        // In place of DataFusion's, which wrap on overflow; by name, so plans decoded on a
+        // worker resolve them too.
+        ctx.register_udaf(checked_sum_udaf());
+        ctx.register_udaf(checked_avg_udaf());
         QuarrySession {
             ctx,
             store,
