@@ -13,9 +13,11 @@
 //! the store's scan, and writes `INSERT` results back with upsert semantics. A view's SQL is
 //! planned where a statement names it (`sql_planner.rs`); temporary views live in the session
 //! ([`temporary_views`]). Names without a keyspace resolve in the session's keyspace (`USE`).
-//! [`token_udf`] is CQL's `token()`.
+//! [`token_udf`] is CQL's `token()`. [`checked_aggregates`] replaces DataFusion's `sum` and
+//! `avg`, which wrap on overflow, with ones that fail naming the expression.
 
 pub mod catalog;
+pub mod checked_aggregates;
 mod create_table_as;
 pub mod error;
 pub mod filters;

@@ -21,6 +21,7 @@ use quarry_core::schema::{ColumnDef, TableName, ViewDef, validate_identifier};
 use quarry_store::Store;
 
 use crate::catalog::{CATALOG, StoreCatalog};
+use crate::checked_aggregates::{checked_avg_udaf, checked_sum_udaf};
 use crate::create_table_as;
 use crate::error::{Error, Result};
 use crate::options::QuarryOptions;
@@ -153,6 +154,10 @@ impl QuarrySession {
             Arc::new(TemporaryCatalog::new(planner.clone())),
         );
         ctx.register_udf(token_udf());
+        // In place of DataFusion's, which wrap on overflow; by name, so plans decoded on a
+        // worker resolve them too.
+        ctx.register_udaf(checked_sum_udaf());
+        ctx.register_udaf(checked_avg_udaf());
         QuarrySession {
             ctx,
             store,
