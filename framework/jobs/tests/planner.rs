@@ -384,3 +384,65 @@ async fn a_write_plan_for_another_shard_count_is_refused() {
         "{err}"
     );
 }
+
+/// The aggregates of every `AggregateExec` in `plan`, as (mode, function implementation).
+fn aggregates(
+    plan: &Arc<dyn ExecutionPlan>,
+    out: &mut Vec<(String, Arc<dyn datafusion::logical_expr::AggregateUDFImpl>)>,
+) {
+    if let Some(aggregate) =
+        plan.downcast_ref::<datafusion::physical_plan::aggregates::AggregateExec>()
+    {
+        for expr in aggregate.aggr_expr() {
+            out.push((
+                format!("{:?}", aggregate.mode()),
+                expr.fun().inner().clone(),
+            ));
+        }
+    }
+    for child in plan.children() {
+        aggregates(child, out);
+    }
+}
+
+#[tokio::test]
+async fn checked_sum_and_avg_cross_the_wire_by_name_and_resolve_to_the_checked_ones() {
+    use quarry_sql::checked_aggregates::{CheckedAvg, CheckedSum};
+    use std::any::Any;
+
+    let f = fixture().await;
+    let plan = physical(
+        &f,
+        "SELECT device, sum(n), avg(CAST(n AS decimal(20, 2))) FROM synth.daily GROUP BY device",
+    )
+    .await;
+    let graph = DistributedPlanner::new(4).plan(plan).unwrap();
+    // A worker's session decodes the stages: the functions resolve by name in its registry.
+    let worker = QuarrySession::with_config(f.store.clone(), SessionConfig::new());
+    let ctx = worker.context().task_ctx();
+    let codec = QuarryCodec::new(f.store.clone());
+    let mut found = Vec::new();
+    for stage in graph.stages() {
+        if stage.kind == StageKind::Driver {
+            continue;
+        }
+        let back = codec
+            .decode(&codec.encode(stage.plan.clone()).unwrap(), &ctx)
+            .unwrap();
+        aggregates(&back, &mut found);
+    }
+    assert!(
+        found.iter().any(|(mode, _)| mode == "Partial"),
+        "no partial aggregate on a worker: {:?}",
+        found.iter().map(|(m, _)| m).collect::<Vec<_>>()
+    );
+    for (mode, fun) in &found {
+        let fun: &dyn Any = fun.as_ref();
+        assert!(
+            fun.is::<CheckedSum>() || fun.is::<CheckedAvg>(),
+            "a {mode} aggregate decoded to {}",
+            std::any::type_name_of_val(fun)
+        );
+    }
+    assert_eq!(found.len() % 2, 0, "sum and avg in every aggregate");
+}
