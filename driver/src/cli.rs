@@ -63,6 +63,8 @@ pub enum Command {
     Driver(DriverArgs),
     /// Run a worker daemon beside one store node; it registers with a driver.
     Worker(WorkerArgs),
+    /// Run a Rust job: a wasm32 module built with quarry-sdk, or a job crate to build first.
+    Submit(SubmitArgs),
     /// List a driver's recent jobs.
     Jobs(JobsArgs),
     /// Show one job: its state, stages and tasks.
@@ -165,6 +167,30 @@ pub struct WorkerArgs {
     /// holds (give the driver the same list).
     #[arg(long, value_delimiter = ',', value_name = "NODE,...")]
     pub nodes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  quarry submit examples/device-rollup --arg bucket_hours=24
+  quarry submit target/wasm32-unknown-unknown/release/my_job.wasm --arg days=7 --format csv
+
+A job is a Rust crate using quarry-sdk (`quarry_sdk::job!(my_job);`, crate-type cdylib). Given
+its directory, submit builds it for wasm32-unknown-unknown in release first (installing the
+rustup target if missing). Rows from collect() and take(n) print in --format; counts and rows
+written print on stderr. Without --driver the job runs in this process over --data-dir.")]
+pub struct SubmitArgs {
+    /// The job: a .wasm module, or a job crate's directory.
+    #[arg(value_name = "JOB")]
+    pub job: PathBuf,
+    /// A job argument, NAME=VALUE (repeatable); the job reads it with ctx.arg("NAME").
+    #[arg(long = "arg", value_name = "NAME=VALUE", value_parser = crate::commands::submit::parse_arg)]
+    pub args: Vec<(String, String)>,
+    /// How to print collected rows.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    /// Write collected rows to this file instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod commands;
 pub mod daemon;
 pub mod error_report;
+pub mod job_build;
 pub mod logging;
 pub mod output;
 pub mod progress;
@@ -37,6 +38,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => commands::daemons::up(&data_dir, args).await,
         Command::Driver(args) => commands::daemons::driver(&data_dir, args).await,
         Command::Worker(args) => commands::daemons::worker(&data_dir, &driver, args).await,
+        Command::Submit(args) => commands::submit::run(&data_dir, &driver, args).await,
         Command::Jobs(args) => commands::jobs::jobs(&driver, args).await,
         Command::Job(args) => commands::jobs::job(&driver, args).await,
         Command::Cancel(args) => commands::jobs::cancel(&driver, args).await,

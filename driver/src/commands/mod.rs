@@ -6,6 +6,7 @@ pub mod demo;
 pub mod jobs;
 pub mod load;
 pub mod sql;
+pub mod submit;
 
 use std::path::Path;
 use std::sync::Arc;

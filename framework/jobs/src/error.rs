@@ -9,6 +9,15 @@ pub enum Error {
     /// process instead.
     #[error("this query cannot run distributed: {reason}")]
     NotDistributable { reason: String },
+    /// A Rust job that cannot run as written: a source or target that does not match its
+    /// table, a DAG the module should not have produced. The user's to fix.
+    #[error("{message}")]
+    Job { message: String },
+    /// The job's module: refused, or failed in the sandbox.
+    #[error("{0}")]
+    Wasm(#[from] quarry_wasm::Error),
+    #[error("{0}")]
+    Sql(#[from] quarry_sql::Error),
     #[error("{0}")]
     DataFusion(#[from] DataFusionError),
 }

@@ -10,7 +10,8 @@
 //! [`planner`] cuts a plan at exchange points; [`job_graph`] holds the stages; [`codec`] moves
 //! plan fragments over the wire, with Quarry's store scan and exchange reader as extension
 //! nodes; [`exchange`] reads a stage's output from the workers that keep it; [`write`] turns an
-//! `INSERT ... SELECT` into writes from the workers that own the target shards. Scheduling (which
+//! `INSERT ... SELECT` into writes from the workers that own the target shards; [`rust_job`]
+//! lowers a Rust job's DAG into the same plans, with its module's operators as [`WasmExec`]s. Scheduling (which
 //! task runs where) belongs to the driver, running tasks to the worker.
 
 pub mod codec;
@@ -19,8 +20,10 @@ pub mod exchange;
 pub mod ids;
 pub mod job_graph;
 pub mod planner;
+pub mod rust_job;
 pub mod scalar_subquery;
 pub mod task;
+pub mod wasm_exec;
 pub mod write;
 
 pub use codec::{QuarryCodec, TaskBinding};
@@ -32,7 +35,9 @@ pub use exchange::{
 pub use ids::{JobId, StageId, TaskId, WorkerId};
 pub use job_graph::{JobGraph, Stage, StageKind};
 pub use planner::{DistributedPlanner, WriteGroups};
+pub use rust_job::{SinkPlan, lower};
 pub use scalar_subquery::{RunPlan, SubqueryValues, run_scalar_subqueries};
 pub use task::{
     FailureKind, TaskFailure, TaskMetrics, TaskRequest, TaskShards, TaskState, TaskStatus,
 };
+pub use wasm_exec::WasmExec;

@@ -295,6 +295,23 @@ impl QuarrySession {
         Ok(QueryResult::Done(self.execute(sql).await?))
     }
 
+    /// Runs a physical plan planned in this session (a Rust job's sink): on the executor when
+    /// there is one, else in this process. `label` names the job.
+    pub async fn execute_plan(
+        &self,
+        label: &str,
+        plan: Arc<dyn ExecutionPlan>,
+    ) -> Result<SendableRecordBatchStream> {
+        let state = self.ctx.state();
+        match &self.executor {
+            Some(executor) => executor.execute_stream(label, plan, &state).await,
+            None => Ok(datafusion::physical_plan::execute_stream(
+                plan,
+                state.task_ctx(),
+            )?),
+        }
+    }
+
     /// Runs one statement.
     pub async fn execute(&self, sql: &str) -> Result<QueryOutput> {
         let keyspace = self.keyspace();

@@ -1,0 +1,235 @@
+//! Rust jobs end to end: the example job crates built for wasm32 (as `quarry submit` builds
+//! them), planned by their module, run in this process and on a three-worker cluster, and their
+//! results compared with plain DataFusion over the same generated rows.
+//!
+//! ```text
+//!  quarry_iot generator ─┬─▶ EmbeddedStore (iot.readings) ◀── job module (wasmtime) ── results
+//!                        └─▶ MemTable ─▶ plain DataFusion SQL ─────────────────────── expected
+//! ```
+//!
+//! The first run builds the job crates for wasm32 (about a minute on two cores); later runs find
+//! them built.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use quarry_core::schema::TableName;
+use quarry_iot::IotConfig;
+use quarry_sdk::dag::JobArgs;
+use quarry_sql::QuarrySession;
+use quarry_store::{EmbeddedOptions, EmbeddedStore, Store};
+use quarry_wasm::{JobModule, Runtime, RuntimeConfig};
+
+const SCHEMA: &str = "
+CREATE KEYSPACE iot WITH shards = 64 AND replication_factor = 1;
+CREATE TABLE iot.readings (device_id bigint, ts timestamp, sensor text, value double, status int,
+    PRIMARY KEY ((device_id), ts, sensor));
+CREATE KEYSPACE synth WITH shards = 16 AND replication_factor = 1 AND nodes = 1;
+CREATE TABLE synth.device_rollup (device_id bigint, sensor text, bucket timestamp,
+    readings bigint, min_value double, max_value double, avg_value double,
+    PRIMARY KEY ((device_id), sensor, bucket))";
+
+/// The rollup as SQL: what the job must equal, row for row.
+const ROLLUP_SQL: &str = "
+SELECT device_id, sensor, date_trunc('day', ts) AS bucket, count(*) AS readings,
+       min(value) AS min_value, max(value) AS max_value, avg(value) AS avg_value
+FROM readings GROUP BY 1, 2, 3";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The module of an example crate, built once per test process.
+fn module_bytes(example: &str) -> Vec<u8> {
+    static BUILT: OnceLock<std::sync::Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap();
+    let path = built.entry(example.to_string()).or_insert_with(|| {
+        let manifest = workspace()
+            .join("examples")
+            .join(example)
+            .join("Cargo.toml");
+        quarry_driver::job_build::build(&manifest).unwrap()
+    });
+    std::fs::read(path).unwrap()
+}
+
+fn runtime() -> Arc<Runtime> {
+    static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| Arc::new(Runtime::new(RuntimeConfig::default()).unwrap()))
+        .clone()
+}
+
+fn load_module(example: &str) -> Arc<JobModule> {
+    runtime().load(&module_bytes(example)).unwrap()
+}
+
+fn readings() -> Vec<RecordBatch> {
+    IotConfig {
+        rows: 40_000,
+        devices: 40,
+        days: 10,
+        batch_rows: 8192,
+        ..IotConfig::default()
+    }
+    .generator()
+    .collect()
+}
+
+async fn embedded(dir: &Path) -> (Arc<EmbeddedStore>, QuarrySession) {
+    let store = Arc::new(EmbeddedStore::open(dir, EmbeddedOptions::default()).unwrap());
+    let session = QuarrySession::new(store.clone() as Arc<dyn Store>);
+    session.execute_script(SCHEMA).await.unwrap();
+    let name = TableName::new("iot", "readings");
+    let schema = store.table(&name).unwrap().arrow_schema();
+    let batches = readings()
+        .into_iter()
+        .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()).unwrap())
+        .collect();
+    store.write(&name, batches).await.unwrap();
+    (store, session)
+}
+
+/// Rollup rows by key: readings, then min, max and avg (null: no reading had a value).
+type RollupRows = BTreeMap<(i64, String, i64), (i64, Option<f64>, Option<f64>, Option<f64>)>;
+
+/// `batch` with strings as `Utf8` (DataFusion reads them as views).
+fn plain_strings(batch: &RecordBatch) -> RecordBatch {
+    use arrow::datatypes::{DataType, Field, Schema};
+    let columns: Vec<_> = batch
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Utf8View => arrow::compute::cast(c, &DataType::Utf8).unwrap(),
+            _ => c.clone(),
+        })
+        .collect();
+    let fields: Vec<_> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true))
+        .collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+}
+
+fn rollup_rows(batches: &[RecordBatch]) -> RollupRows {
+    let mut rows = BTreeMap::new();
+    for b in batches {
+        let b = &plain_strings(b);
+        let device = b.column(0).as_primitive::<Int64Type>();
+        let sensor = b.column(1).as_string::<i32>();
+        let bucket = b.column(2).as_primitive::<TimestampMillisecondType>();
+        let n = b.column(3).as_primitive::<Int64Type>();
+        let (min, max, avg) = (
+            b.column(4).as_primitive::<Float64Type>(),
+            b.column(5).as_primitive::<Float64Type>(),
+            b.column(6).as_primitive::<Float64Type>(),
+        );
+        for i in 0..b.num_rows() {
+            let key = (
+                device.value(i),
+                sensor.value(i).to_string(),
+                bucket.value(i),
+            );
+            let get = |a: &arrow::array::Float64Array| a.is_valid(i).then(|| a.value(i));
+            let value = (n.value(i), get(min), get(max), get(avg));
+            assert!(rows.insert(key.clone(), value).is_none(), "{key:?} twice");
+        }
+    }
+    rows
+}
+
+async fn expected_rollup() -> RollupRows {
+    let ctx = SessionContext::new();
+    let batches = readings();
+    let table = MemTable::try_new(batches[0].schema(), vec![batches]).unwrap();
+    ctx.register_table("readings", Arc::new(table)).unwrap();
+    let result = ctx.sql(ROLLUP_SQL).await.unwrap().collect().await.unwrap();
+    rollup_rows(&result)
+}
+
+fn assert_same_rollup(got: &RollupRows, want: &RollupRows) {
+    assert_eq!(got.len(), want.len(), "rollup row counts");
+    for (key, want) in want {
+        let got = got.get(key).unwrap_or_else(|| panic!("no row for {key:?}"));
+        assert_eq!(got.0, want.0, "{key:?} readings");
+        for (g, w) in [(got.1, want.1), (got.2, want.2), (got.3, want.3)] {
+            match (g, w) {
+                (Some(g), Some(w)) => assert!(
+                    (g - w).abs() <= 1e-9 * w.abs().max(1.0),
+                    "{key:?}: {g} != {w}"
+                ),
+                _ => assert_eq!(g, w, "{key:?}"),
+            }
+        }
+    }
+}
+
+async fn rollup_table(session: &QuarrySession) -> RollupRows {
+    let output = session
+        .execute("SELECT * FROM synth.device_rollup")
+        .await
+        .unwrap();
+    rollup_rows(&output.batches)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rollup_job_equals_the_sql_rollup_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, session) = embedded(dir.path()).await;
+    let module = load_module("device-rollup");
+    let outputs = quarry_jobs::rust_job::run(&session, &module, &JobArgs::default(), "test")
+        .await
+        .unwrap();
+    let expected = expected_rollup().await;
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(outputs[0].number(), Some(expected.len() as u64));
+    assert_same_rollup(&rollup_table(&session).await, &expected);
+    // At least 10× fewer rows than it read.
+    assert!(
+        expected.len() * 10 <= 40_000,
+        "{} rollup rows",
+        expected.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rollup_job_run_natively_equals_the_sql_rollup() {
+    use quarry_example_device_rollup::{Reading, Rollup, device_rollup};
+    let rows: Vec<Reading> = readings()
+        .iter()
+        .flat_map(|b| {
+            let b = RecordBatch::try_new(
+                Arc::new(arrow::datatypes::Schema::new(
+                    b.schema()
+                        .fields()
+                        .iter()
+                        .take(4)
+                        .map(|f| f.as_ref().clone())
+                        .collect::<Vec<_>>(),
+                )),
+                b.columns()[..4].to_vec(),
+            )
+            .unwrap();
+            quarry_sdk::data::from_batch::<Reading>(&b).unwrap()
+        })
+        .collect();
+    let output = quarry_sdk::LocalJob::new(device_rollup)
+        .table("iot.readings", rows)
+        .run()
+        .unwrap();
+    let written = output.written::<Rollup>("synth.device_rollup").unwrap();
+    let batch = quarry_sdk::data::to_batch(written).unwrap();
+    assert_same_rollup(&rollup_rows(&[batch]), &expected_rollup().await);
+}

@@ -1,0 +1,916 @@
+//! How a job's Rust values become Arrow columns and back.
+//!
+//! Every value a dataset holds implements [`Data`]: it occupies [`Data::WIDTH`] Arrow columns
+//! (its *leaves*), appends itself to their builders, and reads itself back from a row of them.
+//! Composite values flatten: a tuple `(K, V)` is `K`'s columns followed by `V`'s, a
+//! `#[derive(Record)]` struct is its fields' columns in order, named after the fields. That flat
+//! layout is what crosses the module boundary and what the host hashes, joins and writes, so a
+//! key's columns are always the first columns of a keyed row.
+//!
+//! | Rust                | Arrow                          | CQL        |
+//! |---------------------|--------------------------------|------------|
+//! | `bool`              | Boolean                        | boolean    |
+//! | `i8` `i16` `i32` `i64` | Int8 Int16 Int32 Int64      | tinyint smallint int bigint |
+//! | `f32` `f64`         | Float32 Float64                | float double |
+//! | `String`            | Utf8                           | text       |
+//! | [`Blob`]            | Binary                         | blob       |
+//! | [`Timestamp`]       | Timestamp(ms, "UTC")           | timestamp  |
+//! | [`Date`]            | Date32                         | date       |
+//! | `Option<T>`         | `T`'s column, nullable         |            |
+//! | `Vec<T>`            | List of `T` (a struct if `T` is composite) | |
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow_array::builder::{BinaryBuilder, BooleanBuilder, PrimitiveBuilder, StringBuilder};
+use arrow_array::types::{
+    ArrowPrimitiveType, Date32Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
+    Int64Type, TimestampMillisecondType,
+};
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, ListArray, PrimitiveArray, RecordBatch,
+    StringArray, StructArray,
+};
+use arrow_buffer::{NullBuffer, OffsetBuffer};
+use arrow_schema::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
+
+/// The time zone of CQL timestamps as the store maps them.
+pub const TIMESTAMP_TZ: &str = "UTC";
+
+/// A value that can travel in a dataset: see the module docs for the mapping.
+pub trait Data: Sized + 'static {
+    /// Arrow columns one value occupies.
+    const WIDTH: usize;
+    /// Builds the columns of many values.
+    type Builder;
+    /// Reads values back from columns.
+    type Reader<'a>;
+
+    /// Appends this type's leaf fields, named under `name` (see [`child_name`]); `nullable`
+    /// when an enclosing `Option` makes them so.
+    fn fields(name: &str, nullable: bool, out: &mut Vec<Field>);
+    fn builder(capacity: usize) -> Self::Builder;
+    fn append(builder: &mut Self::Builder, value: Self);
+    /// Appends a null in every leaf (for an enclosing `Option`).
+    fn append_null(builder: &mut Self::Builder);
+    fn finish(builder: Self::Builder, out: &mut Vec<ArrayRef>);
+    /// A reader over exactly [`Data::WIDTH`] columns, checking their types.
+    fn reader<'a>(columns: Columns<'a>) -> Result<Self::Reader<'a>, DataError>;
+    fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError>;
+    /// Whether the value at `row` is null (meaningful for single-column types).
+    fn is_null(reader: &Self::Reader<'_>, row: usize) -> bool;
+}
+
+/// The columns a reader reads, with their fields (for messages).
+#[derive(Debug, Clone, Copy)]
+pub struct Columns<'a> {
+    pub arrays: &'a [ArrayRef],
+    pub fields: &'a [FieldRef],
+}
+
+impl<'a> Columns<'a> {
+    pub fn of(batch: &'a RecordBatch) -> Columns<'a> {
+        Columns {
+            arrays: batch.columns(),
+            fields: batch.schema_ref().fields(),
+        }
+    }
+
+    /// The first `n` columns, and the rest.
+    pub fn split(self, n: usize) -> Result<(Columns<'a>, Columns<'a>), DataError> {
+        if self.arrays.len() < n || self.fields.len() < n {
+            return Err(DataError::Shape {
+                expected: n,
+                found: self.arrays.len(),
+            });
+        }
+        let (a, b) = self.arrays.split_at(n);
+        let (f, g) = self.fields.split_at(n);
+        Ok((
+            Columns {
+                arrays: a,
+                fields: f,
+            },
+            Columns {
+                arrays: b,
+                fields: g,
+            },
+        ))
+    }
+}
+
+/// A row that does not fit the type that reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataError {
+    /// A column of another type than the field that reads it.
+    Type {
+        column: String,
+        expected: String,
+        found: String,
+    },
+    /// A null where the type has no `Option`.
+    Null { column: String },
+    /// Fewer columns than the type occupies.
+    Shape { expected: usize, found: usize },
+    /// Arrow refused to build the columns.
+    Arrow { message: String },
+}
+
+impl fmt::Display for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataError::Type {
+                column,
+                expected,
+                found,
+            } => write!(
+                f,
+                "column '{column}' is {found}, but the field reading it expects {expected}"
+            ),
+            DataError::Null { column } => write!(
+                f,
+                "column '{column}' holds a null; declare the field as Option<...> to read it"
+            ),
+            DataError::Shape { expected, found } => write!(
+                f,
+                "a row of {found} columns cannot hold a value of {expected} columns"
+            ),
+            DataError::Arrow { message } => write!(f, "building Arrow columns: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for DataError {}
+
+/// The name of a child column: `child` at the top level, `parent_child` below it.
+pub fn child_name(parent: &str, child: &str) -> String {
+    if parent.is_empty() {
+        child.to_string()
+    } else {
+        format!("{parent}_{child}")
+    }
+}
+
+/// The schema of a dataset of `T`.
+pub fn schema_of<T: Data>() -> SchemaRef {
+    let mut fields = Vec::with_capacity(T::WIDTH);
+    T::fields("", false, &mut fields);
+    Arc::new(Schema::new(fields))
+}
+
+/// Encodes values as one batch of [`schema_of::<T>`](schema_of).
+pub fn to_batch<T: Data>(values: impl IntoIterator<Item = T>) -> Result<RecordBatch, DataError> {
+    let values = values.into_iter();
+    let mut builder = T::builder(values.size_hint().0);
+    let mut rows = 0;
+    for value in values {
+        T::append(&mut builder, value);
+        rows += 1;
+    }
+    finish_batch::<T>(builder, rows)
+}
+
+/// Finishes a builder of `rows` values into a batch.
+pub fn finish_batch<T: Data>(builder: T::Builder, rows: usize) -> Result<RecordBatch, DataError> {
+    let mut columns = Vec::with_capacity(T::WIDTH);
+    T::finish(builder, &mut columns);
+    let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
+    RecordBatch::try_new_with_options(schema_of::<T>(), columns, &options).map_err(|e| {
+        DataError::Arrow {
+            message: e.to_string(),
+        }
+    })
+}
+
+/// Decodes every row of `batch` as a `T`.
+pub fn from_batch<T: Data>(batch: &RecordBatch) -> Result<Vec<T>, DataError> {
+    let reader = T::reader(Columns::of(batch))?;
+    (0..batch.num_rows())
+        .map(|row| T::read(&reader, row))
+        .collect()
+}
+
+/// Reads one column as an array of type `A`.
+pub struct LeafReader<'a, A> {
+    array: &'a A,
+    name: &'a str,
+    has_nulls: bool,
+}
+
+impl<A> fmt::Debug for LeafReader<'_, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeafReader")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl<'a, A: Array + 'static> LeafReader<'a, A> {
+    fn new(columns: Columns<'a>, expected: &DataType) -> Result<Self, DataError> {
+        let (Some(array), Some(field)) = (columns.arrays.first(), columns.fields.first()) else {
+            return Err(DataError::Shape {
+                expected: 1,
+                found: 0,
+            });
+        };
+        let mismatch = || DataError::Type {
+            column: field.name().clone(),
+            expected: expected.to_string(),
+            found: array.data_type().to_string(),
+        };
+        if !same_type(array.data_type(), expected) {
+            return Err(mismatch());
+        }
+        let array = array.as_any().downcast_ref::<A>().ok_or_else(mismatch)?;
+        Ok(LeafReader {
+            array,
+            name: field.name(),
+            has_nulls: array.null_count() > 0,
+        })
+    }
+
+    /// The array, after checking that `row` is not null.
+    fn non_null(&self, row: usize) -> Result<&'a A, DataError> {
+        if self.has_nulls && self.array.is_null(row) {
+            return Err(DataError::Null {
+                column: self.name.to_string(),
+            });
+        }
+        Ok(self.array)
+    }
+}
+
+/// Types equal up to nested field names and nullability (a list's item may be named otherwise).
+fn same_type(found: &DataType, expected: &DataType) -> bool {
+    match (found, expected) {
+        (DataType::List(a), DataType::List(b)) => same_type(a.data_type(), b.data_type()),
+        (DataType::Struct(a), DataType::Struct(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b.iter())
+                    .all(|(a, b)| same_type(a.data_type(), b.data_type()))
+        }
+        _ => found == expected,
+    }
+}
+
+macro_rules! primitive_data {
+    ($rust:ty, $arrow:ty, $data_type:expr) => {
+        impl Data for $rust {
+            const WIDTH: usize = 1;
+            type Builder = PrimitiveBuilder<$arrow>;
+            type Reader<'a> = LeafReader<'a, PrimitiveArray<$arrow>>;
+
+            fn fields(name: &str, nullable: bool, out: &mut Vec<Field>) {
+                out.push(Field::new(leaf_name(name), $data_type, nullable));
+            }
+            fn builder(capacity: usize) -> Self::Builder {
+                PrimitiveBuilder::<$arrow>::with_capacity(capacity)
+            }
+            fn append(builder: &mut Self::Builder, value: Self) {
+                builder.append_value(value);
+            }
+            fn append_null(builder: &mut Self::Builder) {
+                builder.append_null();
+            }
+            fn finish(mut builder: Self::Builder, out: &mut Vec<ArrayRef>) {
+                out.push(Arc::new(builder.finish()));
+            }
+            fn reader<'a>(columns: Columns<'a>) -> Result<Self::Reader<'a>, DataError> {
+                LeafReader::new(columns, &$data_type)
+            }
+            fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError> {
+                Ok(reader.non_null(row)?.value(row))
+            }
+            fn is_null(reader: &Self::Reader<'_>, row: usize) -> bool {
+                reader.array.is_null(row)
+            }
+        }
+    };
+}
+
+primitive_data!(i8, Int8Type, DataType::Int8);
+primitive_data!(i16, Int16Type, DataType::Int16);
+primitive_data!(i32, Int32Type, DataType::Int32);
+primitive_data!(i64, Int64Type, DataType::Int64);
+primitive_data!(f32, Float32Type, DataType::Float32);
+primitive_data!(f64, Float64Type, DataType::Float64);
+
+/// The name of a single column: `value` at the top level.
+fn leaf_name(name: &str) -> String {
+    if name.is_empty() {
+        "value".to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+/// A CQL `timestamp`: milliseconds since the Unix epoch, UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub const MILLIS_PER_HOUR: i64 = 3_600_000;
+
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+
+    /// The start of the `bucket_millis`-long bucket holding this instant (`date_trunc`-like for
+    /// buckets that divide a day; times before 1970 round down too).
+    pub fn truncate(self, bucket_millis: i64) -> Timestamp {
+        Timestamp(self.0.div_euclid(bucket_millis.max(1)) * bucket_millis.max(1))
+    }
+}
+
+/// A CQL `date`: days since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Date(pub i32);
+
+/// A CQL `blob`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Blob(pub Vec<u8>);
+
+macro_rules! newtype_data {
+    ($rust:ident, $arrow:ty, $data_type:expr, $builder:expr) => {
+        impl Data for $rust {
+            const WIDTH: usize = 1;
+            type Builder = PrimitiveBuilder<$arrow>;
+            type Reader<'a> = LeafReader<'a, PrimitiveArray<$arrow>>;
+
+            fn fields(name: &str, nullable: bool, out: &mut Vec<Field>) {
+                out.push(Field::new(leaf_name(name), $data_type, nullable));
+            }
+            fn builder(capacity: usize) -> Self::Builder {
+                $builder(capacity)
+            }
+            fn append(builder: &mut Self::Builder, value: Self) {
+                builder.append_value(value.0);
+            }
+            fn append_null(builder: &mut Self::Builder) {
+                builder.append_null();
+            }
+            fn finish(mut builder: Self::Builder, out: &mut Vec<ArrayRef>) {
+                out.push(Arc::new(builder.finish()));
+            }
+            fn reader<'a>(columns: Columns<'a>) -> Result<Self::Reader<'a>, DataError> {
+                LeafReader::new(columns, &$data_type)
+            }
+            fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError> {
+                Ok($rust(reader.non_null(row)?.value(row)))
+            }
+            fn is_null(reader: &Self::Reader<'_>, row: usize) -> bool {
+                reader.array.is_null(row)
+            }
+        }
+    };
+}
+
+fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some(Arc::from(TIMESTAMP_TZ)))
+}
+
+fn primitive_builder<T: ArrowPrimitiveType>(capacity: usize) -> PrimitiveBuilder<T> {
+    PrimitiveBuilder::<T>::with_capacity(capacity)
+}
+
+newtype_data!(
+    Timestamp,
+    TimestampMillisecondType,
+    timestamp_type(),
+    |capacity| primitive_builder::<TimestampMillisecondType>(capacity).with_timezone(TIMESTAMP_TZ)
+);
+newtype_data!(
+    Date,
+    Date32Type,
+    DataType::Date32,
+    primitive_builder::<Date32Type>
+);
+
+impl Data for bool {
+    const WIDTH: usize = 1;
+    type Builder = BooleanBuilder;
+    type Reader<'a> = LeafReader<'a, BooleanArray>;
+
+    fn fields(name: &str, nullable: bool, out: &mut Vec<Field>) {
+        out.push(Field::new(leaf_name(name), DataType::Boolean, nullable));
+    }
+    fn builder(capacity: usize) -> Self::Builder {
+        BooleanBuilder::with_capacity(capacity)
+    }
+    fn append(builder: &mut Self::Builder, value: Self) {
+        builder.append_value(value);
+    }
+    fn append_null(builder: &mut Self::Builder) {
+        builder.append_null();
+    }
+    fn finish(mut builder: Self::Builder, out: &mut Vec<ArrayRef>) {
+        out.push(Arc::new(builder.finish()));
+    }
+    fn reader<'a>(columns: Columns<'a>) -> Result<Self::Reader<'a>, DataError> {
+        LeafReader::new(columns, &DataType::Boolean)
+    }
+    fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError> {
+        Ok(reader.non_null(row)?.value(row))
+    }
+    fn is_null(reader: &Self::Reader<'_>, row: usize) -> bool {
+        reader.array.is_null(row)
+    }
+}
+
+impl Data for String {
+    const WIDTH: usize = 1;
+    type Builder = StringBuilder;
+    type Reader<'a> = LeafReader<'a, StringArray>;
+
+    fn fields(name: &str, nullable: bool, out: &mut Vec<Field>) {
+        out.push(Field::new(leaf_name(name), DataType::Utf8, nullable));
+    }
+    fn builder(capacity: usize) -> Self::Builder {
+        StringBuilder::with_capacity(capacity, capacity * 8)
+    }
+    fn append(builder: &mut Self::Builder, value: Self) {
+        builder.append_value(value);
+    }
+    fn append_null(builder: &mut Self::Builder) {
+        builder.append_null();
+    }
+    fn finish(mut builder: Self::Builder, out: &mut Vec<ArrayRef>) {
+        out.push(Arc::new(builder.finish()));
+    }
+    fn reader<'a>(columns: Columns<'a>) -> Result<Self::Reader<'a>, DataError> {
+        LeafReader::new(columns, &DataType::Utf8)
+    }
+    fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError> {
+        Ok(reader.non_null(row)?.value(row).to_string())
+    }
+    fn is_null(reader: &Self::Reader<'_>, row: usize) -> bool {
+        reader.array.is_null(row)
+    }
+}
+
+impl Data for Blob {
+    const WIDTH: usize = 1;
+    type Builder = BinaryBuilder;
+    type Reader<'a> = LeafReader<'a, BinaryArray>;
+
+    fn fields(name: &str, nullable: bool, out: &mut Vec<Field>) {
+        out.push(Field::new(leaf_name(name), DataType::Binary, nullable));
+    }
+    fn builder(capacity: usize) -> Self::Builder {
+        BinaryBuilder::with_capacity(capacity, capacity * 8)
+    }
+    fn append(builder: &mut Self::Builder, value: Self) {
+        builder.append_value(value.0);
+    }
+    fn append_null(builder: &mut Self::Builder) {
+        builder.append_null();
+    }
+    fn finish(mut builder: Self::Builder, out: &mut Vec<ArrayRef>) {
+        out.push(Arc::new(builder.finish()));
+    }
+    fn reader<'a>(columns: Columns<'a>) -> Result<Self::Reader<'a>, DataError> {
+        LeafReader::new(columns, &DataType::Binary)
+    }
+    fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError> {
+        Ok(Blob(reader.non_null(row)?.value(row).to_vec()))
+    }
+    fn is_null(reader: &Self::Reader<'_>, row: usize) -> bool {
+        reader.array.is_null(row)
+    }
+}
+
+/// `Option<T>` of a single-column `T` is that column, nullable. A composite `T` gets a leading
+/// boolean column named `<name>_some` (true, or null for `None`) before its nullable columns, so
+/// that `Some` of an all-null value stays `Some`.
+pub struct OptionBuilder<T: Data> {
+    marker: Option<BooleanBuilder>,
+    inner: T::Builder,
+}
+
+impl<T: Data> fmt::Debug for OptionBuilder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OptionBuilder").finish_non_exhaustive()
+    }
+}
+
+pub struct OptionReader<'a, T: Data> {
+    marker: Option<&'a BooleanArray>,
+    inner: T::Reader<'a>,
+}
+
+impl<T: Data> fmt::Debug for OptionReader<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OptionReader").finish_non_exhaustive()
+    }
+}
+
+impl<T: Data> Data for Option<T> {
+    const WIDTH: usize = if T::WIDTH == 1 { 1 } else { T::WIDTH + 1 };
+    type Builder = OptionBuilder<T>;
+    type Reader<'a> = OptionReader<'a, T>;
+
+    fn fields(name: &str, _nullable: bool, out: &mut Vec<Field>) {
+        if T::WIDTH != 1 {
+            out.push(Field::new(
+                child_name(name, "some"),
+                DataType::Boolean,
+                true,
+            ));
+        }
+        T::fields(name, true, out);
+    }
+    fn builder(capacity: usize) -> Self::Builder {
+        OptionBuilder {
+            marker: (T::WIDTH != 1).then(|| BooleanBuilder::with_capacity(capacity)),
+            inner: T::builder(capacity),
+        }
+    }
+    fn append(builder: &mut Self::Builder, value: Self) {
+        match value {
+            Some(value) => {
+                if let Some(marker) = &mut builder.marker {
+                    marker.append_value(true);
+                }
+                T::append(&mut builder.inner, value);
+            }
+            None => Self::append_null(builder),
+        }
+    }
+    fn append_null(builder: &mut Self::Builder) {
+        if let Some(marker) = &mut builder.marker {
+            marker.append_null();
+        }
+        T::append_null(&mut builder.inner);
+    }
+    fn finish(builder: Self::Builder, out: &mut Vec<ArrayRef>) {
+        if let Some(mut marker) = builder.marker {
+            out.push(Arc::new(marker.finish()));
+        }
+        T::finish(builder.inner, out);
+    }
+    fn reader<'a>(columns: Columns<'a>) -> Result<Self::Reader<'a>, DataError> {
+        if T::WIDTH == 1 {
+            return Ok(OptionReader {
+                marker: None,
+                inner: T::reader(columns)?,
+            });
+        }
+        let (marker, rest) = columns.split(1)?;
+        let marker = LeafReader::<BooleanArray>::new(marker, &DataType::Boolean)?;
+        Ok(OptionReader {
+            marker: Some(marker.array),
+            inner: T::reader(rest)?,
+        })
+    }
+    fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError> {
+        let present = match reader.marker {
+            Some(marker) => marker.is_valid(row),
+            None => !T::is_null(&reader.inner, row),
+        };
+        if present {
+            T::read(&reader.inner, row).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+    fn is_null(reader: &Self::Reader<'_>, row: usize) -> bool {
+        match reader.marker {
+            Some(marker) => marker.is_null(row),
+            None => T::is_null(&reader.inner, row),
+        }
+    }
+}
+
+/// `Vec<T>` is one list column; its items are `T`'s column, or a struct of `T`'s columns.
+pub struct ListBuilder<T: Data> {
+    items: T::Builder,
+    offsets: Vec<i32>,
+    valid: Vec<bool>,
+}
+
+impl<T: Data> fmt::Debug for ListBuilder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListBuilder")
+            .field("lists", &self.valid.len())
+            .finish_non_exhaustive()
+    }
+}
+
+pub struct ListReader<'a, T: Data> {
+    list: &'a ListArray,
+    name: &'a str,
+    items: T::Reader<'a>,
+}
+
+impl<T: Data> fmt::Debug for ListReader<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListReader")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn item_fields<T: Data>() -> Vec<Field> {
+    let mut fields = Vec::with_capacity(T::WIDTH);
+    T::fields("", false, &mut fields);
+    fields
+}
+
+fn list_item_field<T: Data>() -> Field {
+    let fields = item_fields::<T>();
+    if T::WIDTH == 1 {
+        fields
+            .into_iter()
+            .next()
+            .map(|f| f.with_name("item"))
+            .unwrap_or_else(|| Field::new("item", DataType::Null, true))
+    } else {
+        Field::new("item", DataType::Struct(Fields::from(fields)), false)
+    }
+}
+
+impl<T: Data> Data for Vec<T> {
+    const WIDTH: usize = 1;
+    type Builder = ListBuilder<T>;
+    type Reader<'a> = ListReader<'a, T>;
+
+    fn fields(name: &str, nullable: bool, out: &mut Vec<Field>) {
+        out.push(Field::new(
+            leaf_name(name),
+            DataType::List(Arc::new(list_item_field::<T>())),
+            nullable,
+        ));
+    }
+    fn builder(capacity: usize) -> Self::Builder {
+        let mut offsets = Vec::with_capacity(capacity + 1);
+        offsets.push(0);
+        ListBuilder {
+            items: T::builder(capacity),
+            offsets,
+            valid: Vec::with_capacity(capacity),
+        }
+    }
+    fn append(builder: &mut Self::Builder, value: Self) {
+        let end = builder.offsets.last().copied().unwrap_or(0) + value.len() as i32;
+        for item in value {
+            T::append(&mut builder.items, item);
+        }
+        builder.offsets.push(end);
+        builder.valid.push(true);
+    }
+    fn append_null(builder: &mut Self::Builder) {
+        let end = builder.offsets.last().copied().unwrap_or(0);
+        builder.offsets.push(end);
+        builder.valid.push(false);
+    }
+    fn finish(builder: Self::Builder, out: &mut Vec<ArrayRef>) {
+        let mut items = Vec::with_capacity(T::WIDTH);
+        T::finish(builder.items, &mut items);
+        let item_field = list_item_field::<T>();
+        let values: ArrayRef = if T::WIDTH == 1 {
+            items
+                .pop()
+                .unwrap_or_else(|| arrow_array::new_empty_array(&DataType::Null))
+        } else {
+            let fields = Fields::from(item_fields::<T>());
+            let len = builder.offsets.last().copied().unwrap_or(0) as usize;
+            if items.is_empty() {
+                Arc::new(StructArray::new_empty_fields(len, None))
+            } else {
+                Arc::new(StructArray::new(fields, items, None))
+            }
+        };
+        let nulls = builder
+            .valid
+            .iter()
+            .any(|v| !v)
+            .then(|| NullBuffer::from(builder.valid.clone()));
+        out.push(Arc::new(ListArray::new(
+            Arc::new(item_field),
+            OffsetBuffer::new(builder.offsets.into()),
+            values,
+            nulls,
+        )));
+    }
+    fn reader<'a>(columns: Columns<'a>) -> Result<Self::Reader<'a>, DataError> {
+        let (Some(array), Some(field)) = (columns.arrays.first(), columns.fields.first()) else {
+            return Err(DataError::Shape {
+                expected: 1,
+                found: 0,
+            });
+        };
+        let expected = DataType::List(Arc::new(list_item_field::<T>()));
+        let mismatch = || DataError::Type {
+            column: field.name().clone(),
+            expected: expected.to_string(),
+            found: array.data_type().to_string(),
+        };
+        let list = array
+            .as_any()
+            .downcast_ref::<ListArray>()
+            .ok_or_else(mismatch)?;
+        if !same_type(list.data_type(), &expected) {
+            return Err(mismatch());
+        }
+        let DataType::List(item) = list.data_type() else {
+            return Err(mismatch());
+        };
+        let items = if T::WIDTH == 1 {
+            Columns {
+                arrays: std::slice::from_ref(list.values()),
+                fields: std::slice::from_ref(item),
+            }
+        } else {
+            let values = list
+                .values()
+                .as_any()
+                .downcast_ref::<StructArray>()
+                .ok_or_else(mismatch)?;
+            let DataType::Struct(fields) = item.data_type() else {
+                return Err(mismatch());
+            };
+            Columns {
+                arrays: values.columns(),
+                fields,
+            }
+        };
+        Ok(ListReader {
+            list,
+            name: field.name(),
+            items: T::reader(items)?,
+        })
+    }
+    fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError> {
+        if reader.list.is_null(row) {
+            return Err(DataError::Null {
+                column: reader.name.to_string(),
+            });
+        }
+        let offsets = reader.list.value_offsets();
+        let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+        (start..end).map(|i| T::read(&reader.items, i)).collect()
+    }
+    fn is_null(reader: &Self::Reader<'_>, row: usize) -> bool {
+        reader.list.is_null(row)
+    }
+}
+
+/// `()` occupies no columns: `key_by(|_| ())` keys everything alike, `map(|r| (r.id, ()))` is a
+/// set of keys.
+impl Data for () {
+    const WIDTH: usize = 0;
+    type Builder = ();
+    type Reader<'a> = ();
+
+    fn fields(_name: &str, _nullable: bool, _out: &mut Vec<Field>) {}
+    fn builder(_capacity: usize) -> Self::Builder {}
+    fn append(_builder: &mut Self::Builder, _value: Self) {}
+    fn append_null(_builder: &mut Self::Builder) {}
+    fn finish(_builder: Self::Builder, _out: &mut Vec<ArrayRef>) {}
+    fn reader<'a>(_columns: Columns<'a>) -> Result<Self::Reader<'a>, DataError> {
+        Ok(())
+    }
+    fn read(_reader: &Self::Reader<'_>, _row: usize) -> Result<Self, DataError> {
+        Ok(())
+    }
+    fn is_null(_reader: &Self::Reader<'_>, _row: usize) -> bool {
+        false
+    }
+}
+
+macro_rules! tuple_data {
+    ($($name:ident $index:tt),+) => {
+        impl<$($name: Data),+> Data for ($($name,)+) {
+            const WIDTH: usize = 0 $(+ $name::WIDTH)+;
+            type Builder = ($($name::Builder,)+);
+            type Reader<'a> = ($($name::Reader<'a>,)+);
+
+            fn fields(name: &str, nullable: bool, out: &mut Vec<Field>) {
+                $($name::fields(&child_name(name, concat!("_", stringify!($index))), nullable, out);)+
+            }
+            fn builder(capacity: usize) -> Self::Builder {
+                ($($name::builder(capacity),)+)
+            }
+            fn append(builder: &mut Self::Builder, value: Self) {
+                $($name::append(&mut builder.$index, value.$index);)+
+            }
+            fn append_null(builder: &mut Self::Builder) {
+                $($name::append_null(&mut builder.$index);)+
+            }
+            fn finish(builder: Self::Builder, out: &mut Vec<ArrayRef>) {
+                $($name::finish(builder.$index, out);)+
+            }
+            #[allow(non_snake_case, reason = "each element's columns are named after its type parameter")]
+            fn reader<'a>(columns: Columns<'a>) -> Result<Self::Reader<'a>, DataError> {
+                let rest = columns;
+                $(let ($name, rest) = rest.split($name::WIDTH)?;)+
+                let _ = rest;
+                Ok(($($name::reader($name)?,)+))
+            }
+            fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError> {
+                Ok(($($name::read(&reader.$index, row)?,)+))
+            }
+            fn is_null(_reader: &Self::Reader<'_>, _row: usize) -> bool {
+                false
+            }
+        }
+    };
+}
+
+tuple_data!(A 0);
+tuple_data!(A 0, B 1);
+tuple_data!(A 0, B 1, C 2);
+tuple_data!(A 0, B 1, C 2, D 3);
+tuple_data!(A 0, B 1, C 2, D 3, E 4);
+tuple_data!(A 0, B 1, C 2, D 3, E 4, F 5);
+tuple_data!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+tuple_data!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T: Data + Clone + PartialEq + fmt::Debug>(values: Vec<T>) -> RecordBatch {
+        let batch = to_batch(values.clone()).unwrap();
+        assert_eq!(batch.num_columns(), T::WIDTH);
+        assert_eq!(from_batch::<T>(&batch).unwrap(), values);
+        batch
+    }
+
+    #[test]
+    fn primitives_round_trip_as_the_stores_types() {
+        let batch = round_trip(vec![(1i64, 2.5f64, "a".to_string(), Timestamp(7), true)]);
+        let types: Vec<_> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        assert_eq!(
+            types,
+            vec![
+                DataType::Int64,
+                DataType::Float64,
+                DataType::Utf8,
+                timestamp_type(),
+                DataType::Boolean
+            ]
+        );
+        round_trip(vec![(1i8, 2i16, 3i32, 4f32, Date(5), Blob(vec![1, 2]))]);
+    }
+
+    #[test]
+    fn options_keep_some_of_all_null_values_apart_from_none() {
+        round_trip(vec![Some(1i64), None, Some(3)]);
+        let batch = round_trip(vec![
+            (1i64, Some((Some(2i64), None::<String>))),
+            (2, Some((None, None))),
+            (3, None),
+        ]);
+        // key, marker, two nullable leaves.
+        assert_eq!(batch.num_columns(), 4);
+        assert_eq!(batch.schema().field(1).name(), "_1_some");
+    }
+
+    #[test]
+    fn lists_of_leaves_and_of_tuples_round_trip() {
+        round_trip(vec![vec![1.5f64, 2.5], vec![], vec![3.0]]);
+        round_trip(vec![(
+            "k".to_string(),
+            vec![(1i64, "x".to_string()), (2, "y".to_string())],
+        )]);
+        round_trip(vec![Some(vec![1i32]), None]);
+    }
+
+    #[test]
+    fn a_null_into_a_plain_field_names_the_column() {
+        let batch = to_batch(vec![Some(1i64), None]).unwrap();
+        let err = from_batch::<i64>(&batch).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "column 'value' holds a null; declare the field as Option<...> to read it"
+        );
+    }
+
+    #[test]
+    fn a_column_of_another_type_names_both_types() {
+        let batch = to_batch(vec![(1i64, "x".to_string())]).unwrap();
+        let err = from_batch::<(i64, f64)>(&batch).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "column '_1' is Utf8, but the field reading it expects Float64"
+        );
+        let err = from_batch::<(i64, String, i64)>(&batch).unwrap_err();
+        assert!(matches!(err, DataError::Shape { .. }), "{err}");
+    }
+
+    #[test]
+    fn timestamps_truncate_to_buckets() {
+        assert_eq!(
+            Timestamp(3_700_000).truncate(3_600_000),
+            Timestamp(3_600_000)
+        );
+        assert_eq!(Timestamp(-1).truncate(3_600_000), Timestamp(-3_600_000));
+    }
+}

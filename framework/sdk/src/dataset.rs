@@ -1,0 +1,672 @@
+//! Typed, lazy datasets and the job context that records what they become.
+//!
+//! A job function runs in every instance of the module: at the driver to produce the DAG, and
+//! in each task to find the operator the task runs. It builds the same graph each time (a module
+//! has no clock or randomness, and gets the same arguments), so operators are addressed by
+//! their index in it.
+//!
+//! A [`Dataset`] is a *root* (a node whose output leaves the module as batches: a source, a
+//! shuffle's merge, a join, a union) plus a fused chain of narrow closures over the root's rows.
+//! `map`, `filter`, `flat_map` and `key_by` only extend the chain; wide operations and sinks end
+//! it, registering the chain as one operator.
+//!
+//! ```text
+//!   source ─▶ filter ─▶ key_by ─▶ reduce_by_key ─▶ map ─▶ write_to
+//!   └──── op 0: decode, filter, key_by, combine ───┘ ╎ shuffle ╎
+//!                           └─ op 1: merge ──┘ └─ op 2: map, encode ─┘
+//! ```
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::panic::Location;
+use std::rc::Rc;
+use std::str::FromStr;
+
+use arrow_array::RecordBatch;
+
+use crate::dag::{JobArgs, JobDag, Node, NodeIndex, OpInfo, OpKind, Sink};
+use crate::data::{Columns, Data, finish_batch, schema_of};
+use crate::error::{JobError, Result};
+use crate::ipc;
+
+/// A job: builds its datasets and sinks from the context.
+pub type JobFn = fn(&JobContext) -> Result<()>;
+
+/// Receives the rows a chain emits.
+pub(crate) type Emit<'e, T> = &'e mut dyn FnMut(T) -> Result<()>;
+/// A root's batch through a fused chain of closures.
+pub(crate) type Pipe<T> = Rc<dyn Fn(&RecordBatch, Emit<'_, T>) -> Result<()>>;
+
+/// One running operator: batches in, batches out.
+pub(crate) trait OpState {
+    fn push(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>>;
+    fn finish(&mut self) -> Result<Vec<RecordBatch>>;
+}
+
+/// Makes a fresh state of an operator for each task.
+pub(crate) type OpFactory = Rc<dyn Fn() -> Box<dyn OpState>>;
+
+/// Hash maps of keyed operators: fixed seeds, so the same input gives the same output order.
+type KeyMap<K, V> = HashMap<K, V, ahash::RandomState>;
+
+fn key_map<K, V>() -> KeyMap<K, V> {
+    KeyMap::with_hasher(ahash::RandomState::with_seeds(
+        0x243f_6a88_85a3_08d3,
+        0x1319_8a2e_0370_7344,
+        0xa409_3822_299f_31d0,
+        0x082e_fa98_ec4e_6c89,
+    ))
+}
+
+thread_local! {
+    /// The closure running now, for the panic message.
+    static CURRENT: Cell<&'static str> = const { Cell::new("the job") };
+}
+
+/// The closure that was running when a panic happened.
+pub(crate) fn current_closure() -> &'static str {
+    CURRENT.with(Cell::get)
+}
+
+fn enter(name: &'static str) {
+    CURRENT.with(|c| c.set(name));
+}
+
+/// `what at file:line:column` of the caller, kept for the module's lifetime (an instance lives
+/// for one task).
+#[track_caller]
+fn closure_name(what: &str) -> &'static str {
+    let at = Location::caller();
+    Box::leak(format!("{what} at {}:{}:{}", at.file(), at.line(), at.column()).into_boxed_str())
+}
+
+#[derive(Default)]
+pub(crate) struct Graph {
+    nodes: Vec<Node>,
+    ops: Vec<OpInfo>,
+    factories: Vec<OpFactory>,
+    sinks: usize,
+    errors: Vec<String>,
+}
+
+impl Graph {
+    fn node(&mut self, node: Node) -> NodeIndex {
+        self.nodes.push(node);
+        (self.nodes.len() - 1) as NodeIndex
+    }
+
+    fn op<T: Data>(&mut self, name: String, kind: OpKind, factory: OpFactory) -> u32 {
+        self.ops.push(OpInfo {
+            name,
+            kind,
+            output_schema: ipc::schema_bytes(&schema_of::<T>()),
+        });
+        self.factories.push(factory);
+        (self.ops.len() - 1) as u32
+    }
+}
+
+/// What a job function is given: its arguments and the sources it reads.
+pub struct JobContext {
+    graph: Rc<RefCell<Graph>>,
+    args: JobArgs,
+}
+
+impl fmt::Debug for JobContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobContext")
+            .field("args", &self.args)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A built job: its DAG and how to start each operator.
+pub(crate) struct BuiltJob {
+    pub dag: JobDag,
+    pub factories: Vec<OpFactory>,
+}
+
+impl JobContext {
+    pub(crate) fn new(args: JobArgs) -> Self {
+        JobContext {
+            graph: Rc::new(RefCell::new(Graph::default())),
+            args,
+        }
+    }
+
+    /// Runs `job` and returns what it built.
+    pub(crate) fn build(job: JobFn, args: JobArgs) -> Result<BuiltJob> {
+        let ctx = JobContext::new(args);
+        enter("the job function");
+        job(&ctx)?;
+        let graph = ctx.graph.take();
+        if !graph.errors.is_empty() {
+            return Err(JobError::Plan {
+                message: graph.errors.join("; "),
+            });
+        }
+        if graph.sinks == 0 {
+            return Err(JobError::Plan {
+                message: "the job has no result: end a dataset with write_to, collect, count or \
+                          take"
+                    .into(),
+            });
+        }
+        Ok(BuiltJob {
+            dag: JobDag {
+                abi_version: crate::dag::ABI_VERSION,
+                sdk_version: env!("CARGO_PKG_VERSION").to_string(),
+                nodes: graph.nodes,
+                ops: graph.ops,
+            },
+            factories: graph.factories,
+        })
+    }
+
+    /// The argument `name` (`--arg name=value`), parsed as a `T`.
+    pub fn arg<T: FromStr>(&self, name: &str) -> Result<T>
+    where
+        T::Err: fmt::Display,
+    {
+        let value = self.args.get(name).ok_or_else(|| JobError::Arg {
+            name: name.to_string(),
+            message: format!("missing; pass --arg {name}=VALUE"),
+        })?;
+        parse_arg(name, value)
+    }
+
+    /// The argument `name` parsed as a `T`, or `default` when it is not given.
+    pub fn arg_or<T: FromStr>(&self, name: &str, default: T) -> Result<T>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.args.get(name) {
+            Some(value) => parse_arg(name, value),
+            None => Ok(default),
+        }
+    }
+
+    /// The rows of store table `table` (`keyspace.table`) as `T`s: `T`'s fields name the columns
+    /// read (others are not read), and must have the columns' types.
+    #[track_caller]
+    pub fn source<T: Data>(&self, table: &str) -> Dataset<T> {
+        let root = self.graph.borrow_mut().node(Node::Source {
+            table: table.to_string(),
+            predicate: None,
+            schema: ipc::schema_bytes(&schema_of::<T>()),
+        });
+        Dataset::root(self.graph.clone(), root)
+    }
+}
+
+fn parse_arg<T: FromStr>(name: &str, value: &str) -> Result<T>
+where
+    T::Err: fmt::Display,
+{
+    value.parse().map_err(|e: T::Err| JobError::Arg {
+        name: name.to_string(),
+        message: format!(
+            "'{value}' is not a valid {}: {e}",
+            std::any::type_name::<T>()
+        ),
+    })
+}
+
+/// A lazy, typed collection of rows: nothing runs until the job is submitted.
+pub struct Dataset<T> {
+    graph: Rc<RefCell<Graph>>,
+    root: NodeIndex,
+    pipe: Pipe<T>,
+    /// The closures of the chain so far; empty when the rows are the root's own.
+    chain: Vec<&'static str>,
+}
+
+impl<T> fmt::Debug for Dataset<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dataset")
+            .field("root", &self.root)
+            .field("chain", &self.chain)
+            .finish()
+    }
+}
+
+/// Decodes a root's batches as `T`s.
+fn decode<T: Data>() -> Pipe<T> {
+    Rc::new(|batch: &RecordBatch, emit: Emit<'_, T>| {
+        let reader = T::reader(Columns::of(batch))?;
+        for row in 0..batch.num_rows() {
+            emit(T::read(&reader, row)?)?;
+        }
+        Ok(())
+    })
+}
+
+impl<T: Data> Dataset<T> {
+    fn root(graph: Rc<RefCell<Graph>>, root: NodeIndex) -> Self {
+        Dataset {
+            graph,
+            root,
+            pipe: decode::<T>(),
+            chain: Vec::new(),
+        }
+    }
+
+    fn then<U>(self, name: &'static str, pipe: Pipe<U>) -> Dataset<U> {
+        let mut chain = self.chain;
+        chain.push(name);
+        Dataset {
+            graph: self.graph,
+            root: self.root,
+            pipe,
+            chain,
+        }
+    }
+
+    /// Each row through `f`.
+    #[track_caller]
+    pub fn map<U: Data>(self, f: impl Fn(T) -> U + 'static) -> Dataset<U> {
+        let name = closure_name("map");
+        let input = self.pipe.clone();
+        self.then(
+            name,
+            Rc::new(move |batch: &RecordBatch, emit: Emit<'_, U>| {
+                input(batch, &mut |row| {
+                    enter(name);
+                    emit(f(row))
+                })
+            }),
+        )
+    }
+
+    /// The rows for which `f` is true.
+    #[track_caller]
+    pub fn filter(self, f: impl Fn(&T) -> bool + 'static) -> Dataset<T> {
+        let name = closure_name("filter");
+        let input = self.pipe.clone();
+        self.then(
+            name,
+            Rc::new(move |batch: &RecordBatch, emit: Emit<'_, T>| {
+                input(batch, &mut |row| {
+                    enter(name);
+                    if f(&row) { emit(row) } else { Ok(()) }
+                })
+            }),
+        )
+    }
+
+    /// Every item of `f(row)` for every row.
+    #[track_caller]
+    pub fn flat_map<U: Data, I: IntoIterator<Item = U>>(
+        self,
+        f: impl Fn(T) -> I + 'static,
+    ) -> Dataset<U> {
+        let name = closure_name("flat_map");
+        let input = self.pipe.clone();
+        self.then(
+            name,
+            Rc::new(move |batch: &RecordBatch, emit: Emit<'_, U>| {
+                input(batch, &mut |row| {
+                    enter(name);
+                    for item in f(row) {
+                        emit(item)?;
+                    }
+                    Ok(())
+                })
+            }),
+        )
+    }
+
+    /// Each row keyed by `f(&row)`: the pairs the `*_by_key` operations and joins work on.
+    #[track_caller]
+    pub fn key_by<K: Data>(self, f: impl Fn(&T) -> K + 'static) -> Dataset<(K, T)> {
+        let name = closure_name("key_by");
+        let input = self.pipe.clone();
+        self.then(
+            name,
+            Rc::new(move |batch: &RecordBatch, emit: Emit<'_, (K, T)>| {
+                input(batch, &mut |row| {
+                    enter(name);
+                    let key = f(&row);
+                    emit((key, row))
+                })
+            }),
+        )
+    }
+
+    /// Keeps only the source's rows that satisfy a SQL predicate, evaluated by the store before
+    /// any row reaches the job (shards, token ranges and statistics prune as in SQL). Applies to
+    /// a dataset straight from [`JobContext::source`].
+    #[track_caller]
+    pub fn where_sql(self, predicate: &str) -> Dataset<T> {
+        let name = closure_name("where_sql");
+        let mut graph = self.graph.borrow_mut();
+        let applied = self.chain.is_empty()
+            && match graph.nodes.get_mut(self.root as usize) {
+                Some(Node::Source { predicate: p, .. }) => {
+                    *p = Some(match p.take() {
+                        Some(before) => format!("({before}) AND ({predicate})"),
+                        None => predicate.to_string(),
+                    });
+                    true
+                }
+                _ => false,
+            };
+        if !applied {
+            graph.errors.push(format!(
+                "{name}: a SQL predicate filters a source as the store reads it; call where_sql \
+                 right after source(), or use filter() here"
+            ));
+        }
+        drop(graph);
+        self
+    }
+
+    /// The node whose batches hold these rows, registering the chain as an operator if needed.
+    fn materialize(self) -> NodeIndex {
+        if self.chain.is_empty() {
+            return self.root;
+        }
+        let name = self.chain.join(" → ");
+        let pipe = self.pipe;
+        let mut graph = self.graph.borrow_mut();
+        let op = graph.op::<T>(
+            name,
+            OpKind::Map,
+            Rc::new(move || Box::new(MapState { pipe: pipe.clone() }) as Box<dyn OpState>),
+        );
+        graph.node(Node::Wasm {
+            input: self.root,
+            op,
+        })
+    }
+
+    fn wide<U: Data>(self, node: impl FnOnce(NodeIndex) -> Node) -> Dataset<U> {
+        let graph = self.graph.clone();
+        let input = self.materialize();
+        let root = graph.borrow_mut().node(node(input));
+        Dataset::root(graph, root)
+    }
+
+    /// The rows of both datasets.
+    pub fn union(self, other: Dataset<T>) -> Dataset<T> {
+        let graph = self.graph.clone();
+        let left = self.materialize();
+        let right = other.materialize();
+        let root = graph.borrow_mut().node(Node::Union {
+            inputs: vec![left, right],
+        });
+        Dataset::root(graph, root)
+    }
+
+    /// Each distinct row once.
+    pub fn distinct(self) -> Dataset<T> {
+        self.wide(|input| Node::Distinct { input })
+    }
+
+    fn sink(self, sink: Sink) {
+        let graph = self.graph.clone();
+        let input = self.materialize();
+        let mut g = graph.borrow_mut();
+        g.node(Node::Sink { input, sink });
+        g.sinks += 1;
+    }
+
+    /// Upserts the rows into `table` (`keyspace.table`), whose columns are `T`'s fields by name:
+    /// re-running the job overwrites the same rows.
+    pub fn write_to(self, table: &str) {
+        self.sink(Sink::Write {
+            table: table.to_string(),
+        });
+    }
+
+    /// Every row, back to whoever submitted the job.
+    pub fn collect(self) {
+        self.sink(Sink::Collect);
+    }
+
+    /// Some `n` rows.
+    pub fn take(self, n: u64) {
+        self.sink(Sink::Take { n });
+    }
+
+    /// The number of rows.
+    pub fn count(self) {
+        self.sink(Sink::Count);
+    }
+}
+
+impl<K: Data + Hash + Eq, V: Data> Dataset<(K, V)> {
+    /// One value per key: the key's values combined with `f`, which must be associative and
+    /// commutative (values are combined on each worker before the shuffle, then across them).
+    #[track_caller]
+    pub fn reduce_by_key(self, f: impl Fn(V, V) -> V + 'static) -> Dataset<(K, V)> {
+        let name = closure_name("reduce_by_key");
+        let f = Rc::new(f);
+        let fold = f.clone();
+        self.keyed(name, Rc::new(|v| v), Rc::new(move |a, v| fold(a, v)), f)
+    }
+
+    /// One accumulator per key: `fold` adds a value to an accumulator started by `zero`, `merge`
+    /// combines the accumulators of two workers.
+    #[track_caller]
+    pub fn aggregate_by_key<A: Data>(
+        self,
+        zero: impl Fn() -> A + 'static,
+        fold: impl Fn(A, V) -> A + 'static,
+        merge: impl Fn(A, A) -> A + 'static,
+    ) -> Dataset<(K, A)> {
+        let name = closure_name("aggregate_by_key");
+        let fold = Rc::new(fold);
+        let first = fold.clone();
+        self.keyed(
+            name,
+            Rc::new(move |v| first(zero(), v)),
+            fold,
+            Rc::new(merge),
+        )
+    }
+
+    /// Every value of each key, in no particular order. Prefer `reduce_by_key` or
+    /// `aggregate_by_key` where they fit: they combine before the shuffle.
+    #[track_caller]
+    pub fn group_by_key(self) -> Dataset<(K, Vec<V>)> {
+        let name = closure_name("group_by_key");
+        let graph = self.graph.clone();
+        let input = self.materialize();
+        let shuffle = graph.borrow_mut().node(Node::Shuffle {
+            input,
+            keys: K::WIDTH as u32,
+        });
+        let merge = merge_op::<K, V, Vec<V>>(
+            &graph,
+            format!("{name} (merge)"),
+            Rc::new(|v| vec![v]),
+            Rc::new(|mut a: Vec<V>, v| {
+                a.push(v);
+                a
+            }),
+            shuffle,
+        );
+        Dataset::root(graph, merge)
+    }
+
+    fn keyed<A: Data>(
+        self,
+        name: &'static str,
+        init: Rc<dyn Fn(V) -> A>,
+        fold: Rc<dyn Fn(A, V) -> A>,
+        merge: Rc<dyn Fn(A, A) -> A>,
+    ) -> Dataset<(K, A)> {
+        let graph = self.graph.clone();
+        let mut chain = self.chain.clone();
+        chain.push(name);
+        let pipe = self.pipe.clone();
+        let combine = {
+            let mut g = graph.borrow_mut();
+            let op = g.op::<(K, A)>(
+                format!("{} (combine)", chain.join(" → ")),
+                OpKind::Combine,
+                Rc::new(move || {
+                    Box::new(KeyedState {
+                        name,
+                        input: pipe.clone(),
+                        init: init.clone(),
+                        fold: fold.clone(),
+                        map: key_map(),
+                    }) as Box<dyn OpState>
+                }),
+            );
+            let combine = g.node(Node::Wasm {
+                input: self.root,
+                op,
+            });
+            g.node(Node::Shuffle {
+                input: combine,
+                keys: K::WIDTH as u32,
+            })
+        };
+        let merged = merge_op::<K, A, A>(
+            &graph,
+            format!("{name} (merge)"),
+            Rc::new(|a| a),
+            merge,
+            combine,
+        );
+        Dataset::root(graph, merged)
+    }
+
+    /// Pairs of values with equal keys, one row per matching pair.
+    pub fn join<W: Data>(self, other: Dataset<(K, W)>) -> Dataset<(K, (V, W))> {
+        self.join_node(other, false, false)
+    }
+
+    /// Every row of this dataset with the values of `other` under its key, or `None`.
+    pub fn left_join<W: Data>(self, other: Dataset<(K, W)>) -> Dataset<(K, (V, Option<W>))> {
+        self.join_node(other, true, W::WIDTH != 1)
+    }
+
+    fn join_node<W: Data, O: Data>(
+        self,
+        other: Dataset<(K, W)>,
+        left_outer: bool,
+        right_marker: bool,
+    ) -> Dataset<O> {
+        let graph = self.graph.clone();
+        let left = self.materialize();
+        let right = other.materialize();
+        let root = graph.borrow_mut().node(Node::Join {
+            left,
+            right,
+            keys: K::WIDTH as u32,
+            left_outer,
+            right_marker,
+        });
+        Dataset::root(graph, root)
+    }
+
+    /// The values, without their keys.
+    #[track_caller]
+    pub fn values(self) -> Dataset<V> {
+        self.map(|(_, v)| v)
+    }
+}
+
+/// Registers the merge after a shuffle: the key's `In`s folded into one `A`.
+fn merge_op<K: Data + Hash + Eq, In: Data, A: Data>(
+    graph: &Rc<RefCell<Graph>>,
+    name: String,
+    init: Rc<dyn Fn(In) -> A>,
+    fold: Rc<dyn Fn(A, In) -> A>,
+    input: NodeIndex,
+) -> NodeIndex {
+    let label: &'static str = Box::leak(name.clone().into_boxed_str());
+    let mut g = graph.borrow_mut();
+    let op = g.op::<(K, A)>(
+        name,
+        OpKind::Merge {
+            keys: K::WIDTH as u32,
+        },
+        Rc::new(move || {
+            Box::new(KeyedState {
+                name: label,
+                input: decode::<(K, In)>(),
+                init: init.clone(),
+                fold: fold.clone(),
+                map: key_map(),
+            }) as Box<dyn OpState>
+        }),
+    );
+    g.node(Node::Wasm { input, op })
+}
+
+/// A narrow chain, batch by batch.
+struct MapState<T> {
+    pipe: Pipe<T>,
+}
+
+impl<T: Data> OpState for MapState<T> {
+    fn push(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {
+        let mut builder = T::builder(batch.num_rows());
+        let mut rows = 0;
+        (self.pipe)(batch, &mut |row| {
+            T::append(&mut builder, row);
+            rows += 1;
+            Ok(())
+        })?;
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(vec![finish_batch::<T>(builder, rows)?])
+    }
+
+    fn finish(&mut self) -> Result<Vec<RecordBatch>> {
+        Ok(Vec::new())
+    }
+}
+
+/// Rows at most in one output batch of a keyed operator.
+const OUTPUT_BATCH_ROWS: usize = 8192;
+
+/// A keyed fold over every batch of the input, emitted at the end.
+struct KeyedState<K, In, A> {
+    name: &'static str,
+    input: Pipe<(K, In)>,
+    init: Rc<dyn Fn(In) -> A>,
+    fold: Rc<dyn Fn(A, In) -> A>,
+    map: KeyMap<K, Option<A>>,
+}
+
+impl<K: Data + Hash + Eq, In: Data, A: Data> OpState for KeyedState<K, In, A> {
+    fn push(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {
+        let (map, init, fold, name) = (&mut self.map, &self.init, &self.fold, self.name);
+        (self.input)(batch, &mut |(key, value)| {
+            enter(name);
+            let slot = map.entry(key).or_insert(None);
+            *slot = Some(match slot.take() {
+                Some(acc) => fold(acc, value),
+                None => init(value),
+            });
+            Ok(())
+        })?;
+        Ok(Vec::new())
+    }
+
+    fn finish(&mut self) -> Result<Vec<RecordBatch>> {
+        let mut batches = Vec::new();
+        let mut entries = std::mem::take(&mut self.map).into_iter().peekable();
+        while entries.peek().is_some() {
+            let mut builder = <(K, A)>::builder(OUTPUT_BATCH_ROWS.min(entries.len()));
+            let mut rows = 0;
+            for (key, acc) in entries.by_ref().take(OUTPUT_BATCH_ROWS) {
+                if let Some(acc) = acc {
+                    <(K, A)>::append(&mut builder, (key, acc));
+                    rows += 1;
+                }
+            }
+            batches.push(finish_batch::<(K, A)>(builder, rows)?);
+        }
+        Ok(batches)
+    }
+}

@@ -1,0 +1,158 @@
+//! One running operator of a job: a guest instance fed Arrow batches.
+
+use std::fmt;
+
+use arrow_array::RecordBatch;
+use arrow_buffer::Buffer;
+use arrow_ipc::reader::StreamDecoder;
+use arrow_ipc::writer::StreamWriter;
+
+use crate::error::{Error, Result};
+use crate::guest_instance::GuestInstance;
+
+/// An operator of the job module, prepared by [`JobModule::start`](crate::JobModule::start) in an
+/// instance of its own: one per task.
+///
+/// Calls are synchronous and CPU-bound, each bounded by the deadline: run them on a CPU pool, never
+/// on the network runtime. Batches cross the boundary as Arrow IPC streams, copied in and out
+/// (the guest's 32-bit memory cannot share the host's buffers). After any error other than
+/// [`Error::JobError`] the instance refuses further calls: drop it.
+pub struct OpInstance {
+    guest: GuestInstance,
+    op: String,
+}
+
+impl OpInstance {
+    pub(crate) fn new(guest: GuestInstance, op: String) -> OpInstance {
+        OpInstance { guest, op }
+    }
+
+    /// The operator's name, as errors give it.
+    pub fn op_name(&self) -> &str {
+        &self.op
+    }
+
+    /// Hands one batch to the operator and returns what it emits for it (often nothing, for the
+    /// keyed operators that emit at [`finish`](OpInstance::finish)).
+    pub fn push(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {
+        let input = encode(batch)?;
+        let output = self.guest.push(&self.op, &input)?;
+        self.decode(output)
+    }
+
+    /// Tells the operator its input has ended and returns what it emits then.
+    pub fn finish(&mut self) -> Result<Vec<RecordBatch>> {
+        let output = self.guest.finish(&self.op)?;
+        self.decode(output)
+    }
+
+    /// Decodes the guest's output; output that does not decode breaks the ABI, so the instance
+    /// refuses further calls as after a trap.
+    fn decode(&mut self, output: Buffer) -> Result<Vec<RecordBatch>> {
+        let decoded = decode(&self.op, output);
+        if decoded.is_err() {
+            self.guest.mark_failed();
+        }
+        decoded
+    }
+
+    /// Fuel (about one unit per wasm instruction) this instance has burnt so far: the CPU cost
+    /// of the job's code, independent of how busy the machine was.
+    pub fn fuel_consumed(&self) -> u64 {
+        self.guest.fuel_consumed()
+    }
+}
+
+impl fmt::Debug for OpInstance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpInstance")
+            .field("op", &self.op)
+            .field("fuel_consumed", &self.fuel_consumed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The batch as an IPC stream: its schema and the one batch.
+fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let encode = || {
+        let mut writer = StreamWriter::try_new(Vec::new(), &batch.schema())?;
+        writer.write(batch)?;
+        writer.finish()?;
+        writer.into_inner()
+    };
+    encode().map_err(|e| Error::internal(format!("encoding a batch as Arrow IPC: {e}")))
+}
+
+/// The guest's output: nothing, or an IPC stream of zero or more batches, fully validated (the
+/// bytes come from untrusted code). A push decoder rather than `StreamReader`: a reader trusts a
+/// message's length prefix enough to allocate it (up to 2 GiB for a garbage prefix) before
+/// finding the bytes are not there; the decoder only ever holds bytes it was given.
+fn decode(op: &str, mut output: Buffer) -> Result<Vec<RecordBatch>> {
+    let bad = |e: arrow_schema::ArrowError| {
+        Error::bad_result(
+            op,
+            format!("its output is not a valid Arrow IPC stream ({e})"),
+        )
+    };
+    let mut decoder = StreamDecoder::new();
+    let mut batches = Vec::new();
+    // `decode` returns `None` only once it has consumed all of `output`.
+    while !output.is_empty() {
+        if let Some(batch) = decoder.decode(&mut output).map_err(bad)? {
+            batches.push(batch);
+        }
+    }
+    decoder.finish().map_err(bad)?;
+    Ok(batches)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Int32Array};
+
+    use super::*;
+
+    fn batch(values: Vec<i32>) -> RecordBatch {
+        RecordBatch::try_from_iter([("v", Arc::new(Int32Array::from(values)) as ArrayRef)]).unwrap()
+    }
+
+    #[test]
+    fn a_stream_of_several_batches_decodes_in_order() {
+        let (a, b) = (batch(vec![1, 2]), batch(vec![3]));
+        let mut writer = StreamWriter::try_new(Vec::new(), &a.schema()).unwrap();
+        writer.write(&a).unwrap();
+        writer.write(&b).unwrap();
+        writer.finish().unwrap();
+        let bytes = writer.into_inner().unwrap();
+        assert_eq!(
+            decode("op", Buffer::from_vec(bytes.clone())).unwrap(),
+            vec![a.clone(), b]
+        );
+        // A schema alone is a stream of no batches.
+        let schema_only = {
+            let mut writer = StreamWriter::try_new(Vec::new(), &a.schema()).unwrap();
+            writer.finish().unwrap();
+            writer.into_inner().unwrap()
+        };
+        assert!(
+            decode("op", Buffer::from_vec(schema_only))
+                .unwrap()
+                .is_empty()
+        );
+        // A stream cut short is refused.
+        let cut = Buffer::from_slice_ref(&bytes[..bytes.len() - 20]);
+        assert!(matches!(decode("op", cut), Err(Error::BadResult { .. })));
+    }
+
+    #[test]
+    fn garbage_with_a_huge_length_prefix_is_refused_without_allocating_it() {
+        // 0xffffffff continuation, then a 2 GiB message length, then almost nothing.
+        let garbage = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 1, 2, 3];
+        let started = std::time::Instant::now();
+        let err = decode("op", Buffer::from_slice_ref(garbage)).unwrap_err();
+        assert!(matches!(err, Error::BadResult { .. }), "{err:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+}
