@@ -153,7 +153,70 @@ impl RemoteDriver {
             sql: sql.to_string(),
             session_config: self.settings.iter().cloned().collect(),
             label: self.label.clone(),
+            rust_job: None,
         };
+        self.start_ticket(ticket).await
+    }
+
+    /// Sends a Rust job's module to the driver, which checks and keeps it; returns its hash.
+    pub async fn put_module(&self, module: Vec<u8>) -> anyhow::Result<String> {
+        let response = self
+            .rpc()
+            .max_encoding_message_size(quarry_wasm::MAX_MODULE_BYTES + 1024)
+            .put_module(pb::PutModuleRequest {
+                protocol_version: quarry_proto::PROTOCOL_VERSION,
+                module,
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        Ok(response.into_inner().hash)
+    }
+
+    /// The results of a Rust job with `args`, one line each (`write synth.rollup`, `collect`).
+    pub async fn plan_rust_job(
+        &self,
+        hash: &str,
+        args: &[(String, String)],
+    ) -> anyhow::Result<Vec<String>> {
+        let response = self
+            .rpc()
+            .plan_rust_job(pb::PlanRustJobRequest {
+                protocol_version: quarry_proto::PROTOCOL_VERSION,
+                module_hash: hash.to_string(),
+                args: job_arguments(args),
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        Ok(response.into_inner().sinks)
+    }
+
+    /// Runs result `sink` of a Rust job on the cluster and streams its rows; a terminal shows
+    /// the job's progress meanwhile.
+    pub async fn run_rust_job_sink(
+        &mut self,
+        hash: &str,
+        args: &[(String, String)],
+        sink: u32,
+    ) -> anyhow::Result<RemoteResult> {
+        let progress =
+            std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| self.watch_progress());
+        let ticket = pb::QueryTicket {
+            protocol_version: quarry_proto::PROTOCOL_VERSION,
+            sql: String::new(),
+            session_config: Default::default(),
+            label: self.label.clone(),
+            rust_job: Some(pb::RustJobSink {
+                module_hash: hash.to_string(),
+                args: job_arguments(args),
+                sink,
+            }),
+        };
+        let mut result = self.start_ticket(ticket).await?;
+        result.progress = progress;
+        Ok(result)
+    }
+
+    async fn start_ticket(&mut self, ticket: pb::QueryTicket) -> anyhow::Result<RemoteResult> {
         let mut stream = self
             .flight()
             .do_get(Ticket::new(ticket.encode_to_vec()))
@@ -236,6 +299,15 @@ impl Drop for ClearOnDrop {
     fn drop(&mut self) {
         self.0.finish_and_clear();
     }
+}
+
+fn job_arguments(args: &[(String, String)]) -> Vec<pb::JobArgument> {
+    args.iter()
+        .map(|(name, value)| pb::JobArgument {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect()
 }
 
 /// A Flight error as the driver's message, without gRPC framing.

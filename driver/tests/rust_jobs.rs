@@ -49,20 +49,20 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// The module of an example crate, built once per test process.
-fn module_bytes(example: &str) -> Vec<u8> {
+/// The module of a job crate (a directory under the workspace), built once per test process.
+fn module_bytes(crate_dir: &str) -> Vec<u8> {
     static BUILT: OnceLock<std::sync::Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
     let built = BUILT.get_or_init(Default::default);
     let mut built = built.lock().unwrap();
-    let path = built.entry(example.to_string()).or_insert_with(|| {
-        let manifest = workspace()
-            .join("examples")
-            .join(example)
-            .join("Cargo.toml");
+    let path = built.entry(crate_dir.to_string()).or_insert_with(|| {
+        let manifest = workspace().join(crate_dir).join("Cargo.toml");
         quarry_driver::job_build::build(&manifest).unwrap()
     });
     std::fs::read(path).unwrap()
 }
+
+const ROLLUP_JOB: &str = "examples/device-rollup";
+const FAULTY_JOB: &str = "driver/tests/jobs/faulty";
 
 fn runtime() -> Arc<Runtime> {
     static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
@@ -188,7 +188,7 @@ async fn rollup_table(session: &QuarrySession) -> RollupRows {
 async fn the_rollup_job_equals_the_sql_rollup_in_process() {
     let dir = tempfile::tempdir().unwrap();
     let (_store, session) = embedded(dir.path()).await;
-    let module = load_module("device-rollup");
+    let module = load_module(ROLLUP_JOB);
     let outputs = quarry_jobs::rust_job::run(&session, &module, &JobArgs::default(), "test")
         .await
         .unwrap();
@@ -232,4 +232,207 @@ async fn the_rollup_job_run_natively_equals_the_sql_rollup() {
     let written = output.written::<Rollup>("synth.device_rollup").unwrap();
     let batch = quarry_sdk::data::to_batch(written).unwrap();
     assert_same_rollup(&rollup_rows(&[batch]), &expected_rollup().await);
+}
+
+/// The same job sent to a three-worker cluster through the driver, as `quarry submit --driver`
+/// sends it: its operators run on the workers beside the shards, which fetch the module by hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rollup_job_equals_the_sql_rollup_on_a_cluster() {
+    let cluster =
+        common::TestCluster::start(3, quarry_driver::daemon::DriverConfig::default()).await;
+    for statement in quarry_core::ddl::split_statements(SCHEMA) {
+        cluster.sql(&statement).await;
+    }
+    let name = TableName::new("iot", "readings");
+    let schema = cluster.store.table(&name).unwrap().arrow_schema();
+    let batches = readings()
+        .into_iter()
+        .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()).unwrap())
+        .collect();
+    cluster.store.write(&name, batches).await.unwrap();
+
+    let mut driver = quarry_driver::remote::RemoteDriver::connect(&cluster.cluster.url)
+        .await
+        .unwrap();
+    let hash = driver.put_module(module_bytes(ROLLUP_JOB)).await.unwrap();
+    let args = vec![("bucket_hours".to_string(), "24".to_string())];
+    let sinks = driver.plan_rust_job(&hash, &args).await.unwrap();
+    assert_eq!(sinks, vec!["write synth.device_rollup".to_string()]);
+    let mut result = driver.run_rust_job_sink(&hash, &args, 0).await.unwrap();
+    let mut written = 0;
+    while let Some(batch) = result.next().await.unwrap() {
+        written += batch
+            .column(0)
+            .as_primitive::<arrow::datatypes::UInt64Type>()
+            .value(0);
+    }
+    let expected = expected_rollup().await;
+    assert_eq!(written, expected.len() as u64);
+    let output = cluster.sql("SELECT * FROM synth.device_rollup").await;
+    assert_same_rollup(&rollup_rows(&output.batches), &expected);
+    // The job ran on the workers: its record names the module, and it had worker stages.
+    let jobs = cluster.driver().jobs.list();
+    let job = jobs
+        .iter()
+        .find(|j| j.sql.contains(&hash))
+        .expect("a job record naming the module");
+    assert!(job.sql.contains("bucket_hours=24"), "{}", job.sql);
+    let worker_stages = job.stages.iter().filter(|s| s.tasks_total > 0).count();
+    assert!(worker_stages >= 2, "{:?}", job.stages);
+    assert_eq!(
+        job.state,
+        quarry_driver::daemon::job_tracker::JobState::Succeeded
+    );
+}
+
+/// A session over a store holding `ks.numbers` = 0..1000.
+async fn numbers(dir: &Path) -> QuarrySession {
+    let store = Arc::new(EmbeddedStore::open(dir, EmbeddedOptions::default()).unwrap());
+    let session = QuarrySession::new(store as Arc<dyn Store>);
+    session
+        .execute_script(
+            "CREATE KEYSPACE ks WITH shards = 8;
+             CREATE TABLE ks.numbers (n bigint, PRIMARY KEY (n));
+             INSERT INTO ks.numbers SELECT value FROM generate_series(0, 999)",
+        )
+        .await
+        .unwrap();
+    session
+}
+
+async fn run_faulty(
+    session: &QuarrySession,
+    runtime: &Runtime,
+    fault: &str,
+) -> Result<Vec<quarry_jobs::rust_job::SinkOutput>, quarry_jobs::Error> {
+    let module = runtime.load(&module_bytes(FAULTY_JOB)).unwrap();
+    let args = JobArgs::new([("fault".to_string(), fault.to_string())]);
+    quarry_jobs::rust_job::run(session, &module, &args, "test").await
+}
+
+/// A wasm error somewhere inside a job's error.
+fn wasm_error(e: &quarry_jobs::Error) -> &quarry_wasm::Error {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = source {
+        if let Some(wasm) = error.downcast_ref::<quarry_wasm::Error>() {
+            return wasm;
+        }
+        source = error.source();
+    }
+    panic!("no WASM error in: {e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closures_that_panic_loop_or_hoard_fail_as_the_users_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = numbers(dir.path()).await;
+    let runtime = Runtime::new(RuntimeConfig {
+        limits: quarry_wasm::SandboxLimits {
+            memory_bytes: 64 << 20,
+            deadline: std::time::Duration::from_millis(500),
+            ..quarry_wasm::SandboxLimits::default()
+        },
+        cache_dir: None,
+    })
+    .unwrap();
+
+    let good = run_faulty(&session, &runtime, "none").await.unwrap();
+    let mut doubled: Vec<i64> = good[0]
+        .batches
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    doubled.sort();
+    assert_eq!(doubled, (0..1000).map(|n| n * 2).collect::<Vec<_>>());
+
+    let panicked = run_faulty(&session, &runtime, "panic").await.unwrap_err();
+    let error = wasm_error(&panicked);
+    assert!(error.is_user_error());
+    let message = error.to_string();
+    assert!(
+        message.contains("map at driver/tests/jobs/faulty/src/lib.rs"),
+        "{message}"
+    );
+    assert!(message.contains("bad reading 7"), "{message}");
+
+    let looped = run_faulty(&session, &runtime, "loop").await.unwrap_err();
+    let error = wasm_error(&looped);
+    assert!(
+        matches!(error, quarry_wasm::Error::Timeout { .. }),
+        "{error}"
+    );
+    assert!(error.is_user_error());
+
+    let hoarded = run_faulty(&session, &runtime, "grow").await.unwrap_err();
+    let error = wasm_error(&hoarded);
+    assert!(
+        matches!(error, quarry_wasm::Error::MemoryLimit { .. }),
+        "{error}"
+    );
+
+    // The runtime keeps serving: the same module runs again after all that.
+    assert_eq!(
+        run_faulty(&session, &runtime, "none").await.unwrap()[0]
+            .batches
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>(),
+        1000
+    );
+}
+
+/// On a cluster a panicking closure fails its job at once with the panic's message (no retry on
+/// another worker), and the workers go on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_closure_fails_the_job_without_retries_on_a_cluster() {
+    let cluster =
+        common::TestCluster::start(3, quarry_driver::daemon::DriverConfig::default()).await;
+    cluster.sql("CREATE KEYSPACE ks WITH shards = 8").await;
+    cluster
+        .sql("CREATE TABLE ks.numbers (n bigint, PRIMARY KEY (n))")
+        .await;
+    cluster
+        .sql("INSERT INTO ks.numbers SELECT value FROM generate_series(0, 999)")
+        .await;
+    let mut driver = quarry_driver::remote::RemoteDriver::connect(&cluster.cluster.url)
+        .await
+        .unwrap();
+    let hash = driver.put_module(module_bytes(FAULTY_JOB)).await.unwrap();
+    let panic = vec![("fault".to_string(), "panic".to_string())];
+    let error = match driver.run_rust_job_sink(&hash, &panic, 0).await {
+        Err(e) => e.to_string(),
+        Ok(mut result) => loop {
+            match result.next().await {
+                Err(e) => break e.to_string(),
+                Ok(None) => panic!("the panicking job succeeded"),
+                Ok(Some(_)) => {}
+            }
+        },
+    };
+    assert!(error.contains("bad reading 7"), "{error}");
+    assert!(
+        error.contains("map at driver/tests/jobs/faulty/src/lib.rs"),
+        "{error}"
+    );
+    let jobs = cluster.driver().jobs.list();
+    let failed = jobs.iter().find(|j| j.sql.contains("fault=panic")).unwrap();
+    assert_eq!(
+        failed.state,
+        quarry_driver::daemon::job_tracker::JobState::Failed
+    );
+    let retried: u32 = failed.stages.iter().map(|s| s.tasks_retried).sum();
+    assert_eq!(
+        retried, 0,
+        "a user's panic is not retried: {:?}",
+        failed.stages
+    );
+    assert_eq!(cluster.driver().registry.live().len(), 3);
+
+    let none = vec![("fault".to_string(), "none".to_string())];
+    let mut result = driver.run_rust_job_sink(&hash, &none, 0).await.unwrap();
+    let mut rows = 0;
+    while let Some(batch) = result.next().await.unwrap() {
+        rows += batch.num_rows();
+    }
+    assert_eq!(rows, 1000);
 }

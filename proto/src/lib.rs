@@ -6,6 +6,7 @@
 //!                                           driver ◀──Flight DoGet(QueryTicket)──── quarry CLI
 //!   worker ◀──Flight DoGet(ExchangeTicket)── other workers, the driver
 //!   driver ──LaunchTask / CancelTask / GetTask──▶ worker
+//!   quarry CLI ──PutModule / PlanRustJob──▶ driver ◀──GetModule── worker (Rust job modules)
 //! ```
 //!
 //! The `.proto` files live in `proto/proto/`; the Rust code in `src/generated/` is generated from
@@ -80,6 +81,7 @@ mod tests {
                 session_config: Default::default(),
                 hash_partitions: vec![1],
                 inputs: Vec::new(),
+                modules: vec!["ab".repeat(32)],
             }),
         };
         let bytes = request.encode_to_vec();

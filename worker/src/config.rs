@@ -23,6 +23,10 @@ pub struct WorkerConfig {
     /// The store's nodes, for placement: with them the worker reports which shards its node
     /// holds; without them it reports none and the driver places shards itself.
     pub nodes: Vec<String>,
+    /// Where compiled Rust job modules are kept between runs (default:
+    /// `$XDG_CACHE_HOME/quarry/compiled-modules`, else `~/.cache/quarry/compiled-modules`).
+    /// Only this worker's user may write it: the files are native code.
+    pub module_cache: Option<std::path::PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -36,11 +40,27 @@ impl Default for WorkerConfig {
             task_slots: std::thread::available_parallelism().map_or(2, |n| n.get()),
             exchange_memory: 2 << 30,
             nodes: Vec::new(),
+            module_cache: None,
         }
     }
 }
 
 impl WorkerConfig {
+    /// [`WorkerConfig::module_cache`], or its default.
+    pub fn module_cache_dir(&self) -> std::path::PathBuf {
+        if let Some(dir) = &self.module_cache {
+            return dir.clone();
+        }
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache"))
+            })
+            .unwrap_or_else(std::env::temp_dir)
+            .join("quarry")
+            .join("compiled-modules")
+    }
+
     pub fn new(node_id: impl Into<String>, driver_url: impl Into<String>) -> Self {
         let node_id = node_id.into();
         WorkerConfig {

@@ -29,6 +29,8 @@ pub enum Error {
     },
     #[error("bad driver URL '{url}': {problem}")]
     DriverUrl { url: String, problem: String },
+    #[error("could not start the WASM runtime for Rust jobs: {0}")]
+    Wasm(String),
     #[error("could not start the worker's CPU runtime: {0}")]
     Runtime(#[source] std::io::Error),
     #[error(transparent)]

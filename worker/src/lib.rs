@@ -20,6 +20,7 @@ pub mod exchange_client;
 pub mod flight_adapter;
 pub mod flight_service;
 pub mod heartbeat;
+pub mod job_modules;
 pub mod local_shards;
 pub mod rpc;
 pub mod task_outputs;
@@ -84,7 +85,21 @@ pub async fn serve(
         config.nodes.iter().cloned().map(NodeId).collect(),
         store.clone(),
     );
-    let runner = TaskRunner::new(store, FlightExchangeClient::new(), config.task_slots);
+    let runtime = quarry_wasm::Runtime::new(quarry_wasm::RuntimeConfig {
+        cache_dir: Some(config.module_cache_dir()),
+        ..quarry_wasm::RuntimeConfig::default()
+    })
+    .map_err(|e| Error::Wasm(e.to_string()))?;
+    let modules = Arc::new(job_modules::JobModules::new(
+        Arc::new(runtime),
+        heartbeat::driver_channel(&config.driver_url)?,
+    ));
+    let runner = TaskRunner::new(
+        store,
+        FlightExchangeClient::new(),
+        config.task_slots,
+        modules,
+    );
     let cpu = CpuRuntime::new(config.task_slots)?;
     let outputs = OutputStore::new(config.exchange_memory)?;
     let state = Arc::new(WorkerState::new(

@@ -10,6 +10,7 @@ use quarry_jobs::{
     TaskShards, TaskState, TaskStatus,
 };
 use quarry_proto::v1 as pb;
+use quarry_wasm::ModuleHash;
 
 use crate::error::{Error, Result};
 
@@ -114,6 +115,7 @@ pub fn task_request_to_proto(task: &TaskRequest) -> pb::TaskDefinition {
         session_config: task.session_config.iter().cloned().collect(),
         hash_partitions: task.hash_partitions.clone(),
         inputs,
+        modules: task.modules.iter().map(ToString::to_string).collect(),
     }
 }
 
@@ -164,6 +166,12 @@ pub fn task_request_from_proto(def: pb::TaskDefinition) -> Result<TaskRequest> {
     }
     let mut session_config: Vec<(String, String)> = def.session_config.into_iter().collect();
     session_config.sort();
+    let modules = def
+        .modules
+        .iter()
+        .map(|m| m.parse())
+        .collect::<std::result::Result<Vec<ModuleHash>, _>>()
+        .map_err(|e| Error::invalid("task definition", format!("a module hash: {e}")))?;
     Ok(TaskRequest {
         id,
         plan: def.plan,
@@ -171,6 +179,7 @@ pub fn task_request_from_proto(def: pb::TaskDefinition) -> Result<TaskRequest> {
         hash_partitions: def.hash_partitions,
         inputs,
         session_config,
+        modules,
     })
 }
 
@@ -314,6 +323,7 @@ mod tests {
                 }],
             )]),
             session_config: vec![("quarry.pushdown".into(), "false".into())],
+            modules: vec![ModuleHash::of(b"a module")],
         };
         let back = task_request_from_proto(task_request_to_proto(&request)).unwrap();
         assert_eq!(back.id, request.id);
@@ -322,6 +332,7 @@ mod tests {
         assert_eq!(back.hash_partitions, request.hash_partitions);
         assert_eq!(back.inputs, request.inputs);
         assert_eq!(back.session_config, request.session_config);
+        assert_eq!(back.modules, request.modules);
     }
 
     #[test]
@@ -361,6 +372,7 @@ mod tests {
             hash_partitions: Vec::new(),
             inputs: HashMap::new(),
             session_config: Vec::new(),
+            modules: Vec::new(),
         });
         def.shards.push(pb::ShardRange {
             keyspace: "iot".into(),

@@ -18,6 +18,7 @@ use quarry_sql::QuarrySession;
 use quarry_store::Store;
 use tokio::task::JoinSet;
 
+use crate::job_modules::JobModules;
 use crate::task_outputs::rows_bytes;
 
 /// What a task produced: its schema and output partitions.
@@ -37,6 +38,8 @@ pub struct TaskRunner {
     /// Functions (`token()` among them) and defaults, built once; each task gets a copy with
     /// its own settings.
     base: SessionState,
+    /// The Rust job modules tasks run.
+    modules: Arc<JobModules>,
 }
 
 impl std::fmt::Debug for TaskRunner {
@@ -53,6 +56,7 @@ impl TaskRunner {
         store: Arc<dyn Store>,
         client: Arc<dyn ExchangeClient>,
         scan_partitions: usize,
+        modules: Arc<JobModules>,
     ) -> Self {
         let scan_partitions = scan_partitions.max(1);
         let config = SessionConfig::new().with_target_partitions(scan_partitions);
@@ -64,6 +68,7 @@ impl TaskRunner {
             client,
             scan_partitions,
             base,
+            modules,
         }
     }
 
@@ -79,6 +84,7 @@ impl TaskRunner {
                 .map_err(|e| classify(&e))?;
         }
         let ctx = Arc::new(TaskContext::from(&state));
+        self.modules.ensure(&task.modules).await?;
         let codec = QuarryCodec::for_task(
             self.store.clone(),
             TaskBinding {
@@ -88,7 +94,8 @@ impl TaskRunner {
                 client: self.client.clone(),
                 scan_partitions: self.scan_partitions,
             },
-        );
+        )
+        .with_modules(self.modules.runtime().clone());
         let plan = codec.decode(&task.plan, &ctx).map_err(|e| classify(&e))?;
         let schema = plan.schema();
         let partitions = plan.output_partitioning().partition_count();
@@ -175,6 +182,14 @@ pub fn classify(e: &DataFusionError) -> TaskFailure {
                 retryable: true,
                 message: fetch.to_string(),
                 unreachable_endpoint: Some(fetch.endpoint.clone()),
+            };
+        }
+        if let Some(wasm) = inner.downcast_ref::<quarry_wasm::Error>() {
+            // A closure that panicked, looped or outgrew its memory fails the same way anywhere.
+            return if wasm.is_user_error() {
+                fail(FailureKind::User, false)
+            } else {
+                fail(FailureKind::Internal, false)
             };
         }
         if let Some(store) = inner.downcast_ref::<quarry_store::Error>() {

@@ -1,8 +1,9 @@
 //! `quarry submit`: runs a Rust job (a wasm32 module built with `quarry-sdk`).
 //!
-//! Without `--driver` the job runs in this process over `--data-dir`, as `quarry sql` does;
-//! each result is printed as it is known: rows in `--format` on stdout (or `-o`), counts and
-//! rows written on stderr.
+//! Without `--driver` the job runs in this process over `--data-dir`, as `quarry sql` does.
+//! With `--driver` the module goes to the driver (`PutModule`), which asks it for its results
+//! (`PlanRustJob`); each result then runs as a job on the cluster (a Flight `DoGet` naming it),
+//! like a query. Rows print in `--format` on stdout (or `-o`), counts and rows written on stderr.
 
 use std::fs::File;
 use std::io::Write;
@@ -22,13 +23,10 @@ pub async fn run(
     driver: &DriverConnection,
     args: SubmitArgs,
 ) -> anyhow::Result<()> {
-    if driver.url.is_some() {
-        anyhow::bail!(
-            "submitting to a driver (--driver) is not supported yet; run without --driver to \
-             run the job in this process over --data-dir"
-        );
-    }
     let source = crate::job_build::load(&args.job)?;
+    if let Some(url) = &driver.url {
+        return run_remote(url, source.bytes, &args).await;
+    }
     let job_args = JobArgs::new(args.args.clone());
     let started = Instant::now();
     let (store, session) = super::open(data_dir)?;
@@ -57,6 +55,55 @@ pub async fn run(
     Ok(())
 }
 
+/// Sends the module to the driver and runs the job's results one after another on its cluster.
+async fn run_remote(url: &str, module: Vec<u8>, args: &SubmitArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut driver = crate::remote::RemoteDriver::connect(url).await?;
+    let hash = driver.put_module(module).await?;
+    let sinks = driver.plan_rust_job(&hash, &args.args).await?;
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => {
+            Box::new(File::create(path).with_context(|| format!("creating {}", path.display()))?)
+        }
+        None => Box::new(std::io::stdout().lock()),
+    };
+    for (i, sink) in sinks.iter().enumerate() {
+        let mut result = driver
+            .run_rust_job_sink(&hash, &args.args, i as u32)
+            .await?;
+        let mut batches = Vec::new();
+        while let Some(batch) = result.next().await? {
+            batches.push(batch);
+        }
+        let output = SinkOutput {
+            sink: sink_of(sink),
+            schema: result.schema.clone(),
+            batches,
+        };
+        print_output(&output, sinks.len(), args, &mut out)?;
+    }
+    out.flush()?;
+    eprintln!(
+        "Job {hash} finished on the cluster in {:.2} s.",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A sink back from its one-line description.
+fn sink_of(line: &str) -> Sink {
+    match line.split_once(' ') {
+        Some(("write", table)) => Sink::Write {
+            table: table.to_string(),
+        },
+        Some(("take", n)) => Sink::Take {
+            n: n.parse().unwrap_or_default(),
+        },
+        _ if line == "count" => Sink::Count,
+        _ => Sink::Collect,
+    }
+}
+
 /// Prints each sink's result: rows on stdout (or `-o`), numbers on stderr.
 fn print_outputs(outputs: &[SinkOutput], args: &SubmitArgs) -> anyhow::Result<()> {
     let mut out: Box<dyn Write> = match &args.output {
@@ -66,21 +113,31 @@ fn print_outputs(outputs: &[SinkOutput], args: &SubmitArgs) -> anyhow::Result<()
         None => Box::new(std::io::stdout().lock()),
     };
     for output in outputs {
-        match &output.sink {
-            Sink::Write { table } => eprintln!(
-                "wrote {} rows to {table}",
-                output.number().unwrap_or_default()
-            ),
-            Sink::Count => eprintln!("count: {}", output.number().unwrap_or_default()),
-            Sink::Collect | Sink::Take { .. } => {
-                if outputs.len() > 1 {
-                    eprintln!("{}:", describe_sink(&output.sink));
-                }
-                write_result(args.format, &output.schema, &output.batches, &mut out)?;
-            }
-        }
+        print_output(output, outputs.len(), args, &mut out)?;
     }
     out.flush()?;
+    Ok(())
+}
+
+fn print_output(
+    output: &SinkOutput,
+    results: usize,
+    args: &SubmitArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    match &output.sink {
+        Sink::Write { table } => eprintln!(
+            "wrote {} rows to {table}",
+            output.number().unwrap_or_default()
+        ),
+        Sink::Count => eprintln!("count: {}", output.number().unwrap_or_default()),
+        Sink::Collect | Sink::Take { .. } => {
+            if results > 1 {
+                eprintln!("{}:", describe_sink(&output.sink));
+            }
+            write_result(args.format, &output.schema, &output.batches, out)?;
+        }
+    }
     Ok(())
 }
 

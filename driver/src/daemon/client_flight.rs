@@ -46,6 +46,7 @@ pub struct DriverFlight(pub Arc<DriverState>);
 pub fn is_user_error(e: &Error) -> bool {
     match e {
         Error::TaskFailed { failure } => failure.kind == FailureKind::User,
+        Error::Plan(quarry_jobs::Error::Wasm(e)) => e.is_user_error(),
         Error::Plan(_) | Error::Store(_) => true,
         Error::Sql(sql) => {
             if let quarry_sql::Error::DataFusion(df) = sql
@@ -60,12 +61,29 @@ pub fn is_user_error(e: &Error) -> bool {
     }
 }
 
-fn status_of(e: &Error) -> Status {
+pub fn status_of(e: &Error) -> Status {
     if is_user_error(e) {
         Status::invalid_argument(e.to_string())
     } else {
         Status::internal(e.to_string())
     }
+}
+
+/// A job's rows as Flight data, as its driver stage produces them.
+fn encode_stream(
+    batches: datafusion::execution::SendableRecordBatchStream,
+) -> BoxStream<FlightData> {
+    let schema = batches.schema();
+    let batches = batches.map_err(|e| {
+        FlightError::Tonic(Box::new(status_of(&Error::Sql(
+            quarry_sql::Error::DataFusion(e),
+        ))))
+    });
+    FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(batches)
+        .map_err(Status::from)
+        .boxed()
 }
 
 #[tonic::async_trait]
@@ -80,6 +98,16 @@ impl FlightHandler for DriverFlight {
             Status::invalid_argument(format!("the ticket is not a query ticket: {e}"))
         })?;
         check_protocol(ticket.protocol_version)?;
+        if let Some(job) = &ticket.rust_job {
+            let hash = super::driver_service::module_hash(&job.module_hash)?;
+            let args = super::driver_service::job_args(&job.args);
+            let batches = self
+                .0
+                .run_rust_job_sink(&hash, &args, job.sink as usize, &ticket.label)
+                .await
+                .map_err(|e| status_of(&e))?;
+            return Ok(Response::new(encode_stream(batches)));
+        }
         let mut settings: Vec<(String, String)> = ticket.session_config.into_iter().collect();
         settings.sort();
         let session = self
@@ -92,21 +120,7 @@ impl FlightHandler for DriverFlight {
             .map_err(|e| status_of(&Error::Sql(e)))?;
         let output = match result {
             QueryResult::Done(output) => output,
-            QueryResult::Stream(batches) => {
-                // Rows go out as the job's driver stage produces them.
-                let schema = batches.schema();
-                let batches = batches.map_err(|e| {
-                    FlightError::Tonic(Box::new(status_of(&Error::Sql(
-                        quarry_sql::Error::DataFusion(e),
-                    ))))
-                });
-                let stream = FlightDataEncoderBuilder::new()
-                    .with_schema(schema)
-                    .build(batches)
-                    .map_err(Status::from)
-                    .boxed();
-                return Ok(Response::new(stream));
-            }
+            QueryResult::Stream(batches) => return Ok(Response::new(encode_stream(batches))),
         };
         let session: BTreeMap<String, String> = session.settings().into_iter().collect();
         let session = serde_json::to_string(&session)

@@ -1,5 +1,5 @@
 //! The driver's gRPC service: worker registration and heartbeats, job inspection and
-//! cancellation.
+//! cancellation, and the modules of Rust jobs (kept from clients, served to workers).
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use quarry_worker::rpc::{check_protocol, local_shards_from_proto};
 use tonic::{Request, Response, Status};
 
 use super::DriverState;
+use super::client_flight::status_of;
 use super::rpc::{job_summary, stage_summaries, worker_summary};
 
 /// Longest worker or node name accepted.
@@ -124,4 +125,58 @@ impl DriverService for DriverRpc {
         })?;
         Ok(Response::new(pb::CancelJobResponse { was_running }))
     }
+
+    async fn put_module(
+        &self,
+        request: Request<pb::PutModuleRequest>,
+    ) -> Result<Response<pb::PutModuleResponse>, Status> {
+        let request = request.into_inner();
+        check_protocol(request.protocol_version)?;
+        let module = self
+            .0
+            .modules
+            .put(request.module)
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(pb::PutModuleResponse {
+            hash: module.hash().to_string(),
+        }))
+    }
+
+    async fn get_module(
+        &self,
+        request: Request<pb::GetModuleRequest>,
+    ) -> Result<Response<pb::GetModuleResponse>, Status> {
+        let request = request.into_inner();
+        check_protocol(request.protocol_version)?;
+        let hash = module_hash(&request.hash)?;
+        let module = self.0.modules.bytes(&hash).map_err(|e| status_of(&e))?;
+        Ok(Response::new(pb::GetModuleResponse { module }))
+    }
+
+    async fn plan_rust_job(
+        &self,
+        request: Request<pb::PlanRustJobRequest>,
+    ) -> Result<Response<pb::PlanRustJobResponse>, Status> {
+        let request = request.into_inner();
+        check_protocol(request.protocol_version)?;
+        let hash = module_hash(&request.module_hash)?;
+        let sinks = self
+            .0
+            .plan_rust_job(&hash, &job_args(&request.args))
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(pb::PlanRustJobResponse { sinks }))
+    }
+}
+
+/// A module hash from a request.
+pub fn module_hash(text: &str) -> Result<quarry_wasm::ModuleHash, Status> {
+    text.parse()
+        .map_err(|e| Status::invalid_argument(format!("a job module hash: {e}")))
+}
+
+/// A job's arguments from a request.
+pub fn job_args(args: &[pb::JobArgument]) -> quarry_sdk::dag::JobArgs {
+    quarry_sdk::dag::JobArgs::new(args.iter().map(|a| (a.name.clone(), a.value.clone())))
 }

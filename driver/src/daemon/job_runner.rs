@@ -73,6 +73,8 @@ struct TaskSlot {
 #[derive(Debug)]
 struct StageTasks {
     plan: Vec<u8>,
+    /// The Rust job modules the plan runs.
+    modules: Vec<quarry_wasm::ModuleHash>,
     placement: Option<Arc<Placement>>,
     tasks: Vec<TaskSlot>,
 }
@@ -184,6 +186,7 @@ impl JobRunner {
                 stage.id,
                 StageTasks {
                     plan,
+                    modules: quarry_jobs::wasm_exec::modules_of(&stage.plan),
                     placement,
                     tasks,
                 },
@@ -501,6 +504,7 @@ impl JobRunner {
                     hash_partitions: slot.hash_partitions.clone(),
                     inputs: inputs.clone(),
                     session_config: self.settings.clone(),
+                    modules: tasks.modules.clone(),
                 })),
             };
             let span = tracing::info_span!("task", job = %id.job, stage = %id.stage, task = id.index, attempt = id.attempt, worker = %worker.id);

@@ -22,6 +22,7 @@ pub mod error;
 pub mod job_runner;
 pub mod job_tracker;
 pub mod local_cluster;
+pub mod module_store;
 pub mod registry;
 pub mod rpc;
 pub mod scheduler;
@@ -73,6 +74,8 @@ pub struct DriverState {
     /// Runs the driver stage of jobs, away from the gRPC runtime.
     pub cpu: CpuRuntime,
     pub driver_id: String,
+    /// Rust job modules clients sent, by content hash.
+    pub modules: module_store::ModuleStore,
     /// Jobs streaming their results; see [`DriverState::spawn_background`].
     background: std::sync::Mutex<JoinSet<()>>,
 }
@@ -87,7 +90,17 @@ impl DriverState {
                 format!("opening the job journal {}: {e}", journal.display()),
             )
         })?;
+        let runtime = quarry_wasm::Runtime::new(quarry_wasm::RuntimeConfig {
+            cache_dir: Some(store.dir().join("driver").join("modules").join("compiled")),
+            ..quarry_wasm::RuntimeConfig::default()
+        })
+        .map_err(quarry_jobs::Error::from)?;
+        let modules = module_store::ModuleStore::new(
+            store.dir().join("driver").join("modules"),
+            Arc::new(runtime),
+        );
         Ok(Arc::new(DriverState {
+            modules,
             registry: Registry::new(config.lost_after),
             config,
             store,
@@ -130,6 +143,57 @@ impl DriverState {
             }));
         session.apply_settings(settings)?;
         Ok(session)
+    }
+
+    /// The results (sinks) of a Rust job with these arguments, as one line each.
+    pub async fn plan_rust_job(
+        self: &Arc<Self>,
+        hash: &quarry_wasm::ModuleHash,
+        args: &quarry_sdk::dag::JobArgs,
+    ) -> Result<Vec<String>> {
+        let module = self.modules.get(hash).await?;
+        let dag = quarry_jobs::rust_job::plan_dag(&module, args).await?;
+        Ok(dag
+            .nodes
+            .iter()
+            .filter_map(|n| match n {
+                quarry_sdk::dag::Node::Sink { sink, .. } => {
+                    Some(quarry_jobs::rust_job::describe_sink(sink))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Runs result `sink` of a Rust job on the workers and streams it, as a query streams.
+    pub async fn run_rust_job_sink(
+        self: &Arc<Self>,
+        hash: &quarry_wasm::ModuleHash,
+        args: &quarry_sdk::dag::JobArgs,
+        sink: usize,
+        label: &str,
+    ) -> Result<SendableRecordBatchStream> {
+        let module = self.modules.get(hash).await?;
+        let session = self.session(&[], label)?;
+        let dag = quarry_jobs::rust_job::plan_dag(&module, args).await?;
+        let plans = quarry_jobs::rust_job::lower(&session, &module, &dag, args).await?;
+        let count = plans.len();
+        let plan = plans
+            .into_iter()
+            .nth(sink)
+            .ok_or_else(|| quarry_jobs::Error::Job {
+                message: format!("the job has {count} results, none numbered {sink}"),
+            })?;
+        let args_text = args
+            .pairs
+            .iter()
+            .map(|(k, v)| format!(" {k}={v}"))
+            .collect::<String>();
+        let text = format!(
+            "rust job {hash} result {sink} ({}){args_text}",
+            plan.describe()
+        );
+        Ok(session.execute_plan(&text, plan.plan).await?)
     }
 
     /// Runs one statement as a client asked.

@@ -1,6 +1,9 @@
 //! Plan fragments on the wire: DataFusion's own operators through `datafusion-proto`, Quarry's
 //! (the store scan and the exchange reader) through [`QuarryCodec`].
 //!
+//! A Rust job's operator travels as its module's content hash, arguments and operator number;
+//! the worker has loaded the module (fetched by hash) before it decodes the plan.
+//!
 //! A scan travels as the request it was planned from; a worker decoding it plans the scan again
 //! over the shards of its task, in its own process and store. An exchange reader travels unbound
 //! and is bound, while decoding, to the outputs of the input stage the task was given.
@@ -22,12 +25,15 @@ use prost::Message;
 use quarry_core::schema::{TableDef, TableName};
 use quarry_core::shard_set::ShardSet;
 use quarry_core::token::TokenRange;
+use quarry_sdk::dag::{JobArgs, OpKind};
 use quarry_sql::scan_exec::StoreScanExec;
 use quarry_store::{CmpOp, Predicate, ScanRequest, Store};
+use quarry_wasm::{ModuleHash, Runtime};
 
 use crate::exchange::{ExchangeClient, ExchangeKind, ExchangeReaderExec, TaskOutput};
 use crate::ids::StageId;
 use crate::scalar_subquery::SubqueryValues;
+use crate::wasm_exec::WasmExec;
 use crate::write::{ShardRouterExec, StoreWriteExec};
 
 /// What a task binds its plan to while decoding it.
@@ -48,6 +54,8 @@ pub struct TaskBinding {
 pub struct QuarryCodec {
     store: Arc<dyn Store>,
     task: Option<TaskBinding>,
+    /// Where decoded WASM operators find their modules (loaded before decoding).
+    modules: Option<Arc<Runtime>>,
 }
 
 impl fmt::Debug for QuarryCodec {
@@ -63,7 +71,17 @@ impl QuarryCodec {
     /// A codec for encoding, or for decoding without binding (scans read every shard and
     /// exchange readers stay unbound).
     pub fn new(store: Arc<dyn Store>) -> Self {
-        QuarryCodec { store, task: None }
+        QuarryCodec {
+            store,
+            task: None,
+            modules: None,
+        }
+    }
+
+    /// This codec with WASM operators decoded over the modules `runtime` holds.
+    pub fn with_modules(mut self, runtime: Arc<Runtime>) -> Self {
+        self.modules = Some(runtime);
+        self
     }
 
     /// A codec that decodes a task's plan, bound to the task's shards and inputs.
@@ -71,6 +89,7 @@ impl QuarryCodec {
         QuarryCodec {
             store,
             task: Some(task),
+            modules: None,
         }
     }
 
@@ -95,6 +114,29 @@ struct QuarryNode {
     router: Option<RouterNode>,
     #[prost(message, optional, tag = "4")]
     write: Option<WriteNode>,
+    #[prost(message, optional, tag = "5")]
+    wasm: Option<WasmNode>,
+}
+
+/// A [`WasmExec`]: which module (by content hash), its arguments and operator.
+#[derive(Clone, PartialEq, Message)]
+struct WasmNode {
+    #[prost(string, tag = "1")]
+    module_hash: String,
+    /// The job's arguments as rkyv bytes (`JobArgs::to_bytes`).
+    #[prost(bytes = "vec", tag = "2")]
+    args: Vec<u8>,
+    #[prost(uint32, tag = "3")]
+    op: u32,
+    #[prost(string, tag = "4")]
+    name: String,
+    /// 0: map, 1: combine, 2: merge on `keys` columns.
+    #[prost(uint32, tag = "5")]
+    kind: u32,
+    #[prost(uint32, tag = "6")]
+    keys: u32,
+    #[prost(message, optional, tag = "7")]
+    schema: Option<protobuf::Schema>,
 }
 
 /// A [`ShardRouterExec`]: the target table and its shard groups (as `0-9,12` text).
@@ -308,6 +350,51 @@ impl QuarryCodec {
         )))
     }
 
+    fn decode_wasm(
+        &self,
+        node: &WasmNode,
+        input: Arc<dyn ExecutionPlan>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let hash: ModuleHash = node
+            .module_hash
+            .parse()
+            .map_err(|e| plan_datafusion_err!("a WASM operator's module hash: {e}"))?;
+        let module = self
+            .modules
+            .as_ref()
+            .and_then(|m| m.module(&hash))
+            .ok_or_else(|| {
+                plan_datafusion_err!(
+                    "the plan runs job module {hash}, which this process has not loaded"
+                )
+            })?;
+        let args = JobArgs::from_bytes(&node.args)
+            .map_err(|e| plan_datafusion_err!("a WASM operator's arguments: {e}"))?;
+        let kind = match node.kind {
+            0 => OpKind::Map,
+            1 => OpKind::Combine,
+            2 => OpKind::Merge { keys: node.keys },
+            other => return Err(plan_datafusion_err!("unknown WASM operator kind {other}")),
+        };
+        let schema = node
+            .schema
+            .as_ref()
+            .ok_or_else(|| plan_datafusion_err!("a WASM operator without a schema"))?;
+        let schema = Arc::new(
+            Schema::try_from(schema)
+                .map_err(|e| plan_datafusion_err!("decoding a WASM operator's schema: {e}"))?,
+        );
+        Ok(Arc::new(WasmExec::new(
+            input,
+            module,
+            args,
+            node.op,
+            node.name.clone(),
+            kind,
+            schema,
+        )))
+    }
+
     fn decode_exchange(&self, node: &ExchangeNode) -> Result<Arc<dyn ExecutionPlan>> {
         let schema = node
             .schema
@@ -360,6 +447,9 @@ impl PhysicalExtensionCodec for QuarryCodec {
                 inputs.len()
             )),
         };
+        if let Some(wasm) = &node.wasm {
+            return self.decode_wasm(wasm, input()?);
+        }
         match (&node.scan, &node.exchange, &node.router, &node.write) {
             (Some(scan), None, None, None) => self.decode_scan(scan),
             (None, Some(exchange), None, None) => self.decode_exchange(exchange),
@@ -434,6 +524,26 @@ impl PhysicalExtensionCodec for QuarryCodec {
                     keyspace: write.op().table.keyspace.clone(),
                     table: write.op().table.name.clone(),
                     statement: write.op().statement,
+                }),
+                ..QuarryNode::default()
+            }
+        } else if let Some(wasm) = node.downcast_ref::<WasmExec>() {
+            let schema = protobuf::Schema::try_from(wasm.schema().as_ref())
+                .map_err(|e| internal_datafusion_err!("encoding a WASM operator's schema: {e}"))?;
+            let (kind, keys) = match wasm.kind() {
+                OpKind::Map => (0, 0),
+                OpKind::Combine => (1, 0),
+                OpKind::Merge { keys } => (2, keys),
+            };
+            QuarryNode {
+                wasm: Some(WasmNode {
+                    module_hash: wasm.module().hash().to_string(),
+                    args: wasm.args().to_bytes(),
+                    op: wasm.op(),
+                    name: wasm.op_name().to_string(),
+                    kind,
+                    keys,
+                    schema: Some(schema),
                 }),
                 ..QuarryNode::default()
             }

@@ -22,6 +22,8 @@ pub struct TaskRequest {
     pub inputs: HashMap<StageId, Vec<TaskOutput>>,
     /// Session settings, as `SET` would give them.
     pub session_config: Vec<(String, String)>,
+    /// The Rust job modules its plan runs, which the worker must hold before decoding it.
+    pub modules: Vec<quarry_wasm::ModuleHash>,
 }
 
 /// The shards of one keyspace a task reads.

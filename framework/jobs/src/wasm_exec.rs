@@ -25,7 +25,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 use quarry_sdk::dag::{JobArgs, OpKind};
-use quarry_wasm::{JobModule, OpInstance};
+use quarry_wasm::{JobModule, ModuleHash, OpInstance};
 
 /// A module's operator over its input.
 pub struct WasmExec {
@@ -212,6 +212,22 @@ impl ExecutionPlan for WasmExec {
             stream,
         )))
     }
+}
+
+/// The modules a plan's [`WasmExec`]s run, each once.
+pub fn modules_of(plan: &Arc<dyn ExecutionPlan>) -> Vec<ModuleHash> {
+    let mut modules = Vec::new();
+    let mut stack = vec![plan.clone()];
+    while let Some(plan) = stack.pop() {
+        if let Some(wasm) = plan.downcast_ref::<WasmExec>() {
+            let hash = wasm.module.hash();
+            if !modules.contains(&hash) {
+                modules.push(hash);
+            }
+        }
+        stack.extend(plan.children().into_iter().cloned());
+    }
+    modules
 }
 
 /// A module's failure as DataFusion carries it; the worker and driver classify it by type.

@@ -42,6 +42,9 @@ mod runtime;
 mod sandbox_limits;
 
 pub use error::{Error, Result};
+
+/// The largest module a host accepts (a release build of a job with Arrow is about 2 MiB).
+pub const MAX_MODULE_BYTES: usize = 64 << 20;
 pub use job_module::JobModule;
 pub use module_hash::ModuleHash;
 pub use op_instance::OpInstance;

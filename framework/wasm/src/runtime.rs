@@ -84,6 +84,16 @@ impl Runtime {
     /// this on a blocking thread. With a cache directory, a module compiled by an earlier
     /// process is loaded from disk instead.
     pub fn load(&self, wasm: &[u8]) -> Result<Arc<JobModule>> {
+        if wasm.len() > crate::MAX_MODULE_BYTES {
+            return Err(Error::InvalidModule {
+                problem: format!(
+                    "it is {} bytes, more than the {} a job module may have; build it in release \
+                     with strip = true and lto = true (quarry submit does)",
+                    wasm.len(),
+                    crate::MAX_MODULE_BYTES
+                ),
+            });
+        }
         check_magic(wasm)?;
         let hash = ModuleHash::of(wasm);
         if let Some(module) = self.module(&hash) {

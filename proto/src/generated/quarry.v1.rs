@@ -120,6 +120,10 @@ pub struct TaskDefinition {
     /// Outputs of the stages the task reads.
     #[prost(message, repeated, tag = "6")]
     pub inputs: ::prost::alloc::vec::Vec<StageInput>,
+    /// Content hashes (sha256, hex) of the Rust job modules the plan runs; the worker fetches
+    /// those it lacks from the driver (`GetModule`) before decoding the plan.
+    #[prost(string, repeated, tag = "7")]
+    pub modules: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// The Arrow Flight ticket of one output partition of a task.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -144,6 +148,66 @@ pub struct QueryTicket {
     /// A name the client picks to find its job in `ListJobs` (for a progress bar).
     #[prost(string, tag = "4")]
     pub label: ::prost::alloc::string::String,
+    /// When set, the ticket runs this result of a Rust job instead of `sql`.
+    #[prost(message, optional, tag = "5")]
+    pub rust_job: ::core::option::Option<RustJobSink>,
+}
+/// One result (sink) of a Rust job: the module, its arguments, and the sink's index in its DAG.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RustJobSink {
+    #[prost(string, tag = "1")]
+    pub module_hash: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "2")]
+    pub args: ::prost::alloc::vec::Vec<JobArgument>,
+    #[prost(uint32, tag = "3")]
+    pub sink: u32,
+}
+/// `--arg name=value`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct JobArgument {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub value: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PutModuleRequest {
+    #[prost(uint32, tag = "1")]
+    pub protocol_version: u32,
+    #[prost(bytes = "vec", tag = "2")]
+    pub module: ::prost::alloc::vec::Vec<u8>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PutModuleResponse {
+    #[prost(string, tag = "1")]
+    pub hash: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetModuleRequest {
+    #[prost(uint32, tag = "1")]
+    pub protocol_version: u32,
+    #[prost(string, tag = "2")]
+    pub hash: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetModuleResponse {
+    #[prost(bytes = "vec", tag = "1")]
+    pub module: ::prost::alloc::vec::Vec<u8>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PlanRustJobRequest {
+    #[prost(uint32, tag = "1")]
+    pub protocol_version: u32,
+    #[prost(string, tag = "2")]
+    pub module_hash: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "3")]
+    pub args: ::prost::alloc::vec::Vec<JobArgument>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PlanRustJobResponse {
+    /// One line per result, in the job's order: `write synth.rollup`, `collect`, `count`, `take 10`.
+    #[prost(string, repeated, tag = "1")]
+    pub sinks: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct LaunchTaskRequest {
@@ -469,7 +533,7 @@ pub mod driver_service_client {
     /// The driver: workers register and heartbeat; clients inspect and cancel jobs.
     ///
     /// Besides this service, the driver serves Arrow Flight on the same port: `DoGet` with a
-    /// `QueryTicket` runs SQL as a job and streams its result.
+    /// `QueryTicket` runs SQL (or one result of a Rust job) as a job and streams its result.
     #[derive(Debug, Clone)]
     pub struct DriverServiceClient<T> {
         inner: tonic::client::Grpc<T>,
@@ -691,6 +755,83 @@ pub mod driver_service_client {
                 .insert(GrpcMethod::new("quarry.v1.DriverService", "CancelJob"));
             self.inner.unary(req, path, codec).await
         }
+        /// Keeps a Rust job's module (checked first: a module the driver refuses is an error here) and
+        /// answers with its content hash, which tickets and tasks then name.
+        pub async fn put_module(
+            &mut self,
+            request: impl tonic::IntoRequest<super::PutModuleRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PutModuleResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/quarry.v1.DriverService/PutModule",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("quarry.v1.DriverService", "PutModule"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// A module the driver keeps, by hash: workers fetch the modules of their tasks once.
+        pub async fn get_module(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetModuleRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetModuleResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/quarry.v1.DriverService/GetModule",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("quarry.v1.DriverService", "GetModule"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Asks a module for its DAG with these arguments; answers with its results (sinks), each of
+        /// which a client then runs with a `QueryTicket` naming it.
+        pub async fn plan_rust_job(
+            &mut self,
+            request: impl tonic::IntoRequest<super::PlanRustJobRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PlanRustJobResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/quarry.v1.DriverService/PlanRustJob",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("quarry.v1.DriverService", "PlanRustJob"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -745,11 +886,37 @@ pub mod driver_service_server {
             tonic::Response<super::CancelJobResponse>,
             tonic::Status,
         >;
+        /// Keeps a Rust job's module (checked first: a module the driver refuses is an error here) and
+        /// answers with its content hash, which tickets and tasks then name.
+        async fn put_module(
+            &self,
+            request: tonic::Request<super::PutModuleRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PutModuleResponse>,
+            tonic::Status,
+        >;
+        /// A module the driver keeps, by hash: workers fetch the modules of their tasks once.
+        async fn get_module(
+            &self,
+            request: tonic::Request<super::GetModuleRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetModuleResponse>,
+            tonic::Status,
+        >;
+        /// Asks a module for its DAG with these arguments; answers with its results (sinks), each of
+        /// which a client then runs with a `QueryTicket` naming it.
+        async fn plan_rust_job(
+            &self,
+            request: tonic::Request<super::PlanRustJobRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PlanRustJobResponse>,
+            tonic::Status,
+        >;
     }
     /// The driver: workers register and heartbeat; clients inspect and cancel jobs.
     ///
     /// Besides this service, the driver serves Arrow Flight on the same port: `DoGet` with a
-    /// `QueryTicket` runs SQL as a job and streams its result.
+    /// `QueryTicket` runs SQL (or one result of a Rust job) as a job and streams its result.
     #[derive(Debug)]
     pub struct DriverServiceServer<T> {
         inner: Arc<T>,
@@ -1081,6 +1248,141 @@ pub mod driver_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = CancelJobSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/quarry.v1.DriverService/PutModule" => {
+                    #[allow(non_camel_case_types)]
+                    struct PutModuleSvc<T: DriverService>(pub Arc<T>);
+                    impl<
+                        T: DriverService,
+                    > tonic::server::UnaryService<super::PutModuleRequest>
+                    for PutModuleSvc<T> {
+                        type Response = super::PutModuleResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::PutModuleRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as DriverService>::put_module(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = PutModuleSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/quarry.v1.DriverService/GetModule" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetModuleSvc<T: DriverService>(pub Arc<T>);
+                    impl<
+                        T: DriverService,
+                    > tonic::server::UnaryService<super::GetModuleRequest>
+                    for GetModuleSvc<T> {
+                        type Response = super::GetModuleResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetModuleRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as DriverService>::get_module(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetModuleSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/quarry.v1.DriverService/PlanRustJob" => {
+                    #[allow(non_camel_case_types)]
+                    struct PlanRustJobSvc<T: DriverService>(pub Arc<T>);
+                    impl<
+                        T: DriverService,
+                    > tonic::server::UnaryService<super::PlanRustJobRequest>
+                    for PlanRustJobSvc<T> {
+                        type Response = super::PlanRustJobResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::PlanRustJobRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as DriverService>::plan_rust_job(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = PlanRustJobSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
