@@ -214,8 +214,9 @@ pub struct DemoArgs {
     /// Readings to generate.
     #[arg(long, default_value_t = 2_000_000)]
     pub rows: u64,
-    /// Distinct devices.
-    #[arg(long, default_value_t = 10_000)]
+    /// Distinct devices (500 × 8 sensors × 30 days: the daily rollup is 17× smaller than the
+    /// readings).
+    #[arg(long, default_value_t = 500)]
     pub devices: u64,
     /// Days of history, ending 2026-11-01.
     #[arg(long, default_value_t = 30)]

@@ -43,13 +43,17 @@ fn demo_runs_and_rerunning_it_does_not_duplicate_data() {
     let first = ok(quarry(dir.path(), &args));
     let out = stdout(&first);
     assert!(out.contains("Fleet overview"), "{out}");
+    assert!(
+        out.contains("the job's rows equal the SQL rollup's, row for row"),
+        "{out}"
+    );
     assert!(out.contains("Try next"), "{out}");
     ok(quarry(dir.path(), &args));
     let count = ok(sql(dir.path(), "SELECT count(*) AS n FROM iot.readings"));
     assert_eq!(stdout(&count).trim(), "n\n20000");
     let rollups = ok(sql(
         dir.path(),
-        "SELECT count(*) AS n, sum(readings) AS total FROM synth.device_hourly",
+        "SELECT count(*) AS n, sum(readings) AS total FROM synth.device_rollup",
     ));
     let text = stdout(&rollups);
     assert!(
@@ -485,4 +489,56 @@ fn up_runs_a_cluster_that_the_other_commands_talk_to() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
     assert!(rest.contains("stopping"), "{rest}");
+}
+
+#[test]
+fn submit_runs_a_job_crate_and_refuses_bad_modules_and_arguments_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(sql(dir.path(), "CREATE KEYSPACE ks WITH shards = 8"));
+    ok(sql(
+        dir.path(),
+        "CREATE TABLE ks.numbers (n bigint, PRIMARY KEY (n))",
+    ));
+    ok(sql(
+        dir.path(),
+        "INSERT INTO ks.numbers SELECT value FROM generate_series(1, 100)",
+    ));
+    let job = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/jobs/faulty");
+    let job = job.to_str().unwrap();
+
+    let o = ok(quarry(dir.path(), &["submit", job, "--format", "csv"]));
+    let mut doubled: Vec<i64> = stdout(&o)
+        .lines()
+        .skip(1)
+        .map(|l| l.parse().unwrap())
+        .collect();
+    doubled.sort();
+    assert_eq!(doubled, (1..=100).map(|n| n * 2).collect::<Vec<_>>());
+
+    let o = quarry(dir.path(), &["submit", job, "--arg", "fault=panic"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("bad reading 7"), "{err}");
+    assert!(!err.contains("RUST_BACKTRACE"), "{err}");
+
+    let not_wasm = dir.path().join("job.wasm");
+    std::fs::write(&not_wasm, "fn main() {}").unwrap();
+    let o = quarry(dir.path(), &["submit", not_wasm.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("not a WebAssembly module"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = quarry(dir.path(), &["submit", job, "--arg", "nonsense"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("'nonsense' is not NAME=VALUE"),
+        "{}",
+        stderr(&o)
+    );
+    // Nothing changed the table.
+    let count = ok(sql(dir.path(), "SELECT count(*) AS n FROM ks.numbers"));
+    assert_eq!(stdout(&count).trim(), "n\n100");
 }

@@ -23,8 +23,8 @@ pub struct WorkerConfig {
     /// The store's nodes, for placement: with them the worker reports which shards its node
     /// holds; without them it reports none and the driver places shards itself.
     pub nodes: Vec<String>,
-    /// Where compiled Rust job modules are kept between runs (default:
-    /// `$XDG_CACHE_HOME/quarry/compiled-modules`, else `~/.cache/quarry/compiled-modules`).
+    /// Where compiled Rust job modules are kept between runs (`quarry worker`'s default:
+    /// `DATA-DIR/modules/compiled`; without one, `$XDG_CACHE_HOME/quarry/compiled-modules`).
     /// Only this worker's user may write it: the files are native code.
     pub module_cache: Option<std::path::PathBuf>,
 }

@@ -124,6 +124,9 @@ pub async fn worker(
         config.task_slots = slots;
     }
     config.task_slots = config.task_slots.max(1);
+    if config.module_cache.is_none() {
+        config.module_cache = Some(crate::daemon::compiled_modules_dir(data_dir));
+    }
     if let Some(host) = args.advertise_host {
         config.advertise_host = Some(host);
     }

@@ -1,23 +1,29 @@
 //! `quarry demo`: Quarry's main job from minute one.
 //!
 //! Creates keyspace `iot` (800 shards) and `iot.readings`, generates and loads IoT readings,
-//! runs three reports, writes hourly per-device rollups into the smaller keyspace `synth` with
-//! `INSERT ... SELECT`, reads some back and says what to try next. Re-running it rewrites the same
+//! runs three reports, writes daily rollups per device and sensor into the smaller keyspace
+//! `synth` with `INSERT ... SELECT`, reads some back, computes the same rollup with a Rust job
+//! (`examples/device-rollup`, WASM on the workers), checks the two agree row for row, and says
+//! what to try next. Re-running it rewrites the same
 //! rows (upserts by primary key), so nothing is duplicated.
 
 use std::path::Path;
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use anyhow::Context;
+use futures::TryStreamExt;
 use quarry_core::schema::TableName;
 use quarry_iot::IotConfig;
+use quarry_sdk::dag::JobArgs;
 use quarry_sql::QuarrySession;
 use quarry_store::Store;
 
 use crate::cli::DemoArgs;
 use crate::commands::sql::run_and_print;
-use crate::daemon::DriverConfig;
 use crate::daemon::local_cluster::LocalCluster;
+use crate::daemon::{DriverConfig, DriverState};
 use crate::progress::{rows_bar, spinner};
 
 const SCHEMA: &str = "
@@ -31,14 +37,25 @@ CREATE TABLE IF NOT EXISTS iot.readings (
     PRIMARY KEY ((device_id), ts, sensor)
 );
 CREATE KEYSPACE IF NOT EXISTS synth WITH shards = 64 AND replication_factor = 1 AND nodes = 1;
-CREATE TABLE IF NOT EXISTS synth.device_hourly (
+CREATE TABLE IF NOT EXISTS synth.device_rollup (
     device_id  bigint,
-    hour       timestamp,
+    sensor     text,
+    bucket     timestamp,
     readings   bigint,
-    avg_temp   double,
-    max_temp   double,
-    errors     bigint,
-    PRIMARY KEY ((device_id), hour)
+    min_value  double,
+    max_value  double,
+    avg_value  double,
+    PRIMARY KEY ((device_id), sensor, bucket)
+);
+CREATE TABLE IF NOT EXISTS synth.device_rollup_job (
+    device_id  bigint,
+    sensor     text,
+    bucket     timestamp,
+    readings   bigint,
+    min_value  double,
+    max_value  double,
+    avg_value  double,
+    PRIMARY KEY ((device_id), sensor, bucket)
 );";
 
 const REPORTS: [(&str, &str); 3] = [
@@ -63,19 +80,36 @@ const REPORTS: [(&str, &str); 3] = [
 ];
 
 const ROLLUP: &str = "
-INSERT INTO synth.device_hourly
-SELECT device_id,
-       date_trunc('hour', ts) AS hour,
-       count(*) AS readings,
-       avg(CASE WHEN sensor = 'temp' THEN value END) AS avg_temp,
-       max(CASE WHEN sensor = 'temp' THEN value END) AS max_temp,
-       sum(CASE WHEN status = 2 THEN 1 ELSE 0 END) AS errors
+INSERT INTO synth.device_rollup
+SELECT device_id, sensor, date_trunc('day', ts) AS bucket, count(*) AS readings,
+       min(value) AS min_value, max(value) AS max_value, avg(value) AS avg_value
 FROM iot.readings
-GROUP BY device_id, date_trunc('hour', ts)";
+GROUP BY device_id, sensor, date_trunc('day', ts)";
 
 const READ_BACK: &str = "
-SELECT hour, readings, round(avg_temp, 2) AS avg_temp, round(max_temp, 2) AS max_temp, errors
-FROM synth.device_hourly WHERE device_id = 42 AND avg_temp IS NOT NULL ORDER BY hour DESC LIMIT 5";
+SELECT bucket AS day, readings, round(min_value, 2) AS min, round(max_value, 2) AS max,
+       round(avg_value, 2) AS avg
+FROM synth.device_rollup WHERE device_id = 42 AND sensor = 'temp' ORDER BY bucket DESC LIMIT 5";
+
+/// Rows where the Rust job's rollup and the SQL rollup differ (floats beyond 1e-9 relative).
+const COMPARE: &str = "
+SELECT count(*) FROM synth.device_rollup s
+FULL OUTER JOIN synth.device_rollup_job j
+  ON s.device_id = j.device_id AND s.sensor = j.sensor AND s.bucket = j.bucket
+WHERE (s.device_id IS NULL) OR (j.device_id IS NULL)
+   OR (s.readings <> j.readings)
+   OR (s.min_value IS DISTINCT FROM j.min_value)
+   OR (s.max_value IS DISTINCT FROM j.max_value)
+   OR ((s.avg_value IS NULL) <> (j.avg_value IS NULL))
+   OR (abs(s.avg_value - j.avg_value) > CAST(1e-9 AS DOUBLE) * abs(s.avg_value))";
+
+/// The Rust job of the demo: `examples/device-rollup` in this source tree.
+fn rollup_job_crate() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("examples")
+        .join("device-rollup")
+}
 
 /// Workers of the demo's in-process cluster.
 const WORKERS: usize = 3;
@@ -91,12 +125,13 @@ pub async fn run(data_dir: &Path, args: DemoArgs) -> anyhow::Result<()> {
          sharing the embedded store in {} (the same token maths as ScyllaDB)\n",
         data_dir.display()
     );
-    let result = run_on(&session, &store, data_dir, &args, started).await;
+    let result = run_on(&cluster.driver, &session, &store, data_dir, &args, started).await;
     cluster.shutdown().await;
     result
 }
 
 async fn run_on(
+    driver: &Arc<DriverState>,
     session: &QuarrySession,
     store: &std::sync::Arc<quarry_store::EmbeddedStore>,
     data_dir: &Path,
@@ -131,7 +166,9 @@ async fn run_on(
         println!("   ({:.2} s)", step.elapsed().as_secs_f64());
     }
 
-    println!("\n4. Hourly per-device rollups → synth.device_hourly (INSERT ... SELECT, upserts)");
+    println!(
+        "\n4. Daily rollups per device and sensor → synth.device_rollup (INSERT ... SELECT, upserts)"
+    );
     println!(
         "   (the worker beside synth's shards writes the rows; the driver commits them at once)"
     );
@@ -144,17 +181,19 @@ async fn run_on(
         output?.message.unwrap_or_default(),
         step.elapsed().as_secs_f64()
     );
-    println!(
-        "\n   Read back from the synthetic keyspace (device 42, hours with a temperature reading):"
-    );
+    println!("\n   Read back from the synthetic keyspace (device 42's temperature, by day):");
     run_and_print(session, READ_BACK).await?;
 
+    rollup_job(driver, session).await?;
+
     let count = count_rows(session, "iot.readings").await?;
-    let rollups = count_rows(session, "synth.device_hourly").await?;
+    let rollups = count_rows(session, "synth.device_rollup").await?;
     let stats = store.table_stats(&readings)?;
     println!(
-        "\niot.readings holds {count} rows in {} run(s) ({} row groups); synth.device_hourly holds {rollups} rows.",
-        stats.runs, stats.row_groups
+        "\niot.readings holds {count} rows in {} run(s) ({} row groups); synth.device_rollup holds {rollups} rows ({:.0}× fewer).",
+        stats.runs,
+        stats.row_groups,
+        count as f64 / rollups.max(1) as f64
     );
     println!("Done in {:.1} s.\n", started.elapsed().as_secs_f64());
     println!("Try next:");
@@ -166,11 +205,78 @@ async fn run_on(
     println!("  quarry describe --data-dir {dir} iot.readings");
     println!("  quarry load --data-dir {dir} --table iot.readings your.csv");
     println!(
+        "  quarry submit --data-dir {dir} examples/device-rollup --arg bucket_hours=6 --arg target=synth.device_rollup_job"
+    );
+    println!(
         "  quarry up --data-dir {dir}                        # driver + 3 worker processes; then"
     );
     println!(
         "  quarry sql --driver http://127.0.0.1:7070 -e \"EXPLAIN SELECT sensor, count(*) FROM iot.readings GROUP BY sensor\""
     );
+    Ok(())
+}
+
+/// The same rollup as a Rust job (`examples/device-rollup`, built for wasm32 the first time), on
+/// the same cluster, then compared with the SQL rollup row for row.
+async fn rollup_job(driver: &Arc<DriverState>, session: &QuarrySession) -> anyhow::Result<()> {
+    println!(
+        "\n5. The same rollup as a Rust job → synth.device_rollup_job (examples/device-rollup, WASM on the workers)"
+    );
+    let manifest = rollup_job_crate().join("Cargo.toml");
+    if !manifest.exists() {
+        println!(
+            "   (skipped: the job's source, {}, is not here)",
+            manifest.display()
+        );
+        return Ok(());
+    }
+    let step = Instant::now();
+    let module =
+        match tokio::task::spawn_blocking(move || crate::job_build::load(&manifest)).await? {
+            Ok(module) => module,
+            Err(e) => {
+                println!("   (skipped: the job could not be built: {e:#})");
+                return Ok(());
+            }
+        };
+    let built = step.elapsed().as_secs_f64();
+    let step = Instant::now();
+    let spin = spinner("running the job");
+    let module = driver.modules.put(module.bytes).await?;
+    let compiled = step.elapsed().as_secs_f64();
+    let step = Instant::now();
+    let args = JobArgs::new([("target".to_string(), "synth.device_rollup_job".to_string())]);
+    let written = async {
+        let stream = driver
+            .run_rust_job_sink(&module.hash(), &args, 0, "demo")
+            .await?;
+        let batches: Vec<arrow::array::RecordBatch> = stream.try_collect().await?;
+        anyhow::Ok(
+            batches
+                .first()
+                .and_then(|b| {
+                    b.column(0)
+                        .as_any()
+                        .downcast_ref::<arrow::array::UInt64Array>()
+                        .map(|a| a.value(0))
+                })
+                .unwrap_or(0),
+        )
+    }
+    .await;
+    spin.finish_and_clear();
+    let written = written?;
+    println!(
+        "   upserted {written} rows in {:.2} s (module {}: cargo build {built:.1} s, compiled to native code {compiled:.1} s, once)",
+        step.elapsed().as_secs_f64(),
+        &module.hash().to_string()[..12],
+    );
+    let differing = first_count(session, COMPARE).await?;
+    if differing == 0 {
+        println!("   the job's rows equal the SQL rollup's, row for row");
+    } else {
+        anyhow::bail!("the job's rollup differs from the SQL rollup in {differing} rows");
+    }
     Ok(())
 }
 
@@ -224,9 +330,12 @@ async fn load(
 }
 
 async fn count_rows(session: &QuarrySession, table: &str) -> anyhow::Result<u64> {
-    let output = session
-        .execute(&format!("SELECT count(*) FROM {table}"))
-        .await?;
+    first_count(session, &format!("SELECT count(*) FROM {table}")).await
+}
+
+/// The count a `SELECT count(*) ...` returns.
+async fn first_count(session: &QuarrySession, sql: &str) -> anyhow::Result<u64> {
+    let output = session.execute(sql).await?;
     let count = output
         .batches
         .first()

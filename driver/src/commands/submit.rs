@@ -31,7 +31,7 @@ pub async fn run(
     let started = Instant::now();
     let (store, session) = super::open(data_dir)?;
     let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: Some(store.dir().join("modules").join("compiled")),
+        cache_dir: Some(crate::daemon::compiled_modules_dir(store.dir())),
         ..RuntimeConfig::default()
     })
     .context("starting the WASM runtime")?;

@@ -88,6 +88,8 @@ impl LocalCluster {
         let mut config = WorkerConfig::new(node, self.url.clone());
         config.task_slots = slots.max(1);
         config.nodes = self.driver.config.nodes.clone();
+        // The driver compiles a job's module when it receives it; workers load it from here.
+        config.module_cache = Some(super::compiled_modules_dir(data_dir));
         let (stop, stopped) = oneshot::channel::<()>();
         self.stops.push(stop);
         self.servers

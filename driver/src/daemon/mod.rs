@@ -63,6 +63,12 @@ use job_runner::JobRunner;
 use job_tracker::{JobState, JobTracker};
 use registry::Registry;
 
+/// Where the processes of a data directory keep compiled job modules: the driver compiles a
+/// module when a client sends it, and workers sharing the directory load it from there.
+pub fn compiled_modules_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("modules").join("compiled")
+}
+
 /// Everything the driver's services share.
 #[derive(Debug)]
 pub struct DriverState {
@@ -91,7 +97,7 @@ impl DriverState {
             )
         })?;
         let runtime = quarry_wasm::Runtime::new(quarry_wasm::RuntimeConfig {
-            cache_dir: Some(store.dir().join("driver").join("modules").join("compiled")),
+            cache_dir: Some(compiled_modules_dir(store.dir())),
             ..quarry_wasm::RuntimeConfig::default()
         })
         .map_err(quarry_jobs::Error::from)?;
