@@ -16,8 +16,10 @@
 //! Build the `quarry` binary first (the bench runs it):
 //! `cargo build --release --bin quarry && cargo run --release -p quarry-bench -- --help`.
 //!
-//! `quarry-bench tpch` runs the TPC-H queries instead (see `tpch.rs`).
+//! `quarry-bench tpch` runs the TPC-H queries instead (see `tpch.rs`), `quarry-bench jobs` the
+//! Rust jobs beside SQL (see `jobs.rs`).
 
+mod jobs;
 mod tpch;
 
 use std::fs::File;
@@ -76,6 +78,8 @@ struct Args {
 enum Mode {
     /// The 22 TPC-H queries, embedded and on `quarry up`, beside plain DataFusion.
     Tpch(tpch::TpchArgs),
+    /// Rust jobs (WASM on the workers) beside the same work as SQL, on `quarry up`.
+    Jobs(jobs::JobsArgs),
 }
 
 const QUERIES: [(&str, &str); 2] = [
@@ -93,8 +97,10 @@ const QUERIES: [(&str, &str); 2] = [
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    if let Some(Mode::Tpch(tpch)) = args.mode {
-        return tpch::run(tpch).await;
+    match args.mode {
+        Some(Mode::Tpch(tpch)) => return tpch::run(tpch).await,
+        Some(Mode::Jobs(jobs)) => return jobs::run(jobs).await,
+        None => {}
     }
     let temp = tempfile::tempdir()?;
     let work = args
