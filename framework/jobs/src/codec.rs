@@ -104,187 +104,118 @@ impl QuarryCodec {
     }
 }
 
-#[derive(Clone, PartialEq, Message)]
-struct QuarryNode {
-    #[prost(message, optional, tag = "1")]
-    scan: Option<ScanNode>,
-    #[prost(message, optional, tag = "2")]
-    exchange: Option<ExchangeNode>,
-    #[prost(message, optional, tag = "3")]
-    router: Option<RouterNode>,
-    #[prost(message, optional, tag = "4")]
-    write: Option<WriteNode>,
-    #[prost(message, optional, tag = "5")]
-    wasm: Option<WasmNode>,
+/// The plan codec's messages, generated from `proto/proto/quarry/plan/v1/plan.proto`.
+#[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
+mod plan_proto {
+    include!("generated/quarry.plan.v1.rs");
 }
 
-/// A [`WasmExec`]: which module (by content hash), its arguments and operator.
-#[derive(Clone, PartialEq, Message)]
-struct WasmNode {
-    #[prost(string, tag = "1")]
-    module_hash: String,
-    /// The job's arguments as rkyv bytes (`JobArgs::to_bytes`).
-    #[prost(bytes = "vec", tag = "2")]
-    args: Vec<u8>,
-    #[prost(uint32, tag = "3")]
-    op: u32,
-    #[prost(string, tag = "4")]
-    name: String,
-    /// 0: map, 1: combine, 2: merge on `keys` columns.
-    #[prost(uint32, tag = "5")]
-    kind: u32,
-    #[prost(uint32, tag = "6")]
-    keys: u32,
-    #[prost(message, optional, tag = "7")]
-    schema: Option<protobuf::Schema>,
+use plan_proto::quarry_node::Node;
+use plan_proto::{
+    CompareOp, ExchangeKind as ExchangeKindProto, ExchangeNode, PredicateKind, PredicateNode,
+    QuarryNode, RouterNode, ScanNode, WasmNode, WasmOpKind, WriteNode,
+};
+
+fn compare_op_to_proto(op: CmpOp) -> CompareOp {
+    match op {
+        CmpOp::Eq => CompareOp::Eq,
+        CmpOp::Lt => CompareOp::Lt,
+        CmpOp::LtEq => CompareOp::LtEq,
+        CmpOp::Gt => CompareOp::Gt,
+        CmpOp::GtEq => CompareOp::GtEq,
+    }
 }
 
-/// A [`ShardRouterExec`]: the target table and its shard groups (as `0-9,12` text).
-#[derive(Clone, PartialEq, Message)]
-struct RouterNode {
-    #[prost(string, tag = "1")]
-    keyspace: String,
-    #[prost(string, tag = "2")]
-    table: String,
-    #[prost(uint32, tag = "3")]
-    shard_count: u32,
-    #[prost(string, repeated, tag = "4")]
-    groups: Vec<String>,
+fn compare_op_from_proto(op: CompareOp) -> CmpOp {
+    match op {
+        CompareOp::Eq => CmpOp::Eq,
+        CompareOp::Lt => CmpOp::Lt,
+        CompareOp::LtEq => CmpOp::LtEq,
+        CompareOp::Gt => CmpOp::Gt,
+        CompareOp::GtEq => CmpOp::GtEq,
+    }
 }
 
-/// A [`StoreWriteExec`]: the table it writes, and the statement its parts belong to.
-#[derive(Clone, PartialEq, Message)]
-struct WriteNode {
-    #[prost(string, tag = "1")]
-    keyspace: String,
-    #[prost(string, tag = "2")]
-    table: String,
-    #[prost(uint64, tag = "3")]
-    statement: u64,
+/// An enum field's value, or an error naming the field when it is out of range.
+fn known<E: TryFrom<i32>>(value: i32, field: &str) -> Result<E> {
+    E::try_from(value).map_err(|_| plan_datafusion_err!("unknown {field} {value} in a plan"))
 }
 
-#[derive(Clone, PartialEq, Message)]
-struct ScanNode {
-    #[prost(string, tag = "1")]
-    keyspace: String,
-    #[prost(string, tag = "2")]
-    table: String,
-    /// Set when `columns` is a projection (an empty projection is valid: `count(*)`).
-    #[prost(bool, tag = "3")]
-    projected: bool,
-    #[prost(uint32, repeated, tag = "4")]
-    columns: Vec<u32>,
-    #[prost(message, repeated, tag = "5")]
-    predicates: Vec<PredicateNode>,
-    #[prost(uint64, optional, tag = "6")]
-    limit: Option<u64>,
-    #[prost(uint32, tag = "7")]
-    pushed_filters: u32,
-    #[prost(uint32, tag = "8")]
-    target_partitions: u32,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct PredicateNode {
-    /// 0: comparison, 1: IN list, 2: token range.
-    #[prost(uint32, tag = "1")]
-    kind: u32,
-    #[prost(string, tag = "2")]
-    column: String,
-    /// 0 `=`, 1 `<`, 2 `<=`, 3 `>`, 4 `>=`.
-    #[prost(uint32, tag = "3")]
-    op: u32,
-    #[prost(message, repeated, tag = "4")]
-    values: Vec<protobuf::ScalarValue>,
-    #[prost(int64, tag = "5")]
-    token_start: i64,
-    #[prost(int64, tag = "6")]
-    token_end: i64,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct ExchangeNode {
-    #[prost(uint32, tag = "1")]
-    stage: u32,
-    /// 0 for a gather exchange.
-    #[prost(uint32, tag = "2")]
-    hash_partitions: u32,
-    #[prost(message, optional, tag = "3")]
-    schema: Option<protobuf::Schema>,
-}
-
-const OPS: [CmpOp; 5] = [CmpOp::Eq, CmpOp::Lt, CmpOp::LtEq, CmpOp::Gt, CmpOp::GtEq];
-
-fn scalars(array: &arrow::array::ArrayRef) -> Result<Vec<protobuf::ScalarValue>> {
+fn scalars(array: &arrow::array::ArrayRef) -> Result<Vec<Vec<u8>>> {
     (0..array.len())
         .map(|i| {
             let value = ScalarValue::try_from_array(array, i)?;
             protobuf::ScalarValue::try_from(&value)
+                .map(|v| v.encode_to_vec())
                 .map_err(|e| internal_datafusion_err!("encoding a pushed-down literal: {e}"))
         })
         .collect()
 }
 
-fn array(values: &[protobuf::ScalarValue]) -> Result<arrow::array::ArrayRef> {
+fn array(values: &[Vec<u8>]) -> Result<arrow::array::ArrayRef> {
     let values = values
         .iter()
-        .map(|v| {
-            ScalarValue::try_from(v)
+        .map(|bytes| {
+            let value = protobuf::ScalarValue::decode(bytes.as_slice())
+                .map_err(|e| plan_datafusion_err!("a pushed-down literal is malformed: {e}"))?;
+            ScalarValue::try_from(&value)
                 .map_err(|e| plan_datafusion_err!("decoding a pushed-down literal: {e}"))
         })
         .collect::<Result<Vec<_>>>()?;
     ScalarValue::iter_to_array(values)
 }
 
+fn encode_schema(schema: &Schema) -> Result<Vec<u8>> {
+    protobuf::Schema::try_from(schema)
+        .map(|s| s.encode_to_vec())
+        .map_err(|e| internal_datafusion_err!("encoding a schema: {e}"))
+}
+
+fn decode_schema(bytes: &[u8], what: &str) -> Result<Arc<Schema>> {
+    let schema = protobuf::Schema::decode(bytes)
+        .map_err(|e| plan_datafusion_err!("{what}'s schema is malformed: {e}"))?;
+    Ok(Arc::new(Schema::try_from(&schema).map_err(|e| {
+        plan_datafusion_err!("decoding {what}'s schema: {e}")
+    })?))
+}
+
 fn encode_predicate(p: &Predicate) -> Result<PredicateNode> {
-    let empty = PredicateNode {
-        kind: 0,
-        column: String::new(),
-        op: 0,
-        values: Vec::new(),
-        token_start: 0,
-        token_end: 0,
-    };
     Ok(match p {
         Predicate::Compare { column, op, value } => PredicateNode {
+            kind: PredicateKind::Comparison as i32,
             column: column.clone(),
-            op: OPS.iter().position(|o| o == op).unwrap_or(0) as u32,
+            op: compare_op_to_proto(*op) as i32,
             values: scalars(value)?,
-            ..empty
+            ..PredicateNode::default()
         },
         Predicate::InList { column, values } => PredicateNode {
-            kind: 1,
+            kind: PredicateKind::InList as i32,
             column: column.clone(),
             values: scalars(values)?,
-            ..empty
+            ..PredicateNode::default()
         },
         Predicate::TokenRange(range) => PredicateNode {
-            kind: 2,
+            kind: PredicateKind::TokenRange as i32,
             token_start: range.start,
             token_end: range.end,
-            ..empty
+            ..PredicateNode::default()
         },
     })
 }
 
 fn decode_predicate(node: &PredicateNode) -> Result<Predicate> {
-    Ok(match node.kind {
-        0 => Predicate::Compare {
+    Ok(match known::<PredicateKind>(node.kind, "predicate kind")? {
+        PredicateKind::Comparison => Predicate::Compare {
             column: node.column.clone(),
-            op: *OPS
-                .get(node.op as usize)
-                .ok_or_else(|| plan_datafusion_err!("unknown comparison {} in a scan", node.op))?,
+            op: compare_op_from_proto(known(node.op, "comparison")?),
             value: array(&node.values)?,
         },
-        1 => Predicate::InList {
+        PredicateKind::InList => Predicate::InList {
             column: node.column.clone(),
             values: array(&node.values)?,
         },
-        2 => Predicate::TokenRange(TokenRange::new(node.token_start, node.token_end)),
-        other => {
-            return Err(plan_datafusion_err!(
-                "unknown predicate kind {other} in a scan"
-            ));
+        PredicateKind::TokenRange => {
+            Predicate::TokenRange(TokenRange::new(node.token_start, node.token_end))
         }
     })
 }
@@ -370,20 +301,12 @@ impl QuarryCodec {
             })?;
         let args = JobArgs::from_bytes(&node.args)
             .map_err(|e| plan_datafusion_err!("a WASM operator's arguments: {e}"))?;
-        let kind = match node.kind {
-            0 => OpKind::Map,
-            1 => OpKind::Combine,
-            2 => OpKind::Merge { keys: node.keys },
-            other => return Err(plan_datafusion_err!("unknown WASM operator kind {other}")),
+        let kind = match known::<WasmOpKind>(node.kind, "WASM operator kind")? {
+            WasmOpKind::Map => OpKind::Map,
+            WasmOpKind::Combine => OpKind::Combine,
+            WasmOpKind::Merge => OpKind::Merge { keys: node.keys },
         };
-        let schema = node
-            .schema
-            .as_ref()
-            .ok_or_else(|| plan_datafusion_err!("a WASM operator without a schema"))?;
-        let schema = Arc::new(
-            Schema::try_from(schema)
-                .map_err(|e| plan_datafusion_err!("decoding a WASM operator's schema: {e}"))?,
-        );
+        let schema = decode_schema(&node.schema, "a WASM operator")?;
         Ok(Arc::new(WasmExec::new(
             input,
             module,
@@ -396,18 +319,11 @@ impl QuarryCodec {
     }
 
     fn decode_exchange(&self, node: &ExchangeNode) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = node
-            .schema
-            .as_ref()
-            .ok_or_else(|| plan_datafusion_err!("an exchange reader without a schema"))?;
-        let schema = Arc::new(
-            Schema::try_from(schema)
-                .map_err(|e| plan_datafusion_err!("decoding an exchange schema: {e}"))?,
-        );
-        let kind = match node.hash_partitions {
-            0 => ExchangeKind::Gather,
-            n => ExchangeKind::Hash {
-                partitions: n as usize,
+        let schema = decode_schema(&node.schema, "an exchange reader")?;
+        let kind = match known::<ExchangeKindProto>(node.kind, "exchange kind")? {
+            ExchangeKindProto::Gather => ExchangeKind::Gather,
+            ExchangeKindProto::Hash => ExchangeKind::Hash {
+                partitions: node.hash_partitions as usize,
             },
         };
         let stage = StageId(node.stage);
@@ -447,13 +363,11 @@ impl PhysicalExtensionCodec for QuarryCodec {
                 inputs.len()
             )),
         };
-        if let Some(wasm) = &node.wasm {
-            return self.decode_wasm(wasm, input()?);
-        }
-        match (&node.scan, &node.exchange, &node.router, &node.write) {
-            (Some(scan), None, None, None) => self.decode_scan(scan),
-            (None, Some(exchange), None, None) => self.decode_exchange(exchange),
-            (None, None, Some(router), None) => {
+        match node.node {
+            Some(Node::Scan(scan)) => self.decode_scan(&scan),
+            Some(Node::Exchange(exchange)) => self.decode_exchange(&exchange),
+            Some(Node::Wasm(wasm)) => self.decode_wasm(&wasm, input()?),
+            Some(Node::Router(router)) => {
                 let def = self.table(&router.keyspace, &router.table)?;
                 let shards = self
                     .store
@@ -482,7 +396,7 @@ impl PhysicalExtensionCodec for QuarryCodec {
                     groups,
                 )?))
             }
-            (None, None, None, Some(write)) => {
+            Some(Node::Write(write)) => {
                 let def = self.table(&write.keyspace, &write.table)?;
                 Ok(Arc::new(StoreWriteExec::new(
                     input()?,
@@ -491,8 +405,8 @@ impl PhysicalExtensionCodec for QuarryCodec {
                     self.store.clone(),
                 )))
             }
-            _ => Err(plan_datafusion_err!(
-                "a Quarry plan node must be exactly one of scan, exchange, router or write"
+            None => Err(plan_datafusion_err!(
+                "a Quarry plan node must be one of scan, exchange, router, write or wasm"
             )),
         }
     }
@@ -503,70 +417,54 @@ impl PhysicalExtensionCodec for QuarryCodec {
         buf: &mut Vec<u8>,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
-        let message = if let Some(scan) = node.downcast_ref::<StoreScanExec>() {
-            QuarryNode {
-                scan: Some(Self::encode_scan(scan)?),
-                ..QuarryNode::default()
-            }
+        let node = if let Some(scan) = node.downcast_ref::<StoreScanExec>() {
+            Node::Scan(Self::encode_scan(scan)?)
         } else if let Some(router) = node.downcast_ref::<ShardRouterExec>() {
-            QuarryNode {
-                router: Some(RouterNode {
-                    keyspace: router.target().keyspace.clone(),
-                    table: router.target().name.clone(),
-                    shard_count: router.shard_count(),
-                    groups: router.groups().iter().map(ToString::to_string).collect(),
-                }),
-                ..QuarryNode::default()
-            }
+            Node::Router(RouterNode {
+                keyspace: router.target().keyspace.clone(),
+                table: router.target().name.clone(),
+                shard_count: router.shard_count(),
+                groups: router.groups().iter().map(ToString::to_string).collect(),
+            })
         } else if let Some(write) = node.downcast_ref::<StoreWriteExec>() {
-            QuarryNode {
-                write: Some(WriteNode {
-                    keyspace: write.op().table.keyspace.clone(),
-                    table: write.op().table.name.clone(),
-                    statement: write.op().statement,
-                }),
-                ..QuarryNode::default()
-            }
+            Node::Write(WriteNode {
+                keyspace: write.op().table.keyspace.clone(),
+                table: write.op().table.name.clone(),
+                statement: write.op().statement,
+            })
         } else if let Some(wasm) = node.downcast_ref::<WasmExec>() {
-            let schema = protobuf::Schema::try_from(wasm.schema().as_ref())
-                .map_err(|e| internal_datafusion_err!("encoding a WASM operator's schema: {e}"))?;
             let (kind, keys) = match wasm.kind() {
-                OpKind::Map => (0, 0),
-                OpKind::Combine => (1, 0),
-                OpKind::Merge { keys } => (2, keys),
+                OpKind::Map => (WasmOpKind::Map, 0),
+                OpKind::Combine => (WasmOpKind::Combine, 0),
+                OpKind::Merge { keys } => (WasmOpKind::Merge, keys),
             };
-            QuarryNode {
-                wasm: Some(WasmNode {
-                    module_hash: wasm.module().hash().to_string(),
-                    args: wasm.args().to_bytes(),
-                    op: wasm.op(),
-                    name: wasm.op_name().to_string(),
-                    kind,
-                    keys,
-                    schema: Some(schema),
-                }),
-                ..QuarryNode::default()
-            }
+            Node::Wasm(WasmNode {
+                module_hash: wasm.module().hash().to_string(),
+                args: wasm.args().to_bytes(),
+                op: wasm.op(),
+                name: wasm.op_name().to_string(),
+                kind: kind as i32,
+                keys,
+                schema: encode_schema(wasm.schema().as_ref())?,
+            })
         } else if let Some(reader) = node.downcast_ref::<ExchangeReaderExec>() {
-            let schema = protobuf::Schema::try_from(reader.schema().as_ref())
-                .map_err(|e| internal_datafusion_err!("encoding an exchange schema: {e}"))?;
-            QuarryNode {
-                exchange: Some(ExchangeNode {
-                    stage: reader.stage().0,
-                    hash_partitions: match reader.kind() {
-                        ExchangeKind::Hash { partitions } => partitions as u32,
-                        ExchangeKind::Gather => 0,
-                    },
-                    schema: Some(schema),
-                }),
-                ..QuarryNode::default()
-            }
+            let (kind, hash_partitions) = match reader.kind() {
+                ExchangeKind::Hash { partitions } => (ExchangeKindProto::Hash, partitions as u32),
+                ExchangeKind::Gather => (ExchangeKindProto::Gather, 0),
+            };
+            Node::Exchange(ExchangeNode {
+                stage: reader.stage().0,
+                kind: kind as i32,
+                hash_partitions,
+                schema: encode_schema(reader.schema().as_ref())?,
+            })
         } else {
             return Err(internal_datafusion_err!(
                 "{} cannot be sent to a worker",
                 node.name()
             ));
         };
+        let message = QuarryNode { node: Some(node) };
         message
             .encode(buf)
             .map_err(|e| internal_datafusion_err!("encoding a Quarry plan node: {e}"))

@@ -1,8 +1,8 @@
-//! `cargo run -p quarry-proto-gen`: rewrites `proto/src/generated/` from the `.proto` files.
+//! `cargo run -p quarry-proto-gen`: rewrites the generated code from the `.proto` files.
 
 fn main() -> anyhow::Result<()> {
-    let out = quarry_proto_gen::proto_crate_dir().join("src/generated");
-    quarry_proto_gen::generate(&out)?;
-    println!("wrote {}", out.display());
+    for path in quarry_proto_gen::generate_committed()? {
+        println!("wrote {}", path.display());
+    }
     Ok(())
 }
