@@ -436,3 +436,93 @@ async fn a_panicking_closure_fails_the_job_without_retries_on_a_cluster() {
     }
     assert_eq!(rows, 1000);
 }
+
+const ANOMALIES_JOB: &str = "examples/anomalies";
+
+const ANOMALIES_TABLE: &str = "CREATE TABLE synth.anomalies (device_id bigint, sensor text,
+    ts timestamp, value double, mean double, stddev double, PRIMARY KEY ((device_id), sensor, ts))";
+
+/// The anomalies as plain DataFusion finds them: (device, sensor, ts) of each flagged reading.
+async fn expected_anomalies() -> std::collections::BTreeSet<(i64, String, i64)> {
+    let ctx = SessionContext::new();
+    let batches = readings();
+    let table = MemTable::try_new(batches[0].schema(), vec![batches]).unwrap();
+    ctx.register_table("readings", Arc::new(table)).unwrap();
+    let result = ctx
+        .sql(
+            "WITH s AS (
+                SELECT device_id, sensor, avg(value) AS mean,
+                       sqrt(greatest(sum(value * value) / count(value) - avg(value) * avg(value), 0)) AS sd
+                FROM readings WHERE value IS NOT NULL GROUP BY device_id, sensor)
+             SELECT r.device_id, r.sensor, r.ts FROM readings r
+             JOIN s ON r.device_id = s.device_id AND r.sensor = s.sensor
+             WHERE r.value IS NOT NULL AND abs(r.value - s.mean) > 3 * s.sd",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    anomaly_keys(&result)
+}
+
+fn anomaly_keys(batches: &[RecordBatch]) -> std::collections::BTreeSet<(i64, String, i64)> {
+    let mut keys = std::collections::BTreeSet::new();
+    for b in batches {
+        let b = &plain_strings(b);
+        let device = b.column(0).as_primitive::<Int64Type>();
+        let sensor = b.column(1).as_string::<i32>();
+        let ts = b.column(2).as_primitive::<TimestampMillisecondType>();
+        for i in 0..b.num_rows() {
+            keys.insert((device.value(i), sensor.value(i).to_string(), ts.value(i)));
+        }
+    }
+    keys
+}
+
+/// A two-stage job with a join (statistics per key, then every reading against its key's), in
+/// this process and on a cluster, against plain DataFusion's SQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_anomalies_job_joins_readings_with_their_statistics_like_sql() {
+    let expected = expected_anomalies().await;
+    assert!(!expected.is_empty(), "the data set has outliers to find");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, session) = embedded(dir.path()).await;
+    session.execute(ANOMALIES_TABLE).await.unwrap();
+    let module = load_module(ANOMALIES_JOB);
+    quarry_jobs::rust_job::run(&session, &module, &JobArgs::default(), "test")
+        .await
+        .unwrap();
+    let output = session
+        .execute("SELECT device_id, sensor, ts FROM synth.anomalies")
+        .await
+        .unwrap();
+    assert_eq!(anomaly_keys(&output.batches), expected, "in process");
+
+    let cluster = common::TestCluster::start(3, quarry_driver::daemon::DriverConfig::default()).await;
+    for statement in quarry_core::ddl::split_statements(SCHEMA) {
+        cluster.sql(&statement).await;
+    }
+    cluster.sql(ANOMALIES_TABLE).await;
+    let name = TableName::new("iot", "readings");
+    let schema = cluster.store.table(&name).unwrap().arrow_schema();
+    let batches = readings()
+        .into_iter()
+        .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()).unwrap())
+        .collect();
+    cluster.store.write(&name, batches).await.unwrap();
+    let mut driver = quarry_driver::remote::RemoteDriver::connect(&cluster.cluster.url)
+        .await
+        .unwrap();
+    let hash = driver
+        .put_module(module_bytes(ANOMALIES_JOB))
+        .await
+        .unwrap();
+    let mut result = driver.run_rust_job_sink(&hash, &[], 0).await.unwrap();
+    while result.next().await.unwrap().is_some() {}
+    let output = cluster
+        .sql("SELECT device_id, sensor, ts FROM synth.anomalies")
+        .await;
+    assert_eq!(anomaly_keys(&output.batches), expected, "on a cluster");
+}
