@@ -500,7 +500,8 @@ async fn the_anomalies_job_joins_readings_with_their_statistics_like_sql() {
         .unwrap();
     assert_eq!(anomaly_keys(&output.batches), expected, "in process");
 
-    let cluster = common::TestCluster::start(3, quarry_driver::daemon::DriverConfig::default()).await;
+    let cluster =
+        common::TestCluster::start(3, quarry_driver::daemon::DriverConfig::default()).await;
     for statement in quarry_core::ddl::split_statements(SCHEMA) {
         cluster.sql(&statement).await;
     }
@@ -525,4 +526,50 @@ async fn the_anomalies_job_joins_readings_with_their_statistics_like_sql() {
         .sql("SELECT device_id, sensor, ts FROM synth.anomalies")
         .await;
     assert_eq!(anomaly_keys(&output.batches), expected, "on a cluster");
+}
+
+/// A `flat_map` over text payloads, through the module: every entry becomes a row of the target
+/// table, malformed ones are counted by the job's second result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_payload_job_parses_every_entry_through_the_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, session) = embedded(dir.path()).await;
+    session
+        .execute_script(
+            "CREATE TABLE iot.payloads (gateway_id bigint, received timestamp, payload text,
+                 PRIMARY KEY ((gateway_id), received));
+             CREATE TABLE synth.parsed (device_id bigint, ts timestamp, sensor text, value double,
+                 status int, PRIMARY KEY ((device_id), ts, sensor));
+             INSERT INTO iot.payloads
+             SELECT value % 10, CAST(value * 1000 AS TIMESTAMP),
+                    concat(value, ':temp:', value * 0.5, ';', value, ':humidity:x;broken')
+             FROM generate_series(1, 500)",
+        )
+        .await
+        .unwrap();
+    let module = load_module("examples/payload-parse");
+    let args = JobArgs::new([("target".to_string(), "synth.parsed".to_string())]);
+    let outputs = quarry_jobs::rust_job::run(&session, &module, &args, "test")
+        .await
+        .unwrap();
+    assert_eq!(outputs[0].number(), Some(1000), "two readings per payload");
+    assert_eq!(
+        outputs[1].number(),
+        Some(500),
+        "one broken entry per payload"
+    );
+    let check = session
+        .execute(
+            "SELECT count(*) AS n, sum(value) AS total, sum(CASE WHEN status = 2 THEN 1 ELSE 0 END)
+             FROM synth.parsed",
+        )
+        .await
+        .unwrap();
+    let b = &check.batches[0];
+    assert_eq!(b.column(0).as_primitive::<Int64Type>().value(0), 1000);
+    assert_eq!(
+        b.column(1).as_primitive::<Float64Type>().value(0),
+        (1..=500).map(|v| v as f64 * 0.5).sum::<f64>()
+    );
+    assert_eq!(b.column(2).as_primitive::<Int64Type>().value(0), 500);
 }
