@@ -195,6 +195,10 @@ async fn the_rollup_job_equals_the_sql_rollup_in_process() {
     let expected = expected_rollup().await;
     assert_eq!(outputs.len(), 1);
     assert_eq!(outputs[0].number(), Some(expected.len() as u64));
+    assert!(
+        outputs[0].wasm_fuel > 40_000,
+        "the closures' CPU cost is metered"
+    );
     assert_same_rollup(&rollup_table(&session).await, &expected);
     // At least 10× fewer rows than it read.
     assert!(
@@ -277,6 +281,11 @@ async fn the_rollup_job_equals_the_sql_rollup_on_a_cluster() {
         .find(|j| j.sql.contains(&hash))
         .expect("a job record naming the module");
     assert!(job.sql.contains("bucket_hours=24"), "{}", job.sql);
+    let fuel: u64 = job.stages.iter().map(|s| s.metrics.wasm_fuel).sum();
+    assert!(
+        fuel > 40_000,
+        "the job record keeps the closures' CPU cost: {fuel}"
+    );
     let worker_stages = job.stages.iter().filter(|s| s.tasks_total > 0).count();
     assert!(worker_stages >= 2, "{:?}", job.stages);
     assert_eq!(

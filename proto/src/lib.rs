@@ -47,6 +47,7 @@ mod tests {
                 bytes_in: 100,
                 bytes_out: 40,
                 elapsed_ms: 7,
+                wasm_fuel: 9,
             }),
             error: Some(TaskError {
                 kind: ErrorKind::External as i32,

@@ -208,6 +208,7 @@ pub fn metrics_to_proto(m: &TaskMetrics) -> pb::TaskMetrics {
         bytes_in: m.bytes_in,
         bytes_out: m.bytes_out,
         elapsed_ms: m.elapsed_ms,
+        wasm_fuel: m.wasm_fuel,
     }
 }
 
@@ -218,6 +219,7 @@ pub fn metrics_from_proto(m: Option<&pb::TaskMetrics>) -> TaskMetrics {
         bytes_in: m.bytes_in,
         bytes_out: m.bytes_out,
         elapsed_ms: m.elapsed_ms,
+        wasm_fuel: m.wasm_fuel,
     })
     .unwrap_or_default()
 }
@@ -346,6 +348,7 @@ mod tests {
                 bytes_in: 100,
                 bytes_out: 20,
                 elapsed_ms: 5,
+                wasm_fuel: 7,
             },
             failure: Some(TaskFailure {
                 kind: FailureKind::External,

@@ -139,6 +139,7 @@ impl TaskRunner {
             }),
             bytes_out: rows_bytes(outputs.partitions.iter().flatten()),
             elapsed_ms: started.elapsed().as_millis() as u64,
+            wasm_fuel: quarry_jobs::wasm_exec::fuel_of(&plan),
         };
         Ok((outputs, metrics))
     }

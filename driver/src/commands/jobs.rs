@@ -147,6 +147,7 @@ pub async fn job(driver: &DriverConnection, args: JobArgs) -> anyhow::Result<()>
             Field::new("rows_in", DataType::UInt64, false),
             Field::new("rows_out", DataType::UInt64, false),
             Field::new("bytes_out", DataType::UInt64, false),
+            Field::new("wasm_fuel", DataType::UInt64, false),
             text("what"),
         ],
         vec![
@@ -178,6 +179,7 @@ pub async fn job(driver: &DriverConnection, args: JobArgs) -> anyhow::Result<()>
             metrics(|m| m.rows_in),
             metrics(|m| m.rows_out),
             metrics(|m| m.bytes_out),
+            metrics(|m| m.wasm_fuel),
             Arc::new(StringArray::from_iter_values(
                 stages.iter().map(|s| s.description.as_str()),
             )),

@@ -46,10 +46,12 @@ pub async fn run(
     bar.finish_and_clear();
     let outputs = outputs?;
     print_outputs(&outputs, &args)?;
+    let fuel: u64 = outputs.iter().map(|o| o.wasm_fuel).sum();
     eprintln!(
-        "Job {} finished in {:.2} s.",
+        "Job {} finished in {:.2} s; its closures ran {} instructions.",
         module.hash(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        group_digits(fuel)
     );
     drop(store);
     Ok(())
@@ -79,13 +81,16 @@ async fn run_remote(url: &str, module: Vec<u8>, args: &SubmitArgs) -> anyhow::Re
             sink: sink_of(sink),
             schema: result.schema.clone(),
             batches,
+            wasm_fuel: 0,
         };
         print_output(&output, sinks.len(), args, &mut out)?;
     }
     out.flush()?;
     eprintln!(
-        "Job {hash} finished on the cluster in {:.2} s.",
-        started.elapsed().as_secs_f64()
+        "Job {hash} finished on the cluster in {:.2} s; `quarry jobs` lists its {} job(s), \
+         `quarry job ID` their stages and the instructions its closures ran (wasm_fuel).",
+        started.elapsed().as_secs_f64(),
+        sinks.len()
     );
     Ok(())
 }
@@ -139,6 +144,19 @@ fn print_output(
         }
     }
     Ok(())
+}
+
+/// `1234567` as `1,234,567`.
+fn group_digits(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// `name=value` of `--arg`.

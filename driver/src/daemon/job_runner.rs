@@ -294,7 +294,7 @@ impl JobRunner {
         for _ in 0..attempts {
             self.run_worker_stages().await?;
             let plan = self.bind_root()?;
-            let mut stream = datafusion::physical_plan::execute_stream(plan, ctx.clone())
+            let mut stream = datafusion::physical_plan::execute_stream(plan.clone(), ctx.clone())
                 .map_err(quarry_sql::Error::from)?;
             let (mut sent, mut rows) = (0usize, 0u64);
             let failure = loop {
@@ -311,6 +311,7 @@ impl JobRunner {
                         let root = self.graph.root().id;
                         let metrics = quarry_jobs::TaskMetrics {
                             rows_out: rows,
+                            wasm_fuel: quarry_jobs::wasm_exec::fuel_of(&plan),
                             ..Default::default()
                         };
                         self.driver.jobs.task_finished(

@@ -69,6 +69,8 @@ pub struct SinkOutput {
     pub sink: Sink,
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
+    /// Instructions the job's operators ran for it (wasmtime fuel) where this process ran them.
+    pub wasm_fuel: u64,
 }
 
 impl SinkOutput {
@@ -107,12 +109,13 @@ pub async fn run(
     let mut outputs = Vec::with_capacity(sinks.len());
     for sink in sinks {
         let schema = sink.plan.schema();
-        let stream = session.execute_plan(label, sink.plan).await?;
+        let stream = session.execute_plan(label, sink.plan.clone()).await?;
         let batches: Vec<RecordBatch> = stream.try_collect().await?;
         outputs.push(SinkOutput {
             sink: sink.sink,
             schema,
             batches,
+            wasm_fuel: crate::wasm_exec::fuel_of(&sink.plan),
         });
     }
     Ok(outputs)

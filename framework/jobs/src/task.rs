@@ -68,11 +68,14 @@ pub struct TaskMetrics {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub elapsed_ms: u64,
+    /// Instructions its Rust job operators ran (wasmtime fuel): the job's CPU cost.
+    pub wasm_fuel: u64,
 }
 
 impl TaskMetrics {
     pub fn add(&mut self, other: &TaskMetrics) {
         self.rows_in += other.rows_in;
+        self.wasm_fuel += other.wasm_fuel;
         self.rows_out += other.rows_out;
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;

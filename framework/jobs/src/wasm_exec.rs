@@ -18,6 +18,9 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::expressions::Column;
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
@@ -38,6 +41,7 @@ pub struct WasmExec {
     kind: OpKind,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl fmt::Debug for WasmExec {
@@ -80,6 +84,7 @@ impl WasmExec {
             kind,
             schema,
             properties,
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 
@@ -155,6 +160,10 @@ impl ExecutionPlan for WasmExec {
         }
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn maintains_input_order(&self) -> Vec<bool> {
         vec![false]
     }
@@ -198,6 +207,8 @@ impl ExecutionPlan for WasmExec {
             instance,
             pending: VecDeque::new(),
             done: false,
+            fuel: MetricBuilder::new(&self.metrics).counter(FUEL, partition),
+            rows: MetricBuilder::new(&self.metrics).output_rows(partition),
         };
         let schema = self.schema.clone();
         let stream = futures::stream::unfold(state, move |mut state| {
@@ -212,6 +223,22 @@ impl ExecutionPlan for WasmExec {
             stream,
         )))
     }
+}
+
+/// The metric of the instructions (wasmtime fuel) a WASM operator ran.
+pub const FUEL: &str = "wasm_fuel";
+
+/// The instructions every [`WasmExec`] of an executed plan ran: its Rust operators' CPU cost.
+pub fn fuel_of(plan: &Arc<dyn ExecutionPlan>) -> u64 {
+    let own = match plan.downcast_ref::<WasmExec>() {
+        Some(wasm) => wasm
+            .metrics
+            .clone_inner()
+            .sum_by_name(FUEL)
+            .map_or(0, |v| v.as_usize() as u64),
+        None => 0,
+    };
+    own + plan.children().into_iter().map(fuel_of).sum::<u64>()
 }
 
 /// The modules a plan's [`WasmExec`]s run, each once.
@@ -240,12 +267,15 @@ struct RunState {
     instance: OpInstance,
     pending: VecDeque<RecordBatch>,
     done: bool,
+    fuel: Count,
+    rows: Count,
 }
 
 impl RunState {
     async fn next(&mut self, schema: &SchemaRef) -> Option<Result<RecordBatch>> {
         loop {
             if let Some(batch) = self.pending.pop_front() {
+                self.rows.add(batch.num_rows());
                 // The module's batches carry its own field names; the plan's are the same types.
                 return Some(
                     RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
@@ -270,7 +300,9 @@ impl RunState {
                 }
                 None => {
                     self.done = true;
-                    self.instance.finish()
+                    let output = self.instance.finish();
+                    self.fuel.add(self.instance.fuel_consumed() as usize);
+                    output
                 }
             };
             match output {

@@ -263,6 +263,9 @@ pub struct TaskMetrics {
     pub bytes_out: u64,
     #[prost(uint64, tag = "5")]
     pub elapsed_ms: u64,
+    /// Instructions run by the task's Rust job operators (wasmtime fuel): their CPU cost.
+    #[prost(uint64, tag = "6")]
+    pub wasm_fuel: u64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct TaskError {
