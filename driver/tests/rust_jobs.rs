@@ -87,10 +87,18 @@ fn readings() -> Vec<RecordBatch> {
     .collect()
 }
 
-async fn embedded(dir: &Path) -> (Arc<EmbeddedStore>, QuarrySession) {
-    let store = Arc::new(EmbeddedStore::open(dir, EmbeddedOptions::default()).unwrap());
-    let session = QuarrySession::new(store.clone() as Arc<dyn Store>);
-    session.execute_script(SCHEMA).await.unwrap();
+/// A three-worker cluster whose store holds the schema and the generated readings.
+async fn cluster_with_readings() -> common::TestCluster {
+    let cluster =
+        common::TestCluster::start(3, quarry_driver::daemon::DriverConfig::default()).await;
+    for statement in quarry_core::ddl::split_statements(SCHEMA) {
+        cluster.sql(&statement).await;
+    }
+    write_readings(&cluster.store).await;
+    cluster
+}
+
+async fn write_readings(store: &EmbeddedStore) {
     let name = TableName::new("iot", "readings");
     let schema = store.table(&name).unwrap().arrow_schema();
     let batches = readings()
@@ -98,6 +106,13 @@ async fn embedded(dir: &Path) -> (Arc<EmbeddedStore>, QuarrySession) {
         .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()).unwrap())
         .collect();
     store.write(&name, batches).await.unwrap();
+}
+
+async fn embedded(dir: &Path) -> (Arc<EmbeddedStore>, QuarrySession) {
+    let store = Arc::new(EmbeddedStore::open(dir, EmbeddedOptions::default()).unwrap());
+    let session = QuarrySession::new(store.clone() as Arc<dyn Store>);
+    session.execute_script(SCHEMA).await.unwrap();
+    write_readings(&store).await;
     (store, session)
 }
 
@@ -242,18 +257,7 @@ async fn the_rollup_job_run_natively_equals_the_sql_rollup() {
 /// sends it: its operators run on the workers beside the shards, which fetch the module by hash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rollup_job_equals_the_sql_rollup_on_a_cluster() {
-    let cluster =
-        common::TestCluster::start(3, quarry_driver::daemon::DriverConfig::default()).await;
-    for statement in quarry_core::ddl::split_statements(SCHEMA) {
-        cluster.sql(&statement).await;
-    }
-    let name = TableName::new("iot", "readings");
-    let schema = cluster.store.table(&name).unwrap().arrow_schema();
-    let batches = readings()
-        .into_iter()
-        .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()).unwrap())
-        .collect();
-    cluster.store.write(&name, batches).await.unwrap();
+    let cluster = cluster_with_readings().await;
 
     let mut driver = quarry_driver::remote::RemoteDriver::connect(&cluster.cluster.url)
         .await
@@ -509,19 +513,8 @@ async fn the_anomalies_job_joins_readings_with_their_statistics_like_sql() {
         .unwrap();
     assert_eq!(anomaly_keys(&output.batches), expected, "in process");
 
-    let cluster =
-        common::TestCluster::start(3, quarry_driver::daemon::DriverConfig::default()).await;
-    for statement in quarry_core::ddl::split_statements(SCHEMA) {
-        cluster.sql(&statement).await;
-    }
+    let cluster = cluster_with_readings().await;
     cluster.sql(ANOMALIES_TABLE).await;
-    let name = TableName::new("iot", "readings");
-    let schema = cluster.store.table(&name).unwrap().arrow_schema();
-    let batches = readings()
-        .into_iter()
-        .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()).unwrap())
-        .collect();
-    cluster.store.write(&name, batches).await.unwrap();
     let mut driver = quarry_driver::remote::RemoteDriver::connect(&cluster.cluster.url)
         .await
         .unwrap();

@@ -254,21 +254,26 @@ fn same_type(found: &DataType, expected: &DataType) -> bool {
     }
 }
 
-macro_rules! primitive_data {
-    ($rust:ty, $arrow:ty, $data_type:expr) => {
+/// `Data` for a type of one column: its builder and array types, its Arrow type, how to make a
+/// builder of a capacity, append a value and read one back.
+macro_rules! leaf_data {
+    (
+        $rust:ty, $builder:ty, $array:ty, $data_type:expr,
+        new: $new:expr, append: |$b:ident, $v:ident| $append:expr, read: |$a:ident, $row:ident| $read:expr
+    ) => {
         impl Data for $rust {
             const WIDTH: usize = 1;
-            type Builder = PrimitiveBuilder<$arrow>;
-            type Reader<'a> = LeafReader<'a, PrimitiveArray<$arrow>>;
+            type Builder = $builder;
+            type Reader<'a> = LeafReader<'a, $array>;
 
             fn fields(name: &str, nullable: bool, out: &mut Vec<Field>) {
                 out.push(Field::new(leaf_name(name), $data_type, nullable));
             }
             fn builder(capacity: usize) -> Self::Builder {
-                PrimitiveBuilder::<$arrow>::with_capacity(capacity)
+                $new(capacity)
             }
-            fn append(builder: &mut Self::Builder, value: Self) {
-                builder.append_value(value);
+            fn append($b: &mut Self::Builder, $v: Self) {
+                $append
             }
             fn append_null(builder: &mut Self::Builder) {
                 builder.append_null();
@@ -279,13 +284,25 @@ macro_rules! primitive_data {
             fn reader<'a>(columns: Columns<'a>) -> Result<Self::Reader<'a>, DataError> {
                 LeafReader::new(columns, &$data_type)
             }
-            fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError> {
-                Ok(reader.non_null(row)?.value(row))
+            fn read(reader: &Self::Reader<'_>, $row: usize) -> Result<Self, DataError> {
+                let $a = reader.non_null($row)?;
+                Ok($read)
             }
             fn is_null(reader: &Self::Reader<'_>, row: usize) -> bool {
                 reader.array.is_null(row)
             }
         }
+    };
+}
+
+macro_rules! primitive_data {
+    ($rust:ty, $arrow:ty, $data_type:expr) => {
+        leaf_data!(
+            $rust, PrimitiveBuilder<$arrow>, PrimitiveArray<$arrow>, $data_type,
+            new: primitive_builder::<$arrow>,
+            append: |builder, value| builder.append_value(value),
+            read: |array, row| array.value(row)
+        );
     };
 }
 
@@ -331,41 +348,6 @@ pub struct Date(pub i32);
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Blob(pub Vec<u8>);
 
-macro_rules! newtype_data {
-    ($rust:ident, $arrow:ty, $data_type:expr, $builder:expr) => {
-        impl Data for $rust {
-            const WIDTH: usize = 1;
-            type Builder = PrimitiveBuilder<$arrow>;
-            type Reader<'a> = LeafReader<'a, PrimitiveArray<$arrow>>;
-
-            fn fields(name: &str, nullable: bool, out: &mut Vec<Field>) {
-                out.push(Field::new(leaf_name(name), $data_type, nullable));
-            }
-            fn builder(capacity: usize) -> Self::Builder {
-                $builder(capacity)
-            }
-            fn append(builder: &mut Self::Builder, value: Self) {
-                builder.append_value(value.0);
-            }
-            fn append_null(builder: &mut Self::Builder) {
-                builder.append_null();
-            }
-            fn finish(mut builder: Self::Builder, out: &mut Vec<ArrayRef>) {
-                out.push(Arc::new(builder.finish()));
-            }
-            fn reader<'a>(columns: Columns<'a>) -> Result<Self::Reader<'a>, DataError> {
-                LeafReader::new(columns, &$data_type)
-            }
-            fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError> {
-                Ok($rust(reader.non_null(row)?.value(row)))
-            }
-            fn is_null(reader: &Self::Reader<'_>, row: usize) -> bool {
-                reader.array.is_null(row)
-            }
-        }
-    };
-}
-
 fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some(Arc::from(TIMESTAMP_TZ)))
 }
@@ -374,111 +356,37 @@ fn primitive_builder<T: ArrowPrimitiveType>(capacity: usize) -> PrimitiveBuilder
     PrimitiveBuilder::<T>::with_capacity(capacity)
 }
 
-newtype_data!(
-    Timestamp,
-    TimestampMillisecondType,
-    timestamp_type(),
-    |capacity| primitive_builder::<TimestampMillisecondType>(capacity).with_timezone(TIMESTAMP_TZ)
+leaf_data!(
+    Timestamp, PrimitiveBuilder<TimestampMillisecondType>,
+    PrimitiveArray<TimestampMillisecondType>, timestamp_type(),
+    new: |capacity| primitive_builder::<TimestampMillisecondType>(capacity).with_timezone(TIMESTAMP_TZ),
+    append: |builder, value| builder.append_value(value.0),
+    read: |array, row| Timestamp(array.value(row))
 );
-newtype_data!(
-    Date,
-    Date32Type,
-    DataType::Date32,
-    primitive_builder::<Date32Type>
+leaf_data!(
+    Date, PrimitiveBuilder<Date32Type>, PrimitiveArray<Date32Type>, DataType::Date32,
+    new: primitive_builder::<Date32Type>,
+    append: |builder, value| builder.append_value(value.0),
+    read: |array, row| Date(array.value(row))
 );
-
-impl Data for bool {
-    const WIDTH: usize = 1;
-    type Builder = BooleanBuilder;
-    type Reader<'a> = LeafReader<'a, BooleanArray>;
-
-    fn fields(name: &str, nullable: bool, out: &mut Vec<Field>) {
-        out.push(Field::new(leaf_name(name), DataType::Boolean, nullable));
-    }
-    fn builder(capacity: usize) -> Self::Builder {
-        BooleanBuilder::with_capacity(capacity)
-    }
-    fn append(builder: &mut Self::Builder, value: Self) {
-        builder.append_value(value);
-    }
-    fn append_null(builder: &mut Self::Builder) {
-        builder.append_null();
-    }
-    fn finish(mut builder: Self::Builder, out: &mut Vec<ArrayRef>) {
-        out.push(Arc::new(builder.finish()));
-    }
-    fn reader<'a>(columns: Columns<'a>) -> Result<Self::Reader<'a>, DataError> {
-        LeafReader::new(columns, &DataType::Boolean)
-    }
-    fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError> {
-        Ok(reader.non_null(row)?.value(row))
-    }
-    fn is_null(reader: &Self::Reader<'_>, row: usize) -> bool {
-        reader.array.is_null(row)
-    }
-}
-
-impl Data for String {
-    const WIDTH: usize = 1;
-    type Builder = StringBuilder;
-    type Reader<'a> = LeafReader<'a, StringArray>;
-
-    fn fields(name: &str, nullable: bool, out: &mut Vec<Field>) {
-        out.push(Field::new(leaf_name(name), DataType::Utf8, nullable));
-    }
-    fn builder(capacity: usize) -> Self::Builder {
-        StringBuilder::with_capacity(capacity, capacity * 8)
-    }
-    fn append(builder: &mut Self::Builder, value: Self) {
-        builder.append_value(value);
-    }
-    fn append_null(builder: &mut Self::Builder) {
-        builder.append_null();
-    }
-    fn finish(mut builder: Self::Builder, out: &mut Vec<ArrayRef>) {
-        out.push(Arc::new(builder.finish()));
-    }
-    fn reader<'a>(columns: Columns<'a>) -> Result<Self::Reader<'a>, DataError> {
-        LeafReader::new(columns, &DataType::Utf8)
-    }
-    fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError> {
-        Ok(reader.non_null(row)?.value(row).to_string())
-    }
-    fn is_null(reader: &Self::Reader<'_>, row: usize) -> bool {
-        reader.array.is_null(row)
-    }
-}
-
-impl Data for Blob {
-    const WIDTH: usize = 1;
-    type Builder = BinaryBuilder;
-    type Reader<'a> = LeafReader<'a, BinaryArray>;
-
-    fn fields(name: &str, nullable: bool, out: &mut Vec<Field>) {
-        out.push(Field::new(leaf_name(name), DataType::Binary, nullable));
-    }
-    fn builder(capacity: usize) -> Self::Builder {
-        BinaryBuilder::with_capacity(capacity, capacity * 8)
-    }
-    fn append(builder: &mut Self::Builder, value: Self) {
-        builder.append_value(value.0);
-    }
-    fn append_null(builder: &mut Self::Builder) {
-        builder.append_null();
-    }
-    fn finish(mut builder: Self::Builder, out: &mut Vec<ArrayRef>) {
-        out.push(Arc::new(builder.finish()));
-    }
-    fn reader<'a>(columns: Columns<'a>) -> Result<Self::Reader<'a>, DataError> {
-        LeafReader::new(columns, &DataType::Binary)
-    }
-    fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError> {
-        Ok(Blob(reader.non_null(row)?.value(row).to_vec()))
-    }
-    fn is_null(reader: &Self::Reader<'_>, row: usize) -> bool {
-        reader.array.is_null(row)
-    }
-}
+leaf_data!(
+    bool, BooleanBuilder, BooleanArray, DataType::Boolean,
+    new: BooleanBuilder::with_capacity,
+    append: |builder, value| builder.append_value(value),
+    read: |array, row| array.value(row)
+);
+leaf_data!(
+    String, StringBuilder, StringArray, DataType::Utf8,
+    new: |capacity| StringBuilder::with_capacity(capacity, capacity * 8),
+    append: |builder, value| builder.append_value(value),
+    read: |array, row| array.value(row).to_string()
+);
+leaf_data!(
+    Blob, BinaryBuilder, BinaryArray, DataType::Binary,
+    new: |capacity| BinaryBuilder::with_capacity(capacity, capacity * 8),
+    append: |builder, value| builder.append_value(value.0),
+    read: |array, row| Blob(array.value(row).to_vec())
+);
 
 /// `Option<T>` of a single-column `T` is that column, nullable. A composite `T` gets a leading
 /// boolean column named `<name>_some` (true, or null for `None`) before its nullable columns, so
