@@ -191,6 +191,10 @@ pub struct SubmitArgs {
     /// Write collected rows to this file instead of stdout.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Print the plan of each of the job's results (sources, WASM operators, shuffles, sinks)
+    /// instead of running it.
+    #[arg(long, conflicts_with = "output")]
+    pub explain: bool,
 }
 
 #[derive(Debug, Args)]

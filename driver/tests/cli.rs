@@ -515,6 +515,12 @@ fn submit_runs_a_job_crate_and_refuses_bad_modules_and_arguments_clearly() {
     doubled.sort();
     assert_eq!(doubled, (1..=100).map(|n| n * 2).collect::<Vec<_>>());
 
+    let o = ok(quarry(dir.path(), &["submit", job, "--explain"]));
+    let plan = stdout(&o);
+    assert!(plan.contains("result 0: collect"), "{plan}");
+    assert!(plan.contains("WasmExec"), "{plan}");
+    assert!(plan.contains("StoreScanExec"), "{plan}");
+
     let o = quarry(dir.path(), &["submit", job, "--arg", "fault=panic"]);
     assert!(!o.status.success());
     let err = stderr(&o);

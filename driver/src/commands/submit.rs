@@ -25,6 +25,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let source = crate::job_build::load(&args.job)?;
     if let Some(url) = &driver.url {
+        if args.explain {
+            anyhow::bail!(
+                "--explain plans the job in this process; run it without --driver (the stages \
+                 the driver cuts show in `quarry job ID`)"
+            );
+        }
         return run_remote(url, source.bytes, &args).await;
     }
     let job_args = JobArgs::new(args.args.clone());
@@ -40,6 +46,18 @@ pub async fn run(
         .await
         .context("loading the job module")?
         .with_context(|| format!("the job module {}", source.path.display()))?;
+    if args.explain {
+        let dag = quarry_jobs::rust_job::plan_dag(&module, &job_args).await?;
+        let sinks = quarry_jobs::rust_job::lower(&session, &module, &dag, &job_args).await?;
+        for (i, sink) in sinks.iter().enumerate() {
+            println!("result {i}: {}", sink.describe());
+            println!(
+                "{}",
+                datafusion::physical_plan::displayable(sink.plan.as_ref()).indent(true)
+            );
+        }
+        return Ok(());
+    }
     let bar = crate::progress::spinner("running the job");
     let label = format!("job {}", &module.hash().to_string()[..12]);
     let outputs = quarry_jobs::rust_job::run(&session, &module, &job_args, &label).await;
