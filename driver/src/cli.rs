@@ -23,6 +23,7 @@ use crate::output::OutputFormat;
   quarry sql -e \"SELECT count(*) FROM iot.readings\"
   quarry load --table iot.readings readings.csv
   quarry tables
+  quarry submit examples/device-rollup         run a Rust job (compiled to WebAssembly)
   quarry up                                    a local cluster: driver + 3 workers
   quarry sql --driver http://127.0.0.1:7070    run SQL on it; `quarry jobs` lists what ran
 

@@ -56,6 +56,10 @@ pub fn build(manifest: &Path) -> anyhow::Result<PathBuf> {
         .arg("--target-dir")
         .arg(target_dir())
         .args(MODULE_PROFILE.iter().flat_map(|c| ["--config", c]))
+        // Flags meant for the host (`-C target-cpu=native`) do not fit the module's target.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
         .args(["--message-format", "json-render-diagnostics"])
         .stderr(Stdio::inherit())
         .output()
