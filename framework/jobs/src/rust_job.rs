@@ -325,7 +325,7 @@ async fn source(
         .iter()
         .map(|f| Expr::Column(datafusion::common::Column::new_unqualified(f.name())))
         .collect();
-    frame = frame.select(columns)?;
+    // The predicate may name columns the job does not read: filter, then project.
     if let Some(predicate) = predicate {
         let expr = frame.parse_sql_expr(predicate).map_err(|e| {
             job_error(format!(
@@ -334,6 +334,7 @@ async fn source(
         })?;
         frame = frame.filter(expr)?;
     }
+    frame = frame.select(columns)?;
     Ok(frame.create_physical_plan().await?)
 }
 
