@@ -71,6 +71,10 @@ impl Tpch {
         }
         let mut expected = Vec::new();
         for query in QUERIES {
+            let (setup, teardown) = query.setup_and_teardown();
+            for statement in &setup {
+                plain.sql(statement).await.unwrap().collect().await.unwrap();
+            }
             let answer = match plain.sql(&query.sql()).await {
                 Ok(frame) => {
                     let schema = frame.schema().as_arrow().clone();
@@ -83,6 +87,9 @@ impl Tpch {
                 }
                 Err(e) => Err(e.to_string()),
             };
+            for statement in &teardown {
+                plain.sql(statement).await.unwrap().collect().await.unwrap();
+            }
             expected.push(answer);
         }
         Tpch {
@@ -125,7 +132,19 @@ impl Tpch {
         let mut all_ok = true;
         for (query, expected) in QUERIES.iter().zip(&self.expected) {
             let started = Instant::now();
-            let outcome = match tokio::time::timeout(QUERY_TIMEOUT, run(query.sql())).await {
+            // Q15 creates a view first and drops it after.
+            let (setup, teardown) = query.setup_and_teardown();
+            let statements = async {
+                for statement in setup {
+                    run(statement).await?;
+                }
+                let result = run(query.sql()).await;
+                for statement in teardown {
+                    run(statement).await?;
+                }
+                result
+            };
+            let outcome = match tokio::time::timeout(QUERY_TIMEOUT, statements).await {
                 Err(_) => Err(format!("no answer within {} s", QUERY_TIMEOUT.as_secs())),
                 Ok(result) => judge(query, expected, result),
             };

@@ -1,7 +1,6 @@
 -- TPC-H Q15, top supplier. Validation parameters: DATE = 1996-01-01.
--- The standard text creates and drops a view revenue0; this is the equivalent with a CTE (the
--- variant DataFusion's benchmarks use) until Quarry has views.
-with revenue0 (supplier_no, total_revenue) as (
+-- As the standard writes it: a view created, queried and dropped.
+create view revenue0 (supplier_no, total_revenue) as
     select
         l_suppkey,
         sum(l_extendedprice * (1 - l_discount))
@@ -11,8 +10,8 @@ with revenue0 (supplier_no, total_revenue) as (
         l_shipdate >= date '1996-01-01'
         and l_shipdate < date '1996-01-01' + interval '3' month
     group by
-        l_suppkey
-)
+        l_suppkey;
+
 select
     s_suppkey,
     s_name,
@@ -32,3 +31,5 @@ where
     )
 order by
     s_suppkey;
+
+drop view revenue0;

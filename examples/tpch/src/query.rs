@@ -11,7 +11,7 @@ pub struct Query {
     text: &'static str,
 }
 
-/// Q1 to Q22, in order. Q15 uses a CTE where the standard text creates a view.
+/// Q1 to Q22, in order, as the standard writes them (Q15 creates and drops a view).
 pub const QUERIES: [Query; 22] = [
     Query::new(1, include_str!("../queries/q01.sql")),
     Query::new(2, include_str!("../queries/q02.sql")),
@@ -47,19 +47,38 @@ impl Query {
         format!("q{}", self.number)
     }
 
-    /// The statement, without its leading comment and final `;`, as Quarry and DataFusion
-    /// take it.
-    pub fn sql(&self) -> String {
+    /// The query's statements, without the leading comment and the `;` between them: one
+    /// `SELECT`, except Q15, which creates a view, selects from it and drops it.
+    pub fn statements(&self) -> Vec<String> {
         let body: Vec<&str> = self
             .text
             .lines()
             .skip_while(|line| line.trim_start().starts_with("--"))
             .collect();
+        // No query text holds a `;` inside a literal.
         body.join("\n")
-            .trim()
-            .trim_end_matches(';')
-            .trim_end()
-            .to_string()
+            .split(';')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    /// The statement that answers: the one `SELECT` (or `WITH ... SELECT`).
+    pub fn sql(&self) -> String {
+        self.statements()
+            .into_iter()
+            .find(|s| is_query(s))
+            .expect("every TPC-H query has a SELECT")
+    }
+
+    /// The statements to run before [`sql`](Self::sql) and after it.
+    pub fn setup_and_teardown(&self) -> (Vec<String>, Vec<String>) {
+        let statements = self.statements();
+        let at = statements
+            .iter()
+            .position(|s| is_query(s))
+            .expect("every TPC-H query has a SELECT");
+        (statements[..at].to_vec(), statements[at + 1..].to_vec())
     }
 
     /// How rows of the answer are ordered: by the query's final `ORDER BY` (every TPC-H query
@@ -73,23 +92,29 @@ impl Query {
     }
 }
 
+fn is_query(statement: &str) -> bool {
+    let first = statement.split_whitespace().next().unwrap_or_default();
+    first.eq_ignore_ascii_case("select") || first.eq_ignore_ascii_case("with")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn every_query_is_a_single_statement_that_starts_with_its_select() {
+    fn every_query_answers_with_one_select() {
         for (i, query) in QUERIES.iter().enumerate() {
             assert_eq!(usize::from(query.number), i + 1);
             let sql = query.sql();
-            let first = sql.split_whitespace().next().unwrap();
-            assert!(
-                first == "select" || first == "with",
-                "{}: {first}",
-                query.name()
-            );
+            assert!(is_query(&sql), "{}", query.name());
             assert!(!sql.contains(';'), "{}", query.name());
+            let (setup, teardown) = query.setup_and_teardown();
+            let expected = if query.number == 15 { 1 } else { 0 };
+            assert_eq!((setup.len(), teardown.len()), (expected, expected));
         }
+        let (setup, teardown) = QUERIES[14].setup_and_teardown();
+        assert!(setup[0].starts_with("create view revenue0"));
+        assert_eq!(teardown, ["drop view revenue0"]);
         assert_eq!(QUERIES[5].order(), Order::Any, "q6 is one row");
         assert_eq!(QUERIES[0].order(), Order::Rows);
     }

@@ -1061,14 +1061,27 @@ impl<'a> Parser<'a> {
                 name.name
             )));
         }
-        if self.peek().is_punct('(') {
-            return Err(Error::syntax(format!(
-                "a column list after the view name (at {}) is not supported; name the columns \
-                 in the query instead: SELECT expression AS column, ...",
-                self.peek().pos
-            )));
+        // `CREATE VIEW v (a, b) AS query` names the query's columns: kept as a query that
+        // renames them, which every reader of the view's SQL (DataFusion, DESCRIBE) understands.
+        let mut columns = Vec::new();
+        if self.accept_punct('(') {
+            loop {
+                let (column, _) = self.identifier("column", "a column name in the view's list")?;
+                columns.push(format!("\"{}\"", column.replace('"', "\"\"")));
+                if !self.accept_punct(',') {
+                    break;
+                }
+            }
+            self.expect_punct(')', "after the view's column names")?;
         }
-        let query = self.query_after_as(&format!("CREATE VIEW {name}"))?;
+        let mut query = self.query_after_as(&format!("CREATE VIEW {name}"))?;
+        if !columns.is_empty() {
+            query = format!(
+                "SELECT * FROM ({query}) AS \"{}\" ({})",
+                name.name,
+                columns.join(", ")
+            );
+        }
         Ok(Statement::CreateView {
             name,
             query,
@@ -1706,6 +1719,11 @@ mod tests {
                 ..
             }
         ));
+        // A column list renames the query's columns.
+        assert!(matches!(
+            parse("CREATE VIEW ks.rev (supplier_no, Total) AS SELECT a, sum(b) FROM t GROUP BY a"),
+            Statement::CreateView { query, .. } if query == "SELECT * FROM (SELECT a, sum(b) FROM t GROUP BY a) AS \"rev\" (\"supplier_no\", \"total\")"
+        ));
         // The query is not this parser's business: DataFusion reads it.
         assert!(matches!(
             parse("CREATE VIEW ks.v AS SELECT 'it''s' €"),
@@ -1726,8 +1744,8 @@ mod tests {
             &["belongs to the session", "CREATE TEMPORARY VIEW v AS"],
         );
         assert_contains(
-            &error("CREATE VIEW ks.v (a, b) AS SELECT 1, 2"),
-            &["column list", "SELECT expression AS column"],
+            &error("CREATE VIEW ks.v (a, ) AS SELECT 1, 2"),
+            &["a column name in the view's list"],
         );
         assert_contains(
             &error("CREATE OR REPLACE VIEW IF NOT EXISTS v AS SELECT 1"),

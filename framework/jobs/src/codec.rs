@@ -15,6 +15,7 @@ use std::sync::Arc;
 use arrow::datatypes::Schema;
 use datafusion::common::{Result, ScalarValue, internal_datafusion_err, plan_datafusion_err};
 use datafusion::execution::TaskContext;
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::bytes::{
     physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_proto_converter,
@@ -26,6 +27,7 @@ use quarry_core::schema::{TableDef, TableName};
 use quarry_core::shard_set::ShardSet;
 use quarry_core::token::TokenRange;
 use quarry_sdk::dag::{JobArgs, OpKind};
+use quarry_sql::checked_arithmetic::CheckedOperator;
 use quarry_sql::scan_exec::StoreScanExec;
 use quarry_store::{CmpOp, Predicate, ScanRequest, Store};
 use quarry_wasm::{ModuleHash, Runtime};
@@ -409,6 +411,27 @@ impl PhysicalExtensionCodec for QuarryCodec {
                 "a Quarry plan node must be one of scan, exchange, router, write or wasm"
             )),
         }
+    }
+
+    /// A checked integer operator travels with the text of its expression, for its error.
+    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        let checked = CheckedOperator::operator(name).and_then(|op| {
+            let expression = String::from_utf8(buf.to_vec()).ok()?;
+            CheckedOperator::new(op, expression)
+        });
+        match checked {
+            Some(checked) => Ok(Arc::new(ScalarUDF::new_from_impl(checked))),
+            None => Err(plan_datafusion_err!(
+                "a plan calls the function {name}, which this worker does not have"
+            )),
+        }
+    }
+
+    fn try_encode_udf(&self, udf: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+        if let Some(checked) = udf.inner().downcast_ref::<CheckedOperator>() {
+            buf.extend_from_slice(checked.expression().as_bytes());
+        }
+        Ok(())
     }
 
     fn try_encode(

@@ -14,10 +14,12 @@
 //! planned where a statement names it (`sql_planner.rs`); temporary views live in the session
 //! ([`temporary_views`]). Names without a keyspace resolve in the session's keyspace (`USE`).
 //! [`token_udf`] is CQL's `token()`. [`checked_aggregates`] replaces DataFusion's `sum` and
-//! `avg`, which wrap on overflow, with ones that fail naming the expression.
+//! `avg`, which wrap on overflow, with ones that fail naming the expression;
+//! [`checked_arithmetic`] does the same for integer `+`, `-` and `*`.
 
 pub mod catalog;
 pub mod checked_aggregates;
+pub mod checked_arithmetic;
 mod create_table_as;
 pub mod error;
 pub mod filters;

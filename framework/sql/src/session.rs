@@ -22,6 +22,7 @@ use quarry_store::Store;
 
 use crate::catalog::{CATALOG, StoreCatalog};
 use crate::checked_aggregates::{checked_avg_udaf, checked_sum_udaf};
+use crate::checked_arithmetic::CheckedIntegerArithmetic;
 use crate::create_table_as;
 use crate::error::{Error, Result};
 use crate::options::QuarryOptions;
@@ -158,6 +159,7 @@ impl QuarrySession {
         // worker resolve them too.
         ctx.register_udaf(checked_sum_udaf());
         ctx.register_udaf(checked_avg_udaf());
+        ctx.add_analyzer_rule(Arc::new(CheckedIntegerArithmetic));
         QuarrySession {
             ctx,
             store,
