@@ -109,7 +109,7 @@ pub async fn run(args: JobsArgs) -> Result<()> {
     compile_times(&bench_job, &work)?;
 
     let up = Up::start(&quarry_binary()?, &store_dir, args.workers)?;
-    let driver = RemoteDriver::connect(&up.url).await?;
+    let driver = RemoteDriver::connect(&up.url, Some(&up.token)).await?;
     let bench_hash = driver.put_module(bench_job).await?;
     let rollup_hash = driver.put_module(rollup_job).await?;
     println!(

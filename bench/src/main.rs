@@ -37,6 +37,7 @@ use parquet::arrow::ArrowWriter;
 use quarry_core::ids::NodeId;
 use quarry_core::placement::Placement;
 use quarry_core::schema::{KeyspaceDef, TableName};
+use quarry_driver::auth::{Secret, TOKEN_FILE};
 use quarry_driver::daemon::scheduler::{Slot, assign_scan};
 use quarry_driver::remote::RemoteDriver;
 use quarry_ingest::{ReadOptions, Source, read_sources};
@@ -286,6 +287,8 @@ struct Up {
     /// Kept open so that the cluster never blocks writing to a closed pipe.
     _stdout: BufReader<ChildStdout>,
     url: String,
+    /// The token `quarry up` keeps in the data directory, for clients.
+    token: Secret,
 }
 
 impl Up {
@@ -312,10 +315,14 @@ impl Up {
                 break;
             }
         }
+        let token = data_dir.join(TOKEN_FILE);
+        let token = Secret::read(&token)
+            .with_context(|| format!("reading the cluster's token {}", token.display()))?;
         Ok(Up {
             child,
             _stdout: stdout,
             url: url.context("`quarry up` printed no driver endpoint")?,
+            token,
         })
     }
 }
@@ -339,7 +346,7 @@ async fn cluster_section(
     plain: &SessionContext,
 ) -> Result<ClusterFigures> {
     let up = Up::start(&quarry_binary()?, store_dir, args.workers)?;
-    let driver = RemoteDriver::connect(&up.url).await?;
+    let driver = RemoteDriver::connect(&up.url, Some(&up.token)).await?;
     println!(
         "\non `quarry up --workers {}` (driver and worker processes, loopback gRPC and Flight):",
         args.workers

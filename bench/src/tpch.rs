@@ -137,7 +137,7 @@ pub async fn run(args: TpchArgs) -> Result<()> {
     drop(store);
     let cluster = if args.workers > 0 {
         let up = Up::start(&quarry_binary()?, &store_dir, args.workers)?;
-        let mut driver = RemoteDriver::connect(&up.url).await?;
+        let mut driver = RemoteDriver::connect(&up.url, Some(&up.token)).await?;
         driver.execute(&format!("SET {key} = '{value}'")).await?;
         println!(
             "\non `quarry up --workers {}` (driver and worker processes, through Flight):",

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use quarry_worker::auth::{Secret, TOKEN_ENV, TOKEN_FILE};
+
 use crate::output::OutputFormat;
 
 /// Quarry: compute-to-data analytics over a sharded wide-column store.
@@ -88,6 +90,35 @@ pub struct DriverConnection {
         value_name = "URL"
     )]
     pub url: Option<String>,
+    /// The file holding the driver's token. Clients send it (default: QUARRY_TOKEN, else
+    /// DATA-DIR/token when it exists, as `quarry up` leaves it); `quarry driver` and `quarry up`
+    /// accept it from clients (default: DATA-DIR/token, created when missing).
+    #[arg(long, env = "QUARRY_TOKEN_FILE", global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl DriverConnection {
+    /// The token a client sends: from --token-file, QUARRY_TOKEN, or the data directory's file
+    /// of a local cluster; `None` when there is none (the driver then says what it needs).
+    pub fn token(&self, data_dir: &std::path::Path) -> anyhow::Result<Option<Secret>> {
+        use anyhow::Context;
+        if let Some(path) = &self.token_file {
+            return Secret::read(path)
+                .map(Some)
+                .with_context(|| format!("reading the token file {}", path.display()));
+        }
+        if let Ok(text) = std::env::var(TOKEN_ENV) {
+            return Secret::new(&text)
+                .map(Some)
+                .map_err(|problem| anyhow::anyhow!("{TOKEN_ENV}: {problem}"));
+        }
+        let local = data_dir.join(TOKEN_FILE);
+        match Secret::read(&local) {
+            Ok(token) => Ok(Some(token)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading the token file {}", local.display())),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +165,10 @@ pub struct DriverArgs {
     /// The store's nodes, for placement (default: the nodes of registered workers).
     #[arg(long, value_delimiter = ',', value_name = "NODE,...")]
     pub nodes: Vec<String>,
+    /// The file holding the secret the driver and its workers authenticate each other with
+    /// (default: DATA-DIR/cluster-secret, created when missing). Give workers a copy.
+    #[arg(long, env = "QUARRY_CLUSTER_SECRET_FILE", value_name = "FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +199,10 @@ pub struct WorkerArgs {
     /// Memory for exchange outputs before they spill to disk, in MiB [default: 2048].
     #[arg(long, value_name = "MIB")]
     pub exchange_memory_mb: Option<u64>,
+    /// The file holding the cluster's secret, the same as the driver's (default:
+    /// DATA-DIR/cluster-secret, which the driver creates).
+    #[arg(long, env = "QUARRY_CLUSTER_SECRET_FILE", value_name = "FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
     /// The store's nodes, for placement: the worker then tells the driver which shards its node
     /// holds (give the driver the same list).
     #[arg(long, value_delimiter = ',', value_name = "NODE,...")]

@@ -23,6 +23,9 @@ pub mod progress;
 pub mod remote;
 pub mod repl;
 
+/// Tokens and secrets, for clients of a driver.
+pub use quarry_worker::auth;
+
 use cli::{Cli, Command};
 
 /// Runs one parsed command line.
@@ -35,13 +38,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Load(args) => commands::load::run(&data_dir, &driver, args).await,
         Command::Tables(args) => commands::catalog::tables(&data_dir, &driver, args).await,
         Command::Describe(args) => commands::catalog::describe(&data_dir, args).await,
-        Command::Up(args) => commands::daemons::up(&data_dir, args).await,
-        Command::Driver(args) => commands::daemons::driver(&data_dir, args).await,
+        Command::Up(args) => commands::daemons::up(&data_dir, &driver, args).await,
+        Command::Driver(args) => commands::daemons::driver(&data_dir, &driver, args).await,
         Command::Worker(args) => commands::daemons::worker(&data_dir, &driver, args).await,
         Command::Submit(args) => commands::submit::run(&data_dir, &driver, args).await,
-        Command::Jobs(args) => commands::jobs::jobs(&driver, args).await,
-        Command::Job(args) => commands::jobs::job(&driver, args).await,
-        Command::Cancel(args) => commands::jobs::cancel(&driver, args).await,
-        Command::Workers(args) => commands::jobs::workers(&driver, args).await,
+        Command::Jobs(args) => commands::jobs::jobs(&data_dir, &driver, args).await,
+        Command::Job(args) => commands::jobs::job(&data_dir, &driver, args).await,
+        Command::Cancel(args) => commands::jobs::cancel(&data_dir, &driver, args).await,
+        Command::Workers(args) => commands::jobs::workers(&data_dir, &driver, args).await,
     }
 }

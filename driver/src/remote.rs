@@ -13,9 +13,10 @@ use prost::Message;
 use quarry_proto::v1 as pb;
 use quarry_proto::v1::driver_service_client::DriverServiceClient;
 use quarry_sql::QueryOutput;
+use quarry_worker::auth::{AuthChannel, Bearer, Secret, with_bearer};
 use quarry_worker::cpu_runtime::AbortOnDrop;
 use quarry_worker::exchange_client::MAX_MESSAGE_BYTES;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::daemon::client_flight::{MESSAGE_KEY, SESSION_KEY};
 
@@ -26,14 +27,16 @@ use crate::daemon::client_flight::{MESSAGE_KEY, SESSION_KEY};
 #[derive(Debug, Clone)]
 pub struct RemoteDriver {
     url: String,
-    channel: Channel,
+    /// The connection, sending the client's token with every call.
+    channel: AuthChannel,
     settings: Vec<(String, String)>,
     label: String,
 }
 
 impl RemoteDriver {
-    /// Connects to the driver at `url` (such as `http://127.0.0.1:7070`).
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+    /// Connects to the driver at `url` (such as `http://127.0.0.1:7070`), authenticating with
+    /// `token` (without one, the driver refuses every call and says what it needs).
+    pub async fn connect(url: &str, token: Option<&Secret>) -> anyhow::Result<Self> {
         let url = if url.contains("://") {
             url.to_string()
         } else {
@@ -50,7 +53,7 @@ impl RemoteDriver {
             })?;
         Ok(RemoteDriver {
             url,
-            channel,
+            channel: with_bearer(channel, Bearer::new(token)),
             settings: Vec::new(),
             label: format!("cli-{}", std::process::id()),
         })
@@ -74,7 +77,7 @@ impl RemoteDriver {
             .filter(|keyspace| !keyspace.is_empty())
     }
 
-    fn flight(&self) -> FlightClient {
+    fn flight(&self) -> FlightClient<AuthChannel> {
         let inner =
             arrow_flight::flight_service_client::FlightServiceClient::new(self.channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -82,7 +85,7 @@ impl RemoteDriver {
         FlightClient::new_from_inner(inner)
     }
 
-    pub fn rpc(&self) -> DriverServiceClient<Channel> {
+    pub fn rpc(&self) -> DriverServiceClient<AuthChannel> {
         DriverServiceClient::new(self.channel.clone())
     }
 

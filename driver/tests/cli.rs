@@ -336,11 +336,36 @@ fn up_runs_a_cluster_that_the_other_commands_talk_to() {
         2,
         "{printed:?}"
     );
-    // Commands given --driver do not touch their own data directory.
+    // Commands given --driver do not touch their own data directory; they authenticate with
+    // the token `quarry up` left in its data directory (owner-only).
     let elsewhere = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let anonymous = quarry(
+        &elsewhere.path().join("unused"),
+        &[
+            "sql",
+            "-e",
+            "CREATE KEYSPACE nope",
+            "--driver",
+            url.as_str(),
+        ],
+    );
+    assert!(!anonymous.status.success());
+    assert!(
+        stderr(&anonymous).contains("no credentials: pass --token-file"),
+        "{}",
+        stderr(&anonymous)
+    );
     let remote = |args: &[&str]| {
         let mut all = args.to_vec();
-        all.extend(["--driver", url.as_str()]);
+        all.extend(["--driver", url.as_str(), "--token-file"]);
+        all.push(token.to_str().unwrap());
         quarry(&elsewhere.path().join("unused"), &all)
     };
     ok(remote(&[

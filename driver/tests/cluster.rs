@@ -8,19 +8,22 @@ use std::time::{Duration, Instant};
 use arrow_flight::{FlightClient, Ticket};
 use common::{TestCluster, lines, numbers};
 use prost::Message;
+use quarry_driver::auth::{AuthChannel, Bearer, Secret, with_bearer};
 use quarry_driver::daemon::DriverConfig;
 use quarry_driver::daemon::job_tracker::JobState;
+use quarry_driver::remote::RemoteDriver;
 use quarry_proto::v1 as pb;
 use quarry_proto::v1::driver_service_client::DriverServiceClient;
 use quarry_proto::v1::worker_service_client::WorkerServiceClient;
-use tonic::transport::Channel;
 
-async fn channel(url: &str) -> Channel {
-    tonic::transport::Endpoint::from_shared(url.to_string())
+/// A raw connection to a daemon, sending `secret` (or nothing) with every call.
+async fn channel(url: &str, secret: Option<&Secret>) -> AuthChannel {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
         .unwrap()
         .connect()
         .await
-        .unwrap()
+        .unwrap();
+    with_bearer(channel, Bearer::new(secret))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,9 +201,10 @@ async fn workers_report_the_shards_their_nodes_hold() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_reach_the_client_while_the_job_runs_and_it_ends_when_the_client_stops() {
     let cluster = TestCluster::start(1, DriverConfig::default()).await;
-    let mut client = quarry_driver::remote::RemoteDriver::connect(&cluster.cluster.url)
-        .await
-        .unwrap();
+    let mut client =
+        quarry_driver::remote::RemoteDriver::connect(&cluster.cluster.url, Some(cluster.token()))
+            .await
+            .unwrap();
     // Far more rows than the stream's buffers hold: the job cannot finish before they are read.
     let sql = "SELECT value, value * 2 AS twice FROM generate_series(1, 3000000) AS s(value)";
     let mut result = client.execute_stream(sql).await.unwrap();
@@ -328,10 +332,12 @@ async fn heartbeats_keep_flowing_while_a_task_holds_the_cpu() {
 async fn hostile_requests_get_clear_errors_and_the_daemons_keep_serving() {
     let cluster = TestCluster::start(1, DriverConfig::default()).await;
     numbers(&cluster, 16, 50).await;
-    let driver_channel = channel(&cluster.cluster.url).await;
+    // Calls as a process of the cluster would make them.
+    let secret = cluster.driver().auth.cluster_secret.clone();
+    let driver_channel = channel(&cluster.cluster.url, Some(&secret)).await;
     let mut driver = DriverServiceClient::new(driver_channel.clone());
     let worker_url = cluster.driver().registry.live()[0].endpoint.clone();
-    let mut worker = WorkerServiceClient::new(channel(&worker_url).await);
+    let mut worker = WorkerServiceClient::new(channel(&worker_url, Some(&secret)).await);
 
     // Another protocol version, at registration and on heartbeats.
     let wrong = driver
@@ -477,7 +483,7 @@ async fn hostile_requests_get_clear_errors_and_the_daemons_keep_serving() {
     assert_eq!(huge.code(), tonic::Code::OutOfRange, "{huge}");
 
     // Flight tickets that are not tickets, or name nothing.
-    let mut flight = FlightClient::new(channel(&worker_url).await);
+    let mut flight = FlightClient::new(channel(&worker_url, Some(&secret)).await);
     let garbage = flight
         .do_get(Ticket::new(vec![0xff, 0x01]))
         .await
@@ -548,4 +554,78 @@ async fn an_empty_800_shard_table_is_scheduled_and_answered() {
         .await;
     let output = cluster.sql("SELECT count(*), sum(v) FROM e.t").await;
     assert_eq!(lines(&output), ["0|NULL"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_without_the_right_secret_are_refused_and_change_nothing() {
+    let cluster = TestCluster::start(1, DriverConfig::default()).await;
+    numbers(&cluster, 8, 100).await;
+    let url = &cluster.cluster.url;
+    let count = "SELECT count(*) FROM k.t";
+
+    // No token, or a wrong one: every statement is refused before it runs, saying why.
+    let mut anonymous = RemoteDriver::connect(url, None).await.unwrap();
+    let refused = anonymous.execute("DROP KEYSPACE k").await.unwrap_err();
+    assert!(
+        format!("{refused:#}").contains("no credentials"),
+        "{refused:#}"
+    );
+    let wrong = Secret::new("not-the-token").unwrap();
+    let mut impostor = RemoteDriver::connect(url, Some(&wrong)).await.unwrap();
+    let refused = impostor.execute("DROP TABLE k.t").await.unwrap_err();
+    assert!(format!("{refused:#}").contains("not valid"), "{refused:#}");
+    let listed = impostor.rpc().list_jobs(pb::ListJobsRequest {}).await;
+    assert_eq!(listed.unwrap_err().code(), tonic::Code::Unauthenticated);
+
+    // The client token runs SQL and sees jobs, but cannot pose as a worker.
+    let mut client = RemoteDriver::connect(url, Some(cluster.token()))
+        .await
+        .unwrap();
+    assert_eq!(lines(&client.execute(count).await.unwrap()), ["100"]);
+    let posing = client
+        .rpc()
+        .register_worker(pb::RegisterWorkerRequest {
+            protocol_version: quarry_proto::PROTOCOL_VERSION,
+            worker: Some(pb::WorkerInfo {
+                worker_id: "worker-node-1".into(),
+                node_id: "node-1".into(),
+                flight_endpoint: "http://127.0.0.1:1".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(posing.code(), tonic::Code::PermissionDenied, "{posing}");
+    let module = client
+        .rpc()
+        .get_module(pb::GetModuleRequest {
+            protocol_version: quarry_proto::PROTOCOL_VERSION,
+            hash: "0".repeat(64),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(module.code(), tonic::Code::PermissionDenied, "{module}");
+
+    // Workers serve only the cluster: neither no token nor the client token reaches them.
+    let worker_url = cluster.driver().registry.live()[0].endpoint.clone();
+    for secret in [None, Some(cluster.token())] {
+        let mut worker = WorkerServiceClient::new(channel(&worker_url, secret).await);
+        let refused = worker
+            .cancel_task(pb::CancelTaskRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+        let mut flight = FlightClient::new(channel(&worker_url, secret).await);
+        let refused = flight.do_get(Ticket::new(vec![1])).await.err().unwrap();
+        assert!(
+            refused.to_string().contains("authentication credentials"),
+            "{refused}"
+        );
+    }
+
+    // Nothing was dropped, and the worker still registered is the real one.
+    assert_eq!(lines(&cluster.sql(count).await), ["100"]);
+    let live = cluster.driver().registry.live();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].endpoint, worker_url);
 }

@@ -22,7 +22,7 @@ async fn cluster(workers: usize) -> Result<SltDb, DbError> {
     let cluster = LocalCluster::start(store, dir.path(), workers, DriverConfig::default())
         .await
         .map_err(|e| fail(&e))?;
-    let driver = RemoteDriver::connect(&cluster.url)
+    let driver = RemoteDriver::connect(&cluster.url, Some(cluster.token()))
         .await
         .map_err(|e| fail(&e))?;
     let driver = Arc::new(tokio::sync::Mutex::new(driver));

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::lines;
+use quarry_driver::auth::{Bearer, CLUSTER_SECRET_FILE, Secret, TOKEN_FILE, with_bearer};
 use quarry_driver::remote::RemoteDriver;
 use quarry_proto::v1 as pb;
 
@@ -126,13 +127,21 @@ async fn worker_endpoint(driver: &RemoteDriver, node: &str) -> String {
         .unwrap_or_else(|| panic!("no live worker beside {node}"))
 }
 
-/// How many tasks of `job` (first attempts of the first stages) the worker at `endpoint` knows.
-async fn tasks_of_job(endpoint: &str, job: &str) -> usize {
-    let Ok(mut worker) =
-        pb::worker_service_client::WorkerServiceClient::connect(endpoint.to_string()).await
+/// How many tasks of `job` (first attempts of the first stages) the worker at `endpoint` knows;
+/// asked with the cluster secret in `dir`, as the driver asks.
+async fn tasks_of_job(dir: &Path, endpoint: &str, job: &str) -> usize {
+    let secret = Secret::read(&dir.join(CLUSTER_SECRET_FILE)).unwrap();
+    let Ok(channel) = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+        .unwrap()
+        .connect()
+        .await
     else {
         return 0;
     };
+    let mut worker = pb::worker_service_client::WorkerServiceClient::new(with_bearer(
+        channel,
+        Bearer::new(Some(&secret)),
+    ));
     let mut known = 0;
     for stage_id in 1..=4 {
         for partition in 0..8 {
@@ -172,10 +181,11 @@ const QUERY: &str = "SELECT a.g, count(*), sum(b.v) FROM k.t a JOIN k.t b ON a.i
 /// tasks; returns the result and the job's id.
 async fn run_and_kill(
     url: &str,
+    token: &Secret,
     sql: &str,
     victim: &mut Process,
 ) -> (anyhow::Result<Vec<String>>, String) {
-    let mut runner = RemoteDriver::connect(url).await.unwrap();
+    let mut runner = RemoteDriver::connect(url, Some(token)).await.unwrap();
     let watcher = runner.clone();
     let sql = sql.to_string();
     let query = tokio::spawn(async move { runner.execute(&sql).await.map(|o| lines(&o)) });
@@ -208,7 +218,9 @@ async fn killed_workers_and_a_restarted_driver_change_no_answer() {
     let mut workers: Vec<Process> = (1..=3)
         .map(|i| start_worker(dir.path(), &url, &format!("node-{i}")))
         .collect();
-    let mut client = RemoteDriver::connect(&url).await.unwrap();
+    // The driver created its token in the data directory as it started.
+    let token = Secret::read(&dir.path().join(TOKEN_FILE)).unwrap();
+    let mut client = RemoteDriver::connect(&url, Some(&token)).await.unwrap();
     eventually("3 workers", Duration::from_secs(30), || {
         let client = client.clone();
         async move { live_workers(&client).await.len() == 3 }
@@ -227,7 +239,7 @@ async fn killed_workers_and_a_restarted_driver_change_no_answer() {
     assert_eq!(expected.len(), 13);
 
     // A worker dies mid-query: its tasks run again elsewhere, its lost outputs are recomputed.
-    let (result, job) = run_and_kill(&url, QUERY, &mut workers[1]).await;
+    let (result, job) = run_and_kill(&url, &token, QUERY, &mut workers[1]).await;
     assert_eq!(result.unwrap(), expected);
     let stages = client
         .rpc()
@@ -244,7 +256,7 @@ async fn killed_workers_and_a_restarted_driver_change_no_answer() {
     // table a clean run gives.
     let insert = "INSERT INTO k.out SELECT a.g, count(*) FROM k.t a JOIN k.t b ON a.id = b.id + 1 GROUP BY a.g";
     // The interrupted run may succeed (its tasks re-ran) or fail; either way, run it again.
-    let _ = run_and_kill(&url, insert, &mut workers[2]).await;
+    let _ = run_and_kill(&url, &token, insert, &mut workers[2]).await;
     client.execute(insert).await.unwrap();
     let table = lines(
         &client
@@ -263,7 +275,7 @@ async fn killed_workers_and_a_restarted_driver_change_no_answer() {
     assert!(strays.is_empty(), "staged files left behind: {strays:?}");
 
     // The driver dies while a query runs: the client gets an error, not a hang.
-    let mut long = RemoteDriver::connect(&url).await.unwrap();
+    let mut long = RemoteDriver::connect(&url, Some(&token)).await.unwrap();
     let long_label = long.label().to_string();
     let pending = tokio::spawn(async move { long.execute(QUERY).await });
     eventually("the long query to start", Duration::from_secs(30), || {
@@ -278,7 +290,8 @@ async fn killed_workers_and_a_restarted_driver_change_no_answer() {
         Duration::from_secs(30),
         || {
             let (survivor, long_job) = (survivor.clone(), long_job.clone());
-            async move { tasks_of_job(&survivor, &long_job).await > 0 }
+            let dir = dir.path().to_path_buf();
+            async move { tasks_of_job(&dir, &survivor, &long_job).await > 0 }
         },
     )
     .await;
@@ -298,7 +311,7 @@ async fn killed_workers_and_a_restarted_driver_change_no_answer() {
     let address = url.trim_start_matches("http://").to_string();
     let (_driver_process, url2) = start_driver(dir.path(), &address);
     assert_eq!(url2, url);
-    client = RemoteDriver::connect(&url).await.unwrap();
+    client = RemoteDriver::connect(&url, Some(&token)).await.unwrap();
     eventually(
         "the worker to register again",
         Duration::from_secs(30),
@@ -310,7 +323,7 @@ async fn killed_workers_and_a_restarted_driver_change_no_answer() {
     .await;
     // The worker registered with a new driver, which knows none of the old one's jobs: it dropped
     // their tasks and outputs.
-    assert_eq!(tasks_of_job(&survivor, &long_job).await, 0);
+    assert_eq!(tasks_of_job(dir.path(), &survivor, &long_job).await, 0);
     let count = client.execute("SELECT count(*) FROM k.t").await.unwrap();
     assert_eq!(lines(&count), ["600000"]);
     let jobs = client

@@ -259,9 +259,10 @@ async fn the_rollup_job_run_natively_equals_the_sql_rollup() {
 async fn the_rollup_job_equals_the_sql_rollup_on_a_cluster() {
     let cluster = cluster_with_readings().await;
 
-    let mut driver = quarry_driver::remote::RemoteDriver::connect(&cluster.cluster.url)
-        .await
-        .unwrap();
+    let mut driver =
+        quarry_driver::remote::RemoteDriver::connect(&cluster.cluster.url, Some(cluster.token()))
+            .await
+            .unwrap();
     let hash = driver.put_module(module_bytes(ROLLUP_JOB)).await.unwrap();
     let args = vec![("bucket_hours".to_string(), "24".to_string())];
     let sinks = driver.plan_rust_job(&hash, &args).await.unwrap();
@@ -407,9 +408,10 @@ async fn a_panicking_closure_fails_the_job_without_retries_on_a_cluster() {
     cluster
         .sql("INSERT INTO ks.numbers SELECT value FROM generate_series(0, 999)")
         .await;
-    let mut driver = quarry_driver::remote::RemoteDriver::connect(&cluster.cluster.url)
-        .await
-        .unwrap();
+    let mut driver =
+        quarry_driver::remote::RemoteDriver::connect(&cluster.cluster.url, Some(cluster.token()))
+            .await
+            .unwrap();
     let hash = driver.put_module(module_bytes(FAULTY_JOB)).await.unwrap();
     let panic = vec![("fault".to_string(), "panic".to_string())];
     let error = match driver.run_rust_job_sink(&hash, &panic, 0).await {
@@ -515,9 +517,10 @@ async fn the_anomalies_job_joins_readings_with_their_statistics_like_sql() {
 
     let cluster = cluster_with_readings().await;
     cluster.sql(ANOMALIES_TABLE).await;
-    let mut driver = quarry_driver::remote::RemoteDriver::connect(&cluster.cluster.url)
-        .await
-        .unwrap();
+    let mut driver =
+        quarry_driver::remote::RemoteDriver::connect(&cluster.cluster.url, Some(cluster.token()))
+            .await
+            .unwrap();
     let hash = driver
         .put_module(module_bytes(ANOMALIES_JOB))
         .await

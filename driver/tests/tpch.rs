@@ -242,7 +242,9 @@ async fn every_tpch_query_on_a_three_worker_cluster() {
         cluster.sql(&statement).await;
     }
     // As `quarry load --driver URL` does: read here, upload to the driver over Flight.
-    let driver = RemoteDriver::connect(&cluster.cluster.url).await.unwrap();
+    let driver = RemoteDriver::connect(&cluster.cluster.url, Some(cluster.token()))
+        .await
+        .unwrap();
     let store = cluster.store.clone() as Arc<dyn Store>;
     for (name, batches) in tpch.read_for_load(&store).await {
         driver.load(&name.to_string(), batches).await.unwrap();

@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Secret;
+use crate::error::Error;
+
 /// How a worker runs. Defaults suit `quarry up`. `quarry worker` reads them in this order, each
 /// overriding the one before: these defaults, a TOML file (`--config`, the field names below),
 /// environment variables, flags.
@@ -27,6 +30,9 @@ pub struct WorkerConfig {
     /// `DATA-DIR/modules/compiled`; without one, `$XDG_CACHE_HOME/quarry/compiled-modules`).
     /// Only this worker's user may write it: the files are native code.
     pub module_cache: Option<std::path::PathBuf>,
+    /// The file holding the cluster secret the driver and workers authenticate each other with
+    /// (`quarry worker`'s default: `DATA-DIR/cluster-secret`, which the driver creates).
+    pub cluster_secret_file: Option<std::path::PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -41,6 +47,7 @@ impl Default for WorkerConfig {
             exchange_memory: 2 << 30,
             nodes: Vec::new(),
             module_cache: None,
+            cluster_secret_file: None,
         }
     }
 }
@@ -59,6 +66,28 @@ impl WorkerConfig {
             .unwrap_or_else(std::env::temp_dir)
             .join("quarry")
             .join("compiled-modules")
+    }
+
+    /// The cluster secret, read from [`WorkerConfig::cluster_secret_file`].
+    pub fn cluster_secret(&self) -> crate::error::Result<Secret> {
+        let Some(path) = &self.cluster_secret_file else {
+            return Err(Error::ClusterSecret(
+                "no cluster secret file is set: pass --cluster-secret-file FILE (the driver \
+                 keeps one in its DATA-DIR/cluster-secret)"
+                    .into(),
+            ));
+        };
+        Secret::read(path).map_err(|e| {
+            Error::ClusterSecret(if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "{} does not exist: start the driver first (it creates the cluster secret \
+                     in its data directory) or pass --cluster-secret-file with the driver's",
+                    path.display()
+                )
+            } else {
+                format!("reading {}: {e}", path.display())
+            })
+        })
     }
 
     pub fn new(node_id: impl Into<String>, driver_url: impl Into<String>) -> Self {

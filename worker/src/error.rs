@@ -15,7 +15,7 @@ pub enum Error {
          Quarry version on both"
     )]
     ProtocolVersion { ours: u32, theirs: u32 },
-    #[error("could not reach the driver at {url}: {source}")]
+    #[error("the driver at {url} refused this worker: {}", .source.message())]
     Driver {
         url: String,
         #[source]
@@ -29,6 +29,8 @@ pub enum Error {
     },
     #[error("bad driver URL '{url}': {problem}")]
     DriverUrl { url: String, problem: String },
+    #[error("the worker cannot authenticate with its cluster: {0}")]
+    ClusterSecret(String),
     #[error("could not start the WASM runtime for Rust jobs: {0}")]
     Wasm(String),
     #[error("could not start the worker's CPU runtime: {0}")]

@@ -16,6 +16,7 @@ use quarry_jobs::{ExchangeClient, ExchangeFetchError, PartitionLocation};
 use quarry_proto::v1 as pb;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::auth::{Bearer, with_bearer};
 use crate::rpc::task_id_to_proto;
 
 /// Largest Flight message accepted (batches are split well below this by the sender).
@@ -29,14 +30,19 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An [`ExchangeClient`] over Arrow Flight, with one lazily connected channel per worker.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FlightExchangeClient {
     channels: Mutex<HashMap<String, Channel>>,
+    /// The cluster secret, which workers ask of every caller.
+    bearer: Bearer,
 }
 
 impl FlightExchangeClient {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+    pub fn new(bearer: Bearer) -> Arc<Self> {
+        Arc::new(FlightExchangeClient {
+            channels: Mutex::default(),
+            bearer,
+        })
     }
 
     fn channel(&self, endpoint: &str) -> Result<Channel, String> {
@@ -92,9 +98,12 @@ impl ExchangeClient for FlightExchangeClient {
         }
         .encode_to_vec();
         let on_error = failed.clone();
+        let bearer = self.bearer.clone();
         let batches = futures::stream::once(async move {
-            let inner = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES);
+            let inner = arrow_flight::flight_service_client::FlightServiceClient::new(with_bearer(
+                channel, bearer,
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
             let mut client = FlightClient::new_from_inner(inner);
             client
                 .do_get(Ticket::new(ticket))
@@ -164,7 +173,7 @@ mod tests {
                 .serve_with_incoming(crate::incoming(listener)),
         );
 
-        let client = FlightExchangeClient::new();
+        let client = FlightExchangeClient::new(Bearer::new(None));
         let fetch = |index| {
             let location = PartitionLocation {
                 task: task(index),

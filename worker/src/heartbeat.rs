@@ -12,6 +12,7 @@ use quarry_proto::v1::driver_service_client::DriverServiceClient;
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::auth::{Bearer, with_bearer};
 use crate::error::{Error, Result};
 use crate::local_shards::LocalShards;
 use crate::rpc::{check_protocol, local_shards_to_proto};
@@ -38,15 +39,17 @@ pub(crate) fn driver_channel(url: &str) -> Result<Channel> {
         .connect_lazy())
 }
 
-/// Registers and heartbeats until `stop` turns true.
+/// Registers and heartbeats until `stop` turns true. A driver that refuses this worker for
+/// good (another protocol version, another cluster secret) ends it with the reason.
 pub async fn run(
     driver_url: String,
     me: Registration,
+    bearer: Bearer,
     local_shards: LocalShards,
     state: Arc<WorkerState>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
-    let mut client = DriverServiceClient::new(driver_channel(&driver_url)?);
+    let mut client = DriverServiceClient::new(with_bearer(driver_channel(&driver_url)?, bearer));
     let mut backoff = Duration::from_millis(50);
     // The driver this worker last registered with: a new one knows none of its jobs.
     let mut driver_id: Option<String> = None;
@@ -81,7 +84,7 @@ pub async fn run(
                 backoff = Duration::from_millis(50);
                 Duration::from_millis(response.heartbeat_interval_ms.max(10))
             }
-            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+            Err(status) if refused_for_good(&status) => {
                 return Err(Error::Driver {
                     url: driver_url,
                     source: status,
@@ -114,7 +117,7 @@ pub async fn run(
                 Ok(_) => {}
                 Err(status) => {
                     tracing::warn!(error = %status.message(), "heartbeat failed");
-                    if status.code() == tonic::Code::FailedPrecondition {
+                    if refused_for_good(&status) {
                         return Err(Error::Driver {
                             url: driver_url,
                             source: status,
@@ -125,6 +128,17 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Whether retrying cannot help: the driver speaks another protocol version or does not accept
+/// this worker's cluster secret.
+fn refused_for_good(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::FailedPrecondition
+            | tonic::Code::Unauthenticated
+            | tonic::Code::PermissionDenied
+    )
 }
 
 /// Sleeps; returns true when asked to stop meanwhile.

@@ -15,12 +15,13 @@ use quarry_jobs::{FailureKind, TaskFailure};
 use quarry_proto::v1 as pb;
 use quarry_proto::v1::driver_service_client::DriverServiceClient;
 use quarry_wasm::{ModuleHash, Runtime};
-use tonic::transport::Channel;
+
+use crate::auth::AuthChannel;
 
 /// A worker's modules and where to fetch the missing ones.
 pub struct JobModules {
     runtime: Arc<Runtime>,
-    driver: DriverServiceClient<Channel>,
+    driver: DriverServiceClient<AuthChannel>,
     /// One fetch at a time: tasks of one job arrive together and want the same module.
     fetching: tokio::sync::Mutex<()>,
 }
@@ -41,7 +42,8 @@ fn failure(kind: FailureKind, retryable: bool, message: String) -> TaskFailure {
 }
 
 impl JobModules {
-    pub fn new(runtime: Arc<Runtime>, driver: Channel) -> Self {
+    /// Modules fetched from the driver through `driver`, which carries the cluster secret.
+    pub fn new(runtime: Arc<Runtime>, driver: AuthChannel) -> Self {
         JobModules {
             runtime,
             driver: DriverServiceClient::new(driver)

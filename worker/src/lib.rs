@@ -11,8 +11,10 @@
 //! [`serve`] runs both gRPC services on one listener, registers with the driver and heartbeats
 //! from the network runtime, while plans run on a separate [`CpuRuntime`](cpu_runtime::CpuRuntime)
 //! so a heavy task cannot starve heartbeats. Outputs stay in memory (spilling to disk past a
-//! budget) until the driver releases their job.
+//! budget) until the driver releases their job. Every call must carry the cluster secret
+//! ([`auth`]); a driver that refuses the worker's secret or protocol version ends it.
 
+pub mod auth;
 pub mod config;
 pub mod cpu_runtime;
 pub mod error;
@@ -37,10 +39,12 @@ use quarry_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 
 pub use config::WorkerConfig;
 pub use error::{Error, Result};
 
+use crate::auth::{Authenticator, Bearer, with_bearer};
 use crate::cpu_runtime::CpuRuntime;
 use crate::exchange_client::{FlightExchangeClient, MAX_MESSAGE_BYTES};
 use crate::flight_adapter::FlightAdapter;
@@ -90,13 +94,18 @@ pub async fn serve(
         ..quarry_wasm::RuntimeConfig::default()
     })
     .map_err(|e| Error::Wasm(e.to_string()))?;
+    let secret = config.cluster_secret()?;
+    let bearer = Bearer::new(Some(&secret));
     let modules = Arc::new(job_modules::JobModules::new(
         Arc::new(runtime),
-        heartbeat::driver_channel(&config.driver_url)?,
+        with_bearer(
+            heartbeat::driver_channel(&config.driver_url)?,
+            bearer.clone(),
+        ),
     ));
     let runner = TaskRunner::new(
         store,
-        FlightExchangeClient::new(),
+        FlightExchangeClient::new(bearer.clone()),
         config.task_slots,
         modules,
     );
@@ -119,12 +128,13 @@ pub async fn serve(
             endpoint: endpoint.clone(),
             task_slots: config.task_slots as u32,
         },
+        bearer,
         local_shards,
         state.clone(),
         stop_rx,
     ));
     // Aborts the heartbeat loop however serving ends.
-    let heartbeat = cpu_runtime::AbortOnDrop::from(heartbeat);
+    let mut heartbeat = cpu_runtime::AbortOnDrop::from(heartbeat);
 
     let on_shutdown = {
         let state = state.clone();
@@ -134,20 +144,32 @@ pub async fn serve(
             state.cancel_all();
         }
     };
-    let served = tonic::transport::Server::builder()
-        .add_service(
+    // Only the cluster (the driver, other workers) may call a worker.
+    let authenticator = Authenticator::worker(secret);
+    let server = tonic::transport::Server::builder()
+        .add_service(InterceptedService::new(
             WorkerServiceServer::new(WorkerRpc(state.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(FlightServiceServer::new(FlightAdapter(WorkerFlight {
-            outputs: state.outputs.clone(),
-        })))
-        .serve_with_incoming_shutdown(incoming(listener), on_shutdown)
-        .await
-        .map_err(|source| Error::Serve {
+            authenticator.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            FlightServiceServer::new(FlightAdapter(WorkerFlight {
+                outputs: state.outputs.clone(),
+            })),
+            authenticator,
+        ))
+        .serve_with_incoming_shutdown(incoming(listener), on_shutdown);
+    // A driver that refuses this worker for good ends it, with the reason.
+    let served = tokio::select! {
+        served = server => served.map_err(|source| Error::Serve {
             address: address.to_string(),
             source,
-        });
+        }),
+        Ok(Err(refused)) = &mut heartbeat => {
+            state.cancel_all();
+            Err(refused)
+        }
+    };
     drop(heartbeat);
     tracing::info!(worker = %config.worker_id, "stopped");
     served

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use quarry_store::{EmbeddedOptions, EmbeddedStore, Store};
 use quarry_worker::WorkerConfig;
+use quarry_worker::auth::CLUSTER_SECRET_FILE;
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
@@ -80,18 +81,29 @@ pub fn driver_config(args: &DriverArgs) -> anyhow::Result<DriverConfig> {
     if !args.nodes.is_empty() {
         config.nodes = args.nodes.clone();
     }
+    if let Some(path) = &args.cluster_secret_file {
+        config.cluster_secret_file = Some(path.clone());
+    }
     config.heartbeat_interval = config.heartbeat_interval.max(Duration::from_millis(10));
     config.lost_after = config.lost_after.max(config.heartbeat_interval * 2);
     Ok(config)
 }
 
-pub async fn driver(data_dir: &Path, args: DriverArgs) -> anyhow::Result<()> {
-    let config = driver_config(&args)?;
+pub async fn driver(
+    data_dir: &Path,
+    connection: &DriverConnection,
+    args: DriverArgs,
+) -> anyhow::Result<()> {
+    let mut config = driver_config(&args)?;
+    if let Some(path) = &connection.token_file {
+        config.token_file = Some(path.clone());
+    }
     let store = open_writer(data_dir)?;
     let listener = bind(&args.listen).await?;
     let address = listener.local_addr()?;
-    println!("driver listening on http://{address}");
     let state = DriverState::new(config, store)?;
+    println!("driver listening on http://{address}");
+    print_credentials(&state);
     daemon::serve(listener, state, stop_signal()).await?;
     Ok(())
 }
@@ -136,6 +148,12 @@ pub async fn worker(
     if !args.nodes.is_empty() {
         config.nodes = args.nodes;
     }
+    if let Some(path) = args.cluster_secret_file {
+        config.cluster_secret_file = Some(path);
+    }
+    if config.cluster_secret_file.is_none() {
+        config.cluster_secret_file = Some(data_dir.join(CLUSTER_SECRET_FILE));
+    }
     let store: Arc<dyn Store> = Arc::new(
         EmbeddedStore::open_reader(data_dir, EmbeddedOptions::default())
             .with_context(|| format!("opening the data directory {}", data_dir.display()))?,
@@ -168,7 +186,23 @@ async fn stop_child(child: &mut Child) {
     }
 }
 
-pub async fn up(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
+/// Where the driver's secrets are, for whoever starts it (on stderr: scripts read the
+/// endpoint from the first line of stdout).
+fn print_credentials(state: &DriverState) {
+    eprintln!(
+        "clients authenticate with the token in {} (quarry reads it from there with this \
+         --data-dir; elsewhere pass --token-file FILE or set QUARRY_TOKEN); workers with the \
+         cluster secret in {}",
+        state.auth.token_file.display(),
+        state.auth.cluster_secret_file.display()
+    );
+}
+
+pub async fn up(
+    data_dir: &Path,
+    connection: &DriverConnection,
+    args: UpArgs,
+) -> anyhow::Result<()> {
     if args.workers == 0 {
         anyhow::bail!("--workers must be at least 1");
     }
@@ -178,6 +212,7 @@ pub async fn up(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     let nodes: Vec<String> = (1..=args.workers).map(|i| format!("node-{i}")).collect();
     let config = DriverConfig {
         nodes: nodes.clone(),
+        token_file: connection.token_file.clone(),
         ..DriverConfig::default()
     };
     let state = DriverState::new(config, store)?;
@@ -200,6 +235,8 @@ pub async fn up(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
             .arg(format!("node-{i}"))
             .args(["--listen", "127.0.0.1:0", "--slots", &slots.to_string()])
             .args(["--nodes", &nodes.join(",")])
+            .arg("--cluster-secret-file")
+            .arg(&state.auth.cluster_secret_file)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .kill_on_drop(true)
@@ -224,6 +261,7 @@ pub async fn up(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     for w in state.registry.live() {
         println!("worker {} (node {}) on {}", w.id, w.node, w.endpoint);
     }
+    print_credentials(&state);
     println!(
         "Run SQL on it with: quarry sql --driver {url}   (or export QUARRY_DRIVER={url})\nCtrl-C stops the cluster."
     );

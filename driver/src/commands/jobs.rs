@@ -1,6 +1,7 @@
 //! `quarry jobs`, `quarry job ID`, `quarry cancel ID` and `quarry workers`: what a driver is
 //! doing, as tables (or CSV/JSON for scripts).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -12,12 +13,12 @@ use crate::cli::{DriverConnection, JobArgs, JobsArgs};
 use crate::output::{OutputFormat, write_result};
 use crate::remote::RemoteDriver;
 
-async fn connect(driver: &DriverConnection) -> anyhow::Result<RemoteDriver> {
+async fn connect(data_dir: &Path, driver: &DriverConnection) -> anyhow::Result<RemoteDriver> {
     let url = driver.url.as_deref().context(
         "this command talks to a running driver: pass --driver URL or set QUARRY_DRIVER \
          (`quarry up` prints the URL)",
     )?;
-    RemoteDriver::connect(url).await
+    RemoteDriver::connect(url, driver.token(data_dir)?.as_ref()).await
 }
 
 fn state_name(state: i32) -> &'static str {
@@ -50,8 +51,12 @@ fn one_line(sql: &str) -> String {
     }
 }
 
-pub async fn jobs(driver: &DriverConnection, args: JobsArgs) -> anyhow::Result<()> {
-    let driver = connect(driver).await?;
+pub async fn jobs(
+    data_dir: &Path,
+    driver: &DriverConnection,
+    args: JobsArgs,
+) -> anyhow::Result<()> {
+    let driver = connect(data_dir, driver).await?;
     let jobs = driver
         .rpc()
         .list_jobs(pb::ListJobsRequest {})
@@ -92,8 +97,8 @@ pub async fn jobs(driver: &DriverConnection, args: JobsArgs) -> anyhow::Result<(
     )
 }
 
-pub async fn job(driver: &DriverConnection, args: JobArgs) -> anyhow::Result<()> {
-    let driver = connect(driver).await?;
+pub async fn job(data_dir: &Path, driver: &DriverConnection, args: JobArgs) -> anyhow::Result<()> {
+    let driver = connect(data_dir, driver).await?;
     let response = driver
         .rpc()
         .get_job(pb::GetJobRequest {
@@ -235,8 +240,12 @@ pub async fn job(driver: &DriverConnection, args: JobArgs) -> anyhow::Result<()>
     Ok(())
 }
 
-pub async fn cancel(driver: &DriverConnection, args: JobArgs) -> anyhow::Result<()> {
-    let driver = connect(driver).await?;
+pub async fn cancel(
+    data_dir: &Path,
+    driver: &DriverConnection,
+    args: JobArgs,
+) -> anyhow::Result<()> {
+    let driver = connect(data_dir, driver).await?;
     let response = driver
         .rpc()
         .cancel_job(pb::CancelJobRequest {
@@ -253,8 +262,12 @@ pub async fn cancel(driver: &DriverConnection, args: JobArgs) -> anyhow::Result<
     Ok(())
 }
 
-pub async fn workers(driver: &DriverConnection, args: JobsArgs) -> anyhow::Result<()> {
-    let driver = connect(driver).await?;
+pub async fn workers(
+    data_dir: &Path,
+    driver: &DriverConnection,
+    args: JobsArgs,
+) -> anyhow::Result<()> {
+    let driver = connect(data_dir, driver).await?;
     let workers = driver
         .rpc()
         .list_workers(pb::ListWorkersRequest {})

@@ -32,7 +32,9 @@ pub fn open(data_dir: &Path) -> anyhow::Result<(Arc<EmbeddedStore>, QuarrySessio
 /// The driver named by `--driver`, or a session over the embedded store in `data_dir`.
 pub async fn backend(data_dir: &Path, driver: &DriverConnection) -> anyhow::Result<Backend> {
     match &driver.url {
-        Some(url) => Ok(Backend::Remote(RemoteDriver::connect(url).await?)),
+        Some(url) => Ok(Backend::Remote(
+            RemoteDriver::connect(url, driver.token(data_dir)?.as_ref()).await?,
+        )),
         None => Ok(Backend::Local(open(data_dir)?.1)),
     }
 }

@@ -31,7 +31,8 @@ pub async fn run(
                  the driver cuts show in `quarry job ID`)"
             );
         }
-        return run_remote(url, source.bytes, &args).await;
+        let token = driver.token(data_dir)?;
+        return run_remote(url, token.as_ref(), source.bytes, &args).await;
     }
     let job_args = JobArgs::new(args.args.clone());
     let started = Instant::now();
@@ -76,9 +77,14 @@ pub async fn run(
 }
 
 /// Sends the module to the driver and runs the job's results one after another on its cluster.
-async fn run_remote(url: &str, module: Vec<u8>, args: &SubmitArgs) -> anyhow::Result<()> {
+async fn run_remote(
+    url: &str,
+    token: Option<&quarry_worker::auth::Secret>,
+    module: Vec<u8>,
+    args: &SubmitArgs,
+) -> anyhow::Result<()> {
     let started = Instant::now();
-    let mut driver = crate::remote::RemoteDriver::connect(url).await?;
+    let mut driver = crate::remote::RemoteDriver::connect(url, token).await?;
     let hash = driver.put_module(module).await?;
     let sinks = driver.plan_rust_job(&hash, &args.args).await?;
     let mut out: Box<dyn Write> = match &args.output {

@@ -1,5 +1,6 @@
 //! The driver's configuration.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,12 @@ pub struct DriverConfig {
     /// How long a query waits for a first worker when none is alive (default: `lost_after`).
     #[serde(with = "millis")]
     pub worker_wait: Duration,
+    /// The file holding the token clients authenticate with (default: `DATA-DIR/token`);
+    /// created, readable by the driver's user only, when it does not exist.
+    pub token_file: Option<PathBuf>,
+    /// The file holding the secret the driver and its workers authenticate each other with
+    /// (default: `DATA-DIR/cluster-secret`); created like the token.
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 impl Default for DriverConfig {
@@ -33,6 +40,8 @@ impl Default for DriverConfig {
             nodes: Vec::new(),
             max_task_attempts: 4,
             worker_wait: Duration::from_secs(3),
+            token_file: None,
+            cluster_secret_file: None,
         }
     }
 }

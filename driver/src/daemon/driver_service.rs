@@ -7,6 +7,7 @@ use quarry_core::ids::NodeId;
 use quarry_jobs::{JobId, WorkerId};
 use quarry_proto::v1 as pb;
 use quarry_proto::v1::driver_service_server::DriverService;
+use quarry_worker::auth::require_cluster;
 use quarry_worker::rpc::{check_protocol, local_shards_from_proto};
 use tonic::{Request, Response, Status};
 
@@ -32,6 +33,7 @@ impl DriverService for DriverRpc {
         &self,
         request: Request<pb::RegisterWorkerRequest>,
     ) -> Result<Response<pb::RegisterWorkerResponse>, Status> {
+        require_cluster(&request, "RegisterWorker")?;
         let request = request.into_inner();
         check_protocol(request.protocol_version)?;
         let worker = request
@@ -71,6 +73,7 @@ impl DriverService for DriverRpc {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        require_cluster(&request, "Heartbeat")?;
         let request = request.into_inner();
         check_protocol(request.protocol_version)?;
         let local_shards = local_shards_from_proto(&request.local_shards)
@@ -147,6 +150,7 @@ impl DriverService for DriverRpc {
         &self,
         request: Request<pb::GetModuleRequest>,
     ) -> Result<Response<pb::GetModuleResponse>, Status> {
+        require_cluster(&request, "GetModule")?;
         let request = request.into_inner();
         check_protocol(request.protocol_version)?;
         let hash = module_hash(&request.hash)?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use quarry_store::{EmbeddedOptions, EmbeddedStore, Store};
 use quarry_worker::WorkerConfig;
+use quarry_worker::auth::Secret;
 use quarry_worker::cpu_runtime::AbortOnDrop;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -90,6 +91,7 @@ impl LocalCluster {
         config.nodes = self.driver.config.nodes.clone();
         // The driver compiles a job's module when it receives it; workers load it from here.
         config.module_cache = Some(super::compiled_modules_dir(data_dir));
+        config.cluster_secret_file = Some(self.driver.auth.cluster_secret_file.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         self.stops.push(stop);
         self.servers
@@ -103,6 +105,11 @@ impl LocalCluster {
                 }
             })));
         Ok(())
+    }
+
+    /// The token its clients authenticate with.
+    pub fn token(&self) -> &Secret {
+        &self.driver.auth.token
     }
 
     /// Stops the workers and the driver and waits for them.

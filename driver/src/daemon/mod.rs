@@ -14,6 +14,9 @@
 //! The driver owns the store as its only writer: DDL, `quarry load` and `INSERT` results go
 //! through it, and it flushes before each distributed query so that workers, which open the
 //! same data directory read-only, see every acknowledged write.
+//!
+//! Every call carries a secret ([`quarry_worker::auth`]): clients the token, workers the cluster
+//! secret, both kept in the data directory ([`DriverAuth`]) and created on first start.
 
 pub mod client_flight;
 pub mod config;
@@ -28,6 +31,7 @@ pub mod rpc;
 pub mod scheduler;
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +51,7 @@ use quarry_jobs::{DistributedPlanner, WriteGroups};
 use quarry_proto::v1::driver_service_server::DriverServiceServer;
 use quarry_sql::{PlanExecutor, QuarrySession, QueryOutput};
 use quarry_store::{EmbeddedStore, Store};
+use quarry_worker::auth::{self, Authenticator, Bearer, Secret};
 use quarry_worker::cpu_runtime::{AbortOnDrop, CpuRuntime};
 use quarry_worker::exchange_client::{FlightExchangeClient, MAX_MESSAGE_BYTES};
 use quarry_worker::flight_adapter::FlightAdapter;
@@ -54,6 +59,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::interceptor::InterceptedService;
 use tracing::Instrument;
 
 pub use config::DriverConfig;
@@ -69,10 +75,47 @@ pub fn compiled_modules_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("modules").join("compiled")
 }
 
+/// The driver's secrets and where they are kept.
+#[derive(Debug, Clone)]
+pub struct DriverAuth {
+    /// What clients must send.
+    pub token: Secret,
+    pub token_file: PathBuf,
+    /// What the driver and its workers send each other.
+    pub cluster_secret: Secret,
+    pub cluster_secret_file: PathBuf,
+}
+
+impl DriverAuth {
+    /// The secrets `config` names, or those of `data_dir`; each is created when missing.
+    fn open(config: &DriverConfig, data_dir: &Path) -> Result<Self> {
+        let token_file = config
+            .token_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join(auth::TOKEN_FILE));
+        let cluster_secret_file = config
+            .cluster_secret_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join(auth::CLUSTER_SECRET_FILE));
+        let open = |path: &Path| {
+            Secret::read_or_create(path).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("the secret in {}: {e}", path.display()))
+            })
+        };
+        Ok(DriverAuth {
+            token: open(&token_file)?,
+            token_file,
+            cluster_secret: open(&cluster_secret_file)?,
+            cluster_secret_file,
+        })
+    }
+}
+
 /// Everything the driver's services share.
 #[derive(Debug)]
 pub struct DriverState {
     pub config: DriverConfig,
+    pub auth: DriverAuth,
     pub store: Arc<EmbeddedStore>,
     pub registry: Registry,
     pub jobs: JobTracker,
@@ -105,13 +148,16 @@ impl DriverState {
             store.dir().join("driver").join("modules"),
             Arc::new(runtime),
         );
+        let auth = DriverAuth::open(&config, store.dir())?;
+        let bearer = Bearer::new(Some(&auth.cluster_secret));
         Ok(Arc::new(DriverState {
             modules,
-            registry: Registry::new(config.lost_after),
+            registry: Registry::new(config.lost_after, bearer.clone()),
             config,
+            auth,
             store,
             jobs,
-            client: FlightExchangeClient::new(),
+            client: FlightExchangeClient::new(bearer),
             cpu: CpuRuntime::new(threads)?,
             driver_id: format!("driver-{}", std::process::id()),
             background: std::sync::Mutex::new(JoinSet::new()),
@@ -505,15 +551,20 @@ pub async fn serve(
             }
         }))
     };
+    // Clients send the token, workers the cluster secret; calls only workers make check which.
+    let authenticator =
+        Authenticator::driver(state.auth.token.clone(), state.auth.cluster_secret.clone());
     let served = tonic::transport::Server::builder()
-        .add_service(
+        .add_service(InterceptedService::new(
             DriverServiceServer::new(driver_service::DriverRpc(state.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
+            authenticator.clone(),
+        ))
+        .add_service(InterceptedService::new(
             FlightServiceServer::new(FlightAdapter(client_flight::DriverFlight(state.clone())))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        )
+            authenticator,
+        ))
         .serve_with_incoming_shutdown(quarry_worker::incoming(listener), shutdown)
         .await
         .map_err(|source| Error::Serve {

@@ -13,8 +13,9 @@ use quarry_core::shard_set::ShardSet;
 use quarry_jobs::WorkerId;
 use quarry_proto::v1::worker_service_client::WorkerServiceClient;
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
+use quarry_worker::auth::{AuthChannel, Bearer, with_bearer};
 use quarry_worker::exchange_client::MAX_MESSAGE_BYTES;
 
 /// A worker's local shards, by keyspace, as it last reported them.
@@ -28,7 +29,8 @@ pub struct WorkerHandle {
     /// Its gRPC and Flight endpoint.
     pub endpoint: String,
     pub task_slots: u32,
-    pub client: WorkerServiceClient<Channel>,
+    /// Its gRPC client, sending the cluster secret.
+    pub client: WorkerServiceClient<AuthChannel>,
     /// Shards it reads locally, as of its registration or a later heartbeat; a keyspace missing
     /// here is placed by the driver.
     pub local_shards: LocalShards,
@@ -58,6 +60,8 @@ pub struct Registry {
     lost_after: Duration,
     /// Bumped whenever the set of live workers changes.
     changes: watch::Sender<u64>,
+    /// The cluster secret, sent with every call to a worker.
+    bearer: Bearer,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -65,11 +69,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Registry {
-    pub fn new(lost_after: Duration) -> Self {
+    pub fn new(lost_after: Duration, bearer: Bearer) -> Self {
         Registry {
             workers: Mutex::new(BTreeMap::new()),
             lost_after,
             changes: watch::channel(0).0,
+            bearer,
         }
     }
 
@@ -91,7 +96,7 @@ impl Registry {
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .connect_lazy();
-        let client = WorkerServiceClient::new(channel)
+        let client = WorkerServiceClient::new(with_bearer(channel, self.bearer.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let handle = WorkerHandle {

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use arrow::util::display::{ArrayFormatter, FormatOptions};
+use quarry_driver::auth::Secret;
 use quarry_driver::daemon::local_cluster::LocalCluster;
 use quarry_driver::daemon::{DriverConfig, DriverState};
 use quarry_sql::QueryOutput;
@@ -33,6 +34,11 @@ impl TestCluster {
             store,
             dir,
         }
+    }
+
+    /// The token clients of the cluster send.
+    pub fn token(&self) -> &Secret {
+        self.cluster.token()
     }
 
     pub fn driver(&self) -> &Arc<DriverState> {
