@@ -38,16 +38,18 @@ use std::sync::Arc;
 
 use datafusion::common::JoinType;
 use datafusion::datasource::sink::DataSinkExec;
-use datafusion::physical_expr::{Distribution, Partitioning};
+use datafusion::physical_expr::{Distribution, Partitioning, PhysicalExpr, physical_exprs_equal};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::joins::{
-    HashJoinExec, NestedLoopJoinExec, PartitionMode, SortMergeJoinExec,
+    CrossJoinExec, HashJoinExec, NestedLoopJoinExec, PartitionMode, SortMergeJoinExec,
 };
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::union::{InterleaveExec, UnionExec};
-use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use datafusion::physical_plan::{
+    ExecutionPlan, ExecutionPlanProperties, StatisticsArgs, StatisticsContext,
+};
 use quarry_core::schema::TableName;
 use quarry_core::shard_set::ShardSet;
 use quarry_sql::scan_exec::StoreScanExec;
@@ -248,13 +250,90 @@ impl DistributedPlanner {
                 spread: Spread::Hash(n),
             });
         }
-        let merges = plan.is::<CoalescePartitionsExec>() || plan.is::<SortPreservingMergeExec>();
-        let requirements = plan.input_distribution_requirements().into_per_child();
+        if let Some(join) = plan.downcast_ref::<HashJoinExec>()
+            && *join.partition_mode() == PartitionMode::CollectLeft
+        {
+            return self.visit_collect_left(b, &plan, join);
+        }
         let cuts = plan
             .children()
             .into_iter()
             .map(|child| self.visit(b, child.clone()))
             .collect::<Result<Vec<_>>>()?;
+        self.combine(b, plan, cuts)
+    }
+
+    /// A join that collects its left input whole (a broadcast, once cut) over inputs that are
+    /// both distributed becomes a partitioned join, both inputs hashed by the join keys, when a
+    /// broadcast would cost more than the two exchanges, or when the join keeps left rows that
+    /// only the whole right input can decide (semi, anti, outer): run as a broadcast, every task
+    /// would emit them, so otherwise both inputs would be gathered and joined in one place.
+    fn visit_collect_left(
+        &self,
+        b: &mut Builder,
+        plan: &Arc<dyn ExecutionPlan>,
+        join: &HashJoinExec,
+    ) -> Result<Cut> {
+        let coalesce = join
+            .left()
+            .downcast_ref::<CoalescePartitionsExec>()
+            .map(|_| join.left().clone());
+        let build = match &coalesce {
+            Some(coalesce) => coalesce.children()[0].clone(),
+            None => join.left().clone(),
+        };
+        let left = self.visit(b, build)?;
+        let right = self.visit(b, join.right().clone())?;
+        let distributed = left.spread != Spread::Whole && right.spread != Spread::Whole;
+        // `NOT IN` (a null-aware anti join) must see every right row to know there is no null.
+        if distributed && !join.null_aware && self.broadcast_costs_more(join) {
+            let n = self.hash_partitions;
+            let (left_keys, right_keys): (Vec<_>, Vec<_>) = join.on().iter().cloned().unzip();
+            let children = vec![
+                hash_exchange(b, left, left_keys, n)?,
+                hash_exchange(b, right, right_keys, n)?,
+            ];
+            let partitioned = join
+                .builder()
+                .with_partition_mode(PartitionMode::Partitioned)
+                .with_new_children(children)?
+                .reset_state()
+                .build_exec()?;
+            return Ok(Cut {
+                plan: partitioned,
+                spread: Spread::Hash(n),
+            });
+        }
+        let left = match coalesce {
+            Some(coalesce) => self.combine(b, coalesce, vec![left])?,
+            None => left,
+        };
+        self.combine(b, plan.clone(), vec![left, right])
+    }
+
+    /// Whether broadcasting `join`'s left input to every task costs more rows than hashing both
+    /// inputs once, by upper bounds on their rows (see [`row_bound`]); always, for a join that
+    /// keeps unmatched left rows.
+    fn broadcast_costs_more(&self, join: &HashJoinExec) -> bool {
+        if keeps_left(*join.join_type()) {
+            return true;
+        }
+        let tasks = self.hash_partitions as u64;
+        let build = row_bound(join.left());
+        let probe = row_bound(join.right());
+        build.saturating_mul(tasks.saturating_sub(1)) > probe
+    }
+
+    /// The tail of [`Self::visit`]: `plan` over its children's cuts, with the exchanges its
+    /// required input distributions call for.
+    fn combine(
+        &self,
+        b: &mut Builder,
+        plan: Arc<dyn ExecutionPlan>,
+        cuts: Vec<Cut>,
+    ) -> Result<Cut> {
+        let merges = plan.is::<CoalescePartitionsExec>() || plan.is::<SortPreservingMergeExec>();
+        let requirements = plan.input_distribution_requirements().into_per_child();
         // An input that every task of a stage reads whole must not pass its rows on from every
         // task (a union's constant branch; the preserved side of an outer, semi or anti join,
         // whose unmatched rows only the whole other side can tell): such an operator runs once,
@@ -351,14 +430,7 @@ fn repeats_whole_rows(plan: &Arc<dyn ExecutionPlan>, spreads: &[&Spread]) -> boo
     } else {
         return false;
     };
-    let keeps_left = matches!(
-        join_type,
-        JoinType::Left
-            | JoinType::LeftAnti
-            | JoinType::LeftSemi
-            | JoinType::LeftMark
-            | JoinType::Full
-    );
+    let keeps_left = keeps_left(join_type);
     let keeps_right = matches!(
         join_type,
         JoinType::Right
@@ -368,6 +440,91 @@ fn repeats_whole_rows(plan: &Arc<dyn ExecutionPlan>, spreads: &[&Spread]) -> boo
             | JoinType::Full
     );
     (keeps_left && (collects_left || whole(0)) && split(1)) || (keeps_right && whole(1) && split(0))
+}
+
+/// Whether a join emits left rows by what it did not find on the right (outer, semi, anti).
+fn keeps_left(join_type: JoinType) -> bool {
+    matches!(
+        join_type,
+        JoinType::Left
+            | JoinType::LeftAnti
+            | JoinType::LeftSemi
+            | JoinType::LeftMark
+            | JoinType::Full
+    )
+}
+
+/// An upper bound on the rows `plan` returns, from the store's estimates of the rows its scans
+/// read: a filter, projection or aggregate returns at most its input, a limit at most its fetch,
+/// a semi or anti join at most its kept side, any other join at most the product of its inputs.
+/// `u64::MAX` where nothing is known. DataFusion's own estimates assume independent keys and
+/// take a foreign-key join to return the smaller side, which is how a join of the largest table
+/// came to be broadcast; a broadcast's cost is multiplied by the tasks, so only a bound will do.
+fn row_bound(plan: &Arc<dyn ExecutionPlan>) -> u64 {
+    let bound = if let Some((join_type, left, right)) = join_inputs(plan) {
+        let (left, right) = (row_bound(left), row_bound(right));
+        match join_type {
+            JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => left,
+            JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => right,
+            _ => left.saturating_mul(right),
+        }
+    } else if plan.children().is_empty() {
+        // A leaf: the store's estimate for a scan.
+        StatisticsContext::new()
+            .compute(plan.as_ref(), &StatisticsArgs::new())
+            .ok()
+            .and_then(|s| s.num_rows.get_value().copied())
+            .map_or(u64::MAX, |rows| rows as u64)
+    } else {
+        plan.children()
+            .into_iter()
+            .map(row_bound)
+            .fold(0, u64::saturating_add)
+    };
+    plan.fetch().map_or(bound, |fetch| bound.min(fetch as u64))
+}
+
+/// A join's type and inputs.
+fn join_inputs(
+    plan: &Arc<dyn ExecutionPlan>,
+) -> Option<(JoinType, &Arc<dyn ExecutionPlan>, &Arc<dyn ExecutionPlan>)> {
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+        Some((*join.join_type(), join.left(), join.right()))
+    } else if let Some(join) = plan.downcast_ref::<NestedLoopJoinExec>() {
+        Some((*join.join_type(), join.left(), join.right()))
+    } else if let Some(join) = plan.downcast_ref::<SortMergeJoinExec>() {
+        Some((join.join_type(), join.left(), join.right()))
+    } else if let Some(join) = plan.downcast_ref::<CrossJoinExec>() {
+        Some((JoinType::Inner, join.left(), join.right()))
+    } else {
+        None
+    }
+}
+
+/// `cut`'s rows hashed by `keys` into `n` partitions: the cut itself where its stage already
+/// partitions them so, else a hash exchange after it.
+fn hash_exchange(
+    b: &mut Builder,
+    cut: Cut,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    n: usize,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if cut.spread == Spread::Hash(n)
+        && let Partitioning::Hash(exprs, m) = cut.plan.output_partitioning()
+        && *m == n
+        && physical_exprs_equal(exprs, &keys)
+    {
+        return Ok(cut.plan);
+    }
+    let repartition = Arc::new(RepartitionExec::try_new(
+        cut.plan,
+        Partitioning::Hash(keys, n),
+    )?);
+    b.cut_stage(
+        repartition,
+        cut.spread,
+        ExchangeKind::Hash { partitions: n },
+    )
 }
 
 fn merge(a: Spread, b: Spread) -> Result<Spread> {

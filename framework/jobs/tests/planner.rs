@@ -446,3 +446,72 @@ async fn checked_sum_and_avg_cross_the_wire_by_name_and_resolve_to_the_checked_o
     }
     assert_eq!(found.len() % 2, 0, "sum and avg in every aggregate");
 }
+
+/// The stage that runs the plan's only hash join, and the join's mode.
+fn join_stage(graph: &JobGraph) -> (StageKind, String) {
+    let stage = graph
+        .stages()
+        .into_iter()
+        .find(|s| {
+            displayable(s.plan.as_ref())
+                .indent(true)
+                .to_string()
+                .contains("HashJoinExec")
+        })
+        .expect("a stage with the join");
+    let text = displayable(stage.plan.as_ref()).indent(true).to_string();
+    let mode = ["Partitioned", "CollectLeft"]
+        .into_iter()
+        .find(|m| text.contains(&format!("mode={m}")))
+        .unwrap_or("other")
+        .to_string();
+    (stage.kind.clone(), mode)
+}
+
+#[tokio::test]
+async fn exists_and_not_exists_join_on_the_workers_hashed_by_key_not_gathered_at_the_driver() {
+    let f = fixture().await;
+    for sql in [
+        "SELECT site FROM iot.devices d WHERE EXISTS \
+         (SELECT 1 FROM iot.r r WHERE r.device = d.device AND r.value > 90)",
+        "SELECT site FROM iot.devices d WHERE NOT EXISTS \
+         (SELECT 1 FROM iot.r r WHERE r.device = d.device AND r.value > 90)",
+    ] {
+        let graph = DistributedPlanner::new(4)
+            .plan(physical(&f, sql).await)
+            .unwrap();
+        let (kind, mode) = join_stage(&graph);
+        assert_eq!(
+            (kind, mode.as_str()),
+            (StageKind::Partitioned { partitions: 4 }, "Partitioned"),
+            "{sql}\n{graph}"
+        );
+        round_trips(&f, &graph);
+    }
+}
+
+#[tokio::test]
+async fn a_join_broadcasts_its_build_side_only_while_that_is_cheaper_than_hashing_both() {
+    let f = fixture().await;
+    f.session
+        .execute_script(
+            "INSERT INTO iot.devices SELECT value, 'site' FROM generate_series(1, 10);
+             INSERT INTO iot.r SELECT value % 10, to_timestamp(value), 'temp', 1.0
+                 FROM generate_series(1, 2000);",
+        )
+        .await
+        .unwrap();
+    // Ten devices to four tasks (40 rows) cost less than hashing 2,000 readings: broadcast.
+    let small = "SELECT d.site, count(*) FROM iot.r r JOIN iot.devices d ON r.device = d.device \
+                 GROUP BY d.site";
+    // A join of the readings with themselves has a build side as large as its probe side.
+    let large = "SELECT count(*) FROM iot.r a JOIN iot.r b ON a.device = b.device AND a.ts = b.ts";
+    for (sql, expected) in [(small, "CollectLeft"), (large, "Partitioned")] {
+        let graph = DistributedPlanner::new(4)
+            .plan(physical(&f, sql).await)
+            .unwrap();
+        let (_, mode) = join_stage(&graph);
+        assert_eq!(mode, expected, "{sql}\n{graph}");
+        round_trips(&f, &graph);
+    }
+}
