@@ -169,6 +169,11 @@ pub struct DriverArgs {
     /// (default: DATA-DIR/cluster-secret, created when missing). Give workers a copy.
     #[arg(long, env = "QUARRY_CLUSTER_SECRET_FILE", value_name = "FILE")]
     pub cluster_secret_file: Option<PathBuf>,
+    /// Let clients run statements that read or write the driver's file system (`COPY ... TO`,
+    /// `CREATE EXTERNAL TABLE`) as the driver's user. Off by default: a client may otherwise
+    /// only read and write the store.
+    #[arg(long)]
+    pub allow_file_access: bool,
 }
 
 #[derive(Debug, Args)]

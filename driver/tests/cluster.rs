@@ -405,6 +405,26 @@ async fn hostile_requests_get_clear_errors_and_the_daemons_keep_serving() {
         .await
         .unwrap_err();
     assert_eq!(long_name.code(), tonic::Code::InvalidArgument);
+    let greedy = driver
+        .register_worker(pb::RegisterWorkerRequest {
+            protocol_version: quarry_proto::PROTOCOL_VERSION,
+            worker: Some(pb::WorkerInfo {
+                worker_id: "greedy".into(),
+                node_id: "n".into(),
+                flight_endpoint: "http://127.0.0.1:1".into(),
+                task_slots: u32::MAX,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(greedy.code(), tonic::Code::InvalidArgument);
+    assert!(
+        greedy.message().contains("task_slots"),
+        "{}",
+        greedy.message()
+    );
+    assert_eq!(cluster.driver().registry.live().len(), 1);
 
     // Unknown and malformed ids.
     let unknown = driver
@@ -628,4 +648,120 @@ async fn calls_without_the_right_secret_are_refused_and_change_nothing() {
     let live = cluster.driver().registry.live();
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].endpoint, worker_url);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_reach_the_drivers_files_and_runtime_options_only_where_the_operator_allows() {
+    let cluster = TestCluster::start(1, DriverConfig::default()).await;
+    let out = cluster.dir.path().join("copied.parquet");
+    let copy = format!(
+        "COPY (SELECT 1 AS one) TO '{}' STORED AS PARQUET",
+        out.display()
+    );
+    let err = cluster.sql_error(&copy).await;
+    assert!(err.contains("--allow-file-access"), "{err}");
+    assert!(!out.exists(), "a refused COPY wrote nothing");
+    let err = cluster
+        .sql_error("SET datafusion.runtime.temp_directory = '/'")
+        .await;
+    assert!(
+        err.contains("may not set datafusion.runtime.temp_directory"),
+        "{err}"
+    );
+    let settings = [("datafusion.catalog.location".to_string(), "/".to_string())];
+    let err = cluster
+        .driver()
+        .run_statement("SELECT 1", &settings, "test")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("may not set datafusion.catalog.location"),
+        "{err}"
+    );
+    // Planning options stay the client's to set.
+    cluster
+        .sql("SET datafusion.optimizer.hash_join_single_partition_threshold = 0")
+        .await;
+
+    // Through Flight, the refusal is PermissionDenied.
+    let mut remote = RemoteDriver::connect(&cluster.cluster.url, Some(cluster.token()))
+        .await
+        .unwrap();
+    let err = remote.execute(&copy).await.unwrap_err().to_string();
+    assert!(err.contains("--allow-file-access"), "{err}");
+    assert!(!out.exists());
+
+    let allowed = TestCluster::start(
+        1,
+        DriverConfig {
+            allow_file_access: true,
+            ..DriverConfig::default()
+        },
+    )
+    .await;
+    allowed.sql(&copy).await;
+    assert!(
+        out.exists(),
+        "an operator's --allow-file-access lets COPY write"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_refuses_a_task_that_would_read_its_files() {
+    let cluster = TestCluster::start(1, DriverConfig::default()).await;
+    // A plan that scans a Parquet file on the worker's host, as datafusion-proto can carry one.
+    let ctx = datafusion::prelude::SessionContext::new();
+    let file = cluster.dir.path().join("secret.parquet");
+    ctx.sql(&format!(
+        "COPY (SELECT 'do not read' AS s) TO '{}' STORED AS PARQUET",
+        file.display()
+    ))
+    .await
+    .unwrap()
+    .collect()
+    .await
+    .unwrap();
+    let scan = ctx
+        .read_parquet(
+            file.to_string_lossy().as_ref(),
+            datafusion::prelude::ParquetReadOptions::default(),
+        )
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let plan = quarry_jobs::QuarryCodec::new(cluster.store.clone())
+        .encode(scan)
+        .unwrap();
+    let secret = cluster.driver().auth.cluster_secret.clone();
+    let worker_url = cluster.driver().registry.live()[0].endpoint.clone();
+    let mut worker = WorkerServiceClient::new(channel(&worker_url, Some(&secret)).await);
+    let launched = worker
+        .launch_task(pb::LaunchTaskRequest {
+            protocol_version: quarry_proto::PROTOCOL_VERSION,
+            task: Some(pb::TaskDefinition {
+                task: Some(pb::TaskId {
+                    job_id: "8".into(),
+                    stage_id: 1,
+                    partition: 0,
+                    attempt: 0,
+                }),
+                plan,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = launched.status.unwrap();
+    assert_eq!(status.state, pb::TaskState::Failed as i32);
+    // The worker has no object store to decode a file scan against; were one registered, the
+    // allow-list would refuse the node (`quarry_jobs::allow_list`'s own tests).
+    let message = status.error.unwrap().message;
+    assert!(
+        message.contains("not DataSourceExec") || message.contains("No suitable object store"),
+        "{message}"
+    );
 }

@@ -185,6 +185,21 @@ async fn run_and_kill(
     sql: &str,
     victim: &mut Process,
 ) -> (anyhow::Result<Vec<String>>, String) {
+    run_and(url, token, sql, || {
+        victim.0.kill().unwrap();
+        let _ = victim.0.wait();
+    })
+    .await
+}
+
+/// Runs `sql` on a second connection and does `act` once the job has finished some tasks;
+/// returns the result and the job's id.
+async fn run_and(
+    url: &str,
+    token: &Secret,
+    sql: &str,
+    act: impl FnOnce(),
+) -> (anyhow::Result<Vec<String>>, String) {
     let mut runner = RemoteDriver::connect(url, Some(token)).await.unwrap();
     let watcher = runner.clone();
     let sql = sql.to_string();
@@ -206,8 +221,7 @@ async fn run_and_kill(
         !query.is_finished(),
         "the query finished before a worker could be killed; make it bigger"
     );
-    victim.0.kill().unwrap();
-    let _ = victim.0.wait();
+    act();
     (query.await.unwrap(), job)
 }
 
@@ -359,4 +373,65 @@ async fn killed_workers_and_a_restarted_driver_change_no_answer() {
         stages.iter().any(|s| s.tasks_remote > 0),
         "shards of lost nodes are read remotely: {stages:?}"
     );
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to a child process.
+fn signal(process: &Process, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(process.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_worker_is_reported_lost_and_the_query_still_answers_in_bounded_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_driver, url) = start_driver(dir.path(), "127.0.0.1:0");
+    let workers: Vec<Process> = (1..=3)
+        .map(|i| start_worker(dir.path(), &url, &format!("node-{i}")))
+        .collect();
+    let token = Secret::read(&dir.path().join(TOKEN_FILE)).unwrap();
+    let client = RemoteDriver::connect(&url, Some(&token)).await.unwrap();
+    eventually("3 workers", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move { live_workers(&client).await.len() == 3 }
+    })
+    .await;
+    let mut setup = client.clone();
+    for sql in [
+        "CREATE KEYSPACE k WITH shards = 800",
+        "CREATE TABLE k.t (id bigint, g bigint, v double, PRIMARY KEY (id))",
+        "INSERT INTO k.t SELECT value, value % 13, CAST(value AS DOUBLE) / 2 FROM generate_series(1, 600000) AS s(value)",
+    ] {
+        setup.execute(sql).await.unwrap();
+    }
+    let expected = lines(&setup.execute(QUERY).await.unwrap());
+
+    // SIGSTOP: the process keeps its sockets open (connections neither fail nor close) but
+    // answers nothing, like a VM paused or a network black hole.
+    let frozen = &workers[1];
+    let stopped_at = std::cell::Cell::new(None);
+    let (result, _) = run_and(&url, &token, QUERY, || {
+        signal(frozen, "STOP");
+        stopped_at.set(Some(Instant::now()));
+    })
+    .await;
+    let took = stopped_at.get().unwrap().elapsed();
+    assert_eq!(result.unwrap(), expected);
+    assert!(
+        took < Duration::from_secs(30),
+        "the query took {took:?} after a worker froze"
+    );
+    eventually(
+        "the frozen worker to be reported lost",
+        Duration::from_secs(10),
+        || {
+            let client = client.clone();
+            async move { !live_workers(&client).await.contains(&"node-2".to_string()) }
+        },
+    )
+    .await;
+    signal(frozen, "CONT");
 }

@@ -26,8 +26,8 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 const CONNECTION_WINDOW_BYTES: u32 = (1 << 31) - 1;
 /// How often an idle-looking connection to a worker is pinged, and how long a ping may go
 /// unanswered before the connection's streams fail.
-const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
-const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(30);
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An [`ExchangeClient`] over Arrow Flight, with one lazily connected channel per worker.
 #[derive(Debug)]

@@ -119,10 +119,49 @@ pub fn task_request_to_proto(task: &TaskRequest) -> pb::TaskDefinition {
     }
 }
 
+/// The most partitions a task's input or output may have, and the most entries of any list in
+/// a task definition: far above what a driver plans, far below what would exhaust memory.
+pub const MAX_TASK_FAN: usize = 65_536;
+
 pub fn task_request_from_proto(def: pb::TaskDefinition) -> Result<TaskRequest> {
     let id = task_id_from_proto(def.task.as_ref())?;
     if def.plan.is_empty() {
         return Err(Error::invalid("task definition", "its plan is empty"));
+    }
+    let too_many = |what: &str, n: usize| {
+        (n > MAX_TASK_FAN).then(|| {
+            Error::invalid(
+                "task definition",
+                format!("it has {n} {what}, more than the {MAX_TASK_FAN} a task may have"),
+            )
+        })
+    };
+    let outputs = def.inputs.iter().map(|i| i.outputs.len()).sum::<usize>();
+    let widest = def
+        .inputs
+        .iter()
+        .flat_map(|i| &i.outputs)
+        .map(|o| o.partitions as usize)
+        .max()
+        .unwrap_or(0);
+    let largest_hash = def
+        .hash_partitions
+        .iter()
+        .max()
+        .map_or(0, |p| *p as usize + 1);
+    for (what, n) in [
+        ("shard ranges", def.shards.len()),
+        ("hash partitions", def.hash_partitions.len()),
+        ("hash partition numbers", largest_hash),
+        ("inputs", def.inputs.len()),
+        ("input outputs", outputs),
+        ("partitions in one input output", widest),
+        ("session settings", def.session_config.len()),
+        ("modules", def.modules.len()),
+    ] {
+        if let Some(e) = too_many(what, n) {
+            return Err(e);
+        }
     }
     let shards = match def.shards.first() {
         None => None,
@@ -362,6 +401,43 @@ mod tests {
             status_from_proto(&status_to_proto(&status)).unwrap(),
             status
         );
+    }
+
+    #[test]
+    fn task_definitions_that_would_size_huge_allocations_are_refused() {
+        let base = || {
+            task_request_to_proto(&TaskRequest {
+                id: task(0),
+                plan: vec![1],
+                shards: None,
+                hash_partitions: vec![0],
+                inputs: HashMap::from([(
+                    StageId(1),
+                    vec![TaskOutput {
+                        task: task(0),
+                        endpoint: "http://127.0.0.1:1".into(),
+                        partitions: 4,
+                    }],
+                )]),
+                session_config: Vec::new(),
+                modules: Vec::new(),
+            })
+        };
+        task_request_from_proto(base()).unwrap();
+        let mut wide = base();
+        wide.inputs[0].outputs[0].partitions = u32::MAX;
+        let mut far = base();
+        far.hash_partitions = vec![u32::MAX];
+        let mut many = base();
+        many.hash_partitions = vec![0; MAX_TASK_FAN + 1];
+        for (def, expected) in [
+            (wide, "partitions in one input output"),
+            (far, "hash partition numbers"),
+            (many, "hash partitions"),
+        ] {
+            let err = task_request_from_proto(def).unwrap_err().to_string();
+            assert!(err.contains(expected) && err.contains("65536"), "{err}");
+        }
     }
 
     #[test]

@@ -6,15 +6,21 @@ use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use datafusion::error::DataFusionError;
+use datafusion::execution::object_store::{
+    DefaultObjectStoreRegistry, ObjectStoreRegistry, ObjectStoreUrl,
+};
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::{SessionState, TaskContext};
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use datafusion::prelude::SessionConfig;
 use futures::TryStreamExt;
+use quarry_jobs::allow_list::check_task_plan;
 use quarry_jobs::{
     ExchangeClient, ExchangeFetchError, FailureKind, QuarryCodec, TaskBinding, TaskFailure,
     TaskMetrics, TaskRequest,
 };
-use quarry_sql::QuarrySession;
+use quarry_sql::{Access, QuarrySession};
 use quarry_store::Store;
 use tokio::task::JoinSet;
 
@@ -63,6 +69,17 @@ impl TaskRunner {
         let base = QuarrySession::with_config(store.clone(), config)
             .context()
             .state();
+        // Tasks read the store and their exchanges, never files: no object store is registered,
+        // the local file system's included, so a file scan that got past the allow-list finds
+        // nothing to read.
+        let objects = DefaultObjectStoreRegistry::new();
+        let _local = objects.deregister_store(ObjectStoreUrl::local_filesystem().as_ref());
+        let base = SessionStateBuilder::new_from_existing(base)
+            .with_runtime_env(Arc::new(RuntimeEnv {
+                object_store_registry: Arc::new(objects),
+                ..RuntimeEnv::default()
+            }))
+            .build();
         TaskRunner {
             store,
             client,
@@ -77,6 +94,14 @@ impl TaskRunner {
         let started = Instant::now();
         let mut state = self.base.clone();
         for (key, value) in &task.session_config {
+            Access::Client { files: false }
+                .check_setting(key, value)
+                .map_err(|e| TaskFailure {
+                    kind: FailureKind::User,
+                    retryable: false,
+                    message: e.to_string(),
+                    unreachable_endpoint: None,
+                })?;
             state
                 .config_mut()
                 .options_mut()
@@ -97,6 +122,7 @@ impl TaskRunner {
         )
         .with_modules(self.modules.runtime().clone());
         let plan = codec.decode(&task.plan, &ctx).map_err(|e| classify(&e))?;
+        check_task_plan(&plan).map_err(|e| classify(&e))?;
         let schema = plan.schema();
         let partitions = plan.output_partitioning().partition_count();
         let mut running = JoinSet::new();

@@ -84,6 +84,7 @@ pub fn driver_config(args: &DriverArgs) -> anyhow::Result<DriverConfig> {
     if let Some(path) = &args.cluster_secret_file {
         config.cluster_secret_file = Some(path.clone());
     }
+    config.allow_file_access |= args.allow_file_access;
     config.heartbeat_interval = config.heartbeat_interval.max(Duration::from_millis(10));
     config.lost_after = config.lost_after.max(config.heartbeat_interval * 2);
     Ok(config)

@@ -62,7 +62,9 @@ pub fn is_user_error(e: &Error) -> bool {
 }
 
 pub fn status_of(e: &Error) -> Status {
-    if is_user_error(e) {
+    if let Error::Sql(quarry_sql::Error::NotAllowed { message }) = e {
+        Status::permission_denied(message.clone())
+    } else if is_user_error(e) {
         Status::invalid_argument(e.to_string())
     } else {
         Status::internal(e.to_string())

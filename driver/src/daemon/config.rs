@@ -30,6 +30,9 @@ pub struct DriverConfig {
     /// The file holding the secret the driver and its workers authenticate each other with
     /// (default: `DATA-DIR/cluster-secret`); created like the token.
     pub cluster_secret_file: Option<PathBuf>,
+    /// Whether clients may run statements that use the driver's file system (`COPY ... TO`,
+    /// `CREATE EXTERNAL TABLE`), as the driver's user (default: no).
+    pub allow_file_access: bool,
 }
 
 impl Default for DriverConfig {
@@ -42,6 +45,7 @@ impl Default for DriverConfig {
             worker_wait: Duration::from_secs(3),
             token_file: None,
             cluster_secret_file: None,
+            allow_file_access: false,
         }
     }
 }

@@ -510,9 +510,17 @@ impl JobRunner {
             };
             let span = tracing::info_span!("task", job = %id.job, stage = %id.stage, task = id.index, attempt = id.attempt, worker = %worker.id);
             let mut client = worker.client.clone();
+            let driver = self.driver.clone();
             running.spawn(
                 async move {
-                    let response = client.launch_task(request).await;
+                    // A task runs as long as it needs, but not past its worker's loss: then it
+                    // fails as retryable and runs again elsewhere.
+                    let response = tokio::select! {
+                        response = client.launch_task(request) => response,
+                        () = driver.registry.lost(&worker.id) => Err(tonic::Status::unavailable(
+                            format!("worker {} stopped answering heartbeats", worker.id),
+                        )),
+                    };
                     (id, worker, local, response)
                 }
                 .instrument(span),

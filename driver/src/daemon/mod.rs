@@ -49,7 +49,7 @@ use quarry_core::shard_set::ShardSet;
 use quarry_jobs::JobId;
 use quarry_jobs::{DistributedPlanner, WriteGroups};
 use quarry_proto::v1::driver_service_server::DriverServiceServer;
-use quarry_sql::{PlanExecutor, QuarrySession, QueryOutput};
+use quarry_sql::{Access, PlanExecutor, QuarrySession, QueryOutput};
 use quarry_store::{EmbeddedStore, Store};
 use quarry_worker::auth::{self, Authenticator, Bearer, Secret};
 use quarry_worker::cpu_runtime::{AbortOnDrop, CpuRuntime};
@@ -185,9 +185,12 @@ impl DriverState {
         settings: &[(String, String)],
         label: &str,
     ) -> Result<QuarrySession> {
-        let slots: u32 = self.registry.live().iter().map(|w| w.task_slots).sum();
-        let config = SessionConfig::new().with_target_partitions((slots as usize).max(2));
+        let config = SessionConfig::new().with_target_partitions(self.registry.hash_width());
+        let access = Access::Client {
+            files: self.config.allow_file_access,
+        };
         let session = QuarrySession::with_config(self.store.clone() as Arc<dyn Store>, config)
+            .with_access(access)
             .with_executor(Arc::new(DistributedExecutor {
                 driver: self.clone(),
                 settings: QuarrySession::engine_settings(settings),
@@ -280,14 +283,7 @@ impl DistributedExecutor {
 
     /// Hash exchanges as wide as the live workers' task slots.
     fn planner(&self) -> DistributedPlanner {
-        let slots: u32 = self
-            .driver
-            .registry
-            .live()
-            .iter()
-            .map(|w| w.task_slots)
-            .sum();
-        DistributedPlanner::new((slots as usize).max(2))
+        DistributedPlanner::new(self.driver.registry.hash_width())
             .with_write_groups(Arc::new(ReplicaGroups(self.driver.clone())))
     }
 

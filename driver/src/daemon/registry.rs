@@ -53,6 +53,13 @@ pub struct WorkerView {
     pub running_tasks: u32,
 }
 
+/// The most task slots a worker may declare; with them, the widest hash exchange a cluster
+/// plans is bounded by the workers it has.
+pub const MAX_TASK_SLOTS: u32 = 1024;
+
+/// The widest hash exchange (and DataFusion's `target_partitions`) the driver plans.
+pub const MAX_HASH_PARTITIONS: usize = 4096;
+
 /// Every worker the driver has heard from.
 #[derive(Debug)]
 pub struct Registry {
@@ -91,10 +98,20 @@ impl Registry {
         task_slots: u32,
         local_shards: BTreeMap<String, ShardSet>,
     ) -> Result<(), String> {
+        if task_slots > MAX_TASK_SLOTS {
+            return Err(format!(
+                "task_slots {task_slots} is more than the {MAX_TASK_SLOTS} a worker may declare"
+            ));
+        }
         let channel = Endpoint::from_shared(endpoint.clone())
             .map_err(|e| format!("endpoint '{endpoint}' is not a URL: {e}"))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
+            // A worker that stops answering (frozen, or behind a black-holed network) fails
+            // its calls instead of holding them forever.
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
             .connect_lazy();
         let client = WorkerServiceClient::new(with_bearer(channel, self.bearer.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -181,6 +198,28 @@ impl Registry {
 
     pub fn is_alive(&self, id: &WorkerId) -> bool {
         lock(&self.workers).get(id).is_some_and(|e| e.alive)
+    }
+
+    /// Resolves once worker `id` is no longer alive: it missed its heartbeats, a call to it
+    /// failed, or it was never registered. Calls in flight to it stop waiting on this.
+    pub async fn lost(&self, id: &WorkerId) {
+        let mut changes = self.changes.subscribe();
+        while self.is_alive(id) {
+            if changes.changed().await.is_err() {
+                // The registry is going away with the driver; nothing will change any more.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// How many partitions a query spreads over: the live workers' task slots (at least two, at
+    /// most [`MAX_HASH_PARTITIONS`]).
+    pub fn hash_width(&self) -> usize {
+        let slots = self
+            .live()
+            .iter()
+            .fold(0usize, |sum, w| sum.saturating_add(w.task_slots as usize));
+        slots.clamp(2, MAX_HASH_PARTITIONS)
     }
 
     /// Live workers, by id.

@@ -14,6 +14,7 @@
 //! lowers a Rust job's DAG into the same plans, with its module's operators as [`WasmExec`]s. Scheduling (which
 //! task runs where) belongs to the driver, running tasks to the worker.
 
+pub mod allow_list;
 pub mod codec;
 pub mod error;
 pub mod exchange;

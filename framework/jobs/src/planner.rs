@@ -484,10 +484,15 @@ fn row_bound(plan: &Arc<dyn ExecutionPlan>) -> u64 {
     plan.fetch().map_or(bound, |fetch| bound.min(fetch as u64))
 }
 
+/// A join's type and its left and right inputs.
+type JoinInputs<'a> = (
+    JoinType,
+    &'a Arc<dyn ExecutionPlan>,
+    &'a Arc<dyn ExecutionPlan>,
+);
+
 /// A join's type and inputs.
-fn join_inputs(
-    plan: &Arc<dyn ExecutionPlan>,
-) -> Option<(JoinType, &Arc<dyn ExecutionPlan>, &Arc<dyn ExecutionPlan>)> {
+fn join_inputs(plan: &Arc<dyn ExecutionPlan>) -> Option<JoinInputs<'_>> {
     if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
         Some((*join.join_type(), join.left(), join.right()))
     } else if let Some(join) = plan.downcast_ref::<NestedLoopJoinExec>() {

@@ -24,6 +24,11 @@ pub enum Error {
     #[error("{message}")]
     Statement { message: String },
 
+    /// Something this session may not do (a client setting a runtime option, writing the
+    /// driver's files); the message says who can allow it.
+    #[error("{message}")]
+    NotAllowed { message: String },
+
     /// A view's query could not be planned, when the view was created or used.
     #[error("view {name}: {source}")]
     View { name: String, source: Box<Error> },
@@ -40,7 +45,7 @@ impl Error {
             Error::Definition(_) => true,
             Error::Store(e) => e.kind() == quarry_store::ErrorKind::User,
             Error::Arrow(_) => false,
-            Error::Statement { .. } => true,
+            Error::Statement { .. } | Error::NotAllowed { .. } => true,
             Error::View { source, .. } => source.is_user_error(),
             Error::DataFusion(e) => match root(e) {
                 DataFusionError::External(inner) => {

@@ -17,6 +17,7 @@
 //! `avg`, which wrap on overflow, with ones that fail naming the expression;
 //! [`checked_arithmetic`] does the same for integer `+`, `-` and `*`.
 
+pub mod access;
 pub mod catalog;
 pub mod checked_aggregates;
 pub mod checked_arithmetic;
@@ -32,5 +33,6 @@ pub mod table;
 pub mod temporary_views;
 pub mod token_udf;
 
+pub use access::Access;
 pub use error::{Error, Result};
 pub use session::{KEYSPACE_SETTING, PlanExecutor, QuarrySession, QueryOutput, QueryResult};

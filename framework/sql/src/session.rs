@@ -20,6 +20,7 @@ use quarry_core::ddl::{ObjectName, Statement, parse_statement_in, split_statemen
 use quarry_core::schema::{ColumnDef, TableName, ViewDef, validate_identifier};
 use quarry_store::Store;
 
+use crate::access::Access;
 use crate::catalog::{CATALOG, StoreCatalog};
 use crate::checked_aggregates::{checked_avg_udaf, checked_sum_udaf};
 use crate::checked_arithmetic::CheckedIntegerArithmetic;
@@ -121,6 +122,8 @@ pub struct QuarrySession {
     /// Settings made in this session (`SET`, `USE`, and those applied by
     /// [`apply_settings`](Self::apply_settings)), by key.
     settings: Arc<Mutex<BTreeMap<String, String>>>,
+    /// What the session may do beyond the store.
+    access: Access,
 }
 
 impl std::fmt::Debug for QuarrySession {
@@ -166,7 +169,15 @@ impl QuarrySession {
             executor: None,
             planner,
             settings: Arc::default(),
+            access: Access::Local,
         }
+    }
+
+    /// This session serving `access` (a daemon's client: allow-listed settings, files only if
+    /// its operator allowed them).
+    pub fn with_access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
     }
 
     /// This session with queries run by `executor` instead of in-process.
@@ -219,6 +230,7 @@ impl QuarrySession {
     /// cannot be read is an error.
     pub fn apply_settings(&self, settings: &[(String, String)]) -> Result<()> {
         for (key, value) in settings {
+            self.access.check_setting(key, value)?;
             if let Some(name) = key.strip_prefix(TEMPORARY_VIEW_SETTING) {
                 self.planner
                     .temporaries()
@@ -436,6 +448,7 @@ impl QuarrySession {
         // The session keeps what SET and RESET change, for settings().
         let setting = match &plan {
             LogicalPlan::Statement(PlanStatement::SetVariable(set)) => {
+                self.access.check_setting(&set.variable, &set.value)?;
                 if set.variable == KEYSPACE_SETTING && set.value != NO_KEYSPACE {
                     // As USE does: a session's keyspace is one that exists.
                     self.store.keyspace(&set.value)?;
@@ -468,6 +481,7 @@ impl QuarrySession {
             .planner
             .plan_statement(&state, Scope::Session, sql, false)
             .await?;
+        self.access.check_plan(&plan)?;
         Ok(plan)
     }
 

@@ -468,3 +468,71 @@ async fn shard_sets_combine_with_token_and_key_predicates() {
         .unwrap();
     assert_eq!((plan.shards_selected, plan.splits.len()), (0, 0));
 }
+
+#[tokio::test]
+async fn a_lost_manifest_is_refused_and_the_data_left_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = new_store(dir.path()).await;
+    store
+        .write(&name(), vec![rows(0..50, 0..4, 1.0)])
+        .await
+        .unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let data_files = || {
+        walkdir(&dir.path().join("data"))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .count()
+    };
+    let before = data_files();
+    assert!(before > 0);
+    std::fs::remove_file(dir.path().join("MANIFEST.json")).unwrap();
+    let err = EmbeddedStore::open(dir.path(), small_options())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("manifest is missing") && err.contains("Restore"),
+        "{err}"
+    );
+    assert_eq!(data_files(), before, "no data file was removed");
+}
+
+#[tokio::test]
+async fn a_drop_whose_commit_fails_leaves_memory_and_disk_as_they_were() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = new_store(dir.path()).await;
+    store
+        .write(&name(), vec![rows(0..10, 0..2, 1.0)])
+        .await
+        .unwrap();
+    let before = scan_all(&store).await;
+    // The manifest is replaced through `MANIFEST.json.tmp`: a directory there makes every commit
+    // fail, as a full or read-only disk would.
+    let blocker = dir.path().join("MANIFEST.json.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    assert!(store.drop_table(&name(), false).await.is_err());
+    assert!(store.drop_keyspace("iot", false).await.is_err());
+    assert_eq!(store.table(&name()).unwrap().table_name(), name());
+    assert_eq!(scan_all(&store).await, before);
+    std::fs::remove_dir(&blocker).unwrap();
+    drop(store);
+    let store = EmbeddedStore::open(dir.path(), small_options()).unwrap();
+    assert_eq!(scan_all(&store).await, before, "after a restart too");
+    // And the drop works once the disk does.
+    assert!(store.drop_keyspace("iot", false).await.unwrap());
+    assert!(store.table(&name()).is_err());
+}
+
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walkdir(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

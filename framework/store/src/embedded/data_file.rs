@@ -20,6 +20,7 @@ use parquet::file::statistics::Statistics;
 use quarry_core::shard_map::ShardMap;
 use quarry_core::token::Token;
 
+use crate::embedded::manifest::create_dir_durably;
 use crate::embedded::sorted_rows::TOKEN_COLUMN;
 use crate::error::{Error, Result};
 
@@ -178,7 +179,7 @@ pub fn write_run(
         return Ok(Vec::new());
     }
     let dir = data_dir.join(relative_dir);
-    fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
+    create_dir_durably(&dir)?;
     let token_index = rows.num_columns() - 1;
     let tokens = rows
         .column(token_index)

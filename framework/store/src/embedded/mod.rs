@@ -58,7 +58,7 @@ use quarry_core::shard_map::ShardMap;
 use crate::error::{Error, Result};
 use crate::store::{ScanPlan, ScanRequest, StagedWrite, Store, WriteSummary};
 use data_file::{DataFile, DataFileRef, Layout};
-use manifest::{Manifest, RunEntry, TableEntry};
+use manifest::{Manifest, RunEntry, TableEntry, create_dir_durably};
 use memtable::MemChunk;
 use reader::Reader;
 use scan::{Run, TableSnapshot};
@@ -182,7 +182,7 @@ impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`, replaying the write-ahead log.
     pub fn open(dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<EmbeddedStore> {
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
+        create_dir_durably(&dir)?;
         let lock_path = dir.join("LOCK");
         let lock_file = File::create(&lock_path).map_err(Error::io("creating", &lock_path))?;
         if lock_file.try_lock().is_err() {
@@ -195,7 +195,16 @@ impl EmbeddedStore {
                 ),
             });
         }
-        let manifest = Manifest::load(&dir)?.unwrap_or_default();
+        let manifest = match Manifest::load(&dir)? {
+            Some(manifest) => manifest,
+            None => {
+                refuse_data_without_manifest(&dir)?;
+                // From here on a missing manifest means a lost one.
+                let manifest = Manifest::default();
+                manifest.commit(&dir)?;
+                manifest
+            }
+        };
         let mut state = State::from_manifest(&dir, &manifest, &HashMap::new())?;
         let live_files: HashSet<PathBuf> = state
             .tables
@@ -630,6 +639,55 @@ impl State {
 }
 
 /// Deletes Parquet files under `data` that no run lists (left by a crash mid-flush or mid-load).
+/// A directory without a manifest is new, unless it holds data files or log segments: then the
+/// manifest was lost, and starting empty would delete the data as garbage.
+fn refuse_data_without_manifest(dir: &Path) -> Result<()> {
+    let data = dir.join("data");
+    let files = walk_files(&data)?;
+    // Empty segments hold nothing (a store opened and closed without writes leaves one).
+    let wal_dir = dir.join("wal");
+    let segments: Vec<u64> = wal::segments(&wal_dir)?
+        .into_iter()
+        .filter(|s| wal::segment_len(&wal_dir, *s).is_ok_and(|len| len > 0))
+        .collect();
+    if files.is_empty() && segments.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Corrupt {
+        path: dir.join(manifest::MANIFEST_FILE),
+        problem: format!(
+            "the manifest is missing, but the data directory holds {} data file(s) and {} \
+             write-ahead-log segment(s); the store will not start empty over them. Restore \
+             {} from a backup, or move data/ and wal/ aside to start a new store",
+            files.len(),
+            segments.len(),
+            manifest::MANIFEST_FILE
+        ),
+    })
+}
+
+/// Every file under `dir` (none when it does not exist).
+fn walk_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        let entries = match fs::read_dir(&at) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("listing", &at)(e)),
+        };
+        for entry in entries {
+            let path = entry.map_err(Error::io("listing", &at))?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    Ok(files)
+}
+
 fn remove_orphans(data: &Path, live: &HashSet<PathBuf>) -> Result<()> {
     let entries = match fs::read_dir(data) {
         Ok(entries) => entries,
@@ -798,11 +856,22 @@ impl Inner {
             .filter(|v| v.keyspace == name)
             .cloned()
             .collect();
-        for v in views {
-            state.views.remove(&v);
+        let dropped_views: Vec<ViewDef> =
+            views.iter().filter_map(|v| state.views.remove(v)).collect();
+        let def = state.keyspaces.remove(name);
+        if let Err(e) = self.commit(&state) {
+            // Keep memory and disk in agreement: nothing was dropped.
+            if let Some(def) = def {
+                state.keyspaces.insert(name.to_string(), def);
+            }
+            for table in removed {
+                state.tables.insert(table.def.table_name(), table);
+            }
+            for view in dropped_views {
+                state.views.insert(view.view_name(), view);
+            }
+            return Err(e);
         }
-        state.keyspaces.remove(name);
-        self.commit(&state)?;
         retire(removed);
         Ok(true)
     }
@@ -851,7 +920,10 @@ impl Inner {
                 Err(state.no_such_table(name))
             };
         };
-        self.commit(&state)?;
+        if let Err(e) = self.commit(&state) {
+            state.tables.insert(name.clone(), table);
+            return Err(e);
+        }
         retire(vec![table]);
         Ok(true)
     }
