@@ -140,6 +140,11 @@ pub struct UpArgs {
     /// Task slots of each worker (default: this machine's cores).
     #[arg(long)]
     pub slots: Option<usize>,
+    /// Memory each process's queries (the driver's and each worker's) may hold together, such as 512MiB or 4GiB; past it, sorts,
+    /// aggregates and joins spill to temporary files, and a query that cannot spill fails with
+    /// the largest consumers named (default: unbounded).
+    #[arg(long, env = "QUARRY_MEMORY_LIMIT", value_name = "SIZE", value_parser = parse_size)]
+    pub memory_limit: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +179,11 @@ pub struct DriverArgs {
     /// only read and write the store.
     #[arg(long)]
     pub allow_file_access: bool,
+    /// Memory this process's queries may hold together, such as 512MiB or 4GiB; past it, sorts,
+    /// aggregates and joins spill to temporary files, and a query that cannot spill fails with
+    /// the largest consumers named (default: unbounded).
+    #[arg(long, env = "QUARRY_MEMORY_LIMIT", value_name = "SIZE", value_parser = parse_size)]
+    pub memory_limit: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -204,6 +214,11 @@ pub struct WorkerArgs {
     /// Memory for exchange outputs before they spill to disk, in MiB [default: 2048].
     #[arg(long, value_name = "MIB")]
     pub exchange_memory_mb: Option<u64>,
+    /// Memory this process's queries may hold together, such as 512MiB or 4GiB; past it, sorts,
+    /// aggregates and joins spill to temporary files, and a query that cannot spill fails with
+    /// the largest consumers named (default: unbounded).
+    #[arg(long, env = "QUARRY_MEMORY_LIMIT", value_name = "SIZE", value_parser = parse_size)]
+    pub memory_limit: Option<u64>,
     /// The file holding the cluster's secret, the same as the driver's (default:
     /// DATA-DIR/cluster-secret, which the driver creates).
     #[arg(long, env = "QUARRY_CLUSTER_SECRET_FILE", value_name = "FILE")]
@@ -354,4 +369,12 @@ pub struct DescribeArgs {
     /// The table or view, as keyspace.name.
     #[arg(value_name = "KEYSPACE.TABLE")]
     pub table: String,
+}
+
+/// A size in bytes: `1073741824`, `512MiB`, `4GiB`, `1.5 GB`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|e| format!("'{text}' is not a size such as 512MiB or 4GiB: {e}"))
 }

@@ -765,3 +765,43 @@ async fn a_worker_refuses_a_task_that_would_read_its_files() {
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_memory_limit_sorts_spill_and_what_cannot_spill_fails_the_job_once() {
+    const LIMIT: u64 = 8 << 20;
+    let cluster = TestCluster::start(
+        1,
+        DriverConfig {
+            memory_limit: Some(LIMIT),
+            ..DriverConfig::default()
+        },
+    )
+    .await;
+    // 800,000 rows of (id, v): about 13 MB as a sort holds them, twice that while sorting, all
+    // on the one worker: past its limit, so the sort must spill to finish.
+    const ROWS: i64 = 800_000;
+    numbers(&cluster, 16, ROWS as u64).await;
+    let sorted = lines(&cluster.sql("SELECT id FROM k.t ORDER BY v DESC").await);
+    let expected: Vec<String> = (1..=ROWS).rev().map(|i| i.to_string()).collect();
+    assert!(
+        sorted == expected,
+        "the spilled sort returned every row in order"
+    );
+
+    // A join builds its hash table in memory: over the limit, the job fails with the reason,
+    // at once, without moving the task from worker to worker.
+    let started = Instant::now();
+    let error = cluster
+        .sql_error("SELECT count(*) FROM k.t a JOIN k.t b ON a.v = b.v")
+        .await;
+    assert!(error.contains("Resources exhausted"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(20), "no retries");
+    let job = cluster.driver().jobs.list().into_iter().next().unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    assert!(job.stages.iter().all(|s| s.tasks_retried == 0), "{job:?}");
+    assert_eq!(
+        cluster.driver().registry.live().len(),
+        1,
+        "the worker was not lost"
+    );
+}

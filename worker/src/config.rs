@@ -23,6 +23,9 @@ pub struct WorkerConfig {
     pub task_slots: usize,
     /// Bytes of exchange outputs kept in memory before they spill to disk (default 2 GiB).
     pub exchange_memory: u64,
+    /// Bytes the worker's running tasks may hold together; past it, sorts, aggregates and
+    /// joins spill to disk, and a task that cannot spill fails its job (default: unbounded).
+    pub memory_limit: Option<u64>,
     /// The store's nodes, for placement: with them the worker reports which shards its node
     /// holds; without them it reports none and the driver places shards itself.
     pub nodes: Vec<String>,
@@ -45,6 +48,7 @@ impl Default for WorkerConfig {
             advertise_host: None,
             task_slots: std::thread::available_parallelism().map_or(2, |n| n.get()),
             exchange_memory: 2 << 30,
+            memory_limit: None,
             nodes: Vec::new(),
             module_cache: None,
             cluster_secret_file: None,

@@ -108,7 +108,9 @@ pub async fn serve(
         FlightExchangeClient::new(bearer.clone()),
         config.task_slots,
         modules,
-    );
+        config.memory_limit.map(|b| b as usize),
+    )
+    .map_err(|e| Error::QueryRuntime(e.to_string()))?;
     let cpu = CpuRuntime::new(config.task_slots)?;
     let outputs = OutputStore::new(config.exchange_memory)?;
     let state = Arc::new(WorkerState::new(

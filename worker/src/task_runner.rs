@@ -6,11 +6,6 @@ use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use datafusion::error::DataFusionError;
-use datafusion::execution::object_store::{
-    DefaultObjectStoreRegistry, ObjectStoreRegistry, ObjectStoreUrl,
-};
-use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::{SessionState, TaskContext};
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use datafusion::prelude::SessionConfig;
@@ -20,7 +15,7 @@ use quarry_jobs::{
     ExchangeClient, ExchangeFetchError, FailureKind, QuarryCodec, TaskBinding, TaskFailure,
     TaskMetrics, TaskRequest,
 };
-use quarry_sql::{Access, QuarrySession};
+use quarry_sql::{Access, QuarrySession, RuntimeLimits, runtime_env};
 use quarry_store::Store;
 use tokio::task::JoinSet;
 
@@ -58,35 +53,36 @@ impl std::fmt::Debug for TaskRunner {
 }
 
 impl TaskRunner {
+    /// A runner whose tasks share one memory pool of `memory_limit` bytes (unbounded: `None`)
+    /// and can use no local files.
     pub fn new(
         store: Arc<dyn Store>,
         client: Arc<dyn ExchangeClient>,
         scan_partitions: usize,
         modules: Arc<JobModules>,
-    ) -> Self {
+        memory_limit: Option<usize>,
+    ) -> Result<Self, DataFusionError> {
         let scan_partitions = scan_partitions.max(1);
         let config = SessionConfig::new().with_target_partitions(scan_partitions);
-        let base = QuarrySession::with_config(store.clone(), config)
-            .context()
-            .state();
         // Tasks read the store and their exchanges, never files: no object store is registered,
         // the local file system's included, so a file scan that got past the allow-list finds
         // nothing to read.
-        let objects = DefaultObjectStoreRegistry::new();
-        let _local = objects.deregister_store(ObjectStoreUrl::local_filesystem().as_ref());
-        let base = SessionStateBuilder::new_from_existing(base)
-            .with_runtime_env(Arc::new(RuntimeEnv {
-                object_store_registry: Arc::new(objects),
-                ..RuntimeEnv::default()
-            }))
-            .build();
-        TaskRunner {
+        let limits = RuntimeLimits {
+            memory: memory_limit,
+            local_files: false,
+        };
+        let config = limits.fit(config);
+        let runtime = runtime_env(limits)?;
+        let base = QuarrySession::with_runtime(store.clone(), config, runtime)
+            .context()
+            .state();
+        Ok(TaskRunner {
             store,
             client,
             scan_partitions,
             base,
             modules,
-        }
+        })
     }
 
     /// Runs `task` to completion. Call it on the CPU runtime.
@@ -236,9 +232,25 @@ pub fn classify(e: &DataFusionError) -> TaskFailure {
         | DataFusionError::Execution(_)
         | DataFusionError::ArrowError(..)
         | DataFusionError::Configuration(_) => fail(FailureKind::User, false),
-        DataFusionError::ResourcesExhausted(_) | DataFusionError::IoError(_) => {
-            fail(FailureKind::External, true)
-        }
+        // Over the memory limit: the same task would fail the same way on any worker, and
+        // retrying it elsewhere would only take more workers' memory.
+        DataFusionError::ResourcesExhausted(_) => fail(FailureKind::User, false),
+        DataFusionError::IoError(_) => fail(FailureKind::External, true),
         _ => fail(FailureKind::Internal, false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_memory_fails_the_job_instead_of_moving_to_the_next_worker() {
+        let failure = classify(&DataFusionError::ResourcesExhausted(
+            "Failed to allocate additional 10.0 MB for SortExec".into(),
+        ));
+        assert_eq!(failure.kind, FailureKind::User);
+        assert!(!failure.retryable);
+        assert!(failure.message.contains("10.0 MB"), "{}", failure.message);
     }
 }

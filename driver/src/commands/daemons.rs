@@ -85,6 +85,9 @@ pub fn driver_config(args: &DriverArgs) -> anyhow::Result<DriverConfig> {
         config.cluster_secret_file = Some(path.clone());
     }
     config.allow_file_access |= args.allow_file_access;
+    if let Some(bytes) = args.memory_limit {
+        config.memory_limit = Some(bytes);
+    }
     config.heartbeat_interval = config.heartbeat_interval.max(Duration::from_millis(10));
     config.lost_after = config.lost_after.max(config.heartbeat_interval * 2);
     Ok(config)
@@ -145,6 +148,9 @@ pub async fn worker(
     }
     if let Some(mb) = args.exchange_memory_mb {
         config.exchange_memory = mb << 20;
+    }
+    if let Some(bytes) = args.memory_limit {
+        config.memory_limit = Some(bytes);
     }
     if !args.nodes.is_empty() {
         config.nodes = args.nodes;
@@ -214,6 +220,7 @@ pub async fn up(
     let config = DriverConfig {
         nodes: nodes.clone(),
         token_file: connection.token_file.clone(),
+        memory_limit: args.memory_limit,
         ..DriverConfig::default()
     };
     let state = DriverState::new(config, store)?;
@@ -229,7 +236,8 @@ pub async fn up(
     let slots = args.slots.unwrap_or(cores).max(1);
     let mut children = Vec::new();
     for i in 1..=args.workers {
-        let child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        command
             .arg("--data-dir")
             .arg(data_dir)
             .args(["worker", "--driver", &url, "--node"])
@@ -237,7 +245,11 @@ pub async fn up(
             .args(["--listen", "127.0.0.1:0", "--slots", &slots.to_string()])
             .args(["--nodes", &nodes.join(",")])
             .arg("--cluster-secret-file")
-            .arg(&state.auth.cluster_secret_file)
+            .arg(&state.auth.cluster_secret_file);
+        if let Some(bytes) = args.memory_limit {
+            command.args(["--memory-limit", &bytes.to_string()]);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .kill_on_drop(true)

@@ -33,6 +33,9 @@ pub struct DriverConfig {
     /// Whether clients may run statements that use the driver's file system (`COPY ... TO`,
     /// `CREATE EXTERNAL TABLE`), as the driver's user (default: no).
     pub allow_file_access: bool,
+    /// Bytes the driver's queries may hold together (the stages it runs itself; workers have
+    /// their own limit); past it they spill to disk (default: unbounded).
+    pub memory_limit: Option<u64>,
 }
 
 impl Default for DriverConfig {
@@ -46,6 +49,7 @@ impl Default for DriverConfig {
             token_file: None,
             cluster_secret_file: None,
             allow_file_access: false,
+            memory_limit: None,
         }
     }
 }

@@ -92,6 +92,7 @@ impl LocalCluster {
         // The driver compiles a job's module when it receives it; workers load it from here.
         config.module_cache = Some(super::compiled_modules_dir(data_dir));
         config.cluster_secret_file = Some(self.driver.auth.cluster_secret_file.clone());
+        config.memory_limit = self.driver.config.memory_limit;
         let (stop, stopped) = oneshot::channel::<()>();
         self.stops.push(stop);
         self.servers

@@ -38,6 +38,7 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::{SendableRecordBatchStream, SessionState};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -49,7 +50,7 @@ use quarry_core::shard_set::ShardSet;
 use quarry_jobs::JobId;
 use quarry_jobs::{DistributedPlanner, WriteGroups};
 use quarry_proto::v1::driver_service_server::DriverServiceServer;
-use quarry_sql::{Access, PlanExecutor, QuarrySession, QueryOutput};
+use quarry_sql::{Access, PlanExecutor, QuarrySession, QueryOutput, RuntimeLimits, runtime_env};
 use quarry_store::{EmbeddedStore, Store};
 use quarry_worker::auth::{self, Authenticator, Bearer, Secret};
 use quarry_worker::cpu_runtime::{AbortOnDrop, CpuRuntime};
@@ -125,6 +126,9 @@ pub struct DriverState {
     pub driver_id: String,
     /// Rust job modules clients sent, by content hash.
     pub modules: module_store::ModuleStore,
+    /// The DataFusion runtime of every session: one memory pool of `memory_limit`.
+    pub runtime: Arc<RuntimeEnv>,
+    limits: RuntimeLimits,
     /// Jobs streaming their results; see [`DriverState::spawn_background`].
     background: std::sync::Mutex<JoinSet<()>>,
 }
@@ -149,6 +153,11 @@ impl DriverState {
             Arc::new(runtime),
         );
         let auth = DriverAuth::open(&config, store.dir())?;
+        let limits = RuntimeLimits {
+            memory: config.memory_limit.map(|b| b as usize),
+            local_files: config.allow_file_access,
+        };
+        let runtime = runtime_env(limits).map_err(quarry_sql::Error::from)?;
         let bearer = Bearer::new(Some(&auth.cluster_secret));
         Ok(Arc::new(DriverState {
             modules,
@@ -159,7 +168,9 @@ impl DriverState {
             jobs,
             client: FlightExchangeClient::new(bearer),
             cpu: CpuRuntime::new(threads)?,
-            driver_id: format!("driver-{}", std::process::id()),
+            driver_id: format!("driver-{}", uuid::Uuid::new_v4().simple()),
+            runtime,
+            limits,
             background: std::sync::Mutex::new(JoinSet::new()),
         }))
     }
@@ -185,17 +196,23 @@ impl DriverState {
         settings: &[(String, String)],
         label: &str,
     ) -> Result<QuarrySession> {
-        let config = SessionConfig::new().with_target_partitions(self.registry.hash_width());
+        let config = self
+            .limits
+            .fit(SessionConfig::new().with_target_partitions(self.registry.hash_width()));
         let access = Access::Client {
             files: self.config.allow_file_access,
         };
-        let session = QuarrySession::with_config(self.store.clone() as Arc<dyn Store>, config)
-            .with_access(access)
-            .with_executor(Arc::new(DistributedExecutor {
-                driver: self.clone(),
-                settings: QuarrySession::engine_settings(settings),
-                label: label.to_string(),
-            }));
+        let session = QuarrySession::with_runtime(
+            self.store.clone() as Arc<dyn Store>,
+            config,
+            self.runtime.clone(),
+        )
+        .with_access(access)
+        .with_executor(Arc::new(DistributedExecutor {
+            driver: self.clone(),
+            settings: QuarrySession::engine_settings(settings),
+            label: label.to_string(),
+        }));
         session.apply_settings(settings)?;
         Ok(session)
     }

@@ -18,9 +18,8 @@
 //! same table.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow::array::{Array, AsArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow::compute::take_record_batch;
@@ -49,11 +48,9 @@ use tokio::task::JoinSet;
 
 /// A new statement id: distinct for every write this process plans, and across restarts.
 pub fn new_statement_id() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed))
+    // Random, so that statements of drivers that share nothing (restarted, or in containers
+    // with the same clock) do not collide.
+    uuid::Uuid::new_v4().as_u64_pair().0
 }
 
 fn properties(schema: SchemaRef, partitions: usize) -> Arc<PlanProperties> {

@@ -25,6 +25,7 @@ mod create_table_as;
 pub mod error;
 pub mod filters;
 pub mod options;
+pub mod runtime;
 pub mod scan_exec;
 pub mod session;
 pub mod sink;
@@ -35,4 +36,5 @@ pub mod token_udf;
 
 pub use access::Access;
 pub use error::{Error, Result};
+pub use runtime::{RuntimeLimits, runtime_env};
 pub use session::{KEYSPACE_SETTING, PlanExecutor, QuarrySession, QueryOutput, QueryResult};

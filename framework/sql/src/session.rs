@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::execution::context::SessionContext;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::{SendableRecordBatchStream, SessionState};
 use datafusion::logical_expr::{LogicalPlan, Statement as PlanStatement};
 use datafusion::physical_plan::ExecutionPlan;
@@ -141,7 +142,17 @@ impl QuarrySession {
     }
 
     /// A session over `store` with `config`; it starts without a keyspace.
-    pub fn with_config(store: Arc<dyn Store>, mut config: SessionConfig) -> Self {
+    pub fn with_config(store: Arc<dyn Store>, config: SessionConfig) -> Self {
+        Self::with_runtime(store, config, Arc::new(RuntimeEnv::default()))
+    }
+
+    /// A session over `store` with `config`, running its queries in `runtime` (whose memory pool
+    /// it shares with the other sessions of the process; see [`crate::runtime_env`]).
+    pub fn with_runtime(
+        store: Arc<dyn Store>,
+        mut config: SessionConfig,
+        runtime: Arc<RuntimeEnv>,
+    ) -> Self {
         // `1.5` is an exact decimal, as in SQL, CQL and Spark, not a binary float: money and
         // rates compare and add up exactly (`0.06 + 0.01 = 0.07`).
         config.options_mut().sql_parser.parse_float_as_decimal = true;
@@ -150,7 +161,7 @@ impl QuarrySession {
             .with_default_catalog_and_schema(CATALOG, NO_KEYSPACE)
             .with_information_schema(true)
             .with_option_extension(QuarryOptions::default());
-        let ctx = SessionContext::new_with_config(config);
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
         let planner = SqlPlanner::new(store.clone(), &ctx);
         ctx.register_catalog(CATALOG, Arc::new(StoreCatalog::new(planner.clone())));
         ctx.register_catalog(

@@ -759,11 +759,14 @@ fn stage(
     let Some(rows) = sorted_rows_of(&def, batches)? else {
         return Ok(staged);
     };
-    // Unique across the processes sharing the directory (pid) and within one (counter).
+    // Unique across the processes sharing the directory (a random id per process: PIDs repeat
+    // across containers) and within one (counter).
+    static PROCESS: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| uuid::Uuid::new_v4().simple().to_string());
     let stem = format!(
         "{}{}-{}",
         staged_prefix(statement),
-        std::process::id(),
+        *PROCESS,
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
     staged.files = data_file::write_run(dir, &table_dir(&def, id), &stem, &rows, &shards, layout)?;
