@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use quarry_worker::auth::{Secret, TOKEN_ENV, TOKEN_FILE};
+use quarry_worker::tls::{Tls, TlsFiles};
 
 use crate::output::OutputFormat;
+use crate::remote::RemoteDriver;
 
 /// Quarry: compute-to-data analytics over a sharded wide-column store.
 ///
@@ -95,9 +97,27 @@ pub struct DriverConnection {
     /// accept it from clients (default: DATA-DIR/token, created when missing).
     #[arg(long, env = "QUARRY_TOKEN_FILE", global = true, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// The CA certificate (PEM) to trust for `https://` drivers and workers: clients check the
+    /// driver's certificate against it, and the driver and workers each other's.
+    #[arg(long, env = "QUARRY_TLS_CA", global = true, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl DriverConnection {
+    /// Connects to the driver of `--driver`, with the token and CA this command was given.
+    pub async fn connect(&self, data_dir: &std::path::Path) -> anyhow::Result<RemoteDriver> {
+        let url = self
+            .url
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("no driver: pass --driver URL or set QUARRY_DRIVER"))?;
+        let tls = Tls::load(&TlsFiles {
+            ca: self.tls_ca.clone(),
+            ..TlsFiles::default()
+        })
+        .map_err(|e| anyhow::anyhow!(e))?;
+        RemoteDriver::connect_with(url, self.token(data_dir)?.as_ref(), &tls).await
+    }
+
     /// The token a client sends: from --token-file, QUARRY_TOKEN, or the data directory's file
     /// of a local cluster; `None` when there is none (the driver then says what it needs).
     pub fn token(&self, data_dir: &std::path::Path) -> anyhow::Result<Option<Secret>> {
@@ -179,6 +199,22 @@ pub struct DriverArgs {
     /// only read and write the store.
     #[arg(long)]
     pub allow_file_access: bool,
+    /// This daemon's TLS certificate (PEM); with --tls-key, it serves `https://` only.
+    #[arg(
+        long,
+        env = "QUARRY_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "QUARRY_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
     /// Memory this process's queries may hold together, such as 512MiB or 4GiB; past it, sorts,
     /// aggregates and joins spill to temporary files, and a query that cannot spill fails with
     /// the largest consumers named (default: unbounded).
@@ -214,6 +250,22 @@ pub struct WorkerArgs {
     /// Memory for exchange outputs before they spill to disk, in MiB [default: 2048].
     #[arg(long, value_name = "MIB")]
     pub exchange_memory_mb: Option<u64>,
+    /// This daemon's TLS certificate (PEM); with --tls-key, it serves `https://` only.
+    #[arg(
+        long,
+        env = "QUARRY_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "QUARRY_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
     /// Memory this process's queries may hold together, such as 512MiB or 4GiB; past it, sorts,
     /// aggregates and joins spill to temporary files, and a query that cannot spill fails with
     /// the largest consumers named (default: unbounded).

@@ -16,7 +16,7 @@ use quarry_sql::QueryOutput;
 use quarry_worker::auth::{AuthChannel, Bearer, Secret, with_bearer};
 use quarry_worker::cpu_runtime::AbortOnDrop;
 use quarry_worker::exchange_client::MAX_MESSAGE_BYTES;
-use tonic::transport::Endpoint;
+use quarry_worker::tls::Tls;
 
 use crate::daemon::client_flight::{MESSAGE_KEY, SESSION_KEY};
 
@@ -37,13 +37,23 @@ impl RemoteDriver {
     /// Connects to the driver at `url` (such as `http://127.0.0.1:7070`), authenticating with
     /// `token` (without one, the driver refuses every call and says what it needs).
     pub async fn connect(url: &str, token: Option<&Secret>) -> anyhow::Result<Self> {
+        Self::connect_with(url, token, &Tls::default()).await
+    }
+
+    /// [`RemoteDriver::connect`] trusting `tls`'s CA for an `https://` driver.
+    pub async fn connect_with(
+        url: &str,
+        token: Option<&Secret>,
+        tls: &Tls,
+    ) -> anyhow::Result<Self> {
         let url = if url.contains("://") {
             url.to_string()
         } else {
             format!("http://{url}")
         };
-        let channel = Endpoint::from_shared(url.clone())
-            .with_context(|| format!("'{url}' is not a driver URL (try http://HOST:PORT)"))?
+        let channel = tls
+            .endpoint(&url)
+            .map_err(|e| anyhow::anyhow!("'{url}' is not a driver URL (try http://HOST:PORT): {e}"))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .connect()

@@ -15,6 +15,7 @@ use quarry_driver::remote::RemoteDriver;
 use quarry_proto::v1 as pb;
 use quarry_proto::v1::driver_service_client::DriverServiceClient;
 use quarry_proto::v1::worker_service_client::WorkerServiceClient;
+use quarry_worker::tls::{Tls, TlsFiles};
 
 /// A raw connection to a daemon, sending `secret` (or nothing) with every call.
 async fn channel(url: &str, secret: Option<&Secret>) -> AuthChannel {
@@ -804,4 +805,336 @@ async fn under_a_memory_limit_sorts_spill_and_what_cannot_spill_fails_the_job_on
         1,
         "the worker was not lost"
     );
+}
+
+/// A CA, and a certificate it signed for `localhost` and 127.0.0.1, as PEM files in `dir`.
+fn certificates(dir: &std::path::Path, name: &str) -> TlsFiles {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let write = |file: &str, pem: String| {
+        let path = dir.join(format!("{name}-{file}"));
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    TlsFiles {
+        cert: Some(write("cert.pem", cert.pem())),
+        key: Some(write("key.pem", key.serialize_pem())),
+        ca: Some(write("ca.pem", ca.pem())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_certificates_every_connection_is_tls_and_other_clients_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = certificates(dir.path(), "cluster");
+    let cluster = TestCluster::start(
+        2,
+        DriverConfig {
+            tls: files.clone(),
+            ..DriverConfig::default()
+        },
+    )
+    .await;
+    let url = cluster.cluster.url.clone();
+    assert!(url.starts_with("https://"), "{url}");
+    // The insert runs on the workers: tasks launched, rows exchanged and staged, all over TLS.
+    numbers(&cluster, 16, 1000).await;
+    let workers = cluster.driver().registry.live();
+    assert_eq!(workers.len(), 2);
+    assert!(workers.iter().all(|w| w.endpoint.starts_with("https://")));
+
+    let trusting = Tls::load(&TlsFiles {
+        ca: files.ca.clone(),
+        ..TlsFiles::default()
+    })
+    .unwrap();
+    let mut client = RemoteDriver::connect_with(&url, Some(cluster.token()), &trusting)
+        .await
+        .unwrap();
+    let output = client
+        .execute("SELECT g, count(*) FROM k.t GROUP BY g ORDER BY g LIMIT 2")
+        .await
+        .unwrap();
+    // 1..=1000 by id % 97: g = 0 has 10 ids (97, 194, ..., 970), g = 1 has 11 (1, 98, ..., 971).
+    assert_eq!(lines(&output), ["0|10", "1|11"]);
+
+    // Without the CA, the client says what it needs.
+    let err = RemoteDriver::connect(&url, Some(cluster.token()))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("--tls-ca"), "{err}");
+    // Trusting another CA, the handshake fails.
+    let stranger = certificates(dir.path(), "stranger");
+    let other = Tls::load(&TlsFiles {
+        ca: stranger.ca,
+        ..TlsFiles::default()
+    })
+    .unwrap();
+    let refused = match RemoteDriver::connect_with(&url, Some(cluster.token()), &other).await {
+        Err(_) => true,
+        Ok(mut c) => c.execute("SELECT 1").await.is_err(),
+    };
+    assert!(refused, "a server certificate from another CA was accepted");
+    // Plain HTTP/2 to the TLS port gets nowhere.
+    let plain = url.replace("https://", "http://");
+    let refused = match RemoteDriver::connect(&plain, Some(cluster.token())).await {
+        Err(_) => true,
+        Ok(mut c) => c.execute("SELECT 1").await.is_err(),
+    };
+    assert!(refused, "a plaintext client was served");
+}
+
+/// Sends and receives gRPC messages as raw bytes: whatever the fuzzer made.
+#[derive(Debug, Clone, Default)]
+struct RawBytes;
+
+impl tonic::codec::Codec for RawBytes {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawBytes;
+    type Decoder = RawBytes;
+
+    fn encoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+
+    fn decoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+}
+
+impl tonic::codec::Encoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let len = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, len).to_vec()))
+    }
+}
+
+/// A fuzzed message: random bytes, or a valid message with bytes flipped, cut off or repeated,
+/// or with its varints turned to their largest values.
+fn fuzzed(rng: &mut rand::rngs::SmallRng, valid: &[Vec<u8>]) -> Vec<u8> {
+    use rand::Rng;
+    let base = valid[rng.random_range(0..valid.len())].clone();
+    match rng.random_range(0..5) {
+        0 => (0..rng.random_range(0..512))
+            .map(|_| rng.random())
+            .collect(),
+        1 => {
+            let mut m = base;
+            for _ in 0..rng.random_range(1..8) {
+                if !m.is_empty() {
+                    let i = rng.random_range(0..m.len());
+                    m[i] ^= 1 << rng.random_range(0..8);
+                }
+            }
+            m
+        }
+        2 => {
+            let mut m = base;
+            m.truncate(rng.random_range(0..=m.len()));
+            m
+        }
+        3 => base.repeat(rng.random_range(2..50)),
+        _ => base
+            .into_iter()
+            .map(|b| if b & 0x80 != 0 { 0xff } else { b })
+            .collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuzzed_messages_to_every_rpc_get_replies_and_change_nothing() {
+    use rand::SeedableRng;
+    let cluster = TestCluster::start(2, DriverConfig::default()).await;
+    numbers(&cluster, 16, 2000).await;
+    let before = lines(
+        &cluster
+            .sql("SELECT count(*), sum(id), sum(v) FROM k.t")
+            .await,
+    );
+    let secret = cluster.driver().auth.cluster_secret.clone();
+    let token = cluster.token().clone();
+    let worker_url = cluster.driver().registry.live()[0].endpoint.clone();
+    let task = pb::TaskId {
+        job_id: "1".into(),
+        stage_id: 1,
+        partition: 0,
+        attempt: 0,
+    };
+    // Valid messages to mutate, one or more per method.
+    let driver_methods: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        (
+            "ListWorkers",
+            vec![pb::ListWorkersRequest {}.encode_to_vec()],
+        ),
+        ("ListJobs", vec![pb::ListJobsRequest {}.encode_to_vec()]),
+        (
+            "GetJob",
+            vec![pb::GetJobRequest { job_id: "1".into() }.encode_to_vec()],
+        ),
+        (
+            "CancelJob",
+            vec![pb::CancelJobRequest { job_id: "1".into() }.encode_to_vec()],
+        ),
+        (
+            "PutModule",
+            vec![
+                pb::PutModuleRequest {
+                    protocol_version: quarry_proto::PROTOCOL_VERSION,
+                    module: b"\0asm\x01\0\0\0".to_vec(),
+                }
+                .encode_to_vec(),
+            ],
+        ),
+        (
+            "PlanRustJob",
+            vec![
+                pb::PlanRustJobRequest {
+                    protocol_version: quarry_proto::PROTOCOL_VERSION,
+                    module_hash: "00".repeat(32),
+                    args: Vec::new(),
+                }
+                .encode_to_vec(),
+            ],
+        ),
+        (
+            "RegisterWorker",
+            vec![
+                pb::RegisterWorkerRequest {
+                    protocol_version: quarry_proto::PROTOCOL_VERSION,
+                    worker: Some(pb::WorkerInfo {
+                        worker_id: "fuzz".into(),
+                        node_id: "n".into(),
+                        flight_endpoint: "http://127.0.0.1:1".into(),
+                        task_slots: 2,
+                        ..Default::default()
+                    }),
+                }
+                .encode_to_vec(),
+            ],
+        ),
+        (
+            "Heartbeat",
+            vec![pb::HeartbeatRequest::default().encode_to_vec()],
+        ),
+        (
+            "GetModule",
+            vec![pb::GetModuleRequest::default().encode_to_vec()],
+        ),
+    ];
+    let worker_methods: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        (
+            "LaunchTask",
+            vec![
+                pb::LaunchTaskRequest {
+                    protocol_version: quarry_proto::PROTOCOL_VERSION,
+                    task: Some(pb::TaskDefinition {
+                        task: Some(task.clone()),
+                        plan: vec![1, 2, 3],
+                        hash_partitions: vec![0, 1],
+                        ..Default::default()
+                    }),
+                }
+                .encode_to_vec(),
+            ],
+        ),
+        (
+            "CancelTask",
+            vec![
+                pb::CancelTaskRequest {
+                    task: Some(task.clone()),
+                }
+                .encode_to_vec(),
+            ],
+        ),
+        (
+            "GetTask",
+            vec![
+                pb::GetTaskRequest {
+                    task: Some(task.clone()),
+                }
+                .encode_to_vec(),
+            ],
+        ),
+        (
+            "ReleaseJob",
+            vec![pb::ReleaseJobRequest { job_id: "1".into() }.encode_to_vec()],
+        ),
+    ];
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed);
+    // Clients hold the token, so the driver is fuzzed with it (calls only the cluster may make
+    // are refused before decoding); workers take only the cluster secret.
+    for (service, url, bearer, methods) in [
+        (
+            "quarry.v1.DriverService",
+            cluster.cluster.url.clone(),
+            &token,
+            &driver_methods,
+        ),
+        (
+            "quarry.v1.WorkerService",
+            worker_url.clone(),
+            &secret,
+            &worker_methods,
+        ),
+    ] {
+        let mut grpc = tonic::client::Grpc::new(channel(&url, Some(bearer)).await);
+        for (method, valid) in methods {
+            let path: http::uri::PathAndQuery = format!("/{service}/{method}").parse().unwrap();
+            for _ in 0..40 {
+                let message = fuzzed(&mut rng, valid);
+                grpc.ready().await.unwrap();
+                let reply = grpc
+                    .unary(tonic::Request::new(message), path.clone(), RawBytes)
+                    .await;
+                if let Err(status) = reply {
+                    // A reply, not a dropped connection or a crashed handler.
+                    assert_ne!(
+                        status.code(),
+                        tonic::Code::Unavailable,
+                        "{method}: {status}"
+                    );
+                    assert!(!status.message().contains("panicked"), "{method}: {status}");
+                }
+            }
+        }
+    }
+    // Both daemons still serve, nothing changed, and queries still run on both workers.
+    assert_eq!(cluster.driver().registry.live().len(), 2);
+    let after = lines(
+        &cluster
+            .sql("SELECT count(*), sum(id), sum(v) FROM k.t")
+            .await,
+    );
+    assert_eq!(after, before);
 }

@@ -36,6 +36,9 @@ pub struct WorkerConfig {
     /// The file holding the cluster secret the driver and workers authenticate each other with
     /// (`quarry worker`'s default: `DATA-DIR/cluster-secret`, which the driver creates).
     pub cluster_secret_file: Option<std::path::PathBuf>,
+    /// TLS: this worker's certificate and key (it then serves `https://`), and the CA it
+    /// trusts for the driver's and other workers' certificates.
+    pub tls: crate::tls::TlsFiles,
 }
 
 impl Default for WorkerConfig {
@@ -52,6 +55,7 @@ impl Default for WorkerConfig {
             nodes: Vec::new(),
             module_cache: None,
             cluster_secret_file: None,
+            tls: crate::tls::TlsFiles::default(),
         }
     }
 }

@@ -33,6 +33,8 @@ pub enum Error {
     ClusterSecret(String),
     #[error("could not start the WASM runtime for Rust jobs: {0}")]
     Wasm(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("could not set up the worker's query runtime: {0}")]
     QueryRuntime(String),
     #[error("could not start the worker's CPU runtime: {0}")]

@@ -14,10 +14,11 @@ use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use quarry_jobs::{ExchangeClient, ExchangeFetchError, PartitionLocation};
 use quarry_proto::v1 as pb;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::auth::{Bearer, with_bearer};
 use crate::rpc::task_id_to_proto;
+use crate::tls::Tls;
 
 /// Largest Flight message accepted (batches are split well below this by the sender).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -35,13 +36,16 @@ pub struct FlightExchangeClient {
     channels: Mutex<HashMap<String, Channel>>,
     /// The cluster secret, which workers ask of every caller.
     bearer: Bearer,
+    tls: Tls,
 }
 
 impl FlightExchangeClient {
-    pub fn new(bearer: Bearer) -> Arc<Self> {
+    /// A client sending `bearer` with every read, over TLS to `https://` workers.
+    pub fn new(bearer: Bearer, tls: Tls) -> Arc<Self> {
         Arc::new(FlightExchangeClient {
             channels: Mutex::default(),
             bearer,
+            tls,
         })
     }
 
@@ -53,7 +57,9 @@ impl FlightExchangeClient {
         if let Some(c) = channels.get(endpoint) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(endpoint.to_string())
+        let channel = self
+            .tls
+            .endpoint(endpoint)
             .map_err(|e| format!("bad endpoint: {e}"))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
@@ -173,7 +179,7 @@ mod tests {
                 .serve_with_incoming(crate::incoming(listener)),
         );
 
-        let client = FlightExchangeClient::new(Bearer::new(None));
+        let client = FlightExchangeClient::new(Bearer::new(None), Tls::default());
         let fetch = |index| {
             let location = PartitionLocation {
                 task: task(index),

@@ -10,12 +10,13 @@ use std::time::Duration;
 use quarry_proto::v1 as pb;
 use quarry_proto::v1::driver_service_client::DriverServiceClient;
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::auth::{Bearer, with_bearer};
 use crate::error::{Error, Result};
 use crate::local_shards::LocalShards;
 use crate::rpc::{check_protocol, local_shards_to_proto};
+use crate::tls::Tls;
 use crate::worker_service::WorkerState;
 
 /// Who the worker is, as it registers.
@@ -27,11 +28,12 @@ pub struct Registration {
     pub task_slots: u32,
 }
 
-pub(crate) fn driver_channel(url: &str) -> Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_string())
-        .map_err(|e| Error::DriverUrl {
+pub(crate) fn driver_channel(url: &str, tls: &Tls) -> Result<Channel> {
+    Ok(tls
+        .endpoint(url)
+        .map_err(|problem| Error::DriverUrl {
             url: url.to_string(),
-            problem: e.to_string(),
+            problem,
         })?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
@@ -44,12 +46,13 @@ pub(crate) fn driver_channel(url: &str) -> Result<Channel> {
 pub async fn run(
     driver_url: String,
     me: Registration,
-    bearer: Bearer,
+    (bearer, tls): (Bearer, Tls),
     local_shards: LocalShards,
     state: Arc<WorkerState>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
-    let mut client = DriverServiceClient::new(with_bearer(driver_channel(&driver_url)?, bearer));
+    let mut client =
+        DriverServiceClient::new(with_bearer(driver_channel(&driver_url, &tls)?, bearer));
     let mut backoff = Duration::from_millis(50);
     // The driver this worker last registered with: a new one knows none of its jobs.
     let mut driver_id: Option<String> = None;

@@ -27,6 +27,7 @@ pub mod local_shards;
 pub mod rpc;
 pub mod task_outputs;
 pub mod task_runner;
+pub mod tls;
 pub mod worker_service;
 
 use std::future::Future;
@@ -53,6 +54,7 @@ use crate::heartbeat::Registration;
 use crate::local_shards::LocalShards;
 use crate::task_outputs::OutputStore;
 use crate::task_runner::TaskRunner;
+use crate::tls::Tls;
 use crate::worker_service::{WorkerRpc, WorkerState};
 
 /// The connections a daemon accepts, with Nagle's algorithm off: gRPC messages are small and
@@ -83,7 +85,8 @@ pub async fn serve(
         .advertise_host
         .clone()
         .unwrap_or_else(|| address.ip().to_string());
-    let endpoint = format!("http://{host}:{}", address.port());
+    let tls = Tls::load(&config.tls).map_err(Error::Tls)?;
+    let endpoint = format!("{}://{host}:{}", tls.scheme(), address.port());
     let local_shards = LocalShards::new(
         NodeId(config.node_id.clone()),
         config.nodes.iter().cloned().map(NodeId).collect(),
@@ -99,13 +102,13 @@ pub async fn serve(
     let modules = Arc::new(job_modules::JobModules::new(
         Arc::new(runtime),
         with_bearer(
-            heartbeat::driver_channel(&config.driver_url)?,
+            heartbeat::driver_channel(&config.driver_url, &tls)?,
             bearer.clone(),
         ),
     ));
     let runner = TaskRunner::new(
         store,
-        FlightExchangeClient::new(bearer.clone()),
+        FlightExchangeClient::new(bearer.clone(), tls.clone()),
         config.task_slots,
         modules,
         config.memory_limit.map(|b| b as usize),
@@ -130,7 +133,7 @@ pub async fn serve(
             endpoint: endpoint.clone(),
             task_slots: config.task_slots as u32,
         },
-        bearer,
+        (bearer, tls.clone()),
         local_shards,
         state.clone(),
         stop_rx,
@@ -148,7 +151,9 @@ pub async fn serve(
     };
     // Only the cluster (the driver, other workers) may call a worker.
     let authenticator = Authenticator::worker(secret);
-    let server = tonic::transport::Server::builder()
+    let server = tls
+        .server()
+        .map_err(|e| Error::Tls(format!("serving TLS with --tls-cert and --tls-key: {e}")))?
         .add_service(InterceptedService::new(
             WorkerServiceServer::new(WorkerRpc(state.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),

@@ -85,6 +85,10 @@ pub fn driver_config(args: &DriverArgs) -> anyhow::Result<DriverConfig> {
         config.cluster_secret_file = Some(path.clone());
     }
     config.allow_file_access |= args.allow_file_access;
+    if args.tls_cert.is_some() {
+        config.tls.cert = args.tls_cert.clone();
+        config.tls.key = args.tls_key.clone();
+    }
     if let Some(bytes) = args.memory_limit {
         config.memory_limit = Some(bytes);
     }
@@ -102,11 +106,14 @@ pub async fn driver(
     if let Some(path) = &connection.token_file {
         config.token_file = Some(path.clone());
     }
+    if let Some(ca) = &connection.tls_ca {
+        config.tls.ca = Some(ca.clone());
+    }
     let store = open_writer(data_dir)?;
     let listener = bind(&args.listen).await?;
     let address = listener.local_addr()?;
     let state = DriverState::new(config, store)?;
-    println!("driver listening on http://{address}");
+    println!("driver listening on {}://{address}", state.tls.scheme());
     print_credentials(&state);
     daemon::serve(listener, state, stop_signal()).await?;
     Ok(())
@@ -152,6 +159,13 @@ pub async fn worker(
     if let Some(bytes) = args.memory_limit {
         config.memory_limit = Some(bytes);
     }
+    if args.tls_cert.is_some() {
+        config.tls.cert = args.tls_cert.clone();
+        config.tls.key = args.tls_key.clone();
+    }
+    if let Some(ca) = &driver.tls_ca {
+        config.tls.ca = Some(ca.clone());
+    }
     if !args.nodes.is_empty() {
         config.nodes = args.nodes;
     }
@@ -166,8 +180,13 @@ pub async fn worker(
             .with_context(|| format!("opening the data directory {}", data_dir.display()))?,
     );
     let listener = bind(&args.listen).await?;
+    let scheme = if config.tls.cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     println!(
-        "worker {} (node {}) listening on http://{}",
+        "worker {} (node {}) listening on {scheme}://{}",
         config.worker_id,
         config.node_id,
         listener.local_addr()?

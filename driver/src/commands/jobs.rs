@@ -14,11 +14,11 @@ use crate::output::{OutputFormat, write_result};
 use crate::remote::RemoteDriver;
 
 async fn connect(data_dir: &Path, driver: &DriverConnection) -> anyhow::Result<RemoteDriver> {
-    let url = driver.url.as_deref().context(
+    driver.url.as_deref().context(
         "this command talks to a running driver: pass --driver URL or set QUARRY_DRIVER \
          (`quarry up` prints the URL)",
     )?;
-    RemoteDriver::connect(url, driver.token(data_dir)?.as_ref()).await
+    driver.connect(data_dir).await
 }
 
 fn state_name(state: i32) -> &'static str {

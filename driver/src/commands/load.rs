@@ -26,8 +26,8 @@ pub async fn run(data_dir: &Path, driver: &DriverConnection, args: LoadArgs) -> 
     }
     // Where the rows go: this process's embedded store, or a driver (which owns the store).
     let (target, table) = match &driver.url {
-        Some(url) => {
-            let mut driver = RemoteDriver::connect(url, driver.token(data_dir)?.as_ref()).await?;
+        Some(_) => {
+            let mut driver = driver.connect(data_dir).await?;
             let table = remote_table(&mut driver, &name).await?;
             (Target::Remote(driver), table)
         }

@@ -17,7 +17,6 @@ use quarry_store::{EmbeddedOptions, EmbeddedStore, Store};
 
 use crate::backend::Backend;
 use crate::cli::DriverConnection;
-use crate::remote::RemoteDriver;
 
 /// Opens the embedded store in `data_dir` and a SQL session over it.
 pub fn open(data_dir: &Path) -> anyhow::Result<(Arc<EmbeddedStore>, QuarrySession)> {
@@ -32,9 +31,7 @@ pub fn open(data_dir: &Path) -> anyhow::Result<(Arc<EmbeddedStore>, QuarrySessio
 /// The driver named by `--driver`, or a session over the embedded store in `data_dir`.
 pub async fn backend(data_dir: &Path, driver: &DriverConnection) -> anyhow::Result<Backend> {
     match &driver.url {
-        Some(url) => Ok(Backend::Remote(
-            RemoteDriver::connect(url, driver.token(data_dir)?.as_ref()).await?,
-        )),
+        Some(_) => Ok(Backend::Remote(driver.connect(data_dir).await?)),
         None => Ok(Backend::Local(open(data_dir)?.1)),
     }
 }

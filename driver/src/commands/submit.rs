@@ -24,15 +24,15 @@ pub async fn run(
     args: SubmitArgs,
 ) -> anyhow::Result<()> {
     let source = crate::job_build::load(&args.job)?;
-    if let Some(url) = &driver.url {
+    if driver.url.is_some() {
         if args.explain {
             anyhow::bail!(
                 "--explain plans the job in this process; run it without --driver (the stages \
                  the driver cuts show in `quarry job ID`)"
             );
         }
-        let token = driver.token(data_dir)?;
-        return run_remote(url, token.as_ref(), source.bytes, &args).await;
+        let remote = driver.connect(data_dir).await?;
+        return run_remote(remote, source.bytes, &args).await;
     }
     let job_args = JobArgs::new(args.args.clone());
     let started = Instant::now();
@@ -78,13 +78,11 @@ pub async fn run(
 
 /// Sends the module to the driver and runs the job's results one after another on its cluster.
 async fn run_remote(
-    url: &str,
-    token: Option<&quarry_worker::auth::Secret>,
+    mut driver: crate::remote::RemoteDriver,
     module: Vec<u8>,
     args: &SubmitArgs,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let mut driver = crate::remote::RemoteDriver::connect(url, token).await?;
     let hash = driver.put_module(module).await?;
     let sinks = driver.plan_rust_job(&hash, &args.args).await?;
     let mut out: Box<dyn Write> = match &args.output {

@@ -36,6 +36,9 @@ pub struct DriverConfig {
     /// Bytes the driver's queries may hold together (the stages it runs itself; workers have
     /// their own limit); past it they spill to disk (default: unbounded).
     pub memory_limit: Option<u64>,
+    /// TLS: the driver's certificate and key (it then serves `https://` only), and the CA it
+    /// trusts for its workers' certificates.
+    pub tls: quarry_worker::tls::TlsFiles,
 }
 
 impl Default for DriverConfig {
@@ -50,6 +53,7 @@ impl Default for DriverConfig {
             cluster_secret_file: None,
             allow_file_access: false,
             memory_limit: None,
+            tls: quarry_worker::tls::TlsFiles::default(),
         }
     }
 }

@@ -39,8 +39,8 @@ impl LocalCluster {
             config.nodes = (1..=workers).map(|i| format!("node-{i}")).collect();
         }
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
         let driver = DriverState::new(config, store)?;
+        let url = format!("{}://{}", driver.tls.scheme(), listener.local_addr()?);
         let mut cluster = LocalCluster {
             driver: driver.clone(),
             url: url.clone(),
@@ -93,6 +93,7 @@ impl LocalCluster {
         config.module_cache = Some(super::compiled_modules_dir(data_dir));
         config.cluster_secret_file = Some(self.driver.auth.cluster_secret_file.clone());
         config.memory_limit = self.driver.config.memory_limit;
+        config.tls = self.driver.config.tls.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         self.stops.push(stop);
         self.servers

@@ -56,6 +56,7 @@ use quarry_worker::auth::{self, Authenticator, Bearer, Secret};
 use quarry_worker::cpu_runtime::{AbortOnDrop, CpuRuntime};
 use quarry_worker::exchange_client::{FlightExchangeClient, MAX_MESSAGE_BYTES};
 use quarry_worker::flight_adapter::FlightAdapter;
+use quarry_worker::tls::Tls;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -129,6 +130,8 @@ pub struct DriverState {
     /// The DataFusion runtime of every session: one memory pool of `memory_limit`.
     pub runtime: Arc<RuntimeEnv>,
     limits: RuntimeLimits,
+    /// TLS of the driver's listener and of its connections to workers.
+    pub tls: Tls,
     /// Jobs streaming their results; see [`DriverState::spawn_background`].
     background: std::sync::Mutex<JoinSet<()>>,
 }
@@ -159,18 +162,20 @@ impl DriverState {
         };
         let runtime = runtime_env(limits).map_err(quarry_sql::Error::from)?;
         let bearer = Bearer::new(Some(&auth.cluster_secret));
+        let tls = Tls::load(&config.tls).map_err(quarry_worker::Error::Tls)?;
         Ok(Arc::new(DriverState {
             modules,
-            registry: Registry::new(config.lost_after, bearer.clone()),
+            registry: Registry::new(config.lost_after, bearer.clone(), tls.clone()),
             config,
             auth,
             store,
             jobs,
-            client: FlightExchangeClient::new(bearer),
+            client: FlightExchangeClient::new(bearer, tls.clone()),
             cpu: CpuRuntime::new(threads)?,
             driver_id: format!("driver-{}", uuid::Uuid::new_v4().simple()),
             runtime,
             limits,
+            tls,
             background: std::sync::Mutex::new(JoinSet::new()),
         }))
     }
@@ -567,7 +572,13 @@ pub async fn serve(
     // Clients send the token, workers the cluster secret; calls only workers make check which.
     let authenticator =
         Authenticator::driver(state.auth.token.clone(), state.auth.cluster_secret.clone());
-    let served = tonic::transport::Server::builder()
+    let served = state
+        .tls
+        .server()
+        .map_err(|source| Error::Serve {
+            address: address.to_string(),
+            source,
+        })?
         .add_service(InterceptedService::new(
             DriverServiceServer::new(driver_service::DriverRpc(state.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),

@@ -12,8 +12,8 @@ use quarry_core::ids::NodeId;
 use quarry_core::shard_set::ShardSet;
 use quarry_jobs::WorkerId;
 use quarry_proto::v1::worker_service_client::WorkerServiceClient;
+use quarry_worker::tls::Tls;
 use tokio::sync::watch;
-use tonic::transport::Endpoint;
 
 use quarry_worker::auth::{AuthChannel, Bearer, with_bearer};
 use quarry_worker::exchange_client::MAX_MESSAGE_BYTES;
@@ -69,6 +69,8 @@ pub struct Registry {
     changes: watch::Sender<u64>,
     /// The cluster secret, sent with every call to a worker.
     bearer: Bearer,
+    /// TLS for `https://` workers.
+    tls: Tls,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -76,12 +78,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Registry {
-    pub fn new(lost_after: Duration, bearer: Bearer) -> Self {
+    pub fn new(lost_after: Duration, bearer: Bearer, tls: Tls) -> Self {
         Registry {
             workers: Mutex::new(BTreeMap::new()),
             lost_after,
             changes: watch::channel(0).0,
             bearer,
+            tls,
         }
     }
 
@@ -103,8 +106,10 @@ impl Registry {
                 "task_slots {task_slots} is more than the {MAX_TASK_SLOTS} a worker may declare"
             ));
         }
-        let channel = Endpoint::from_shared(endpoint.clone())
-            .map_err(|e| format!("endpoint '{endpoint}' is not a URL: {e}"))?
+        let channel = self
+            .tls
+            .endpoint(&endpoint)
+            .map_err(|e| format!("endpoint '{endpoint}': {e}"))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             // A worker that stops answering (frozen, or behind a black-holed network) fails
