@@ -259,6 +259,23 @@ async fn a_user_error_fails_the_job_at_once_with_its_message() {
     let job = cluster.driver().jobs.list().into_iter().next().unwrap();
     assert_eq!(job.state, JobState::Failed);
     assert!(job.stages.iter().all(|s| s.tasks_retried == 0));
+    // Kept on the record, as the task runner classified it, and shown to clients.
+    assert_eq!(job.failure, Some(quarry_jobs::Failure::USER));
+    let secret = cluster.driver().auth.cluster_secret.clone();
+    let mut rpc = DriverServiceClient::new(channel(&cluster.cluster.url, Some(&secret)).await);
+    let shown = rpc
+        .get_job(pb::GetJobRequest {
+            job_id: job.id.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap()
+        .error
+        .unwrap();
+    assert_eq!(shown.kind, pb::ErrorKind::User as i32);
+    assert!(!shown.retryable);
     // The cluster still answers.
     assert_eq!(
         lines(&cluster.sql("SELECT count(*) FROM k.t").await),

@@ -9,12 +9,17 @@ pub enum Error {
         message: &'static str,
         problem: String,
     },
-    /// The driver speaks another protocol version.
+    /// The other end of a call speaks another protocol version.
     #[error(
-        "the driver speaks protocol version {theirs}, this worker speaks {ours}; run the same \
-         Quarry version on both"
+        "this {here} speaks protocol version {ours} and the {there} at the other end {theirs}; run \
+         the same Quarry version on both"
     )]
-    ProtocolVersion { ours: u32, theirs: u32 },
+    ProtocolVersion {
+        here: crate::rpc::Peer,
+        ours: u32,
+        there: crate::rpc::Peer,
+        theirs: u32,
+    },
     #[error("the driver at {url} refused this worker: {}", .source.message())]
     Driver {
         url: String,
@@ -45,6 +50,8 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+use quarry_core::failure::{Failure, FailureKind};
+
 impl Error {
     pub(crate) fn invalid(message: &'static str, problem: impl Into<String>) -> Self {
         Error::InvalidMessage {
@@ -54,12 +61,56 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Whose fault this is, and whether trying again can help.
+    pub fn failure(&self) -> Failure {
+        match self {
+            Error::InvalidMessage { .. }
+            | Error::DriverUrl { .. }
+            | Error::ClusterSecret(_)
+            | Error::Tls(_) => Failure::USER,
+            // Two versions of Quarry: waiting does not help, deploying one version does.
+            Error::ProtocolVersion { .. } => Failure::EXTERNAL,
+            Error::Driver { source, .. } => failure_of_status(source),
+            Error::Serve { .. } | Error::Io(_) => Failure::TRANSIENT,
+            Error::Wasm(_) | Error::QueryRuntime(_) | Error::Runtime(_) => Failure::INTERNAL,
+        }
+    }
+}
+
+/// The gRPC status a failure is answered with: a user's error is an invalid argument, a passing
+/// outside failure "unavailable" (clients may retry), a lasting one a failed precondition, a bug
+/// an internal error.
+pub fn status_of_failure(failure: Failure, message: String) -> tonic::Status {
+    match (failure.kind, failure.retryable) {
+        (FailureKind::User, _) => tonic::Status::invalid_argument(message),
+        (FailureKind::External, true) => tonic::Status::unavailable(message),
+        (FailureKind::External, false) => tonic::Status::failed_precondition(message),
+        (FailureKind::Internal, _) => tonic::Status::internal(message),
+    }
+}
+
+/// What a status from another daemon means, read back.
+pub fn failure_of_status(status: &tonic::Status) -> Failure {
+    use tonic::Code;
+    match status.code() {
+        Code::InvalidArgument
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::PermissionDenied
+        | Code::Unauthenticated
+        | Code::OutOfRange
+        | Code::ResourceExhausted => Failure::USER,
+        Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::Cancelled => {
+            Failure::TRANSIENT
+        }
+        Code::FailedPrecondition => Failure::EXTERNAL,
+        _ => Failure::INTERNAL,
+    }
+}
+
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
-        match &e {
-            Error::InvalidMessage { .. } => tonic::Status::invalid_argument(e.to_string()),
-            Error::ProtocolVersion { .. } => tonic::Status::failed_precondition(e.to_string()),
-            _ => tonic::Status::internal(e.to_string()),
-        }
+        status_of_failure(e.failure(), e.to_string())
     }
 }

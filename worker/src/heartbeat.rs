@@ -15,7 +15,7 @@ use tonic::transport::Channel;
 use crate::auth::{Bearer, with_bearer};
 use crate::error::{Error, Result};
 use crate::local_shards::LocalShards;
-use crate::rpc::{check_protocol, local_shards_to_proto};
+use crate::rpc::{Peer, check_protocol, local_shards_to_proto};
 use crate::tls::Tls;
 use crate::worker_service::WorkerState;
 
@@ -71,7 +71,7 @@ pub async fn run(
         let interval = match client.register_worker(request).await {
             Ok(response) => {
                 let response = response.into_inner();
-                check_protocol(response.protocol_version)?;
+                check_protocol(response.protocol_version, Peer::Worker, Peer::Driver)?;
                 tracing::info!(driver = %driver_url, driver_id = %response.driver_id, "registered");
                 if driver_id
                     .as_ref()

@@ -222,7 +222,7 @@ pub fn task_request_from_proto(def: pb::TaskDefinition) -> Result<TaskRequest> {
     })
 }
 
-fn kind_to_proto(kind: FailureKind) -> pb::ErrorKind {
+pub fn kind_to_proto(kind: FailureKind) -> pb::ErrorKind {
     match kind {
         FailureKind::User => pb::ErrorKind::User,
         FailureKind::External => pb::ErrorKind::External,
@@ -321,12 +321,33 @@ pub fn status_from_proto(s: &pb::TaskStatus) -> Result<TaskStatus> {
 }
 
 /// Refuses a peer that speaks another protocol version.
-pub fn check_protocol(theirs: u32) -> Result<()> {
+/// Which kind of process is at either end of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Driver,
+    Worker,
+    Client,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Peer::Driver => "driver",
+            Peer::Worker => "worker",
+            Peer::Client => "client",
+        })
+    }
+}
+
+/// Refuses a message from `there` sent with another protocol version than `here` speaks.
+pub fn check_protocol(theirs: u32, here: Peer, there: Peer) -> Result<()> {
     if theirs == quarry_proto::PROTOCOL_VERSION {
         Ok(())
     } else {
         Err(Error::ProtocolVersion {
+            here,
             ours: quarry_proto::PROTOCOL_VERSION,
+            there,
             theirs,
         })
     }
@@ -466,7 +487,22 @@ mod tests {
         }))
         .unwrap_err();
         assert!(bad_job.to_string().contains("not a job id"), "{bad_job}");
-        assert!(check_protocol(quarry_proto::PROTOCOL_VERSION + 1).is_err());
+        let err = check_protocol(
+            quarry_proto::PROTOCOL_VERSION + 1,
+            Peer::Driver,
+            Peer::Worker,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "this driver speaks protocol version {} and the worker at the other end {}; \
+                 run the same Quarry version on both",
+                quarry_proto::PROTOCOL_VERSION,
+                quarry_proto::PROTOCOL_VERSION + 1
+            )
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use datafusion::prelude::SessionConfig;
 use futures::TryStreamExt;
 use quarry_jobs::allow_list::check_task_plan;
 use quarry_jobs::{
-    ExchangeClient, ExchangeFetchError, FailureKind, QuarryCodec, TaskBinding, TaskFailure,
+    ExchangeClient, ExchangeFetchError, Failure, QuarryCodec, TaskBinding, TaskFailure,
     TaskMetrics, TaskRequest,
 };
 use quarry_sql::{Access, QuarrySession, RuntimeLimits, runtime_env};
@@ -92,12 +92,7 @@ impl TaskRunner {
         for (key, value) in &task.session_config {
             Access::Client { files: false }
                 .check_setting(key, value)
-                .map_err(|e| TaskFailure {
-                    kind: FailureKind::User,
-                    retryable: false,
-                    message: e.to_string(),
-                    unreachable_endpoint: None,
-                })?;
+                .map_err(|e| TaskFailure::new(e.failure(), e.to_string()))?;
             state
                 .config_mut()
                 .options_mut()
@@ -134,11 +129,11 @@ impl TaskRunner {
         let mut outputs: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
         while let Some(done) = running.join_next().await {
             let (partition, batches) = done
-                .map_err(|e| TaskFailure {
-                    kind: FailureKind::Internal,
-                    retryable: false,
-                    message: format!("a partition of task {} panicked: {e}", task.id),
-                    unreachable_endpoint: None,
+                .map_err(|e| {
+                    TaskFailure::new(
+                        Failure::INTERNAL,
+                        format!("a partition of task {} panicked: {e}", task.id),
+                    )
                 })?
                 .map_err(|e| classify(&e))?;
             outputs[partition] = batches;
@@ -183,14 +178,7 @@ fn leaf_sum(
 /// Decides whose fault a failure is, from the error's type rather than its text.
 pub fn classify(e: &DataFusionError) -> TaskFailure {
     let message = quarry_sql::error::clean_datafusion_message(e);
-    let fail = |kind: FailureKind, retryable: bool| TaskFailure {
-        kind,
-        retryable,
-        message: message.clone(),
-        unreachable_endpoint: None,
-    };
-    let root = e.find_root();
-    let external: Option<&(dyn std::error::Error + Send + Sync + 'static)> = match root {
+    let external: Option<&(dyn std::error::Error + Send + Sync + 'static)> = match e.find_root() {
         DataFusionError::External(inner) => Some(inner.as_ref()),
         DataFusionError::ArrowError(arrow_error, _) => match arrow_error.as_ref() {
             arrow::error::ArrowError::ExternalError(inner) => Some(inner.as_ref()),
@@ -198,50 +186,30 @@ pub fn classify(e: &DataFusionError) -> TaskFailure {
         },
         _ => None,
     };
-    if let Some(inner) = external {
-        if let Some(fetch) = inner.downcast_ref::<ExchangeFetchError>() {
-            return TaskFailure {
-                kind: FailureKind::External,
-                retryable: true,
-                message: fetch.to_string(),
-                unreachable_endpoint: Some(fetch.endpoint.clone()),
-            };
-        }
-        if let Some(wasm) = inner.downcast_ref::<quarry_wasm::Error>() {
-            // A closure that panicked, looped or outgrew its memory fails the same way anywhere.
-            return if wasm.is_user_error() {
-                fail(FailureKind::User, false)
-            } else {
-                fail(FailureKind::Internal, false)
-            };
-        }
-        if let Some(store) = inner.downcast_ref::<quarry_store::Error>() {
-            return match store.kind() {
-                quarry_store::ErrorKind::User => fail(FailureKind::User, false),
-                quarry_store::ErrorKind::External => fail(FailureKind::External, true),
-                quarry_store::ErrorKind::Internal => fail(FailureKind::Internal, false),
-            };
-        }
-        return fail(FailureKind::External, true);
+    // The worker's own errors first; DataFusion's, the store's and the SQL layer's by the one
+    // classifier they share.
+    if let Some(fetch) = external.and_then(|i| i.downcast_ref::<ExchangeFetchError>()) {
+        return TaskFailure {
+            unreachable_endpoint: Some(fetch.endpoint.clone()),
+            ..TaskFailure::new(Failure::TRANSIENT, fetch.to_string())
+        };
     }
-    match root {
-        DataFusionError::SQL(..)
-        | DataFusionError::Plan(_)
-        | DataFusionError::SchemaError(..)
-        | DataFusionError::NotImplemented(_)
-        | DataFusionError::Execution(_)
-        | DataFusionError::ArrowError(..)
-        | DataFusionError::Configuration(_) => fail(FailureKind::User, false),
-        // Over the memory limit: the same task would fail the same way on any worker, and
-        // retrying it elsewhere would only take more workers' memory.
-        DataFusionError::ResourcesExhausted(_) => fail(FailureKind::User, false),
-        DataFusionError::IoError(_) => fail(FailureKind::External, true),
-        _ => fail(FailureKind::Internal, false),
+    if let Some(wasm) = external.and_then(|i| i.downcast_ref::<quarry_wasm::Error>()) {
+        // A closure that panicked, looped or outgrew its memory fails the same way anywhere.
+        let failure = if wasm.is_user_error() {
+            Failure::USER
+        } else {
+            Failure::INTERNAL
+        };
+        return TaskFailure::new(failure, message);
     }
+    TaskFailure::new(quarry_sql::failure::of_datafusion(e), message)
 }
 
 #[cfg(test)]
 mod tests {
+    use quarry_jobs::FailureKind;
+
     use super::*;
 
     #[test]

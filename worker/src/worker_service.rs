@@ -15,7 +15,9 @@ use tracing::Instrument;
 
 use crate::cpu_runtime::CpuRuntime;
 use crate::error::Error;
-use crate::rpc::{check_protocol, status_to_proto, task_id_from_proto, task_request_from_proto};
+use crate::rpc::{
+    Peer, check_protocol, status_to_proto, task_id_from_proto, task_request_from_proto,
+};
 use crate::task_outputs::OutputStore;
 use crate::task_runner::TaskRunner;
 
@@ -105,7 +107,7 @@ impl WorkerService for WorkerRpc {
         request: Request<pb::LaunchTaskRequest>,
     ) -> Result<Response<pb::LaunchTaskResponse>, Status> {
         let request = request.into_inner();
-        check_protocol(request.protocol_version)?;
+        check_protocol(request.protocol_version, Peer::Worker, Peer::Driver)?;
         let definition = request
             .task
             .ok_or_else(|| Error::invalid("launch request", "it has no task"))?;

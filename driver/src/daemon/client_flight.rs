@@ -21,12 +21,12 @@ use arrow_flight::{FlightData, PutResult, Ticket};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use quarry_core::schema::TableName;
-use quarry_jobs::FailureKind;
 use quarry_proto::v1 as pb;
 use quarry_sql::QueryResult;
 use quarry_store::Store;
+use quarry_worker::error::status_of_failure;
 use quarry_worker::flight_adapter::{BoxStream, FlightHandler};
-use quarry_worker::rpc::check_protocol;
+use quarry_worker::rpc::{Peer, check_protocol};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::DriverState;
@@ -43,31 +43,15 @@ pub const SESSION_KEY: &str = "quarry.session";
 pub struct DriverFlight(pub Arc<DriverState>);
 
 /// Whether the statement itself is at fault (so the client shows the message and stops).
-pub fn is_user_error(e: &Error) -> bool {
-    match e {
-        Error::TaskFailed { failure } => failure.kind == FailureKind::User,
-        Error::Plan(quarry_jobs::Error::Wasm(e)) => e.is_user_error(),
-        Error::Plan(_) | Error::Store(_) => true,
-        Error::Sql(sql) => {
-            if let quarry_sql::Error::DataFusion(df) = sql
-                && let datafusion::error::DataFusionError::External(inner) = df.find_root()
-                && let Some(inner) = inner.downcast_ref::<Error>()
-            {
-                return is_user_error(inner);
-            }
-            sql.is_user_error()
-        }
-        _ => false,
-    }
-}
-
+/// The status a client gets for `e`: by its classification ([`Error::failure`]), except that a
+/// refused permission and a cancelled job say so.
 pub fn status_of(e: &Error) -> Status {
-    if let Error::Sql(quarry_sql::Error::NotAllowed { message }) = e {
-        Status::permission_denied(message.clone())
-    } else if is_user_error(e) {
-        Status::invalid_argument(e.to_string())
-    } else {
-        Status::internal(e.to_string())
+    match e {
+        Error::Sql(quarry_sql::Error::NotAllowed { message }) => {
+            Status::permission_denied(message.clone())
+        }
+        Error::Cancelled { .. } => Status::cancelled(e.to_string()),
+        _ => status_of_failure(e.failure(), e.to_string()),
     }
 }
 
@@ -99,7 +83,7 @@ impl FlightHandler for DriverFlight {
         let ticket = pb::QueryTicket::decode(request.into_inner().ticket).map_err(|e| {
             Status::invalid_argument(format!("the ticket is not a query ticket: {e}"))
         })?;
-        check_protocol(ticket.protocol_version)?;
+        check_protocol(ticket.protocol_version, Peer::Driver, Peer::Client)?;
         if let Some(job) = &ticket.rust_job {
             let hash = super::driver_service::module_hash(&job.module_hash)?;
             let args = super::driver_service::job_args(&job.args);

@@ -8,7 +8,7 @@ use quarry_jobs::{JobId, WorkerId};
 use quarry_proto::v1 as pb;
 use quarry_proto::v1::driver_service_server::DriverService;
 use quarry_worker::auth::require_cluster;
-use quarry_worker::rpc::{check_protocol, local_shards_from_proto};
+use quarry_worker::rpc::{Peer, check_protocol, local_shards_from_proto};
 use tonic::{Request, Response, Status};
 
 use super::DriverState;
@@ -35,7 +35,7 @@ impl DriverService for DriverRpc {
     ) -> Result<Response<pb::RegisterWorkerResponse>, Status> {
         require_cluster(&request, "RegisterWorker")?;
         let request = request.into_inner();
-        check_protocol(request.protocol_version)?;
+        check_protocol(request.protocol_version, Peer::Driver, Peer::Worker)?;
         let worker = request
             .worker
             .ok_or_else(|| Status::invalid_argument("a registration needs the worker's info"))?;
@@ -75,7 +75,7 @@ impl DriverService for DriverRpc {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         require_cluster(&request, "Heartbeat")?;
         let request = request.into_inner();
-        check_protocol(request.protocol_version)?;
+        check_protocol(request.protocol_version, Peer::Driver, Peer::Worker)?;
         let local_shards = local_shards_from_proto(&request.local_shards)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let known = self.0.registry.heartbeat(
@@ -134,7 +134,7 @@ impl DriverService for DriverRpc {
         request: Request<pb::PutModuleRequest>,
     ) -> Result<Response<pb::PutModuleResponse>, Status> {
         let request = request.into_inner();
-        check_protocol(request.protocol_version)?;
+        check_protocol(request.protocol_version, Peer::Driver, Peer::Client)?;
         let module = self
             .0
             .modules
@@ -152,7 +152,7 @@ impl DriverService for DriverRpc {
     ) -> Result<Response<pb::GetModuleResponse>, Status> {
         require_cluster(&request, "GetModule")?;
         let request = request.into_inner();
-        check_protocol(request.protocol_version)?;
+        check_protocol(request.protocol_version, Peer::Driver, Peer::Worker)?;
         let hash = module_hash(&request.hash)?;
         let module = self.0.modules.bytes(&hash).map_err(|e| status_of(&e))?;
         Ok(Response::new(pb::GetModuleResponse { module }))
@@ -163,7 +163,7 @@ impl DriverService for DriverRpc {
         request: Request<pb::PlanRustJobRequest>,
     ) -> Result<Response<pb::PlanRustJobResponse>, Status> {
         let request = request.into_inner();
-        check_protocol(request.protocol_version)?;
+        check_protocol(request.protocol_version, Peer::Driver, Peer::Client)?;
         let hash = module_hash(&request.module_hash)?;
         let sinks = self
             .0

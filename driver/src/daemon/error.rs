@@ -1,6 +1,6 @@
 //! The driver daemon's error type.
 
-use quarry_jobs::{JobId, TaskFailure};
+use quarry_jobs::{Failure, JobId, TaskFailure};
 
 /// What can go wrong in the driver daemon.
 #[derive(Debug, thiserror::Error)]
@@ -37,3 +37,30 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whose fault this is, and whether running it again can help: by the same classifier the
+    /// workers use (`quarry_sql::failure`), each layer asked about its own errors.
+    pub fn failure(&self) -> Failure {
+        match self {
+            Error::Sql(sql) => {
+                // A job's own error comes back through DataFusion as `External`.
+                if let quarry_sql::Error::DataFusion(df) = sql
+                    && let datafusion::error::DataFusionError::External(inner) = df.find_root()
+                    && let Some(inner) = inner.downcast_ref::<Error>()
+                {
+                    return inner.failure();
+                }
+                sql.failure()
+            }
+            Error::Store(e) => e.failure(),
+            Error::Plan(e) => e.failure(),
+            Error::Worker(e) => e.failure(),
+            Error::TaskFailed { failure } => failure.failure(),
+            Error::NoWorkers { .. } | Error::Serve { .. } | Error::Io(_) => Failure::TRANSIENT,
+            // The user's own doing.
+            Error::Cancelled { .. } => Failure::USER,
+            Error::Panicked { .. } => Failure::INTERNAL,
+        }
+    }
+}

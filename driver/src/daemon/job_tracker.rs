@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use quarry_jobs::{JobId, StageId, TaskMetrics};
+use quarry_jobs::{Failure, FailureKind, JobId, StageId, TaskMetrics};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -91,6 +91,8 @@ pub struct JobRecord {
     started: Instant,
     pub elapsed: Option<Duration>,
     pub error: Option<String>,
+    /// How the error is classified (whose fault, retryable), for a failed job.
+    pub failure: Option<Failure>,
     pub stages: Vec<StageRecord>,
     /// Tasks done and in all, for a job read back from the journal (its stages are not kept).
     journalled_tasks: (u32, u32),
@@ -137,6 +139,9 @@ struct Entry {
     elapsed_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// `user`, `external` or `internal`, with whether a retry could help.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failure: Option<(String, bool)>,
     #[serde(default)]
     tasks_done: u32,
     #[serde(default)]
@@ -156,6 +161,7 @@ impl Entry {
                 .map_or(0, |d| d.as_millis() as u64),
             elapsed_ms: job.elapsed.map(|d| d.as_millis() as u64),
             error: job.error.clone(),
+            failure: job.failure.map(|f| (f.kind.to_string(), f.retryable)),
             tasks_done: job.tasks().0,
             tasks_total: job.tasks().1,
         }
@@ -171,6 +177,14 @@ impl Entry {
             started: Instant::now(),
             elapsed: Some(Duration::from_millis(self.elapsed_ms.unwrap_or(0))),
             error: self.error,
+            failure: self.failure.map(|(kind, retryable)| Failure {
+                kind: match kind.as_str() {
+                    "user" => FailureKind::User,
+                    "external" => FailureKind::External,
+                    _ => FailureKind::Internal,
+                },
+                retryable,
+            }),
             stages: Vec::new(),
             journalled_tasks: (self.tasks_done, self.tasks_total),
         }
@@ -291,6 +305,7 @@ impl JobTracker {
                 if entry.state == JobState::Running {
                     entry.state = JobState::Failed;
                     entry.error = Some(INTERRUPTED.to_string());
+                    entry.failure = Some((FailureKind::External.to_string(), true));
                     interrupted.push(entry.clone());
                 }
                 let (cancel, _) = watch::channel(false);
@@ -348,6 +363,7 @@ impl JobTracker {
             started: Instant::now(),
             elapsed: None,
             error: None,
+            failure: None,
             stages: Vec::new(),
             journalled_tasks: (0, 0),
         };
@@ -401,11 +417,13 @@ impl JobTracker {
         }
     }
 
-    pub fn finish(&self, id: JobId, state: JobState, error: Option<String>) {
+    /// Records how job `id` ended; a failed one with its error's message and classification.
+    pub fn finish(&self, id: JobId, state: JobState, error: Option<(String, Failure)>) {
         let mut jobs = lock(&self.jobs);
         if let Some((job, _)) = jobs.get_mut(&id) {
             job.state = state;
-            job.error = error;
+            job.failure = error.as_ref().map(|(_, failure)| *failure);
+            job.error = error.map(|(message, _)| message);
             job.elapsed = Some(job.started.elapsed());
             self.journal(&jobs, id);
         }
@@ -464,7 +482,11 @@ mod tests {
             );
             tracker.finish(done, JobState::Succeeded, None);
             let (failed, _) = tracker.start("SELECT x", "cli-1");
-            tracker.finish(failed, JobState::Failed, Some("no column x".into()));
+            tracker.finish(
+                failed,
+                JobState::Failed,
+                Some(("no column x".into(), Failure::USER)),
+            );
             let (running, _) = tracker.start("SELECT count(*) FROM k.t", "cli-2");
             (done, running)
             // Dropped without finishing `running`: the driver stopped.
@@ -481,6 +503,12 @@ mod tests {
         assert_eq!(jobs[0].state, JobState::Failed);
         assert_eq!(jobs[0].error.as_deref(), Some(INTERRUPTED));
         assert_eq!(jobs[1].error.as_deref(), Some("no column x"));
+        assert_eq!(
+            jobs[1].failure,
+            Some(Failure::USER),
+            "kept across a restart"
+        );
+        assert_eq!(jobs[0].failure.map(|f| f.kind), Some(FailureKind::External));
         let first = tracker.get(done).unwrap();
         assert_eq!(
             (first.state, first.sql.as_str()),

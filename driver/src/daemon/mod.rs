@@ -334,7 +334,10 @@ impl DistributedExecutor {
         let graph = match self.planner().plan(plan.clone()) {
             Ok(graph) => graph,
             Err(quarry_jobs::Error::NotDistributable { reason }) => {
+                // Still a job: listed, cancellable, its outcome recorded.
                 tracing::info!(%reason, "running the query at the driver");
+                let (job, mut cancelled) = self.driver.jobs.start(sql, &self.label);
+                let driver = self.driver.clone();
                 self.driver.spawn_background(async move {
                     let run = async {
                         let mut stream = datafusion::physical_plan::execute_stream(plan, ctx)?;
@@ -345,16 +348,37 @@ impl DistributedExecutor {
                         }
                         Ok::<_, DataFusionError>(())
                     };
-                    let error = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
-                        Ok(Ok(())) => return,
-                        Ok(Err(e)) => e,
-                        // A panic must not look like the end of the rows.
-                        Err(panic) => DataFusionError::Execution(format!(
-                            "the query stopped on an internal error (a panic): {}",
-                            panic_message(panic.as_ref())
-                        )),
+                    let run = std::panic::AssertUnwindSafe(run).catch_unwind();
+                    let outcome = tokio::select! {
+                        result = run => Some(match result {
+                            Ok(result) => result,
+                            // A panic must not look like the end of the rows.
+                            Err(panic) => Err(DataFusionError::Execution(format!(
+                                "the query stopped on an internal error (a panic): {}",
+                                panic_message(panic.as_ref())
+                            ))),
+                        }),
+                        _ = cancelled.wait_for(|c| *c) => None,
                     };
-                    let _ = tx.send(Err(error)).await;
+                    match outcome {
+                        None => {
+                            driver.jobs.finish(job, JobState::Cancelled, None);
+                            let cancelled = Error::Cancelled { job };
+                            let _ = tx
+                                .send(Err(DataFusionError::External(Box::new(cancelled))))
+                                .await;
+                        }
+                        Some(Ok(())) => driver.jobs.finish(job, JobState::Succeeded, None),
+                        Some(Err(error)) => {
+                            let failure = quarry_sql::failure::of_datafusion(&error);
+                            driver.jobs.finish(
+                                job,
+                                JobState::Failed,
+                                Some((error.to_string(), failure)),
+                            );
+                            let _ = tx.send(Err(error)).await;
+                        }
+                    }
                 });
                 return Ok(Box::pin(RecordBatchStreamAdapter::new(
                     schema,
@@ -376,7 +400,7 @@ impl DistributedExecutor {
             Err(e) => {
                 self.driver
                     .jobs
-                    .finish(job, JobState::Failed, Some(e.to_string()));
+                    .finish(job, JobState::Failed, Some((e.to_string(), e.failure())));
                 return Err(e);
             }
         };
@@ -404,7 +428,7 @@ impl DistributedExecutor {
                 let (state, error) = match &outcome {
                     Ok(()) => (JobState::Succeeded, None),
                     Err(Error::Cancelled { .. }) => (JobState::Cancelled, None),
-                    Err(e) => (JobState::Failed, Some(e.to_string())),
+                    Err(e) => (JobState::Failed, Some((e.to_string(), e.failure()))),
                 };
                 // The record is final before the client sees the end of the stream.
                 tracing::info!(state = ?state, "job finished");

@@ -3,8 +3,9 @@
 
 use std::time::UNIX_EPOCH;
 
+use quarry_jobs::Failure;
 use quarry_proto::v1 as pb;
-use quarry_worker::rpc::metrics_to_proto;
+use quarry_worker::rpc::{kind_to_proto, metrics_to_proto};
 
 use super::job_tracker::{JobRecord, JobState};
 use super::registry::WorkerView;
@@ -29,11 +30,14 @@ pub fn job_summary(job: &JobRecord) -> pb::JobSummary {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
         elapsed_ms: job.elapsed().as_millis() as u64,
-        error: job.error.as_ref().map(|message| pb::TaskError {
-            kind: pb::ErrorKind::Unspecified as i32,
-            retryable: false,
-            message: message.clone(),
-            unreachable_endpoint: String::new(),
+        error: job.error.as_ref().map(|message| {
+            let failure = job.failure.unwrap_or(Failure::INTERNAL);
+            pb::TaskError {
+                kind: kind_to_proto(failure.kind) as i32,
+                retryable: failure.retryable,
+                message: message.clone(),
+                unreachable_endpoint: String::new(),
+            }
         }),
         label: job.label.clone(),
         tasks_total: total,

@@ -15,6 +15,7 @@
 pub mod cql_type;
 pub mod ddl;
 pub mod error;
+pub mod failure;
 pub mod ids;
 pub mod partition_key;
 pub mod placement;

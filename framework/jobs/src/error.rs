@@ -1,6 +1,7 @@
 //! Errors of distributed planning and plan serialization.
 
 use datafusion::error::DataFusionError;
+use quarry_sql::failure::Failure;
 
 /// A failure while cutting a plan into stages or moving it over the wire.
 #[derive(Debug, thiserror::Error)]
@@ -23,3 +24,17 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whose fault this is, and whether running it again can help.
+    pub fn failure(&self) -> Failure {
+        match self {
+            Error::NotDistributable { .. } => Failure::INTERNAL,
+            Error::Job { .. } => Failure::USER,
+            Error::Wasm(e) if e.is_user_error() => Failure::USER,
+            Error::Wasm(_) => Failure::INTERNAL,
+            Error::Sql(e) => e.failure(),
+            Error::DataFusion(e) => quarry_sql::failure::of_datafusion(e),
+        }
+    }
+}

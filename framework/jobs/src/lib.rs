@@ -39,6 +39,6 @@ pub use planner::{DistributedPlanner, WriteGroups};
 pub use rust_job::{SinkPlan, lower};
 pub use scalar_subquery::{RunPlan, SubqueryValues, run_scalar_subqueries};
 pub use task::{
-    FailureKind, TaskFailure, TaskMetrics, TaskRequest, TaskShards, TaskState, TaskStatus,
+    Failure, FailureKind, TaskFailure, TaskMetrics, TaskRequest, TaskShards, TaskState, TaskStatus,
 };
 pub use wasm_exec::WasmExec;

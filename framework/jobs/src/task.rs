@@ -33,16 +33,7 @@ pub struct TaskShards {
     pub shards: ShardSet,
 }
 
-/// Whose fault a failure is; it decides whether a retry can help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// Bad SQL, bad data, a type error: fail the job with the message.
-    User,
-    /// Something outside Quarry (a worker, the store, the network): retry.
-    External,
-    /// A bug in Quarry.
-    Internal,
-}
+pub use quarry_core::failure::{Failure, FailureKind};
 
 /// Why a task failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +43,25 @@ pub struct TaskFailure {
     pub message: String,
     /// The Flight endpoint of a worker whose output the task could not read.
     pub unreachable_endpoint: Option<String>,
+}
+
+impl TaskFailure {
+    /// A failure classified as `failure`, saying `message`.
+    pub fn new(failure: Failure, message: impl Into<String>) -> Self {
+        TaskFailure {
+            kind: failure.kind,
+            retryable: failure.retryable,
+            message: message.into(),
+            unreachable_endpoint: None,
+        }
+    }
+
+    pub fn failure(&self) -> Failure {
+        Failure {
+            kind: self.kind,
+            retryable: self.retryable,
+        }
+    }
 }
 
 impl fmt::Display for TaskFailure {

@@ -37,36 +37,6 @@ pub enum Error {
 /// `Result` with [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-impl Error {
-    /// True when the statement itself is at fault (bad SQL, unknown table, bad data), so running
-    /// it again cannot succeed.
-    pub fn is_user_error(&self) -> bool {
-        match self {
-            Error::Definition(_) => true,
-            Error::Store(e) => e.kind() == quarry_store::ErrorKind::User,
-            Error::Arrow(_) => false,
-            Error::Statement { .. } | Error::NotAllowed { .. } => true,
-            Error::View { source, .. } => source.is_user_error(),
-            Error::DataFusion(e) => match root(e) {
-                DataFusionError::External(inner) => {
-                    if let Some(inner) = inner.downcast_ref::<Error>() {
-                        return inner.is_user_error();
-                    }
-                    inner
-                        .downcast_ref::<quarry_store::Error>()
-                        .is_some_and(|s| s.kind() == quarry_store::ErrorKind::User)
-                }
-                DataFusionError::SQL(..)
-                | DataFusionError::Configuration(_)
-                | DataFusionError::Plan(_)
-                | DataFusionError::SchemaError(..)
-                | DataFusionError::NotImplemented(_) => true,
-                _ => false,
-            },
-        }
-    }
-}
-
 /// DataFusion's messages nest context ("Error during planning: ..."); users want the innermost
 /// statement of what is wrong.
 pub fn clean_datafusion_message(e: &DataFusionError) -> String {

@@ -23,6 +23,7 @@ pub mod checked_aggregates;
 pub mod checked_arithmetic;
 mod create_table_as;
 pub mod error;
+pub mod failure;
 pub mod filters;
 pub mod options;
 pub mod runtime;

@@ -2,16 +2,7 @@
 
 use std::path::PathBuf;
 
-/// Whose fault an error is, which decides what a caller may do about it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The request was wrong (unknown table, bad data); retrying the same request cannot help.
-    User,
-    /// Something outside Quarry failed (disk, network); a retry may help.
-    External,
-    /// A bug or corrupted state inside Quarry.
-    Internal,
-}
+pub use quarry_core::failure::{Failure, FailureKind};
 
 /// What went wrong in a store.
 #[derive(Debug, thiserror::Error)]
@@ -75,8 +66,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whose fault this is: see [`ErrorKind`].
-    pub fn kind(&self) -> ErrorKind {
+    /// Whose fault this is, and whether a retry can help.
+    pub fn failure(&self) -> Failure {
         match self {
             Error::NoSuchKeyspace { .. }
             | Error::NoSuchTable { .. }
@@ -84,12 +75,18 @@ impl Error {
             | Error::AlreadyExists { .. }
             | Error::SchemaMismatch { .. }
             | Error::Definition(_)
-            | Error::ReadOnly { .. } => ErrorKind::User,
-            Error::Io { .. } | Error::Closed | Error::DataFileGone { .. } => ErrorKind::External,
+            | Error::ReadOnly { .. } => Failure::USER,
+            // A file compaction removed is read again from the new snapshot.
+            Error::Io { .. } | Error::Closed | Error::DataFileGone { .. } => Failure::TRANSIENT,
             Error::Corrupt { .. } | Error::Arrow(_) | Error::Parquet(_) | Error::Internal(_) => {
-                ErrorKind::Internal
+                Failure::INTERNAL
             }
         }
+    }
+
+    /// Whose fault this is.
+    pub fn kind(&self) -> FailureKind {
+        self.failure().kind
     }
 
     pub(crate) fn io(

@@ -16,7 +16,7 @@ pub mod predicate;
 pub mod store;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, Failure, FailureKind, Result};
 pub use predicate::{CmpOp, Predicate};
 pub use store::{
     BatchStream, ScanPlan, ScanRequest, ScanSplit, SplitSource, StagedWrite, Store, WriteSummary,

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fs;
 
 use quarry_core::schema::{KeyspaceDef, TableName, ViewDef};
-use quarry_store::{EmbeddedStore, ErrorKind, ScanRequest, Store};
+use quarry_store::{EmbeddedStore, FailureKind, ScanRequest, Store};
 
 use common::{by_key, name, new_store_with_shards, rows, scan_all, small_options, table, try_read};
 
@@ -117,7 +117,7 @@ async fn a_reader_follows_compaction() {
     // A scan the reader planned before the compaction finds its files gone: a retryable error,
     // and planning again works.
     let err = try_read(before).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::External, "{err}");
+    assert_eq!(err.kind(), FailureKind::External, "{err}");
     assert!(err.to_string().contains("plan the scan again"), "{err}");
     assert_eq!(scan_all(&reader).await, all);
 }
@@ -184,7 +184,7 @@ async fn writes_on_a_reader_fail_and_change_nothing() {
     ];
     for result in results {
         let err = result.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::User, "{err}");
+        assert_eq!(err.kind(), FailureKind::User, "{err}");
         assert!(
             err.to_string().contains(
                 "this store was opened read-only (a worker reads the shared data directory; \
@@ -231,7 +231,7 @@ async fn a_directory_without_a_manifest_is_an_empty_catalog() {
     assert!(reader.keyspaces().is_empty());
     assert!(reader.tables(None).unwrap().is_empty());
     let err = reader.table(&name()).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::User);
+    assert_eq!(err.kind(), FailureKind::User);
     assert!(
         err.to_string().contains("there is no keyspace 'iot'"),
         "{err}"

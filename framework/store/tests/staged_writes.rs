@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use quarry_store::{EmbeddedStore, ErrorKind, StagedWrite, Store};
+use quarry_store::{EmbeddedStore, FailureKind, StagedWrite, Store};
 
 use common::{by_key, name, new_store_with_shards, rows, scan_all, small_options, table};
 
@@ -103,7 +103,7 @@ async fn a_part_that_is_never_committed_is_removed_on_reopen() {
         .commit_writes(&name(), vec![staged])
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::External, "{err}");
+    assert_eq!(err.kind(), FailureKind::External, "{err}");
     assert!(scan_all(&writer).await.is_empty());
 }
 
@@ -140,7 +140,7 @@ async fn commits_refuse_parts_of_another_table_or_outside_its_directory() {
         .commit_writes(&name(), vec![staged])
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::User);
+    assert_eq!(err.kind(), FailureKind::User);
     assert!(err.to_string().contains("created again"), "{err}");
 
     // A reader cannot publish.
