@@ -199,6 +199,9 @@ pub struct DriverArgs {
     /// only read and write the store.
     #[arg(long)]
     pub allow_file_access: bool,
+    /// Stop and fail any job still running after this many seconds [default: no limit].
+    #[arg(long, env = "QUARRY_JOB_TIMEOUT_SECS", value_name = "SECONDS")]
+    pub job_timeout_secs: Option<u64>,
     /// This daemon's TLS certificate (PEM); with --tls-key, it serves `https://` only.
     #[arg(
         long,

@@ -1155,3 +1155,121 @@ async fn fuzzed_messages_to_every_rpc_get_replies_and_change_nothing() {
     );
     assert_eq!(after, before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_past_the_drivers_timeout_is_stopped_and_says_why() {
+    let cluster = TestCluster::start(
+        2,
+        DriverConfig {
+            job_timeout: Some(Duration::from_millis(500)),
+            ..DriverConfig::default()
+        },
+    )
+    .await;
+    numbers(&cluster, 16, 20_000).await;
+    // 400 million pairs: far more than half a second.
+    let started = Instant::now();
+    let error = cluster
+        .sql_error("SELECT count(*) FROM k.t a, k.t b WHERE a.v + b.v < 0")
+        .await;
+    assert!(error.contains("job timeout"), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let job = cluster.driver().jobs.list().into_iter().next().unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.failure, Some(quarry_jobs::Failure::USER));
+    // Short queries still run.
+    assert_eq!(
+        lines(&cluster.sql("SELECT count(*) FROM k.t").await),
+        ["20000"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_stream_in_parts_published_together_and_oversized_ones_are_refused() {
+    let cluster = TestCluster::start(
+        1,
+        DriverConfig {
+            // Every batch its own staged part; at most 1 MB in all.
+            upload_part_bytes: 1,
+            max_upload_bytes: 1 << 20,
+            ..DriverConfig::default()
+        },
+    )
+    .await;
+    numbers(&cluster, 16, 10).await;
+    let client = RemoteDriver::connect(&cluster.cluster.url, Some(cluster.token()))
+        .await
+        .unwrap();
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("id", arrow::datatypes::DataType::Int64, false),
+        arrow::datatypes::Field::new("g", arrow::datatypes::DataType::Int64, true),
+        arrow::datatypes::Field::new("v", arrow::datatypes::DataType::Float64, true),
+    ]));
+    let batch = |from: i64, to: i64| {
+        arrow::array::RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                std::sync::Arc::new(arrow::array::Int64Array::from_iter_values(from..to)),
+                std::sync::Arc::new(arrow::array::Int64Array::from_iter_values(
+                    (from..to).map(|i| i % 7),
+                )),
+                std::sync::Arc::new(arrow::array::Float64Array::from_iter_values(
+                    (from..to).map(|i| i as f64),
+                )),
+            ],
+        )
+        .unwrap()
+    };
+    // Three parts, one commit.
+    let rows = client
+        .load(
+            "k.t",
+            vec![batch(100, 1100), batch(1100, 2100), batch(2100, 3100)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows, 3000);
+    assert_eq!(
+        lines(&cluster.sql("SELECT count(*), sum(id) FROM k.t").await),
+        [format!("3010|{}", 55 + (100..3100).sum::<i64>())]
+    );
+    // Over the cap after two parts were staged: refused, and none of it is visible.
+    let before = lines(&cluster.sql("SELECT count(*), sum(id) FROM k.t").await);
+    let err = client
+        .load(
+            "k.t",
+            (0..200)
+                .map(|i| batch(10_000 + i * 1000, 11_000 + i * 1000))
+                .collect(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("larger than the driver accepts"), "{err}");
+    assert_eq!(
+        lines(&cluster.sql("SELECT count(*), sum(id) FROM k.t").await),
+        before
+    );
+    // Its staged parts are gone: every staged file left is one the manifest lists.
+    let manifest = std::fs::read_to_string(cluster.dir.path().join("MANIFEST.json")).unwrap();
+    let mut stack = vec![cluster.dir.path().join("data")];
+    let mut strays = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.path().is_dir() {
+                stack.push(entry.path());
+            } else if name.starts_with("staged-") && !manifest.contains(&name) {
+                strays.push(name);
+            }
+        }
+    }
+    assert!(
+        strays.is_empty(),
+        "parts of the refused upload left: {strays:?}"
+    );
+}

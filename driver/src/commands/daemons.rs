@@ -85,6 +85,9 @@ pub fn driver_config(args: &DriverArgs) -> anyhow::Result<DriverConfig> {
         config.cluster_secret_file = Some(path.clone());
     }
     config.allow_file_access |= args.allow_file_access;
+    if let Some(secs) = args.job_timeout_secs {
+        config.job_timeout = Some(Duration::from_secs(secs));
+    }
     if args.tls_cert.is_some() {
         config.tls.cert = args.tls_cert.clone();
         config.tls.key = args.tls_key.clone();

@@ -51,6 +51,7 @@ pub fn status_of(e: &Error) -> Status {
             Status::permission_denied(message.clone())
         }
         Error::Cancelled { .. } => Status::cancelled(e.to_string()),
+        Error::TimedOut { .. } => Status::deadline_exceeded(e.to_string()),
         _ => status_of_failure(e.failure(), e.to_string()),
     }
 }
@@ -70,6 +71,70 @@ fn encode_stream(
         .build(batches)
         .map_err(Status::from)
         .boxed()
+}
+
+impl DriverFlight {
+    /// Writes an upload as it arrives, all or nothing: a small one in one write; a larger one in
+    /// staged parts of `upload_part_bytes`, published together at its end, so that the driver
+    /// holds one part at a time. More than `max_upload_bytes` is refused.
+    async fn upload(
+        &self,
+        table: &TableName,
+        def: &quarry_core::schema::TableDef,
+        statement: u64,
+        mut upload: FlightRecordBatchStream,
+    ) -> Result<quarry_store::WriteSummary, Status> {
+        let config = &self.0.config;
+        let store = &self.0.store;
+        let expected = def.arrow_schema();
+        let mut parts = Vec::new();
+        let mut pending = Vec::new();
+        let (mut pending_bytes, mut total_bytes) = (0usize, 0u64);
+        while let Some(batch) = upload
+            .try_next()
+            .await
+            .map_err(|e| Status::invalid_argument(format!("reading the upload: {e}")))?
+        {
+            total_bytes += batch.get_array_memory_size() as u64;
+            if total_bytes > config.max_upload_bytes {
+                return Err(Status::resource_exhausted(format!(
+                    "the upload to {table} is larger than the driver accepts at once ({} bytes); \
+                     split it into several loads, or raise max_upload_bytes in the driver's \
+                     config",
+                    config.max_upload_bytes
+                )));
+            }
+            let batch = quarry_store::cast_batch(&batch, &expected).map_err(|e| {
+                Status::invalid_argument(format!("the upload does not fit {table}: {e}"))
+            })?;
+            pending_bytes += batch.get_array_memory_size();
+            pending.push(batch);
+            if pending_bytes >= config.upload_part_bytes {
+                let part = std::mem::take(&mut pending);
+                pending_bytes = 0;
+                parts.push(
+                    store
+                        .stage_write(table, statement, part)
+                        .await
+                        .map_err(|e| status_of(&Error::Store(e)))?,
+                );
+            }
+        }
+        let written = if parts.is_empty() {
+            store.write(table, pending).await
+        } else {
+            if !pending.is_empty() {
+                parts.push(
+                    store
+                        .stage_write(table, statement, pending)
+                        .await
+                        .map_err(|e| status_of(&Error::Store(e)))?,
+                );
+            }
+            store.commit_writes(table, parts).await
+        };
+        written.map_err(|e| status_of(&Error::Store(e)))
+    }
 }
 
 #[tonic::async_trait]
@@ -154,25 +219,18 @@ impl FlightHandler for DriverFlight {
             .store
             .table(&table)
             .map_err(|e| Status::not_found(e.to_string()))?;
-        let batches: Vec<arrow::array::RecordBatch> =
-            FlightRecordBatchStream::new_from_flight_data(input)
-                .try_collect()
-                .await
-                .map_err(|e| Status::invalid_argument(format!("reading the upload: {e}")))?;
-        let expected = def.arrow_schema();
-        let batches = batches
-            .iter()
-            .map(|b| quarry_store::cast_batch(b, &expected))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| {
-                Status::invalid_argument(format!("the upload does not fit {table}: {e}"))
-            })?;
-        let summary = self
-            .0
-            .store
-            .write(&table, batches)
-            .await
-            .map_err(|e| status_of(&Error::Store(e)))?;
+        let upload = FlightRecordBatchStream::new_from_flight_data(input);
+        let statement = quarry_jobs::write::new_statement_id();
+        let summary = match self.upload(&table, &def, statement, upload).await {
+            Ok(summary) => summary,
+            Err(status) => {
+                // What was staged is never published: the table is as it was.
+                if let Err(e) = self.0.store.discard_writes(&table, statement) {
+                    tracing::warn!(%table, error = %e, "could not remove the parts of a failed upload");
+                }
+                return Err(status);
+            }
+        };
         let result = PutResult {
             app_metadata: summary.rows.to_string().into_bytes().into(),
         };

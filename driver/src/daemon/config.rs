@@ -39,6 +39,15 @@ pub struct DriverConfig {
     /// TLS: the driver's certificate and key (it then serves `https://` only), and the CA it
     /// trusts for its workers' certificates.
     pub tls: quarry_worker::tls::TlsFiles,
+    /// A job still running after this long is stopped and fails, saying so (default: none).
+    #[serde(with = "millis_option")]
+    pub job_timeout: Option<Duration>,
+    /// The largest upload (`quarry load --driver`, Flight DoPut) accepted at once, in bytes of
+    /// Arrow data (default 16 GiB).
+    pub max_upload_bytes: u64,
+    /// An upload larger than this is written in staged parts of about this many bytes,
+    /// published together at its end (default 64 MiB).
+    pub upload_part_bytes: usize,
 }
 
 impl Default for DriverConfig {
@@ -54,6 +63,9 @@ impl Default for DriverConfig {
             allow_file_access: false,
             memory_limit: None,
             tls: quarry_worker::tls::TlsFiles::default(),
+            job_timeout: None,
+            max_upload_bytes: 16 << 30,
+            upload_part_bytes: 64 << 20,
         }
     }
 }
@@ -69,5 +81,22 @@ mod millis {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+mod millis_option {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_u64(d.as_millis() as u64),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
     }
 }

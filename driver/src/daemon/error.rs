@@ -23,6 +23,15 @@ pub enum Error {
     NoWorkers { job: JobId },
     #[error("job {job} was cancelled")]
     Cancelled { job: JobId },
+    #[error(
+        "job {job} ran longer than the driver's job timeout ({} s) and was stopped; make the \
+         query cheaper or raise the timeout (`quarry driver --job-timeout-secs`)",
+        after.as_secs_f64()
+    )]
+    TimedOut {
+        job: JobId,
+        after: std::time::Duration,
+    },
     /// A bug: the job's code panicked. Its result would be incomplete, so it fails.
     #[error("job {job} stopped on an internal error (a panic; RUST_LOG=debug shows it): {message}")]
     Panicked { job: JobId, message: String },
@@ -58,8 +67,8 @@ impl Error {
             Error::Worker(e) => e.failure(),
             Error::TaskFailed { failure } => failure.failure(),
             Error::NoWorkers { .. } | Error::Serve { .. } | Error::Io(_) => Failure::TRANSIENT,
-            // The user's own doing.
-            Error::Cancelled { .. } => Failure::USER,
+            // The user's own doing, or more than the operator allows a job.
+            Error::Cancelled { .. } | Error::TimedOut { .. } => Failure::USER,
             Error::Panicked { .. } => Failure::INTERNAL,
         }
     }

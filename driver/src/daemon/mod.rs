@@ -338,6 +338,7 @@ impl DistributedExecutor {
                 tracing::info!(%reason, "running the query at the driver");
                 let (job, mut cancelled) = self.driver.jobs.start(sql, &self.label);
                 let driver = self.driver.clone();
+                let timeout = driver.config.job_timeout;
                 self.driver.spawn_background(async move {
                     let run = async {
                         let mut stream = datafusion::physical_plan::execute_stream(plan, ctx)?;
@@ -359,6 +360,9 @@ impl DistributedExecutor {
                             ))),
                         }),
                         _ = cancelled.wait_for(|c| *c) => None,
+                        after = deadline(timeout) => Some(Err(DataFusionError::External(
+                            Box::new(Error::TimedOut { job, after }),
+                        ))),
                     };
                     match outcome {
                         None => {
@@ -420,10 +424,12 @@ impl DistributedExecutor {
                             })
                         })
                     });
+                let timeout = driver.config.job_timeout;
                 let outcome = tokio::select! {
                     result = run => result,
                     _ = cancelled.wait_for(|c| *c) => Err(Error::Cancelled { job }),
                     _ = tx.closed() => Err(Error::Cancelled { job }),
+                    after = deadline(timeout) => Err(Error::TimedOut { job, after }),
                 };
                 let (state, error) = match &outcome {
                     Ok(()) => (JobState::Succeeded, None),
@@ -571,6 +577,17 @@ impl PlanExecutor for DistributedExecutor {
         )
         .map_err(to_sql_error)?;
         Ok(runner.explain())
+    }
+}
+
+/// Completes after `timeout` (returning it), or never.
+async fn deadline(timeout: Option<Duration>) -> Duration {
+    match timeout {
+        Some(after) => {
+            tokio::time::sleep(after).await;
+            after
+        }
+        None => std::future::pending().await,
     }
 }
 
