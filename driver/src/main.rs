@@ -4,10 +4,16 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use quarry_driver::cli::Cli;
+use quarry_driver::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(
+        cli.command,
+        Command::Driver(_) | Command::Worker(_) | Command::Up(_) | Command::Demo(_)
+    ) {
+        stop_quietly_on_a_closed_pipe();
+    }
     quarry_driver::logging::install();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -27,3 +33,23 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Piped into `head` or a pager that quits, a command stops quietly, as other Unix tools do,
+/// instead of failing its next write with EPIPE and printing an error (Rust starts with SIGPIPE
+/// ignored). Sockets are unaffected: their writes do not raise SIGPIPE. Daemons keep it
+/// ignored all the same.
+#[cfg(unix)]
+#[allow(
+    unsafe_code,
+    reason = "restoring SIGPIPE's default action needs libc::signal"
+)]
+fn stop_quietly_on_a_closed_pipe() {
+    // SAFETY: runs first thing in `main`, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn stop_quietly_on_a_closed_pipe() {}

@@ -573,3 +573,31 @@ fn submit_runs_a_job_crate_and_refuses_bad_modules_and_arguments_clearly() {
     let count = ok(sql(dir.path(), "SELECT count(*) AS n FROM ks.numbers"));
     assert_eq!(stdout(&count).trim(), "n\n100");
 }
+
+#[test]
+fn output_piped_into_a_reader_that_stops_early_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    // As `quarry sql ... | head -1` does: read one line, close the pipe.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quarry"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["sql", "--format", "csv", "-e"])
+        .arg("SELECT value FROM generate_series(1, 2000000)")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim(), "value");
+    let output = child.wait_with_output().unwrap();
+    let err = stderr(&output);
+    assert!(
+        !err.contains("panicked") && !err.contains("error"),
+        "a closed pipe is not an error: {err}"
+    );
+}
