@@ -202,6 +202,13 @@ pub struct DriverArgs {
     /// Stop and fail any job still running after this many seconds [default: no limit].
     #[arg(long, env = "QUARRY_JOB_TIMEOUT_SECS", value_name = "SECONDS")]
     pub job_timeout_secs: Option<u64>,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+/// What the driver and workers share on the command line: TLS and the memory limit.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
     /// This daemon's TLS certificate (PEM); with --tls-key, it serves `https://` only.
     #[arg(
         long,
@@ -223,6 +230,16 @@ pub struct DriverArgs {
     /// the largest consumers named (default: unbounded).
     #[arg(long, env = "QUARRY_MEMORY_LIMIT", value_name = "SIZE", value_parser = parse_size)]
     pub memory_limit: Option<u64>,
+}
+
+impl DaemonArgs {
+    /// These flags over `tls` (the config file's): a certificate given here replaces its.
+    pub fn apply_tls(&self, tls: &mut TlsFiles) {
+        if self.tls_cert.is_some() {
+            tls.cert = self.tls_cert.clone();
+            tls.key = self.tls_key.clone();
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -253,27 +270,8 @@ pub struct WorkerArgs {
     /// Memory for exchange outputs before they spill to disk, in MiB [default: 2048].
     #[arg(long, value_name = "MIB")]
     pub exchange_memory_mb: Option<u64>,
-    /// This daemon's TLS certificate (PEM); with --tls-key, it serves `https://` only.
-    #[arg(
-        long,
-        env = "QUARRY_TLS_CERT",
-        value_name = "FILE",
-        requires = "tls_key"
-    )]
-    pub tls_cert: Option<PathBuf>,
-    /// The private key (PEM) of --tls-cert.
-    #[arg(
-        long,
-        env = "QUARRY_TLS_KEY",
-        value_name = "FILE",
-        requires = "tls_cert"
-    )]
-    pub tls_key: Option<PathBuf>,
-    /// Memory this process's queries may hold together, such as 512MiB or 4GiB; past it, sorts,
-    /// aggregates and joins spill to temporary files, and a query that cannot spill fails with
-    /// the largest consumers named (default: unbounded).
-    #[arg(long, env = "QUARRY_MEMORY_LIMIT", value_name = "SIZE", value_parser = parse_size)]
-    pub memory_limit: Option<u64>,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
     /// The file holding the cluster's secret, the same as the driver's (default:
     /// DATA-DIR/cluster-secret, which the driver creates).
     #[arg(long, env = "QUARRY_CLUSTER_SECRET_FILE", value_name = "FILE")]

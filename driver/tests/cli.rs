@@ -601,3 +601,97 @@ fn output_piped_into_a_reader_that_stops_early_ends_quietly() {
         "a closed pipe is not an error: {err}"
     );
 }
+
+/// A daemon started with `args`, killed when dropped, and the first line it printed.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn daemon(dir: &Path, args: &[&str]) -> (Daemon, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quarry"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Daemon(child), line.trim().to_string())
+}
+
+#[test]
+fn daemons_given_certificates_serve_tls_to_the_cli() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let tls = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let path = |name: &str| tls.path().join(name).to_string_lossy().into_owned();
+    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(path("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(path("key.pem"), key.serialize_pem()).unwrap();
+    let tls_args = [
+        "--tls-cert",
+        &path("cert.pem"),
+        "--tls-key",
+        &path("key.pem"),
+        "--tls-ca",
+        &path("ca.pem"),
+    ];
+
+    let mut driver_args = vec!["driver", "--listen", "127.0.0.1:0"];
+    driver_args.extend(tls_args);
+    let (_driver, line) = daemon(dir.path(), &driver_args);
+    let url = line
+        .strip_prefix("driver listening on ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let mut worker_args = vec!["worker", "--driver", &url, "--node", "node-1"];
+    worker_args.extend(tls_args);
+    let (_worker, line) = daemon(dir.path(), &worker_args);
+    assert!(line.contains("listening on https://"), "{line}");
+
+    let out = ok(quarry(
+        dir.path(),
+        &[
+            "sql",
+            "--driver",
+            &url,
+            "--tls-ca",
+            &path("ca.pem"),
+            "--format",
+            "csv",
+            "-e",
+            "CREATE KEYSPACE t WITH shards = 8; CREATE TABLE t.n (id bigint, PRIMARY KEY (id)); \
+             INSERT INTO t.n VALUES (1), (2), (3); SELECT sum(id) AS s FROM t.n",
+        ],
+    ));
+    assert!(stdout(&out).contains("s\n6"), "{}", stdout(&out));
+    // Without the CA the CLI says what is missing.
+    let refused = quarry(dir.path(), &["sql", "--driver", &url, "-e", "SELECT 1"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("--tls-ca"),
+        "{}",
+        stderr(&refused)
+    );
+}

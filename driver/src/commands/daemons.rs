@@ -88,11 +88,8 @@ pub fn driver_config(args: &DriverArgs) -> anyhow::Result<DriverConfig> {
     if let Some(secs) = args.job_timeout_secs {
         config.job_timeout = Some(Duration::from_secs(secs));
     }
-    if args.tls_cert.is_some() {
-        config.tls.cert = args.tls_cert.clone();
-        config.tls.key = args.tls_key.clone();
-    }
-    if let Some(bytes) = args.memory_limit {
+    args.daemon.apply_tls(&mut config.tls);
+    if let Some(bytes) = args.daemon.memory_limit {
         config.memory_limit = Some(bytes);
     }
     config.heartbeat_interval = config.heartbeat_interval.max(Duration::from_millis(10));
@@ -159,13 +156,10 @@ pub async fn worker(
     if let Some(mb) = args.exchange_memory_mb {
         config.exchange_memory = mb << 20;
     }
-    if let Some(bytes) = args.memory_limit {
+    if let Some(bytes) = args.daemon.memory_limit {
         config.memory_limit = Some(bytes);
     }
-    if args.tls_cert.is_some() {
-        config.tls.cert = args.tls_cert.clone();
-        config.tls.key = args.tls_key.clone();
-    }
+    args.daemon.apply_tls(&mut config.tls);
     if let Some(ca) = &driver.tls_ca {
         config.tls.ca = Some(ca.clone());
     }
