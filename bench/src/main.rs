@@ -20,6 +20,7 @@
 //! Rust jobs beside SQL (see `jobs.rs`).
 
 mod jobs;
+mod memory;
 mod tpch;
 
 use std::fs::File;
@@ -81,6 +82,8 @@ enum Mode {
     Tpch(tpch::TpchArgs),
     /// Rust jobs (WASM on the workers) beside the same work as SQL, on `quarry up`.
     Jobs(jobs::JobsArgs),
+    /// Peak memory of the driver and workers under `--memory-limit`, and of `quarry load`.
+    Memory(memory::MemoryArgs),
 }
 
 const QUERIES: [(&str, &str); 2] = [
@@ -101,6 +104,7 @@ async fn main() -> Result<()> {
     match args.mode {
         Some(Mode::Tpch(tpch)) => return tpch::run(tpch).await,
         Some(Mode::Jobs(jobs)) => return jobs::run(jobs).await,
+        Some(Mode::Memory(memory)) => return memory::run(memory).await,
         None => {}
     }
     let temp = tempfile::tempdir()?;
@@ -293,11 +297,17 @@ struct Up {
 
 impl Up {
     fn start(quarry: &Path, data_dir: &Path, workers: usize) -> Result<Up> {
+        Up::start_with(quarry, data_dir, workers, &[])
+    }
+
+    /// `quarry up` with more flags.
+    fn start_with(quarry: &Path, data_dir: &Path, workers: usize, flags: &[&str]) -> Result<Up> {
         let mut child = Command::new(quarry)
             .arg("--data-dir")
             .arg(data_dir)
             .args(["up", "--workers", &workers.to_string()])
             .args(["--listen", "127.0.0.1:0"])
+            .args(flags)
             .stdout(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {} up", quarry.display()))?;
@@ -324,6 +334,13 @@ impl Up {
             url: url.context("`quarry up` printed no driver endpoint")?,
             token,
         })
+    }
+}
+
+impl Up {
+    /// The `quarry up` process (the driver; the workers are its children).
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 

@@ -25,6 +25,7 @@ pub struct WorkerConfig {
     pub exchange_memory: u64,
     /// Bytes the worker's running tasks may hold together; past it, sorts, aggregates and
     /// joins spill to disk, and a task that cannot spill fails its job (default: unbounded).
+    /// Exchange outputs then keep at most a quarter of it in memory (and `exchange_memory`).
     pub memory_limit: Option<u64>,
     /// The store's nodes, for placement: with them the worker reports which shards its node
     /// holds; without them it reports none and the driver places shards itself.

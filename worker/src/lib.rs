@@ -115,7 +115,12 @@ pub async fn serve(
     )
     .map_err(|e| Error::QueryRuntime(e.to_string()))?;
     let cpu = CpuRuntime::new(config.task_slots)?;
-    let outputs = OutputStore::new(config.exchange_memory)?;
+    // Under a memory limit, exchange outputs keep at most a quarter of it in memory.
+    let exchange_budget = match config.memory_limit {
+        Some(limit) => config.exchange_memory.min(limit / 4),
+        None => config.exchange_memory,
+    };
+    let outputs = OutputStore::new(exchange_budget)?;
     let state = Arc::new(WorkerState::new(
         config.worker_id.clone(),
         runner,

@@ -1,9 +1,10 @@
 //! Outputs of finished tasks, kept until their job is released, for consumers to pull over
 //! Arrow Flight.
 //!
-//! Outputs stay in memory while the worker holds less than its budget; past it, a task's
-//! partitions are written to Arrow IPC files in the worker's spill directory (removed with the
-//! worker) and read back when fetched.
+//! A task writes each output partition as it produces it ([`PartitionWriter`]): in memory while
+//! the worker holds less than its budget; past it, the partition goes to an Arrow IPC file in the
+//! worker's spill directory (removed with the worker), what it had in memory first, and is read
+//! back when fetched. So a task's output never has to fit in memory whole.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -32,6 +33,8 @@ pub struct TaskOutputs {
     pub partitions: Vec<Partition>,
     /// Bytes of the rows (in memory or on disk).
     pub bytes: u64,
+    /// Of those, the bytes held in memory (counted against the budget).
+    memory_bytes: u64,
 }
 
 impl TaskOutputs {
@@ -106,49 +109,74 @@ impl OutputStore {
     /// Keeps a task's output partitions, in memory or, past the budget, on disk. Blocking when
     /// it spills.
     pub fn insert(
-        &self,
+        self: &Arc<Self>,
         task: TaskId,
         schema: SchemaRef,
         partitions: Vec<Vec<RecordBatch>>,
     ) -> std::io::Result<()> {
-        let bytes = rows_bytes(partitions.iter().flatten());
-        let fits = {
-            let mut held = lock(&self.held);
-            let fits = held.in_memory + bytes <= self.budget;
-            if fits {
-                held.in_memory += bytes;
+        let mut written = Vec::with_capacity(partitions.len());
+        for (p, batches) in partitions.into_iter().enumerate() {
+            let mut writer = self.writer(task, p, schema.clone());
+            for batch in batches {
+                writer.write(batch)?;
             }
-            fits
-        };
-        let partitions = if fits {
-            partitions.into_iter().map(Partition::Memory).collect()
-        } else {
-            let mut spilled = Vec::with_capacity(partitions.len());
-            for (p, batches) in partitions.into_iter().enumerate() {
-                let path = self.spill_dir.path().join(format!(
-                    "{}-{}-{}-{}-{p}.arrow",
-                    task.job, task.stage, task.index, task.attempt
-                ));
-                let mut writer = FileWriter::try_new(BufWriter::new(File::create(&path)?), &schema)
-                    .map_err(std::io::Error::other)?;
-                for batch in &batches {
-                    writer.write(batch).map_err(std::io::Error::other)?;
-                }
-                writer.finish().map_err(std::io::Error::other)?;
-                spilled.push(Partition::Spilled(path));
-            }
-            tracing::debug!(task = %task, bytes, "spilled an exchange output to disk");
-            spilled
-        };
+            written.push(writer.finish()?);
+        }
+        self.keep(task, schema, written);
+        Ok(())
+    }
+
+    /// A writer for partition `p` of `task`'s output.
+    pub fn writer(self: &Arc<Self>, task: TaskId, p: usize, schema: SchemaRef) -> PartitionWriter {
+        let path = self.spill_dir.path().join(format!(
+            "{}-{}-{}-{}-{p}.arrow",
+            task.job, task.stage, task.index, task.attempt
+        ));
+        PartitionWriter {
+            store: self.clone(),
+            path,
+            schema,
+            memory: Vec::new(),
+            reserved: 0,
+            file: None,
+            bytes: 0,
+            finished: false,
+        }
+    }
+
+    /// Keeps the written partitions of `task` for its consumers.
+    pub fn keep(&self, task: TaskId, schema: SchemaRef, partitions: Vec<Written>) {
+        let bytes = partitions.iter().map(|w| w.bytes).sum();
+        let memory_bytes = partitions.iter().map(|w| w.memory_bytes).sum();
         let outputs = Arc::new(TaskOutputs {
             schema,
-            partitions,
+            partitions: partitions
+                .into_iter()
+                .filter_map(|mut w| w.partition.take())
+                .collect(),
             bytes,
+            memory_bytes,
         });
-        if let Some(old) = lock(&self.held).outputs.insert(task, outputs) {
+        let old = lock(&self.held).outputs.insert(task, outputs);
+        if let Some(old) = old {
+            self.unreserve(old.memory_bytes);
             old.remove_files();
         }
-        Ok(())
+    }
+
+    /// Counts `bytes` more in memory if they fit the budget.
+    fn reserve(&self, bytes: u64) -> bool {
+        let mut held = lock(&self.held);
+        let fits = held.in_memory + bytes <= self.budget;
+        if fits {
+            held.in_memory += bytes;
+        }
+        fits
+    }
+
+    fn unreserve(&self, bytes: u64) {
+        let mut held = lock(&self.held);
+        held.in_memory = held.in_memory.saturating_sub(bytes);
     }
 
     pub fn get(&self, task: &TaskId) -> Option<Arc<TaskOutputs>> {
@@ -170,13 +198,7 @@ impl OutputStore {
         let gone: Vec<TaskId> = held.outputs.keys().filter(|t| which(t)).copied().collect();
         for task in &gone {
             if let Some(outputs) = held.outputs.remove(task) {
-                if outputs
-                    .partitions
-                    .iter()
-                    .all(|p| matches!(p, Partition::Memory(_)))
-                {
-                    held.in_memory = held.in_memory.saturating_sub(outputs.bytes);
-                }
+                held.in_memory = held.in_memory.saturating_sub(outputs.memory_bytes);
                 outputs.remove_files();
             }
         }
@@ -186,6 +208,116 @@ impl OutputStore {
     /// Bytes held in memory.
     pub fn in_memory(&self) -> u64 {
         lock(&self.held).in_memory
+    }
+}
+
+/// A written partition, ready to keep. Dropped without being kept (its task failed in another
+/// partition), it gives back its memory and removes its file.
+#[derive(Debug)]
+pub struct Written {
+    partition: Option<Partition>,
+    bytes: u64,
+    memory_bytes: u64,
+    store: Arc<OutputStore>,
+}
+
+impl Written {
+    pub fn rows_bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for Written {
+    fn drop(&mut self) {
+        match self.partition.take() {
+            None => {}
+            Some(Partition::Memory(_)) => self.store.unreserve(self.memory_bytes),
+            Some(Partition::Spilled(path)) => {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+/// One output partition of a running task, written batch by batch.
+pub struct PartitionWriter {
+    store: Arc<OutputStore>,
+    path: PathBuf,
+    schema: SchemaRef,
+    memory: Vec<RecordBatch>,
+    /// Bytes of `memory`, counted against the store's budget.
+    reserved: u64,
+    file: Option<FileWriter<BufWriter<File>>>,
+    bytes: u64,
+    finished: bool,
+}
+
+impl std::fmt::Debug for PartitionWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionWriter")
+            .field("path", &self.path)
+            .field("bytes", &self.bytes)
+            .field("spilled", &self.file.is_some())
+            .finish()
+    }
+}
+
+impl PartitionWriter {
+    /// Adds a batch: to memory while the budget allows, else to the partition's spill file.
+    /// Blocking once it spills.
+    pub fn write(&mut self, batch: RecordBatch) -> std::io::Result<()> {
+        let size = rows_bytes([&batch]);
+        self.bytes += size;
+        if self.file.is_none() {
+            if self.store.reserve(size) {
+                self.reserved += size;
+                self.memory.push(batch);
+                return Ok(());
+            }
+            // Past the budget: the partition moves to disk, what it held in memory first.
+            let mut file =
+                FileWriter::try_new(BufWriter::new(File::create(&self.path)?), &self.schema)
+                    .map_err(std::io::Error::other)?;
+            for held in self.memory.drain(..) {
+                file.write(&held).map_err(std::io::Error::other)?;
+            }
+            self.store.unreserve(std::mem::take(&mut self.reserved));
+            tracing::debug!(path = %self.path.display(), "an exchange output spills to disk");
+            self.file = Some(file);
+        }
+        if let Some(file) = self.file.as_mut() {
+            file.write(&batch).map_err(std::io::Error::other)?;
+        }
+        Ok(())
+    }
+
+    /// The written partition, to [`OutputStore::keep`].
+    pub fn finish(mut self) -> std::io::Result<Written> {
+        self.finished = true;
+        let partition = match self.file.take() {
+            Some(mut file) => {
+                file.finish().map_err(std::io::Error::other)?;
+                Partition::Spilled(self.path.clone())
+            }
+            None => Partition::Memory(std::mem::take(&mut self.memory)),
+        };
+        Ok(Written {
+            partition: Some(partition),
+            bytes: self.bytes,
+            memory_bytes: std::mem::take(&mut self.reserved),
+            store: self.store.clone(),
+        })
+    }
+}
+
+impl Drop for PartitionWriter {
+    /// A task that failed or was cancelled gives back its memory and removes its file.
+    fn drop(&mut self) {
+        self.store.unreserve(self.reserved);
+        if !self.finished && (self.file.is_some() || self.path.exists()) {
+            self.file = None;
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -215,7 +347,7 @@ mod tests {
 
     #[test]
     fn outputs_past_the_budget_go_to_disk_and_come_back_whole() {
-        let store = OutputStore::new(100).unwrap();
+        let store = Arc::new(OutputStore::new(100).unwrap());
         let small = batch(&[1, 2]);
         let big = batch(&(0..1000).collect::<Vec<_>>());
         store
@@ -239,11 +371,75 @@ mod tests {
             vec![small]
         );
         let files = || std::fs::read_dir(store.spill_dir.path()).unwrap().count();
-        assert_eq!(files(), 2);
+        assert_eq!(files(), 1, "only the partition past the budget is on disk");
         assert_eq!(store.release(JobId(2)), 0);
         assert_eq!(store.release(JobId(1)), 2);
         assert_eq!(files(), 0);
         assert_eq!(store.in_memory(), 0);
         assert!(store.get(&task(1, 0)).is_none());
+    }
+}
+
+#[cfg(test)]
+mod streaming_tests {
+    use std::sync::Arc;
+
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use quarry_jobs::StageId;
+
+    use super::*;
+
+    fn batch(values: std::ops::Range<i64>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(values))]).unwrap()
+    }
+
+    #[test]
+    fn a_partition_moves_to_disk_when_it_outgrows_the_budget_and_failed_ones_leave_nothing() {
+        let store = Arc::new(OutputStore::new(1000).unwrap());
+        let task = TaskId {
+            job: JobId(7),
+            stage: StageId(1),
+            index: 0,
+            attempt: 0,
+        };
+        let schema = batch(0..1).schema();
+        let mut writer = store.writer(task, 0, schema.clone());
+        writer.write(batch(0..100)).unwrap();
+        assert_eq!(store.in_memory(), 800, "under the budget, in memory");
+        writer.write(batch(100..200)).unwrap();
+        assert_eq!(
+            store.in_memory(),
+            0,
+            "past it, all of the partition on disk"
+        );
+        writer.write(batch(200..300)).unwrap();
+        let written = writer.finish().unwrap();
+        store.keep(task, schema.clone(), vec![written]);
+        let kept = store.get(&task).unwrap();
+        assert!(matches!(kept.partitions[0], Partition::Spilled(_)));
+        assert_eq!(
+            kept.read(0).unwrap().unwrap(),
+            vec![batch(0..100), batch(100..200), batch(200..300)]
+        );
+
+        // A task that fails mid-way: its reservation and its file go with its writer.
+        let failed = TaskId { index: 1, ..task };
+        let mut writer = store.writer(failed, 0, schema.clone());
+        writer.write(batch(0..50)).unwrap();
+        assert_eq!(store.in_memory(), 400);
+        drop(writer);
+        assert_eq!(store.in_memory(), 0);
+        let mut writer = store.writer(failed, 1, schema);
+        writer.write(batch(0..1000)).unwrap();
+        drop(writer);
+        let files = std::fs::read_dir(store.spill_dir.path()).unwrap().count();
+        assert_eq!(files, 1, "only the kept task's file is left");
+        assert_eq!(store.release(JobId(7)), 1);
+        assert_eq!(
+            std::fs::read_dir(store.spill_dir.path()).unwrap().count(),
+            0
+        );
     }
 }

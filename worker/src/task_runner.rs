@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SessionState, TaskContext};
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
@@ -20,14 +19,7 @@ use quarry_store::Store;
 use tokio::task::JoinSet;
 
 use crate::job_modules::JobModules;
-use crate::task_outputs::rows_bytes;
-
-/// What a task produced: its schema and output partitions.
-#[derive(Debug)]
-pub struct TaskResult {
-    pub schema: arrow::datatypes::SchemaRef,
-    pub partitions: Vec<Vec<RecordBatch>>,
-}
+use crate::task_outputs::OutputStore;
 
 /// Executes tasks against this worker's store.
 #[derive(Clone)]
@@ -85,8 +77,14 @@ impl TaskRunner {
         })
     }
 
-    /// Runs `task` to completion. Call it on the CPU runtime.
-    pub async fn run(&self, task: TaskRequest) -> Result<(TaskResult, TaskMetrics), TaskFailure> {
+    /// Runs `task` to completion, writing its output partitions into `outputs` as they are
+    /// produced and keeping them there when it succeeds; returns how many partitions it has.
+    /// Call it on the CPU runtime.
+    pub async fn run(
+        &self,
+        task: TaskRequest,
+        outputs: &Arc<OutputStore>,
+    ) -> Result<(u32, TaskMetrics), TaskFailure> {
         let started = Instant::now();
         let mut state = self.base.clone();
         for (key, value) in &task.session_config {
@@ -118,17 +116,24 @@ impl TaskRunner {
         let partitions = plan.output_partitioning().partition_count();
         let mut running = JoinSet::new();
         for partition in 0..partitions {
-            let stream = plan
+            let mut stream = plan
                 .execute(partition, ctx.clone())
                 .map_err(|e| classify(&e))?;
+            let mut writer = outputs.writer(task.id, partition, schema.clone());
             running.spawn(async move {
-                let batches: Vec<RecordBatch> = stream.try_collect().await?;
-                Ok::<_, DataFusionError>((partition, batches))
+                let mut rows = 0u64;
+                while let Some(batch) = stream.try_next().await? {
+                    rows += batch.num_rows() as u64;
+                    writer.write(batch).map_err(DataFusionError::IoError)?;
+                }
+                let written = writer.finish().map_err(DataFusionError::IoError)?;
+                Ok::<_, DataFusionError>((partition, rows, written))
             });
         }
-        let mut outputs: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
+        let mut written = Vec::with_capacity(partitions);
+        let mut rows_out = 0;
         while let Some(done) = running.join_next().await {
-            let (partition, batches) = done
+            let (partition, rows, part) = done
                 .map_err(|e| {
                     TaskFailure::new(
                         Failure::INTERNAL,
@@ -136,29 +141,28 @@ impl TaskRunner {
                     )
                 })?
                 .map_err(|e| classify(&e))?;
-            outputs[partition] = batches;
+            rows_out += rows;
+            written.push((partition, part));
         }
-        let outputs = TaskResult {
+        written.sort_by_key(|(partition, _)| *partition);
+        let bytes_out = written.iter().map(|(_, w)| w.rows_bytes()).sum();
+        outputs.keep(
+            task.id,
             schema,
-            partitions: outputs,
-        };
+            written.into_iter().map(|(_, w)| w).collect(),
+        );
         let metrics = TaskMetrics {
             rows_in: leaf_sum(&plan, |m| m.output_rows()),
-            rows_out: outputs
-                .partitions
-                .iter()
-                .flatten()
-                .map(|b| b.num_rows() as u64)
-                .sum(),
+            rows_out,
             bytes_in: leaf_sum(&plan, |m| {
                 m.sum_by_name(quarry_jobs::exchange::BYTES_READ)
                     .map(|v| v.as_usize())
             }),
-            bytes_out: rows_bytes(outputs.partitions.iter().flatten()),
+            bytes_out,
             elapsed_ms: started.elapsed().as_millis() as u64,
             wasm_fuel: quarry_jobs::wasm_exec::fuel_of(&plan),
         };
-        Ok((outputs, metrics))
+        Ok((partitions as u32, metrics))
     }
 }
 

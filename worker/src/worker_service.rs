@@ -131,27 +131,9 @@ impl WorkerService for WorkerRpc {
         );
         let runner = state.runner.clone();
         let outputs = state.outputs.clone();
-        let handle = state.cpu.spawn(
-            async move {
-                let (result, metrics) = runner.run(task).await?;
-                let partitions = result.partitions.len() as u32;
-                // Keeping may write to disk (past the memory budget): off the CPU threads.
-                tokio::task::spawn_blocking(move || {
-                    outputs.insert(id, result.schema, result.partitions)
-                })
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))
-                .and_then(|kept| kept)
-                .map_err(|e| quarry_jobs::TaskFailure {
-                    kind: quarry_jobs::FailureKind::External,
-                    retryable: true,
-                    message: format!("keeping the output of task {id}: {e}"),
-                    unreachable_endpoint: None,
-                })?;
-                Ok((partitions, metrics))
-            }
-            .instrument(span.clone()),
-        );
+        let handle = state
+            .cpu
+            .spawn(async move { runner.run(task, &outputs).await }.instrument(span.clone()));
         state.set_status(TaskStatus {
             id,
             state: TaskState::Running,
