@@ -486,24 +486,7 @@ async fn hostile_requests_get_clear_errors_and_the_daemons_keep_serving() {
     assert_ne!(truncated.code(), tonic::Code::Ok);
 
     // A task whose plan is garbage fails as a task; it does not take the worker down.
-    let launched = worker
-        .launch_task(pb::LaunchTaskRequest {
-            protocol_version: quarry_proto::PROTOCOL_VERSION,
-            task: Some(pb::TaskDefinition {
-                task: Some(pb::TaskId {
-                    job_id: "7".into(),
-                    stage_id: 1,
-                    partition: 0,
-                    attempt: 0,
-                }),
-                plan: vec![0xff; 64],
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let status = launched.status.unwrap();
+    let status = launch(&mut worker, "7", vec![0xff; 64]).await;
     assert_eq!(status.state, pb::TaskState::Failed as i32);
     assert!(!status.error.unwrap().message.is_empty());
 
@@ -574,6 +557,33 @@ async fn hostile_requests_get_clear_errors_and_the_daemons_keep_serving() {
         ["50"]
     );
     assert_eq!(cluster.driver().registry.live().len(), 1);
+}
+
+/// Launches task 0 of stage 1 of job `job` with `plan` on `worker`; its final status.
+async fn launch(
+    worker: &mut WorkerServiceClient<AuthChannel>,
+    job: &str,
+    plan: Vec<u8>,
+) -> pb::TaskStatus {
+    worker
+        .launch_task(pb::LaunchTaskRequest {
+            protocol_version: quarry_proto::PROTOCOL_VERSION,
+            task: Some(pb::TaskDefinition {
+                task: Some(pb::TaskId {
+                    job_id: job.into(),
+                    stage_id: 1,
+                    partition: 0,
+                    attempt: 0,
+                }),
+                plan,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
 }
 
 /// A message whose field 2 is raw bytes where `RegisterWorkerRequest` expects a `WorkerInfo`.
@@ -756,24 +766,7 @@ async fn a_worker_refuses_a_task_that_would_read_its_files() {
     let secret = cluster.driver().auth.cluster_secret.clone();
     let worker_url = cluster.driver().registry.live()[0].endpoint.clone();
     let mut worker = WorkerServiceClient::new(channel(&worker_url, Some(&secret)).await);
-    let launched = worker
-        .launch_task(pb::LaunchTaskRequest {
-            protocol_version: quarry_proto::PROTOCOL_VERSION,
-            task: Some(pb::TaskDefinition {
-                task: Some(pb::TaskId {
-                    job_id: "8".into(),
-                    stage_id: 1,
-                    partition: 0,
-                    attempt: 0,
-                }),
-                plan,
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let status = launched.status.unwrap();
+    let status = launch(&mut worker, "8", plan).await;
     assert_eq!(status.state, pb::TaskState::Failed as i32);
     // The worker has no object store to decode a file scan against; were one registered, the
     // allow-list would refuse the node (`quarry_jobs::allow_list`'s own tests).

@@ -12,8 +12,8 @@ use std::io::BufWriter;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use arrow::array::{ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::array::{ArrayRef, AsArray, GenericByteViewArray, RecordBatch, RecordBatchOptions};
+use arrow::datatypes::{ByteViewType, DataType, SchemaRef};
 use arrow::ipc::reader::FileReader;
 use arrow::ipc::writer::FileWriter;
 use quarry_jobs::{JobId, TaskId};
@@ -73,32 +73,22 @@ impl TaskOutputs {
 /// text column would carry all of the partition's text to disk and over the network (a 3M-row
 /// sort took the driver past 20 GB before this).
 pub fn compact_views(batch: RecordBatch) -> RecordBatch {
-    fn bloated(buffers: usize, used: usize) -> bool {
-        buffers > 2 * used + (64 << 10)
+    /// The array copied down to its own values, when its buffers hold much more.
+    fn compacted<T: ByteViewType + ?Sized>(array: &GenericByteViewArray<T>) -> Option<ArrayRef> {
+        let buffers: usize = array.data_buffers().iter().map(|b| b.len()).sum();
+        let bloated = buffers > 2 * array.total_buffer_bytes_used() + (64 << 10);
+        bloated.then(|| Arc::new(array.gc()) as ArrayRef)
     }
     let columns: Vec<ArrayRef> = batch
         .columns()
         .iter()
-        .map(|column| match column.data_type() {
-            DataType::Utf8View => {
-                let array = column.as_string_view();
-                let buffers = array.data_buffers().iter().map(|b| b.len()).sum();
-                if bloated(buffers, array.total_buffer_bytes_used()) {
-                    Arc::new(array.gc()) as ArrayRef
-                } else {
-                    column.clone()
-                }
-            }
-            DataType::BinaryView => {
-                let array = column.as_binary_view();
-                let buffers = array.data_buffers().iter().map(|b| b.len()).sum();
-                if bloated(buffers, array.total_buffer_bytes_used()) {
-                    Arc::new(array.gc()) as ArrayRef
-                } else {
-                    column.clone()
-                }
-            }
-            _ => column.clone(),
+        .map(|column| {
+            let compact = match column.data_type() {
+                DataType::Utf8View => compacted(column.as_string_view()),
+                DataType::BinaryView => compacted(column.as_binary_view()),
+                _ => None,
+            };
+            compact.unwrap_or_else(|| column.clone())
         })
         .collect();
     RecordBatch::try_new_with_options(
