@@ -22,7 +22,7 @@ use quarry_iot::IotConfig;
 use quarry_sql::QuarrySession;
 use quarry_store::{EmbeddedOptions, EmbeddedStore, Store};
 
-use crate::{Up, quarry_binary, time_side_by_side};
+use crate::{Up, WorkDir, quarry_binary, time_side_by_side};
 
 /// Targets, as ratios of the job's time to SQL's.
 const QUERY_TARGET: f64 = 1.3;
@@ -77,11 +77,8 @@ fn workspace() -> PathBuf {
 }
 
 pub async fn run(args: JobsArgs) -> Result<()> {
-    let temp = tempfile::tempdir()?;
-    let work = args
-        .dir
-        .clone()
-        .unwrap_or_else(|| temp.path().to_path_buf());
+    let work_dir = WorkDir::new(args.dir.as_deref())?;
+    let work = work_dir.path().to_path_buf();
     let store_dir = work.join("store");
     let _ = std::fs::remove_dir_all(&store_dir);
     println!(

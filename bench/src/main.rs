@@ -107,12 +107,8 @@ async fn main() -> Result<()> {
         Some(Mode::Memory(memory)) => return memory::run(memory).await,
         None => {}
     }
-    let temp = tempfile::tempdir()?;
-    let work = args
-        .dir
-        .clone()
-        .unwrap_or_else(|| temp.path().to_path_buf());
-    std::fs::create_dir_all(&work)?;
+    let work_dir = WorkDir::new(args.dir.as_deref())?;
+    let work = work_dir.path().to_path_buf();
     println!(
         "Quarry benchmark: {} rows, {} devices, {} cores",
         args.rows,
@@ -264,6 +260,31 @@ struct ClusterFigures {
     aggregate_ratio: f64,
     empty_ms: f64,
     empty_ms_per_task: f64,
+}
+
+/// A benchmark's work directory: `--dir`, created if missing and kept, or a temporary one
+/// removed when this is dropped.
+struct WorkDir {
+    path: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl WorkDir {
+    fn new(dir: Option<&Path>) -> Result<WorkDir> {
+        let (path, temp) = match dir {
+            Some(dir) => (dir.to_path_buf(), None),
+            None => {
+                let temp = tempfile::tempdir()?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+        std::fs::create_dir_all(&path)?;
+        Ok(WorkDir { path, _temp: temp })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 /// The `quarry` binary: `$QUARRY_BIN`, or the one built beside this benchmark.

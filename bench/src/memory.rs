@@ -22,7 +22,7 @@ use quarry_driver::remote::RemoteDriver;
 use quarry_sql::QuarrySession;
 use quarry_store::{EmbeddedOptions, EmbeddedStore, Store};
 
-use crate::{Up, quarry_binary};
+use crate::{Up, WorkDir, quarry_binary};
 
 #[derive(Debug, clap::Args)]
 pub struct MemoryArgs {
@@ -74,12 +74,8 @@ fn children(pid: u32) -> Vec<u32> {
 }
 
 pub async fn run(args: MemoryArgs) -> Result<()> {
-    let temp = tempfile::tempdir()?;
-    let work = args
-        .dir
-        .clone()
-        .unwrap_or_else(|| temp.path().to_path_buf());
-    std::fs::create_dir_all(&work)?;
+    let work_dir = WorkDir::new(args.dir.as_deref())?;
+    let work = work_dir.path().to_path_buf();
     let limit = args.limit_mib;
     println!(
         "memory benchmark: {} rows sorted on `quarry up --workers {} --memory-limit {limit}MiB`, \

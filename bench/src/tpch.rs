@@ -29,7 +29,7 @@ use quarry_tpch::{
     write_parquet,
 };
 
-use crate::{Target, Up, quarry_binary, time_side_by_side};
+use crate::{Target, Up, WorkDir, quarry_binary, time_side_by_side};
 
 /// Targets, as ratios of Quarry's time to plain DataFusion's.
 const EMBEDDED_TOTAL_TARGET: f64 = 1.5;
@@ -62,12 +62,8 @@ pub struct TpchArgs {
 }
 
 pub async fn run(args: TpchArgs) -> Result<()> {
-    let temp = tempfile::tempdir()?;
-    let work = args
-        .dir
-        .clone()
-        .unwrap_or_else(|| temp.path().to_path_buf());
-    std::fs::create_dir_all(&work)?;
+    let work_dir = WorkDir::new(args.dir.as_deref())?;
+    let work = work_dir.path().to_path_buf();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let queries: Vec<Query> = QUERIES
         .into_iter()

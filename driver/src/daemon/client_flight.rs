@@ -27,7 +27,6 @@ use quarry_store::Store;
 use quarry_worker::error::status_of_failure;
 use quarry_worker::flight_adapter::{BoxStream, FlightHandler};
 use quarry_worker::rpc::{Peer, check_protocol};
-use quarry_worker::task_outputs::compact_views;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::DriverState;
@@ -62,8 +61,7 @@ fn encode_stream(
     batches: datafusion::execution::SendableRecordBatchStream,
 ) -> BoxStream<FlightData> {
     let schema = batches.schema();
-    // A sorted text column's batches are views into everything sorted: send only their values.
-    let batches = batches.map_ok(compact_views).map_err(|e| {
+    let batches = batches.map_err(|e| {
         FlightError::Tonic(Box::new(status_of(&Error::Sql(
             quarry_sql::Error::DataFusion(e),
         ))))

@@ -12,6 +12,7 @@
 //! Recomputing is the same loop: outputs on a lost worker are forgotten, which makes their stage
 //! unfinished again, and stages run in dependency order.
 
+use quarry_worker::task_outputs::compact_views;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -302,7 +303,9 @@ impl JobRunner {
                     Some(Ok(batch)) => {
                         rows += batch.num_rows() as u64;
                         sent += 1;
-                        if tx.send(Ok(batch)).await.is_err() {
+                        // On the CPU runtime, not the one that sends it: a sorted text column's
+                        // batches are views into everything sorted; only their values go out.
+                        if tx.send(Ok(compact_views(batch))).await.is_err() {
                             return Ok(());
                         }
                     }

@@ -30,6 +30,7 @@ pub mod registry;
 pub mod rpc;
 pub mod scheduler;
 
+use quarry_worker::task_outputs::compact_views;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -343,7 +344,7 @@ impl DistributedExecutor {
                     let run = async {
                         let mut stream = datafusion::physical_plan::execute_stream(plan, ctx)?;
                         while let Some(batch) = stream.next().await {
-                            if tx.send(batch).await.is_err() {
+                            if tx.send(batch.map(compact_views)).await.is_err() {
                                 break;
                             }
                         }
