@@ -274,11 +274,15 @@ async fn disjoint_parts_count_once_toward_compaction() {
         "one statement's parts do not trigger a compaction"
     );
 
-    // Whole-table writes overlap everything: the fourth layer compacts.
-    let mut latest = all.clone();
+    // Writes of new keys all over the ring overlap everything: the fourth layer compacts.
+    let mut written = vec![all.clone()];
     for version in 2..=4 {
-        latest = rows(0..600, 0..2, f64::from(version));
-        writer.write(&name(), vec![latest.clone()]).await.unwrap();
+        let seqs = version * 2..version * 2 + 2;
+        written.push(rows(0..600, seqs, f64::from(version as i32)));
+        writer
+            .write(&name(), vec![written.last().unwrap().clone()])
+            .await
+            .unwrap();
         let runs = writer.table_stats(&name()).unwrap().runs;
         if version < 4 {
             assert_eq!(
@@ -293,8 +297,5 @@ async fn disjoint_parts_count_once_toward_compaction() {
             );
         }
     }
-    assert_eq!(
-        scan_all(&writer).await,
-        by_key(std::slice::from_ref(&latest))
-    );
+    assert_eq!(scan_all(&writer).await, by_key(&written));
 }

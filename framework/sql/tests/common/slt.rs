@@ -123,7 +123,7 @@ pub fn small_options() -> quarry_store::EmbeddedOptions {
         rows_per_group: 16,
         rows_per_file: 64,
         max_runs: 3,
-        merge_split_shards: 4,
+        max_dead_fraction: 0.1,
         background: false,
     }
 }

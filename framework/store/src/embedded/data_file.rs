@@ -17,9 +17,11 @@ use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::statistics::Statistics;
+use quarry_core::schema::TableDef;
 use quarry_core::shard_map::ShardMap;
 use quarry_core::token::Token;
 
+use crate::embedded::keys::{KEY_COLUMN, key_field, key_hashes};
 use crate::embedded::manifest::create_dir_durably;
 use crate::embedded::sorted_rows::TOKEN_COLUMN;
 use crate::error::{Error, Result};
@@ -44,6 +46,11 @@ pub struct DataFile {
     pub groups: Vec<GroupInfo>,
     /// The shards of the file's keyspace.
     pub shards: ShardMap,
+    /// The column of key hashes ([`KEY_COLUMN`]); `None` in files written before they were
+    /// stored.
+    pub key_column: Option<usize>,
+    /// The file's row at which each row group starts.
+    pub group_starts: Vec<u64>,
     /// Per row group, the row at which each of its shards starts (see [`DataFile::shard_starts`]).
     shard_starts: Vec<OnceLock<Vec<u32>>>,
     /// Set when the file left the manifest; the file is deleted when the last reader lets go.
@@ -61,9 +68,19 @@ impl DataFile {
     ) -> Result<DataFile> {
         let path = data_dir.join(relative);
         let file = File::open(&path).map_err(Error::io("opening", &path))?;
-        let metadata = ArrowReaderMetadata::load(
-            &file,
-            ArrowReaderOptions::new().with_schema(read_schema.clone()),
+        let footer = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())?;
+        let key_column = footer.schema().index_of(KEY_COLUMN).ok();
+        let read_schema = match key_column {
+            Some(_) => {
+                let mut fields: Vec<_> = read_schema.fields().iter().cloned().collect();
+                fields.push(Arc::new(key_field()));
+                Arc::new(arrow::datatypes::Schema::new(fields))
+            }
+            None => read_schema.clone(),
+        };
+        let metadata = ArrowReaderMetadata::try_new(
+            footer.metadata().clone(),
+            ArrowReaderOptions::new().with_schema(read_schema),
         )?;
         let token_index = metadata
             .schema()
@@ -90,10 +107,20 @@ impl DataFile {
                 rows: group.num_rows() as u64,
             });
         }
+        let group_starts = groups
+            .iter()
+            .scan(0u64, |start, g| {
+                let at = *start;
+                *start += g.rows;
+                Some(at)
+            })
+            .collect();
         Ok(DataFile {
             relative: relative.to_string(),
             path,
             metadata,
+            key_column,
+            group_starts,
             shard_starts: groups.iter().map(|_| OnceLock::new()).collect(),
             groups,
             shards: *shards,
@@ -171,6 +198,7 @@ pub fn write_run(
     data_dir: &Path,
     relative_dir: &str,
     name: &str,
+    table: &TableDef,
     rows: &RecordBatch,
     shards: &ShardMap,
     layout: Layout,
@@ -197,7 +225,7 @@ pub fn write_run(
             .map(|(relative, start, end)| {
                 let path = data_dir.join(relative);
                 let slice = rows.slice(*start, end - start);
-                scope.spawn(move || write_file(&path, &slice, shards, layout))
+                scope.spawn(move || write_file(&path, table, &slice, shards, layout))
             })
             .collect();
         handles
@@ -215,8 +243,16 @@ pub fn write_run(
     Ok(files.into_iter().map(|(relative, _, _)| relative).collect())
 }
 
-fn write_file(path: &Path, rows: &RecordBatch, shards: &ShardMap, layout: Layout) -> Result<()> {
+/// Writes rows in stored form as one file, with their key hashes appended ([`KEY_COLUMN`]).
+fn write_file(
+    path: &Path,
+    table: &TableDef,
+    rows: &RecordBatch,
+    shards: &ShardMap,
+    layout: Layout,
+) -> Result<()> {
     let token_index = rows.num_columns() - 1;
+    let rows = &with_key_column(table, rows)?;
     let tokens = rows
         .column(token_index)
         .as_primitive::<Int64Type>()
@@ -241,6 +277,19 @@ fn write_file(path: &Path, rows: &RecordBatch, shards: &ShardMap, layout: Layout
     let file = writer.into_inner()?;
     file.sync_all().map_err(Error::io("syncing", path))?;
     Ok(())
+}
+
+/// Rows in stored form with their key hashes as a last column.
+fn with_key_column(table: &TableDef, rows: &RecordBatch) -> Result<RecordBatch> {
+    let hashes = key_hashes(table, rows)?;
+    let mut fields: Vec<_> = rows.schema().fields().iter().cloned().collect();
+    fields.push(Arc::new(key_field()));
+    let mut columns = rows.columns().to_vec();
+    columns.push(Arc::new(hashes));
+    Ok(RecordBatch::try_new(
+        Arc::new(arrow::datatypes::Schema::new(fields)),
+        columns,
+    )?)
 }
 
 /// Offsets `[0, c1, c2, ..., len]` that cut sorted tokens into pieces of at least `target` rows,

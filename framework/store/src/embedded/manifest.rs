@@ -1,10 +1,12 @@
 //! The manifest: the one file that says what the embedded store holds.
 //!
-//! It lists keyspaces, tables, views and each table's runs (sets of Parquet files), the next sequence
+//! It lists keyspaces, tables, views and each table's runs (sets of Parquet files, each with its
+//! deletion vector once newer writes superseded some of its rows), the next sequence
 //! number, and the last write-ahead-log segment whose contents are already in runs. It is
 //! replaced atomically: written to a temporary file, fsynced, renamed over the old one, and the
 //! directory fsynced. A file on disk that the manifest does not list is garbage from a crash.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
@@ -46,6 +48,9 @@ pub struct RunEntry {
     pub seq: u64,
     /// Paths relative to the data directory.
     pub files: Vec<String>,
+    /// Each file's deletion vector, where it has one: data file path to deletion-vector path.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deletes: BTreeMap<String, String>,
 }
 
 impl Default for Manifest {

@@ -35,6 +35,8 @@
 //! unlisted files, removed when a writer next opens the directory.
 
 mod data_file;
+mod deletes;
+mod keys;
 mod manifest;
 mod memtable;
 mod reader;
@@ -58,10 +60,12 @@ use quarry_core::shard_map::ShardMap;
 use crate::error::{Error, Result};
 use crate::store::{ScanPlan, ScanRequest, StagedWrite, Store, WriteSummary};
 use data_file::{DataFile, DataFileRef, Layout};
+use deletes::Deletes;
+use keys::{KeySet, Tagged};
 use manifest::{Manifest, RunEntry, TableEntry, create_dir_durably};
 use memtable::MemChunk;
 use reader::Reader;
-use scan::{Run, TableSnapshot};
+use scan::{MemKeys, Run, TableSnapshot};
 use sorted_rows::{conform_batches, sort_dedup, with_tokens};
 use wal::Wal;
 
@@ -82,8 +86,8 @@ pub struct EmbeddedOptions {
     /// Compact a table once more runs than this overlap on some shard (the parts of one
     /// distributed write, which never overlap one another, count as one).
     pub max_runs: usize,
-    /// Shards per split where runs overlap and rows must be merged.
-    pub merge_split_shards: u32,
+    /// Rewrite a run once newer writes superseded more than this share of its rows.
+    pub max_dead_fraction: f64,
     /// Flush and compact on a background thread (otherwise inline, in the writing call).
     pub background: bool,
 }
@@ -96,7 +100,7 @@ impl Default for EmbeddedOptions {
             rows_per_group: 524_288,
             rows_per_file: 1_048_576,
             max_runs: 4,
-            merge_split_shards: 16,
+            max_dead_fraction: 0.1,
             background: true,
         }
     }
@@ -108,8 +112,12 @@ pub struct TableStats {
     pub runs: usize,
     pub files: usize,
     pub row_groups: usize,
-    /// Rows in runs, counting each version of a row (before de-duplication).
+    /// Rows in runs, counting rows newer writes superseded.
     pub run_rows: u64,
+    /// Rows of runs that newer writes superseded (in deletion vectors, dropped by compaction).
+    pub deleted_rows: u64,
+    /// The most runs holding rows of any one shard.
+    pub overlap_depth: usize,
     pub memtable_rows: u64,
 }
 
@@ -146,6 +154,9 @@ struct Inner {
     wal: Mutex<Wal>,
     flush_lock: Mutex<()>,
     compact_lock: Mutex<()>,
+    /// Held while a run is added or replaced: working out what it supersedes needs the runs
+    /// to stay as they are.
+    commit_lock: Mutex<()>,
     jobs: Mutex<Option<Sender<Job>>>,
     /// Held for the store's lifetime: one writer per data directory (readers take no lock).
     _lock: File,
@@ -171,6 +182,73 @@ struct TableState {
     chunks: Vec<Arc<MemChunk>>,
     /// Chunks a flush in progress is turning into a run (still visible to scans).
     frozen: Vec<Arc<MemChunk>>,
+    /// The keys of `chunks` and `frozen`; replaced whenever they change.
+    mem_keys: Arc<MemKeys>,
+}
+
+impl TableState {
+    fn new(id: u64, def: TableDef, shards: ShardMap, runs: Vec<Arc<Run>>) -> TableState {
+        TableState {
+            id,
+            def,
+            shards,
+            runs,
+            chunks: Vec::new(),
+            frozen: Vec::new(),
+            mem_keys: Arc::default(),
+        }
+    }
+
+    /// Adds a newly acknowledged write, dropping the rows of older chunks it supersedes.
+    fn add_chunk(&mut self, chunk: MemChunk) -> Result<()> {
+        if self.chunks.iter().chain(&self.frozen).next().is_some() {
+            let keys = KeySet::new(
+                &self.def,
+                &[Tagged::of_rows(
+                    &self.def,
+                    &chunk.rows,
+                    &chunk.hashes,
+                    chunk.seq,
+                )],
+            )?;
+            self.drop_superseded_chunk_rows(&keys)?;
+        }
+        self.chunks.push(Arc::new(chunk));
+        self.mem_keys = Arc::default();
+        Ok(())
+    }
+
+    /// Replaces chunks by copies without the rows whose keys `keys` holds with a newer tag
+    /// (sequence number) than the chunk's.
+    fn drop_superseded_chunk_rows(&mut self, keys: &KeySet) -> Result<()> {
+        let def = &self.def;
+        for chunk in self.chunks.iter_mut().chain(self.frozen.iter_mut()) {
+            if chunk.num_rows() == 0 || !keys.may_overlap(chunk.min_token, chunk.max_token) {
+                continue;
+            }
+            let mut rows: Vec<u32> = keys
+                .matches_in_batch(def, &chunk.rows, &chunk.hashes)?
+                .into_iter()
+                .filter(|&(_, key)| keys.tag(key) > chunk.seq)
+                .map(|(row, _)| row)
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            rows.sort_unstable();
+            rows.dedup();
+            *chunk = Arc::new(chunk.without(&rows)?);
+            self.mem_keys = Arc::default();
+        }
+        Ok(())
+    }
+}
+
+/// Data files and deletion vectors already open, reused when a reader loads a newer manifest.
+#[derive(Debug, Default)]
+struct OpenFiles {
+    data: HashMap<String, DataFileRef>,
+    deletes: HashMap<String, Arc<Deletes>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -205,12 +283,16 @@ impl EmbeddedStore {
                 manifest
             }
         };
-        let mut state = State::from_manifest(&dir, &manifest, &HashMap::new())?;
+        let mut state = State::from_manifest(&dir, &manifest, &OpenFiles::default())?;
         let live_files: HashSet<PathBuf> = state
             .tables
             .values()
-            .flat_map(|t| t.runs.iter().flat_map(|r| r.files.iter()))
-            .map(|f| f.path.clone())
+            .flat_map(|t| t.runs.iter())
+            .flat_map(|r| {
+                let data = r.files.iter().map(|f| f.path.clone());
+                let deletes = r.deletes.iter().flatten().map(|d| d.path().to_path_buf());
+                data.chain(deletes)
+            })
             .collect();
         remove_orphans(&dir.join("data"), &live_files)?;
 
@@ -220,10 +302,10 @@ impl EmbeddedStore {
         for record in records {
             state.next_seq = state.next_seq.max(record.seq + 1);
             if let Some(table) = state.tables.values_mut().find(|t| t.id == record.table_id)
-                && let Some(chunk) = MemChunk::new(record.seq, record.batch)
+                && let Some(chunk) = MemChunk::new(&table.def, record.seq, record.batch)?
             {
                 replayed += chunk.num_rows();
-                table.chunks.push(Arc::new(chunk));
+                table.add_chunk(chunk)?;
             }
         }
         let last_segment = wal::segments(&wal_dir)?.last().copied().unwrap_or(0);
@@ -244,6 +326,7 @@ impl EmbeddedStore {
             wal: Mutex::new(wal),
             flush_lock: Mutex::new(()),
             compact_lock: Mutex::new(()),
+            commit_lock: Mutex::new(()),
             jobs: Mutex::new(None),
             _lock: lock_file,
         });
@@ -277,7 +360,7 @@ impl EmbeddedStore {
     /// sees what the writer has published: rows the writer holds only in its log and memtable are
     /// invisible until the writer calls [`EmbeddedStore::flush`]. Writes, DDL, `flush` and
     /// `compact` fail with [`Error::ReadOnly`]. A directory without a manifest (or without the
-    /// directory) is an empty catalog. Of `options` only `merge_split_shards` matters.
+    /// directory) is an empty catalog. `options` are not used.
     pub fn open_reader(dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<EmbeddedStore> {
         let reader = Reader::open(dir.as_ref().to_path_buf(), options)?;
         Ok(EmbeddedStore {
@@ -330,6 +413,8 @@ impl EmbeddedStore {
             files: files.len(),
             row_groups: files.iter().map(|f| f.groups.len()).sum(),
             run_rows: files.iter().map(|f| f.rows()).sum(),
+            deleted_rows: table.runs.iter().map(|r| r.deleted_rows()).sum(),
+            overlap_depth: scan::overlap_depth(&table.runs),
             memtable_rows: table
                 .chunks
                 .iter()
@@ -399,11 +484,7 @@ impl Drop for EmbeddedStore {
 impl State {
     /// What `manifest` describes, with empty memtables. Each listed data file's footer is read,
     /// unless `open_files` (keyed by the path the manifest lists) already holds it.
-    fn from_manifest(
-        dir: &Path,
-        manifest: &Manifest,
-        open_files: &HashMap<String, DataFileRef>,
-    ) -> Result<State> {
+    fn from_manifest(dir: &Path, manifest: &Manifest, open: &OpenFiles) -> Result<State> {
         let mut state = State {
             next_seq: manifest.next_seq,
             next_id: manifest.next_id,
@@ -441,49 +522,63 @@ impl State {
                 let files = run
                     .files
                     .iter()
-                    .map(|f| match open_files.get(f) {
+                    .map(|f| match open.data.get(f) {
                         Some(file) => Ok(file.clone()),
                         None => DataFile::open(dir, f, &shards, &read_schema).map(Arc::new),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let deletes = run
+                    .files
+                    .iter()
+                    .map(|f| {
+                        run.deletes
+                            .get(f)
+                            .map(|d| match open.deletes.get(d) {
+                                Some(deletes) => Ok(deletes.clone()),
+                                None => Deletes::read(dir, d).map(Arc::new),
+                            })
+                            .transpose()
                     })
                     .collect::<Result<Vec<_>>>()?;
                 runs.push(Arc::new(Run {
                     seq: run.seq,
                     files,
+                    deletes,
                 }));
             }
             state.tables.insert(
                 entry.def.table_name(),
-                TableState {
-                    id: entry.id,
-                    def: entry.def.clone(),
-                    shards,
-                    runs,
-                    chunks: Vec::new(),
-                    frozen: Vec::new(),
-                },
+                TableState::new(entry.id, entry.def.clone(), shards, runs),
             );
         }
         Ok(state)
     }
 
-    /// Every data file the state lists, keyed by its path relative to the data directory.
-    fn open_files(&self) -> HashMap<String, DataFileRef> {
-        self.tables
-            .values()
-            .flat_map(|t| t.runs.iter().flat_map(|r| r.files.iter()))
-            .map(|f| (f.relative.clone(), f.clone()))
-            .collect()
+    /// Every data file and deletion vector the state lists, keyed by its path relative to the
+    /// data directory.
+    fn open_files(&self) -> OpenFiles {
+        let runs = || self.tables.values().flat_map(|t| t.runs.iter());
+        OpenFiles {
+            data: runs()
+                .flat_map(|r| r.files.iter())
+                .map(|f| (f.relative.clone(), f.clone()))
+                .collect(),
+            deletes: runs()
+                .flat_map(|r| r.deletes.iter().flatten())
+                .map(|d| (d.relative.clone(), d.clone()))
+                .collect(),
+        }
     }
 
     /// What a scan planned now sees of a table.
-    fn snapshot(&self, name: &TableName, options: &EmbeddedOptions) -> Result<TableSnapshot> {
+    fn snapshot(&self, name: &TableName) -> Result<TableSnapshot> {
         let table = self.table(name)?;
         Ok(TableSnapshot {
             def: table.def.clone(),
             shards: table.shards,
             runs: table.runs.clone(),
             chunks: table.chunks.iter().chain(&table.frozen).cloned().collect(),
-            merge_split_shards: options.merge_split_shards,
+            mem_keys: table.mem_keys.clone(),
         })
     }
 
@@ -609,6 +704,14 @@ impl State {
                         .map(|r| RunEntry {
                             seq: r.seq,
                             files: r.files.iter().map(|f| f.relative.clone()).collect(),
+                            deletes: r
+                                .files
+                                .iter()
+                                .zip(&r.deletes)
+                                .filter_map(|(f, d)| {
+                                    Some((f.relative.clone(), d.as_ref()?.relative.clone()))
+                                })
+                                .collect(),
                         })
                         .collect(),
                 })
@@ -769,7 +872,15 @@ fn stage(
         *PROCESS,
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
-    staged.files = data_file::write_run(dir, &table_dir(&def, id), &stem, &rows, &shards, layout)?;
+    staged.files = data_file::write_run(
+        dir,
+        &table_dir(&def, id),
+        &stem,
+        &def,
+        &rows,
+        &shards,
+        layout,
+    )?;
     staged.rows = rows.num_rows() as u64;
     Ok(staged)
 }
@@ -895,17 +1006,9 @@ impl Inner {
             };
         }
         let id = state.next_id();
-        state.tables.insert(
-            name.clone(),
-            TableState {
-                id,
-                def,
-                shards,
-                runs: Vec::new(),
-                chunks: Vec::new(),
-                frozen: Vec::new(),
-            },
-        );
+        state
+            .tables
+            .insert(name.clone(), TableState::new(id, def, shards, Vec::new()));
         if let Err(e) = self.commit(&state) {
             state.tables.remove(&name);
             return Err(e);
@@ -988,15 +1091,14 @@ impl Inner {
             self.write_run(name, id, &def, rows)?;
             return Ok(summary);
         }
+        let hashes = keys::key_hashes(&def, &rows)?.values().to_vec();
         let memtable_rows = {
             let mut wal = lock(&self.wal);
             let seq = lock(&self.state).next_seq();
             wal.append(id, seq, &rows)?;
             let mut state = lock(&self.state);
-            if let Some(table) = state.tables.get_mut(name).filter(|t| t.id == id)
-                && let Some(chunk) = MemChunk::new(seq, rows)
-            {
-                table.chunks.push(Arc::new(chunk));
+            if let Some(table) = state.tables.get_mut(name).filter(|t| t.id == id) {
+                table.add_chunk(MemChunk::from_parts(seq, rows, hashes))?;
             }
             state.memtable_rows()
         };
@@ -1014,35 +1116,21 @@ impl Inner {
         def: &TableDef,
         rows: RecordBatch,
     ) -> Result<()> {
-        let (shards, file_id) = {
+        // The sequence number is taken before the files are written: writes acknowledged in the
+        // meantime are newer, and win over this run's rows with the same keys.
+        let (shards, file_id, seq) = {
             let mut state = lock(&self.state);
             let shards = state.table(name)?.shards;
-            (shards, state.next_id())
+            (shards, state.next_id(), state.next_seq())
         };
         let files = self.write_files(def, id, file_id, &shards, &rows)?;
-        let depth = {
-            let mut state = lock(&self.state);
-            let seq = state.next_seq();
-            let Some(table) = state.tables.get_mut(name).filter(|t| t.id == id) else {
-                retire_files(&files);
-                return Err(Error::NoSuchTable {
-                    name: name.to_string(),
-                    hint: " (it was dropped during the write)".into(),
-                });
-            };
-            table.runs.push(Arc::new(Run { seq, files }));
-            let depth = scan::overlap_depth(&table.runs);
-            if let Err(e) = self.commit(&state) {
-                if let Some(table) = state.tables.get_mut(name)
-                    && let Some(run) = table.runs.pop()
-                {
-                    retire_files(&run.files);
-                }
-                return Err(e);
-            }
-            depth
+        let keys = || key_set_of_rows(def, &rows, seq);
+        let how = Install {
+            drop_chunk_rows: true,
+            ..Install::default()
         };
-        self.after_new_run(name, depth)
+        let compact = self.install(name, id, vec![NewRun { seq, files }], &keys, how)?;
+        self.after_new_run(name, compact)
     }
 
     fn write_files(
@@ -1057,6 +1145,7 @@ impl Inner {
             &self.dir,
             &table_dir(def, table_id),
             &format!("run-{file_id}"),
+            def,
             rows,
             shards,
             self.layout(),
@@ -1066,6 +1155,267 @@ impl Inner {
             .iter()
             .map(|r| DataFile::open(&self.dir, r, shards, &read_schema).map(Arc::new))
             .collect()
+    }
+
+    /// Adds runs to table `name` (of id `id`) in one manifest commit. Each new run supersedes
+    /// the rows with its keys in older runs (marked in their deletion vectors) and, when
+    /// `how.drop_chunk_rows`, in older memtable chunks; its own rows with keys of newer runs are
+    /// marked in its own deletion vectors. `keys` gives the new runs' keys, tagged with their
+    /// run's sequence number and numbered over the new runs' files in order; it is called only
+    /// when there is something to compare them with. On failure the new files are deleted and
+    /// nothing changed. Returns whether the table now wants compacting.
+    fn install(
+        &self,
+        name: &TableName,
+        id: u64,
+        new: Vec<NewRun>,
+        keys: &dyn Fn() -> Result<KeySet>,
+        how: Install,
+    ) -> Result<bool> {
+        let new: Vec<NewRun> = new.into_iter().filter(|r| !r.files.is_empty()).collect();
+        let abandon = |new: &[NewRun], written: &[Arc<Deletes>]| {
+            for run in new {
+                retire_files(&run.files);
+            }
+            for d in written {
+                d.retire();
+            }
+        };
+        let _committing = lock(&self.commit_lock);
+        let found = {
+            let state = lock(&self.state);
+            state.tables.get(name).filter(|t| t.id == id).map(|table| {
+                (
+                    table.def.clone(),
+                    table.runs.clone(),
+                    !(table.chunks.is_empty() && table.frozen.is_empty()),
+                )
+            })
+        };
+        let Some((def, existing, has_chunks)) = found else {
+            abandon(&new, &[]);
+            return Err(dropped_during_write(name));
+        };
+        let mut written: Vec<Arc<Deletes>> = Vec::new();
+        let prepared = self.supersede(
+            &def,
+            id,
+            &existing,
+            &new,
+            keys,
+            &how,
+            has_chunks,
+            &mut written,
+        );
+        let (keys, older, own) = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                abandon(&new, &written);
+                return Err(e);
+            }
+        };
+        let mut state = lock(&self.state);
+        let Some(table) = state.tables.get_mut(name).filter(|t| t.id == id) else {
+            abandon(&new, &written);
+            return Err(dropped_during_write(name));
+        };
+        let before = (
+            table.runs.clone(),
+            table.frozen.clone(),
+            table.mem_keys.clone(),
+        );
+        let mut replaced: Vec<Arc<Deletes>> = Vec::new();
+        let mut runs: Vec<Arc<Run>> = Vec::new();
+        for run in &table.runs {
+            if how.replaces.contains(&run.seq) {
+                continue;
+            }
+            match older.get(&run.seq) {
+                Some(deletes) => {
+                    replaced.extend(run.deletes.iter().zip(deletes).filter_map(
+                        |(old, new)| match (old, new) {
+                            (Some(old), Some(new)) if !Arc::ptr_eq(old, new) => Some(old.clone()),
+                            _ => None,
+                        },
+                    ));
+                    runs.push(Arc::new(Run {
+                        seq: run.seq,
+                        files: run.files.clone(),
+                        deletes: deletes.clone(),
+                    }));
+                }
+                None => runs.push(run.clone()),
+            }
+        }
+        let victims: Vec<Arc<Run>> = table
+            .runs
+            .iter()
+            .filter(|r| how.replaces.contains(&r.seq))
+            .cloned()
+            .collect();
+        for (r, run) in new.iter().enumerate() {
+            let at = runs.partition_point(|x| x.seq < run.seq);
+            runs.insert(
+                at,
+                Arc::new(Run {
+                    seq: run.seq,
+                    files: run.files.clone(),
+                    deletes: own[r].clone(),
+                }),
+            );
+        }
+        table.runs = runs;
+        if how.drain_frozen > 0 {
+            let drained = how.drain_frozen.min(table.frozen.len());
+            table.frozen.drain(..drained);
+            table.mem_keys = Arc::default();
+        }
+        if let Err(e) = self.commit(&state) {
+            if let Some(table) = state.tables.get_mut(name) {
+                (table.runs, table.frozen, table.mem_keys) = before;
+            }
+            abandon(&new, &written);
+            return Err(e);
+        }
+        let Some(table) = state.tables.get_mut(name) else {
+            return Err(dropped_during_write(name));
+        };
+        if how.drop_chunk_rows
+            && let Some(keys) = &keys
+        {
+            table.drop_superseded_chunk_rows(keys)?;
+        }
+        let compact = wants_compaction(&table.runs, &self.options);
+        drop(state);
+        for d in replaced {
+            d.retire();
+        }
+        for run in &victims {
+            retire_files(&run.files);
+            for d in run.deletes.iter().flatten() {
+                d.retire();
+            }
+        }
+        Ok(compact)
+    }
+
+    /// For [`Inner::install`], before the state changes: which rows of the existing runs the new
+    /// runs supersede and which of their own rows newer runs supersede, written as new versions
+    /// of the deletion vectors. Returns the key set (when one was needed), the new deletion
+    /// vectors of each changed existing run (by sequence number) and of each new run.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn supersede(
+        &self,
+        def: &TableDef,
+        id: u64,
+        existing: &[Arc<Run>],
+        new: &[NewRun],
+        keys: &dyn Fn() -> Result<KeySet>,
+        how: &Install,
+        has_chunks: bool,
+        written: &mut Vec<Arc<Deletes>>,
+    ) -> Result<(
+        Option<KeySet>,
+        HashMap<u64, Vec<Option<Arc<Deletes>>>>,
+        Vec<Vec<Option<Arc<Deletes>>>>,
+    )> {
+        let newest = new.iter().map(|r| r.seq).max().unwrap_or(0);
+        let others: Vec<&Arc<Run>> = existing
+            .iter()
+            .filter(|r| !how.replaces.contains(&r.seq) && (!how.newer_only || r.seq > newest))
+            .collect();
+        let mut own: Vec<Vec<Option<Arc<Deletes>>>> =
+            new.iter().map(|r| vec![None; r.files.len()]).collect();
+        let mut changed: HashMap<u64, Vec<Option<Arc<Deletes>>>> = HashMap::new();
+        if new.is_empty() || (others.is_empty() && !(how.drop_chunk_rows && has_chunks)) {
+            return Ok((None, changed, own));
+        }
+        let keys = keys()?;
+        // Key rows are numbered over the new runs' files in order.
+        let mut starts: Vec<(u64, usize, usize)> = Vec::new();
+        let mut at = 0u64;
+        for (r, run) in new.iter().enumerate() {
+            for (f, file) in run.files.iter().enumerate() {
+                starts.push((at, r, f));
+                at += file.rows();
+            }
+        }
+        if at != keys.len() as u64 {
+            return Err(Error::Internal(format!(
+                "{} keys for {at} new rows",
+                keys.len()
+            )));
+        }
+        let place = |row: u32| {
+            let i = starts.partition_point(|s| s.0 <= u64::from(row)) - 1;
+            let (start, r, f) = starts[i];
+            (r, f, (u64::from(row) - start) as u32)
+        };
+        let tasks: Vec<(&Arc<Run>, usize, usize)> = others
+            .iter()
+            .flat_map(|run| {
+                run.files
+                    .iter()
+                    .enumerate()
+                    .flat_map(move |(f, file)| (0..file.groups.len()).map(move |g| (*run, f, g)))
+            })
+            .collect();
+        let found = parallel(&tasks, |&(run, f, g)| {
+            keys.matches_in_group(def, &run.files[f], g)
+        })?;
+        let mut older_rows: HashMap<(u64, usize), Vec<u32>> = HashMap::new();
+        let mut own_rows: HashMap<(usize, usize), Vec<u32>> = HashMap::new();
+        for (&(run, f, g), matches) in tasks.iter().zip(found) {
+            let start = run.files[f].group_starts[g] as u32;
+            for (row, key_row) in matches {
+                let (r, nf, own_row) = place(key_row);
+                if run.seq < new[r].seq {
+                    if !how.newer_only {
+                        older_rows
+                            .entry((run.seq, f))
+                            .or_default()
+                            .push(start + row);
+                    }
+                } else if run.seq > new[r].seq {
+                    own_rows.entry((r, nf)).or_default().push(own_row);
+                }
+            }
+        }
+        let version = |file: &DataFileRef,
+                       old: Option<&Arc<Deletes>>,
+                       rows: Vec<u32>,
+                       written: &mut Vec<Arc<Deletes>>|
+         -> Result<Arc<Deletes>> {
+            let mut bitmap = old.map(|d| d.rows.clone()).unwrap_or_default();
+            bitmap.extend(rows);
+            let n = lock(&self.state).next_id();
+            let deletes = Arc::new(Deletes::write(
+                &self.dir,
+                format!("{}.del-{n}", file.relative),
+                bitmap,
+            )?);
+            written.push(deletes.clone());
+            Ok(deletes)
+        };
+        for ((seq, f), rows) in older_rows {
+            let Some(run) = others.iter().find(|r| r.seq == seq) else {
+                continue;
+            };
+            let deletes = changed.entry(seq).or_insert_with(|| run.deletes.clone());
+            deletes[f] = Some(version(
+                &run.files[f],
+                run.deletes[f].as_ref(),
+                rows,
+                written,
+            )?);
+        }
+        for ((r, f), rows) in own_rows {
+            own[r][f] = Some(version(&new[r].files[f], None, rows, written)?);
+        }
+        if !written.is_empty() {
+            manifest::sync_dir(&self.dir.join(table_dir(def, id)))?;
+        }
+        Ok((Some(keys), changed, own))
     }
 
     /// Lists the staged parts of one statement as runs, in one manifest commit.
@@ -1128,30 +1478,37 @@ impl Inner {
         if runs.is_empty() {
             return Ok(summary);
         }
-        let added = runs.len();
-        let depth = {
+        let new: Vec<NewRun> = {
             let mut state = lock(&self.state);
-            let seqs: Vec<u64> = runs.iter().map(|_| state.next_seq()).collect();
-            let Some(table) = state.tables.get_mut(name).filter(|t| t.id == id) else {
-                return Err(Error::NoSuchTable {
-                    name: name.to_string(),
-                    hint: " (it was dropped during the write)".into(),
-                });
-            };
-            for (seq, files) in seqs.into_iter().zip(runs) {
-                table.runs.push(Arc::new(Run { seq, files }));
-            }
-            let depth = scan::overlap_depth(&table.runs);
-            if let Err(e) = self.commit(&state) {
-                if let Some(table) = state.tables.get_mut(name) {
-                    let keep = table.runs.len().saturating_sub(added);
-                    table.runs.truncate(keep);
-                }
-                return Err(e);
-            }
-            depth
+            runs.into_iter()
+                .map(|files| NewRun {
+                    seq: state.next_seq(),
+                    files,
+                })
+                .collect()
         };
-        self.after_new_run(name, depth)?;
+        let tagged_files: Vec<(u64, DataFileRef)> = new
+            .iter()
+            .flat_map(|r| r.files.iter().map(|f| (r.seq, f.clone())))
+            .collect();
+        let keys = || {
+            let read = tagged_files
+                .iter()
+                .map(|(_, f)| keys::file_keys(&def, f))
+                .collect::<Result<Vec<_>>>()?;
+            let tagged: Vec<Tagged<'_>> = read
+                .iter()
+                .zip(&tagged_files)
+                .map(|(k, (seq, _))| k.tagged(*seq))
+                .collect();
+            KeySet::new(&def, &tagged)
+        };
+        let how = Install {
+            drop_chunk_rows: true,
+            ..Install::default()
+        };
+        let compact = self.install(name, id, new, &keys, how)?;
+        self.after_new_run(name, compact)?;
         Ok(summary)
     }
 
@@ -1193,16 +1550,27 @@ impl Inner {
         Ok(removed)
     }
 
-    /// Compacts (in the background when there is a thread for it) once `depth` runs overlap.
-    fn after_new_run(&self, name: &TableName, depth: usize) -> Result<()> {
-        if depth > self.options.max_runs && !self.schedule(Job::Compact(name.clone())) {
+    /// Compacts (in the background when there is a thread for it) when `wanted`.
+    fn after_new_run(&self, name: &TableName, wanted: bool) -> Result<()> {
+        if wanted && !self.schedule(Job::Compact(name.clone())) {
             self.compact(name, false)?;
         }
         Ok(())
     }
 
-    /// Turns all memtable chunks into runs, then drops the log segments they came from.
+    /// Turns all memtable chunks into runs, then drops the log segments they came from, and
+    /// compacts the tables that then want it.
     fn flush(&self) -> Result<()> {
+        for name in self.flush_runs()? {
+            if !self.schedule(Job::Compact(name.clone())) {
+                self.compact(&name, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The flush itself; returns the tables that want compacting.
+    fn flush_runs(&self) -> Result<Vec<TableName>> {
         let _flushing = lock(&self.flush_lock);
         let (closed_segment, work) = {
             let mut wal = lock(&self.wal);
@@ -1212,7 +1580,7 @@ impl Inner {
                 .values()
                 .all(|t| t.chunks.is_empty() && t.frozen.is_empty())
             {
-                return Ok(());
+                return Ok(Vec::new());
             }
             let closed = wal.rotate()?;
             let mut work = Vec::new();
@@ -1231,48 +1599,47 @@ impl Inner {
             }
             (closed, work)
         };
-        let mut done = Vec::new();
+        let mut compact = Vec::new();
         for (name, id, def, shards, mut chunks) in work {
+            let flushed = chunks.len();
             chunks.sort_by_key(|c| c.seq);
             let seq = chunks.last().map(|c| c.seq).unwrap_or(0);
             let batches: Vec<RecordBatch> = chunks.iter().map(|c| c.rows.clone()).collect();
             let rows = sort_dedup(&def, &batches)?;
-            let file_id = lock(&self.state).next_id();
-            let files = self.write_files(&def, id, file_id, &shards, &rows)?;
-            done.push((name, id, seq, files, chunks.len()));
+            let files = if rows.num_rows() == 0 {
+                Vec::new()
+            } else {
+                let file_id = lock(&self.state).next_id();
+                self.write_files(&def, id, file_id, &shards, &rows)?
+            };
+            let keys = || key_set_of_rows(&def, &rows, seq);
+            let how = Install {
+                drain_frozen: flushed,
+                ..Install::default()
+            };
+            match self.install(&name, id, vec![NewRun { seq, files }], &keys, how) {
+                Ok(true) => compact.push(name),
+                Ok(false) => {}
+                // Dropped since the chunks were frozen: nothing to keep.
+                Err(Error::NoSuchTable { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
-        let mut compact = Vec::new();
         {
             let mut state = lock(&self.state);
-            for (name, id, seq, files, flushed) in done {
-                let Some(table) = state.tables.get_mut(&name).filter(|t| t.id == id) else {
-                    retire_files(&files);
-                    continue;
-                };
-                let at = table.runs.partition_point(|r| r.seq < seq);
-                table.runs.insert(at, Arc::new(Run { seq, files }));
-                table.frozen.drain(..flushed.min(table.frozen.len()));
-                if scan::overlap_depth(&table.runs) > self.options.max_runs {
-                    compact.push(name);
-                }
-            }
             state.wal_checkpoint = closed_segment;
             self.commit(&state)?;
         }
         wal::remove_through(&self.dir.join("wal"), closed_segment)?;
-        for name in compact {
-            if !self.schedule(Job::Compact(name.clone())) {
-                self.compact(&name, false)?;
-            }
-        }
-        Ok(())
+        Ok(compact)
     }
 
-    /// Merges runs of a table into one (newest version of each row kept). `full` merges every
-    /// run; otherwise the newest runs are merged, leaving out old runs larger than everything
-    /// newer combined (size tiers), so that repeated loads do not rewrite the table each time.
-    /// Merged runs are always a newest-first suffix by sequence number: merging around a run
-    /// would let the merged rows overtake it.
+    /// Rewrites runs of a table as one, without the rows newer writes superseded. `full` merges
+    /// every run; otherwise the newest runs are merged, leaving out old runs larger than
+    /// everything newer combined (size tiers), so that repeated loads do not rewrite the table
+    /// each time, except that a run with more than `max_dead_fraction` of its rows superseded
+    /// is always rewritten. Merged runs are a newest-first suffix by sequence number, so the
+    /// merged run can take the newest one's sequence number.
     fn compact(&self, name: &TableName, full: bool) -> Result<bool> {
         let _compacting = lock(&self.compact_lock);
         // A memtable chunk older than a merged run would otherwise lose to the merged run's
@@ -1283,24 +1650,15 @@ impl Inner {
             !table.chunks.is_empty() || !table.frozen.is_empty()
         };
         if has_chunks {
-            self.flush()?;
+            self.flush_runs()?;
         }
         let (id, snapshot) = {
             let state = lock(&self.state);
             let table = state.table(name)?;
             let runs = &table.runs;
-            if runs.len() < 2 || (!full && scan::overlap_depth(runs) <= self.options.max_runs) {
+            let Some(start) = compaction_start(runs, &self.options, full) else {
                 return Ok(false);
-            }
-            let rows = |r: &Arc<Run>| r.files.iter().map(|f| f.rows()).sum::<u64>();
-            let mut start = 0;
-            while !full && runs.len() - start > 2 {
-                let newer: u64 = runs[start + 1..].iter().map(rows).sum();
-                if rows(&runs[start]) <= newer {
-                    break;
-                }
-                start += 1;
-            }
+            };
             (
                 table.id,
                 TableSnapshot {
@@ -1308,46 +1666,144 @@ impl Inner {
                     shards: table.shards,
                     runs: runs[start..].to_vec(),
                     chunks: Vec::new(),
-                    merge_split_shards: self.options.merge_split_shards,
+                    mem_keys: Arc::default(),
                 },
             )
         };
         let seq = snapshot.runs.iter().map(|r| r.seq).max().unwrap_or(0);
         let def = &snapshot.def;
-        let mut sorted = Vec::new();
         let table_schema = def.arrow_schema();
+        let mut stored = Vec::new();
         for split in scan::read_all(&snapshot)? {
-            let stored = split
-                .iter()
-                .map(|b| with_tokens(def, &crate::store::cast_batch(b, &table_schema)?))
-                .collect::<Result<Vec<_>>>()?;
-            if !stored.is_empty() {
-                sorted.push(sort_dedup(def, &stored)?);
+            for batch in split {
+                stored.push(with_tokens(
+                    def,
+                    &crate::store::cast_batch(&batch, &table_schema)?,
+                )?);
             }
         }
-        let rows = arrow::compute::concat_batches(&sorted_rows::stored_schema(def), &sorted)?;
-        drop(sorted);
-        let file_id = lock(&self.state).next_id();
-        let files = self.write_files(def, id, file_id, &snapshot.shards, &rows)?;
-        let mut state = lock(&self.state);
-        let Some(table) = state.tables.get_mut(name).filter(|t| t.id == id) else {
-            retire_files(&files);
-            return Ok(false);
+        let rows = sort_dedup(def, &stored)?;
+        drop(stored);
+        let files = if rows.num_rows() == 0 {
+            Vec::new()
+        } else {
+            let file_id = lock(&self.state).next_id();
+            self.write_files(def, id, file_id, &snapshot.shards, &rows)?
         };
-        let victims: Vec<Arc<Run>> = snapshot.runs;
-        table
-            .runs
-            .retain(|r| !victims.iter().any(|v| Arc::ptr_eq(v, r)));
-        let at = table.runs.partition_point(|r| r.seq < seq);
-        table.runs.insert(at, Arc::new(Run { seq, files }));
-        self.commit(&state)?;
-        drop(state);
-        for run in &victims {
-            retire_files(&run.files);
+        let keys = || key_set_of_rows(def, &rows, seq);
+        let how = Install {
+            replaces: snapshot.runs.iter().map(|r| r.seq).collect(),
+            newer_only: true,
+            ..Install::default()
+        };
+        match self.install(name, id, vec![NewRun { seq, files }], &keys, how) {
+            Ok(_) => {}
+            Err(Error::NoSuchTable { .. }) => return Ok(false),
+            Err(e) => return Err(e),
         }
-        tracing::debug!(table = %name, runs = victims.len(), rows = rows.num_rows(), "compacted");
+        tracing::debug!(table = %name, runs = snapshot.runs.len(), rows = rows.num_rows(), "compacted");
         Ok(true)
     }
+}
+
+/// A run about to be added.
+struct NewRun {
+    seq: u64,
+    files: Vec<DataFileRef>,
+}
+
+/// How [`Inner::install`] adds runs.
+#[derive(Debug, Default)]
+struct Install {
+    /// Sequence numbers of runs the new run takes the place of (a compaction's inputs).
+    replaces: Vec<u64>,
+    /// Compare the new run with newer runs only (a compaction: older runs were already
+    /// compared with its rows).
+    newer_only: bool,
+    /// Drop the rows of older memtable chunks the new run supersedes.
+    drop_chunk_rows: bool,
+    /// Remove this many frozen chunks in the same step (a flush of them).
+    drain_frozen: usize,
+}
+
+/// The keys of sorted rows in stored form, all tagged `seq`.
+fn key_set_of_rows(def: &TableDef, rows: &RecordBatch, seq: u64) -> Result<KeySet> {
+    let hashes = keys::key_hashes(def, rows)?;
+    KeySet::new(def, &[Tagged::of_rows(def, rows, hashes.values(), seq)])
+}
+
+/// Whether `runs` want compacting: too many overlap, or one holds too many superseded rows.
+fn wants_compaction(runs: &[Arc<Run>], options: &EmbeddedOptions) -> bool {
+    compaction_start(runs, options, false).is_some()
+}
+
+fn too_dead(run: &Run, options: &EmbeddedOptions) -> bool {
+    run.deleted_rows() as f64 > run.rows() as f64 * options.max_dead_fraction
+}
+
+/// Where the newest-first suffix of runs to merge starts; `None` when there is nothing worth
+/// merging.
+fn compaction_start(runs: &[Arc<Run>], options: &EmbeddedOptions, full: bool) -> Option<usize> {
+    let first_dead = runs.iter().position(|r| too_dead(r, options));
+    let deep = scan::overlap_depth(runs) > options.max_runs;
+    if !(full || deep || first_dead.is_some()) {
+        return None;
+    }
+    let rows = |r: &Arc<Run>| r.rows();
+    let mut start = 0;
+    while !full && runs.len() - start > 2 {
+        let newer: u64 = runs[start + 1..].iter().map(rows).sum();
+        if rows(&runs[start]) <= newer {
+            break;
+        }
+        start += 1;
+    }
+    if let Some(dead) = first_dead {
+        start = start.min(dead);
+    }
+    let merged = &runs[start..];
+    let worth = merged.len() >= 2 || merged.iter().any(|r| too_dead(r, options));
+    worth.then_some(start)
+}
+
+fn dropped_during_write(name: &TableName) -> Error {
+    Error::NoSuchTable {
+        name: name.to_string(),
+        hint: " (it was dropped during the write)".into(),
+    }
+}
+
+/// Runs `f` over `tasks` on the machine's cores; results in task order.
+fn parallel<T: Sync, R: Send>(tasks: &[T], f: impl Fn(&T) -> Result<R> + Sync) -> Result<Vec<R>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .min(tasks.len());
+    if threads <= 1 {
+        return tasks.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Result<R>>>> = tasks.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(task) = tasks.get(i) else {
+                        break;
+                    };
+                    *lock(&results[i]) = Some(f(task));
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|cell| {
+            cell.into_inner()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .unwrap_or_else(|| Err(Error::Internal("a parallel task did not run".into())))
+        })
+        .collect()
 }
 
 fn retire_files(files: &[Arc<DataFile>]) {
@@ -1508,7 +1964,7 @@ impl Store for EmbeddedStore {
     }
 
     fn plan_scan(&self, request: &ScanRequest) -> Result<ScanPlan> {
-        let snapshot = self.state()?.snapshot(&request.table, self.options())?;
+        let snapshot = self.state()?.snapshot(&request.table)?;
         scan::plan(&snapshot, request)
     }
 }

@@ -20,7 +20,6 @@
 //! [`RACY_WINDOW`] before it was last read could be replaced by another with the same stamp, so
 //! in that window the contents are read and compared as well (git's "racy clean" rule).
 
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -110,7 +109,7 @@ impl Seen {
 impl Reader {
     /// A reader of `dir`, with the manifest loaded.
     pub(super) fn open(dir: PathBuf, options: EmbeddedOptions) -> Result<Reader> {
-        let empty = State::from_manifest(&dir, &Manifest::default(), &HashMap::new())?;
+        let empty = State::from_manifest(&dir, &Manifest::default(), &Default::default())?;
         let reader = Reader {
             dir,
             options,

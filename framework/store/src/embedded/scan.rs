@@ -1,21 +1,23 @@
 //! Planning and reading scans of the embedded store.
 //!
 //! ```text
-//!   predicates ──▶ allowed token ranges ──▶ pieces (row groups of runs, memtable chunks)
-//!        │                                        │ grouped by overlapping shard ranges
+//!   predicates ──▶ allowed token ranges ──▶ splits: each row group of each run, each memtable chunk
+//!        │                                        │
 //!        ▼                                        ▼
-//!   row-group statistics            one piece: read it directly (projection, statistics pruning)
-//!                                   several:   merge split, newest source wins per primary key
+//!   row-group statistics              decode only rows in range, minus rows superseded by newer
+//!                                     writes (the run's deletion vector, newer memtable rows)
 //! ```
 //!
-//! Sources are ordered by sequence number: a later write always has a larger one, so in a merge
-//! split the first occurrence of a primary key, reading newest first, is the live row. Statistics
-//! pruning on non-key columns is only sound where one source holds a shard range (an older
-//! version of a row must not resurface because its newer version was pruned), so merge splits
-//! prune by token alone.
+//! Every primary key is live in exactly one place. When a run is added, the store marks the rows
+//! of older runs it supersedes in their deletion vectors (`deletes.rs`), and rows of older
+//! memtable chunks are dropped when a newer write arrives; memtable rows newer than a run hide
+//! its rows with the same keys through the memtable's key set (`keys.rs`), worked out once per
+//! state of the memtable. So runs and chunks are read side by side without merging or hashing,
+//! row groups are pruned by statistics on any column, and a table with fresh writes overlapping
+//! all of its ring reads almost as fast as the same rows compacted.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, Scalar,
@@ -23,7 +25,6 @@ use arrow::array::{
 use arrow::compute::kernels::cmp;
 use arrow::compute::{and, cast, filter_record_batch};
 use arrow::datatypes::{Int64Type, SchemaRef};
-use arrow::row::{RowConverter, SortField};
 use futures::stream;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
@@ -36,8 +37,9 @@ use quarry_core::shard_map::ShardMap;
 use quarry_core::token::TokenRange;
 
 use crate::embedded::data_file::DataFileRef;
+use crate::embedded::deletes::Deletes;
+use crate::embedded::keys::{KeySet, Tagged};
 use crate::embedded::memtable::MemChunk;
-use crate::embedded::sorted_rows;
 use crate::error::{Error, Result};
 use crate::predicate::{CmpOp, Predicate};
 use crate::store::{BatchStream, ScanPlan, ScanRequest, ScanSplit, SplitSource};
@@ -47,14 +49,44 @@ const BATCH_ROWS: usize = 8192;
 /// At most this many partition-key combinations are turned into tokens for pruning.
 const MAX_KEY_COMBINATIONS: usize = 1024;
 
-/// A run: files written together, ordered by token, sharing a sequence number.
+/// A run: files written together, ordered by token, sharing a sequence number, each with the
+/// rows newer writes superseded.
 #[derive(Debug)]
 pub struct Run {
     pub seq: u64,
     pub files: Vec<DataFileRef>,
+    /// Per file, its deletion vector; `None` while no row of it was superseded.
+    pub deletes: Vec<Option<Arc<Deletes>>>,
 }
 
-/// The most runs that hold rows of any one shard: how many versions a scan may have to merge.
+impl Run {
+    /// The deleted rows of row group `group` of file `file`, numbered within the group; `None`
+    /// when there are none.
+    pub fn deleted_in_group(&self, file: usize, group: usize) -> Option<Vec<u32>> {
+        let deletes = self.deletes.get(file)?.as_ref()?;
+        let data = &self.files[file];
+        let start = *data.group_starts.get(group)?;
+        let end = start + data.groups[group].rows;
+        let rows: Vec<u32> = deletes
+            .rows
+            .range(start as u32..end as u32)
+            .map(|r| r - start as u32)
+            .collect();
+        (!rows.is_empty()).then_some(rows)
+    }
+
+    /// Rows written, counting superseded ones.
+    pub fn rows(&self) -> u64 {
+        self.files.iter().map(|f| f.rows()).sum()
+    }
+
+    /// Rows superseded by newer writes.
+    pub fn deleted_rows(&self) -> u64 {
+        self.deletes.iter().flatten().map(|d| d.rows.len()).sum()
+    }
+}
+
+/// The most runs that hold rows of any one shard: how many files a scan of one shard opens.
 /// Runs that cover disjoint shards (the parts of one distributed write) add nothing to each
 /// other's depth.
 pub fn overlap_depth(runs: &[Arc<Run>]) -> usize {
@@ -96,25 +128,74 @@ pub struct TableSnapshot {
     pub shards: ShardMap,
     pub runs: Vec<Arc<Run>>,
     pub chunks: Vec<Arc<MemChunk>>,
-    /// Size of merge splits, in shards.
-    pub merge_split_shards: u32,
+    /// The keys of `chunks`, shared by every snapshot of the same memtable.
+    pub mem_keys: Arc<MemKeys>,
 }
 
-#[derive(Debug, Clone)]
-enum PieceSource {
-    Group { file: DataFileRef, group: usize },
-    Chunk(Arc<MemChunk>),
+/// A row group: its file's path and its number in the file.
+type GroupId = (String, usize);
+
+/// The keys of the memtable's chunks, built by the first scan that needs them, and per row
+/// group of a run the rows they supersede. One per state of the memtable: a write or a flush
+/// starts a new one, so scans between two writes share the work.
+#[derive(Debug, Default)]
+pub struct MemKeys {
+    set: OnceLock<std::result::Result<KeySet, String>>,
+    hidden: Mutex<HashMap<GroupId, Arc<Vec<u32>>>>,
 }
 
+impl MemKeys {
+    fn set(&self, table: &TableDef, chunks: &[Arc<MemChunk>]) -> Result<&KeySet> {
+        self.set
+            .get_or_init(|| {
+                let parts: Vec<Tagged<'_>> = chunks
+                    .iter()
+                    .map(|c| Tagged::of_rows(table, &c.rows, &c.hashes, c.seq))
+                    .collect();
+                KeySet::new(table, &parts).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| Error::Internal(format!("indexing the memtable's keys: {e}")))
+    }
+
+    /// Rows of row group `group` of `file` (of a run with sequence number `seq`) that a newer
+    /// memtable row supersedes, numbered within the group.
+    fn hidden(
+        &self,
+        table: &TableDef,
+        chunks: &[Arc<MemChunk>],
+        file: &DataFileRef,
+        group: usize,
+        seq: u64,
+    ) -> Result<Arc<Vec<u32>>> {
+        let key = (file.relative.clone(), group);
+        if let Some(rows) = lock(&self.hidden).get(&key) {
+            return Ok(rows.clone());
+        }
+        let set = self.set(table, chunks)?;
+        let mut rows: Vec<u32> = set
+            .matches_in_group(table, file, group)?
+            .into_iter()
+            .filter(|&(_, ours)| set.tag(ours) > seq)
+            .map(|(row, _)| row)
+            .collect();
+        rows.sort_unstable();
+        rows.dedup();
+        let rows = Arc::new(rows);
+        lock(&self.hidden).insert(key, rows.clone());
+        Ok(rows)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The memtable as a scan sees it, to hide the rows of runs it supersedes.
 #[derive(Debug, Clone)]
-struct Piece {
-    seq: u64,
-    first_shard: u32,
-    last_shard: u32,
-    min_token: i64,
-    max_token: i64,
-    rows: u64,
-    source: PieceSource,
+struct Overlay {
+    keys: Arc<MemKeys>,
+    chunks: Vec<Arc<MemChunk>>,
 }
 
 /// Plans a scan of `snapshot`.
@@ -168,79 +249,86 @@ fn plan_sources(snapshot: &TableSnapshot, request: &ScanRequest) -> Result<Plann
                 .is_empty()
         })
     };
-    let mut pieces = Vec::new();
-    for run in &snapshot.runs {
-        for file in &run.files {
-            for (group, info) in file.groups.iter().enumerate() {
-                if overlaps(info.min_token, info.max_token) {
-                    pieces.push(Piece {
-                        seq: run.seq,
-                        first_shard: info.first_shard,
-                        last_shard: info.last_shard,
-                        min_token: info.min_token,
-                        max_token: info.max_token,
-                        rows: info.rows,
-                        source: PieceSource::Group {
-                            file: file.clone(),
-                            group,
-                        },
-                    });
-                }
-            }
-        }
-    }
-    for chunk in &snapshot.chunks {
-        if overlaps(chunk.min_token, chunk.max_token) {
-            pieces.push(Piece {
-                seq: chunk.seq,
-                first_shard: shards.shard_of(chunk.min_token).0,
-                last_shard: shards.shard_of(chunk.max_token).0,
-                min_token: chunk.min_token,
-                max_token: chunk.max_token,
-                rows: chunk.num_rows() as u64,
-                source: PieceSource::Chunk(chunk.clone()),
-            });
-        }
-    }
-    pieces.sort_by_key(|p| (p.first_shard, p.last_shard));
-
     let read = ReadSpec {
         table: table.clone(),
         schema: schema.clone(),
         projection,
         limit: request.limit,
     };
-    let mut splits = Vec::new();
-    let mut component: Vec<Piece> = Vec::new();
-    let mut component_end = 0u32;
-    for piece in pieces {
-        if !component.is_empty() && piece.first_shard > component_end {
-            emit_component(
-                snapshot,
-                &allowed,
-                &read,
-                &request.filters,
-                std::mem::take(&mut component),
-                &mut splits,
-            )?;
+    // The shards a piece returns rows of: a piece spanning shards the scan does not want is read
+    // through a token filter.
+    let covered = |token_filter: &Option<Vec<TokenRange>>, min: i64, max: i64| {
+        token_filter
+            .as_deref()
+            .and_then(|ranges| {
+                let (first, _) = ranges.first()?.bounds_inclusive()?;
+                let (_, last) = ranges.last()?.bounds_inclusive()?;
+                Some(shards.shard_of(first).0..=shards.shard_of(last).0)
+            })
+            .unwrap_or(shards.shard_of(min).0..=shards.shard_of(max).0)
+    };
+    let overlay = (!snapshot.chunks.is_empty()).then(|| Overlay {
+        keys: snapshot.mem_keys.clone(),
+        chunks: snapshot.chunks.clone(),
+    });
+    let mut splits: Vec<(ScanSplit, Arc<dyn SyncSource>)> = Vec::new();
+    for run in &snapshot.runs {
+        for (f, file) in run.files.iter().enumerate() {
+            for (group, info) in file.groups.iter().enumerate() {
+                // Every key is live in one place only (older copies are deleted), so pruning a
+                // row group by its statistics can never bring back an older version of a row.
+                if !overlaps(info.min_token, info.max_token)
+                    || !group_may_match(file, group, &read.table, &request.filters)
+                {
+                    continue;
+                }
+                let deleted = run.deleted_in_group(f, group);
+                let dead = deleted.as_ref().map_or(0, |d| d.len() as u64);
+                if dead >= info.rows {
+                    continue;
+                }
+                let token_filter = filter_for(&allowed, info.min_token, info.max_token);
+                let shards = covered(&token_filter, info.min_token, info.max_token);
+                let source: Arc<dyn SyncSource> = Arc::new(GroupSplit {
+                    file: file.clone(),
+                    group,
+                    token_filter,
+                    read: read.clone(),
+                    deleted,
+                    overlay: overlay.clone().map(|o| (o, run.seq)),
+                });
+                splits.push((
+                    ScanSplit {
+                        shards,
+                        estimated_rows: info.rows - dead,
+                        source: Arc::new(Spawned(source.clone())),
+                    },
+                    source,
+                ));
+            }
         }
-        component_end = if component.is_empty() {
-            piece.last_shard
-        } else {
-            component_end.max(piece.last_shard)
-        };
-        component.push(piece);
     }
-    if !component.is_empty() {
-        emit_component(
-            snapshot,
-            &allowed,
-            &read,
-            &request.filters,
-            component,
-            &mut splits,
-        )?;
+    for chunk in &snapshot.chunks {
+        if chunk.num_rows() == 0 || !overlaps(chunk.min_token, chunk.max_token) {
+            continue;
+        }
+        let token_filter = filter_for(&allowed, chunk.min_token, chunk.max_token);
+        let shards = covered(&token_filter, chunk.min_token, chunk.max_token);
+        let source: Arc<dyn SyncSource> = Arc::new(ChunkSplit {
+            chunk: chunk.clone(),
+            token_filter,
+            read: read.clone(),
+        });
+        splits.push((
+            ScanSplit {
+                shards,
+                estimated_rows: chunk.num_rows() as u64,
+                source: Arc::new(Spawned(source.clone())),
+            },
+            source,
+        ));
     }
+    splits.sort_by_key(|(split, _)| (*split.shards.start(), *split.shards.end()));
     let plan = ScanPlan {
         schema,
         splits: Vec::new(),
@@ -274,95 +362,6 @@ impl ReadSpec {
         )?;
         crate::store::cast_batch(&projected, &self.schema)
     }
-}
-
-fn emit_component(
-    snapshot: &TableSnapshot,
-    allowed: &[TokenRange],
-    read: &ReadSpec,
-    filters: &[Predicate],
-    component: Vec<Piece>,
-    splits: &mut Vec<(ScanSplit, Arc<dyn SyncSource>)>,
-) -> Result<()> {
-    let shards = snapshot.shards;
-    if let [piece] = component.as_slice()
-        && let PieceSource::Group { file, group } = &piece.source
-    {
-        if !group_may_match(file, *group, &read.table, filters) {
-            return Ok(());
-        }
-        let token_filter = filter_for(allowed, piece.min_token, piece.max_token);
-        // A row group spanning shards the scan does not want is read through the token filter;
-        // the split is labelled with the shards it returns rows of.
-        let covered = token_filter.as_deref().and_then(|ranges| {
-            let (first, _) = ranges.first()?.bounds_inclusive()?;
-            let (_, last) = ranges.last()?.bounds_inclusive()?;
-            Some(shards.shard_of(first).0..=shards.shard_of(last).0)
-        });
-        let source: Arc<dyn SyncSource> = Arc::new(GroupSplit {
-            file: file.clone(),
-            group: *group,
-            token_filter,
-            read: read.clone(),
-        });
-        splits.push((
-            ScanSplit {
-                shards: covered.unwrap_or(piece.first_shard..=piece.last_shard),
-                estimated_rows: piece.rows,
-                source: Arc::new(Spawned(source.clone())),
-            },
-            source,
-        ));
-        return Ok(());
-    }
-    let first = component.iter().map(|p| p.first_shard).min().unwrap_or(0);
-    let last = component.iter().map(|p| p.last_shard).max().unwrap_or(0);
-    let step = snapshot.merge_split_shards.max(1);
-    let mut start = first;
-    while start <= last {
-        let end = start.saturating_add(step - 1).min(last);
-        let span = TokenRange::new(
-            shards.range_of(ShardId(start)).start,
-            shards.range_of(ShardId(end)).end,
-        );
-        let ranges: Vec<TokenRange> = allowed
-            .iter()
-            .map(|r| r.intersect(&span))
-            .filter(|r| !r.is_empty())
-            .collect();
-        let mut sources: Vec<Piece> = component
-            .iter()
-            .filter(|p| {
-                ranges.iter().any(|r| {
-                    !r.intersect(&TokenRange::new(p.min_token.saturating_sub(1), p.max_token))
-                        .is_empty()
-                })
-            })
-            .cloned()
-            .collect();
-        if !sources.is_empty() {
-            sources.sort_by_key(|p| std::cmp::Reverse(p.seq));
-            let estimated_rows = sources.iter().map(|p| p.rows).sum::<u64>();
-            let source: Arc<dyn SyncSource> = Arc::new(MergeSplit {
-                sources,
-                ranges,
-                read: read.clone(),
-            });
-            splits.push((
-                ScanSplit {
-                    shards: start..=end,
-                    estimated_rows,
-                    source: Arc::new(Spawned(source.clone())),
-                },
-                source,
-            ));
-        }
-        match end.checked_add(1) {
-            Some(next) => start = next,
-            None => break,
-        }
-    }
-    Ok(())
 }
 
 /// The allowed ranges clipped to `[min, max]`, or `None` when they cover all of it.
@@ -616,22 +615,88 @@ pub(crate) fn read_all(snapshot: &TableSnapshot) -> Result<Vec<Vec<RecordBatch>>
     Ok(out)
 }
 
-/// Reads one row group of one run file.
+/// Reads one row group of one run file, skipping its superseded rows.
 #[derive(Debug)]
 struct GroupSplit {
     file: DataFileRef,
     group: usize,
     token_filter: Option<Vec<TokenRange>>,
     read: ReadSpec,
+    /// Rows of the group a newer run superseded, numbered within the group.
+    deleted: Option<Vec<u32>>,
+    /// The memtable, and the run's sequence number: memtable rows newer than the run hide its
+    /// rows with the same keys.
+    overlay: Option<(Overlay, u64)>,
 }
 
-/// Reads several overlapping sources and keeps the newest row of each primary key.
+/// Reads one memtable chunk.
 #[derive(Debug)]
-struct MergeSplit {
-    /// Newest first.
-    sources: Vec<Piece>,
-    ranges: Vec<TokenRange>,
+struct ChunkSplit {
+    chunk: Arc<MemChunk>,
+    token_filter: Option<Vec<TokenRange>>,
     read: ReadSpec,
+}
+
+impl GroupSplit {
+    /// The rows to decode, as consecutive ranges; `None` for every row.
+    fn selection(&self) -> Result<Option<Vec<std::ops::Range<usize>>>> {
+        let token_column = self.read.table.columns.len();
+        // A row group spanning shards the scan does not want: its rows are sorted by token, so
+        // the token column alone says which rows to decode, and only those are read.
+        let selected = match &self.token_filter {
+            Some(ranges) => selected_rows(&self.file, self.group, token_column, ranges)?,
+            None => None,
+        };
+        let hidden = match &self.overlay {
+            Some((overlay, seq)) => Some(overlay.keys.hidden(
+                &self.read.table,
+                &overlay.chunks,
+                &self.file,
+                self.group,
+                *seq,
+            )?),
+            None => None,
+        };
+        let mut skip: Vec<u32> = self.deleted.clone().unwrap_or_default();
+        if let Some(hidden) = hidden.filter(|h| !h.is_empty()) {
+            skip.extend(hidden.iter());
+            skip.sort_unstable();
+            skip.dedup();
+        }
+        if skip.is_empty() {
+            return Ok(selected);
+        }
+        let rows = self.file.groups[self.group].rows as usize;
+        let every = std::iter::once(0..rows).collect::<Vec<_>>();
+        let selected = selected.as_deref().unwrap_or(&every);
+        Ok(Some(without_rows(selected, &skip)))
+    }
+}
+
+/// `ranges` (sorted, disjoint) without the rows of `skip` (sorted, unique).
+fn without_rows(ranges: &[std::ops::Range<usize>], skip: &[u32]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::with_capacity(ranges.len() + skip.len());
+    let mut skip = skip.iter().map(|&r| r as usize).peekable();
+    for range in ranges {
+        let mut start = range.start;
+        while let Some(&row) = skip.peek() {
+            if row >= range.end {
+                break;
+            }
+            skip.next();
+            if row < start {
+                continue;
+            }
+            if row > start {
+                out.push(start..row);
+            }
+            start = row + 1;
+        }
+        if start < range.end {
+            out.push(start..range.end);
+        }
+    }
+    out
 }
 
 impl SyncSource for GroupSplit {
@@ -657,19 +722,12 @@ impl SyncSource for GroupSplit {
         if columns.is_empty() {
             columns.push(read.table.columns.len());
         }
-        // A row group spanning shards the scan does not want: its rows are sorted by token, so
-        // the token column alone says which rows to decode, and only those are read.
-        let selection = match &self.token_filter {
-            Some(ranges) => {
-                match selected_rows(&self.file, self.group, read.table.columns.len(), ranges) {
-                    Ok(Some(rows)) if rows.is_empty() => {
-                        return Some(Ok(Box::new(std::iter::empty()) as BatchIter));
-                    }
-                    Ok(selection) => selection,
-                    Err(e) => return Some(Err(e)),
-                }
+        let selection = match self.selection() {
+            Ok(Some(rows)) if rows.is_empty() => {
+                return Some(Ok(Box::new(std::iter::empty()) as BatchIter));
             }
-            None => None,
+            Ok(selection) => selection,
+            Err(e) => return Some(Err(e)),
         };
         Some(
             read_group(&self.file, self.group, &columns, selection).map(|reader| {
@@ -688,80 +746,41 @@ impl SyncSource for GroupSplit {
     }
 }
 
-impl SyncSource for MergeSplit {
+impl SyncSource for ChunkSplit {
     fn limit(&self) -> Option<usize> {
         self.read.limit
     }
 
     fn read_into(&self, emit: &mut dyn FnMut(RecordBatch) -> bool) -> Result<()> {
-        let (sources, ranges, read) = (&self.sources, &self.ranges, &self.read);
-        {
-            let table = &read.table;
-            let key = table.primary_key_indices();
-            let token_column = table.columns.len();
-            // Read the projection, the primary key and the token, in that order.
-            let mut columns = read.projection.clone();
-            let key_positions: Vec<usize> = key
-                .iter()
-                .map(|k| match columns.iter().position(|c| c == k) {
-                    Some(p) => p,
-                    None => {
-                        columns.push(*k);
-                        columns.len() - 1
-                    }
-                })
-                .collect();
-            columns.push(token_column);
-            let token_position = columns.len() - 1;
-            let read_schema = sorted_rows::read_stored_schema(table);
-            let read_types = Arc::new(read_schema.project(&columns)?);
-            let converter = RowConverter::new(
-                key.iter()
-                    .map(|&k| SortField::new(read_schema.field(k).data_type().clone()))
-                    .collect(),
-            )?;
-            let mut seen: HashSet<Box<[u8]>> = HashSet::new();
-            for piece in sources {
-                let batches: Box<dyn Iterator<Item = Result<RecordBatch>>> = match &piece.source {
-                    PieceSource::Group { file, group } => {
-                        // Decode only the rows of this split's token ranges.
-                        match selected_rows(file, *group, token_column, ranges)? {
-                            Some(rows) if rows.is_empty() => continue,
-                            selection => Box::new(read_group(file, *group, &columns, selection)?),
-                        }
-                    }
-                    PieceSource::Chunk(chunk) => Box::new(std::iter::once(
-                        crate::store::cast_batch(&chunk.rows.project(&columns)?, &read_types),
-                    )),
-                };
-                for batch in batches {
-                    let batch = keep_ranges(&batch?, token_position, ranges)?;
-                    if batch.num_rows() == 0 {
-                        continue;
-                    }
-                    let key_columns: Vec<ArrayRef> = key_positions
-                        .iter()
-                        .map(|&p| batch.column(p).clone())
-                        .collect();
-                    let rows = converter.convert_columns(&key_columns)?;
-                    let keep: BooleanArray = (0..batch.num_rows())
-                        .map(|i| Some(seen.insert(Box::from(rows.row(i).as_ref()))))
-                        .collect();
-                    let batch = filter_record_batch(&batch, &keep)?;
-                    if batch.num_rows() == 0 {
-                        continue;
-                    }
-                    if !emit(read.output(&batch)?) {
-                        return Ok(());
-                    }
+        if let Some(batches) = self.batches() {
+            for batch in batches? {
+                if !emit(batch?) {
+                    break;
                 }
             }
-            Ok(())
         }
+        Ok(())
+    }
+
+    fn batches(&self) -> Option<Result<BatchIter>> {
+        let read = |split: &ChunkSplit| -> Result<Option<RecordBatch>> {
+            let mut columns = split.read.projection.clone();
+            columns.push(split.read.table.columns.len());
+            let rows = split.chunk.rows.project(&columns)?;
+            let rows = match &split.token_filter {
+                Some(ranges) => keep_ranges(&rows, columns.len() - 1, ranges)?,
+                None => rows,
+            };
+            if rows.num_rows() == 0 {
+                return Ok(None);
+            }
+            split.read.output(&rows).map(Some)
+        };
+        Some(read(self).map(|batch| Box::new(batch.map(Ok).into_iter()) as BatchIter))
     }
 
     fn describe(&self) -> String {
-        format!("merge of {} sources", self.sources.len())
+        format!("memtable chunk {}", self.chunk.seq)
     }
 }
 
@@ -844,7 +863,7 @@ fn selected_rows(
 
 /// Reads the given stored-form columns of one row group, returned in the order asked for; only
 /// the rows of `selection` when given.
-fn read_group(
+pub(crate) fn read_group(
     file: &DataFileRef,
     group: usize,
     columns: &[usize],

@@ -44,7 +44,7 @@ pub fn small_options() -> EmbeddedOptions {
         rows_per_group: 200,
         rows_per_file: 1_000,
         max_runs: 3,
-        merge_split_shards: 8,
+        max_dead_fraction: 0.1,
         background: false,
     }
 }

@@ -1,0 +1,422 @@
+//! Finding the rows of one place whose primary keys another place also holds, without comparing
+//! every key.
+//!
+//! ```text
+//!   new rows ──▶ KeySet (key hash ──▶ rows, plus a one-probe bit filter)
+//!                   │
+//!   older data file, row group by row group:
+//!     _key column ──▶ filter ──▶ hash lookup ──▶ candidates ──▶ their key columns compared ──▶ matches
+//! ```
+//!
+//! Every row has a key hash: the Murmur3 token of its whole primary key in CQL's composite
+//! serialization (the partition key's token, computed over every key column). It is defined by
+//! CQL's byte format, not by an in-memory layout, so hashes written into data files by one
+//! version stay comparable with hashes computed by the next. Data files keep it in a hidden column
+//! ([`KEY_COLUMN`]) and memtable chunks compute it on arrival, so a search decodes eight bytes a
+//! row; the key columns themselves are decoded only for the few rows whose hash matches, and
+//! equal hashes count only when the keys are equal.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
+use arrow::compute::{cast, concat};
+use arrow::datatypes::{DataType, Field, Int64Type};
+use arrow::row::{RowConverter, SortField};
+use quarry_core::partition_key::{KeyColumn, tokens};
+use quarry_core::schema::TableDef;
+
+use crate::embedded::data_file::DataFileRef;
+use crate::error::{Error, Result};
+
+/// The hidden column of data files that holds each row's key hash, after the token column.
+pub const KEY_COLUMN: &str = "_key";
+
+/// The field of [`KEY_COLUMN`].
+pub fn key_field() -> Field {
+    Field::new(KEY_COLUMN, DataType::Int64, false)
+}
+
+/// The key hash of every row of `batch`, whose first columns are the table's.
+pub fn key_hashes(table: &TableDef, batch: &RecordBatch) -> Result<Int64Array> {
+    let columns: Vec<ArrayRef> = table
+        .primary_key_indices()
+        .into_iter()
+        .map(|i| batch.column(i).clone())
+        .collect();
+    hash_keys(table, &columns, batch.num_rows())
+}
+
+/// The key hash of every row, given the table's primary-key columns in key order.
+fn hash_keys(table: &TableDef, columns: &[ArrayRef], rows: usize) -> Result<Int64Array> {
+    let key: Vec<KeyColumn<'_>> = table
+        .primary_key_indices()
+        .into_iter()
+        .zip(columns)
+        .map(|(i, values)| KeyColumn {
+            name: &table.columns[i].name,
+            cql_type: table.columns[i].cql_type,
+            values,
+        })
+        .collect();
+    Ok(tokens(&key, rows)?)
+}
+
+/// Key hashes are Murmur3 output already: hashing them again would only cost time.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_i64(&mut self, v: i64) {
+        self.0 = v as u64;
+    }
+}
+
+const END: u32 = u32::MAX;
+
+/// The primary keys of a set of rows, each with a tag (the sequence number of its write), indexed
+/// by key hash.
+#[derive(Debug)]
+pub struct KeySet {
+    /// The key columns of the set's rows, in the table's types.
+    keys: Vec<ArrayRef>,
+    tags: Vec<u64>,
+    /// First row of each hash; further rows of the same hash follow `next`.
+    head: HashMap<i64, u32, BuildHasherDefault<PassThrough>>,
+    next: Vec<u32>,
+    /// One bit per hash bucket: most rows of a search are not in the set and stop here.
+    filter: Vec<u64>,
+    filter_mask: u64,
+    min_token: i64,
+    max_token: i64,
+}
+
+/// Keys of some rows, with the tag they carry in a [`KeySet`].
+pub struct Tagged<'a> {
+    /// The primary-key columns, in key order.
+    pub keys: Vec<ArrayRef>,
+    pub tokens: &'a [i64],
+    pub hashes: &'a [i64],
+    pub tag: u64,
+}
+
+impl<'a> Tagged<'a> {
+    /// The keys of rows in stored form (the table's columns, then the token).
+    pub fn of_rows(table: &TableDef, rows: &'a RecordBatch, hashes: &'a [i64], tag: u64) -> Self {
+        Tagged {
+            keys: table
+                .primary_key_indices()
+                .into_iter()
+                .map(|i| rows.column(i).clone())
+                .collect(),
+            tokens: rows
+                .column(table.columns.len())
+                .as_primitive::<Int64Type>()
+                .values(),
+            hashes,
+            tag,
+        }
+    }
+}
+
+impl KeySet {
+    /// The keys of `parts`, in order: row `i` of the set is the `i`-th row over all parts.
+    pub fn new(table: &TableDef, parts: &[Tagged<'_>]) -> Result<KeySet> {
+        let types = key_types(table);
+        let mut keys = Vec::with_capacity(types.len());
+        for (k, key_type) in types.iter().enumerate() {
+            let columns = parts
+                .iter()
+                .map(|p| cast_to(&p.keys[k], key_type))
+                .collect::<Result<Vec<_>>>()?;
+            let refs: Vec<&dyn Array> = columns.iter().map(|c| c.as_ref()).collect();
+            keys.push(if refs.is_empty() {
+                arrow::array::new_empty_array(key_type)
+            } else {
+                concat(&refs)?
+            });
+        }
+        let total: usize = parts.iter().map(|p| p.hashes.len()).sum();
+        let bits = (total.max(1) * 16).next_power_of_two().max(64);
+        let mut set = KeySet {
+            keys,
+            tags: Vec::with_capacity(total),
+            head: HashMap::with_capacity_and_hasher(total, Default::default()),
+            next: Vec::with_capacity(total),
+            filter: vec![0; bits / 64],
+            filter_mask: bits as u64 - 1,
+            min_token: i64::MAX,
+            max_token: i64::MIN,
+        };
+        for part in parts {
+            if part.tokens.len() != part.hashes.len() {
+                return Err(Error::Internal(format!(
+                    "{} key hashes for {} rows",
+                    part.hashes.len(),
+                    part.tokens.len()
+                )));
+            }
+            if let (Some(min), Some(max)) = (part.tokens.iter().min(), part.tokens.iter().max()) {
+                set.min_token = set.min_token.min(*min);
+                set.max_token = set.max_token.max(*max);
+            }
+            for &hash in part.hashes {
+                let row = set.tags.len() as u32;
+                set.tags.push(part.tag);
+                let bucket = hash as u64 & set.filter_mask;
+                set.filter[(bucket / 64) as usize] |= 1 << (bucket % 64);
+                let previous = set.head.insert(hash, row).unwrap_or(END);
+                set.next.push(previous);
+            }
+        }
+        Ok(set)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tags.len()
+    }
+
+    /// The tag of row `row` of the set.
+    pub fn tag(&self, row: u32) -> u64 {
+        self.tags[row as usize]
+    }
+
+    /// Whether rows with tokens in `[min, max]` can hold a key of the set.
+    pub fn may_overlap(&self, min: i64, max: i64) -> bool {
+        !self.is_empty() && min <= self.max_token && max >= self.min_token
+    }
+
+    /// Pairs `(i, row)` where `hashes[i]` equals the hash of the set's row `row`; the keys
+    /// still have to be compared ([`KeySet::confirm`]).
+    pub fn candidates(&self, hashes: &[i64]) -> Vec<(u32, u32)> {
+        let mut out = Vec::new();
+        for (i, &hash) in hashes.iter().enumerate() {
+            let bucket = hash as u64 & self.filter_mask;
+            if self.filter[(bucket / 64) as usize] & (1 << (bucket % 64)) == 0 {
+                continue;
+            }
+            let mut row = self.head.get(&hash).copied().unwrap_or(END);
+            while row != END {
+                out.push((i as u32, row));
+                row = self.next[row as usize];
+            }
+        }
+        out
+    }
+
+    /// Of `candidates` (pairs of a row of `other` and a row of the set), those whose keys are
+    /// equal. `other` holds the key columns of the other side (any text representation), in key
+    /// order.
+    pub fn confirm(
+        &self,
+        table: &TableDef,
+        other: &[ArrayRef],
+        candidates: &[(u32, u32)],
+    ) -> Result<Vec<(u32, u32)>> {
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let types = key_types(table);
+        let converter =
+            RowConverter::new(types.iter().map(|t| SortField::new(t.clone())).collect())?;
+        let theirs = UInt32Array::from_iter_values(candidates.iter().map(|c| c.0));
+        let ours = UInt32Array::from_iter_values(candidates.iter().map(|c| c.1));
+        let their_columns = other
+            .iter()
+            .zip(&types)
+            .map(|(c, t)| cast_to(&arrow::compute::take(c, &theirs, None)?, t))
+            .collect::<Result<Vec<_>>>()?;
+        let our_columns = self
+            .keys
+            .iter()
+            .map(|c| Ok(arrow::compute::take(c, &ours, None)?))
+            .collect::<Result<Vec<_>>>()?;
+        let their_rows = converter.convert_columns(&their_columns)?;
+        let our_rows = converter.convert_columns(&our_columns)?;
+        Ok(candidates
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| their_rows.row(*i) == our_rows.row(*i))
+            .map(|(_, c)| *c)
+            .collect())
+    }
+
+    /// Rows of `batch` (stored form, with `hashes`) whose key the set holds, as pairs of a row
+    /// of `batch` and a row of the set.
+    pub fn matches_in_batch(
+        &self,
+        table: &TableDef,
+        batch: &RecordBatch,
+        hashes: &[i64],
+    ) -> Result<Vec<(u32, u32)>> {
+        let candidates = self.candidates(hashes);
+        let key_columns: Vec<ArrayRef> = table
+            .primary_key_indices()
+            .into_iter()
+            .map(|i| batch.column(i).clone())
+            .collect();
+        self.confirm(table, &key_columns, &candidates)
+    }
+
+    /// Rows of row group `group` of `file` whose key the set holds, as pairs of a row of the
+    /// group and a row of the set.
+    pub fn matches_in_group(
+        &self,
+        table: &TableDef,
+        file: &DataFileRef,
+        group: usize,
+    ) -> Result<Vec<(u32, u32)>> {
+        let info = file.groups[group];
+        if !self.may_overlap(info.min_token, info.max_token) {
+            return Ok(Vec::new());
+        }
+        let key_indices = table.primary_key_indices();
+        let hashes: Vec<i64> = match file.key_column {
+            Some(column) => {
+                let mut hashes = Vec::with_capacity(info.rows as usize);
+                for batch in crate::embedded::scan::read_group(file, group, &[column], None)? {
+                    hashes.extend_from_slice(batch?.column(0).as_primitive::<Int64Type>().values());
+                }
+                hashes
+            }
+            None => {
+                // A file written before key hashes were stored: hash its keys now.
+                let mut hashes = Vec::with_capacity(info.rows as usize);
+                for batch in crate::embedded::scan::read_group(file, group, &key_indices, None)? {
+                    let batch = batch?;
+                    let rows = batch.num_rows();
+                    hashes.extend_from_slice(hash_keys(table, batch.columns(), rows)?.values());
+                }
+                hashes
+            }
+        };
+        let candidates = self.candidates(&hashes);
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Decode the key columns of the candidate rows only.
+        let mut rows: Vec<u32> = candidates.iter().map(|c| c.0).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        let ranges = rows.iter().map(|&r| r as usize..r as usize + 1).collect();
+        let mut parts: Vec<RecordBatch> = Vec::new();
+        for batch in crate::embedded::scan::read_group(file, group, &key_indices, Some(ranges))? {
+            parts.push(batch?);
+        }
+        let schema = match parts.first() {
+            Some(b) => b.schema(),
+            None => return Err(Error::Internal("candidate rows could not be read".into())),
+        };
+        let keys = arrow::compute::concat_batches(&schema, &parts)?;
+        // Candidate rows, renumbered to their place among the rows read.
+        let renumbered: Vec<(u32, u32)> = candidates
+            .iter()
+            .map(|&(r, ours)| (rows.binary_search(&r).unwrap_or(0) as u32, ours))
+            .collect();
+        let confirmed = self.confirm(table, keys.columns(), &renumbered)?;
+        Ok(confirmed
+            .into_iter()
+            .map(|(at, ours)| (rows[at as usize], ours))
+            .collect())
+    }
+}
+
+/// The keys of every row of `file` (key columns, tokens and hashes), in file order.
+pub fn file_keys(table: &TableDef, file: &DataFileRef) -> Result<FileKeys> {
+    let key_indices = table.primary_key_indices();
+    let token_column = table.columns.len();
+    let mut columns = key_indices.clone();
+    columns.push(token_column);
+    if let Some(key) = file.key_column {
+        columns.push(key);
+    }
+    let mut batches = Vec::new();
+    for group in 0..file.groups.len() {
+        for batch in crate::embedded::scan::read_group(file, group, &columns, None)? {
+            batches.push(batch?);
+        }
+    }
+    let types: Vec<DataType> = key_types(table);
+    let mut keys = Vec::with_capacity(types.len());
+    for (k, key_type) in types.iter().enumerate() {
+        let parts = batches
+            .iter()
+            .map(|b| cast_to(b.column(k), key_type))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&dyn Array> = parts.iter().map(|c| c.as_ref()).collect();
+        keys.push(if refs.is_empty() {
+            arrow::array::new_empty_array(key_type)
+        } else {
+            concat(&refs)?
+        });
+    }
+    let n = key_indices.len();
+    let mut tokens = Vec::new();
+    let mut hashes = Vec::new();
+    for batch in &batches {
+        tokens.extend_from_slice(batch.column(n).as_primitive::<Int64Type>().values());
+        match file.key_column {
+            Some(_) => {
+                hashes.extend_from_slice(batch.column(n + 1).as_primitive::<Int64Type>().values())
+            }
+            None => hashes.extend_from_slice(
+                hash_keys(table, &batch.columns()[..n], batch.num_rows())?.values(),
+            ),
+        }
+    }
+    Ok(FileKeys {
+        keys,
+        tokens,
+        hashes,
+    })
+}
+
+/// What [`file_keys`] reads.
+pub struct FileKeys {
+    pub keys: Vec<ArrayRef>,
+    pub tokens: Vec<i64>,
+    pub hashes: Vec<i64>,
+}
+
+impl FileKeys {
+    pub fn tagged(&self, tag: u64) -> Tagged<'_> {
+        Tagged {
+            keys: self.keys.clone(),
+            tokens: &self.tokens,
+            hashes: &self.hashes,
+            tag,
+        }
+    }
+}
+
+/// The key columns' types as the table declares them (text as `Utf8`).
+fn key_types(table: &TableDef) -> Vec<DataType> {
+    let schema = table.arrow_schema();
+    table
+        .primary_key_indices()
+        .into_iter()
+        .map(|i| schema.field(i).data_type().clone())
+        .collect()
+}
+
+fn cast_to(column: &ArrayRef, target: &DataType) -> Result<ArrayRef> {
+    if column.data_type() == target {
+        Ok(column.clone())
+    } else {
+        Ok(cast(column, target)?)
+    }
+}

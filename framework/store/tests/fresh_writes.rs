@@ -1,0 +1,173 @@
+//! Fresh writes over older runs: every key is live in one place (deletion vectors for runs, the
+//! memtable's keys for rows not yet flushed), so runs are read side by side, value filters prune
+//! row groups without an older version of a row coming back, and the answer survives flushes,
+//! reopening, a reader process and compaction.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use arrow::array::Float64Array;
+use quarry_store::{CmpOp, EmbeddedStore, Predicate, ScanRequest, Store};
+
+use common::{by_key, name, new_store_with_shards, read, rows, scan_all, small_options};
+
+type Rows = BTreeMap<(i64, i64), f64>;
+
+/// Writes `batches` in order and folds them into the expected table (later writes win).
+async fn write_all(
+    store: &EmbeddedStore,
+    expected: &mut Rows,
+    batches: Vec<arrow::array::RecordBatch>,
+) {
+    for batch in batches {
+        expected.extend(by_key(std::slice::from_ref(&batch)));
+        store.write(&name(), vec![batch]).await.unwrap();
+    }
+}
+
+/// The rows with `value < bound`, read with the bound pushed down as a pruning hint (and applied
+/// again here, as the SQL layer does).
+async fn below(store: &EmbeddedStore, bound: f64) -> Rows {
+    let mut request = ScanRequest::full(name());
+    request.filters = vec![Predicate::Compare {
+        column: "value".into(),
+        op: CmpOp::Lt,
+        value: std::sync::Arc::new(Float64Array::from(vec![bound])),
+    }];
+    let plan = store.plan_scan(&request).unwrap();
+    by_key(&read(plan).await)
+        .into_iter()
+        .filter(|(_, v)| *v < bound)
+        .collect()
+}
+
+fn filtered(expected: &Rows, bound: f64) -> Rows {
+    expected
+        .iter()
+        .filter(|(_, v)| **v < bound)
+        .map(|(k, v)| (*k, *v))
+        .collect()
+}
+
+/// Rows the plan's splits return in all, counting any key twice.
+async fn rows_read(store: &EmbeddedStore) -> usize {
+    let plan = store.plan_scan(&ScanRequest::full(name())).unwrap();
+    read(plan).await.iter().map(|b| b.num_rows()).sum()
+}
+
+#[tokio::test]
+async fn fresh_overlapping_writes_are_read_side_by_side_and_never_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = new_store_with_shards(dir.path(), 64).await;
+    let mut expected = Rows::new();
+    // A base run (version 1: values 1000 + ...), then small writes spread over the ring that
+    // update part of it and add new rows, and a bulk write over part of both.
+    write_all(&store, &mut expected, vec![rows(0..200, 0..20, 1.0)]).await;
+    let small: Vec<_> = (0..6)
+        .map(|i| rows(i * 30..i * 30 + 30, 15..25, 2.0 + i as f64))
+        .collect();
+    write_all(&store, &mut expected, small).await;
+    write_all(&store, &mut expected, vec![rows(100..160, 10..30, 9.0)]).await;
+    write_all(&store, &mut expected, vec![rows(150..170, 0..5, 10.0)]).await;
+
+    assert_eq!(scan_all(&store).await, expected);
+    assert_eq!(rows_read(&store).await, expected.len());
+    // Only version-1 values are below 2000: rows whose newer version was pruned by statistics
+    // must not come back in their old version.
+    assert_eq!(below(&store, 2000.0).await, filtered(&expected, 2000.0));
+    store.flush().unwrap();
+    let stats = store.table_stats(&name()).unwrap();
+    assert!(stats.runs >= 2, "{stats:?}");
+    assert!(stats.deleted_rows > 0, "{stats:?}");
+    assert_eq!(
+        stats.run_rows - stats.deleted_rows,
+        expected.len() as u64,
+        "{stats:?}"
+    );
+    assert_eq!(scan_all(&store).await, expected);
+    assert_eq!(below(&store, 2000.0).await, filtered(&expected, 2000.0));
+
+    // Deletion vectors are durable: a reader process and a reopened writer see the same rows.
+    let reader = EmbeddedStore::open_reader(dir.path(), small_options()).unwrap();
+    assert_eq!(scan_all(&reader).await, expected);
+    assert_eq!(
+        reader.table_stats(&name()).unwrap().deleted_rows,
+        stats.deleted_rows
+    );
+    drop(store);
+    let store = EmbeddedStore::open(dir.path(), small_options()).unwrap();
+    assert_eq!(scan_all(&store).await, expected);
+    assert_eq!(below(&store, 2000.0).await, filtered(&expected, 2000.0));
+
+    // Compaction drops the superseded rows for good.
+    assert!(store.compact(&name()).unwrap());
+    let stats = store.table_stats(&name()).unwrap();
+    assert_eq!((stats.runs, stats.deleted_rows), (1, 0), "{stats:?}");
+    assert_eq!(stats.run_rows, expected.len() as u64);
+    assert_eq!(scan_all(&store).await, expected);
+    assert_eq!(scan_all(&reader).await, expected);
+    // Superseded deletion vectors and data files are gone from disk.
+    drop(reader);
+    drop(store);
+    let left: Vec<_> = walk(dir.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".del-"))
+        .collect();
+    assert!(left.is_empty(), "deletion vectors left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn memtable_rows_hide_older_rows_and_newer_runs_hide_memtable_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = new_store_with_shards(dir.path(), 64).await;
+    let mut expected = Rows::new();
+    write_all(&store, &mut expected, vec![rows(0..100, 0..20, 1.0)]).await;
+    // A small write (memtable) updating 60 rows of the run: hidden without a deletion vector.
+    write_all(&store, &mut expected, vec![rows(10..70, 3..4, 2.0)]).await;
+    let stats = store.table_stats(&name()).unwrap();
+    assert_eq!(
+        (stats.memtable_rows, stats.deleted_rows),
+        (60, 0),
+        "{stats:?}"
+    );
+    assert_eq!(scan_all(&store).await, expected);
+    assert_eq!(rows_read(&store).await, expected.len());
+    assert_eq!(below(&store, 2000.0).await, filtered(&expected, 2000.0));
+
+    // A bulk write newer than the memtable rows: it wins over them, and over the run.
+    write_all(&store, &mut expected, vec![rows(50..120, 0..20, 3.0)]).await;
+    assert_eq!(scan_all(&store).await, expected);
+    assert_eq!(rows_read(&store).await, expected.len());
+    // A small write again, newer than both runs.
+    write_all(&store, &mut expected, vec![rows(60..65, 0..20, 4.0)]).await;
+    assert_eq!(scan_all(&store).await, expected);
+    assert_eq!(rows_read(&store).await, expected.len());
+    assert_eq!(below(&store, 4000.0).await, filtered(&expected, 4000.0));
+
+    // Restart with the memtable still in the log: replayed, flushed, same answer.
+    drop(store);
+    let store = EmbeddedStore::open(dir.path(), small_options()).unwrap();
+    assert_eq!(scan_all(&store).await, expected);
+    assert_eq!(rows_read(&store).await, expected.len());
+    let stats = store.table_stats(&name()).unwrap();
+    assert_eq!(stats.memtable_rows, 0, "{stats:?}");
+    assert_eq!(
+        stats.run_rows - stats.deleted_rows,
+        expected.len() as u64,
+        "{stats:?}"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
