@@ -17,8 +17,10 @@
 //! `cargo build --release --bin quarry && cargo run --release -p quarry-bench -- --help`.
 //!
 //! `quarry-bench tpch` runs the TPC-H queries instead (see `tpch.rs`), `quarry-bench jobs` the
-//! Rust jobs beside SQL (see `jobs.rs`).
+//! Rust jobs beside SQL (see `jobs.rs`), `quarry-bench fresh` reads over fresh overlapping writes
+//! (see `fresh.rs`).
 
+mod fresh;
 mod jobs;
 mod memory;
 mod tpch;
@@ -84,6 +86,9 @@ enum Mode {
     Jobs(jobs::JobsArgs),
     /// Peak memory of the driver and workers under `--memory-limit`, and of `quarry load`.
     Memory(memory::MemoryArgs),
+    /// Queries over a table with fresh small writes all over its ring, beside the same rows
+    /// loaded at once and plain DataFusion.
+    Fresh(fresh::FreshArgs),
 }
 
 const QUERIES: [(&str, &str); 2] = [
@@ -105,6 +110,7 @@ async fn main() -> Result<()> {
         Some(Mode::Tpch(tpch)) => return tpch::run(tpch).await,
         Some(Mode::Jobs(jobs)) => return jobs::run(jobs).await,
         Some(Mode::Memory(memory)) => return memory::run(memory).await,
+        Some(Mode::Fresh(fresh)) => return fresh::run(fresh).await,
         None => {}
     }
     let work_dir = WorkDir::new(args.dir.as_deref())?;
