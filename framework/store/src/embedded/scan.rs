@@ -28,7 +28,8 @@ use arrow::datatypes::{Int64Type, SchemaRef};
 use futures::stream;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
-    ParquetRecordBatchReaderBuilder, RowSelection, statistics::StatisticsConverter,
+    ParquetRecordBatchReaderBuilder, RowSelection, RowSelectionPolicy,
+    statistics::StatisticsConverter,
 };
 use quarry_core::ids::ShardId;
 use quarry_core::partition_key::{KeyColumn, tokens};
@@ -46,6 +47,8 @@ use crate::store::{BatchStream, ScanPlan, ScanRequest, ScanSplit, SplitSource};
 
 /// Rows per batch read from Parquet (DataFusion's default batch size).
 const BATCH_ROWS: usize = 8192;
+/// Row selections whose runs of selected rows average fewer rows than this are applied as a mask.
+const MASK_BELOW_RUN_ROWS: usize = 2048;
 /// At most this many partition-key combinations are turned into tokens for pruning.
 const MAX_KEY_COMBINATIONS: usize = 1024;
 
@@ -891,10 +894,17 @@ pub(crate) fn read_group(
             .with_batch_size(BATCH_ROWS);
     if let Some(rows) = selection {
         let total = file.metadata.metadata().row_group(group).num_rows() as usize;
-        builder = builder.with_row_selection(RowSelection::from_consecutive_ranges(
-            rows.into_iter(),
-            total,
-        ));
+        builder = builder
+            .with_row_selection(RowSelection::from_consecutive_ranges(
+                rows.into_iter(),
+                total,
+            ))
+            // Deleted rows scattered over a row group make many short runs of rows: decoding
+            // them all and dropping the deleted ones through a mask is faster than skipping
+            // each gap. A task's shards (few long runs) are still skipped.
+            .with_row_selection_policy(RowSelectionPolicy::Auto {
+                threshold: MASK_BELOW_RUN_ROWS,
+            });
     }
     let reader = builder.build()?;
     let order: Vec<usize> = columns
