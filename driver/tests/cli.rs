@@ -195,6 +195,20 @@ fn stdin_loads_and_output_formats_pipe() {
         "{}",
         stdout(&describe)
     );
+    let report = stdout(&describe);
+    assert!(
+        report.contains("rows: 2 live in runs (0 superseded")
+            && report.contains("last compaction: never"),
+        "{report}"
+    );
+    // An update supersedes half of the run it lands on: the store compacts, and says so.
+    ok(sql(dir.path(), "INSERT INTO ks.kv VALUES ('a', 3)"));
+    let report = stdout(&ok(quarry(dir.path(), &["describe", "ks.kv"])));
+    assert!(
+        report.contains("rows: 2 live in runs (0 superseded")
+            && report.contains("last compaction: 20"),
+        "{report}"
+    );
 }
 
 #[test]

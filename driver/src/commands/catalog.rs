@@ -60,9 +60,30 @@ pub async fn describe(data_dir: &Path, args: DescribeArgs) -> anyhow::Result<()>
             .map(|n| format!(", placed on {n} node(s)"))
             .unwrap_or_default()
     );
-    println!(
-        "storage: {} run(s), {} file(s), {} row group(s), {} row versions in runs, {} in the memtable",
-        stats.runs, stats.files, stats.row_groups, stats.run_rows, stats.memtable_rows
-    );
+    println!("{}", storage_report(&stats));
     Ok(())
+}
+
+/// What the store holds for a table, as `quarry describe` prints it.
+fn storage_report(stats: &quarry_store::TableStats) -> String {
+    let compacted = stats
+        .compacted_at_ms
+        .and_then(arrow::temporal_conversions::timestamp_ms_to_datetime)
+        .map_or("never".to_string(), |t| {
+            format!("{}", t.format("%Y-%m-%d %H:%M:%S UTC"))
+        });
+    format!(
+        "storage: {} run(s) (at most {} over any shard), {} file(s), {} row group(s), {:.1} MiB\n\
+         rows: {} live in runs ({} superseded by newer writes, dropped at the next compaction), \
+         {} in the memtable\n\
+         last compaction: {compacted}",
+        stats.runs,
+        stats.overlap_depth,
+        stats.files,
+        stats.row_groups,
+        stats.bytes as f64 / (1024.0 * 1024.0),
+        stats.run_rows - stats.deleted_rows,
+        stats.deleted_rows,
+        stats.memtable_rows,
+    )
 }

@@ -15,7 +15,7 @@ pub mod error;
 pub mod predicate;
 pub mod store;
 
-pub use embedded::{EmbeddedOptions, EmbeddedStore};
+pub use embedded::{EmbeddedOptions, EmbeddedStore, TableStats};
 pub use error::{Error, Failure, FailureKind, Result};
 pub use predicate::{CmpOp, Predicate};
 pub use store::{

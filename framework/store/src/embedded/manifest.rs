@@ -41,6 +41,9 @@ pub struct TableEntry {
     pub id: u64,
     pub def: TableDef,
     pub runs: Vec<RunEntry>,
+    /// When a compaction last rewrote runs of the table, in milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compacted_at_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

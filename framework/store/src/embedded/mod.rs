@@ -119,6 +119,10 @@ pub struct TableStats {
     /// The most runs holding rows of any one shard.
     pub overlap_depth: usize,
     pub memtable_rows: u64,
+    /// Bytes of the runs' files on disk (data and deletion vectors).
+    pub bytes: u64,
+    /// When a compaction last rewrote runs of the table, in milliseconds since the Unix epoch.
+    pub compacted_at_ms: Option<i64>,
 }
 
 /// The embedded store; see the module docs. Opened either as the directory's one writer
@@ -184,6 +188,8 @@ struct TableState {
     frozen: Vec<Arc<MemChunk>>,
     /// The keys of `chunks` and `frozen`; replaced whenever they change.
     mem_keys: Arc<MemKeys>,
+    /// When a compaction last rewrote runs, in milliseconds since the Unix epoch.
+    compacted_at_ms: Option<i64>,
 }
 
 impl TableState {
@@ -196,6 +202,7 @@ impl TableState {
             chunks: Vec::new(),
             frozen: Vec::new(),
             mem_keys: Arc::default(),
+            compacted_at_ms: None,
         }
     }
 
@@ -415,6 +422,17 @@ impl EmbeddedStore {
             run_rows: files.iter().map(|f| f.rows()).sum(),
             deleted_rows: table.runs.iter().map(|r| r.deleted_rows()).sum(),
             overlap_depth: scan::overlap_depth(&table.runs),
+            bytes: table
+                .runs
+                .iter()
+                .flat_map(|r| {
+                    let data = r.files.iter().map(|f| f.path.clone());
+                    data.chain(r.deletes.iter().flatten().map(|d| d.path().to_path_buf()))
+                })
+                .filter_map(|path| fs::metadata(path).ok())
+                .map(|m| m.len())
+                .sum(),
+            compacted_at_ms: table.compacted_at_ms,
             memtable_rows: table
                 .chunks
                 .iter()
@@ -546,10 +564,9 @@ impl State {
                     deletes,
                 }));
             }
-            state.tables.insert(
-                entry.def.table_name(),
-                TableState::new(entry.id, entry.def.clone(), shards, runs),
-            );
+            let mut table = TableState::new(entry.id, entry.def.clone(), shards, runs);
+            table.compacted_at_ms = entry.compacted_at_ms;
+            state.tables.insert(entry.def.table_name(), table);
         }
         Ok(state)
     }
@@ -698,6 +715,7 @@ impl State {
                 .map(|t| TableEntry {
                     id: t.id,
                     def: t.def.clone(),
+                    compacted_at_ms: t.compacted_at_ms,
                     runs: t
                         .runs
                         .iter()
@@ -1265,6 +1283,13 @@ impl Inner {
             );
         }
         table.runs = runs;
+        let compacted_before = table.compacted_at_ms;
+        if !how.replaces.is_empty() {
+            table.compacted_at_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .and_then(|d| i64::try_from(d.as_millis()).ok());
+        }
         if how.drain_frozen > 0 {
             let drained = how.drain_frozen.min(table.frozen.len());
             table.frozen.drain(..drained);
@@ -1273,6 +1298,7 @@ impl Inner {
         if let Err(e) = self.commit(&state) {
             if let Some(table) = state.tables.get_mut(name) {
                 (table.runs, table.frozen, table.mem_keys) = before;
+                table.compacted_at_ms = compacted_before;
             }
             abandon(&new, &written);
             return Err(e);
