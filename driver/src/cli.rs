@@ -389,10 +389,18 @@ load with an error naming file, line, column and value, and the table is left as
 --reject-file, good rows are stored and bad ones written to the reject file as NDJSON with the
 reason. Rows without a partition key are always rejected. Rows whose primary key exists replace it.
 
+Streaming (--follow, --commit-rows, --commit-secs; one CSV or NDJSON input) commits rows as they
+arrive instead: every --commit-rows rows or --commit-secs seconds, whichever comes first, each
+commit durable and visible to queries when the command reports it. Memory stays bounded however
+long the input. Ctrl-C commits what was read and stops. While a stream loads into a local data
+directory, `quarry sql` on it reads what the stream has committed.
+
 Examples:
   quarry load --table iot.readings readings.csv more.ndjson
   cat readings.csv | quarry load --table iot.readings --format csv -
-  quarry load --table iot.readings --reject-file bad.ndjson dirty.csv"
+  quarry load --table iot.readings --reject-file bad.ndjson dirty.csv
+  quarry load --table iot.readings --follow --commit-secs 2 /var/log/readings.ndjson
+  sensor-feed | quarry load --table iot.readings --format ndjson --commit-rows 50000 -"
 )]
 pub struct LoadArgs {
     /// Target table, as keyspace.table.
@@ -404,9 +412,40 @@ pub struct LoadArgs {
     /// Store good rows and write rejected ones here instead of failing.
     #[arg(long, value_name = "PATH")]
     pub reject_file: Option<PathBuf>,
-    /// Files to load; '-' reads stdin.
+    /// Keep reading FILE as it grows (as `tail -f` does), committing rows as they arrive, until
+    /// Ctrl-C. CSV or NDJSON.
+    #[arg(long)]
+    pub follow: bool,
+    /// Stream the input: commit whenever this many rows are waiting (default 100000 when
+    /// streaming). With '-', an endless pipe becomes queryable as it flows.
+    #[arg(long, value_name = "ROWS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub commit_rows: Option<u64>,
+    /// Stream the input: commit waiting rows at least this often, in seconds (default 1 when
+    /// streaming).
+    #[arg(long, value_name = "SECONDS", value_parser = positive_seconds)]
+    pub commit_secs: Option<f64>,
+    /// Files to load; '-' reads stdin. A load is all-or-nothing, unless it streams (--follow,
+    /// --commit-rows, --commit-secs): then each commit is, and a bad row stops the stream after
+    /// the commits before it.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<String>,
+}
+
+impl LoadArgs {
+    /// Whether the input is read as a live stream with periodic commits.
+    pub fn streams(&self) -> bool {
+        self.follow || self.commit_rows.is_some() || self.commit_secs.is_some()
+    }
+}
+
+/// A duration in seconds, positive and finite (`0.5`, `2`).
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 => Ok(secs),
+        _ => Err(format!(
+            "'{text}' is not a number of seconds between 0 and 86400 (such as 0.5 or 2)"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]

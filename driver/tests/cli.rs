@@ -709,3 +709,122 @@ fn daemons_given_certificates_serve_tls_to_the_cli() {
         stderr(&refused)
     );
 }
+
+/// The table's row count as `quarry sql` reads it (beside a streaming load, read-only).
+fn count(dir: &Path) -> Option<u64> {
+    let out = sql(dir, "SELECT count(*) AS n FROM ks.t");
+    stdout(&out).lines().nth(1)?.trim().parse().ok()
+}
+
+/// Polls until the table holds `rows` rows, for at most 30 s.
+fn wait_for_rows(dir: &Path, rows: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let seen = count(dir);
+        if seen == Some(rows) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the table never reached {rows} rows (last seen: {seen:?})"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_stream_is_queryable_while_it_flows_and_stops_at_a_bad_row() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(sql(dir.path(), "CREATE KEYSPACE ks WITH shards = 8"));
+    ok(sql(
+        dir.path(),
+        "CREATE TABLE ks.t (id bigint PRIMARY KEY, v int)",
+    ));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quarry"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "load",
+            "--table",
+            "ks.t",
+            "--format",
+            "ndjson",
+            "--commit-secs",
+            "0.2",
+            "-",
+        ])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for id in 1..=5 {
+        writeln!(stdin, "{{\"id\": {id}, \"v\": {}}}", id * 10).unwrap();
+    }
+    stdin.flush().unwrap();
+    // Committed and readable while the pipe is still open.
+    wait_for_rows(dir.path(), 5);
+    writeln!(
+        stdin,
+        "{{\"id\": \"six\", \"v\": 60}}\n{{\"id\": 7, \"v\": 70}}"
+    )
+    .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "a bad row must fail the stream");
+    let message = stderr(&out);
+    assert!(
+        message.contains("line 6") && message.contains("loaded 5 rows"),
+        "{message}"
+    );
+    assert_eq!(count(dir.path()), Some(5));
+}
+
+#[test]
+fn a_followed_file_is_loaded_as_it_grows_until_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(sql(dir.path(), "CREATE KEYSPACE ks WITH shards = 8"));
+    ok(sql(
+        dir.path(),
+        "CREATE TABLE ks.t (id bigint PRIMARY KEY, v int)",
+    ));
+    let file = dir.path().join("live.csv");
+    std::fs::write(&file, "id,v\n1,10\n2,20\n3,30\n").unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_quarry"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "load",
+            "--table",
+            "ks.t",
+            "--follow",
+            "--commit-secs",
+            "0.2",
+        ])
+        .arg(&file)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_rows(dir.path(), 3);
+    let mut append = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap();
+    writeln!(append, "4,40\n2,22").unwrap();
+    append.flush().unwrap();
+    wait_for_rows(dir.path(), 4);
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("loaded 5 rows"), "{}", stderr(&out));
+    let rows = stdout(&ok(sql(dir.path(), "SELECT id, v FROM ks.t ORDER BY id")));
+    assert_eq!(rows, "id,v\n1,10\n2,22\n3,30\n4,40\n");
+}

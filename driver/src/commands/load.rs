@@ -1,13 +1,17 @@
-//! `quarry load`: files into a table, read on all cores, stored in one all-or-nothing write.
+//! `quarry load`: files into a table, read on all cores, stored in one all-or-nothing write; or a
+//! live input (a pipe, a growing file) committed as it flows.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use arrow::array::RecordBatch;
 use quarry_core::schema::{TableDef, TableName};
-use quarry_ingest::{Format, ReadOptions, Source, read_sources};
+use quarry_ingest::{
+    Format, ReadOptions, Source, SourceData, StreamOptions, read_sources, stream_source,
+};
 use quarry_store::Store;
 
 use crate::cli::{DriverConnection, LoadArgs};
@@ -32,7 +36,7 @@ pub async fn run(data_dir: &Path, driver: &DriverConnection, args: LoadArgs) -> 
             (Target::Remote(driver), table)
         }
         None => {
-            let (store, _session) = super::open(data_dir)?;
+            let (store, _session) = super::open_writer(data_dir)?;
             let table = store.table(&name)?;
             (Target::Local(store), table)
         }
@@ -51,6 +55,24 @@ pub async fn run(data_dir: &Path, driver: &DriverConnection, args: LoadArgs) -> 
         keep_rejects: rejects.is_some(),
         ..ReadOptions::default()
     };
+    if args.streams() {
+        let [file] = args.files.as_slice() else {
+            bail!(
+                "a stream reads one input (a file or '-'); got {}",
+                args.files.len()
+            );
+        };
+        return stream(
+            &name,
+            &target,
+            table,
+            Source::from_arg(file),
+            options,
+            &args,
+            rejects,
+        )
+        .await;
+    }
     let started = Instant::now();
     // Every file is read and checked before anything is stored: a bad file leaves the table
     // exactly as it was. Then all rows go to the store in one write (one run).
@@ -123,6 +145,139 @@ pub async fn run(data_dir: &Path, driver: &DriverConnection, args: LoadArgs) -> 
 enum Target {
     Local(std::sync::Arc<quarry_store::EmbeddedStore>),
     Remote(RemoteDriver),
+}
+
+impl Target {
+    /// Stores one commit's rows, durably, and makes them visible to queries (a local store
+    /// publishes them to readers at once); returns the rows stored.
+    async fn commit(&self, name: &TableName, batches: Vec<RecordBatch>) -> anyhow::Result<u64> {
+        match self {
+            Target::Local(store) => {
+                let rows = store.write(name, batches).await?.rows;
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || store.flush()).await??;
+                Ok(rows)
+            }
+            Target::Remote(driver) => Ok(driver.load(&name.to_string(), batches).await?),
+        }
+    }
+}
+
+/// Rows waiting for a commit when streaming and `--commit-rows` is not given.
+const DEFAULT_COMMIT_ROWS: u64 = 100_000;
+
+/// `quarry load` of a live input: rows are committed every `--commit-rows` rows or
+/// `--commit-secs` seconds, whichever comes first, until the input ends or Ctrl-C.
+async fn stream(
+    name: &TableName,
+    target: &Target,
+    table: TableDef,
+    source: Source,
+    options: ReadOptions,
+    args: &LoadArgs,
+    mut rejects: Option<(std::path::PathBuf, BufWriter<File>)>,
+) -> anyhow::Result<()> {
+    let commit_rows = args.commit_rows.unwrap_or(DEFAULT_COMMIT_ROWS);
+    let every = Duration::from_secs_f64(args.commit_secs.unwrap_or(1.0));
+    let stream = StreamOptions {
+        follow: args.follow,
+        // Rows wait in the reader at most a quarter of the commit interval.
+        tick: (every / 4).clamp(Duration::from_millis(10), Duration::from_millis(250)),
+        ..StreamOptions::default()
+    };
+    let stop = stream.stop.clone();
+    let source_name = source.to_string();
+    // Parsing runs on a blocking thread and hands chunks over a short queue: a slow store
+    // slows the reader down instead of letting rows pile up in memory.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<SourceData>(4);
+    let reader = tokio::task::spawn_blocking(move || {
+        stream_source(&source, &table, &options, &stream, &mut |data| {
+            Ok(tx.blocking_send(data).is_ok())
+        })
+    });
+    let started = Instant::now();
+    let bar = rows_bar(None, "committed");
+    let (mut pending, mut pending_rows) = (Vec::new(), 0u64);
+    let (mut stored, mut rejected, mut commits) = (0u64, 0u64, 0u64);
+    let mut last_commit = Instant::now();
+    let stop_signal = crate::commands::daemons::stop_signal();
+    tokio::pin!(stop_signal);
+    let mut interrupted = false;
+    loop {
+        let wait = every.saturating_sub(last_commit.elapsed());
+        tokio::select! {
+            data = rx.recv() => match data {
+                Some(data) => {
+                    if let Some((_, writer)) = rejects.as_mut() {
+                        for reject in &data.rejects {
+                            writeln!(writer, "{}", reject.to_json_line())?;
+                        }
+                    }
+                    rejected += data.rejects.len() as u64;
+                    pending_rows += data.rows;
+                    pending.extend(data.batches);
+                }
+                None => break,
+            },
+            () = tokio::time::sleep(wait) => {}
+            () = &mut stop_signal, if !interrupted => {
+                interrupted = true;
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                // A followed file ends at its current end; a pipe may never end: stop reading it.
+                if !args.follow {
+                    break;
+                }
+            }
+        }
+        if pending_rows >= commit_rows || (pending_rows > 0 && last_commit.elapsed() >= every) {
+            stored += target.commit(name, std::mem::take(&mut pending)).await?;
+            pending_rows = 0;
+            commits += 1;
+            last_commit = Instant::now();
+            bar.set_position(stored);
+            tracing::info!(rows = stored, commits, "committed");
+        }
+    }
+    if pending_rows > 0 {
+        stored += target.commit(name, pending).await?;
+        commits += 1;
+    }
+    bar.finish_and_clear();
+    if let Some((_, writer)) = rejects.as_mut() {
+        writer.flush()?;
+    }
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    let summary = format!(
+        "loaded {stored} rows from {source_name} into {name} in {commits} commit(s) over \
+         {secs:.1} s{}",
+        if rejected > 0 {
+            format!("; {rejected} rows rejected")
+        } else {
+            String::new()
+        }
+    );
+    if interrupted && !args.follow {
+        // The reader may be blocked on the pipe; the process ends with it.
+        eprintln!("{summary} (stopped by Ctrl-C)");
+        return Ok(());
+    }
+    match reader.await? {
+        Ok(()) => {
+            eprintln!("{summary}");
+            if let Some((path, _)) = &rejects
+                && rejected > 0
+            {
+                eprintln!("rejected rows, with reasons: {}", path.display());
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!(
+                "{summary} before this error; the rows read since the last commit were not stored"
+            );
+            Err(e.into())
+        }
+    }
 }
 
 /// A table's definition as the driver's catalog has it (its CQL, parsed back).

@@ -44,7 +44,13 @@ impl CsvChunks {
         batch_size: usize,
     ) -> Result<Self> {
         let mut chunker = RecordChunker::new(reader, CsvScanner);
-        let header_chunk = chunker.next_chunk(1).map_err(|e| Error::io(input, e))?;
+        // A live stream may pause before its header arrives.
+        let header_chunk = loop {
+            match chunker.next_chunk(1).map_err(|e| Error::io(input, e))? {
+                Some(chunk) if chunk.records.is_empty() => continue,
+                other => break other,
+            }
+        };
         let Some((header_chunk, header)) = header_chunk.and_then(|c| {
             let first = *c.records.first()?;
             Some((c, first))
@@ -98,6 +104,9 @@ impl CsvChunks {
         else {
             return Ok(None);
         };
+        if chunk.records.is_empty() {
+            return Ok(Some(RawChunk::paused(self.sources.clone())));
+        }
         let columns = self.schema.fields().len();
         let not_utf8 = non_utf8_records(&chunk);
         let mut flawed = Vec::new();

@@ -217,6 +217,11 @@ pub enum Error {
     },
 
     /// An invariant of this crate did not hold; this is Quarry's bug, not the input's.
+    #[error(
+        "{input} cannot be read as a live stream: Parquet keeps its footer at the end of the \
+         file; stream CSV or NDJSON (--format csv|ndjson), or load Parquet files whole"
+    )]
+    NotStreamable { input: String },
     #[error("internal error while reading {input}: {message}; please report this")]
     Internal { input: String, message: String },
 }

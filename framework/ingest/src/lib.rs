@@ -1,7 +1,9 @@
 //! Reading CSV, NDJSON and Parquet into a Quarry table's Arrow schema, with precise errors for
 //! bad input and, on request, a list of rejected rows.
 //!
-//! `quarry load --table ks.t FILE...` calls [`read_source`] once per input. A format reader
+//! `quarry load --table ks.t FILE...` calls [`read_source`] once per input; a live input
+//! (`quarry load --follow`, or stdin with periodic commits) goes through [`stream_source`],
+//! which hands out rows as they arrive. A format reader
 //! turns the input into raw batches whose columns are as the input holds them: all text for CSV
 //! (Arrow's CSV decoder on an all-`Utf8` schema built from the header) and NDJSON (Arrow's JSON
 //! decoder on an all-`Utf8` schema, numbers and booleans coerced to their text), the file's own
@@ -36,9 +38,11 @@ mod read;
 mod record_chunker;
 pub mod reject;
 pub mod source;
+mod stream;
 
 pub use error::{Error, KeyKind, Location, Position, Result};
 pub use format::Format;
 pub use read::{DEFAULT_BATCH_SIZE, ReadOptions, SourceData, read_source, read_sources};
 pub use reject::Reject;
 pub use source::Source;
+pub use stream::{StreamOptions, stream_source};

@@ -74,6 +74,9 @@ impl NdjsonChunks {
         else {
             return Ok(None);
         };
+        if chunk.records.is_empty() {
+            return Ok(Some(RawChunk::paused(self.sources.clone())));
+        }
         let not_utf8 = non_utf8_records(&chunk);
         let mut flawed = Vec::new();
         let mut good: Vec<RecordSpan> = Vec::with_capacity(chunk.records.len());

@@ -24,6 +24,19 @@ pub(crate) struct RawChunk {
     pub records: u64,
 }
 
+impl RawChunk {
+    /// What a live stream that has nothing new yet gives: no records.
+    pub fn paused(sources: Vec<Option<usize>>) -> RawChunk {
+        RawChunk {
+            batch: RecordBatch::new_empty(std::sync::Arc::new(arrow::datatypes::Schema::empty())),
+            sources,
+            positions: Positions::Lines(Vec::new()),
+            flawed: Vec::new(),
+            records: 0,
+        }
+    }
+}
+
 /// Where the rows of a [`RawChunk`] are in their input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Positions {

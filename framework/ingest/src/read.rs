@@ -121,14 +121,14 @@ pub fn read_source(
 
 /// The format readers, behind one `next_chunk`.
 #[derive(Debug)]
-enum Chunks {
+pub(crate) enum Chunks {
     Csv(CsvChunks),
     NdJson(NdjsonChunks),
     Parquet(ParquetChunks),
 }
 
 impl Chunks {
-    fn next_chunk(&mut self) -> Result<Option<RawChunk>> {
+    pub(crate) fn next_chunk(&mut self) -> Result<Option<RawChunk>> {
         match self {
             Chunks::Csv(c) => c.next_chunk(),
             Chunks::NdJson(c) => c.next_chunk(),
@@ -138,7 +138,7 @@ impl Chunks {
 }
 
 /// The table being loaded, as conversion needs it.
-struct Target<'a> {
+pub(crate) struct Target<'a> {
     table: &'a TableDef,
     schema: SchemaRef,
     /// For each column, its part of the primary key, if any.
@@ -146,7 +146,7 @@ struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
-    fn new(table: &'a TableDef) -> Self {
+    pub(crate) fn new(table: &'a TableDef) -> Self {
         let mut keys = vec![None; table.columns.len()];
         for (column, kind) in key_columns(table) {
             keys[column] = Some(kind);
@@ -160,7 +160,16 @@ impl<'a> Target<'a> {
 
     /// Converts a chunk to the table's schema and adds its good rows (and, when kept, its
     /// rejects) to `data`; or fails on its first bad record when rejects are not kept.
-    fn accept(&self, chunk: RawChunk, keep_rejects: bool, data: &mut SourceData) -> Result<()> {
+    pub(crate) fn accept(
+        &self,
+        chunk: RawChunk,
+        keep_rejects: bool,
+        data: &mut SourceData,
+    ) -> Result<()> {
+        if chunk.records == 0 {
+            // A live stream paused: nothing was read.
+            return Ok(());
+        }
         let input = data.source.as_str();
         let rows = chunk.batch.num_rows();
         // The first problem of each row with one, by column order.

@@ -93,6 +93,9 @@ pub(crate) struct RecordChunker<S> {
     /// First byte of `buf` not yet handed out.
     pos: usize,
     eof: bool,
+    /// Set when the reader said it has nothing yet ([`ErrorKind::WouldBlock`]): the records read
+    /// so far are handed out rather than waited on.
+    stalled: bool,
     /// Line number at `pos`.
     line: u64,
     started: bool,
@@ -116,19 +119,23 @@ impl<S: RecordScanner> RecordChunker<S> {
             buf: Vec::new(),
             pos: 0,
             eof: false,
+            stalled: false,
             line: 1,
             started: false,
         }
     }
 
-    /// The next chunk of at most `max_records` records, or `None` at the end of the input.
+    /// The next chunk of at most `max_records` records, or `None` at the end of the input. A
+    /// reader that returns [`ErrorKind::WouldBlock`] (a live stream with nothing new yet) gets
+    /// the records read so far handed out at once, possibly none.
     pub fn next_chunk(&mut self, max_records: usize) -> std::io::Result<Option<Chunk>> {
         if !self.started {
             self.skip_bom()?;
         }
         let start = self.pos;
         let mut records = Vec::new();
-        while records.len() < max_records {
+        let mut stalled = std::mem::take(&mut self.stalled);
+        while records.len() < max_records && !stalled {
             match self.scanner.scan(&self.buf[self.pos..], self.eof) {
                 Scanned::Blank { len, lines } => {
                     self.pos += len;
@@ -149,7 +156,10 @@ impl<S: RecordScanner> RecordChunker<S> {
                     self.pos += next;
                     self.line += lines;
                 }
-                Scanned::NeedMore => self.fill()?,
+                Scanned::NeedMore => {
+                    self.fill()?;
+                    stalled = std::mem::take(&mut self.stalled);
+                }
                 Scanned::Done => break,
             }
         }
@@ -158,7 +168,7 @@ impl<S: RecordScanner> RecordChunker<S> {
         let mut data = std::mem::replace(&mut self.buf, rest);
         data.drain(..start);
         self.pos = 0;
-        if records.is_empty() {
+        if records.is_empty() && !stalled {
             return Ok(None);
         }
         Ok(Some(Chunk { data, records }))
@@ -186,6 +196,11 @@ impl<S: RecordScanner> RecordChunker<S> {
             match self.reader.read(&mut self.buf[old..]) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.buf.truncate(old);
+                    self.stalled = true;
+                    return Ok(());
+                }
                 Err(e) => {
                     self.buf.truncate(old);
                     return Err(e);

@@ -56,8 +56,9 @@ pub enum Error {
     /// A write or DDL statement sent to a store opened with
     /// [`EmbeddedStore::open_reader`](crate::EmbeddedStore::open_reader).
     #[error(
-        "cannot {action}: this store was opened read-only (a worker reads the shared data \
-         directory; writes go through the driver)"
+        "cannot {action}: this data directory is open read-only, because another process writes \
+         it (a driver, whose workers read it, or a streaming `quarry load`); send writes \
+         through that process (--driver), or stop it first"
     )]
     ReadOnly { action: String },
 
@@ -66,6 +67,13 @@ pub enum Error {
 }
 
 impl Error {
+    /// True when the data directory could not be opened for writing because another process
+    /// has it open for writing.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, Error::Io { action: "locking", source, .. }
+            if source.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
     /// Whose fault this is, and whether a retry can help.
     pub fn failure(&self) -> Failure {
         match self {
