@@ -21,6 +21,7 @@
 //! (see `fresh.rs`).
 
 mod fresh;
+mod ingest;
 mod jobs;
 mod memory;
 mod tpch;
@@ -89,6 +90,8 @@ enum Mode {
     /// Queries over a table with fresh small writes all over its ring, beside the same rows
     /// loaded at once and plain DataFusion.
     Fresh(fresh::FreshArgs),
+    /// Small writes for a minute while queries run once a second: rows/s and query latency.
+    Ingest(ingest::IngestArgs),
 }
 
 const QUERIES: [(&str, &str); 2] = [
@@ -111,6 +114,7 @@ async fn main() -> Result<()> {
         Some(Mode::Jobs(jobs)) => return jobs::run(jobs).await,
         Some(Mode::Memory(memory)) => return memory::run(memory).await,
         Some(Mode::Fresh(fresh)) => return fresh::run(fresh).await,
+        Some(Mode::Ingest(ingest)) => return ingest::run(ingest).await,
         None => {}
     }
     let work_dir = WorkDir::new(args.dir.as_deref())?;

@@ -1,0 +1,213 @@
+//! Sustained ingestion: readings arrive in small batches (default 1,000 rows) for a while
+//! (default 60 s) into a table that already holds a large run, while queries (a) and (b) run once
+//! a second. Reports the rows per second ingested, the queries' median and p99 latency during
+//! ingestion beside the same queries on the table before ingestion began (one run, compacted),
+//! and the process's peak resident memory. Every write is acknowledged only once durable (the
+//! write-ahead log is fsynced), as a client's would be.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use arrow::array::{ArrayRef, AsArray, RecordBatch, TimestampMillisecondArray, UInt32Array};
+use arrow::compute::{concat_batches, take_record_batch};
+use arrow::datatypes::TimestampMillisecondType;
+use quarry_core::schema::TableName;
+use quarry_iot::IotConfig;
+use quarry_sql::QuarrySession;
+use quarry_store::{EmbeddedOptions, EmbeddedStore, Store};
+
+use crate::{QUERIES, WorkDir};
+
+#[derive(Debug, clap::Args)]
+pub struct IngestArgs {
+    /// Rows in the table before ingestion starts.
+    #[arg(long, default_value_t = 10_000_000)]
+    rows: u64,
+    /// Distinct devices.
+    #[arg(long, default_value_t = 100_000)]
+    devices: u64,
+    /// Rows per write.
+    #[arg(long, default_value_t = 1_000)]
+    batch_rows: usize,
+    /// How long to ingest, in seconds.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Concurrent writers (each writes its own batches).
+    #[arg(long, default_value_t = 4)]
+    writers: usize,
+    /// Work directory (default: a temporary directory, removed afterwards).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+pub async fn run(args: IngestArgs) -> Result<()> {
+    let work = WorkDir::new(args.dir.as_deref())?;
+    let config = IotConfig {
+        rows: args.rows,
+        devices: args.devices,
+        ..IotConfig::default()
+    };
+    let schema = quarry_iot::readings_schema();
+    let base: Vec<RecordBatch> = config.generator().collect();
+    let base = concat_batches(&schema, &base)?;
+    let store = Arc::new(EmbeddedStore::open(
+        work.path().join("store"),
+        EmbeddedOptions::default(),
+    )?);
+    let session = Arc::new(QuarrySession::new(store.clone() as Arc<dyn Store>));
+    session
+        .execute_script(
+            "CREATE KEYSPACE iot WITH shards = 800;
+             CREATE TABLE iot.readings (device_id bigint, ts timestamp, sensor text, value double, status int, PRIMARY KEY ((device_id), ts, sensor));",
+        )
+        .await?;
+    let name = TableName::new("iot", "readings");
+    store.write(&name, vec![base.clone()]).await?;
+    store.wait_idle();
+    println!(
+        "sustained ingestion: {} rows to start with, then {}-row writes from {} writers for {} s, \
+         queries (a) and (b) once a second",
+        base.num_rows(),
+        args.batch_rows,
+        args.writers,
+        args.seconds
+    );
+
+    // The queries on the table as loaded (one run): the reference.
+    let mut before: Vec<Vec<Duration>> = vec![Vec::new(); QUERIES.len()];
+    for _ in 0..10 {
+        for (q, (_, sql)) in QUERIES.iter().enumerate() {
+            let started = Instant::now();
+            session.execute(&sql.replace("{t}", "iot.readings")).await?;
+            before[q].push(started.elapsed());
+        }
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ingested = Arc::new(AtomicU64::new(0));
+    let base = Arc::new(base);
+    let mut writers = Vec::new();
+    for writer in 0..args.writers {
+        let (store, name, stop, ingested, base) = (
+            store.clone(),
+            name.clone(),
+            stop.clone(),
+            ingested.clone(),
+            base.clone(),
+        );
+        let (batch_rows, end) = (args.batch_rows, config.end_millis);
+        writers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let batch = reading_batch(&base, writer as u64, n, batch_rows, end)?;
+                store.write(&name, vec![batch]).await?;
+                ingested.fetch_add(batch_rows as u64, Ordering::SeqCst);
+                n += 1;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let started = Instant::now();
+    let mut during: Vec<Vec<Duration>> = vec![Vec::new(); QUERIES.len()];
+    while started.elapsed() < Duration::from_secs(args.seconds) {
+        let tick = Instant::now();
+        for (q, (_, sql)) in QUERIES.iter().enumerate() {
+            let query_started = Instant::now();
+            session.execute(&sql.replace("{t}", "iot.readings")).await?;
+            during[q].push(query_started.elapsed());
+        }
+        let rest = Duration::from_secs(1).saturating_sub(tick.elapsed());
+        tokio::time::sleep(rest).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for writer in writers {
+        writer.await??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let rows = ingested.load(Ordering::SeqCst);
+    let stats = store.table_stats(&name)?;
+    println!(
+        "ingested {rows} rows in {secs:.1} s: {:.0} rows/s (target >= 200,000); the table then \
+         had {} runs (overlap depth {}), {} rows in the memtable",
+        rows as f64 / secs,
+        stats.runs,
+        stats.overlap_depth,
+        stats.memtable_rows
+    );
+    println!(
+        "\n{:<36} {:>10} {:>10} {:>10} {:>10} {:>8}",
+        "query", "before", "median", "p99", "queries", "ratio"
+    );
+    for (q, (label, _)) in QUERIES.iter().enumerate() {
+        let reference = percentile(&mut before[q], 50);
+        let median = percentile(&mut during[q], 50);
+        let p99 = percentile(&mut during[q], 99);
+        println!(
+            "{label:<36} {:>8.1}ms {:>8.1}ms {:>8.1}ms {:>10} {:>8.2}",
+            reference.as_secs_f64() * 1e3,
+            median.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
+            during[q].len(),
+            median.as_secs_f64() / reference.as_secs_f64()
+        );
+    }
+    if let Some(peak) = peak_rss_mib() {
+        println!("\npeak resident memory of the process: {peak:.0} MiB");
+    }
+    Ok(())
+}
+
+/// Write `n` of writer `writer`: readings of devices all over the ring, at timestamps past the
+/// generated window (new keys), every tenth one instead repeating an existing reading's key with
+/// a new value (an update).
+fn reading_batch(
+    base: &RecordBatch,
+    writer: u64,
+    n: u64,
+    rows: usize,
+    end_millis: i64,
+) -> Result<RecordBatch> {
+    let total = base.num_rows() as u64;
+    let first = (writer << 40) + n * rows as u64;
+    let picks: Vec<u32> = (0..rows as u64)
+        .map(|i| ((first + i).wrapping_mul(0x9E37_79B9_7F4A_7C15) % total) as u32)
+        .collect();
+    let picked = take_record_batch(base, &UInt32Array::from(picks))?;
+    let ts = picked.column(1).as_primitive::<TimestampMillisecondType>();
+    let new_ts: TimestampMillisecondArray = (0..rows)
+        .map(|i| {
+            Some(if i % 10 == 0 {
+                ts.value(i)
+            } else {
+                end_millis + (first + i as u64) as i64
+            })
+        })
+        .collect::<TimestampMillisecondArray>()
+        .with_timezone_opt(ts.timezone());
+    let mut columns: Vec<ArrayRef> = picked.columns().to_vec();
+    columns[1] = Arc::new(new_ts);
+    Ok(RecordBatch::try_new(base.schema(), columns)?)
+}
+
+fn percentile(times: &mut [Duration], p: usize) -> Duration {
+    times.sort();
+    let at = ((times.len() * p).div_ceil(100)).clamp(1, times.len()) - 1;
+    times[at]
+}
+
+/// This process's peak resident memory, in MiB (`VmHWM`).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
