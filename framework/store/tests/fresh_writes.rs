@@ -159,6 +159,26 @@ async fn memtable_rows_hide_older_rows_and_newer_runs_hide_memtable_rows() {
     );
 }
 
+#[tokio::test]
+async fn scans_between_small_writes_see_each_state_of_the_memtable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = new_store_with_shards(dir.path(), 64).await;
+    let mut expected = Rows::new();
+    write_all(&store, &mut expected, vec![rows(0..100, 0..20, 1.0)]).await;
+    for round in 0..8i64 {
+        // A scan planned now and read after the write must still see this moment.
+        let planned = store.plan_scan(&ScanRequest::full(name())).unwrap();
+        let before = expected.clone();
+        // Each write updates rows of the run and of earlier writes, and adds new ones.
+        let batch = rows(round * 10..round * 10 + 30, 18..22, 2.0 + round as f64);
+        write_all(&store, &mut expected, vec![batch]).await;
+        assert_eq!(scan_all(&store).await, expected, "round {round}");
+        assert_eq!(rows_read(&store).await, expected.len(), "round {round}");
+        assert_eq!(by_key(&read(planned).await), before, "round {round}");
+    }
+    assert_eq!(below(&store, 2000.0).await, filtered(&expected, 2000.0));
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {

@@ -195,8 +195,7 @@ async fn writes_on_a_reader_fail_and_change_nothing() {
         assert_eq!(err.kind(), FailureKind::User, "{err}");
         assert!(
             err.to_string().contains(
-                "this store was opened read-only (a worker reads the shared data directory; \
-                 writes go through the driver)"
+                "this data directory is open read-only, because another process writes it"
             ),
             "{err}"
         );

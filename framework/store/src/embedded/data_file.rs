@@ -53,6 +53,8 @@ pub struct DataFile {
     pub group_starts: Vec<u64>,
     /// Per row group, the row at which each of its shards starts (see [`DataFile::shard_starts`]).
     shard_starts: Vec<OnceLock<Vec<u32>>>,
+    /// Per row group, its rows' key hashes once read (see [`DataFile::key_hashes`]).
+    key_hashes: Vec<OnceLock<Arc<[i64]>>>,
     /// Set when the file left the manifest; the file is deleted when the last reader lets go.
     obsolete: AtomicBool,
 }
@@ -122,6 +124,7 @@ impl DataFile {
             key_column,
             group_starts,
             shard_starts: groups.iter().map(|_| OnceLock::new()).collect(),
+            key_hashes: groups.iter().map(|_| OnceLock::new()).collect(),
             groups,
             shards: *shards,
             obsolete: AtomicBool::new(false),
@@ -159,6 +162,36 @@ impl DataFile {
         Ok(cell.get_or_init(|| starts))
     }
 
+    /// The key hashes of row group `group`, read with `read` the first time. Every write
+    /// compares its keys with the older runs' and every scan beside memtable rows with the
+    /// memtable's, so the hashes are kept while the writer's cache has room
+    /// ([`KEY_CACHE_BYTES`] over all files): 8 bytes a row instead of a decode each time.
+    pub fn key_hashes(
+        &self,
+        group: usize,
+        read: impl FnOnce() -> Result<Vec<i64>>,
+    ) -> Result<Arc<[i64]>> {
+        let Some(cell) = self.key_hashes.get(group) else {
+            return Err(Error::Internal(format!(
+                "row group {group} of {} does not exist",
+                self.relative
+            )));
+        };
+        if let Some(hashes) = cell.get() {
+            return Ok(hashes.clone());
+        }
+        let hashes: Arc<[i64]> = read()?.into();
+        let bytes = (hashes.len() * 8) as u64;
+        if KEY_CACHE_USED.fetch_add(bytes, Ordering::SeqCst) + bytes <= KEY_CACHE_BYTES {
+            if cell.set(hashes.clone()).is_err() {
+                KEY_CACHE_USED.fetch_sub(bytes, Ordering::SeqCst);
+            }
+        } else {
+            KEY_CACHE_USED.fetch_sub(bytes, Ordering::SeqCst);
+        }
+        Ok(hashes)
+    }
+
     pub fn rows(&self) -> u64 {
         self.groups.iter().map(|g| g.rows).sum()
     }
@@ -169,8 +202,21 @@ impl DataFile {
     }
 }
 
+/// The most bytes of key hashes kept in memory by one process ([`DataFile::key_hashes`]).
+pub const KEY_CACHE_BYTES: u64 = 512 << 20;
+
+/// Bytes of key hashes kept now.
+static KEY_CACHE_USED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Drop for DataFile {
     fn drop(&mut self) {
+        let cached: u64 = self
+            .key_hashes
+            .iter()
+            .filter_map(|cell| cell.get())
+            .map(|hashes| (hashes.len() * 8) as u64)
+            .sum();
+        KEY_CACHE_USED.fetch_sub(cached, Ordering::SeqCst);
         if self.obsolete.load(Ordering::SeqCst)
             && let Err(e) = fs::remove_file(&self.path)
         {

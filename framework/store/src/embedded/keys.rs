@@ -285,13 +285,13 @@ impl KeySet {
             return Ok(Vec::new());
         }
         let key_indices = table.primary_key_indices();
-        let hashes: Vec<i64> = match file.key_column {
+        let hashes = file.key_hashes(group, || match file.key_column {
             Some(column) => {
                 let mut hashes = Vec::with_capacity(info.rows as usize);
                 for batch in crate::embedded::scan::read_group(file, group, &[column], None)? {
                     hashes.extend_from_slice(batch?.column(0).as_primitive::<Int64Type>().values());
                 }
-                hashes
+                Ok(hashes)
             }
             None => {
                 // A file written before key hashes were stored: hash its keys now.
@@ -301,9 +301,9 @@ impl KeySet {
                     let rows = batch.num_rows();
                     hashes.extend_from_slice(hash_keys(table, batch.columns(), rows)?.values());
                 }
-                hashes
+                Ok(hashes)
             }
-        };
+        })?;
         let candidates = self.candidates(&hashes);
         if candidates.is_empty() {
             return Ok(Vec::new());

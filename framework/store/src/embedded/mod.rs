@@ -221,7 +221,7 @@ impl TableState {
             self.drop_superseded_chunk_rows(&keys)?;
         }
         self.chunks.push(Arc::new(chunk));
-        self.mem_keys = Arc::default();
+        self.mem_keys = Arc::new(self.mem_keys.next());
         Ok(())
     }
 
@@ -245,7 +245,7 @@ impl TableState {
             rows.sort_unstable();
             rows.dedup();
             *chunk = Arc::new(chunk.without(&rows)?);
-            self.mem_keys = Arc::default();
+            self.mem_keys = Arc::new(self.mem_keys.next());
         }
         Ok(())
     }
@@ -1293,7 +1293,7 @@ impl Inner {
         if how.drain_frozen > 0 {
             let drained = how.drain_frozen.min(table.frozen.len());
             table.frozen.drain(..drained);
-            table.mem_keys = Arc::default();
+            table.mem_keys = Arc::new(table.mem_keys.next());
         }
         if let Err(e) = self.commit(&state) {
             if let Some(table) = state.tables.get_mut(name) {
@@ -1311,6 +1311,12 @@ impl Inner {
         {
             table.drop_superseded_chunk_rows(keys)?;
         }
+        let live: HashSet<&str> = table
+            .runs
+            .iter()
+            .flat_map(|r| r.files.iter().map(|f| f.relative.as_str()))
+            .collect();
+        table.mem_keys.retain_files(&|file| live.contains(file));
         let compact = wants_compaction(&table.runs, &self.options);
         drop(state);
         for d in replaced {

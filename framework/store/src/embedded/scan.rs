@@ -17,7 +17,7 @@
 //! all of its ring reads almost as fast as the same rows compacted.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, Scalar,
@@ -138,31 +138,63 @@ pub struct TableSnapshot {
 /// A row group: its file's path and its number in the file.
 type GroupId = (String, usize);
 
-/// The keys of the memtable's chunks, built by the first scan that needs them, and per row
-/// group of a run the rows they supersede. One per state of the memtable: a write or a flush
-/// starts a new one, so scans between two writes share the work.
+/// The keys of the memtable's chunks, and per row group of a run the rows they supersede. One
+/// per state of the memtable: a write or a flush starts the next one, which inherits what was
+/// worked out, so a scan after a write compares the older runs with the new chunks only.
 #[derive(Debug, Default)]
 pub struct MemKeys {
-    set: OnceLock<std::result::Result<KeySet, String>>,
-    hidden: Mutex<HashMap<GroupId, Arc<Vec<u32>>>>,
+    /// Per row group, the rows hidden by chunks up to a sequence number; shared by every state
+    /// of the memtable. Hidden rows stay hidden: a chunk row is only ever superseded by a newer
+    /// write of the same key, and flushed chunks leave deletion vectors behind.
+    covered: Arc<Mutex<HashMap<GroupId, Covered>>>,
+    /// Keys of this state's chunks newer than a sequence number, by that number.
+    sets: Mutex<HashMap<u64, Arc<KeySet>>>,
+}
+
+#[derive(Debug, Clone)]
+struct Covered {
+    /// The newest chunk compared.
+    seq: u64,
+    /// Rows hidden, numbered within the group, sorted.
+    rows: Arc<Vec<u32>>,
 }
 
 impl MemKeys {
-    fn set(&self, table: &TableDef, chunks: &[Arc<MemChunk>]) -> Result<&KeySet> {
-        self.set
-            .get_or_init(|| {
-                let parts: Vec<Tagged<'_>> = chunks
-                    .iter()
-                    .map(|c| Tagged::of_rows(table, &c.rows, &c.hashes, c.seq))
-                    .collect();
-                KeySet::new(table, &parts).map_err(|e| e.to_string())
-            })
-            .as_ref()
-            .map_err(|e| Error::Internal(format!("indexing the memtable's keys: {e}")))
+    /// The next state's: the same rows hidden so far, the chunks' keys to be worked out anew.
+    pub fn next(&self) -> MemKeys {
+        MemKeys {
+            covered: self.covered.clone(),
+            sets: Mutex::default(),
+        }
+    }
+
+    /// Forgets the row groups of files no run lists any more.
+    pub fn retain_files(&self, keep: &dyn Fn(&str) -> bool) {
+        lock(&self.covered).retain(|(file, _), _| keep(file));
+    }
+
+    /// The keys of the chunks newer than `seq`.
+    fn newer_than(
+        &self,
+        table: &TableDef,
+        chunks: &[Arc<MemChunk>],
+        seq: u64,
+    ) -> Result<Arc<KeySet>> {
+        if let Some(set) = lock(&self.sets).get(&seq) {
+            return Ok(set.clone());
+        }
+        let parts: Vec<Tagged<'_>> = chunks
+            .iter()
+            .filter(|c| c.seq > seq)
+            .map(|c| Tagged::of_rows(table, &c.rows, &c.hashes, c.seq))
+            .collect();
+        let set = Arc::new(KeySet::new(table, &parts)?);
+        lock(&self.sets).insert(seq, set.clone());
+        Ok(set)
     }
 
     /// Rows of row group `group` of `file` (of a run with sequence number `seq`) that a newer
-    /// memtable row supersedes, numbered within the group.
+    /// row of `chunks` supersedes, numbered within the group.
     fn hidden(
         &self,
         table: &TableDef,
@@ -171,21 +203,35 @@ impl MemKeys {
         group: usize,
         seq: u64,
     ) -> Result<Arc<Vec<u32>>> {
-        let key = (file.relative.clone(), group);
-        if let Some(rows) = lock(&self.hidden).get(&key) {
-            return Ok(rows.clone());
-        }
-        let set = self.set(table, chunks)?;
-        let mut rows: Vec<u32> = set
-            .matches_in_group(table, file, group)?
-            .into_iter()
-            .filter(|&(_, ours)| set.tag(ours) > seq)
-            .map(|(row, _)| row)
-            .collect();
+        let newest = chunks.iter().map(|c| c.seq).max().unwrap_or(0);
+        let id = (file.relative.clone(), group);
+        let known = lock(&self.covered).get(&id).cloned();
+        // What was worked out for a later state may hide rows of chunks this scan does not see.
+        let (from, mut rows) = match known {
+            Some(known) if known.seq == newest => return Ok(known.rows),
+            Some(known) if known.seq < newest => (known.seq, known.rows.as_ref().clone()),
+            _ => (0, Vec::new()),
+        };
+        let set = self.newer_than(table, chunks, from)?;
+        rows.extend(
+            set.matches_in_group(table, file, group)?
+                .into_iter()
+                .filter(|&(_, ours)| set.tag(ours) > seq)
+                .map(|(row, _)| row),
+        );
         rows.sort_unstable();
         rows.dedup();
         let rows = Arc::new(rows);
-        lock(&self.hidden).insert(key, rows.clone());
+        let mut covered = lock(&self.covered);
+        if covered.get(&id).is_none_or(|c| c.seq < newest) {
+            covered.insert(
+                id,
+                Covered {
+                    seq: newest,
+                    rows: rows.clone(),
+                },
+            );
+        }
         Ok(rows)
     }
 }
