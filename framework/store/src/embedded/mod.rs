@@ -161,6 +161,8 @@ struct Inner {
     /// Held while a run is added or replaced: working out what it supersedes needs the runs
     /// to stay as they are.
     commit_lock: Mutex<()>,
+    /// Small writes waiting for the log (group commit).
+    queued: Mutex<Vec<QueuedWrite>>,
     jobs: Mutex<Option<Sender<Job>>>,
     /// Held for the store's lifetime: one writer per data directory (readers take no lock).
     _lock: File,
@@ -334,6 +336,7 @@ impl EmbeddedStore {
             flush_lock: Mutex::new(()),
             compact_lock: Mutex::new(()),
             commit_lock: Mutex::new(()),
+            queued: Mutex::new(Vec::new()),
             jobs: Mutex::new(None),
             _lock: lock_file,
         });
@@ -1110,20 +1113,78 @@ impl Inner {
             return Ok(summary);
         }
         let hashes = keys::key_hashes(&def, &rows)?.values().to_vec();
-        let memtable_rows = {
-            let mut wal = lock(&self.wal);
-            let seq = lock(&self.state).next_seq();
-            wal.append(id, seq, &rows)?;
-            let mut state = lock(&self.state);
-            if let Some(table) = state.tables.get_mut(name).filter(|t| t.id == id) {
-                table.add_chunk(MemChunk::from_parts(seq, rows, hashes))?;
-            }
-            state.memtable_rows()
-        };
+        // Group commit: the write joins the queue; whoever holds the log next (this caller or
+        // one already waiting) appends everything queued with one sync, then makes it readable.
+        let (reply, done) = std::sync::mpsc::sync_channel::<Result<usize>>(1);
+        lock(&self.queued).push(QueuedWrite {
+            name: name.clone(),
+            id,
+            rows,
+            hashes,
+            reply,
+        });
+        self.commit_queued();
+        let memtable_rows = done
+            .recv()
+            .map_err(|_| Error::Internal("a queued write got no answer".into()))??;
         if memtable_rows >= self.options.memtable_flush_rows && !self.schedule(Job::Flush) {
             self.flush()?;
         }
         Ok(summary)
+    }
+
+    /// Appends every queued write to the log with one sync and adds them to the memtable, in
+    /// sequence order, then answers each; with nothing queued (an earlier holder of the log took
+    /// this caller's write), returns at once.
+    fn commit_queued(&self) {
+        let mut wal = lock(&self.wal);
+        let group = std::mem::take(&mut *lock(&self.queued));
+        if group.is_empty() {
+            return;
+        }
+        let seqs: Vec<u64> = {
+            let mut state = lock(&self.state);
+            group.iter().map(|_| state.next_seq()).collect()
+        };
+        let records: Vec<(u64, u64, &RecordBatch)> = group
+            .iter()
+            .zip(&seqs)
+            .map(|(w, &seq)| (w.id, seq, &w.rows))
+            .collect();
+        if let Err(e) = wal.append_group(&records) {
+            let message = e.to_string();
+            let mut first = Some(e);
+            for write in group {
+                let error = first
+                    .take()
+                    .unwrap_or_else(|| Error::Internal(format!("{message} (group commit)")));
+                let _ = write.reply.send(Err(error));
+            }
+            return;
+        }
+        let mut state = lock(&self.state);
+        let mut results = Vec::with_capacity(group.len());
+        for (write, seq) in group.iter().zip(&seqs) {
+            let added = match state
+                .tables
+                .get_mut(&write.name)
+                .filter(|t| t.id == write.id)
+            {
+                Some(table) => table.add_chunk(MemChunk::from_parts(
+                    *seq,
+                    write.rows.clone(),
+                    write.hashes.clone(),
+                )),
+                None => Ok(()),
+            };
+            results.push(added);
+        }
+        let memtable_rows = state.memtable_rows();
+        drop(state);
+        drop(wal);
+        for (write, added) in group.into_iter().zip(results) {
+            let _ = write.reply.send(added.map(|()| memtable_rows));
+        }
     }
 
     /// Writes sorted rows as a new run and lists it in the manifest.
@@ -1736,6 +1797,17 @@ impl Inner {
         tracing::debug!(table = %name, runs = snapshot.runs.len(), rows = rows.num_rows(), "compacted");
         Ok(true)
     }
+}
+
+/// A small write waiting for the log.
+#[derive(Debug)]
+struct QueuedWrite {
+    name: TableName,
+    id: u64,
+    rows: RecordBatch,
+    hashes: Vec<i64>,
+    /// Answered with the memtable's row count once the write is durable and readable.
+    reply: std::sync::mpsc::SyncSender<Result<usize>>,
 }
 
 /// A run about to be added.

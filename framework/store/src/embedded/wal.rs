@@ -148,7 +148,14 @@ impl Wal {
 
     /// Appends one record and fsyncs it. When this returns the rows survive a crash; when it
     /// fails they were not written, and later records are not written after a torn one.
+    #[cfg(test)]
     pub fn append(&mut self, table_id: u64, seq: u64, batch: &RecordBatch) -> Result<()> {
+        self.append_group(&[(table_id, seq, batch)])
+    }
+
+    /// Appends the records of several writes with one write and one sync (group commit): all of
+    /// them are durable when this returns, or none is acknowledged.
+    pub fn append_group(&mut self, records: &[(u64, u64, &RecordBatch)]) -> Result<()> {
         if let Some(reason) = &self.broken {
             return Err(Error::Internal(format!(
                 "the write-ahead log in {} refuses writes since an earlier failure ({reason}); \
@@ -156,33 +163,35 @@ impl Wal {
                 self.dir.display()
             )));
         }
-        let mut payload = Vec::with_capacity(16 + batch.get_array_memory_size());
-        payload.extend_from_slice(&table_id.to_le_bytes());
-        payload.extend_from_slice(&seq.to_le_bytes());
-        {
-            let mut writer = StreamWriter::try_new(&mut payload, &batch.schema())?;
-            writer.write(batch)?;
-            writer.finish()?;
+        let mut frames = Vec::new();
+        for &(table_id, seq, batch) in records {
+            let mut payload = Vec::with_capacity(16 + batch.get_array_memory_size());
+            payload.extend_from_slice(&table_id.to_le_bytes());
+            payload.extend_from_slice(&seq.to_le_bytes());
+            {
+                let mut writer = StreamWriter::try_new(&mut payload, &batch.schema())?;
+                writer.write(batch)?;
+                writer.finish()?;
+            }
+            let len = u32::try_from(payload.len()).map_err(|_| {
+                Error::Internal(format!(
+                    "a single write of {} bytes is too large for the log; split it",
+                    payload.len()
+                ))
+            })?;
+            frames.extend_from_slice(&len.to_le_bytes());
+            frames.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            frames.extend_from_slice(&payload);
         }
-        let len = u32::try_from(payload.len()).map_err(|_| {
-            Error::Internal(format!(
-                "a single write of {} bytes is too large for the log; split it",
-                payload.len()
-            ))
-        })?;
-        let mut frame = Vec::with_capacity(8 + payload.len());
-        frame.extend_from_slice(&len.to_le_bytes());
-        frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        frame.extend_from_slice(&payload);
         let path = segment_path(&self.dir, self.segment);
         let written = self
             .file
-            .write_all(&frame)
+            .write_all(&frames)
             .map_err(Error::io("appending to", &path))
             .and_then(|()| self.file.sync().map_err(Error::io("syncing", &path)));
         match written {
             Ok(()) => {
-                self.len += frame.len() as u64;
+                self.len += frames.len() as u64;
                 Ok(())
             }
             Err(e) => {
