@@ -64,7 +64,7 @@ fn hash_keys(table: &TableDef, columns: &[ArrayRef], rows: usize) -> Result<Int6
 
 /// Key hashes are Murmur3 output already: hashing them again would only cost time.
 #[derive(Default)]
-struct PassThrough(u64);
+pub struct PassThrough(u64);
 
 impl Hasher for PassThrough {
     fn finish(&self) -> u64 {
@@ -81,6 +81,9 @@ impl Hasher for PassThrough {
         self.0 = v as u64;
     }
 }
+
+/// Builds hash maps and sets keyed by key hashes.
+pub type PassThroughBuild = BuildHasherDefault<PassThrough>;
 
 const END: u32 = u32::MAX;
 

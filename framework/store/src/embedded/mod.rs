@@ -190,6 +190,9 @@ struct TableState {
     frozen: Vec<Arc<MemChunk>>,
     /// The keys of `chunks` and `frozen`; replaced whenever they change.
     mem_keys: Arc<MemKeys>,
+    /// The key hashes of `chunks` and `frozen` (and of rows dropped from them since the last
+    /// flush: a stale hash only costs a closer look).
+    mem_hashes: HashSet<i64, keys::PassThroughBuild>,
     /// When a compaction last rewrote runs, in milliseconds since the Unix epoch.
     compacted_at_ms: Option<i64>,
 }
@@ -204,13 +207,18 @@ impl TableState {
             chunks: Vec::new(),
             frozen: Vec::new(),
             mem_keys: Arc::default(),
+            mem_hashes: HashSet::default(),
             compacted_at_ms: None,
         }
     }
 
     /// Adds a newly acknowledged write, dropping the rows of older chunks it supersedes.
     fn add_chunk(&mut self, chunk: MemChunk) -> Result<()> {
-        if self.chunks.iter().chain(&self.frozen).next().is_some() {
+        // Most writes bring new keys only: the memtable's hashes say so without looking at its
+        // chunks.
+        let repeats = chunk.hashes.iter().any(|h| self.mem_hashes.contains(h));
+        self.mem_hashes.extend(chunk.hashes.iter().copied());
+        if repeats {
             let keys = KeySet::new(
                 &self.def,
                 &[Tagged::of_rows(
@@ -1367,6 +1375,14 @@ impl Inner {
         let Some(table) = state.tables.get_mut(name) else {
             return Err(dropped_during_write(name));
         };
+        if how.drain_frozen > 0 {
+            table.mem_hashes = table
+                .chunks
+                .iter()
+                .chain(&table.frozen)
+                .flat_map(|c| c.hashes.iter().copied())
+                .collect();
+        }
         if how.drop_chunk_rows
             && let Some(keys) = &keys
         {
