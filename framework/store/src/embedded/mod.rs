@@ -1135,7 +1135,12 @@ impl Inner {
         let memtable_rows = done
             .recv()
             .map_err(|_| Error::Internal("a queued write got no answer".into()))??;
-        if memtable_rows >= self.options.memtable_flush_rows && !self.schedule(Job::Flush) {
+        let threshold = self.options.memtable_flush_rows;
+        if memtable_rows >= threshold.saturating_mul(STALL_FLUSHES) {
+            // The background thread is behind (a long compaction): this writer flushes itself
+            // rather than let the memtable grow without bound.
+            self.flush()?;
+        } else if memtable_rows >= threshold && !self.schedule(Job::Flush) {
             self.flush()?;
         }
         Ok(summary)
@@ -1814,6 +1819,10 @@ impl Inner {
         Ok(true)
     }
 }
+
+/// Once the memtable holds this many flushes' worth of rows, writers flush it themselves (a
+/// write stall) instead of leaving it to the background thread.
+const STALL_FLUSHES: usize = 4;
 
 /// A small write waiting for the log.
 #[derive(Debug)]
