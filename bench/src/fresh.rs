@@ -55,19 +55,28 @@ pub struct FreshArgs {
 /// Every `UPDATE_EVERY`-th row of a load updates an existing key.
 const UPDATE_EVERY: usize = 10;
 
-const DDL: &str = "CREATE KEYSPACE iot WITH shards = 800;
+/// The readings table of the fresh-writes and ingestion benchmarks.
+pub(crate) const DDL: &str = "CREATE KEYSPACE iot WITH shards = 800;
      CREATE TABLE iot.readings (device_id bigint, ts timestamp, sensor text, value double, status int, PRIMARY KEY ((device_id), ts, sensor));";
+
+/// `rows` generated readings of `devices` devices, as one batch, and the config that made them.
+pub(crate) fn base_readings(rows: u64, devices: u64) -> Result<(IotConfig, RecordBatch)> {
+    let config = IotConfig {
+        rows,
+        devices,
+        ..IotConfig::default()
+    };
+    let batches: Vec<RecordBatch> = config.generator().collect();
+    Ok((
+        config,
+        concat_batches(&quarry_iot::readings_schema(), &batches)?,
+    ))
+}
 
 pub async fn run(args: FreshArgs) -> Result<()> {
     let work = WorkDir::new(args.dir.as_deref())?;
-    let config = IotConfig {
-        rows: args.rows,
-        devices: args.devices,
-        ..IotConfig::default()
-    };
-    let schema = quarry_iot::readings_schema();
-    let base: Vec<RecordBatch> = config.generator().collect();
-    let base = concat_batches(&schema, &base)?;
+    let (config, base) = base_readings(args.rows, args.devices)?;
+    let schema = base.schema();
     let (loads, live) = small_loads(&args, &config, &base)?;
     println!(
         "fresh writes: {} base rows, {} loads of {} rows ({} updates each), the last {} unflushed",

@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use arrow::array::{ArrayRef, AsArray, RecordBatch, TimestampMillisecondArray, UInt32Array};
-use arrow::compute::{concat_batches, take_record_batch};
+use arrow::compute::take_record_batch;
 use arrow::datatypes::TimestampMillisecondType;
 use quarry_core::schema::TableName;
-use quarry_iot::IotConfig;
 use quarry_sql::QuarrySession;
 use quarry_store::{EmbeddedOptions, EmbeddedStore, Store};
 
@@ -45,25 +44,13 @@ pub struct IngestArgs {
 
 pub async fn run(args: IngestArgs) -> Result<()> {
     let work = WorkDir::new(args.dir.as_deref())?;
-    let config = IotConfig {
-        rows: args.rows,
-        devices: args.devices,
-        ..IotConfig::default()
-    };
-    let schema = quarry_iot::readings_schema();
-    let base: Vec<RecordBatch> = config.generator().collect();
-    let base = concat_batches(&schema, &base)?;
+    let (config, base) = crate::fresh::base_readings(args.rows, args.devices)?;
     let store = Arc::new(EmbeddedStore::open(
         work.path().join("store"),
         EmbeddedOptions::default(),
     )?);
     let session = Arc::new(QuarrySession::new(store.clone() as Arc<dyn Store>));
-    session
-        .execute_script(
-            "CREATE KEYSPACE iot WITH shards = 800;
-             CREATE TABLE iot.readings (device_id bigint, ts timestamp, sensor text, value double, status int, PRIMARY KEY ((device_id), ts, sensor));",
-        )
-        .await?;
+    session.execute_script(crate::fresh::DDL).await?;
     let name = TableName::new("iot", "readings");
     store.write(&name, vec![base.clone()]).await?;
     store.wait_idle();
@@ -154,7 +141,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
             median.as_secs_f64() / reference.as_secs_f64()
         );
     }
-    if let Some(peak) = peak_rss_mib() {
+    if let Some(peak) = crate::memory::peak_rss_mib(std::process::id()) {
         println!("\npeak resident memory of the process: {peak:.0} MiB");
     }
     Ok(())
@@ -196,18 +183,4 @@ fn percentile(times: &mut [Duration], p: usize) -> Duration {
     times.sort();
     let at = ((times.len() * p).div_ceil(100)).clamp(1, times.len()) - 1;
     times[at]
-}
-
-/// This process's peak resident memory, in MiB (`VmHWM`).
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
 }

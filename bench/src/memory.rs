@@ -44,7 +44,7 @@ pub struct MemoryArgs {
 }
 
 /// The peak resident memory of process `pid` so far, in MiB (`VmHWM` in `/proc/PID/status`).
-fn peak_rss_mib(pid: u32) -> Option<f64> {
+pub(crate) fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: f64 = status
         .lines()

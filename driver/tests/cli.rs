@@ -710,6 +710,32 @@ fn daemons_given_certificates_serve_tls_to_the_cli() {
     );
 }
 
+/// A data directory with table `ks.t (id bigint PRIMARY KEY, v int)`.
+fn table_t() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    ok(sql(dir.path(), "CREATE KEYSPACE ks WITH shards = 8"));
+    ok(sql(
+        dir.path(),
+        "CREATE TABLE ks.t (id bigint PRIMARY KEY, v int)",
+    ));
+    dir
+}
+
+/// `quarry load --table ks.t ARGS` running, stdin, stdout and stderr piped.
+fn spawn_load(dir: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_quarry"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["load", "--table", "ks.t"])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// The table's row count as `quarry sql` reads it (beside a streaming load, read-only).
 fn count(dir: &Path) -> Option<u64> {
     let out = sql(dir, "SELECT count(*) AS n FROM ks.t");
@@ -734,31 +760,11 @@ fn wait_for_rows(dir: &Path, rows: u64) {
 
 #[test]
 fn a_stream_is_queryable_while_it_flows_and_stops_at_a_bad_row() {
-    let dir = tempfile::tempdir().unwrap();
-    ok(sql(dir.path(), "CREATE KEYSPACE ks WITH shards = 8"));
-    ok(sql(
+    let dir = table_t();
+    let mut child = spawn_load(
         dir.path(),
-        "CREATE TABLE ks.t (id bigint PRIMARY KEY, v int)",
-    ));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_quarry"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args([
-            "load",
-            "--table",
-            "ks.t",
-            "--format",
-            "ndjson",
-            "--commit-secs",
-            "0.2",
-            "-",
-        ])
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        &["--format", "ndjson", "--commit-secs", "0.2", "-"],
+    );
     let mut stdin = child.stdin.take().unwrap();
     for id in 1..=5 {
         writeln!(stdin, "{{\"id\": {id}, \"v\": {}}}", id * 10).unwrap();
@@ -784,31 +790,11 @@ fn a_stream_is_queryable_while_it_flows_and_stops_at_a_bad_row() {
 
 #[test]
 fn a_followed_file_is_loaded_as_it_grows_until_interrupted() {
-    let dir = tempfile::tempdir().unwrap();
-    ok(sql(dir.path(), "CREATE KEYSPACE ks WITH shards = 8"));
-    ok(sql(
-        dir.path(),
-        "CREATE TABLE ks.t (id bigint PRIMARY KEY, v int)",
-    ));
+    let dir = table_t();
     let file = dir.path().join("live.csv");
     std::fs::write(&file, "id,v\n1,10\n2,20\n3,30\n").unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_quarry"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args([
-            "load",
-            "--table",
-            "ks.t",
-            "--follow",
-            "--commit-secs",
-            "0.2",
-        ])
-        .arg(&file)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let file_arg = file.to_string_lossy().to_string();
+    let child = spawn_load(dir.path(), &["--follow", "--commit-secs", "0.2", &file_arg]);
     wait_for_rows(dir.path(), 3);
     let mut append = std::fs::OpenOptions::new()
         .append(true)

@@ -1174,11 +1174,24 @@ async fn a_job_past_the_drivers_timeout_is_stopped_and_says_why() {
     let job = cluster.driver().jobs.list().into_iter().next().unwrap();
     assert_eq!(job.state, JobState::Failed);
     assert_eq!(job.failure, Some(quarry_jobs::Failure::USER));
-    // Short queries still run.
-    assert_eq!(
-        lines(&cluster.sql("SELECT count(*) FROM k.t").await),
-        ["20000"]
-    );
+    // Short queries still run (on a loaded machine, the stopped tasks may still hold the cores
+    // for a moment: a few tries within the half second each).
+    let mut outcomes = Vec::new();
+    for _ in 0..5 {
+        match cluster
+            .driver()
+            .run_statement("SELECT count(*) FROM k.t", &[], "test")
+            .await
+        {
+            Ok(output) => {
+                assert_eq!(lines(&output), ["20000"]);
+                return;
+            }
+            Err(e) => outcomes.push(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("a short query never finished within the timeout: {outcomes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,6 +45,18 @@ impl Default for ReadOptions {
     }
 }
 
+impl ReadOptions {
+    /// The source's name and the format to read it as: the one asked for, else the one its
+    /// name implies.
+    pub(crate) fn input_format(&self, source: &Source) -> Result<(String, Format)> {
+        let input = source.to_string();
+        match self.format.or_else(|| source.format_from_name()) {
+            Some(format) => Ok((input, format)),
+            None => Err(Error::UnknownFormat { input }),
+        }
+    }
+}
+
 /// What one source held.
 #[derive(Debug, Clone)]
 pub struct SourceData {
@@ -74,13 +86,7 @@ pub fn read_source(
     options: &ReadOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<SourceData> {
-    let input = source.to_string();
-    let format = options
-        .format
-        .or_else(|| source.format_from_name())
-        .ok_or_else(|| Error::UnknownFormat {
-            input: input.clone(),
-        })?;
+    let (input, format) = options.input_format(source)?;
     let batch_size = options.batch_size.max(1);
     let mut chunks = match format {
         Format::Csv => Chunks::Csv(CsvChunks::open(

@@ -67,13 +67,7 @@ pub fn stream_source(
     stream: &StreamOptions,
     sink: &mut dyn FnMut(SourceData) -> Result<bool>,
 ) -> Result<()> {
-    let input = source.to_string();
-    let format = options
-        .format
-        .or_else(|| source.format_from_name())
-        .ok_or_else(|| Error::UnknownFormat {
-            input: input.clone(),
-        })?;
+    let (input, format) = options.input_format(source)?;
     let batch_size = options.batch_size.max(1);
     let open = |input: &str| -> Result<Box<dyn Read + Send>> {
         let blocks =

@@ -597,19 +597,13 @@ fn compare_range(min: &ArrayRef, max: &ArrayRef, op: CmpOp, value: &ArrayRef) ->
     (!result.is_null(0)).then(|| result.value(0))
 }
 
-/// A split that reads synchronously; [`Spawned`] runs it on the blocking pool for async readers,
-/// compaction runs it in place.
+/// A split read by pulling batches: decoded as the consumer asks (one row group or chunk, as
+/// DataFusion's own Parquet scan does), without a thread hand-off per batch. [`Spawned`] serves
+/// it to async readers; compaction pulls it in place.
 pub(crate) trait SyncSource: Send + Sync + std::fmt::Debug {
-    /// Calls `emit` with each batch until it returns false or the split is done.
-    fn read_into(&self, emit: &mut dyn FnMut(RecordBatch) -> bool) -> Result<()>;
+    fn batches(&self) -> Result<BatchIter>;
     fn describe(&self) -> String;
     fn limit(&self) -> Option<usize>;
-
-    /// A pull-based reader, for splits cheap enough to decode as the consumer asks (one row
-    /// group, as DataFusion's own Parquet scan does), without a thread hand-off per batch.
-    fn batches(&self) -> Option<Result<BatchIter>> {
-        None
-    }
 }
 
 type BatchIter = Box<dyn Iterator<Item = Result<RecordBatch>> + Send>;
@@ -620,27 +614,22 @@ struct Spawned(Arc<dyn SyncSource>);
 impl SplitSource for Spawned {
     fn open(&self) -> Result<BatchStream> {
         let source = self.0.clone();
-        if let Some(batches) = source.batches() {
-            let mut remaining = source.limit().unwrap_or(usize::MAX);
-            let limited = batches?.map_while(move |batch| {
-                if remaining == 0 {
-                    return None;
-                }
-                Some(batch.map(|b| {
-                    let b = if b.num_rows() > remaining {
-                        b.slice(0, remaining)
-                    } else {
-                        b
-                    };
-                    remaining -= b.num_rows();
+        let mut remaining = source.limit().unwrap_or(usize::MAX);
+        let limited = source.batches()?.map_while(move |batch| {
+            if remaining == 0 {
+                return None;
+            }
+            Some(batch.map(|b| {
+                let b = if b.num_rows() > remaining {
+                    b.slice(0, remaining)
+                } else {
                     b
-                }))
-            });
-            return Ok(Box::pin(stream::iter(limited)));
-        }
-        Ok(spawn_reader(source.limit(), move |emit| {
-            source.read_into(emit)
-        }))
+                };
+                remaining -= b.num_rows();
+                b
+            }))
+        });
+        Ok(Box::pin(stream::iter(limited)))
     }
 
     fn describe(&self) -> String {
@@ -654,12 +643,7 @@ pub(crate) fn read_all(snapshot: &TableSnapshot) -> Result<Vec<Vec<RecordBatch>>
     let request = ScanRequest::full(snapshot.def.table_name());
     let mut out = Vec::new();
     for (_, source) in plan_sources(snapshot, &request)?.1 {
-        let mut batches = Vec::new();
-        source.read_into(&mut |b| {
-            batches.push(b);
-            true
-        })?;
-        out.push(batches);
+        out.push(source.batches()?.collect::<Result<Vec<_>>>()?);
     }
     Ok(out)
 }
@@ -753,41 +737,24 @@ impl SyncSource for GroupSplit {
         self.read.limit
     }
 
-    fn read_into(&self, emit: &mut dyn FnMut(RecordBatch) -> bool) -> Result<()> {
-        if let Some(batches) = self.batches() {
-            for batch in batches? {
-                if !emit(batch?) {
-                    break;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn batches(&self) -> Option<Result<BatchIter>> {
+    fn batches(&self) -> Result<BatchIter> {
         let read = self.read.clone();
         let mut columns = read.projection.clone();
         // An empty projection (`count(*)`) reads the token column to have rows to count.
         if columns.is_empty() {
             columns.push(read.table.columns.len());
         }
-        let selection = match self.selection() {
-            Ok(Some(rows)) if rows.is_empty() => {
-                return Some(Ok(Box::new(std::iter::empty()) as BatchIter));
-            }
-            Ok(selection) => selection,
-            Err(e) => return Some(Err(e)),
+        let selection = match self.selection()? {
+            Some(rows) if rows.is_empty() => return Ok(Box::new(std::iter::empty())),
+            selection => selection,
         };
-        Some(
-            read_group(&self.file, self.group, &columns, selection).map(|reader| {
-                Box::new(reader.filter_map(move |batch| {
-                    match batch.and_then(|batch| read.output(&batch)) {
-                        Ok(b) if b.num_rows() == 0 => None,
-                        other => Some(other),
-                    }
-                })) as BatchIter
-            }),
-        )
+        let reader = read_group(&self.file, self.group, &columns, selection)?;
+        Ok(Box::new(reader.filter_map(
+            move |batch| match batch.and_then(|batch| read.output(&batch)) {
+                Ok(b) if b.num_rows() == 0 => None,
+                other => Some(other),
+            },
+        )))
     }
 
     fn describe(&self) -> String {
@@ -800,18 +767,7 @@ impl SyncSource for ChunkSplit {
         self.read.limit
     }
 
-    fn read_into(&self, emit: &mut dyn FnMut(RecordBatch) -> bool) -> Result<()> {
-        if let Some(batches) = self.batches() {
-            for batch in batches? {
-                if !emit(batch?) {
-                    break;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn batches(&self) -> Option<Result<BatchIter>> {
+    fn batches(&self) -> Result<BatchIter> {
         let read = |split: &ChunkSplit| -> Result<Option<RecordBatch>> {
             let mut columns = split.read.projection.clone();
             columns.push(split.read.table.columns.len());
@@ -825,7 +781,7 @@ impl SyncSource for ChunkSplit {
             }
             split.read.output(&rows).map(Some)
         };
-        Some(read(self).map(|batch| Box::new(batch.map(Ok).into_iter()) as BatchIter))
+        Ok(Box::new(read(self)?.map(Ok).into_iter()))
     }
 
     fn describe(&self) -> String {
@@ -991,49 +947,4 @@ fn keep_ranges(
         })
         .collect();
     Ok(filter_record_batch(batch, &mask)?)
-}
-
-/// Runs a blocking reader on tokio's blocking pool and streams its batches, stopping early when
-/// the consumer goes away or `limit` rows were produced.
-fn spawn_reader<F>(limit: Option<usize>, read: F) -> BatchStream
-where
-    F: FnOnce(&mut dyn FnMut(RecordBatch) -> bool) -> Result<()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
-    let task = tokio::task::spawn_blocking(move || {
-        let mut remaining = limit.unwrap_or(usize::MAX);
-        let mut emit = |batch: RecordBatch| {
-            if remaining == 0 {
-                return false;
-            }
-            let batch = if batch.num_rows() > remaining {
-                batch.slice(0, remaining)
-            } else {
-                batch
-            };
-            remaining -= batch.num_rows();
-            tx.blocking_send(Ok(batch)).is_ok() && remaining > 0
-        };
-        if let Err(e) = read(&mut emit) {
-            let _ = tx.blocking_send(Err(e));
-        }
-    });
-    // The reader stops on its own once the receiver is dropped; keeping the handle in the stream
-    // ties the task's lifetime to the stream's. When the batches end, the handle says whether the
-    // reader finished or panicked (which must not pass for the end of the rows).
-    Box::pin(stream::unfold(
-        (rx, Some(task)),
-        |(mut rx, task)| async move {
-            if let Some(item) = rx.recv().await {
-                return Some((item, (rx, task)));
-            }
-            match task?.await {
-                Ok(()) => None,
-                Err(e) => Some((
-                    Err(Error::Internal(format!("a scan reader failed: {e}"))),
-                    (rx, None),
-                )),
-            }
-        },
-    ))
 }
