@@ -13,6 +13,7 @@
 //! Nothing here knows about files, DataFusion or the network.
 
 pub mod cql_type;
+pub mod cql_value;
 pub mod ddl;
 pub mod error;
 pub mod failure;

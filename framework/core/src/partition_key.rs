@@ -2,32 +2,14 @@
 //!
 //! A one-column key is hashed as the column's serialized value. A composite key is hashed as
 //! CQL's composite encoding: for each component a 2-byte big-endian length, the bytes, then a
-//! `0x00` byte. Per type, the serialized value is:
-//!
-//! | CQL type | bytes |
-//! |---|---|
-//! | boolean, tinyint, smallint, int, bigint | big-endian two's complement, 1/1/2/4/8 bytes |
-//! | float, double | IEEE 754 bits, big-endian |
-//! | decimal | 4-byte scale, then the unscaled value as a minimal big-endian varint (trailing zeros stripped) |
-//! | text, ascii | UTF-8 bytes |
-//! | blob | the bytes |
-//! | timestamp | 8-byte milliseconds since the epoch |
-//! | date | 4-byte unsigned days, with the epoch at 2^31 |
-//! | time | 8-byte nanoseconds since midnight |
-//! | uuid, timeuuid | the 16 bytes |
-//! | inet | 4 (IPv4) or 16 (IPv6) bytes |
+//! `0x00` byte. Each value is serialized as in
+//! [`crate::cql_value`] (the same bytes a CQL client sends).
 
-use std::net::IpAddr;
-
-use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Date32Array, Decimal128Array,
-    Float32Array, Float64Array, Int8Array, Int16Array, Int32Array, Int64Array, StringArray,
-    Time64NanosecondArray, TimestampMillisecondArray,
-};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, TimeUnit};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array};
+use arrow::datatypes::DataType;
 
 use crate::cql_type::CqlType;
+use crate::cql_value::CellEncoder;
 use crate::error::{Error, Result};
 use crate::token::{Token, token_of};
 
@@ -118,172 +100,37 @@ fn null_key(column: &str, row: usize) -> Error {
     }
 }
 
-/// A key column downcast once, so that per-row encoding is a match and a copy.
+/// A key column with its encoder, for errors that name the column.
 struct Encoder<'a> {
     name: &'a str,
-    values: Values,
-}
-
-enum Values {
-    Boolean(BooleanArray),
-    TinyInt(Int8Array),
-    SmallInt(Int16Array),
-    Int(Int32Array),
-    BigInt(Int64Array),
-    Float(Float32Array),
-    Double(Float64Array),
-    Decimal(Decimal128Array, i8),
-    Text(StringArray),
-    Uuid(StringArray),
-    Inet(StringArray),
-    Blob(BinaryArray),
-    Timestamp(TimestampMillisecondArray),
-    Date(Date32Array),
-    Time(Time64NanosecondArray),
+    cell: CellEncoder,
 }
 
 impl<'a> Encoder<'a> {
     fn new(column: &KeyColumn<'a>) -> Result<Self> {
-        let target = match column.cql_type {
-            // Keep the column's own scale: it is what the serialized decimal carries.
-            CqlType::Decimal { .. } => match column.values.data_type() {
-                DataType::Decimal128(_, _) => column.values.data_type().clone(),
-                _ => column.cql_type.arrow_type(),
-            },
-            t => t.arrow_type(),
-        };
-        let array = if column.values.data_type() == &target {
-            column.values.clone()
-        } else {
-            cast(column.values, &target).map_err(|e| Error::InvalidKey {
+        let cell = CellEncoder::new(column.cql_type, column.values).map_err(|problem| {
+            Error::InvalidKey {
                 column: column.name.to_string(),
-                problem: format!(
-                    "has type {} which cannot be read as CQL {}: {e}",
-                    column.values.data_type(),
-                    column.cql_type
-                ),
-            })?
-        };
-        let values = match column.cql_type {
-            CqlType::Boolean => Values::Boolean(array.as_boolean().clone()),
-            CqlType::TinyInt => Values::TinyInt(array.as_primitive().clone()),
-            CqlType::SmallInt => Values::SmallInt(array.as_primitive().clone()),
-            CqlType::Int => Values::Int(array.as_primitive().clone()),
-            CqlType::BigInt => Values::BigInt(array.as_primitive().clone()),
-            CqlType::Float => Values::Float(array.as_primitive().clone()),
-            CqlType::Double => Values::Double(array.as_primitive().clone()),
-            CqlType::Decimal { scale, .. } => {
-                let scale = match array.data_type() {
-                    DataType::Decimal128(_, s) => *s,
-                    _ => scale,
-                };
-                Values::Decimal(array.as_primitive().clone(), scale)
+                problem,
             }
-            CqlType::Text | CqlType::Ascii => Values::Text(array.as_string().clone()),
-            CqlType::Uuid | CqlType::TimeUuid => Values::Uuid(array.as_string().clone()),
-            CqlType::Inet => Values::Inet(array.as_string().clone()),
-            CqlType::Blob => Values::Blob(array.as_binary().clone()),
-            CqlType::Timestamp => {
-                debug_assert!(matches!(
-                    array.data_type(),
-                    DataType::Timestamp(TimeUnit::Millisecond, _)
-                ));
-                Values::Timestamp(array.as_primitive().clone())
-            }
-            CqlType::Date => Values::Date(array.as_primitive().clone()),
-            CqlType::Time => Values::Time(array.as_primitive().clone()),
-        };
+        })?;
         Ok(Encoder {
             name: column.name,
-            values,
+            cell,
         })
     }
 
     fn write(&self, row: usize, out: &mut Vec<u8>) -> Result<()> {
-        let is_null = match &self.values {
-            Values::Boolean(a) => a.is_null(row),
-            Values::TinyInt(a) => a.is_null(row),
-            Values::SmallInt(a) => a.is_null(row),
-            Values::Int(a) => a.is_null(row),
-            Values::BigInt(a) => a.is_null(row),
-            Values::Float(a) => a.is_null(row),
-            Values::Double(a) => a.is_null(row),
-            Values::Decimal(a, _) => a.is_null(row),
-            Values::Text(a) | Values::Uuid(a) | Values::Inet(a) => a.is_null(row),
-            Values::Blob(a) => a.is_null(row),
-            Values::Timestamp(a) => a.is_null(row),
-            Values::Date(a) => a.is_null(row),
-            Values::Time(a) => a.is_null(row),
-        };
-        if is_null {
+        if self.cell.is_null(row) {
             return Err(null_key(self.name, row));
         }
-        match &self.values {
-            Values::Boolean(a) => out.push(u8::from(a.value(row))),
-            Values::TinyInt(a) => out.extend_from_slice(&a.value(row).to_be_bytes()),
-            Values::SmallInt(a) => out.extend_from_slice(&a.value(row).to_be_bytes()),
-            Values::Int(a) => out.extend_from_slice(&a.value(row).to_be_bytes()),
-            Values::BigInt(a) => out.extend_from_slice(&a.value(row).to_be_bytes()),
-            Values::Float(a) => out.extend_from_slice(&a.value(row).to_bits().to_be_bytes()),
-            Values::Double(a) => out.extend_from_slice(&a.value(row).to_bits().to_be_bytes()),
-            Values::Decimal(a, scale) => encode_decimal(a.value(row), *scale, out),
-            Values::Text(a) => out.extend_from_slice(a.value(row).as_bytes()),
-            Values::Uuid(a) => {
-                let text = a.value(row);
-                let uuid = uuid::Uuid::parse_str(text).map_err(|e| Error::InvalidKey {
-                    column: self.name.to_string(),
-                    problem: format!("holds '{text}' at row {row}, which is not a uuid: {e}"),
-                })?;
-                out.extend_from_slice(uuid.as_bytes());
-            }
-            Values::Inet(a) => {
-                let text = a.value(row);
-                let ip: IpAddr = text.parse().map_err(|_| Error::InvalidKey {
-                    column: self.name.to_string(),
-                    problem: format!(
-                        "holds '{text}' at row {row}, which is not an IPv4 or IPv6 address"
-                    ),
-                })?;
-                match ip {
-                    IpAddr::V4(v4) => out.extend_from_slice(&v4.octets()),
-                    IpAddr::V6(v6) => out.extend_from_slice(&v6.octets()),
-                }
-            }
-            Values::Blob(a) => out.extend_from_slice(a.value(row)),
-            Values::Timestamp(a) => out.extend_from_slice(&a.value(row).to_be_bytes()),
-            Values::Date(a) => {
-                let days = (i64::from(a.value(row)) + (1i64 << 31)) as u32;
-                out.extend_from_slice(&days.to_be_bytes());
-            }
-            Values::Time(a) => out.extend_from_slice(&a.value(row).to_be_bytes()),
-        }
-        Ok(())
+        self.cell
+            .write(row, out)
+            .map_err(|problem| Error::InvalidKey {
+                column: self.name.to_string(),
+                problem,
+            })
     }
-}
-
-/// CQL `decimal`: a 4-byte scale and a minimal big-endian two's complement varint. Trailing
-/// fractional zeros are stripped first so that 1.5 and 1.50 hash alike.
-fn encode_decimal(mut unscaled: i128, mut scale: i8, out: &mut Vec<u8>) {
-    while scale > 0 && unscaled % 10 == 0 {
-        unscaled /= 10;
-        scale -= 1;
-    }
-    out.extend_from_slice(&i32::from(scale).to_be_bytes());
-    encode_varint(unscaled, out);
-}
-
-fn encode_varint(value: i128, out: &mut Vec<u8>) {
-    let bytes = value.to_be_bytes();
-    let mut start = 0;
-    while start < bytes.len() - 1 {
-        let (b, next) = (bytes[start], bytes[start + 1]);
-        let redundant = (b == 0x00 && next & 0x80 == 0) || (b == 0xff && next & 0x80 != 0);
-        if !redundant {
-            break;
-        }
-        start += 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
 }
 
 #[cfg(test)]
@@ -296,7 +143,7 @@ mod tests {
     fn varints_are_minimal_twos_complement() {
         let enc = |v: i128| {
             let mut out = Vec::new();
-            encode_varint(v, &mut out);
+            crate::cql_value::encode_varint(v, &mut out);
             out
         };
         assert_eq!(enc(0), vec![0x00]);

@@ -1,0 +1,521 @@
+//! The token ring of the served nodes, and the system tables drivers read: `system.local`,
+//! `system.peers` and `system_schema.*`, built from the ring and the store's catalog.
+//!
+//! The ring is Cassandra's: every node owns `vnodes` tokens, spread evenly and dealt round-robin,
+//! and a token range `(previous token, token]` is replicated on the node owning `token` and the
+//! next distinct nodes clockwise (SimpleStrategy).
+
+use std::net::IpAddr;
+
+use quarry_core::cql_type::CqlType;
+use quarry_core::schema::{KeyspaceDef, TableDef};
+use quarry_store::Store;
+use sha2::{Digest, Sha256};
+
+use crate::types::{ColumnType, TEXT, collection_cell, map_cell};
+
+/// What this server calls its data center and rack.
+pub const DATA_CENTER: &str = "datacenter1";
+pub const RACK: &str = "rack1";
+/// The Cassandra release the server presents (drivers pick their schema queries by it).
+pub const RELEASE_VERSION: &str = "3.11.16";
+pub const CQL_VERSION: &str = "3.4.4";
+
+/// One served node.
+#[derive(Debug, Clone)]
+pub struct RingNode {
+    pub address: IpAddr,
+    pub host_id: uuid::Uuid,
+    pub tokens: Vec<i64>,
+}
+
+/// The nodes, their tokens and the replication of every keyspace.
+#[derive(Debug, Clone)]
+pub struct Ring {
+    pub nodes: Vec<RingNode>,
+    /// `(token, node)`, sorted by token.
+    ring: Vec<(i64, usize)>,
+    pub replication: usize,
+}
+
+impl Ring {
+    pub fn new(addresses: &[IpAddr], vnodes: usize, replication: usize) -> Ring {
+        let n = addresses.len().max(1);
+        let total = (n * vnodes.max(1)) as i128;
+        let span = 1i128 << 64;
+        let mut nodes: Vec<RingNode> = addresses
+            .iter()
+            .enumerate()
+            .map(|(i, address)| RingNode {
+                address: *address,
+                host_id: uuid::Uuid::from_u128(
+                    0x5155_4152_5259_4000_8000_0000_0000_0000 | i as u128,
+                ),
+                tokens: Vec::new(),
+            })
+            .collect();
+        let mut ring = Vec::new();
+        for k in 0..total {
+            let token = (i64::MIN as i128 + (k + 1) * span / total - 1) as i64;
+            let node = (k as usize) % n;
+            nodes[node].tokens.push(token);
+            ring.push((token, node));
+        }
+        Ring {
+            nodes,
+            ring,
+            replication: replication.clamp(1, n),
+        }
+    }
+
+    /// Index in `ring` of the token range holding `token`.
+    fn range_index(&self, token: i64) -> usize {
+        let i = self.ring.partition_point(|(t, _)| *t < token);
+        if i == self.ring.len() { 0 } else { i }
+    }
+
+    fn replicas_at(&self, index: usize) -> Vec<usize> {
+        let mut out = Vec::with_capacity(self.replication);
+        for k in 0..self.ring.len() {
+            let node = self.ring[(index + k) % self.ring.len()].1;
+            if !out.contains(&node) {
+                out.push(node);
+                if out.len() == self.replication {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// The nodes holding `token`, primary first.
+    pub fn replicas(&self, token: i64) -> Vec<usize> {
+        self.replicas_at(self.range_index(token))
+    }
+
+    /// Whether `node` holds every token of `(start, end]` (the whole ring when `start >= end`
+    /// wraps).
+    pub fn holds(&self, node: usize, start: i64, end: i64) -> bool {
+        if start >= end {
+            return (start == i64::MAX || self.holds(node, start, i64::MAX))
+                && (end == i64::MIN || self.holds(node, i64::MIN, end));
+        }
+        let first = self.range_index(start.saturating_add(1));
+        let last = self.range_index(end);
+        let mut i = first;
+        loop {
+            if !self.replicas_at(i).contains(&node) {
+                return false;
+            }
+            if i == last {
+                return true;
+            }
+            i = (i + 1) % self.ring.len();
+        }
+    }
+}
+
+/// A system table's columns and rows (serialized cells).
+#[derive(Debug, Clone)]
+pub struct SystemTable {
+    pub keyspace: &'static str,
+    pub name: &'static str,
+    pub columns: Vec<(&'static str, ColumnType)>,
+    pub rows: Vec<Vec<Option<Vec<u8>>>>,
+}
+
+fn text(s: &str) -> Option<Vec<u8>> {
+    Some(s.as_bytes().to_vec())
+}
+
+fn inet(a: IpAddr) -> Option<Vec<u8>> {
+    Some(match a {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    })
+}
+
+fn uuid(u: uuid::Uuid) -> Option<Vec<u8>> {
+    Some(u.as_bytes().to_vec())
+}
+
+fn int(v: i32) -> Option<Vec<u8>> {
+    Some(v.to_be_bytes().to_vec())
+}
+
+fn double(v: f64) -> Option<Vec<u8>> {
+    Some(v.to_bits().to_be_bytes().to_vec())
+}
+
+fn text_map(entries: &[(&str, &str)]) -> Option<Vec<u8>> {
+    let pairs: Vec<(&[u8], &[u8])> = entries
+        .iter()
+        .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+        .collect();
+    Some(map_cell(&pairs))
+}
+
+fn text_set(items: &[String]) -> Option<Vec<u8>> {
+    let elements: Vec<&[u8]> = items.iter().map(|s| s.as_bytes()).collect();
+    Some(collection_cell(&elements))
+}
+
+const fn cql(t: CqlType) -> ColumnType {
+    ColumnType::Cql(t)
+}
+
+/// A stable id for a table (`system_schema.tables.id`).
+fn table_id(def: &TableDef) -> uuid::Uuid {
+    let digest = Sha256::digest(format!("{}.{}", def.keyspace, def.name));
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
+/// The schema version every node reports: a digest of the catalog, so that it changes with
+/// every DDL statement and agrees across nodes.
+pub fn schema_version(store: &dyn Store) -> uuid::Uuid {
+    let mut hasher = Sha256::new();
+    for ks in store.keyspaces() {
+        hasher.update(format!("{ks:?}"));
+    }
+    if let Ok(tables) = store.tables(None) {
+        for t in tables {
+            hasher.update(format!("{t:?}"));
+        }
+    }
+    let digest = hasher.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
+/// The `replication` map a keyspace reports: every keyspace is served with the ring's
+/// replication, whatever its DDL asked for (the data is kept once, in the store).
+fn replication(ring: &Ring) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "class",
+            "org.apache.cassandra.locator.SimpleStrategy".into(),
+        ),
+        ("replication_factor", ring.replication.to_string()),
+    ]
+}
+
+/// The system table `keyspace.name` as node `node` serves it, or `None` when there is no such
+/// table (drivers take "unconfigured table" for "not Cassandra 3 / not Scylla").
+pub fn table(
+    keyspace: &str,
+    name: &str,
+    node: usize,
+    ring: &Ring,
+    store: &dyn Store,
+    cluster_name: &str,
+) -> Option<SystemTable> {
+    let version = schema_version(store);
+    let node_tokens = |i: usize| {
+        text_set(
+            &ring.nodes[i]
+                .tokens
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let t = match (keyspace, name) {
+        ("system", "local") => {
+            let me = &ring.nodes[node];
+            SystemTable {
+                keyspace: "system",
+                name: "local",
+                columns: vec![
+                    ("key", TEXT),
+                    ("bootstrapped", TEXT),
+                    ("broadcast_address", cql(CqlType::Inet)),
+                    ("cluster_name", TEXT),
+                    ("cql_version", TEXT),
+                    ("data_center", TEXT),
+                    ("host_id", cql(CqlType::Uuid)),
+                    ("listen_address", cql(CqlType::Inet)),
+                    ("native_protocol_version", TEXT),
+                    ("partitioner", TEXT),
+                    ("rack", TEXT),
+                    ("release_version", TEXT),
+                    ("rpc_address", cql(CqlType::Inet)),
+                    ("schema_version", cql(CqlType::Uuid)),
+                    ("tokens", ColumnType::set_of(TEXT)),
+                ],
+                rows: vec![vec![
+                    text("local"),
+                    text("COMPLETED"),
+                    inet(me.address),
+                    text(cluster_name),
+                    text(CQL_VERSION),
+                    text(DATA_CENTER),
+                    uuid(me.host_id),
+                    inet(me.address),
+                    text("4"),
+                    text("org.apache.cassandra.dht.Murmur3Partitioner"),
+                    text(RACK),
+                    text(RELEASE_VERSION),
+                    inet(me.address),
+                    uuid(version),
+                    node_tokens(node),
+                ]],
+            }
+        }
+        ("system", "peers") => SystemTable {
+            keyspace: "system",
+            name: "peers",
+            columns: vec![
+                ("peer", cql(CqlType::Inet)),
+                ("data_center", TEXT),
+                ("host_id", cql(CqlType::Uuid)),
+                ("preferred_ip", cql(CqlType::Inet)),
+                ("rack", TEXT),
+                ("release_version", TEXT),
+                ("rpc_address", cql(CqlType::Inet)),
+                ("schema_version", cql(CqlType::Uuid)),
+                ("tokens", ColumnType::set_of(TEXT)),
+            ],
+            rows: (0..ring.nodes.len())
+                .filter(|&i| i != node)
+                .map(|i| {
+                    let peer = &ring.nodes[i];
+                    vec![
+                        inet(peer.address),
+                        text(DATA_CENTER),
+                        uuid(peer.host_id),
+                        inet(peer.address),
+                        text(RACK),
+                        text(RELEASE_VERSION),
+                        inet(peer.address),
+                        uuid(version),
+                        node_tokens(i),
+                    ]
+                })
+                .collect(),
+        },
+        ("system_schema", "keyspaces") => SystemTable {
+            keyspace: "system_schema",
+            name: "keyspaces",
+            columns: vec![
+                ("keyspace_name", TEXT),
+                ("durable_writes", cql(CqlType::Boolean)),
+                ("replication", ColumnType::map_of(TEXT, TEXT)),
+            ],
+            rows: store
+                .keyspaces()
+                .iter()
+                .map(|ks: &KeyspaceDef| {
+                    let r = replication(ring);
+                    let entries: Vec<(&str, &str)> =
+                        r.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    vec![text(&ks.name), Some(vec![1]), text_map(&entries)]
+                })
+                .collect(),
+        },
+        ("system_schema", "tables") => SystemTable {
+            keyspace: "system_schema",
+            name: "tables",
+            columns: vec![
+                ("keyspace_name", TEXT),
+                ("table_name", TEXT),
+                ("bloom_filter_fp_chance", cql(CqlType::Double)),
+                ("caching", ColumnType::map_of(TEXT, TEXT)),
+                ("comment", TEXT),
+                ("compaction", ColumnType::map_of(TEXT, TEXT)),
+                ("compression", ColumnType::map_of(TEXT, TEXT)),
+                ("crc_check_chance", cql(CqlType::Double)),
+                ("dclocal_read_repair_chance", cql(CqlType::Double)),
+                ("default_time_to_live", cql(CqlType::Int)),
+                ("extensions", ColumnType::map_of(TEXT, cql(CqlType::Blob))),
+                ("flags", ColumnType::set_of(TEXT)),
+                ("gc_grace_seconds", cql(CqlType::Int)),
+                ("id", cql(CqlType::Uuid)),
+                ("max_index_interval", cql(CqlType::Int)),
+                ("memtable_flush_period_in_ms", cql(CqlType::Int)),
+                ("min_index_interval", cql(CqlType::Int)),
+                ("read_repair_chance", cql(CqlType::Double)),
+                ("speculative_retry", TEXT),
+            ],
+            rows: store
+                .tables(None)
+                .unwrap_or_default()
+                .iter()
+                .map(|t| {
+                    vec![
+                        text(&t.keyspace),
+                        text(&t.name),
+                        double(0.01),
+                        text_map(&[("keys", "ALL"), ("rows_per_partition", "NONE")]),
+                        text("a Quarry table"),
+                        text_map(&[(
+                            "class",
+                            "org.apache.cassandra.db.compaction.SizeTieredCompactionStrategy",
+                        )]),
+                        text_map(&[]),
+                        double(1.0),
+                        double(0.0),
+                        int(0),
+                        text_map(&[]),
+                        text_set(&["compound".to_string()]),
+                        int(864_000),
+                        uuid(table_id(t)),
+                        int(2048),
+                        int(0),
+                        int(128),
+                        double(0.0),
+                        text("99PERCENTILE"),
+                    ]
+                })
+                .collect(),
+        },
+        ("system_schema", "columns") => SystemTable {
+            keyspace: "system_schema",
+            name: "columns",
+            columns: vec![
+                ("keyspace_name", TEXT),
+                ("table_name", TEXT),
+                ("column_name", TEXT),
+                ("clustering_order", TEXT),
+                ("column_name_bytes", cql(CqlType::Blob)),
+                ("kind", TEXT),
+                ("position", cql(CqlType::Int)),
+                ("type", TEXT),
+            ],
+            rows: store
+                .tables(None)
+                .unwrap_or_default()
+                .iter()
+                .flat_map(|t| {
+                    t.columns.iter().map(move |c| {
+                        let (kind, position, order) =
+                            if let Some(p) = t.partition_key.iter().position(|k| k == &c.name) {
+                                ("partition_key", p as i32, "none")
+                            } else if let Some(p) = t.clustering.iter().position(|k| k == &c.name) {
+                                ("clustering", p as i32, "asc")
+                            } else {
+                                ("regular", -1, "none")
+                            };
+                        vec![
+                            text(&t.keyspace),
+                            text(&t.name),
+                            text(&c.name),
+                            text(order),
+                            Some(c.name.as_bytes().to_vec()),
+                            text(kind),
+                            int(position),
+                            text(&ColumnType::Cql(c.cql_type).cql_name()),
+                        ]
+                    })
+                })
+                .collect(),
+        },
+        ("system_schema", other) => {
+            let columns: Vec<(&'static str, ColumnType)> = match other {
+                "types" => vec![
+                    ("keyspace_name", TEXT),
+                    ("type_name", TEXT),
+                    ("field_names", ColumnType::List(Box::new(TEXT))),
+                    ("field_types", ColumnType::List(Box::new(TEXT))),
+                ],
+                "views" => vec![
+                    ("keyspace_name", TEXT),
+                    ("view_name", TEXT),
+                    ("base_table_id", cql(CqlType::Uuid)),
+                    ("base_table_name", TEXT),
+                    ("include_all_columns", cql(CqlType::Boolean)),
+                    ("where_clause", TEXT),
+                ],
+                "functions" => vec![
+                    ("keyspace_name", TEXT),
+                    ("function_name", TEXT),
+                    ("argument_names", ColumnType::List(Box::new(TEXT))),
+                    ("argument_types", ColumnType::List(Box::new(TEXT))),
+                    ("body", TEXT),
+                    ("called_on_null_input", cql(CqlType::Boolean)),
+                    ("language", TEXT),
+                    ("return_type", TEXT),
+                ],
+                "aggregates" => vec![
+                    ("keyspace_name", TEXT),
+                    ("aggregate_name", TEXT),
+                    ("argument_types", ColumnType::List(Box::new(TEXT))),
+                    ("final_func", TEXT),
+                    ("initcond", TEXT),
+                    ("return_type", TEXT),
+                    ("state_func", TEXT),
+                    ("state_type", TEXT),
+                ],
+                "triggers" => vec![
+                    ("keyspace_name", TEXT),
+                    ("table_name", TEXT),
+                    ("trigger_name", TEXT),
+                    ("options", ColumnType::map_of(TEXT, TEXT)),
+                ],
+                "indexes" => vec![
+                    ("keyspace_name", TEXT),
+                    ("table_name", TEXT),
+                    ("index_name", TEXT),
+                    ("kind", TEXT),
+                    ("options", ColumnType::map_of(TEXT, TEXT)),
+                ],
+                _ => return None,
+            };
+            let name = match other {
+                "types" => "types",
+                "views" => "views",
+                "functions" => "functions",
+                "aggregates" => "aggregates",
+                "triggers" => "triggers",
+                _ => "indexes",
+            };
+            SystemTable {
+                keyspace: "system_schema",
+                name,
+                columns,
+                rows: Vec::new(),
+            }
+        }
+        _ => return None,
+    };
+    Some(t)
+}
+
+/// Whether `keyspace` is one the server answers itself.
+pub fn is_system_keyspace(keyspace: &str) -> bool {
+    matches!(keyspace, "system" | "system_schema")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_replicated_on_consecutive_distinct_nodes() {
+        let addresses: Vec<IpAddr> = (1..=3)
+            .map(|i| format!("127.0.0.{i}").parse().unwrap())
+            .collect();
+        let ring = Ring::new(&addresses, 4, 2);
+        assert_eq!(ring.ring.len(), 12);
+        for node in &ring.nodes {
+            assert_eq!(node.tokens.len(), 4);
+        }
+        // Every token is held by exactly two distinct nodes.
+        for t in [i64::MIN + 1, -5, 0, 17, i64::MAX] {
+            let r = ring.replicas(t);
+            assert_eq!(r.len(), 2);
+            assert_ne!(r[0], r[1]);
+        }
+        // A node holds its own primary range and the one before it.
+        let (t0, n0) = ring.ring[5];
+        let prev = ring.ring[4].0;
+        assert!(ring.holds(n0, prev, t0));
+        assert_eq!(ring.replicas(t0)[0], n0);
+        // Over the whole ring, with replication 2 of 3, no node holds everything.
+        assert!(!(0..3).any(|n| ring.holds(n, i64::MIN, i64::MAX)));
+        let full = Ring::new(&addresses, 4, 3);
+        assert!((0..3).all(|n| full.holds(n, 0, 0)));
+    }
+}
