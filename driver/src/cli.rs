@@ -78,6 +78,42 @@ pub enum Command {
     Cancel(JobArgs),
     /// List the workers a driver knows.
     Workers(JobsArgs),
+    /// Serve the data directory over CQL (native protocol v4) as a cluster of loopback nodes.
+    CqlServer(CqlServerArgs),
+}
+
+/// `quarry cql-server`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  quarry cql-server                          one node on 127.0.0.1:9042, for cqlsh and CQL apps
+  cqlsh 127.0.0.1 9042 -e \"SELECT * FROM iot.readings LIMIT 5\"
+  quarry cql-server --nodes 3 --replication 2 --port 19042
+                                             127.0.0.1-3:19042, a ring of 3 nodes (for testing
+                                             the ScyllaDB connector and token-aware clients)
+
+Served: STARTUP, OPTIONS, REGISTER, QUERY, PREPARE, EXECUTE, BATCH; paging; SELECT with column
+lists or count(*), WHERE on columns, IN and token(...) ranges, LIMIT; INSERT of whole rows;
+CREATE/DROP KEYSPACE and TABLE; USE; system.local, system.peers and system_schema.* as drivers
+read them. Refused with an error that says why: UPDATE, DELETE, TTLs, lightweight transactions,
+counters, authentication, compression. Every node serves every token (as a coordinator would)
+and counts whether it held the data; the counts are printed when the server stops.")]
+pub struct CqlServerArgs {
+    /// How many nodes to serve, on consecutive loopback addresses from --address.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub nodes: usize,
+    /// Replicas of every token range (SimpleStrategy), at most --nodes. Every keyspace reports
+    /// it; the rows themselves are kept once, in the data directory.
+    #[arg(long, default_value_t = 1, value_name = "R")]
+    pub replication: usize,
+    /// The port every node listens on (0: any free port).
+    #[arg(long, default_value_t = 9042, value_name = "PORT")]
+    pub port: u16,
+    /// The first node's IPv4 address; node k listens on this address plus k - 1.
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    pub address: std::net::Ipv4Addr,
+    /// Tokens per node on the ring.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub vnodes: usize,
 }
 
 /// Where a running driver listens, for commands that talk to one.

@@ -46,5 +46,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Job(args) => commands::jobs::job(&data_dir, &driver, args).await,
         Command::Cancel(args) => commands::jobs::cancel(&data_dir, &driver, args).await,
         Command::Workers(args) => commands::jobs::workers(&data_dir, &driver, args).await,
+        Command::CqlServer(args) => commands::daemons::cql_server(&data_dir, args).await,
     }
 }

@@ -10,7 +10,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(
         cli.command,
-        Command::Driver(_) | Command::Worker(_) | Command::Up(_) | Command::Demo(_)
+        Command::Driver(_)
+            | Command::Worker(_)
+            | Command::Up(_)
+            | Command::Demo(_)
+            | Command::CqlServer(_)
     ) {
         stop_quietly_on_a_closed_pipe();
     }

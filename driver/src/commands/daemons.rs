@@ -12,7 +12,7 @@ use quarry_worker::auth::CLUSTER_SECRET_FILE;
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
-use crate::cli::{DriverArgs, DriverConnection, UpArgs, WorkerArgs};
+use crate::cli::{CqlServerArgs, DriverArgs, DriverConnection, UpArgs, WorkerArgs};
 use crate::daemon::{self, DriverConfig, DriverState};
 
 /// Completes on Ctrl-C or SIGTERM.
@@ -387,4 +387,65 @@ mod tests {
         );
         assert!(!worker.driver_url.is_empty());
     }
+}
+
+/// `quarry cql-server`: the data directory over CQL until Ctrl-C, then what each node served.
+pub async fn cql_server(data_dir: &Path, args: CqlServerArgs) -> anyhow::Result<()> {
+    if args.nodes == 0 || args.nodes > 250 {
+        anyhow::bail!("--nodes must be between 1 and 250, got {}", args.nodes);
+    }
+    if args.replication == 0 || args.replication > args.nodes {
+        anyhow::bail!(
+            "--replication must be between 1 and --nodes ({}), got {}",
+            args.nodes,
+            args.replication
+        );
+    }
+    if args.vnodes == 0 || args.vnodes > 1024 {
+        anyhow::bail!("--vnodes must be between 1 and 1024, got {}", args.vnodes);
+    }
+    let store = open_writer(data_dir)?;
+    let options = quarry_cql::ServerOptions {
+        nodes: args.nodes,
+        replication: args.replication,
+        vnodes: args.vnodes,
+        port: args.port,
+        first_address: args.address,
+        ..quarry_cql::ServerOptions::default()
+    };
+    let server = quarry_cql::CqlServer::start(store.clone(), options)
+        .await
+        .with_context(|| {
+            format!(
+                "listening on port {} of {} node address(es) from {} (is another process using \
+                 it? --port 0 picks a free one)",
+                args.port, args.nodes, args.address
+            )
+        })?;
+    let addresses: Vec<String> = server.addresses().iter().map(|a| a.to_string()).collect();
+    println!(
+        "serving {} over CQL on {} (replication {}); Ctrl-C stops",
+        data_dir.display(),
+        addresses.join(", "),
+        args.replication
+    );
+    stop_signal().await;
+    let stats = server.stats();
+    drop(server);
+    for (node, s) in stats.iter().enumerate() {
+        println!(
+            "node {} ({}): {} requests, {} local and {} forwarded scans, {} rows read, {} local \
+             and {} forwarded rows written",
+            node + 1,
+            addresses[node],
+            s.requests,
+            s.local_scans,
+            s.forwarded_scans,
+            s.rows_read,
+            s.local_writes,
+            s.forwarded_writes
+        );
+    }
+    store.flush()?;
+    Ok(())
 }

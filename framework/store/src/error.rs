@@ -62,6 +62,11 @@ pub enum Error {
     )]
     ReadOnly { action: String },
 
+    /// A request to a ScyllaDB/Cassandra cluster failed. The message names the node or the
+    /// statement; `failure` says whether a retry (elsewhere) can help.
+    #[error("{message}")]
+    Cluster { message: String, failure: Failure },
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -89,6 +94,7 @@ impl Error {
             Error::Corrupt { .. } | Error::Arrow(_) | Error::Parquet(_) | Error::Internal(_) => {
                 Failure::INTERNAL
             }
+            Error::Cluster { failure, .. } => *failure,
         }
     }
 

@@ -10,9 +10,12 @@
 //! own, all reading one consistent snapshot. Filters are pushed down as [`Predicate`]s, which a
 //! store uses to skip shards and row groups.
 
+pub mod conform;
 pub mod embedded;
 pub mod error;
+pub mod names;
 pub mod predicate;
+pub mod scan_ranges;
 pub mod store;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStore, TableStats};

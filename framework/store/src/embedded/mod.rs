@@ -57,7 +57,9 @@ use async_trait::async_trait;
 use quarry_core::schema::{KeyspaceDef, TableDef, TableName, ViewDef};
 use quarry_core::shard_map::ShardMap;
 
+use crate::conform::conform_batches;
 use crate::error::{Error, Result};
+use crate::names::Names;
 use crate::store::{ScanPlan, ScanRequest, StagedWrite, Store, WriteSummary};
 use data_file::{DataFile, DataFileRef, Layout};
 use deletes::Deletes;
@@ -66,7 +68,7 @@ use manifest::{Manifest, RunEntry, TableEntry, create_dir_durably};
 use memtable::MemChunk;
 use reader::Reader;
 use scan::{MemKeys, Run, TableSnapshot};
-use sorted_rows::{conform_batches, sort_dedup, with_tokens};
+use sorted_rows::{sort_dedup, with_tokens};
 use wal::Wal;
 
 pub use sorted_rows::TOKEN_COLUMN;
@@ -616,101 +618,32 @@ impl State {
             .ok_or_else(|| self.no_such_table(name))
     }
 
+    /// Runs `f` with the catalog's names, for errors that say what exists.
+    fn with_names<T>(&self, f: impl FnOnce(Names<'_>) -> T) -> T {
+        let keyspaces: Vec<String> = self.keyspaces.keys().cloned().collect();
+        let tables: Vec<TableName> = self.tables.keys().cloned().collect();
+        let views: Vec<TableName> = self.views.keys().cloned().collect();
+        f(Names {
+            keyspaces: &keyspaces,
+            tables: &tables,
+            views: &views,
+        })
+    }
+
     fn no_such_table(&self, name: &TableName) -> Error {
-        let hint = if self.views.contains_key(name) {
-            format!(" ({name} is a view; DROP VIEW {name} drops it)")
-        } else {
-            self.what_keyspace_has(&name.keyspace)
-        };
-        Error::NoSuchTable {
-            name: name.to_string(),
-            hint,
-        }
+        self.with_names(|n| n.no_such_table(name))
     }
 
     fn no_such_view(&self, name: &TableName) -> Error {
-        let hint = if self.tables.contains_key(name) {
-            format!(" ({name} is a table; DROP TABLE {name} drops it)")
-        } else {
-            self.what_keyspace_has(&name.keyspace)
-        };
-        Error::NoSuchView {
-            name: name.to_string(),
-            hint,
-        }
+        self.with_names(|n| n.no_such_view(name))
     }
 
-    /// The end of a "does not exist" message: what the keyspace holds, or that it does not exist.
-    fn what_keyspace_has(&self, keyspace: &str) -> String {
-        let list = |names: Vec<String>| names.join(", ");
-        let tables: Vec<String> = self
-            .tables
-            .keys()
-            .filter(|t| t.keyspace == keyspace)
-            .map(|t| t.to_string())
-            .collect();
-        let views: Vec<String> = self
-            .views
-            .keys()
-            .filter(|v| v.keyspace == keyspace)
-            .map(|v| v.to_string())
-            .collect();
-        if !self.keyspaces.contains_key(keyspace) {
-            format!(" (there is no keyspace '{keyspace}')")
-        } else if tables.is_empty() && views.is_empty() {
-            format!(" (keyspace '{keyspace}' has no tables yet)")
-        } else if views.is_empty() {
-            format!("; tables in '{keyspace}' are {}", list(tables))
-        } else if tables.is_empty() {
-            format!(
-                "; keyspace '{keyspace}' has no tables, and its views are {}",
-                list(views)
-            )
-        } else {
-            format!(
-                "; tables in '{keyspace}' are {}, and views {}",
-                list(tables),
-                list(views)
-            )
-        }
-    }
-
-    /// The error for a new table or view whose name is taken, or `None` when it is free.
     fn name_taken(&self, name: &TableName) -> Option<Error> {
-        if self.tables.contains_key(name) {
-            Some(Error::AlreadyExists {
-                what: format!("table {name}"),
-                hint: "; a table and a view cannot share a name".into(),
-            })
-        } else if self.views.contains_key(name) {
-            Some(Error::AlreadyExists {
-                what: format!("view {name}"),
-                hint: "; a table and a view cannot share a name (CREATE OR REPLACE VIEW replaces \
-                       a view)"
-                    .into(),
-            })
-        } else {
-            None
-        }
+        self.with_names(|n| n.name_taken(name))
     }
 
     fn no_such_keyspace(&self, name: &str) -> Error {
-        let hint = if self.keyspaces.is_empty() {
-            "; there are no keyspaces yet: CREATE KEYSPACE ... first".to_string()
-        } else {
-            format!(
-                "; keyspaces are {}",
-                self.keyspaces
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
-        Error::NoSuchKeyspace {
-            name: name.to_string(),
-            hint,
-        }
+        self.with_names(|n| n.no_such_keyspace(name))
     }
 
     fn manifest(&self) -> Manifest {

@@ -1,0 +1,221 @@
+//! Writes: rows grouped by their primary replica into unlogged batches of prepared INSERTs,
+//! a bounded number in flight, at the configured consistency (LOCAL_QUORUM by default).
+//!
+//! ```text
+//!   batches ─dedupe by primary key (last wins)─▶ tokens ─▶ primary replica ─▶ groups
+//!   group ─chunks of ≤ batch_rows─▶ UNLOGGED BATCH of INSERT ... VALUES (?, ...) ─▶ cluster
+//! ```
+//!
+//! Values go from Arrow columns to the wire through the same codec the token hash uses
+//! ([`CellEncoder`]), so nothing is converted twice. A cluster write is not all-or-nothing: a
+//! failure says how many rows landed first; INSERTs are idempotent upserts, so writing the same
+//! rows again is safe.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use futures::StreamExt;
+use quarry_core::cql_value::CellEncoder;
+use quarry_core::schema::TableDef;
+use quarry_store::{Error, Result, WriteSummary, row_tokens};
+use scylla::routing::Token;
+use scylla::serialize::SerializationError;
+use scylla::serialize::row::{RowSerializationContext, SerializeRow};
+use scylla::serialize::writers::RowWriter;
+use scylla::statement::batch::{Batch, BatchType};
+
+use crate::catalog::quote;
+use crate::{Inner, errors};
+
+/// One row of a batch of Arrow columns, serialized cell by cell.
+struct ArrowRow<'a> {
+    columns: &'a [CellEncoder],
+    row: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct CellError(String);
+
+impl SerializeRow for ArrowRow<'_> {
+    fn serialize(
+        &self,
+        _ctx: &RowSerializationContext<'_>,
+        writer: &mut RowWriter,
+    ) -> Result<(), SerializationError> {
+        let mut cell = Vec::new();
+        for column in self.columns {
+            let w = writer.make_cell_writer();
+            if column.is_null(self.row) {
+                w.set_null();
+            } else {
+                cell.clear();
+                column
+                    .write(self.row, &mut cell)
+                    .map_err(|e| SerializationError::new(CellError(e)))?;
+                w.set_value(&cell)
+                    .map_err(|e| SerializationError::new(CellError(e.to_string())))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.columns.is_empty()
+    }
+}
+
+/// Upserts `batches` (in the table's schema) into the cluster.
+pub(crate) async fn write(
+    inner: &Arc<Inner>,
+    def: &TableDef,
+    batches: Vec<RecordBatch>,
+) -> Result<WriteSummary> {
+    let batches = quarry_store::conform::conform_batches(def, batches)?;
+    let encoders: Vec<Vec<CellEncoder>> = batches
+        .iter()
+        .map(|b| {
+            def.columns
+                .iter()
+                .zip(b.columns())
+                .map(|(c, values)| {
+                    CellEncoder::new(c.cql_type, values).map_err(|problem| Error::SchemaMismatch {
+                        table: def.table_name().to_string(),
+                        problem: format!("column {} {problem}", c.name),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<_>>()?;
+    let tokens = batches
+        .iter()
+        .map(|b| row_tokens(def, b))
+        .collect::<Result<Vec<_>>>()?;
+
+    // Later rows of the same primary key win, as in one embedded write.
+    let key_columns = def.primary_key_indices();
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    let mut keep: Vec<(usize, usize)> = Vec::new();
+    let mut key = Vec::new();
+    for (b, batch) in batches.iter().enumerate().rev() {
+        for row in (0..batch.num_rows()).rev() {
+            key.clear();
+            for &c in &key_columns {
+                let e = &encoders[b][c];
+                if e.is_null(row) {
+                    return Err(Error::SchemaMismatch {
+                        table: def.table_name().to_string(),
+                        problem: format!(
+                            "column {} is part of the primary key and cannot be NULL",
+                            def.columns[c].name
+                        ),
+                    });
+                }
+                let start = key.len();
+                key.extend_from_slice(&[0; 4]);
+                e.write(row, &mut key)
+                    .map_err(|problem| Error::SchemaMismatch {
+                        table: def.table_name().to_string(),
+                        problem: format!("column {} {problem}", def.columns[c].name),
+                    })?;
+                let len = (key.len() - start - 4) as u32;
+                key[start..start + 4].copy_from_slice(&len.to_be_bytes());
+            }
+            if seen.insert(key.clone()) {
+                keep.push((b, row));
+            }
+        }
+    }
+    keep.reverse();
+    let total = keep.len() as u64;
+    if total == 0 {
+        return Ok(WriteSummary { rows: 0 });
+    }
+
+    // Group by primary replica, so a batch is applied where its rows live.
+    let state = inner.session.get_cluster_state();
+    let mut groups: HashMap<Option<uuid::Uuid>, Vec<(usize, usize)>> = HashMap::new();
+    for (b, row) in keep {
+        let token = tokens[b].value(row);
+        let primary = state
+            .get_token_endpoints(&def.keyspace, &def.name, Token::new(token))
+            .into_iter()
+            .map(|(node, _)| node)
+            .find(|n| inner.in_local_dc(n))
+            .map(|n| n.host_id);
+        groups.entry(primary).or_default().push((b, row));
+    }
+
+    let columns: Vec<String> = def.columns.iter().map(|c| quote(&c.name)).collect();
+    let markers = vec!["?"; columns.len()].join(", ");
+    let text = format!(
+        "INSERT INTO {}.{} ({}) VALUES ({markers})",
+        quote(&def.keyspace),
+        quote(&def.name),
+        columns.join(", ")
+    );
+    let mut insert = inner.prepare(&text).await?;
+    insert.set_consistency(inner.options.write_consistency);
+    insert.set_is_idempotent(true);
+
+    let chunks: Vec<Vec<(usize, usize)>> = groups
+        .into_values()
+        .flat_map(|rows| {
+            rows.chunks(inner.options.batch_rows.max(1))
+                .map(<[_]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let name = def.table_name();
+    let results: Vec<Result<u64>> = futures::stream::iter(chunks)
+        .map(|chunk| {
+            let insert = insert.clone();
+            let encoders = &encoders;
+            let name = &name;
+            async move {
+                inner.write_throttle.take(chunk.len()).await;
+                let rows: Vec<ArrowRow<'_>> = chunk
+                    .iter()
+                    .map(|&(b, row)| ArrowRow {
+                        columns: &encoders[b],
+                        row,
+                    })
+                    .collect();
+                let n = rows.len() as u64;
+                let result = if let [only] = rows.as_slice() {
+                    inner
+                        .session
+                        .execute_unpaged(&insert, only)
+                        .await
+                        .map(|_| ())
+                } else {
+                    let mut batch = Batch::new(BatchType::Unlogged);
+                    batch.set_consistency(inner.options.write_consistency);
+                    batch.set_is_idempotent(true);
+                    for _ in 0..rows.len() {
+                        batch.append_statement(insert.clone());
+                    }
+                    inner.session.batch(&batch, rows).await.map(|_| ())
+                };
+                result
+                    .map(|()| n)
+                    .map_err(|e| errors::execution(&format!("writing {n} rows to {name}"), e))
+            }
+        })
+        .buffer_unordered(inner.options.writes_in_flight.max(1))
+        .collect()
+        .await;
+    let written: u64 = results.iter().filter_map(|r| r.as_ref().ok()).sum();
+    if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
+        let failure = e.failure();
+        return Err(Error::Cluster {
+            message: format!(
+                "{e} ({written} of {total} rows were written before the failure; writes are \
+                 idempotent upserts, so writing the same rows again is safe)"
+            ),
+            failure,
+        });
+    }
+    Ok(WriteSummary { rows: total })
+}
