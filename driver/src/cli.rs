@@ -46,8 +46,91 @@ pub struct Cli {
     #[command(flatten)]
     pub driver: DriverConnection,
 
+    #[command(flatten)]
+    pub store: StoreArgs,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Which store commands run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// The embedded store in --data-dir.
+    Embedded,
+    /// A ScyllaDB or Cassandra cluster, reached through --scylla-nodes.
+    Scylla,
+}
+
+/// The store and, for a cluster, how to reach it.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// The store commands run on: `embedded` (--data-dir) or `scylla` (a ScyllaDB or Cassandra
+    /// cluster; `sql`, `load`, `tables`, `describe`, `driver` and `worker` run on it).
+    #[arg(
+        long = "store",
+        env = "QUARRY_STORE",
+        global = true,
+        value_enum,
+        default_value_t = StoreKind::Embedded
+    )]
+    pub kind: StoreKind,
+    /// The cluster's contact points, for --store scylla.
+    #[arg(
+        long,
+        env = "QUARRY_SCYLLA_NODES",
+        global = true,
+        value_delimiter = ',',
+        value_name = "HOST:PORT,..."
+    )]
+    pub scylla_nodes: Vec<String>,
+    /// The cluster user (with --scylla-password-file).
+    #[arg(long, env = "QUARRY_SCYLLA_USER", global = true, value_name = "USER")]
+    pub scylla_user: Option<String>,
+    /// A file holding the cluster user's password.
+    #[arg(
+        long,
+        env = "QUARRY_SCYLLA_PASSWORD_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub scylla_password_file: Option<PathBuf>,
+    /// Read and write in this datacenter only (and create keyspaces there).
+    #[arg(long, env = "QUARRY_SCYLLA_DC", global = true, value_name = "DC")]
+    pub scylla_dc: Option<String>,
+    /// Consistency of reads [default: local_one].
+    #[arg(
+        long,
+        env = "QUARRY_SCYLLA_READ_CONSISTENCY",
+        global = true,
+        value_name = "LEVEL"
+    )]
+    pub scylla_read_consistency: Option<String>,
+    /// Consistency of writes [default: local_quorum].
+    #[arg(
+        long,
+        env = "QUARRY_SCYLLA_WRITE_CONSISTENCY",
+        global = true,
+        value_name = "LEVEL"
+    )]
+    pub scylla_write_consistency: Option<String>,
+    /// At most this many rows read per second by this process, so analytics leave the
+    /// cluster's own clients room [default: no limit].
+    #[arg(
+        long,
+        env = "QUARRY_SCYLLA_READ_ROWS_PER_SEC",
+        global = true,
+        value_name = "ROWS"
+    )]
+    pub scylla_read_rows_per_sec: Option<u64>,
+    /// At most this many rows written per second by this process [default: no limit].
+    #[arg(
+        long,
+        env = "QUARRY_SCYLLA_WRITE_ROWS_PER_SEC",
+        global = true,
+        value_name = "ROWS"
+    )]
+    pub scylla_write_rows_per_sec: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -282,14 +365,19 @@ impl DaemonArgs {
 #[command(after_help = "Example:
   quarry worker --driver http://10.0.0.1:7070 --node node-3 --nodes node-1,node-2,node-3 \\
       --data-dir /var/lib/quarry
+Beside a ScyllaDB node (the driver runs with the same --store scylla):
+  quarry worker --store scylla --scylla-nodes 10.0.0.3:9042 --local-node 10.0.0.3:9042 \\
+      --driver http://10.0.0.1:7070
 The worker registers with the driver given by --driver (or QUARRY_DRIVER), which is required.")]
 pub struct WorkerArgs {
     /// A TOML file of settings (worker_id, node_id, driver_url, advertise_host, task_slots,
     /// exchange_memory in bytes, nodes); the flags below override it.
     #[arg(long, env = "QUARRY_WORKER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The store node this worker sits beside (required, here or in the file).
-    #[arg(long, value_name = "NODE")]
+    /// The store node this worker sits beside (required, here or in the file). With --store
+    /// scylla, its CQL address as the ring names it (IP:PORT): the worker owns the ranges that
+    /// node replicates and reads them from it.
+    #[arg(long, visible_alias = "local-node", value_name = "NODE")]
     pub node: Option<String>,
     /// The worker's name (default: worker-NODE).
     #[arg(long, value_name = "NAME")]
@@ -313,7 +401,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "QUARRY_CLUSTER_SECRET_FILE", value_name = "FILE")]
     pub cluster_secret_file: Option<PathBuf>,
     /// The store's nodes, for placement: the worker then tells the driver which shards its node
-    /// holds (give the driver the same list).
+    /// holds (give the driver the same list). Not needed with --store scylla: the ring decides.
     #[arg(long, value_delimiter = ',', value_name = "NODE,...")]
     pub nodes: Vec<String>,
 }

@@ -22,6 +22,7 @@ pub mod output;
 pub mod progress;
 pub mod remote;
 pub mod repl;
+pub mod store;
 
 /// Tokens and secrets, for clients of a driver.
 pub use quarry_worker::auth;
@@ -32,20 +33,42 @@ use cli::{Cli, Command};
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let data_dir = cli.data_dir.clone();
     let driver = cli.driver.clone();
+    let store = cli.store.clone();
+    let embedded_only = |command: &str| -> anyhow::Result<()> {
+        if store.kind == cli::StoreKind::Scylla {
+            anyhow::bail!(
+                "`quarry {command}` runs on the embedded store only, for now; with --store \
+                 scylla, use quarry sql, load, tables, describe, driver and worker"
+            );
+        }
+        Ok(())
+    };
     match cli.command {
-        Command::Demo(args) => commands::demo::run(&data_dir, args).await,
-        Command::Sql(args) => commands::sql::run(&data_dir, &driver, args).await,
-        Command::Load(args) => commands::load::run(&data_dir, &driver, args).await,
-        Command::Tables(args) => commands::catalog::tables(&data_dir, &driver, args).await,
-        Command::Describe(args) => commands::catalog::describe(&data_dir, args).await,
-        Command::Up(args) => commands::daemons::up(&data_dir, &driver, args).await,
-        Command::Driver(args) => commands::daemons::driver(&data_dir, &driver, args).await,
-        Command::Worker(args) => commands::daemons::worker(&data_dir, &driver, args).await,
-        Command::Submit(args) => commands::submit::run(&data_dir, &driver, args).await,
+        Command::Demo(args) => {
+            embedded_only("demo")?;
+            commands::demo::run(&data_dir, args).await
+        }
+        Command::Sql(args) => commands::sql::run(&data_dir, &driver, &store, args).await,
+        Command::Load(args) => commands::load::run(&data_dir, &driver, &store, args).await,
+        Command::Tables(args) => commands::catalog::tables(&data_dir, &driver, &store, args).await,
+        Command::Describe(args) => commands::catalog::describe(&data_dir, &store, args).await,
+        Command::Up(args) => {
+            embedded_only("up")?;
+            commands::daemons::up(&data_dir, &driver, args).await
+        }
+        Command::Driver(args) => commands::daemons::driver(&data_dir, &driver, &store, args).await,
+        Command::Worker(args) => commands::daemons::worker(&data_dir, &driver, &store, args).await,
+        Command::Submit(args) => {
+            embedded_only("submit")?;
+            commands::submit::run(&data_dir, &driver, args).await
+        }
         Command::Jobs(args) => commands::jobs::jobs(&data_dir, &driver, args).await,
         Command::Job(args) => commands::jobs::job(&data_dir, &driver, args).await,
         Command::Cancel(args) => commands::jobs::cancel(&data_dir, &driver, args).await,
         Command::Workers(args) => commands::jobs::workers(&data_dir, &driver, args).await,
-        Command::CqlServer(args) => commands::daemons::cql_server(&data_dir, args).await,
+        Command::CqlServer(args) => {
+            embedded_only("cql-server")?;
+            commands::daemons::cql_server(&data_dir, args).await
+        }
     }
 }

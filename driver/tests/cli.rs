@@ -814,3 +814,330 @@ fn a_followed_file_is_loaded_as_it_grows_until_interrupted() {
     let rows = stdout(&ok(sql(dir.path(), "SELECT id, v FROM ks.t ORDER BY id")));
     assert_eq!(rows, "id,v\n1,10\n2,22\n3,30\n4,40\n");
 }
+
+#[test]
+fn sql_load_tables_and_describe_run_on_a_cql_cluster_with_store_scylla() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let client_dir = tempfile::tempdir().unwrap();
+    let (server, mut server_out, nodes) = cql_server(server_dir.path());
+    let node = nodes[0].clone();
+    let scylla = |args: &[&str]| {
+        let mut all = vec!["--store", "scylla", "--scylla-nodes", node.as_str()];
+        all.extend_from_slice(args);
+        quarry(client_dir.path(), &all)
+    };
+    ok(scylla(&[
+        "sql",
+        "-e",
+        "CREATE KEYSPACE shop WITH shards = 64 AND replication_factor = 2",
+    ]));
+    ok(scylla(&[
+        "sql",
+        "-e",
+        "CREATE TABLE shop.orders (customer_id bigint, sku text, amount decimal(12, 2), \
+         PRIMARY KEY ((customer_id), sku))",
+    ]));
+    // 500 orders, some loaded twice (an upsert), totals computed here.
+    let csv = client_dir.path().join("orders.csv");
+    let mut text = String::from("customer_id,sku,amount\n");
+    let mut expected_cents = 0i64;
+    for i in 0..500i64 {
+        let cents = i * 37 % 10_000;
+        expected_cents += cents;
+        text.push_str(&format!(
+            "{},sku-{},{}.{:02}\n",
+            i % 50,
+            i,
+            cents / 100,
+            cents % 100
+        ));
+    }
+    std::fs::write(&csv, &text).unwrap();
+    ok(scylla(&[
+        "load",
+        "--table",
+        "shop.orders",
+        csv.to_str().unwrap(),
+    ]));
+    ok(scylla(&[
+        "load",
+        "--table",
+        "shop.orders",
+        csv.to_str().unwrap(),
+    ]));
+    let totals = |scylla: &dyn Fn(&[&str]) -> Output| {
+        stdout(&ok(scylla(&[
+            "sql",
+            "--format",
+            "csv",
+            "-e",
+            "SELECT count(*) AS n, sum(amount) AS total FROM shop.orders",
+        ])))
+    };
+    let expected = format!(
+        "n,total\n500,{}.{:02}\n",
+        expected_cents / 100,
+        expected_cents % 100
+    );
+    assert_eq!(totals(&scylla), expected);
+
+    // A bad row is a clear error that names it, and nothing of that file is kept.
+    let bad = client_dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "customer_id,sku,amount\n900,x,1.00\nnot-a-number,y,2.00\n",
+    )
+    .unwrap();
+    let out = scylla(&["load", "--table", "shop.orders", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("line 3"), "{}", stderr(&out));
+    assert_eq!(totals(&scylla), expected);
+
+    let tables = stdout(&ok(scylla(&["tables"])));
+    assert!(
+        tables.contains("shop") && tables.contains("orders"),
+        "{tables}"
+    );
+    let described = stdout(&ok(scylla(&["describe", "shop.orders"])));
+    assert!(described.contains("decimal(12, 2)"), "{described}");
+    assert!(described.contains("64 shards"), "{described}");
+    assert!(
+        described.contains("stored on the scylla cluster"),
+        "{described}"
+    );
+
+    // The server kept the rows in its own data directory; stopped, it says what each node served.
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut server_out, &mut rest).unwrap();
+    drop(server);
+    assert_eq!(
+        rest.lines().filter(|l| l.starts_with("node ")).count(),
+        3,
+        "{rest}"
+    );
+    let count = stdout(&ok(sql(
+        server_dir.path(),
+        "SELECT count(*) FROM shop.orders",
+    )));
+    assert!(count.contains("500"), "{count}");
+}
+
+/// `quarry cql-server` with 3 nodes and replication 2 on a free port: the process, its stdout
+/// (for the report it prints when it stops) and the nodes' addresses.
+fn cql_server(
+    dir: &Path,
+) -> (
+    Daemon,
+    std::io::BufReader<std::process::ChildStdout>,
+    Vec<String>,
+) {
+    use std::io::{BufRead, BufReader};
+    let mut server = Command::new(env!("CARGO_BIN_EXE_quarry"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args([
+            "cql-server",
+            "--nodes",
+            "3",
+            "--replication",
+            "2",
+            "--vnodes",
+            "4",
+            "--port",
+            "0",
+        ])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    // "serving DIR over CQL on 127.0.0.1:P, 127.0.0.2:P, 127.0.0.3:P (replication 2); ..."
+    let nodes: Vec<String> = line
+        .split(" on ")
+        .nth(1)
+        .and_then(|rest| rest.split(" (").next())
+        .unwrap_or_else(|| panic!("no addresses in {line:?}"))
+        .split(", ")
+        .map(str::to_string)
+        .collect();
+    assert_eq!(nodes.len(), 3, "{line}");
+    (Daemon(server), out, nodes)
+}
+
+/// Each node's `system.quarry_stats` row: (local, forwarded) scans it served.
+fn scans_by_node(nodes: &[String]) -> Vec<(i64, i64)> {
+    use scylla::client::session_builder::SessionBuilder;
+    use scylla::policies::load_balancing::{NodeIdentifier, SingleTargetLoadBalancingPolicy};
+    use scylla::statement::Statement;
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let session = SessionBuilder::new()
+            .known_node(&nodes[0])
+            .build()
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for node in nodes {
+            let mut statement =
+                Statement::new("SELECT local_scans, forwarded_scans FROM system.quarry_stats");
+            statement.set_load_balancing_policy(Some(SingleTargetLoadBalancingPolicy::new(
+                NodeIdentifier::NodeAddress(node.parse().unwrap()),
+                None,
+            )));
+            let row: (i64, i64) = session
+                .query_unpaged(statement, &[])
+                .await
+                .unwrap()
+                .into_rows_result()
+                .unwrap()
+                .single_row()
+                .unwrap();
+            out.push(row);
+        }
+        out
+    })
+}
+
+#[test]
+fn workers_beside_cql_nodes_scan_their_ranges_and_a_lost_worker_is_covered() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let driver_dir = tempfile::tempdir().unwrap();
+    let (_server, _server_out, nodes) = cql_server(server_dir.path());
+    let scylla = |dir: &Path, node: &str, args: &[&str]| {
+        let mut all = vec!["--store", "scylla", "--scylla-nodes", node];
+        all.extend_from_slice(args);
+        quarry(dir, &all)
+    };
+    let here = driver_dir.path();
+    ok(scylla(
+        here,
+        &nodes[0],
+        &[
+            "sql",
+            "-e",
+            "CREATE KEYSPACE ks WITH shards = 32 AND replication_factor = 2",
+        ],
+    ));
+    ok(scylla(
+        here,
+        &nodes[0],
+        &[
+            "sql",
+            "-e",
+            "CREATE TABLE ks.t (id bigint PRIMARY KEY, v bigint)",
+        ],
+    ));
+    let csv = here.join("t.csv");
+    let mut text = String::from("id,v\n");
+    for i in 0..3000i64 {
+        text.push_str(&format!("{},{}\n", i * 7919, i * 3));
+    }
+    std::fs::write(&csv, text).unwrap();
+    ok(scylla(
+        here,
+        &nodes[0],
+        &["load", "--table", "ks.t", csv.to_str().unwrap()],
+    ));
+    let expected = format!("n,s\n3000,{}\n", (0..3000i64).map(|i| i * 3).sum::<i64>());
+
+    // A driver, and one worker beside each node.
+    let (_driver, line) = daemon(
+        here,
+        &[
+            "--store",
+            "scylla",
+            "--scylla-nodes",
+            &nodes[0],
+            "driver",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let url = line
+        .strip_prefix("driver listening on ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let mut workers: Vec<Option<Daemon>> = nodes
+        .iter()
+        .map(|node| {
+            let (w, _) = daemon(
+                here,
+                &[
+                    "--store",
+                    "scylla",
+                    "--scylla-nodes",
+                    node,
+                    "worker",
+                    "--driver",
+                    &url,
+                    "--local-node",
+                    node,
+                ],
+            );
+            Some(w)
+        })
+        .collect();
+    let query = || {
+        quarry(
+            here,
+            &[
+                "--driver",
+                &url,
+                "sql",
+                "--format",
+                "csv",
+                "-e",
+                "SELECT count(*) AS n, sum(v) AS s FROM ks.t",
+            ],
+        )
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let workers_listed = |n: usize| {
+        let out = quarry(here, &["--driver", &url, "workers", "--format", "csv"]);
+        stdout(&out)
+            .lines()
+            .filter(|l| l.contains("127.0.0."))
+            .count()
+            >= n
+    };
+    while !workers_listed(3) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the workers did not register"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let before = scans_by_node(&nodes);
+    assert_eq!(stdout(&ok(query())), expected);
+    let after = scans_by_node(&nodes);
+    for (node, (b, a)) in nodes.iter().zip(before.iter().zip(&after)) {
+        assert!(
+            a.0 > b.0,
+            "{node} served none of the scans ({b:?} then {a:?})"
+        );
+        assert_eq!(a.1, b.1, "{node} was asked for ranges it does not hold");
+    }
+
+    // Without the worker beside node 2, its ranges are read through another replica.
+    workers[1] = None;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let out = query();
+        if out.status.success() {
+            assert_eq!(stdout(&out), expected);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", stderr(&out));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -3,14 +3,13 @@
 //! The worker reports them when it registers and with every heartbeat (keyspaces are created
 //! after it starts). On the embedded store, a node's shards are what placement over the cluster's
 //! nodes gives it, so the worker needs the node list (`--nodes`); without it the worker reports
-//! nothing and the driver places shards itself. A ScyllaDB worker would read its node's token
-//! ranges from the ring instead.
+//! nothing and the driver places shards itself. On a CQL cluster the store answers from the ring
+//! ([`Store::placement`]), and a worker's node is its CQL node's address.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use quarry_core::ids::NodeId;
-use quarry_core::placement::Placement;
 use quarry_core::schema::KeyspaceDef;
 use quarry_core::shard_set::ShardSet;
 use quarry_store::Store;
@@ -47,7 +46,7 @@ impl LocalShards {
         for def in keyspaces {
             let shards = match cache.get(&def.name) {
                 Some((cached, shards)) if *cached == def => shards.clone(),
-                _ => match Placement::compute(&def, &self.nodes) {
+                _ => match self.store.placement(&def, &self.nodes) {
                     Ok(placement) => {
                         let shards = ShardSet::from_shards(placement.shards_of(&self.node));
                         cache.insert(def.name.clone(), (def.clone(), shards.clone()));
@@ -67,6 +66,7 @@ impl LocalShards {
 
 #[cfg(test)]
 mod tests {
+    use quarry_core::placement::Placement;
     use quarry_store::{EmbeddedOptions, EmbeddedStore};
 
     use super::*;

@@ -4,15 +4,17 @@ use std::path::Path;
 
 use quarry_core::schema::TableName;
 
-use crate::cli::{DescribeArgs, DriverConnection, TablesArgs};
+use crate::cli::{DescribeArgs, DriverConnection, StoreArgs, TablesArgs};
 use crate::output::write_result;
+use crate::store::Access;
 
 pub async fn tables(
     data_dir: &Path,
     driver: &DriverConnection,
+    store: &StoreArgs,
     args: TablesArgs,
 ) -> anyhow::Result<()> {
-    let mut backend = super::backend(data_dir, driver).await?;
+    let mut backend = super::backend(data_dir, driver, store).await?;
     let sql = match &args.keyspace {
         Some(ks) => format!("SHOW TABLES IN {ks}"),
         None => "SHOW TABLES".to_string(),
@@ -26,8 +28,13 @@ pub async fn tables(
     )
 }
 
-pub async fn describe(data_dir: &Path, args: DescribeArgs) -> anyhow::Result<()> {
-    let (store, session) = super::open(data_dir)?;
+pub async fn describe(
+    data_dir: &Path,
+    store: &StoreArgs,
+    args: DescribeArgs,
+) -> anyhow::Result<()> {
+    let (opened, session) = super::open_store(data_dir, store, Access::Any).await?;
+    let store = opened.store();
     let name = TableName::parse(&args.table)?;
     if let Ok(view) = quarry_store::Store::view(store.as_ref(), &name) {
         println!("{};\n", view.to_sql());
@@ -41,7 +48,10 @@ pub async fn describe(data_dir: &Path, args: DescribeArgs) -> anyhow::Result<()>
     }
     let def = quarry_store::Store::table(store.as_ref(), &name)?;
     let keyspace = quarry_store::Store::keyspace(store.as_ref(), &name.keyspace)?;
-    let stats = store.table_stats(&name)?;
+    let stats = match opened.embedded() {
+        Some(embedded) => Some(embedded.table_stats(&name)?),
+        None => None,
+    };
     println!("{};\n", def.to_cql());
     let output = session.execute(&format!("DESCRIBE {name}")).await?;
     write_result(
@@ -60,7 +70,10 @@ pub async fn describe(data_dir: &Path, args: DescribeArgs) -> anyhow::Result<()>
             .map(|n| format!(", placed on {n} node(s)"))
             .unwrap_or_default()
     );
-    println!("{}", storage_report(&stats));
+    match stats {
+        Some(stats) => println!("{}", storage_report(&stats)),
+        None => println!("stored on the {} cluster", store.kind()),
+    }
     Ok(())
 }
 

@@ -12,7 +12,9 @@ use quarry_worker::auth::CLUSTER_SECRET_FILE;
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
-use crate::cli::{CqlServerArgs, DriverArgs, DriverConnection, UpArgs, WorkerArgs};
+use crate::cli::{
+    CqlServerArgs, DriverArgs, DriverConnection, StoreArgs, StoreKind, UpArgs, WorkerArgs,
+};
 use crate::daemon::{self, DriverConfig, DriverState};
 
 /// Completes on Ctrl-C or SIGTERM.
@@ -100,6 +102,7 @@ pub fn driver_config(args: &DriverArgs) -> anyhow::Result<DriverConfig> {
 pub async fn driver(
     data_dir: &Path,
     connection: &DriverConnection,
+    store_args: &StoreArgs,
     args: DriverArgs,
 ) -> anyhow::Result<()> {
     let mut config = driver_config(&args)?;
@@ -109,10 +112,15 @@ pub async fn driver(
     if let Some(ca) = &connection.tls_ca {
         config.tls.ca = Some(ca.clone());
     }
-    let store = open_writer(data_dir)?;
+    // The driver's own files (jobs, modules, secrets) stay in --data-dir whatever the store.
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let store = crate::store::open(data_dir, store_args, crate::store::Access::Write)
+        .await?
+        .store();
     let listener = bind(&args.listen).await?;
     let address = listener.local_addr()?;
-    let state = DriverState::new(config, store)?;
+    let state = DriverState::new(config, store, data_dir)?;
     println!("driver listening on {}://{address}", state.tls.scheme());
     print_credentials(&state);
     daemon::serve(listener, state, stop_signal()).await?;
@@ -122,6 +130,7 @@ pub async fn driver(
 pub async fn worker(
     data_dir: &Path,
     driver: &DriverConnection,
+    store_args: &StoreArgs,
     args: WorkerArgs,
 ) -> anyhow::Result<()> {
     let mut config: WorkerConfig = load_config(args.config.as_deref())?;
@@ -172,10 +181,28 @@ pub async fn worker(
     if config.cluster_secret_file.is_none() {
         config.cluster_secret_file = Some(data_dir.join(CLUSTER_SECRET_FILE));
     }
-    let store: Arc<dyn Store> = Arc::new(
-        EmbeddedStore::open_reader(data_dir, EmbeddedOptions::default())
-            .with_context(|| format!("opening the data directory {}", data_dir.display()))?,
-    );
+    let store: Arc<dyn Store> = match store_args.kind {
+        StoreKind::Embedded => Arc::new(
+            EmbeddedStore::open_reader(data_dir, EmbeddedOptions::default())
+                .with_context(|| format!("opening the data directory {}", data_dir.display()))?,
+        ),
+        // Beside a CQL node: the ring places shards, and reads go to that node first.
+        StoreKind::Scylla => {
+            if config.nodes.is_empty() {
+                config.nodes = vec![config.node_id.clone()];
+            }
+            let options = quarry_scylla::ScyllaOptions {
+                local_node: Some(config.node_id.clone()),
+                ..crate::store::scylla_options(store_args)?
+            };
+            let nodes = options.nodes.join(", ");
+            Arc::new(
+                quarry_scylla::ScyllaStore::connect(options)
+                    .await
+                    .with_context(|| format!("opening the ScyllaDB/Cassandra store at {nodes}"))?,
+            )
+        }
+    };
     let listener = bind(&args.listen).await?;
     let scheme = if config.tls.cert.is_some() {
         "https"
@@ -239,7 +266,7 @@ pub async fn up(
         memory_limit: args.memory_limit,
         ..DriverConfig::default()
     };
-    let state = DriverState::new(config, store)?;
+    let state = DriverState::new(config, store, data_dir)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = {
         let state = state.clone();
@@ -322,6 +349,68 @@ pub async fn up(
     Ok(())
 }
 
+/// `quarry cql-server`: the data directory over CQL until Ctrl-C, then what each node served.
+pub async fn cql_server(data_dir: &Path, args: CqlServerArgs) -> anyhow::Result<()> {
+    if args.nodes == 0 || args.nodes > 250 {
+        anyhow::bail!("--nodes must be between 1 and 250, got {}", args.nodes);
+    }
+    if args.replication == 0 || args.replication > args.nodes {
+        anyhow::bail!(
+            "--replication must be between 1 and --nodes ({}), got {}",
+            args.nodes,
+            args.replication
+        );
+    }
+    if args.vnodes == 0 || args.vnodes > 1024 {
+        anyhow::bail!("--vnodes must be between 1 and 1024, got {}", args.vnodes);
+    }
+    let store = open_writer(data_dir)?;
+    let options = quarry_cql::ServerOptions {
+        nodes: args.nodes,
+        replication: args.replication,
+        vnodes: args.vnodes,
+        port: args.port,
+        first_address: args.address,
+        ..quarry_cql::ServerOptions::default()
+    };
+    let server = quarry_cql::CqlServer::start(store.clone(), options)
+        .await
+        .with_context(|| {
+            format!(
+                "listening on port {} of {} node address(es) from {} (is another process using \
+                 it? --port 0 picks a free one)",
+                args.port, args.nodes, args.address
+            )
+        })?;
+    let addresses: Vec<String> = server.addresses().iter().map(|a| a.to_string()).collect();
+    println!(
+        "serving {} over CQL on {} (replication {}); Ctrl-C stops",
+        data_dir.display(),
+        addresses.join(", "),
+        args.replication
+    );
+    stop_signal().await;
+    let stats = server.stats();
+    drop(server);
+    for (node, s) in stats.iter().enumerate() {
+        println!(
+            "node {} ({}): {} requests, {} local, {} forwarded and {} whole-ring scans, {} rows \
+             read, {} local and {} forwarded rows written",
+            node + 1,
+            addresses[node],
+            s.requests,
+            s.local_scans,
+            s.forwarded_scans,
+            s.full_scans,
+            s.rows_read,
+            s.local_writes,
+            s.forwarded_writes
+        );
+    }
+    store.flush()?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -387,65 +476,4 @@ mod tests {
         );
         assert!(!worker.driver_url.is_empty());
     }
-}
-
-/// `quarry cql-server`: the data directory over CQL until Ctrl-C, then what each node served.
-pub async fn cql_server(data_dir: &Path, args: CqlServerArgs) -> anyhow::Result<()> {
-    if args.nodes == 0 || args.nodes > 250 {
-        anyhow::bail!("--nodes must be between 1 and 250, got {}", args.nodes);
-    }
-    if args.replication == 0 || args.replication > args.nodes {
-        anyhow::bail!(
-            "--replication must be between 1 and --nodes ({}), got {}",
-            args.nodes,
-            args.replication
-        );
-    }
-    if args.vnodes == 0 || args.vnodes > 1024 {
-        anyhow::bail!("--vnodes must be between 1 and 1024, got {}", args.vnodes);
-    }
-    let store = open_writer(data_dir)?;
-    let options = quarry_cql::ServerOptions {
-        nodes: args.nodes,
-        replication: args.replication,
-        vnodes: args.vnodes,
-        port: args.port,
-        first_address: args.address,
-        ..quarry_cql::ServerOptions::default()
-    };
-    let server = quarry_cql::CqlServer::start(store.clone(), options)
-        .await
-        .with_context(|| {
-            format!(
-                "listening on port {} of {} node address(es) from {} (is another process using \
-                 it? --port 0 picks a free one)",
-                args.port, args.nodes, args.address
-            )
-        })?;
-    let addresses: Vec<String> = server.addresses().iter().map(|a| a.to_string()).collect();
-    println!(
-        "serving {} over CQL on {} (replication {}); Ctrl-C stops",
-        data_dir.display(),
-        addresses.join(", "),
-        args.replication
-    );
-    stop_signal().await;
-    let stats = server.stats();
-    drop(server);
-    for (node, s) in stats.iter().enumerate() {
-        println!(
-            "node {} ({}): {} requests, {} local and {} forwarded scans, {} rows read, {} local \
-             and {} forwarded rows written",
-            node + 1,
-            addresses[node],
-            s.requests,
-            s.local_scans,
-            s.forwarded_scans,
-            s.rows_read,
-            s.local_writes,
-            s.forwarded_writes
-        );
-    }
-    store.flush()?;
-    Ok(())
 }

@@ -14,11 +14,17 @@ use quarry_ingest::{
 };
 use quarry_store::Store;
 
-use crate::cli::{DriverConnection, LoadArgs};
+use crate::cli::{DriverConnection, LoadArgs, StoreArgs};
 use crate::progress::rows_bar;
 use crate::remote::RemoteDriver;
+use crate::store::Access;
 
-pub async fn run(data_dir: &Path, driver: &DriverConnection, args: LoadArgs) -> anyhow::Result<()> {
+pub async fn run(
+    data_dir: &Path,
+    driver: &DriverConnection,
+    store: &StoreArgs,
+    args: LoadArgs,
+) -> anyhow::Result<()> {
     let name = TableName::parse(&args.table)?;
     let format = args
         .format
@@ -36,7 +42,8 @@ pub async fn run(data_dir: &Path, driver: &DriverConnection, args: LoadArgs) -> 
             (Target::Remote(driver), table)
         }
         None => {
-            let (store, _session) = super::open_writer(data_dir)?;
+            let (opened, _session) = super::open_store(data_dir, store, Access::Write).await?;
+            let store = opened.store();
             let table = store.table(&name)?;
             (Target::Local(store), table)
         }
@@ -143,7 +150,7 @@ pub async fn run(data_dir: &Path, driver: &DriverConnection, args: LoadArgs) -> 
 }
 
 enum Target {
-    Local(std::sync::Arc<quarry_store::EmbeddedStore>),
+    Local(std::sync::Arc<dyn Store>),
     Remote(RemoteDriver),
 }
 
@@ -154,8 +161,7 @@ impl Target {
         match self {
             Target::Local(store) => {
                 let rows = store.write(name, batches).await?.rows;
-                let store = store.clone();
-                tokio::task::spawn_blocking(move || store.flush()).await??;
+                store.publish().await?;
                 Ok(rows)
             }
             Target::Remote(driver) => Ok(driver.load(&name.to_string(), batches).await?),

@@ -8,11 +8,16 @@ use std::time::Instant;
 use anyhow::Context;
 use quarry_sql::{QuarrySession, QueryOutput};
 
-use crate::cli::{DriverConnection, SqlArgs};
+use crate::cli::{DriverConnection, SqlArgs, StoreArgs};
 use crate::output::{OutputFormat, write_result};
 
-pub async fn run(data_dir: &Path, driver: &DriverConnection, args: SqlArgs) -> anyhow::Result<()> {
-    let mut backend = super::backend(data_dir, driver).await?;
+pub async fn run(
+    data_dir: &Path,
+    driver: &DriverConnection,
+    store: &StoreArgs,
+    args: SqlArgs,
+) -> anyhow::Result<()> {
+    let mut backend = super::backend(data_dir, driver, store).await?;
     if let Some(keyspace) = &args.keyspace {
         quarry_core::schema::validate_identifier("keyspace", keyspace)
             .context("--keyspace (or QUARRY_KEYSPACE)")?;

@@ -23,7 +23,6 @@ use prost::Message;
 use quarry_core::schema::TableName;
 use quarry_proto::v1 as pb;
 use quarry_sql::QueryResult;
-use quarry_store::Store;
 use quarry_worker::error::status_of_failure;
 use quarry_worker::flight_adapter::{BoxStream, FlightHandler};
 use quarry_worker::rpc::{Peer, check_protocol};

@@ -29,7 +29,6 @@ use quarry_jobs::{
     StageKind, TaskFailure, TaskId, TaskOutput, TaskRequest, TaskShards, TaskState, WorkerId,
 };
 use quarry_proto::v1 as pb;
-use quarry_store::Store;
 use quarry_worker::rpc::{status_from_proto, task_request_to_proto};
 use quarry_worker::task_runner::classify;
 use tokio::sync::mpsc;
@@ -111,7 +110,7 @@ impl JobRunner {
         settings: Vec<(String, String)>,
         live: &[WorkerHandle],
     ) -> Result<Self> {
-        let codec = QuarryCodec::new(driver.store.clone() as Arc<dyn Store>);
+        let codec = QuarryCodec::new(driver.store.clone());
         let slots = slots(live);
         let nodes = driver.cluster_nodes();
         let mut stages = HashMap::new();
@@ -120,9 +119,7 @@ impl JobRunner {
                 StageKind::Driver => continue,
                 StageKind::Scan { keyspace, .. } => {
                     let def = driver.store.keyspace(keyspace)?;
-                    let placement = Arc::new(
-                        Placement::compute(&def, &nodes).map_err(quarry_sql::Error::from)?,
-                    );
+                    let placement = Arc::new(driver.store.placement(&def, &nodes)?);
                     let tasks = assign_scan(&placement, def.shards, &slots)
                         .into_iter()
                         .enumerate()
@@ -144,9 +141,7 @@ impl JobRunner {
                     keyspace, groups, ..
                 } => {
                     let def = driver.store.keyspace(keyspace)?;
-                    let placement = Arc::new(
-                        Placement::compute(&def, &nodes).map_err(quarry_sql::Error::from)?,
-                    );
+                    let placement = Arc::new(driver.store.placement(&def, &nodes)?);
                     let tasks = groups
                         .iter()
                         .enumerate()

@@ -39,7 +39,7 @@ impl LocalCluster {
             config.nodes = (1..=workers).map(|i| format!("node-{i}")).collect();
         }
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let driver = DriverState::new(config, store)?;
+        let driver = DriverState::new(config, store, data_dir)?;
         let url = format!("{}://{}", driver.tls.scheme(), listener.local_addr()?);
         let mut cluster = LocalCluster {
             driver: driver.clone(),

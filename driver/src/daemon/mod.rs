@@ -46,13 +46,12 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionConfig;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use quarry_core::ids::NodeId;
-use quarry_core::placement::Placement;
 use quarry_core::shard_set::ShardSet;
 use quarry_jobs::JobId;
 use quarry_jobs::{DistributedPlanner, WriteGroups};
 use quarry_proto::v1::driver_service_server::DriverServiceServer;
 use quarry_sql::{Access, PlanExecutor, QuarrySession, QueryOutput, RuntimeLimits, runtime_env};
-use quarry_store::{EmbeddedStore, Store};
+use quarry_store::Store;
 use quarry_worker::auth::{self, Authenticator, Bearer, Secret};
 use quarry_worker::cpu_runtime::{AbortOnDrop, CpuRuntime};
 use quarry_worker::exchange_client::{FlightExchangeClient, MAX_MESSAGE_BYTES};
@@ -119,7 +118,7 @@ impl DriverAuth {
 pub struct DriverState {
     pub config: DriverConfig,
     pub auth: DriverAuth,
-    pub store: Arc<EmbeddedStore>,
+    pub store: Arc<dyn Store>,
     pub registry: Registry,
     pub jobs: JobTracker,
     pub client: Arc<FlightExchangeClient>,
@@ -138,9 +137,15 @@ pub struct DriverState {
 }
 
 impl DriverState {
-    pub fn new(config: DriverConfig, store: Arc<EmbeddedStore>) -> Result<Arc<Self>> {
+    /// The driver's state over `store`; its own files (job journal, modules, secrets) live in
+    /// `data_dir`.
+    pub fn new(
+        config: DriverConfig,
+        store: Arc<dyn Store>,
+        data_dir: &std::path::Path,
+    ) -> Result<Arc<Self>> {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let journal = store.dir().join("driver").join("jobs.ndjson");
+        let journal = data_dir.join("driver").join("jobs.ndjson");
         let jobs = JobTracker::with_journal(&journal).map_err(|e| {
             std::io::Error::new(
                 e.kind(),
@@ -148,15 +153,15 @@ impl DriverState {
             )
         })?;
         let runtime = quarry_wasm::Runtime::new(quarry_wasm::RuntimeConfig {
-            cache_dir: Some(compiled_modules_dir(store.dir())),
+            cache_dir: Some(compiled_modules_dir(data_dir)),
             ..quarry_wasm::RuntimeConfig::default()
         })
         .map_err(quarry_jobs::Error::from)?;
         let modules = module_store::ModuleStore::new(
-            store.dir().join("driver").join("modules"),
+            data_dir.join("driver").join("modules"),
             Arc::new(runtime),
         );
-        let auth = DriverAuth::open(&config, store.dir())?;
+        let auth = DriverAuth::open(&config, data_dir)?;
         let limits = RuntimeLimits {
             memory: config.memory_limit.map(|b| b as usize),
             local_files: config.allow_file_access,
@@ -208,17 +213,13 @@ impl DriverState {
         let access = Access::Client {
             files: self.config.allow_file_access,
         };
-        let session = QuarrySession::with_runtime(
-            self.store.clone() as Arc<dyn Store>,
-            config,
-            self.runtime.clone(),
-        )
-        .with_access(access)
-        .with_executor(Arc::new(DistributedExecutor {
-            driver: self.clone(),
-            settings: QuarrySession::engine_settings(settings),
-            label: label.to_string(),
-        }));
+        let session = QuarrySession::with_runtime(self.store.clone(), config, self.runtime.clone())
+            .with_access(access)
+            .with_executor(Arc::new(DistributedExecutor {
+                driver: self.clone(),
+                settings: QuarrySession::engine_settings(settings),
+                label: label.to_string(),
+            }));
         session.apply_settings(settings)?;
         Ok(session)
     }
@@ -297,11 +298,7 @@ struct DistributedExecutor {
 impl DistributedExecutor {
     /// Publishes acknowledged writes to the workers' read-only view of the store.
     async fn publish_writes(&self) -> Result<()> {
-        let store = self.driver.store.clone();
-        tokio::task::spawn_blocking(move || store.flush())
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))??;
-        Ok(())
+        Ok(self.driver.store.publish().await?)
     }
 
     /// Hash exchanges as wide as the live workers' task slots.
@@ -504,7 +501,10 @@ impl WriteGroups for ReplicaGroups {
             .keyspace(keyspace)
             .map_err(quarry_sql::Error::from)
             .and_then(|def| {
-                Placement::compute(&def, &driver.cluster_nodes()).map_err(quarry_sql::Error::from)
+                driver
+                    .store
+                    .placement(&def, &driver.cluster_nodes())
+                    .map_err(quarry_sql::Error::from)
             });
         match placement {
             Ok(placement) => {

@@ -85,6 +85,19 @@ impl Placement {
         })
     }
 
+    /// A placement a store computed itself (a CQL cluster's ring): `replicas[shard]` lists the
+    /// shard's owners, primary first.
+    pub fn from_replicas(keyspace: impl Into<String>, replicas: Vec<Vec<NodeId>>) -> Self {
+        let mut nodes: Vec<NodeId> = replicas.iter().flatten().cloned().collect();
+        nodes.sort();
+        nodes.dedup();
+        Placement {
+            keyspace: keyspace.into(),
+            nodes,
+            replicas,
+        }
+    }
+
     pub fn keyspace(&self) -> &str {
         &self.keyspace
     }

@@ -83,6 +83,8 @@ pub struct NodeStats {
     pub local_scans: u64,
     /// Scans of user tables the node had to coordinate from other replicas.
     pub forwarded_scans: u64,
+    /// Scans of user tables with no token or partition-key restriction (the whole ring).
+    pub full_scans: u64,
     /// Rows returned by scans of user tables.
     pub rows_read: u64,
     /// Rows written that this node replicates.
@@ -96,6 +98,7 @@ struct Counters {
     requests: AtomicU64,
     local_scans: AtomicU64,
     forwarded_scans: AtomicU64,
+    full_scans: AtomicU64,
     rows_read: AtomicU64,
     local_writes: AtomicU64,
     forwarded_writes: AtomicU64,
@@ -124,6 +127,22 @@ struct Shared {
     cursors: Mutex<HashMap<u64, (Instant, Cursor)>>,
     next_cursor: AtomicU64,
     counters: Vec<Counters>,
+}
+
+impl Shared {
+    fn stats(&self, node: usize) -> NodeStats {
+        let c = &self.counters[node];
+        NodeStats {
+            address: None,
+            requests: c.requests.load(Ordering::Relaxed),
+            local_scans: c.local_scans.load(Ordering::Relaxed),
+            forwarded_scans: c.forwarded_scans.load(Ordering::Relaxed),
+            full_scans: c.full_scans.load(Ordering::Relaxed),
+            rows_read: c.rows_read.load(Ordering::Relaxed),
+            local_writes: c.local_writes.load(Ordering::Relaxed),
+            forwarded_writes: c.forwarded_writes.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -187,18 +206,10 @@ impl CqlServer {
 
     /// What each node has served so far, in node order.
     pub fn stats(&self) -> Vec<NodeStats> {
-        self.shared
-            .counters
-            .iter()
-            .zip(&self.addresses)
-            .map(|(c, a)| NodeStats {
-                address: Some(*a),
-                requests: c.requests.load(Ordering::Relaxed),
-                local_scans: c.local_scans.load(Ordering::Relaxed),
-                forwarded_scans: c.forwarded_scans.load(Ordering::Relaxed),
-                rows_read: c.rows_read.load(Ordering::Relaxed),
-                local_writes: c.local_writes.load(Ordering::Relaxed),
-                forwarded_writes: c.forwarded_writes.load(Ordering::Relaxed),
+        (0..self.addresses.len())
+            .map(|node| NodeStats {
+                address: Some(self.addresses[node]),
+                ..self.shared.stats(node)
             })
             .collect()
     }
@@ -618,6 +629,7 @@ fn compile(shared: &Shared, text: &str, session: Option<&str>) -> Result<Prepare
                     &shared.ring,
                     shared.store.as_ref(),
                     &shared.cluster_name,
+                    &NodeStats::default(),
                 )
                 .ok_or_else(|| {
                     CqlError::invalid(format!("unconfigured table {keyspace}.{}", select.table))
@@ -1310,6 +1322,7 @@ fn select_system(
         &shared.ring,
         shared.store.as_ref(),
         &shared.cluster_name,
+        &shared.stats(node),
     )
     .ok_or_else(|| CqlError::invalid("unconfigured table"))?;
     let mut rows: Vec<&Vec<Option<Vec<u8>>>> = table.rows.iter().collect();
@@ -1721,18 +1734,20 @@ async fn open_cursor(
     let local = if pk_values.iter().all(Option::is_some) {
         let components: Vec<Vec<u8>> = pk_values.into_iter().flatten().collect();
         let token = quarry_core::partition_key::token_of_components(&components);
-        shared.ring.replicas(token).contains(&node)
+        Some(shared.ring.replicas(token).contains(&node))
+    } else if token_range == TokenRange::FULL {
+        None
     } else {
-        match token_range.bounds_inclusive() {
+        Some(match token_range.bounds_inclusive() {
             Some((first, last)) => shared.ring.holds(node, first.saturating_sub(1), last),
             None => true,
-        }
+        })
     };
-    if local {
-        c.local_scans.fetch_add(1, Ordering::Relaxed);
-    } else {
-        c.forwarded_scans.fetch_add(1, Ordering::Relaxed);
-    }
+    match local {
+        Some(true) => c.local_scans.fetch_add(1, Ordering::Relaxed),
+        Some(false) => c.forwarded_scans.fetch_add(1, Ordering::Relaxed),
+        None => c.full_scans.fetch_add(1, Ordering::Relaxed),
+    };
     needed.sort_unstable();
     needed.dedup();
     let request = ScanRequest {

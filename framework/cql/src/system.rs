@@ -12,6 +12,7 @@ use quarry_core::schema::{KeyspaceDef, TableDef};
 use quarry_store::Store;
 use sha2::{Digest, Sha256};
 
+use crate::server::NodeStats;
 use crate::types::{ColumnType, TEXT, collection_cell, map_cell};
 
 /// What this server calls its data center and rack.
@@ -211,6 +212,7 @@ pub fn table(
     ring: &Ring,
     store: &dyn Store,
     cluster_name: &str,
+    stats: &NodeStats,
 ) -> Option<SystemTable> {
     let version = schema_version(store);
     let node_tokens = |i: usize| {
@@ -261,6 +263,35 @@ pub fn table(
                     inet(me.address),
                     uuid(version),
                     node_tokens(node),
+                ]],
+            }
+        }
+        // What this node served so far (Quarry's own table, for tests and operators).
+        ("system", "quarry_stats") => {
+            let count = |v: u64| Some((v as i64).to_be_bytes().to_vec());
+            let bigint = cql(CqlType::BigInt);
+            SystemTable {
+                keyspace: "system",
+                name: "quarry_stats",
+                columns: vec![
+                    ("address", cql(CqlType::Inet)),
+                    ("requests", bigint.clone()),
+                    ("local_scans", bigint.clone()),
+                    ("forwarded_scans", bigint.clone()),
+                    ("full_scans", bigint.clone()),
+                    ("rows_read", bigint.clone()),
+                    ("local_writes", bigint.clone()),
+                    ("forwarded_writes", bigint),
+                ],
+                rows: vec![vec![
+                    inet(ring.nodes[node].address),
+                    count(stats.requests),
+                    count(stats.local_scans),
+                    count(stats.forwarded_scans),
+                    count(stats.full_scans),
+                    count(stats.rows_read),
+                    count(stats.local_writes),
+                    count(stats.forwarded_writes),
                 ]],
             }
         }

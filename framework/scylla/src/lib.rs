@@ -19,19 +19,24 @@ pub mod overlay;
 pub mod scan;
 pub mod write;
 
+/// Consistency levels, as the driver names them.
+pub use scylla::statement::Consistency;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
+use quarry_core::ids::NodeId;
+use quarry_core::placement::Placement;
 use quarry_core::schema::{KeyspaceDef, TableDef, TableName, ViewDef};
+use quarry_core::shard_map::ShardMap;
 use quarry_store::names::Names;
 use quarry_store::{Error, Failure, Result, ScanPlan, ScanRequest, Store, WriteSummary};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::cluster::Node;
-use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
 
 use crate::overlay::{Kind, Overlay};
@@ -45,6 +50,9 @@ pub struct ScyllaOptions {
     pub password: Option<String>,
     /// Read and write in this datacenter only (and create keyspaces there).
     pub local_dc: Option<String>,
+    /// The node this process sits beside (`ip:port`, as the ring names it): scans read a range
+    /// from it first whenever it holds a replica.
+    pub local_node: Option<String>,
     pub read_consistency: Consistency,
     pub write_consistency: Consistency,
     /// Rows per page of a scan.
@@ -68,6 +76,7 @@ impl Default for ScyllaOptions {
             user: None,
             password: None,
             local_dc: None,
+            local_node: None,
             read_consistency: Consistency::LocalOne,
             write_consistency: Consistency::LocalQuorum,
             page_size: 5000,
@@ -491,6 +500,32 @@ impl Store for ScyllaStore {
     fn plan_scan(&self, request: &ScanRequest) -> Result<ScanPlan> {
         let def = self.table(&request.table)?;
         scan::plan(&self.inner, def, request)
+    }
+
+    /// Each shard's replicas from the ring: those of the token that ends the shard's range (a
+    /// shard spans at most a ring boundary or two at Quarry's shard counts), in the local
+    /// datacenter when one is configured, named `ip:port`.
+    fn placement(&self, keyspace: &KeyspaceDef, _nodes: &[NodeId]) -> Result<Placement> {
+        let state = self.inner.session.get_cluster_state();
+        let table = state
+            .get_keyspace(&keyspace.name)
+            .and_then(|ks| ks.tables.keys().next().cloned())
+            .unwrap_or_default();
+        let shards = ShardMap::new(keyspace.shards);
+        let replicas = shards
+            .all()
+            .map(|shard| {
+                let end = shards.range_of(shard).end;
+                state
+                    .get_token_endpoints(&keyspace.name, &table, scylla::routing::Token::new(end))
+                    .into_iter()
+                    .map(|(node, _)| node)
+                    .filter(|n| self.inner.in_local_dc(n))
+                    .map(|n| NodeId(n.address.to_string()))
+                    .collect()
+            })
+            .collect();
+        Ok(Placement::from_replicas(&keyspace.name, replicas))
     }
 }
 

@@ -21,7 +21,9 @@ use arrow::array::{Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use futures::Stream;
+use quarry_core::ids::NodeId;
 use quarry_core::partition_key::{KeyColumn, tokens};
+use quarry_core::placement::Placement;
 use quarry_core::schema::{KeyspaceDef, TableDef, TableName, ViewDef};
 use quarry_core::shard_set::ShardSet;
 
@@ -262,4 +264,18 @@ pub trait Store: Send + Sync + Debug {
 
     /// Plans a scan over one snapshot of the table.
     fn plan_scan(&self, request: &ScanRequest) -> Result<ScanPlan>;
+
+    /// Which nodes hold each shard of `keyspace`, primary first. The embedded store places shards
+    /// on `nodes` (the cluster's store nodes) by consistent hashing; a CQL cluster answers from
+    /// its ring, naming nodes by their CQL address (`ip:port`), whatever `nodes` says.
+    fn placement(&self, keyspace: &KeyspaceDef, nodes: &[NodeId]) -> Result<Placement> {
+        Ok(Placement::compute(keyspace, nodes)?)
+    }
+
+    /// Makes every acknowledged write visible to readers in other processes, before work that
+    /// they run is planned (the embedded store flushes its memtables into runs; a CQL cluster's
+    /// writes are visible once acknowledged, so the default has nothing to do).
+    async fn publish(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -2029,6 +2029,14 @@ impl Store for EmbeddedStore {
         let snapshot = self.state()?.snapshot(&request.table)?;
         scan::plan(&snapshot, request)
     }
+
+    async fn publish(&self) -> Result<()> {
+        let Mode::Writer { inner, .. } = &self.mode else {
+            return Ok(());
+        };
+        let inner = inner.clone();
+        blocking(move || inner.flush()).await
+    }
 }
 
 /// Runs blocking store work (file I/O, fsync, sorting) off the async runtime.
