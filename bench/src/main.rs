@@ -18,12 +18,14 @@
 //!
 //! `quarry-bench tpch` runs the TPC-H queries instead (see `tpch.rs`), `quarry-bench jobs` the
 //! Rust jobs beside SQL (see `jobs.rs`), `quarry-bench fresh` reads over fresh overlapping writes
-//! (see `fresh.rs`).
+//! (see `fresh.rs`), `quarry-bench scylla` the ScyllaDB connector on a CQL server (see
+//! `scylla.rs`).
 
 mod fresh;
 mod ingest;
 mod jobs;
 mod memory;
+mod scylla;
 mod tpch;
 
 use std::fs::File;
@@ -92,6 +94,9 @@ enum Mode {
     Fresh(fresh::FreshArgs),
     /// Small writes for a minute while queries run once a second: rows/s and query latency.
     Ingest(ingest::IngestArgs),
+    /// The ScyllaDB connector on a 3-node CQL server beside the embedded store: write-back and
+    /// full-scan rows/s, requests per split, and the share of reads from the reader's own node.
+    Scylla(scylla::ScyllaArgs),
 }
 
 const QUERIES: [(&str, &str); 2] = [
@@ -115,6 +120,7 @@ async fn main() -> Result<()> {
         Some(Mode::Memory(memory)) => return memory::run(memory).await,
         Some(Mode::Fresh(fresh)) => return fresh::run(fresh).await,
         Some(Mode::Ingest(ingest)) => return ingest::run(ingest).await,
+        Some(Mode::Scylla(scylla)) => return scylla::run(scylla).await,
         None => {}
     }
     let work_dir = WorkDir::new(args.dir.as_deref())?;

@@ -1128,6 +1128,55 @@ fn workers_beside_cql_nodes_scan_their_ranges_and_a_lost_worker_is_covered() {
         assert_eq!(a.1, b.1, "{node} was asked for ranges it does not hold");
     }
 
+    // A derived table written back by the workers, beside the replicas of its rows.
+    ok(scylla(
+        here,
+        &nodes[1],
+        &[
+            "sql",
+            "-e",
+            "CREATE TABLE ks.doubled (id bigint PRIMARY KEY, v bigint)",
+        ],
+    ));
+    // The driver learns of the new table from the cluster's schema event, a moment later.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = quarry(
+            here,
+            &[
+                "--driver",
+                &url,
+                "sql",
+                "-e",
+                "INSERT INTO ks.doubled SELECT id, v * 2 FROM ks.t",
+            ],
+        );
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && stderr(&out).contains("does not exist"),
+            "{}",
+            stderr(&out)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let doubled = stdout(&ok(scylla(
+        here,
+        &nodes[2],
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "-e",
+            "SELECT count(*) AS n, sum(v) AS s FROM ks.doubled",
+        ],
+    )));
+    assert_eq!(
+        doubled,
+        format!("n,s\n3000,{}\n", (0..3000i64).map(|i| i * 6).sum::<i64>())
+    );
+
     // Without the worker beside node 2, its ranges are read through another replica.
     workers[1] = None;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);

@@ -125,6 +125,8 @@ struct Shared {
     cluster_name: String,
     prepared: Mutex<HashMap<Vec<u8>, Arc<Prepared>>>,
     cursors: Mutex<HashMap<u64, (Instant, Cursor)>>,
+    /// Connections that registered for SCHEMA_CHANGE events.
+    schema_listeners: Mutex<Vec<mpsc::Sender<Vec<u8>>>>,
     next_cursor: AtomicU64,
     counters: Vec<Counters>,
 }
@@ -184,6 +186,7 @@ impl CqlServer {
             cluster_name: options.cluster_name.clone(),
             prepared: Mutex::new(HashMap::new()),
             cursors: Mutex::new(HashMap::new()),
+            schema_listeners: Mutex::new(Vec::new()),
             next_cursor: AtomicU64::new(rand_seed()),
             counters: (0..nodes).map(|_| Counters::default()).collect(),
         });
@@ -275,9 +278,11 @@ async fn accept(shared: Arc<Shared>, node: usize, listener: TcpListener) {
 }
 
 /// What a connection remembers between requests.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Connection {
     keyspace: Mutex<Option<String>>,
+    /// Where this connection's frames go (responses, and events once it registered).
+    frames: mpsc::Sender<Vec<u8>>,
 }
 
 /// A failed request: an ERROR response.
@@ -343,7 +348,10 @@ async fn serve(shared: Arc<Shared>, node: usize, socket: TcpStream) {
             }
         }
     });
-    let connection = Arc::new(Connection::default());
+    let connection = Arc::new(Connection {
+        keyspace: Mutex::new(None),
+        frames: tx.clone(),
+    });
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION));
     let mut header = [0u8; wire::HEADER];
     loop {
@@ -466,7 +474,17 @@ async fn handle(
             }
             Ok((opcode::READY, Vec::new()))
         }
-        opcode::REGISTER => Ok((opcode::READY, Vec::new())),
+        opcode::REGISTER => {
+            let events = r.string_list().map_err(protocol)?;
+            if events.iter().any(|e| e == "SCHEMA_CHANGE") {
+                shared
+                    .schema_listeners
+                    .lock()
+                    .expect("listener lock")
+                    .push(connection.frames.clone());
+            }
+            Ok((opcode::READY, Vec::new()))
+        }
         opcode::AUTH_RESPONSE => Err(CqlError::new(
             code::PROTOCOL,
             "this server does not ask for authentication",
@@ -1100,7 +1118,25 @@ async fn execute(
             b.int(3).string(keyspace);
             Ok((opcode::RESULT, b.0))
         }
-        Kind::Ddl(statement) => execute_ddl(shared, statement).await,
+        Kind::Ddl(statement) => {
+            let response = execute_ddl(shared, statement).await?;
+            // A schema change is pushed to every connection registered for it, as a
+            // Cassandra node does, so drivers read the new schema at once.
+            if let Some(change) = schema_change_of(&response) {
+                let event = event_frame(change);
+                shared
+                    .schema_listeners
+                    .lock()
+                    .expect("listener lock")
+                    .retain(|tx| {
+                        !matches!(
+                            tx.try_send(event.clone()),
+                            Err(mpsc::error::TrySendError::Closed(_))
+                        )
+                    });
+            }
+            Ok(response)
+        }
         Kind::Insert(inserts) => {
             let rows: Vec<(&Insert, &TableDef, &[Value])> = inserts
                 .iter()
@@ -1115,6 +1151,20 @@ async fn execute(
         } => select_system(shared, node, p, select, table, columns, &params),
         Kind::Select { .. } => select_table(shared, node, p, params).await,
     }
+}
+
+/// The change of a SchemaChange result (what follows its kind), if `response` is one.
+fn schema_change_of(response: &(u8, Vec<u8>)) -> Option<&[u8]> {
+    let (op, body) = response;
+    (*op == opcode::RESULT && body.get(..4) == Some(&5i32.to_be_bytes()[..])).then(|| &body[4..])
+}
+
+/// An EVENT frame (stream -1) for a schema change.
+fn event_frame(change: &[u8]) -> Vec<u8> {
+    let mut body = Body::new();
+    body.string("SCHEMA_CHANGE");
+    body.0.extend_from_slice(change);
+    wire::response_frame(wire::VERSION, -1, opcode::EVENT, &body.0)
 }
 
 async fn execute_ddl(shared: &Shared, statement: &Statement) -> Response {

@@ -103,6 +103,34 @@ pub(crate) struct Inner {
     overlay: std::sync::RwLock<Overlay>,
     pub(crate) read_throttle: Throttle,
     pub(crate) write_throttle: Throttle,
+    /// Pages read from the node beside this process, and from other nodes.
+    pub(crate) local_pages: std::sync::atomic::AtomicU64,
+    pub(crate) remote_pages: std::sync::atomic::AtomicU64,
+    /// The cluster state the overlay was last read against (its address), to notice schema
+    /// changes other clients made.
+    seen_state: std::sync::atomic::AtomicUsize,
+}
+
+/// Where this process's scan pages came from (see [`ScyllaStore::read_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadStats {
+    /// Pages read from the `local_node`.
+    pub local_pages: u64,
+    /// Pages read from another replica (no local node configured, or it does not hold the
+    /// range, or it failed).
+    pub remote_pages: u64,
+}
+
+impl ReadStats {
+    /// The share of pages read locally, from 0 to 1 (1 when nothing was read).
+    pub fn local_share(&self) -> f64 {
+        let total = self.local_pages + self.remote_pages;
+        if total == 0 {
+            1.0
+        } else {
+            self.local_pages as f64 / total as f64
+        }
+    }
 }
 
 impl std::fmt::Debug for Inner {
@@ -126,7 +154,10 @@ impl ScyllaStore {
         }
         let mut builder = SessionBuilder::new()
             .known_nodes(&options.nodes)
-            .connection_timeout(Duration::from_secs(5));
+            .connection_timeout(Duration::from_secs(5))
+            // Schema changes other clients make are re-read on this tick (the driver batches
+            // the cluster's SCHEMA_CHANGE events until it fires; its default is a minute).
+            .cluster_metadata_refresh_interval(Duration::from_secs(1));
         if let (Some(user), Some(password)) = (&options.user, &options.password) {
             builder = builder.user(user, password);
         }
@@ -137,6 +168,7 @@ impl ScyllaStore {
             ),
             failure: Failure::TRANSIENT,
         })?;
+        let seen = Arc::as_ptr(&session.get_cluster_state()) as usize;
         let overlay = Overlay::load(&session).await?;
         Ok(ScyllaStore {
             inner: Arc::new(Inner {
@@ -146,8 +178,43 @@ impl ScyllaStore {
                 options,
                 prepared: tokio::sync::Mutex::new(HashMap::new()),
                 overlay: std::sync::RwLock::new(overlay),
+                local_pages: Default::default(),
+                remote_pages: Default::default(),
+                seen_state: std::sync::atomic::AtomicUsize::new(seen),
             }),
         })
+    }
+
+    /// Reads Quarry's catalog again, in the background, when the driver's view of the cluster
+    /// changed since it was last read (another client's DDL): the declared definitions of
+    /// tables made elsewhere follow a moment after the tables themselves.
+    fn notice_schema_changes(&self) {
+        let state = self.inner.session.get_cluster_state();
+        let seen = Arc::as_ptr(&state) as usize;
+        let previous = self
+            .inner
+            .seen_state
+            .swap(seen, std::sync::atomic::Ordering::Relaxed);
+        if previous == seen {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let inner = self.inner.clone();
+            runtime.spawn(async move {
+                if let Err(e) = inner.reload().await {
+                    tracing::warn!("re-reading Quarry's catalog: {e}");
+                }
+            });
+        }
+    }
+
+    /// Where the scan pages this process read came from.
+    pub fn read_stats(&self) -> ReadStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        ReadStats {
+            local_pages: self.inner.local_pages.load(Relaxed),
+            remote_pages: self.inner.remote_pages.load(Relaxed),
+        }
     }
 
     /// The driver session, for callers that need the ring (locality) or raw CQL.
@@ -308,6 +375,7 @@ impl Store for ScyllaStore {
     }
 
     fn keyspaces(&self) -> Vec<KeyspaceDef> {
+        self.notice_schema_changes();
         let state = self.inner.session.get_cluster_state();
         let mut out: Vec<KeyspaceDef> = state
             .keyspaces_iter()
@@ -323,6 +391,7 @@ impl Store for ScyllaStore {
     }
 
     fn tables(&self, keyspace: Option<&str>) -> Result<Vec<TableDef>> {
+        self.notice_schema_changes();
         if let Some(ks) = keyspace {
             self.keyspace(ks)?;
         }
@@ -344,6 +413,7 @@ impl Store for ScyllaStore {
     }
 
     fn table(&self, name: &TableName) -> Result<TableDef> {
+        self.notice_schema_changes();
         let state = self.inner.session.get_cluster_state();
         let meta = state
             .get_keyspace(&name.keyspace)
@@ -502,27 +572,47 @@ impl Store for ScyllaStore {
         scan::plan(&self.inner, def, request)
     }
 
-    /// Each shard's replicas from the ring: those of the token that ends the shard's range (a
-    /// shard spans at most a ring boundary or two at Quarry's shard counts), in the local
-    /// datacenter when one is configured, named `ip:port`.
+    /// Each shard's replicas from the ring: the nodes that hold every piece of the shard's
+    /// token range (a shard spans a ring token or two at Quarry's shard counts), so a worker
+    /// beside the shard's primary reads all of it locally; when no node holds every piece (a
+    /// keyspace with one replica), those of the piece that ends the shard. In the local
+    /// datacenter when one is configured; nodes are named `ip:port`.
     fn placement(&self, keyspace: &KeyspaceDef, _nodes: &[NodeId]) -> Result<Placement> {
         let state = self.inner.session.get_cluster_state();
         let table = state
             .get_keyspace(&keyspace.name)
             .and_then(|ks| ks.tables.keys().next().cloned())
             .unwrap_or_default();
+        let ring: Vec<i64> = state
+            .replica_locator()
+            .ring()
+            .iter()
+            .map(|(t, _)| t.value())
+            .collect();
+        let replicas_at = |token: i64| -> Vec<NodeId> {
+            state
+                .get_token_endpoints(&keyspace.name, &table, scylla::routing::Token::new(token))
+                .into_iter()
+                .map(|(node, _)| node)
+                .filter(|n| self.inner.in_local_dc(n))
+                .map(|n| NodeId(n.address.to_string()))
+                .collect()
+        };
         let shards = ShardMap::new(keyspace.shards);
         let replicas = shards
             .all()
             .map(|shard| {
-                let end = shards.range_of(shard).end;
-                state
-                    .get_token_endpoints(&keyspace.name, &table, scylla::routing::Token::new(end))
-                    .into_iter()
-                    .map(|(node, _)| node)
-                    .filter(|n| self.inner.in_local_dc(n))
-                    .map(|n| NodeId(n.address.to_string()))
-                    .collect()
+                let range = shards.range_of(shard);
+                let last = replicas_at(range.end);
+                let inside = ring
+                    .iter()
+                    .filter(|t| **t > range.start && **t < range.end)
+                    .map(|t| replicas_at(*t));
+                let mut common = last.clone();
+                for piece in inside {
+                    common.retain(|n| piece.contains(n));
+                }
+                if common.is_empty() { last } else { common }
             })
             .collect();
         Ok(Placement::from_replicas(&keyspace.name, replicas))

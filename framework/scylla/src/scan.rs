@@ -269,6 +269,15 @@ impl Reader {
         let bounds = (piece.range.start, piece.range.end);
         let mut targets: Vec<Option<Arc<Node>>> =
             piece.replicas.iter().cloned().map(Some).collect();
+        // The node beside this process first, when it holds the piece.
+        if let Some(local) = &self.inner.options.local_node
+            && let Some(i) = piece
+                .replicas
+                .iter()
+                .position(|n| &n.address.to_string() == local)
+        {
+            targets[..=i].rotate_right(1);
+        }
         targets.push(None);
         let mut last_error = None;
         for target in targets {
@@ -286,6 +295,17 @@ impl Reader {
                 .await
             {
                 Ok((result, next)) => {
+                    let local = match (&target, &self.inner.options.local_node) {
+                        (Some(node), Some(local)) => &node.address.to_string() == local,
+                        _ => false,
+                    };
+                    let counter = if local {
+                        &self.inner.local_pages
+                    } else {
+                        &self.inner.remote_pages
+                    };
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+
                     let rows = result.into_rows_result().map_err(|e| {
                         errors::other(&format!("reading {}", self.def.table_name()), e)
                     })?;

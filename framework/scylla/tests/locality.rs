@@ -1,0 +1,118 @@
+//! Readers beside the nodes of a 3-node CQL server (replication 2), each scanning the shards
+//! placement makes its node primary for, read every row exactly once and every page from their
+//! own node; the server's counters agree that no node was asked for a range it does not hold.
+
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch};
+use futures::TryStreamExt;
+use quarry_core::ids::ShardId;
+use quarry_core::schema::{ColumnDef, KeyspaceDef, TableDef, TableName};
+use quarry_core::shard_set::ShardSet;
+use quarry_cql::{CqlServer, ServerOptions};
+use quarry_scylla::{ScyllaOptions, ScyllaStore};
+use quarry_store::{EmbeddedOptions, EmbeddedStore, ScanRequest, Store};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_beside_each_node_read_their_shards_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let backing = Arc::new(EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap());
+    let server = CqlServer::start(
+        backing,
+        ServerOptions {
+            nodes: 3,
+            replication: 2,
+            vnodes: 16,
+            port: 0,
+            ..ServerOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let addresses: Vec<String> = server.addresses().iter().map(|a| a.to_string()).collect();
+    let writer = ScyllaStore::connect(ScyllaOptions {
+        nodes: vec![addresses[0].clone()],
+        ..ScyllaOptions::default()
+    })
+    .await
+    .unwrap();
+    let mut ks = KeyspaceDef::new("ks");
+    ks.replication_factor = 2;
+    writer.create_keyspace(ks, false).await.unwrap();
+    let def = TableDef::new(
+        "ks",
+        "t",
+        vec![
+            ColumnDef::new("id", quarry_core::cql_type::CqlType::BigInt),
+            ColumnDef::new("v", quarry_core::cql_type::CqlType::BigInt),
+        ],
+        vec!["id".into()],
+        vec![],
+    )
+    .unwrap();
+    writer.create_table(def.clone(), false).await.unwrap();
+    let ids: Vec<i64> = (0..20_000).map(|i| i * 7919 - 50_000).collect();
+    let batch = RecordBatch::try_new(
+        def.arrow_schema(),
+        vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(Int64Array::from(
+                ids.iter().map(|i| i * 2).collect::<Vec<_>>(),
+            )),
+        ],
+    )
+    .unwrap();
+    let name = TableName::new("ks", "t");
+    assert_eq!(writer.write(&name, vec![batch]).await.unwrap().rows, 20_000);
+
+    let before = server.stats();
+    let mut read: Vec<i64> = Vec::new();
+    for address in &addresses {
+        let reader = ScyllaStore::connect(ScyllaOptions {
+            nodes: vec![address.clone()],
+            local_node: Some(address.clone()),
+            ..ScyllaOptions::default()
+        })
+        .await
+        .unwrap();
+        let keyspace = reader.keyspace("ks").unwrap();
+        let placement = reader.placement(&keyspace, &[]).unwrap();
+        let mine = ShardSet::from_shards(
+            (0..keyspace.shards)
+                .map(ShardId)
+                .filter(|s| placement.primary(*s).is_some_and(|n| &n.0 == address)),
+        );
+        assert!(!mine.is_empty(), "{address} is primary for some shards");
+        let plan = reader
+            .plan_scan(&ScanRequest {
+                shards: Some(mine),
+                ..ScanRequest::full(name.clone())
+            })
+            .unwrap();
+        for split in plan.splits {
+            let batches: Vec<RecordBatch> =
+                split.source.open().unwrap().try_collect().await.unwrap();
+            for b in batches {
+                let column = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                read.extend(column.values().iter());
+            }
+        }
+        let stats = reader.read_stats();
+        assert!(stats.local_pages > 0);
+        assert_eq!(
+            stats.remote_pages,
+            0,
+            "{address} read {} of {} pages elsewhere",
+            stats.remote_pages,
+            stats.local_pages + stats.remote_pages
+        );
+    }
+    read.sort_unstable();
+    let mut expected = ids;
+    expected.sort_unstable();
+    assert_eq!(read, expected, "every row read exactly once");
+    for (b, a) in before.iter().zip(server.stats()) {
+        assert_eq!(a.forwarded_scans, b.forwarded_scans);
+        assert!(a.local_scans > b.local_scans);
+    }
+}
