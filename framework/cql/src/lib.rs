@@ -11,13 +11,17 @@
 //!   parse   the CQL the server reads itself: SELECT, INSERT, BEGIN BATCH, USE
 //!   types   column types on the wire, literals as serialized values
 //!   system  the ring, and system.local / system.peers / system_schema.* from the catalog
-//!   server  nodes, connections, prepared statements, paged scans, writes, DDL
+//!   server     nodes, connections, request dispatch, per-node counters
+//!   statement  statements resolved against the catalog (PREPARE's metadata)
+//!   execute    DDL, writes, system tables, paged scans
 //! ```
 //!
 //! What it serves, and what it refuses with an error that says so: see [`server`].
 
+mod execute;
 pub mod parse;
 pub mod server;
+mod statement;
 pub mod system;
 pub mod types;
 pub mod wire;

@@ -4,6 +4,10 @@
 //!
 //! Files that test what only the embedded store keeps are listed in [`EMBEDDED_ONLY`], each with
 //! the reason; the runner says it skipped them.
+//!
+//! With `QUARRY_SCYLLA_NODES` set (contact points of a real ScyllaDB or Cassandra cluster), every
+//! file also runs there, as engine `quarry-scylla-real`. Name only a disposable cluster: the files
+//! create and drop keyspaces such as `iot`, `ks`, `m` and `shop`.
 
 #[path = "../../sql/tests/common/slt.rs"]
 mod slt;
@@ -58,10 +62,30 @@ async fn connector() -> Result<SltDb, DbError> {
     })
 }
 
+/// The real cluster of `QUARRY_SCYLLA_NODES`.
+async fn real_cluster(nodes: String) -> Result<SltDb, DbError> {
+    let store = ScyllaStore::connect(ScyllaOptions {
+        nodes: nodes.split(',').map(|n| n.trim().to_string()).collect(),
+        ..ScyllaOptions::default()
+    })
+    .await
+    .map_err(|e| DbError(e.to_string()))?;
+    let session = QuarrySession::new(Arc::new(store));
+    Ok(SltDb {
+        execute: Box::new(move |sql| {
+            let session = session.clone();
+            Box::pin(async move { session.execute(&sql).await.map_err(|e| e.to_string()) })
+        }),
+        _keep: Box::new(()),
+        name: "quarry-scylla-real",
+    })
+}
+
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    let files: Vec<_> = slt_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql/tests/slt"))
-        .into_iter()
+    let all = slt_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql/tests/slt"));
+    let files: Vec<_> = all
+        .iter()
         .filter(|f| {
             let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
             match EMBEDDED_ONLY.iter().find(|(file, _)| *file == name) {
@@ -72,8 +96,22 @@ fn main() {
                 None => true,
             }
         })
+        .cloned()
         .collect();
-    let (passed, failed) = runtime.block_on(run_suite("slt_scylla", &files, connector));
+    let (mut passed, mut failed) = runtime.block_on(run_suite("slt_scylla", &files, connector));
+    match std::env::var("QUARRY_SCYLLA_NODES") {
+        Ok(nodes) if !nodes.trim().is_empty() => {
+            let (p, f) = runtime.block_on(run_suite("slt_scylla_real", &all, move || {
+                real_cluster(nodes.clone())
+            }));
+            passed += p;
+            failed += f;
+        }
+        _ => println!(
+            "skipped the suite on a real cluster: set QUARRY_SCYLLA_NODES to the contact points \
+             of a disposable ScyllaDB or Cassandra cluster to run it there too"
+        ),
+    }
     println!("\nsqllogictests on the ScyllaDB connector: {passed} passed, {failed} failed");
     if failed > 0 {
         std::process::exit(1);
