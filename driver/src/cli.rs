@@ -66,7 +66,7 @@ pub enum StoreKind {
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
     /// The store commands run on: `embedded` (--data-dir) or `scylla` (a ScyllaDB or Cassandra
-    /// cluster; `sql`, `load`, `tables`, `describe`, `driver` and `worker` run on it).
+    /// cluster; `sql`, `load`, `tables`, `describe`, `up`, `driver` and `worker` run on it).
     #[arg(
         long = "store",
         env = "QUARRY_STORE",
@@ -268,9 +268,12 @@ impl DriverConnection {
   quarry sql --driver http://127.0.0.1:7070 -e \"SELECT count(*) FROM iot.readings\"
 
 Every worker stands for one store node (node-1, node-2, ...) and reads the shards placement gives
-that node; all share the data directory, which the driver writes and the workers read.")]
+that node; all share the data directory, which the driver writes and the workers read.
+
+On a ScyllaDB or Cassandra cluster, one worker per cluster node, each reading from its node:
+  quarry --store scylla --scylla-nodes 127.0.0.1:19042 up --listen 127.0.0.1:0")]
 pub struct UpArgs {
-    /// Worker processes to start.
+    /// Worker processes to start (with --store scylla: one per cluster node instead).
     #[arg(long, default_value_t = 3)]
     pub workers: usize,
     /// Address the driver listens on (port 0 picks a free one; the endpoint is printed).

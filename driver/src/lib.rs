@@ -38,7 +38,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         if store.kind == cli::StoreKind::Scylla {
             anyhow::bail!(
                 "`quarry {command}` runs on the embedded store only, for now; with --store \
-                 scylla, use quarry sql, load, tables, describe, driver and worker"
+                 scylla, use quarry sql, load, tables, describe, up, driver and worker"
             );
         }
         Ok(())
@@ -52,10 +52,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Load(args) => commands::load::run(&data_dir, &driver, &store, args).await,
         Command::Tables(args) => commands::catalog::tables(&data_dir, &driver, &store, args).await,
         Command::Describe(args) => commands::catalog::describe(&data_dir, &store, args).await,
-        Command::Up(args) => {
-            embedded_only("up")?;
-            commands::daemons::up(&data_dir, &driver, args).await
-        }
+        Command::Up(args) => commands::daemons::up(&data_dir, &driver, &store, args).await,
         Command::Driver(args) => commands::daemons::driver(&data_dir, &driver, &store, args).await,
         Command::Worker(args) => commands::daemons::worker(&data_dir, &driver, &store, args).await,
         Command::Submit(args) => {

@@ -1190,3 +1190,78 @@ fn workers_beside_cql_nodes_scan_their_ranges_and_a_lost_worker_is_covered() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+#[test]
+fn up_on_a_cql_cluster_starts_a_worker_beside_each_node() {
+    use std::io::{BufRead, BufReader};
+    let server_dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, _server_out, nodes) = cql_server(server_dir.path());
+    let scylla = |args: &[&str]| {
+        let mut all = vec!["--store", "scylla", "--scylla-nodes", nodes[0].as_str()];
+        all.extend_from_slice(args);
+        quarry(dir.path(), &all)
+    };
+    ok(scylla(&[
+        "sql",
+        "-e",
+        "CREATE KEYSPACE ks WITH replication_factor = 2",
+    ]));
+    ok(scylla(&[
+        "sql",
+        "-e",
+        "CREATE TABLE ks.t (id bigint PRIMARY KEY, v bigint); \
+         INSERT INTO ks.t SELECT value, value * 10 FROM generate_series(1, 500) AS g(value)",
+    ]));
+    let mut up = Command::new(env!("CARGO_BIN_EXE_quarry"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--store", "scylla", "--scylla-nodes", &nodes[0]])
+        .args(["up", "--listen", "127.0.0.1:0", "--slots", "1"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(up.stdout.take().unwrap());
+    let _up = Daemon(up);
+    let (mut url, mut workers) = (None, Vec::new());
+    loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "up exited early");
+        if let Some(u) = line.trim().strip_prefix("driver listening on ") {
+            url = Some(u.to_string());
+        }
+        if line.starts_with("worker ") {
+            workers.push(line.clone());
+        }
+        if line.contains("Ctrl-C stops the cluster") {
+            break;
+        }
+    }
+    // One worker per node, named by the node's address.
+    assert_eq!(workers.len(), 3, "{workers:?}");
+    for node in &nodes {
+        assert!(
+            workers.iter().any(|w| w.contains(node.as_str())),
+            "{workers:?}"
+        );
+    }
+    let url = url.expect("the driver's address");
+    let total = stdout(&ok(quarry(
+        dir.path(),
+        &[
+            "--driver",
+            &url,
+            "sql",
+            "--format",
+            "csv",
+            "-e",
+            "SELECT count(*) AS n, sum(v) AS s FROM ks.t",
+        ],
+    )));
+    assert_eq!(
+        total,
+        format!("n,s\n500,{}\n", (1..=500i64).map(|v| v * 10).sum::<i64>())
+    );
+}

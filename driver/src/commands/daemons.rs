@@ -251,15 +251,31 @@ fn print_credentials(state: &DriverState) {
 pub async fn up(
     data_dir: &Path,
     connection: &DriverConnection,
+    store_args: &StoreArgs,
     args: UpArgs,
 ) -> anyhow::Result<()> {
     if args.workers == 0 {
         anyhow::bail!("--workers must be at least 1");
     }
-    let store = open_writer(data_dir)?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let opened = crate::store::open(data_dir, store_args, crate::store::Access::Write).await?;
+    // Embedded: --workers nodes sharing the directory. A cluster: a worker beside each node.
+    let nodes: Vec<String> = match &opened {
+        crate::store::OpenedStore::Embedded(_) => {
+            (1..=args.workers).map(|i| format!("node-{i}")).collect()
+        }
+        crate::store::OpenedStore::Scylla(store) => store
+            .session()
+            .get_cluster_state()
+            .get_nodes_info()
+            .iter()
+            .map(|n| n.address.to_string())
+            .collect(),
+    };
+    let store = opened.store();
     let listener = bind(&args.listen).await?;
     let url = format!("http://{}", listener.local_addr()?);
-    let nodes: Vec<String> = (1..=args.workers).map(|i| format!("node-{i}")).collect();
     let config = DriverConfig {
         nodes: nodes.clone(),
         token_file: connection.token_file.clone(),
@@ -278,17 +294,20 @@ pub async fn up(
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let slots = args.slots.unwrap_or(cores).max(1);
     let mut children = Vec::new();
-    for i in 1..=args.workers {
+    for node in &nodes {
         let mut command = Command::new(&exe);
+        command.arg("--data-dir").arg(data_dir);
+        if store_args.kind == StoreKind::Scylla {
+            command.args(store_flags(store_args, node));
+        }
         command
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["worker", "--driver", &url, "--node"])
-            .arg(format!("node-{i}"))
+            .args(["worker", "--driver", &url, "--node", node])
             .args(["--listen", "127.0.0.1:0", "--slots", &slots.to_string()])
-            .args(["--nodes", &nodes.join(",")])
             .arg("--cluster-secret-file")
             .arg(&state.auth.cluster_secret_file);
+        if store_args.kind == StoreKind::Embedded {
+            command.args(["--nodes", &nodes.join(",")]);
+        }
         if let Some(bytes) = args.memory_limit {
             command.args(["--memory-limit", &bytes.to_string()]);
         }
@@ -302,15 +321,15 @@ pub async fn up(
     }
     let live = state
         .registry
-        .wait_for(args.workers, Duration::from_secs(30))
+        .wait_for(nodes.len(), Duration::from_secs(30))
         .await;
-    if live < args.workers {
+    if live < nodes.len() {
         for child in children.iter_mut() {
             stop_child(child).await;
         }
         anyhow::bail!(
             "only {live} of {} workers registered within 30 s",
-            args.workers
+            nodes.len()
         );
     }
     println!("driver listening on {url}");
@@ -329,7 +348,7 @@ pub async fn up(
                 if !reported[i]
                     && let Ok(Some(status)) = child.try_wait()
                 {
-                    eprintln!("worker node-{} exited ({status})", i + 1);
+                    eprintln!("worker {} exited ({status})", nodes[i]);
                     reported[i] = true;
                 }
             }
@@ -347,6 +366,48 @@ pub async fn up(
     let _ = stop.send(());
     server.await??;
     Ok(())
+}
+
+/// The store flags a worker beside cluster node `node` is started with: the parent's, with that
+/// node as its contact point.
+fn store_flags(args: &StoreArgs, node: &str) -> Vec<String> {
+    let mut flags = vec![
+        "--store".to_string(),
+        "scylla".to_string(),
+        "--scylla-nodes".to_string(),
+        node.to_string(),
+    ];
+    let mut add = |flag: &str, value: Option<String>| {
+        if let Some(value) = value {
+            flags.push(flag.to_string());
+            flags.push(value);
+        }
+    };
+    add("--scylla-user", args.scylla_user.clone());
+    add(
+        "--scylla-password-file",
+        args.scylla_password_file
+            .as_ref()
+            .map(|p| p.display().to_string()),
+    );
+    add("--scylla-dc", args.scylla_dc.clone());
+    add(
+        "--scylla-read-consistency",
+        args.scylla_read_consistency.clone(),
+    );
+    add(
+        "--scylla-write-consistency",
+        args.scylla_write_consistency.clone(),
+    );
+    add(
+        "--scylla-read-rows-per-sec",
+        args.scylla_read_rows_per_sec.map(|n| n.to_string()),
+    );
+    add(
+        "--scylla-write-rows-per-sec",
+        args.scylla_write_rows_per_sec.map(|n| n.to_string()),
+    );
+    flags
 }
 
 /// `quarry cql-server`: the data directory over CQL until Ctrl-C, then what each node served.

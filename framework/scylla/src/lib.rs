@@ -431,10 +431,7 @@ impl Store for ScyllaStore {
             return if if_not_exists {
                 Ok(false)
             } else {
-                Err(Error::AlreadyExists {
-                    what: format!("keyspace '{}'", def.name),
-                    hint: String::new(),
-                })
+                Err(quarry_store::names::keyspace_exists(&def.name))
             };
         }
         let text = catalog::create_keyspace_cql(&def, if_not_exists, &self.inner.options);
@@ -583,12 +580,7 @@ impl Store for ScyllaStore {
             .get_keyspace(&keyspace.name)
             .and_then(|ks| ks.tables.keys().next().cloned())
             .unwrap_or_default();
-        let ring: Vec<i64> = state
-            .replica_locator()
-            .ring()
-            .iter()
-            .map(|(t, _)| t.value())
-            .collect();
+        let ring = scan::ring_tokens(&state);
         let replicas_at = |token: i64| -> Vec<NodeId> {
             state
                 .get_token_endpoints(&keyspace.name, &table, scylla::routing::Token::new(token))

@@ -58,12 +58,7 @@ pub(crate) fn plan(inner: &Arc<Inner>, def: TableDef, request: &ScanRequest) -> 
     let schema = Arc::new(scan_schema(&def).project(&projection)?);
     let allowed = scan_ranges::allowed_ranges(&def, shards, request);
     let state = inner.session.get_cluster_state();
-    let ring: Vec<i64> = state
-        .replica_locator()
-        .ring()
-        .iter()
-        .map(|(t, _)| t.value())
-        .collect();
+    let ring = ring_tokens(&state);
     let def = Arc::new(def);
     let mut splits = Vec::new();
     let mut selected = 0;
@@ -115,6 +110,16 @@ pub(crate) fn plan(inner: &Arc<Inner>, def: TableDef, request: &ScanRequest) -> 
         shards_selected: selected,
         shards_total: shards.shard_count(),
     })
+}
+
+/// The ring's tokens, ascending (every datacenter's).
+pub(crate) fn ring_tokens(state: &scylla::cluster::ClusterState) -> Vec<i64> {
+    state
+        .replica_locator()
+        .ring()
+        .iter()
+        .map(|(t, _)| t.value())
+        .collect()
 }
 
 /// `range` cut at every ring token strictly inside it, so each piece has one owner.

@@ -5,6 +5,14 @@ use quarry_core::schema::TableName;
 
 use crate::error::Error;
 
+/// The error for creating keyspace `name`, which exists.
+pub fn keyspace_exists(name: &str) -> Error {
+    Error::AlreadyExists {
+        what: format!("keyspace '{name}'"),
+        hint: String::new(),
+    }
+}
+
 /// The names of a catalog: keyspaces, tables and views.
 #[derive(Debug, Clone, Copy)]
 pub struct Names<'a> {

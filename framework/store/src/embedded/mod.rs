@@ -885,10 +885,7 @@ impl Inner {
             return if if_not_exists {
                 Ok(false)
             } else {
-                Err(Error::AlreadyExists {
-                    what: format!("keyspace '{}'", def.name),
-                    hint: String::new(),
-                })
+                Err(crate::names::keyspace_exists(&def.name))
             };
         }
         state.keyspaces.insert(def.name.clone(), def);
