@@ -42,7 +42,10 @@ pub(crate) async fn execute(
     }
     match &p.kind {
         Kind::Use(keyspace) => {
-            *connection.keyspace.lock().expect("keyspace lock") = Some(keyspace.clone());
+            *connection
+                .keyspace
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(keyspace.clone());
             let mut b = Body::new();
             b.int(3).string(keyspace);
             Ok((opcode::RESULT, b.0))
@@ -56,7 +59,7 @@ pub(crate) async fn execute(
                 shared
                     .schema_listeners
                     .lock()
-                    .expect("listener lock")
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .retain(|tx| {
                         !matches!(
                             tx.try_send(event.clone()),
@@ -162,7 +165,11 @@ pub(crate) async fn execute_batch(
             "counter batches are not supported (Quarry has no counters)",
         ));
     }
-    let keyspace = connection.keyspace.lock().expect("keyspace lock").clone();
+    let keyspace = connection
+        .keyspace
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     let mut statements = Vec::with_capacity(batch.statements.len());
     for (statement, values) in &batch.statements {
         let prepared = match statement {
@@ -555,7 +562,10 @@ pub(crate) async fn select_table(
 
 pub(crate) fn put_cursor(shared: &Shared, cursor: Cursor) -> Vec<u8> {
     let id = shared.next_cursor.fetch_add(1, Ordering::Relaxed);
-    let mut cursors = shared.cursors.lock().expect("cursor lock");
+    let mut cursors = shared
+        .cursors
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let now = Instant::now();
     cursors.retain(|_, (at, _)| now.duration_since(*at) < CURSOR_IDLE);
     if cursors.len() >= MAX_CURSORS
@@ -582,7 +592,7 @@ pub(crate) fn take_cursor(shared: &Shared, state: &[u8]) -> Result<Cursor, CqlEr
     shared
         .cursors
         .lock()
-        .expect("cursor lock")
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .remove(&id)
         .map(|(_, c)| c)
         .ok_or_else(|| {

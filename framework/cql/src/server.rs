@@ -467,7 +467,7 @@ async fn handle(
                 shared
                     .schema_listeners
                     .lock()
-                    .expect("listener lock")
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .push(connection.frames.clone());
             }
             Ok((opcode::READY, Vec::new()))
@@ -479,13 +479,21 @@ async fn handle(
         opcode::QUERY => {
             let text = r.long_string().map_err(protocol)?;
             let params = QueryParameters::read(&mut r).map_err(protocol)?;
-            let keyspace = connection.keyspace.lock().expect("keyspace lock").clone();
+            let keyspace = connection
+                .keyspace
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
             let prepared = compile(shared, &text, keyspace.as_deref())?;
             execute(shared, node, connection, &prepared, params).await
         }
         opcode::PREPARE => {
             let text = r.long_string().map_err(protocol)?;
-            let keyspace = connection.keyspace.lock().expect("keyspace lock").clone();
+            let keyspace = connection
+                .keyspace
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
             let prepared = Arc::new(compile(shared, &text, keyspace.as_deref())?);
             let mut b = Body::new();
             b.int(4);
@@ -495,7 +503,7 @@ async fn handle(
             shared
                 .prepared
                 .lock()
-                .expect("prepared lock")
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert(prepared.id.clone(), prepared);
             Ok((opcode::RESULT, b.0))
         }
@@ -520,7 +528,7 @@ pub(crate) fn lookup_prepared(shared: &Shared, id: &[u8]) -> Result<Arc<Prepared
     shared
         .prepared
         .lock()
-        .expect("prepared lock")
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .get(id)
         .cloned()
         .ok_or_else(|| {

@@ -356,7 +356,10 @@ impl Throttle {
             return;
         };
         let wait = {
-            let mut state = self.state.lock().expect("throttle lock");
+            let mut state = self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let (since, taken) = &mut *state;
             *taken += rows as u64;
             let due = Duration::from_secs_f64(*taken as f64 / rate as f64);
