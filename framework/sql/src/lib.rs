@@ -25,6 +25,7 @@ mod create_table_as;
 pub mod error;
 pub mod failure;
 pub mod filters;
+pub mod memory_pool;
 pub mod options;
 pub mod runtime;
 pub mod scan_exec;

@@ -5,12 +5,14 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use datafusion::error::Result;
-use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::memory_pool::TrackConsumersPool;
 use datafusion::execution::object_store::{
     DefaultObjectStoreRegistry, ObjectStoreRegistry, ObjectStoreUrl,
 };
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::SessionConfig;
+
+use crate::memory_pool::HeadroomPool;
 
 /// Limits on what the queries of one process may use.
 #[derive(Debug, Clone, Copy, Default)]
@@ -43,9 +45,10 @@ pub fn runtime_env(limits: RuntimeLimits) -> Result<Arc<RuntimeEnv>> {
     let mut builder = RuntimeEnvBuilder::new();
     if let Some(bytes) = limits.memory {
         // Fair: each spilling operator may use an equal share, so one large sort does not
-        // starve the others into failing; tracked: an error names the top consumers.
+        // starve the others into failing, and a part is kept for what cannot spill; tracked:
+        // an error names the top consumers.
         let pool = TrackConsumersPool::new(
-            FairSpillPool::new(bytes),
+            HeadroomPool::new(bytes),
             NonZeroUsize::MIN.saturating_add(4),
         );
         builder = builder.with_memory_pool(Arc::new(pool));
