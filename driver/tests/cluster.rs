@@ -50,6 +50,25 @@ async fn explain_shows_stages_exchanges_and_where_tasks_run() {
     assert!(plan.contains("task(s) over "), "{plan}");
     // Which shards each worker reads, abbreviated: 64 shards over 3 nodes are scattered.
     assert!(plan.contains(" shards (0"), "{plan}");
+
+    // A scalar subquery is explained before the query it feeds, which waits for its value;
+    // nothing runs.
+    let jobs_before = cluster.driver().jobs.list().len();
+    let plan = lines(
+        &cluster
+            .sql("EXPLAIN SELECT count(*) FROM k.t WHERE id > (SELECT avg(id) FROM k.t)")
+            .await,
+    )
+    .join("\n");
+    let subquery = plan.find("scalar subquery 1: runs first").expect(&plan);
+    let query = plan.find("the query:").expect(&plan);
+    assert!(subquery < query, "{plan}");
+    assert!(plan[subquery..query].contains("AggregateExec"), "{plan}");
+    assert!(
+        plan[query..].contains("scalar_subquery(<pending>)"),
+        "{plan}"
+    );
+    assert_eq!(cluster.driver().jobs.list().len(), jobs_before, "{plan}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -110,6 +110,27 @@ impl JobRunner {
         settings: Vec<(String, String)>,
         live: &[WorkerHandle],
     ) -> Result<Self> {
+        Self::plan_tasks(driver, job, graph, settings, live, true)
+    }
+
+    /// The tasks of every worker stage, for [`Self::explain`] only: the stage plans are not
+    /// encoded (they may hold scalar subqueries that have not run), so the runner cannot run.
+    pub fn for_explain(
+        driver: Arc<DriverState>,
+        graph: JobGraph,
+        live: &[WorkerHandle],
+    ) -> Result<Self> {
+        Self::plan_tasks(driver, JobId(0), graph, Vec::new(), live, false)
+    }
+
+    fn plan_tasks(
+        driver: Arc<DriverState>,
+        job: JobId,
+        graph: JobGraph,
+        settings: Vec<(String, String)>,
+        live: &[WorkerHandle],
+        encode: bool,
+    ) -> Result<Self> {
         let codec = QuarryCodec::new(driver.store.clone());
         let slots = slots(live);
         let nodes = driver.cluster_nodes();
@@ -175,9 +196,13 @@ impl JobRunner {
                     (None, tasks)
                 }
             };
-            let plan = codec
-                .encode(stage.plan.clone())
-                .map_err(quarry_sql::Error::from)?;
+            let plan = if encode {
+                codec
+                    .encode(stage.plan.clone())
+                    .map_err(quarry_sql::Error::from)?
+            } else {
+                Vec::new()
+            };
             stages.insert(
                 stage.id,
                 StageTasks {

@@ -563,21 +563,34 @@ impl PlanExecutor for DistributedExecutor {
         self.start(sql, plan, state).await.map_err(to_sql_error)
     }
 
+    /// The stages of the query and, before them, those of each scalar subquery, which runs
+    /// first as a job of its own and whose value replaces `scalar_subquery(<pending>)`.
     async fn explain(&self, plan: Arc<dyn ExecutionPlan>) -> quarry_sql::Result<String> {
-        let graph = self
-            .planner()
-            .plan(plan)
-            .map_err(|e| to_sql_error(e.into()))?;
+        let quarry_jobs::SplitSubqueries { main, subqueries } =
+            quarry_jobs::split_scalar_subqueries(plan).map_err(|e| to_sql_error(e.into()))?;
         let live = self.driver.registry.live();
-        let runner = JobRunner::new(
-            self.driver.clone(),
-            quarry_jobs::JobId(0),
-            graph,
-            Vec::new(),
-            &live,
-        )
-        .map_err(to_sql_error)?;
-        Ok(runner.explain())
+        let explain = |plan: Arc<dyn ExecutionPlan>| -> quarry_sql::Result<String> {
+            let graph = self
+                .planner()
+                .plan(plan)
+                .map_err(|e| to_sql_error(e.into()))?;
+            let runner =
+                JobRunner::for_explain(self.driver.clone(), graph, &live).map_err(to_sql_error)?;
+            Ok(runner.explain())
+        };
+        let mut text = String::new();
+        for (i, subquery) in subqueries.into_iter().enumerate() {
+            text.push_str(&format!(
+                "scalar subquery {}: runs first, as a job of its own\n",
+                i + 1
+            ));
+            text.push_str(&explain(subquery)?);
+        }
+        if !text.is_empty() {
+            text.push_str("the query:\n");
+        }
+        text.push_str(&explain(main)?);
+        Ok(text)
     }
 }
 

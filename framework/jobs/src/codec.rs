@@ -243,6 +243,7 @@ impl QuarryCodec {
             limit: request.limit.map(|l| l as u64),
             pushed_filters: scan.pushed_filters() as u32,
             target_partitions: scan.target_partitions() as u32,
+            replicated: scan.is_replicated(),
         })
     }
 
@@ -265,7 +266,10 @@ impl QuarryCodec {
                 .map(decode_predicate)
                 .collect::<Result<_>>()?,
             limit: node.limit.map(|l| l as usize),
-            shards: self.task.as_ref().and_then(|t| t.shards.clone()),
+            shards: match &self.task {
+                Some(task) if !node.replicated => task.shards.clone(),
+                _ => None,
+            },
         };
         let partitions = match &self.task {
             Some(t) => t.scan_partitions,
@@ -275,12 +279,12 @@ impl QuarryCodec {
             .store
             .plan_scan(&request)
             .map_err(quarry_sql::error::to_datafusion)?;
-        Ok(Arc::new(StoreScanExec::new(
-            request,
-            plan,
-            partitions,
-            node.pushed_filters as usize,
-        )))
+        let scan = StoreScanExec::new(request, plan, partitions, node.pushed_filters as usize);
+        Ok(Arc::new(if node.replicated {
+            scan.replicated()
+        } else {
+            scan
+        }))
     }
 
     fn decode_wasm(

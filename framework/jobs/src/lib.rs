@@ -37,7 +37,9 @@ pub use ids::{JobId, StageId, TaskId, WorkerId};
 pub use job_graph::{JobGraph, Stage, StageKind};
 pub use planner::{DistributedPlanner, WriteGroups};
 pub use rust_job::{SinkPlan, lower};
-pub use scalar_subquery::{RunPlan, SubqueryValues, run_scalar_subqueries};
+pub use scalar_subquery::{
+    RunPlan, SplitSubqueries, SubqueryValues, run_scalar_subqueries, split_scalar_subqueries,
+};
 pub use task::{
     Failure, FailureKind, TaskFailure, TaskMetrics, TaskRequest, TaskShards, TaskState, TaskStatus,
 };

@@ -22,6 +22,10 @@
 //! - an operator that requires hash partitioning of a child that is not hash-partitioned gets a
 //!   hash exchange inserted.
 //!
+//! A join's build side is not cut when it is small and only reads the store (a dimension table,
+//! filtered): its scans are marked replicated, and every task of the probing stage reads the
+//! whole table itself instead of a gather stage's broadcast.
+//!
 //! An `INSERT` whose rows are distributed becomes a write: the rows are routed by target shard
 //! to a write stage whose task `p` writes shard group `p` (beside a replica of it), and the
 //! driver commits what the writers staged (see [`crate::write`]).
@@ -37,6 +41,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use datafusion::common::JoinType;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::physical_expr::{Distribution, Partitioning, PhysicalExpr, physical_exprs_equal};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
@@ -282,7 +287,20 @@ impl DistributedPlanner {
             Some(coalesce) => coalesce.children()[0].clone(),
             None => join.left().clone(),
         };
-        let left = self.visit(b, build)?;
+        // A small build side that only reads the store is read whole by every task that probes,
+        // from the store, where a broadcast would cut a stage to gather it first.
+        let replicate = !keeps_left(*join.join_type())
+            && !join.null_aware
+            && replicable(&build)
+            && !self.broadcast_costs_more(join);
+        let left = if replicate {
+            Cut {
+                plan: replicate_scans(build)?,
+                spread: Spread::Whole,
+            }
+        } else {
+            self.visit(b, build)?
+        };
         let right = self.visit(b, join.right().clone())?;
         let distributed = left.spread != Spread::Whole && right.spread != Spread::Whole;
         // `NOT IN` (a null-aware anti join) must see every right row to know there is no null.
@@ -482,6 +500,42 @@ fn row_bound(plan: &Arc<dyn ExecutionPlan>) -> u64 {
             .fold(0, u64::saturating_add)
     };
     plan.fetch().map_or(bound, |fetch| bound.min(fetch as u64))
+}
+
+/// Rows up to which a join's build side that only reads the store is read whole by every task
+/// that probes it ([`replicable`]). Reading it costs each task about what receiving its broadcast
+/// would, and saves a stage: for small dimension tables (TPC-H's region, nation and supplier) the
+/// stage's latency is most of the cost.
+const REPLICATED_BUILD_ROWS: u64 = 100_000;
+
+/// Whether every task can compute `plan` itself: it reads store scans only, through operators
+/// that need nothing from another task, and at most [`REPLICATED_BUILD_ROWS`] rows by its bound.
+fn replicable(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    fn local(plan: &Arc<dyn ExecutionPlan>) -> bool {
+        let operator = match plan.name() {
+            "StoreScanExec" => return true,
+            "FilterExec"
+            | "ProjectionExec"
+            | "CoalesceBatchesExec"
+            | "CoalescePartitionsExec"
+            | "RepartitionExec"
+            | "HashJoinExec" => true,
+            _ => false,
+        };
+        operator && !plan.children().is_empty() && plan.children().into_iter().all(local)
+    }
+    local(plan) && row_bound(plan) <= REPLICATED_BUILD_ROWS
+}
+
+/// `plan` with its store scans marked to read every shard wherever they run.
+fn replicate_scans(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    let replicated = plan.transform_up(|node| {
+        Ok(match node.downcast_ref::<StoreScanExec>() {
+            Some(scan) => Transformed::yes(Arc::new(scan.replicated()) as Arc<dyn ExecutionPlan>),
+            None => Transformed::no(node),
+        })
+    })?;
+    Ok(replicated.data)
 }
 
 /// A join's type and its left and right inputs.

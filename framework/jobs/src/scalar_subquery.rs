@@ -78,6 +78,45 @@ pub fn run_scalar_subqueries<'a>(
     })
 }
 
+/// A plan cut from its scalar subqueries, none of them run ([`split_scalar_subqueries`]).
+#[derive(Debug)]
+pub struct SplitSubqueries {
+    /// The plan without its `ScalarSubqueryExec`s; its expressions that read a subquery's value
+    /// stay pending (`scalar_subquery(<pending>)`), so it must not be run or sent.
+    pub main: Arc<dyn ExecutionPlan>,
+    /// The subqueries, in the order they would run (nested ones first).
+    pub subqueries: Vec<Arc<dyn ExecutionPlan>>,
+}
+
+/// `plan` cut from its scalar subqueries without running them: what `EXPLAIN` shows.
+pub fn split_scalar_subqueries(plan: Arc<dyn ExecutionPlan>) -> Result<SplitSubqueries> {
+    let mut subqueries = Vec::new();
+    let main = split_into(plan, &mut subqueries)?;
+    Ok(SplitSubqueries { main, subqueries })
+}
+
+fn split_into(
+    plan: Arc<dyn ExecutionPlan>,
+    subqueries: &mut Vec<Arc<dyn ExecutionPlan>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if let Some(exec) = plan.downcast_ref::<ScalarSubqueryExec>() {
+        for link in exec.subqueries() {
+            let subquery = split_into(link.plan.clone(), subqueries)?;
+            subqueries.push(subquery);
+        }
+        return split_into(exec.input().clone(), subqueries);
+    }
+    let children = plan.children();
+    if children.is_empty() {
+        return Ok(plan);
+    }
+    let resolved = children
+        .into_iter()
+        .map(|child| split_into(child.clone(), subqueries))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(replace_children_if_necessary(plan, resolved)?)
+}
+
 /// The value of a scalar subquery from its rows: NULL for none, an error for more than one (as
 /// DataFusion's `ScalarSubqueryExec` and SQL have it).
 fn single_value(schema: &Schema, batches: &[RecordBatch]) -> DfResult<ScalarValue> {

@@ -100,7 +100,7 @@ const CASES: [(&str, &str); 8] = [
         "top_n",
         "SELECT device, value FROM iot.r ORDER BY value DESC LIMIT 5",
     ),
-    // The tables are empty, so by the scans' row estimates the join broadcasts one side...
+    // The tables are empty, so by the scans' row estimates every task reads one side whole...
     (
         "join",
         "SELECT d.site, count(*) FROM iot.r r JOIN iot.devices d ON r.device = d.device \
@@ -513,5 +513,81 @@ async fn a_join_broadcasts_its_build_side_only_while_that_is_cheaper_than_hashin
         let (_, mode) = join_stage(&graph);
         assert_eq!(mode, expected, "{sql}\n{graph}");
         round_trips(&f, &graph);
+    }
+}
+
+#[tokio::test]
+async fn a_small_build_side_is_read_whole_by_every_task_instead_of_a_stage_gathering_it() {
+    let f = fixture().await;
+    f.session
+        .execute_script(
+            "INSERT INTO iot.devices SELECT value, 'site' || (value % 3) FROM generate_series(1, 10);
+             INSERT INTO iot.r SELECT value, to_timestamp(value), 'temp', 1.0
+                 FROM generate_series(1, 2000);",
+        )
+        .await
+        .unwrap();
+    // Not on the partition key, so that a reading's device is seldom in the reading's shard.
+    let sql = "SELECT d.site, count(*) FROM iot.r r JOIN iot.devices d \
+               ON r.device % 10 + 1 = d.device GROUP BY d.site";
+    let graph = DistributedPlanner::new(4)
+        .plan(physical(&f, sql).await)
+        .unwrap();
+    // No stage of its own for the devices: the readings' stage joins and reads them itself.
+    let scans: Vec<_> = graph
+        .stages()
+        .into_iter()
+        .filter(|s| matches!(s.kind, StageKind::Scan { .. }))
+        .collect();
+    assert_eq!(scans.len(), 1, "{graph}");
+    let text = displayable(scans[0].plan.as_ref()).indent(true).to_string();
+    assert!(
+        text.contains("table=iot.devices") && text.contains("replicated"),
+        "{text}"
+    );
+    round_trips(&f, &graph);
+
+    // Four tasks over four shard groups: each reads its readings and every device, so the
+    // joined rows add up to all the readings.
+    let bytes = QuarryCodec::new(f.store.clone())
+        .encode(scans[0].plan.clone())
+        .unwrap();
+    let mut joined = 0;
+    for group in ["0-15", "16-31", "32-47", "48-63"] {
+        let codec = QuarryCodec::for_task(
+            f.store.clone(),
+            TaskBinding {
+                shards: Some(group.parse().unwrap()),
+                hash_partitions: Vec::new(),
+                inputs: Default::default(),
+                client: Arc::new(NoExchange),
+                scan_partitions: 2,
+            },
+        );
+        let ctx = f.session.context().task_ctx();
+        let plan = codec.decode(&bytes, &ctx).unwrap();
+        for batch in datafusion::physical_plan::collect(plan, ctx).await.unwrap() {
+            let counts = batch
+                .column(1)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap();
+            joined += counts.iter().flatten().sum::<i64>();
+        }
+    }
+    assert_eq!(joined, 2000);
+}
+
+/// An exchange client for plans that read no exchange.
+#[derive(Debug)]
+struct NoExchange;
+
+impl quarry_jobs::ExchangeClient for NoExchange {
+    fn fetch(
+        &self,
+        _location: &quarry_jobs::PartitionLocation,
+        _schema: arrow::datatypes::SchemaRef,
+    ) -> datafusion::common::Result<datafusion::execution::SendableRecordBatchStream> {
+        datafusion::common::internal_err!("these plans read no exchange")
     }
 }

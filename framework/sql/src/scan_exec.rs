@@ -40,6 +40,8 @@ pub struct StoreScanExec {
     shards_total: u32,
     pushed_filters: usize,
     limit: Option<usize>,
+    /// Reads every shard wherever it runs, not its task's (see [`Self::replicated`]).
+    replicated: bool,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -72,9 +74,35 @@ impl StoreScanExec {
             shards_total: plan.shards_total,
             pushed_filters,
             limit,
+            replicated: false,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         }
+    }
+
+    /// This scan marked to read the whole table in every task of a distributed plan, as a small
+    /// table beside a join is read, instead of the shards the task was given: each task reads it
+    /// from the store rather than from a stage that gathers it first.
+    pub fn replicated(&self) -> Self {
+        StoreScanExec {
+            table: self.table.clone(),
+            request: self.request.clone(),
+            target_partitions: self.target_partitions,
+            schema: self.schema.clone(),
+            partitions: self.partitions.clone(),
+            shards_selected: self.shards_selected,
+            shards_total: self.shards_total,
+            pushed_filters: self.pushed_filters,
+            limit: self.limit,
+            replicated: true,
+            properties: self.properties.clone(),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
+    /// Whether every task reads the whole table ([`Self::replicated`]).
+    pub fn is_replicated(&self) -> bool {
+        self.replicated
     }
 
     /// What the scan was planned from.
@@ -140,6 +168,9 @@ impl DisplayAs for StoreScanExec {
         }
         if let Some(limit) = self.limit {
             write!(f, ", limit={limit}")?;
+        }
+        if self.replicated {
+            write!(f, ", replicated")?;
         }
         Ok(())
     }

@@ -41,6 +41,9 @@ pub struct ScanNode {
     pub pushed_filters: u32,
     #[prost(uint32, tag = "8")]
     pub target_partitions: u32,
+    /// Every task reads the whole table (a small table beside a join), not the task's shards.
+    #[prost(bool, tag = "9")]
+    pub replicated: bool,
 }
 /// A filter pushed down to the store.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
