@@ -453,7 +453,14 @@ pub struct JobArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "The demo is idempotent: running it again rewrites the same rows.")]
+#[command(
+    after_help = "The demo is idempotent: running it again rewrites the same rows.\n\n\
+Examples:\n  \
+quarry demo                                   on the embedded store in --data-dir\n  \
+quarry demo --rows 100000                     a smaller fleet\n  \
+quarry --store scylla --scylla-nodes 10.0.0.1:9042 demo --rows 100000\n                                                \
+on a ScyllaDB/Cassandra cluster, a worker beside each node"
+)]
 pub struct DemoArgs {
     /// Readings to generate.
     #[arg(long, default_value_t = 2_000_000)]

@@ -38,16 +38,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         if store.kind == cli::StoreKind::Scylla {
             anyhow::bail!(
                 "`quarry {command}` runs on the embedded store only, for now; with --store \
-                 scylla, use quarry sql, load, tables, describe, up, driver and worker"
+                 scylla, use quarry demo, sql, load, tables, describe, up, driver and worker"
             );
         }
         Ok(())
     };
     match cli.command {
-        Command::Demo(args) => {
-            embedded_only("demo")?;
-            commands::demo::run(&data_dir, args).await
-        }
+        Command::Demo(args) => commands::demo::run(&data_dir, &store, args).await,
         Command::Sql(args) => commands::sql::run(&data_dir, &driver, &store, args).await,
         Command::Load(args) => commands::load::run(&data_dir, &driver, &store, args).await,
         Command::Tables(args) => commands::catalog::tables(&data_dir, &driver, &store, args).await,

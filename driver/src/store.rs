@@ -34,6 +34,17 @@ impl OpenedStore {
     }
 }
 
+/// The CQL addresses of the cluster's nodes, as co-located workers are named after them.
+pub fn ring_nodes(store: &ScyllaStore) -> Vec<String> {
+    store
+        .session()
+        .get_cluster_state()
+        .get_nodes_info()
+        .iter()
+        .map(|n| n.address.to_string())
+        .collect()
+}
+
 /// How a command uses the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {

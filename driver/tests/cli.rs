@@ -1192,6 +1192,67 @@ fn workers_beside_cql_nodes_scan_their_ranges_and_a_lost_worker_is_covered() {
 }
 
 #[test]
+fn demo_runs_on_a_cql_cluster_with_a_worker_beside_each_node() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, _server_out, nodes) = cql_server(server_dir.path());
+    let scylla = |args: &[&str]| {
+        let mut all = vec!["--store", "scylla", "--scylla-nodes", nodes[0].as_str()];
+        all.extend_from_slice(args);
+        quarry(dir.path(), &all)
+    };
+    let args = ["demo", "--rows", "6000", "--devices", "30", "--days", "2"];
+    let out = stdout(&ok(scylla(&args)));
+    for node in &nodes {
+        assert!(out.contains(node.as_str()), "a worker beside {node}: {out}");
+    }
+    assert!(out.contains("loaded 6000 generated readings"), "{out}");
+    assert!(out.contains("Fleet overview"), "{out}");
+    assert!(
+        out.contains("the job's rows equal the SQL rollup's, row for row"),
+        "{out}"
+    );
+    assert!(out.contains("--store scylla --scylla-nodes"), "{out}");
+    // The rows are on the cluster, read back through another client: the scylla driver.
+    let counts = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use scylla::client::session_builder::SessionBuilder;
+        let session = SessionBuilder::new()
+            .known_node(&nodes[0])
+            .build()
+            .await
+            .unwrap();
+        let mut counts = Vec::new();
+        for table in [
+            "iot.readings",
+            "synth.device_rollup",
+            "synth.device_rollup_job",
+        ] {
+            let (n,): (i64,) = session
+                .query_unpaged(format!("SELECT count(*) FROM {table}"), &[])
+                .await
+                .unwrap()
+                .into_rows_result()
+                .unwrap()
+                .single_row()
+                .unwrap();
+            counts.push(n);
+        }
+        counts
+    });
+    assert_eq!(counts[0], 6000, "{counts:?}");
+    assert!(counts[1] > 0 && counts[1] == counts[2], "{counts:?}");
+    // Every reading counted once in the SQL rollup.
+    let total = stdout(&ok(scylla(&[
+        "sql",
+        "--format",
+        "csv",
+        "-e",
+        "SELECT sum(readings) AS total FROM synth.device_rollup",
+    ])));
+    assert_eq!(total.trim(), "total\n6000");
+}
+
+#[test]
 fn up_on_a_cql_cluster_starts_a_worker_beside_each_node() {
     use std::io::{BufRead, BufReader};
     let server_dir = tempfile::tempdir().unwrap();

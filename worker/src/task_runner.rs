@@ -110,7 +110,19 @@ impl TaskRunner {
             },
         )
         .with_modules(self.modules.runtime().clone());
-        let plan = codec.decode(&task.plan, &ctx).map_err(|e| classify(&e))?;
+        let plan = match codec.decode(&task.plan, &ctx) {
+            Ok(plan) => plan,
+            // The plan may name a table this process has not noticed yet (created a moment ago
+            // through the driver): read the catalog again and decode once more.
+            Err(first) => {
+                self.store
+                    .refresh_catalog()
+                    .await
+                    .map_err(|e| TaskFailure::new(e.failure(), e.to_string()))?;
+                tracing::debug!(error = %first, "decoding the task's plan again after reading the catalog");
+                codec.decode(&task.plan, &ctx).map_err(|e| classify(&e))?
+            }
+        };
         check_task_plan(&plan).map_err(|e| classify(&e))?;
         let schema = plan.schema();
         let partitions = plan.output_partitioning().partition_count();

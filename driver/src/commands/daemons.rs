@@ -265,13 +265,7 @@ pub async fn up(
         crate::store::OpenedStore::Embedded(_) => {
             (1..=args.workers).map(|i| format!("node-{i}")).collect()
         }
-        crate::store::OpenedStore::Scylla(store) => store
-            .session()
-            .get_cluster_state()
-            .get_nodes_info()
-            .iter()
-            .map(|n| n.address.to_string())
-            .collect(),
+        crate::store::OpenedStore::Scylla(store) => crate::store::ring_nodes(store),
     };
     let store = opened.store();
     let listener = bind(&args.listen).await?;

@@ -20,11 +20,12 @@ use quarry_sdk::dag::JobArgs;
 use quarry_sql::QuarrySession;
 use quarry_store::Store;
 
-use crate::cli::DemoArgs;
+use crate::cli::{DemoArgs, StoreArgs, StoreKind};
 use crate::commands::sql::run_and_print;
-use crate::daemon::local_cluster::LocalCluster;
+use crate::daemon::local_cluster::{LocalCluster, WorkerStores};
 use crate::daemon::{DriverConfig, DriverState};
 use crate::progress::{rows_bar, spinner};
+use crate::store::{Access, OpenedStore};
 
 const SCHEMA: &str = "
 CREATE KEYSPACE IF NOT EXISTS iot WITH shards = 800 AND replication_factor = 1;
@@ -114,26 +115,49 @@ fn rollup_job_crate() -> std::path::PathBuf {
 /// Workers of the demo's in-process cluster.
 const WORKERS: usize = 3;
 
-pub async fn run(data_dir: &Path, args: DemoArgs) -> anyhow::Result<()> {
+pub async fn run(data_dir: &Path, store_args: &StoreArgs, args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (store, _) = super::open(data_dir)?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let opened = crate::store::open(data_dir, store_args, Access::Write).await?;
+    let (workers, place) = match &opened {
+        OpenedStore::Embedded(_) => (
+            WorkerStores::Embedded { workers: WORKERS },
+            format!(
+                "{WORKERS} workers (node-1..{WORKERS}),\nsharing the embedded store in {} (the \
+                 same token maths as ScyllaDB)",
+                data_dir.display()
+            ),
+        ),
+        OpenedStore::Scylla(store) => {
+            let nodes = crate::store::ring_nodes(store);
+            let place = format!(
+                "a worker beside each of the {} nodes\nof the CQL cluster ({}), reading from its \
+                 own node first",
+                nodes.len(),
+                nodes.join(", ")
+            );
+            let options = crate::store::scylla_options(store_args)?;
+            (WorkerStores::Scylla { options, nodes }, place)
+        }
+    };
+    let store = opened.store();
     let cluster =
-        LocalCluster::start(store.clone(), data_dir, WORKERS, DriverConfig::default()).await?;
+        LocalCluster::start_on(store.clone(), data_dir, workers, DriverConfig::default()).await?;
     let session = cluster.driver.session(&[], "demo")?;
-    println!(
-        "Quarry demo — a local cluster in this process: a driver and {WORKERS} workers (node-1..{WORKERS}),\n\
-         sharing the embedded store in {} (the same token maths as ScyllaDB)\n",
-        data_dir.display()
-    );
-    let result = run_on(&cluster.driver, &session, &store, data_dir, &args, started).await;
+    println!("Quarry demo — a local cluster in this process: a driver and {place}\n");
+    let result = run_on(&cluster.driver, &session, &opened, data_dir, &args, started).await;
     cluster.shutdown().await;
+    if result.is_ok() && store_args.kind == StoreKind::Scylla {
+        print_try_next_on_cluster(store_args);
+    }
     result
 }
 
 async fn run_on(
     driver: &Arc<DriverState>,
     session: &QuarrySession,
-    store: &std::sync::Arc<quarry_store::EmbeddedStore>,
+    opened: &OpenedStore,
     data_dir: &Path,
     args: &DemoArgs,
     started: Instant,
@@ -147,7 +171,7 @@ async fn run_on(
     );
     println!("keyspace synth: 64 shards placed on 1 node, for derived results\n");
 
-    load(store, args).await?;
+    load(&opened.store(), args).await?;
     let readings = TableName::new("iot", "readings");
 
     for (i, (title, sql)) in REPORTS.iter().enumerate() {
@@ -188,14 +212,24 @@ async fn run_on(
 
     let count = count_rows(session, "iot.readings").await?;
     let rollups = count_rows(session, "synth.device_rollup").await?;
-    let stats = store.table_stats(&readings)?;
+    let runs = match opened.embedded() {
+        Some(store) => {
+            let stats = store.table_stats(&readings)?;
+            format!(
+                " in {} run(s) ({} row groups)",
+                stats.runs, stats.row_groups
+            )
+        }
+        None => String::new(),
+    };
     println!(
-        "\niot.readings holds {count} rows in {} run(s) ({} row groups); synth.device_rollup holds {rollups} rows ({:.0}× fewer).",
-        stats.runs,
-        stats.row_groups,
+        "\niot.readings holds {count} rows{runs}; synth.device_rollup holds {rollups} rows ({:.0}× fewer).",
         count as f64 / rollups.max(1) as f64
     );
     println!("Done in {:.1} s.\n", started.elapsed().as_secs_f64());
+    if opened.embedded().is_none() {
+        return Ok(());
+    }
     println!("Try next:");
     let dir = data_dir.display();
     println!("  quarry sql --data-dir {dir}                       # interactive SQL shell");
@@ -214,6 +248,24 @@ async fn run_on(
         "  quarry sql --driver http://127.0.0.1:7070 -e \"EXPLAIN SELECT sensor, count(*) FROM iot.readings GROUP BY sensor\""
     );
     Ok(())
+}
+
+/// What to try next on a CQL cluster (with the flags that select it).
+fn print_try_next_on_cluster(store_args: &StoreArgs) {
+    let flags = format!(
+        "--store scylla --scylla-nodes {}",
+        store_args.scylla_nodes.join(",")
+    );
+    println!("Try next:");
+    println!("  quarry {flags} sql                  # interactive SQL shell on the cluster");
+    println!("  quarry {flags} describe iot.readings");
+    println!("  quarry {flags} load --table iot.readings your.csv");
+    println!(
+        "  quarry {flags} up                   # a driver, and a worker beside each node; then"
+    );
+    println!(
+        "  quarry sql --driver http://127.0.0.1:7070 -e \"EXPLAIN SELECT sensor, count(*) FROM iot.readings GROUP BY sensor\""
+    );
 }
 
 /// The same rollup as a Rust job (`examples/device-rollup`, built for wasm32 the first time), on
@@ -280,10 +332,7 @@ async fn rollup_job(driver: &Arc<DriverState>, session: &QuarrySession) -> anyho
     Ok(())
 }
 
-async fn load(
-    store: &std::sync::Arc<quarry_store::EmbeddedStore>,
-    args: &DemoArgs,
-) -> anyhow::Result<()> {
+async fn load(store: &Arc<dyn Store>, args: &DemoArgs) -> anyhow::Result<()> {
     let config = IotConfig {
         rows: args.rows,
         devices: args.devices,

@@ -317,6 +317,15 @@ impl Inner {
         Ok(())
     }
 
+    /// Reads the cluster's schema and Quarry's overlay again, now.
+    async fn refresh(&self) -> Result<()> {
+        self.session
+            .refresh_metadata()
+            .await
+            .map_err(|e| errors::other("reading the cluster's schema", e))?;
+        self.reload().await
+    }
+
     /// Runs a DDL statement, waits for the cluster to agree on the schema, and reads it again.
     async fn ddl(&self, text: &str) -> Result<()> {
         self.session
@@ -375,6 +384,10 @@ impl Throttle {
 impl Store for ScyllaStore {
     fn kind(&self) -> &'static str {
         "scylla"
+    }
+
+    async fn refresh_catalog(&self) -> Result<()> {
+        self.inner.refresh().await
     }
 
     fn keyspaces(&self) -> Vec<KeyspaceDef> {

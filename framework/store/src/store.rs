@@ -278,4 +278,12 @@ pub trait Store: Send + Sync + Debug {
     async fn publish(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Reads the catalog again from where it is kept, for a process told of a table by another
+    /// one before it noticed it itself (a worker given a plan that names a table the driver has
+    /// just created). The embedded store's readers find new tables on their own, so the default
+    /// has nothing to do; a CQL cluster's schema is otherwise re-read on a timer.
+    async fn refresh_catalog(&self) -> Result<()> {
+        Ok(())
+    }
 }
