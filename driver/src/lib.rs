@@ -34,15 +34,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let data_dir = cli.data_dir.clone();
     let driver = cli.driver.clone();
     let store = cli.store.clone();
-    let embedded_only = |command: &str| -> anyhow::Result<()> {
-        if store.kind == cli::StoreKind::Scylla {
-            anyhow::bail!(
-                "`quarry {command}` runs on the embedded store only, for now; with --store \
-                 scylla, use quarry demo, sql, load, tables, describe, up, driver and worker"
-            );
-        }
-        Ok(())
-    };
     match cli.command {
         Command::Demo(args) => commands::demo::run(&data_dir, &store, args).await,
         Command::Sql(args) => commands::sql::run(&data_dir, &driver, &store, args).await,
@@ -52,16 +43,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => commands::daemons::up(&data_dir, &driver, &store, args).await,
         Command::Driver(args) => commands::daemons::driver(&data_dir, &driver, &store, args).await,
         Command::Worker(args) => commands::daemons::worker(&data_dir, &driver, &store, args).await,
-        Command::Submit(args) => {
-            embedded_only("submit")?;
-            commands::submit::run(&data_dir, &driver, args).await
-        }
+        Command::Submit(args) => commands::submit::run(&data_dir, &driver, &store, args).await,
         Command::Jobs(args) => commands::jobs::jobs(&data_dir, &driver, args).await,
         Command::Job(args) => commands::jobs::job(&data_dir, &driver, args).await,
         Command::Cancel(args) => commands::jobs::cancel(&data_dir, &driver, args).await,
         Command::Workers(args) => commands::jobs::workers(&data_dir, &driver, args).await,
         Command::CqlServer(args) => {
-            embedded_only("cql-server")?;
+            if store.kind == cli::StoreKind::Scylla {
+                anyhow::bail!(
+                    "`quarry cql-server` serves the embedded store in --data-dir over CQL; it \
+                     does not run with --store scylla"
+                );
+            }
             commands::daemons::cql_server(&data_dir, args).await
         }
     }

@@ -1192,7 +1192,7 @@ fn workers_beside_cql_nodes_scan_their_ranges_and_a_lost_worker_is_covered() {
 }
 
 #[test]
-fn demo_runs_on_a_cql_cluster_with_a_worker_beside_each_node() {
+fn demo_and_submit_run_on_a_cql_cluster_with_a_worker_beside_each_node() {
     let server_dir = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (_server, _server_out, nodes) = cql_server(server_dir.path());
@@ -1250,6 +1250,28 @@ fn demo_runs_on_a_cql_cluster_with_a_worker_beside_each_node() {
         "SELECT sum(readings) AS total FROM synth.device_rollup",
     ])));
     assert_eq!(total.trim(), "total\n6000");
+
+    // A Rust job in this process, over the cluster.
+    ok(scylla(&[
+        "sql",
+        "-e",
+        "CREATE KEYSPACE ks WITH shards = 8; CREATE TABLE ks.numbers (n bigint, PRIMARY KEY (n)); \
+         INSERT INTO ks.numbers SELECT value FROM generate_series(1, 100)",
+    ]));
+    let job = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/jobs/faulty");
+    let o = ok(scylla(&[
+        "submit",
+        job.to_str().unwrap(),
+        "--format",
+        "csv",
+    ]));
+    let mut doubled: Vec<i64> = stdout(&o)
+        .lines()
+        .skip(1)
+        .map(|l| l.parse().unwrap())
+        .collect();
+    doubled.sort();
+    assert_eq!(doubled, (1..=100).map(|n| n * 2).collect::<Vec<_>>());
 }
 
 #[test]

@@ -15,12 +15,14 @@ use quarry_jobs::rust_job::{SinkOutput, describe_sink};
 use quarry_sdk::dag::{JobArgs, Sink};
 use quarry_wasm::{Runtime, RuntimeConfig};
 
-use crate::cli::{DriverConnection, SubmitArgs};
+use crate::cli::{DriverConnection, StoreArgs, SubmitArgs};
 use crate::output::write_result;
+use crate::store::Access;
 
 pub async fn run(
     data_dir: &Path,
     driver: &DriverConnection,
+    store_args: &StoreArgs,
     args: SubmitArgs,
 ) -> anyhow::Result<()> {
     let source = crate::job_build::load(&args.job)?;
@@ -36,9 +38,11 @@ pub async fn run(
     }
     let job_args = JobArgs::new(args.args.clone());
     let started = Instant::now();
-    let (store, session) = super::open(data_dir)?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let (store, session) = super::open_store(data_dir, store_args, Access::Write).await?;
     let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: Some(crate::daemon::compiled_modules_dir(store.dir())),
+        cache_dir: Some(crate::daemon::compiled_modules_dir(data_dir)),
         ..RuntimeConfig::default()
     })
     .context("starting the WASM runtime")?;
