@@ -1347,4 +1347,38 @@ fn up_on_a_cql_cluster_starts_a_worker_beside_each_node() {
         total,
         format!("n,s\n500,{}\n", (1..=500i64).map(|v| v * 10).sum::<i64>())
     );
+
+    // The job's record says where its 500 rows were read: by a worker beside a replica of
+    // their range, unless its task ran elsewhere.
+    let remote = |args: &[&str]| {
+        let mut all = vec!["--driver", url.as_str()];
+        all.extend_from_slice(args);
+        quarry(dir.path(), &all)
+    };
+    let listing = stdout(&ok(remote(&["jobs", "--format", "csv"])));
+    let id = listing
+        .lines()
+        .find(|l| l.contains("sum(v)"))
+        .and_then(|l| l.split(',').next())
+        .unwrap_or_else(|| panic!("{listing}"))
+        .to_string();
+    let stages = stdout(&ok(remote(&["job", &id, "--format", "csv"])));
+    let header: Vec<&str> = stages.lines().next().unwrap().split(',').collect();
+    let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (mut local, mut elsewhere, mut remote_tasks) = (0u64, 0u64, 0u64);
+    for line in stages.lines().skip(1) {
+        let fields: Vec<&str> = line.split(',').collect();
+        local += fields[column("rows_local")].parse::<u64>().unwrap();
+        elsewhere += fields[column("rows_remote")].parse::<u64>().unwrap();
+        remote_tasks += fields[column("remote_tasks")].parse::<u64>().unwrap();
+    }
+    assert_eq!(local + elsewhere, 500, "{stages}");
+    if remote_tasks == 0 {
+        assert_eq!(elsewhere, 0, "{stages}");
+    }
+    let table = stdout(&ok(remote(&["job", &id])));
+    assert!(
+        table.contains("store reads beside the data: ") && table.contains("of 500 rows"),
+        "{table}"
+    );
 }

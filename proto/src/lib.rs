@@ -48,6 +48,8 @@ mod tests {
                 bytes_out: 40,
                 elapsed_ms: 7,
                 wasm_fuel: 9,
+                rows_local: 6,
+                rows_remote: 4,
             }),
             error: Some(TaskError {
                 kind: ErrorKind::External as i32,

@@ -248,6 +248,8 @@ pub fn metrics_to_proto(m: &TaskMetrics) -> pb::TaskMetrics {
         bytes_out: m.bytes_out,
         elapsed_ms: m.elapsed_ms,
         wasm_fuel: m.wasm_fuel,
+        rows_local: m.rows_local,
+        rows_remote: m.rows_remote,
     }
 }
 
@@ -259,6 +261,8 @@ pub fn metrics_from_proto(m: Option<&pb::TaskMetrics>) -> TaskMetrics {
         bytes_out: m.bytes_out,
         elapsed_ms: m.elapsed_ms,
         wasm_fuel: m.wasm_fuel,
+        rows_local: m.rows_local,
+        rows_remote: m.rows_remote,
     })
     .unwrap_or_default()
 }
@@ -409,6 +413,8 @@ mod tests {
                 bytes_out: 20,
                 elapsed_ms: 5,
                 wasm_fuel: 7,
+                rows_local: 5,
+                rows_remote: 5,
             },
             failure: Some(TaskFailure {
                 kind: FailureKind::External,

@@ -173,6 +173,14 @@ impl TaskRunner {
             bytes_out,
             elapsed_ms: started.elapsed().as_millis() as u64,
             wasm_fuel: quarry_jobs::wasm_exec::fuel_of(&plan),
+            rows_local: leaf_sum(&plan, |m| {
+                m.sum_by_name(quarry_sql::scan_exec::ROWS_LOCAL)
+                    .map(|v| v.as_usize())
+            }),
+            rows_remote: leaf_sum(&plan, |m| {
+                m.sum_by_name(quarry_sql::scan_exec::ROWS_REMOTE)
+                    .map(|v| v.as_usize())
+            }),
         };
         Ok((partitions as u32, metrics))
     }

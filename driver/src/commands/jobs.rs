@@ -131,6 +131,20 @@ pub async fn job(data_dir: &Path, driver: &DriverConnection, args: JobArgs) -> a
             );
             return Ok(());
         }
+        let (local, remote) = response
+            .stages
+            .iter()
+            .filter_map(|s| s.metrics.as_ref())
+            .fold((0u64, 0u64), |(l, r), m| {
+                (l + m.rows_local, r + m.rows_remote)
+            });
+        if local + remote > 0 {
+            println!(
+                "store reads beside the data: {:.1}% ({local} of {} rows; {remote} from other nodes)",
+                100.0 * local as f64 / (local + remote) as f64,
+                local + remote
+            );
+        }
         println!("stages (inputs before the stages that read them):");
     }
     let stages = &response.stages;
@@ -150,6 +164,8 @@ pub async fn job(data_dir: &Path, driver: &DriverConnection, args: JobArgs) -> a
             Field::new("remote_tasks", DataType::UInt32, false),
             Field::new("retried_tasks", DataType::UInt32, false),
             Field::new("rows_in", DataType::UInt64, false),
+            Field::new("rows_local", DataType::UInt64, false),
+            Field::new("rows_remote", DataType::UInt64, false),
             Field::new("rows_out", DataType::UInt64, false),
             Field::new("bytes_out", DataType::UInt64, false),
             Field::new("wasm_fuel", DataType::UInt64, false),
@@ -182,6 +198,8 @@ pub async fn job(data_dir: &Path, driver: &DriverConnection, args: JobArgs) -> a
                 stages.iter().map(|s| s.tasks_retried),
             )),
             metrics(|m| m.rows_in),
+            metrics(|m| m.rows_local),
+            metrics(|m| m.rows_remote),
             metrics(|m| m.rows_out),
             metrics(|m| m.bytes_out),
             metrics(|m| m.wasm_fuel),
@@ -210,6 +228,8 @@ pub async fn job(data_dir: &Path, driver: &DriverConnection, args: JobArgs) -> a
                 text("worker"),
                 Field::new("remote", DataType::Boolean, false),
                 Field::new("rows_in", DataType::UInt64, false),
+                Field::new("rows_local", DataType::UInt64, false),
+                Field::new("rows_remote", DataType::UInt64, false),
                 Field::new("rows_out", DataType::UInt64, false),
                 Field::new("ms", DataType::UInt64, false),
                 text("outcome"),
@@ -229,6 +249,8 @@ pub async fn job(data_dir: &Path, driver: &DriverConnection, args: JobArgs) -> a
                     tasks.iter().map(|(_, t)| t.remote).collect::<Vec<_>>(),
                 )),
                 task_metric(|m| m.rows_in),
+                task_metric(|m| m.rows_local),
+                task_metric(|m| m.rows_remote),
                 task_metric(|m| m.rows_out),
                 task_metric(|m| m.elapsed_ms),
                 Arc::new(StringArray::from_iter_values(

@@ -80,12 +80,18 @@ pub struct TaskMetrics {
     pub elapsed_ms: u64,
     /// Instructions its Rust job operators ran (wasmtime fuel): the job's CPU cost.
     pub wasm_fuel: u64,
+    /// Rows its store scans read from the store node beside its worker.
+    pub rows_local: u64,
+    /// Rows its store scans read from other store nodes.
+    pub rows_remote: u64,
 }
 
 impl TaskMetrics {
     pub fn add(&mut self, other: &TaskMetrics) {
         self.rows_in += other.rows_in;
         self.wasm_fuel += other.wasm_fuel;
+        self.rows_local += other.rows_local;
+        self.rows_remote += other.rows_remote;
         self.rows_out += other.rows_out;
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;

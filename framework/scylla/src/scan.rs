@@ -21,8 +21,8 @@ use quarry_core::schema::TableDef;
 use quarry_core::shard_map::ShardMap;
 use quarry_core::token::TokenRange;
 use quarry_store::{
-    BatchStream, Result, ScanPlan, ScanRequest, ScanSplit, SplitSource, cast_batch, scan_ranges,
-    scan_schema,
+    BatchStream, ReadCounters, Result, ScanPlan, ScanRequest, ScanSplit, SplitSource, cast_batch,
+    scan_ranges, scan_schema,
 };
 use scylla::cluster::Node;
 use scylla::deserialize::row::ColumnIterator;
@@ -159,13 +159,14 @@ struct ScyllaSplit {
 }
 
 impl SplitSource for ScyllaSplit {
-    fn open(&self) -> Result<BatchStream> {
+    fn open_counted(&self, reads: Arc<ReadCounters>) -> Result<BatchStream> {
         let reader = Reader {
             inner: self.inner.clone(),
             def: self.def.clone(),
             projection: self.projection.clone(),
             schema: self.schema.clone(),
             statement: None,
+            reads,
         };
         let start = (
             reader,
@@ -231,6 +232,7 @@ struct Reader {
     projection: Vec<usize>,
     schema: SchemaRef,
     statement: Option<PreparedStatement>,
+    reads: Arc<ReadCounters>,
 }
 
 impl Reader {
@@ -315,6 +317,7 @@ impl Reader {
                         errors::other(&format!("reading {}", self.def.table_name()), e)
                     })?;
                     let batch = self.decode(&rows)?;
+                    self.reads.add(local, batch.num_rows() as u64);
                     self.inner.read_throttle.take(batch.num_rows()).await;
                     return Ok((batch, next));
                 }

@@ -17,14 +17,16 @@ use datafusion::common::{Result, Statistics};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, Metric, MetricBuilder, MetricValue, MetricsSet,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use futures::{StreamExt, TryStreamExt, stream};
 use quarry_core::schema::TableName;
-use quarry_store::{ScanPlan, ScanRequest, ScanSplit};
+use quarry_store::{ReadCounters, ScanPlan, ScanRequest, ScanSplit};
 
 use crate::error::to_datafusion;
 
@@ -44,7 +46,15 @@ pub struct StoreScanExec {
     replicated: bool,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    /// Where the rows read came from (reported as the metrics [`ROWS_LOCAL`] and
+    /// [`ROWS_REMOTE`]).
+    reads: Arc<ReadCounters>,
 }
+
+/// Rows a scan read from the store node beside its process.
+pub const ROWS_LOCAL: &str = "rows_local";
+/// Rows a scan read from other store nodes.
+pub const ROWS_REMOTE: &str = "rows_remote";
 
 impl StoreScanExec {
     /// A scan of `plan`, which the store planned for `request`. `pushed_filters` counts the
@@ -77,6 +87,7 @@ impl StoreScanExec {
             replicated: false,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
+            reads: Arc::default(),
         }
     }
 
@@ -97,6 +108,7 @@ impl StoreScanExec {
             replicated: true,
             properties: self.properties.clone(),
             metrics: ExecutionPlanMetricsSet::new(),
+            reads: Arc::default(),
         }
     }
 
@@ -204,7 +216,22 @@ impl ExecutionPlan for StoreScanExec {
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
-        Some(self.metrics.clone_inner())
+        let mut metrics = self.metrics.clone_inner();
+        for (name, rows) in [
+            (ROWS_LOCAL, self.reads.local_rows()),
+            (ROWS_REMOTE, self.reads.remote_rows()),
+        ] {
+            let count = Count::new();
+            count.add(usize::try_from(rows).unwrap_or(usize::MAX));
+            metrics.push(Arc::new(Metric::new(
+                MetricValue::Count {
+                    name: name.into(),
+                    count,
+                },
+                None,
+            )));
+        }
+        Some(metrics)
     }
 
     /// The store's estimate of the rows the splits read (before filtering), so that DataFusion
@@ -238,11 +265,14 @@ impl ExecutionPlan for StoreScanExec {
     ) -> Result<SendableRecordBatchStream> {
         let splits = self.partitions.get(partition).cloned().unwrap_or_default();
         let rows = MetricBuilder::new(&self.metrics).output_rows(partition);
+        let reads = self.reads.clone();
         let batches = stream::iter(splits)
-            .map(|split| match split.source.open() {
-                Ok(batches) => batches.map_err(to_datafusion).boxed(),
-                Err(e) => stream::once(async move { Err(to_datafusion(e)) }).boxed(),
-            })
+            .map(
+                move |split| match split.source.open_counted(reads.clone()) {
+                    Ok(batches) => batches.map_err(to_datafusion).boxed(),
+                    Err(e) => stream::once(async move { Err(to_datafusion(e)) }).boxed(),
+                },
+            )
             .flatten()
             .inspect_ok(move |b| rows.add(b.num_rows()));
         // The limit is a hint (a limit operator above still applies it exactly): stop reading

@@ -22,6 +22,6 @@ pub use embedded::{EmbeddedOptions, EmbeddedStore, TableStats};
 pub use error::{Error, Failure, FailureKind, Result};
 pub use predicate::{CmpOp, Predicate};
 pub use store::{
-    BatchStream, ScanPlan, ScanRequest, ScanSplit, SplitSource, StagedWrite, Store, WriteSummary,
-    cast_batch, row_tokens, scan_schema,
+    BatchStream, ReadCounters, ScanPlan, ScanRequest, ScanSplit, SplitSource, StagedWrite, Store,
+    WriteSummary, cast_batch, row_tokens, scan_schema,
 };

@@ -16,6 +16,7 @@ use std::fmt::Debug;
 use std::ops::RangeInclusive;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -129,10 +130,40 @@ pub struct ScanSplit {
     pub source: Arc<dyn SplitSource>,
 }
 
+/// Rows a scan read from the store node its process stands beside, and from other nodes: how
+/// much of the work ran beside its data.
+#[derive(Debug, Default)]
+pub struct ReadCounters {
+    local: AtomicU64,
+    remote: AtomicU64,
+}
+
+impl ReadCounters {
+    pub fn add(&self, local: bool, rows: u64) {
+        let counter = if local { &self.local } else { &self.remote };
+        counter.fetch_add(rows, Ordering::Relaxed);
+    }
+
+    pub fn local_rows(&self) -> u64 {
+        self.local.load(Ordering::Relaxed)
+    }
+
+    pub fn remote_rows(&self) -> u64 {
+        self.remote.load(Ordering::Relaxed)
+    }
+}
+
 /// Opens one split; implemented by each store.
 pub trait SplitSource: Send + Sync + Debug {
-    /// Starts reading. Must be called inside a tokio runtime.
-    fn open(&self) -> Result<BatchStream>;
+    /// Starts reading, counting the rows read into `reads` by where they came from (the
+    /// embedded store's files are all on this machine: local). Must be called inside a tokio
+    /// runtime.
+    fn open_counted(&self, reads: Arc<ReadCounters>) -> Result<BatchStream>;
+
+    /// Starts reading, where nobody asks where the rows came from.
+    fn open(&self) -> Result<BatchStream> {
+        self.open_counted(Arc::default())
+    }
 
     /// A short description for `EXPLAIN` output and logs.
     fn describe(&self) -> String;

@@ -266,6 +266,11 @@ pub struct TaskMetrics {
     /// Instructions run by the task's Rust job operators (wasmtime fuel): their CPU cost.
     #[prost(uint64, tag = "6")]
     pub wasm_fuel: u64,
+    /// Rows its store scans read from the store node beside its worker, and from other nodes.
+    #[prost(uint64, tag = "7")]
+    pub rows_local: u64,
+    #[prost(uint64, tag = "8")]
+    pub rows_remote: u64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct TaskError {

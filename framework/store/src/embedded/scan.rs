@@ -41,7 +41,7 @@ use crate::embedded::keys::{KeySet, Tagged};
 use crate::embedded::memtable::MemChunk;
 use crate::error::{Error, Result};
 use crate::predicate::{CmpOp, Predicate};
-use crate::store::{BatchStream, ScanPlan, ScanRequest, ScanSplit, SplitSource};
+use crate::store::{BatchStream, ReadCounters, ScanPlan, ScanRequest, ScanSplit, SplitSource};
 
 /// Rows per batch read from Parquet (DataFusion's default batch size).
 const BATCH_ROWS: usize = 8192;
@@ -504,7 +504,7 @@ type BatchIter = Box<dyn Iterator<Item = Result<RecordBatch>> + Send>;
 struct Spawned(Arc<dyn SyncSource>);
 
 impl SplitSource for Spawned {
-    fn open(&self) -> Result<BatchStream> {
+    fn open_counted(&self, reads: Arc<ReadCounters>) -> Result<BatchStream> {
         let source = self.0.clone();
         let mut remaining = source.limit().unwrap_or(usize::MAX);
         let limited = source.batches()?.map_while(move |batch| {
@@ -518,6 +518,8 @@ impl SplitSource for Spawned {
                     b
                 };
                 remaining -= b.num_rows();
+                // The data directory is this machine's: every row is read beside its data.
+                reads.add(true, b.num_rows() as u64);
                 b
             }))
         });
