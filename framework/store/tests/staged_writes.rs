@@ -299,3 +299,33 @@ async fn disjoint_parts_count_once_toward_compaction() {
     }
     assert_eq!(scan_all(&writer).await, by_key(&written));
 }
+
+#[tokio::test]
+async fn parts_that_repeat_keys_are_superseded_in_the_order_they_are_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = new_store_with_shards(dir.path(), 16).await;
+    // Three parts of one statement over the same keys, as a large load stages them: each later
+    // part replaces what the earlier ones hold for its keys, though none was ever listed alone.
+    let first = rows(0..60, 0..4, 1.0);
+    let second = rows(30..90, 0..4, 2.0);
+    let third = rows(50..55, 0..2, 3.0);
+    let mut parts = Vec::new();
+    for batch in [&first, &second, &third] {
+        parts.push(
+            writer
+                .stage_write(&name(), 9, vec![batch.clone()])
+                .await
+                .unwrap(),
+        );
+    }
+    writer.commit_writes(&name(), parts).await.unwrap();
+    let mut expected = by_key(std::slice::from_ref(&first));
+    for batch in [&second, &third] {
+        expected.extend(by_key(std::slice::from_ref(batch)));
+    }
+    assert_eq!(scan_all(&writer).await, expected);
+    // And so it reads after a reopen, from the files and their deletion vectors.
+    drop(writer);
+    let reopened = EmbeddedStore::open(dir.path(), small_options()).unwrap();
+    assert_eq!(scan_all(&reopened).await, expected);
+}

@@ -1371,7 +1371,12 @@ impl Inner {
         let mut own: Vec<Vec<Option<Arc<Deletes>>>> =
             new.iter().map(|r| vec![None; r.files.len()]).collect();
         let mut changed: HashMap<u64, Vec<Option<Arc<Deletes>>>> = HashMap::new();
-        if new.is_empty() || (others.is_empty() && !(how.drop_chunk_rows && has_chunks)) {
+        // Parts of one statement may hold the same key (a large load staged in parts): a later
+        // part supersedes an earlier one as a later run does.
+        let among_new = new_runs_share_shards(new);
+        if new.is_empty()
+            || (others.is_empty() && !among_new && !(how.drop_chunk_rows && has_chunks))
+        {
             return Ok((None, changed, own));
         }
         let keys = keys()?;
@@ -1422,6 +1427,29 @@ impl Inner {
                     }
                 } else if run.seq > new[r].seq {
                     own_rows.entry((r, nf)).or_default().push(own_row);
+                }
+            }
+        }
+        if among_new {
+            let tasks: Vec<(usize, usize, usize)> =
+                new.iter()
+                    .enumerate()
+                    .flat_map(|(r, run)| {
+                        run.files.iter().enumerate().flat_map(move |(f, file)| {
+                            (0..file.groups.len()).map(move |g| (r, f, g))
+                        })
+                    })
+                    .collect();
+            let found = parallel(&tasks, |&(r, f, g)| {
+                keys.matches_in_group(def, &new[r].files[f], g)
+            })?;
+            for (&(r, f, g), matches) in tasks.iter().zip(found) {
+                let start = new[r].files[f].group_starts[g] as u32;
+                for (row, key_row) in matches {
+                    let (newer, _, _) = place(key_row);
+                    if new[r].seq < new[newer].seq {
+                        own_rows.entry((r, f)).or_default().push(start + row);
+                    }
                 }
             }
         }
@@ -1769,6 +1797,38 @@ struct QueuedWrite {
 struct NewRun {
     seq: u64,
     files: Vec<DataFileRef>,
+}
+
+/// Whether two of `new`'s runs have row groups over a common shard, so that they may hold the
+/// same key (parts of a distributed write, one per group of shards, never do).
+fn new_runs_share_shards(new: &[NewRun]) -> bool {
+    let mut ranges: Vec<(u32, u32, usize)> = new
+        .iter()
+        .enumerate()
+        .flat_map(|(r, run)| {
+            run.files.iter().flat_map(move |file| {
+                file.groups
+                    .iter()
+                    .map(move |g| (g.first_shard, g.last_shard, r))
+            })
+        })
+        .collect();
+    ranges.sort_unstable();
+    // Sweep in order of first shard, keeping the run that reaches furthest so far.
+    let mut reach: Option<(u32, usize)> = None;
+    for (first, last, r) in ranges {
+        if let Some((end, owner)) = reach {
+            if first <= end && owner != r {
+                return true;
+            }
+            if last > end {
+                reach = Some((last, r));
+            }
+        } else {
+            reach = Some((last, r));
+        }
+    }
+    false
 }
 
 /// How [`Inner::install`] adds runs.
