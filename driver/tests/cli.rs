@@ -530,6 +530,17 @@ fn up_runs_a_cluster_that_the_other_commands_talk_to() {
     assert!(rest.contains("stopping"), "{rest}");
 }
 
+/// The `faulty` job's CSV output over ks.numbers 1..=100: each number doubled, once.
+fn assert_doubles_one_to_a_hundred(o: &Output) {
+    let mut doubled: Vec<i64> = stdout(o)
+        .lines()
+        .skip(1)
+        .map(|l| l.parse().unwrap())
+        .collect();
+    doubled.sort();
+    assert_eq!(doubled, (1..=100).map(|n| n * 2).collect::<Vec<_>>());
+}
+
 #[test]
 fn submit_runs_a_job_crate_and_refuses_bad_modules_and_arguments_clearly() {
     let dir = tempfile::tempdir().unwrap();
@@ -546,13 +557,7 @@ fn submit_runs_a_job_crate_and_refuses_bad_modules_and_arguments_clearly() {
     let job = job.to_str().unwrap();
 
     let o = ok(quarry(dir.path(), &["submit", job, "--format", "csv"]));
-    let mut doubled: Vec<i64> = stdout(&o)
-        .lines()
-        .skip(1)
-        .map(|l| l.parse().unwrap())
-        .collect();
-    doubled.sort();
-    assert_eq!(doubled, (1..=100).map(|n| n * 2).collect::<Vec<_>>());
+    assert_doubles_one_to_a_hundred(&o);
 
     let o = ok(quarry(dir.path(), &["submit", job, "--explain"]));
     let plan = stdout(&o);
@@ -821,11 +826,7 @@ fn sql_load_tables_and_describe_run_on_a_cql_cluster_with_store_scylla() {
     let client_dir = tempfile::tempdir().unwrap();
     let (server, mut server_out, nodes) = cql_server(server_dir.path());
     let node = nodes[0].clone();
-    let scylla = |args: &[&str]| {
-        let mut all = vec!["--store", "scylla", "--scylla-nodes", node.as_str()];
-        all.extend_from_slice(args);
-        quarry(client_dir.path(), &all)
-    };
+    let scylla = |args: &[&str]| on_cluster(client_dir.path(), &node, args);
     ok(scylla(&[
         "sql",
         "-e",
@@ -975,6 +976,13 @@ fn cql_server(
     (Daemon(server), out, nodes)
 }
 
+/// `quarry --store scylla --scylla-nodes NODE ARGS...` with `dir` as its data directory.
+fn on_cluster(dir: &Path, node: &str, args: &[&str]) -> Output {
+    let mut all = vec!["--store", "scylla", "--scylla-nodes", node];
+    all.extend_from_slice(args);
+    quarry(dir, &all)
+}
+
 /// Each node's `system.quarry_stats` row: (local, forwarded) scans it served.
 fn scans_by_node(nodes: &[String]) -> Vec<(i64, i64)> {
     use scylla::client::session_builder::SessionBuilder;
@@ -1013,11 +1021,7 @@ fn workers_beside_cql_nodes_scan_their_ranges_and_a_lost_worker_is_covered() {
     let server_dir = tempfile::tempdir().unwrap();
     let driver_dir = tempfile::tempdir().unwrap();
     let (_server, _server_out, nodes) = cql_server(server_dir.path());
-    let scylla = |dir: &Path, node: &str, args: &[&str]| {
-        let mut all = vec!["--store", "scylla", "--scylla-nodes", node];
-        all.extend_from_slice(args);
-        quarry(dir, &all)
-    };
+    let scylla = on_cluster;
     let here = driver_dir.path();
     ok(scylla(
         here,
@@ -1196,11 +1200,7 @@ fn demo_and_submit_run_on_a_cql_cluster_with_a_worker_beside_each_node() {
     let server_dir = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (_server, _server_out, nodes) = cql_server(server_dir.path());
-    let scylla = |args: &[&str]| {
-        let mut all = vec!["--store", "scylla", "--scylla-nodes", nodes[0].as_str()];
-        all.extend_from_slice(args);
-        quarry(dir.path(), &all)
-    };
+    let scylla = |args: &[&str]| on_cluster(dir.path(), &nodes[0], args);
     let args = ["demo", "--rows", "6000", "--devices", "30", "--days", "2"];
     let out = stdout(&ok(scylla(&args)));
     for node in &nodes {
@@ -1265,13 +1265,7 @@ fn demo_and_submit_run_on_a_cql_cluster_with_a_worker_beside_each_node() {
         "--format",
         "csv",
     ]));
-    let mut doubled: Vec<i64> = stdout(&o)
-        .lines()
-        .skip(1)
-        .map(|l| l.parse().unwrap())
-        .collect();
-    doubled.sort();
-    assert_eq!(doubled, (1..=100).map(|n| n * 2).collect::<Vec<_>>());
+    assert_doubles_one_to_a_hundred(&o);
 }
 
 #[test]
@@ -1280,11 +1274,7 @@ fn up_on_a_cql_cluster_starts_a_worker_beside_each_node() {
     let server_dir = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (_server, _server_out, nodes) = cql_server(server_dir.path());
-    let scylla = |args: &[&str]| {
-        let mut all = vec!["--store", "scylla", "--scylla-nodes", nodes[0].as_str()];
-        all.extend_from_slice(args);
-        quarry(dir.path(), &all)
-    };
+    let scylla = |args: &[&str]| on_cluster(dir.path(), &nodes[0], args);
     ok(scylla(&[
         "sql",
         "-e",

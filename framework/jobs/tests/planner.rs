@@ -173,17 +173,6 @@ async fn a_task_codec_binds_exchange_readers_to_their_inputs() {
     let bytes = QuarryCodec::new(f.store.clone())
         .encode(consumer.plan.clone())
         .unwrap();
-    #[derive(Debug)]
-    struct Nowhere;
-    impl quarry_jobs::ExchangeClient for Nowhere {
-        fn fetch(
-            &self,
-            _location: &quarry_jobs::PartitionLocation,
-            _schema: arrow::datatypes::SchemaRef,
-        ) -> datafusion::common::Result<datafusion::execution::SendableRecordBatchStream> {
-            datafusion::common::internal_err!("not fetched in this test")
-        }
-    }
     let outputs = (0..3)
         .map(|i| quarry_jobs::TaskOutput {
             task: quarry_jobs::TaskId {
@@ -202,7 +191,7 @@ async fn a_task_codec_binds_exchange_readers_to_their_inputs() {
             shards: None,
             hash_partitions: vec![2],
             inputs: [(input, outputs)].into(),
-            client: Arc::new(Nowhere),
+            client: Arc::new(NoExchange),
             scan_partitions: 2,
         },
     );
@@ -578,7 +567,8 @@ async fn a_small_build_side_is_read_whole_by_every_task_instead_of_a_stage_gathe
     assert_eq!(joined, 2000);
 }
 
-/// An exchange client for plans that read no exchange.
+/// An exchange client that fetches nothing: for plans that read no exchange, or are only
+/// decoded.
 #[derive(Debug)]
 struct NoExchange;
 
@@ -588,6 +578,6 @@ impl quarry_jobs::ExchangeClient for NoExchange {
         _location: &quarry_jobs::PartitionLocation,
         _schema: arrow::datatypes::SchemaRef,
     ) -> datafusion::common::Result<datafusion::execution::SendableRecordBatchStream> {
-        datafusion::common::internal_err!("these plans read no exchange")
+        datafusion::common::internal_err!("not fetched in this test")
     }
 }
