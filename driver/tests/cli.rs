@@ -306,13 +306,12 @@ fn a_keyspace_given_by_flag_environment_or_use_resolves_bare_names() {
 
 #[test]
 fn up_runs_a_cluster_that_the_other_commands_talk_to() {
-    use std::io::{BufRead, BufReader};
+    use std::io::BufRead;
 
     let dir = tempfile::tempdir().unwrap();
-    let mut up = Command::new(env!("CARGO_BIN_EXE_quarry"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args([
+    let (mut up, mut out) = spawn_quarry(
+        dir.path(),
+        &[
             "up",
             "--workers",
             "2",
@@ -320,13 +319,8 @@ fn up_runs_a_cluster_that_the_other_commands_talk_to() {
             "127.0.0.1:0",
             "--slots",
             "1",
-        ])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(up.stdout.take().unwrap());
+        ],
+    );
     let mut printed = Vec::new();
     let mut url = None;
     loop {
@@ -631,8 +625,14 @@ impl Drop for Daemon {
     }
 }
 
-fn daemon(dir: &Path, args: &[&str]) -> (Daemon, String) {
-    use std::io::{BufRead, BufReader};
+/// `quarry ARGS...` on `dir` left running, and its stdout to read what it prints.
+fn spawn_quarry(
+    dir: &Path,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_quarry"))
         .arg("--data-dir")
         .arg(dir)
@@ -642,10 +642,16 @@ fn daemon(dir: &Path, args: &[&str]) -> (Daemon, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    (child, out)
+}
+
+/// A daemon and the first line it printed.
+fn daemon(dir: &Path, args: &[&str]) -> (Daemon, String) {
+    use std::io::BufRead;
+    let (child, mut out) = spawn_quarry(dir, args);
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    out.read_line(&mut line).unwrap();
     (Daemon(child), line.trim().to_string())
 }
 
@@ -940,11 +946,10 @@ fn cql_server(
     std::io::BufReader<std::process::ChildStdout>,
     Vec<String>,
 ) {
-    use std::io::{BufRead, BufReader};
-    let mut server = Command::new(env!("CARGO_BIN_EXE_quarry"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args([
+    use std::io::BufRead;
+    let (server, mut out) = spawn_quarry(
+        dir,
+        &[
             "cql-server",
             "--nodes",
             "3",
@@ -954,13 +959,8 @@ fn cql_server(
             "4",
             "--port",
             "0",
-        ])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(server.stdout.take().unwrap());
+        ],
+    );
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     // "serving DIR over CQL on 127.0.0.1:P, 127.0.0.2:P, 127.0.0.3:P (replication 2); ..."
@@ -1270,7 +1270,7 @@ fn demo_and_submit_run_on_a_cql_cluster_with_a_worker_beside_each_node() {
 
 #[test]
 fn up_on_a_cql_cluster_starts_a_worker_beside_each_node() {
-    use std::io::{BufRead, BufReader};
+    use std::io::BufRead;
     let server_dir = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (_server, _server_out, nodes) = cql_server(server_dir.path());
@@ -1286,17 +1286,20 @@ fn up_on_a_cql_cluster_starts_a_worker_beside_each_node() {
         "CREATE TABLE ks.t (id bigint PRIMARY KEY, v bigint); \
          INSERT INTO ks.t SELECT value, value * 10 FROM generate_series(1, 500) AS g(value)",
     ]));
-    let mut up = Command::new(env!("CARGO_BIN_EXE_quarry"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--store", "scylla", "--scylla-nodes", &nodes[0]])
-        .args(["up", "--listen", "127.0.0.1:0", "--slots", "1"])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(up.stdout.take().unwrap());
+    let (up, mut out) = spawn_quarry(
+        dir.path(),
+        &[
+            "--store",
+            "scylla",
+            "--scylla-nodes",
+            &nodes[0],
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--slots",
+            "1",
+        ],
+    );
     let _up = Daemon(up);
     let (mut url, mut workers) = (None, Vec::new());
     loop {

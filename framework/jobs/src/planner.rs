@@ -46,9 +46,11 @@ use datafusion::datasource::sink::DataSinkExec;
 use datafusion::physical_expr::{Distribution, Partitioning, PhysicalExpr, physical_exprs_equal};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::{
     CrossJoinExec, HashJoinExec, NestedLoopJoinExec, PartitionMode, SortMergeJoinExec,
 };
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::union::{InterleaveExec, UnionExec};
@@ -512,16 +514,14 @@ const REPLICATED_BUILD_ROWS: u64 = 100_000;
 /// that need nothing from another task, and at most [`REPLICATED_BUILD_ROWS`] rows by its bound.
 fn replicable(plan: &Arc<dyn ExecutionPlan>) -> bool {
     fn local(plan: &Arc<dyn ExecutionPlan>) -> bool {
-        let operator = match plan.name() {
-            "StoreScanExec" => return true,
-            "FilterExec"
-            | "ProjectionExec"
-            | "CoalesceBatchesExec"
-            | "CoalescePartitionsExec"
-            | "RepartitionExec"
-            | "HashJoinExec" => true,
-            _ => false,
-        };
+        if plan.is::<StoreScanExec>() {
+            return true;
+        }
+        let operator = plan.is::<FilterExec>()
+            || plan.is::<ProjectionExec>()
+            || plan.is::<CoalescePartitionsExec>()
+            || plan.is::<RepartitionExec>()
+            || plan.is::<HashJoinExec>();
         operator && !plan.children().is_empty() && plan.children().into_iter().all(local)
     }
     local(plan) && row_bound(plan) <= REPLICATED_BUILD_ROWS
