@@ -558,6 +558,11 @@ pub struct LoadArgs {
     /// streaming).
     #[arg(long, value_name = "SECONDS", value_parser = positive_seconds)]
     pub commit_secs: Option<f64>,
+    /// Rows of one file held in memory before they are staged on disk, invisible until the
+    /// whole load is published at its end (such as 16MiB or 1GiB); with it a load's memory is
+    /// bounded whatever the input's size. Into this process's store only.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "64MiB")]
+    pub part_size: u64,
     /// Files to load; '-' reads stdin. A load is all-or-nothing, unless it streams (--follow,
     /// --commit-rows, --commit-secs): then each commit is, and a bad row stops the stream after
     /// the commits before it.

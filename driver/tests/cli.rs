@@ -78,6 +78,106 @@ fn bad_sql_is_one_clear_error_and_a_non_zero_exit() {
     assert!(stderr(&o).contains("nope"), "{}", stderr(&o));
 }
 
+/// Files named `staged-*` anywhere under `dir`: staged parts, committed or not.
+fn staged_files(dir: &Path) -> usize {
+    let mut found = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if entry.file_name().to_string_lossy().starts_with("staged-") {
+                found += 1;
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_load_larger_than_its_part_size_is_staged_in_parts_and_published_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(sql(
+        dir.path(),
+        "CREATE KEYSPACE ks WITH shards = 16; CREATE TABLE ks.kv (k bigint PRIMARY KEY, v bigint)",
+    ));
+    let write = |name: &str, rows: &mut dyn Iterator<Item = (i64, i64)>| {
+        let path = dir.path().join(name);
+        let mut text = String::from("k,v\n");
+        for (k, v) in rows {
+            text.push_str(&format!("{k},{v}\n"));
+        }
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    // b repeats half of a's keys, and key 5 twice at its end: the later row wins each time.
+    let a = write("a.csv", &mut (1..=20_000).map(|k| (k, 1)));
+    let b = write(
+        "b.csv",
+        &mut (10_001..=30_000).map(|k| (k, 2)).chain([(5, 3), (5, 4)]),
+    );
+    let loaded = ok(quarry(
+        dir.path(),
+        &["load", "--table", "ks.kv", "--part-size", "16KiB", &a, &b],
+    ));
+    let report = stderr(&loaded);
+    assert!(
+        report.contains("loaded 30000 rows into ks.kv")
+            && report.contains("10002 rows repeated an earlier row's primary key and replaced it"),
+        "{report}"
+    );
+    // The parts were merged into one run as they were published, and are gone.
+    assert_eq!(staged_files(dir.path()), 0);
+    let described = stdout(&ok(quarry(dir.path(), &["describe", "ks.kv"])));
+    assert!(described.contains("storage: 1 run(s)"), "{described}");
+    let totals = ok(sql(
+        dir.path(),
+        "SELECT count(*) AS n, sum(v) AS s, max(CASE WHEN k = 5 THEN v END) AS five FROM ks.kv",
+    ));
+    assert_eq!(
+        stdout(&totals).trim(),
+        format!("n,s,five\n30000,{},4", 9_999 + 4 + 20_000 * 2)
+    );
+
+    // A bad row after some parts were staged: nothing of the load is visible, and its parts
+    // are gone.
+    let c = write("c.csv", &mut (40_001..=60_000).map(|k| (k, 7)));
+    let mut bad_rows = (60_001..=70_000)
+        .map(|k| format!("{k},8\n"))
+        .collect::<String>();
+    bad_rows.push_str("70001,eight\n");
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, format!("k,v\n{bad_rows}")).unwrap();
+    let failed = quarry(
+        dir.path(),
+        &[
+            "load",
+            "--table",
+            "ks.kv",
+            "--part-size",
+            "16KiB",
+            &c,
+            bad.to_str().unwrap(),
+        ],
+    );
+    assert!(!failed.status.success());
+    assert!(stderr(&failed).contains("eight"), "{}", stderr(&failed));
+    let after = ok(sql(
+        dir.path(),
+        "SELECT count(*) AS n, sum(v) AS s FROM ks.kv",
+    ));
+    assert_eq!(
+        stdout(&after).trim(),
+        format!("n,s\n30000,{}", 9_999 + 4 + 20_000 * 2)
+    );
+    assert_eq!(
+        staged_files(dir.path()),
+        0,
+        "the failed load's parts were removed"
+    );
+}
+
 #[test]
 fn load_reports_bad_values_precisely_and_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -79,12 +79,20 @@ pub async fn describe(
 
 /// What the store holds for a table, as `quarry describe` prints it.
 fn storage_report(stats: &quarry_store::TableStats) -> String {
-    let compacted = stats
-        .compacted_at_ms
-        .and_then(arrow::temporal_conversions::timestamp_ms_to_datetime)
-        .map_or("never".to_string(), |t| {
-            format!("{}", t.format("%Y-%m-%d %H:%M:%S UTC"))
-        });
+    let compacted = stats.last_compaction.map_or("never".to_string(), |c| {
+        let at = arrow::temporal_conversions::timestamp_ms_to_datetime(c.at_ms)
+            .map_or("at an unknown time".to_string(), |t| {
+                format!("{}", t.format("%Y-%m-%d %H:%M:%S UTC"))
+            });
+        format!(
+            "{at}, {} run(s) into one, {} rows in {} window(s) of at most {} rows, {:.1} s",
+            c.runs,
+            c.rows,
+            c.windows,
+            c.largest_window_rows,
+            c.millis as f64 / 1000.0
+        )
+    });
     format!(
         "storage: {} run(s) (at most {} over any shard), {} file(s), {} row group(s), {:.1} MiB\n\
          rows: {} live in runs ({} superseded by newer writes, dropped at the next compaction), \

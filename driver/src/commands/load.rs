@@ -10,9 +10,10 @@ use anyhow::{Context, bail};
 use arrow::array::RecordBatch;
 use quarry_core::schema::{TableDef, TableName};
 use quarry_ingest::{
-    Format, ReadOptions, Source, SourceData, StreamOptions, read_sources, stream_source,
+    Format, ReadOptions, Source, SourceData, StreamOptions, read_sources, read_sources_in_parts,
+    stream_source,
 };
-use quarry_store::Store;
+use quarry_store::{StagedWrite, Store};
 
 use crate::cli::{DriverConnection, LoadArgs, StoreArgs};
 use crate::progress::rows_bar;
@@ -81,23 +82,50 @@ pub async fn run(
         .await;
     }
     let started = Instant::now();
-    // Every file is read and checked before anything is stored: a bad file leaves the table
-    // exactly as it was. Then all rows go to the store in one write (one run).
+    // Every file is read and checked before anything is visible: a bad file leaves the table
+    // exactly as it was. Into this process's store, rows past `--part-size` of a file are
+    // staged as they are read (durable, not yet visible) and published together at the end, so
+    // that memory stays bounded whatever the input's size; a small load is one write.
     let sources: Vec<Source> = args.files.iter().map(|f| Source::from_arg(f)).collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let bar = rows_bar(None, "reading");
     let progress_bar = bar.clone();
+    let staging = match &target {
+        Target::Local(store) => Some(Staging::new(store.clone(), name.clone())),
+        Target::Remote(_) => None,
+    };
+    let stager = staging.clone();
+    let part_size = args.part_size;
     // Parsing and casting are CPU work: off the async runtime, one file per core.
     let read = tokio::task::spawn_blocking(move || {
-        read_sources(&sources, &table, &options, threads, &|rows| {
-            progress_bar.set_position(rows)
-        })
+        let progress = |rows| progress_bar.set_position(rows);
+        match &stager {
+            Some(staging) => read_sources_in_parts(
+                &sources,
+                &table,
+                &options,
+                threads,
+                &progress,
+                usize::try_from(part_size).unwrap_or(usize::MAX),
+                &|source, batches| staging.stage(source, batches),
+            ),
+            None => read_sources(&sources, &table, &options, threads, &progress),
+        }
     })
     .await?;
     bar.finish_and_clear();
-    let mut batches = Vec::new();
+    let read = match read {
+        Ok(read) => read,
+        Err(e) => {
+            if let Some(staging) = &staging {
+                staging.discard();
+            }
+            return Err(e.into());
+        }
+    };
+    let mut remainders = Vec::new();
     let (mut total_rows, mut total_rejects) = (0u64, 0u64);
-    for data in read? {
+    for data in read {
         let rejected = data.rejects.len() as u64;
         if let Some((_, writer)) = rejects.as_mut() {
             for reject in &data.rejects {
@@ -116,13 +144,14 @@ pub async fn run(
         );
         total_rows += data.rows;
         total_rejects += rejected;
-        batches.extend(data.batches);
+        remainders.push(data.batches);
     }
     let spin = crate::progress::spinner("storing");
-    let summary = match &target {
-        Target::Local(store) => store.write(&name, batches).await?,
-        Target::Remote(driver) => quarry_store::WriteSummary {
-            rows: driver.load(&name.to_string(), batches).await?,
+    let summary = match (&target, staging) {
+        (Target::Local(_), Some(staging)) => staging.finish(remainders).await?,
+        (Target::Local(store), None) => store.write(&name, remainders.concat()).await?,
+        (Target::Remote(driver), _) => quarry_store::WriteSummary {
+            rows: driver.load(&name.to_string(), remainders.concat()).await?,
         },
     };
     spin.finish_and_clear();
@@ -152,6 +181,88 @@ pub async fn run(
 enum Target {
     Local(std::sync::Arc<dyn Store>),
     Remote(RemoteDriver),
+}
+
+/// A load's rows staged in parts as they are read, and published together at its end: the
+/// parts of each file in order, the files in the order given, so that a later row wins over an
+/// earlier one with the same primary key, as in one write.
+#[derive(Debug, Clone)]
+struct Staging {
+    store: std::sync::Arc<dyn Store>,
+    table: TableName,
+    statement: u64,
+    runtime: tokio::runtime::Handle,
+    /// (source index, part) in the order each source's parts were staged.
+    parts: std::sync::Arc<std::sync::Mutex<Vec<(usize, StagedWrite)>>>,
+}
+
+impl Staging {
+    fn new(store: std::sync::Arc<dyn Store>, table: TableName) -> Self {
+        Staging {
+            store,
+            table,
+            statement: quarry_jobs::write::new_statement_id(),
+            runtime: tokio::runtime::Handle::current(),
+            parts: Default::default(),
+        }
+    }
+
+    /// Stages one part of source `source`; called from the reading threads.
+    fn stage(&self, source: usize, batches: Vec<RecordBatch>) -> Result<(), String> {
+        let part = self
+            .runtime
+            .block_on(self.store.stage_write(&self.table, self.statement, batches))
+            .map_err(|e| e.to_string())?;
+        self.parts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((source, part));
+        Ok(())
+    }
+
+    /// Publishes everything: the staged parts and each source's rows after its last part. With
+    /// nothing staged, one write. Returns what was stored (the store merges parts that repeat
+    /// keys, so its row count leaves out the replaced rows).
+    async fn finish(
+        self,
+        remainders: Vec<Vec<RecordBatch>>,
+    ) -> anyhow::Result<quarry_store::WriteSummary> {
+        let staged = std::mem::take(&mut *self.parts.lock().unwrap_or_else(|e| e.into_inner()));
+        if staged.is_empty() {
+            return Ok(self.store.write(&self.table, remainders.concat()).await?);
+        }
+        let result = async {
+            let mut parts = staged;
+            for (source, batches) in remainders.into_iter().enumerate() {
+                if !batches.is_empty() {
+                    let part = self
+                        .store
+                        .stage_write(&self.table, self.statement, batches)
+                        .await?;
+                    parts.push((source, part));
+                }
+            }
+            // Stable: a source's parts keep the order they were read in.
+            parts.sort_by_key(|(source, _)| *source);
+            let parts = parts.into_iter().map(|(_, part)| part).collect();
+            self.store.commit_writes(&self.table, parts).await
+        }
+        .await;
+        match result {
+            Ok(summary) => Ok(summary),
+            Err(e) => {
+                self.discard();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Removes what was staged (the load failed).
+    fn discard(&self) {
+        if let Err(e) = self.store.discard_writes(&self.table, self.statement) {
+            tracing::warn!(error = %e, table = %self.table, "removing a failed load's staged parts");
+        }
+    }
 }
 
 impl Target {

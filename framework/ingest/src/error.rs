@@ -224,6 +224,9 @@ pub enum Error {
     NotStreamable { input: String },
     #[error("internal error while reading {input}: {message}; please report this")]
     Internal { input: String, message: String },
+    /// Storing a part of the input's rows failed (see `read_source_in_parts`).
+    #[error("storing rows of {input}: {message}")]
+    Stored { input: String, message: String },
 }
 
 /// `Result` with [`Error`] as the default error type.
@@ -235,7 +238,7 @@ impl Error {
     pub fn is_user_error(&self) -> bool {
         !matches!(
             self,
-            Error::Io { .. } | Error::Arrow { .. } | Error::Internal { .. }
+            Error::Io { .. } | Error::Arrow { .. } | Error::Internal { .. } | Error::Stored { .. }
         )
     }
 

@@ -42,7 +42,10 @@ mod stream;
 
 pub use error::{Error, KeyKind, Location, Position, Result};
 pub use format::Format;
-pub use read::{DEFAULT_BATCH_SIZE, ReadOptions, SourceData, read_source, read_sources};
+pub use read::{
+    DEFAULT_BATCH_SIZE, ReadOptions, SourceData, read_source, read_source_in_parts, read_sources,
+    read_sources_in_parts,
+};
 pub use reject::Reject;
 pub use source::Source;
 pub use stream::{StreamOptions, stream_source};

@@ -86,6 +86,27 @@ pub fn read_source(
     options: &ReadOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<SourceData> {
+    read_source_in_parts(
+        source,
+        table,
+        options,
+        usize::MAX,
+        progress,
+        &mut |_| Ok(()),
+    )
+}
+
+/// [`read_source`], handing the good rows to `part` whenever they reach `part_bytes` (in input
+/// order), so that a large input is never held whole; the rows after the last part are left in
+/// the returned data's `batches`. An error `part` returns stops the read.
+pub fn read_source_in_parts(
+    source: &Source,
+    table: &TableDef,
+    options: &ReadOptions,
+    part_bytes: usize,
+    progress: &mut dyn FnMut(u64),
+    part: &mut dyn FnMut(Vec<RecordBatch>) -> std::result::Result<(), String>,
+) -> Result<SourceData> {
     let (input, format) = options.input_format(source)?;
     let batch_size = options.batch_size.max(1);
     let mut chunks = match format {
@@ -110,10 +131,22 @@ pub fn read_source(
         rows: 0,
         rejects: Vec::new(),
     };
-    let mut read = 0;
+    let (mut read, mut held) = (0, 0usize);
     while let Some(chunk) = chunks.next_chunk()? {
         read += chunk.records;
+        let before = data.batches.len();
         target.accept(chunk, options.keep_rejects, &mut data)?;
+        held += data.batches[before..]
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .sum::<usize>();
+        if held >= part_bytes {
+            held = 0;
+            part(std::mem::take(&mut data.batches)).map_err(|message| Error::Stored {
+                input: data.source.clone(),
+                message,
+            })?;
+        }
         progress(read);
     }
     tracing::debug!(
@@ -273,6 +306,29 @@ pub fn read_sources(
     threads: usize,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Vec<SourceData>> {
+    read_sources_in_parts(
+        sources,
+        table,
+        options,
+        threads,
+        progress,
+        usize::MAX,
+        &|_, _| Ok(()),
+    )
+}
+
+/// [`read_sources`], handing each source's rows to `part` with the source's index whenever they
+/// reach `part_bytes` ([`read_source_in_parts`]). Parts of one source arrive in input order, from
+/// one thread; parts of different sources may interleave.
+pub fn read_sources_in_parts(
+    sources: &[Source],
+    table: &TableDef,
+    options: &ReadOptions,
+    threads: usize,
+    progress: &(dyn Fn(u64) + Sync),
+    part_bytes: usize,
+    part: &(dyn Fn(usize, Vec<RecordBatch>) -> std::result::Result<(), String> + Sync),
+) -> Result<Vec<SourceData>> {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -287,12 +343,19 @@ pub fn read_sources(
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(source) = sources.get(i) else { break };
                     let mut seen = 0;
-                    let result = read_source(source, table, options, &mut |rows| {
-                        let sum = total.fetch_add(rows.saturating_sub(seen), Ordering::SeqCst)
-                            + rows.saturating_sub(seen);
-                        seen = rows;
-                        progress(sum);
-                    });
+                    let result = read_source_in_parts(
+                        source,
+                        table,
+                        options,
+                        part_bytes,
+                        &mut |rows| {
+                            let sum = total.fetch_add(rows.saturating_sub(seen), Ordering::SeqCst)
+                                + rows.saturating_sub(seen);
+                            seen = rows;
+                            progress(sum);
+                        },
+                        &mut |batches| part(i, batches),
+                    );
                     let failed = result.is_err();
                     if let Ok(mut slot) = results[i].lock() {
                         *slot = Some(result);

@@ -181,6 +181,29 @@ fn decode_schema(bytes: &[u8], what: &str) -> Result<Arc<Schema>> {
     })?))
 }
 
+/// Fails unless a scan of `keyspace.table` returns the columns it returned where the plan was
+/// made (names and types, in order): the plan's expressions refer to columns by position.
+fn same_columns(keyspace: &str, table: &str, planned: &Schema, here: &Schema) -> Result<()> {
+    let columns = |schema: &Schema| {
+        schema
+            .fields()
+            .iter()
+            .map(|f| format!("{} {}", f.name(), f.data_type()))
+            .collect::<Vec<_>>()
+    };
+    let (planned, here) = (columns(planned), columns(here));
+    if planned == here {
+        return Ok(());
+    }
+    Err(plan_datafusion_err!(
+        "the query was planned with columns ({}) of {keyspace}.{table}, but this process's \
+         catalog gives ({}); the table changed while the query ran, or this process has not \
+         seen its definition yet: run the query again",
+        planned.join(", "),
+        here.join(", ")
+    ))
+}
+
 fn encode_predicate(p: &Predicate) -> Result<PredicateNode> {
     Ok(match p {
         Predicate::Compare { column, op, value } => PredicateNode {
@@ -244,6 +267,7 @@ impl QuarryCodec {
             pushed_filters: scan.pushed_filters() as u32,
             target_partitions: scan.target_partitions() as u32,
             replicated: scan.is_replicated(),
+            schema: encode_schema(scan.schema().as_ref())?,
         })
     }
 
@@ -280,6 +304,10 @@ impl QuarryCodec {
             .plan_scan(&request)
             .map_err(quarry_sql::error::to_datafusion)?;
         let scan = StoreScanExec::new(request, plan, partitions, node.pushed_filters as usize);
+        if !node.schema.is_empty() {
+            let planned = decode_schema(&node.schema, "a store scan")?;
+            same_columns(&node.keyspace, &node.table, &planned, &scan.schema())?;
+        }
         Ok(Arc::new(if node.replicated {
             scan.replicated()
         } else {

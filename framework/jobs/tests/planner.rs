@@ -32,6 +32,7 @@ async fn fixture() -> Fixture {
              CREATE TABLE iot.r (device bigint, ts timestamp, sensor text, value double,
                                  PRIMARY KEY ((device), ts, sensor));
              CREATE TABLE iot.devices (device bigint, site text, PRIMARY KEY (device));
+             CREATE TABLE iot.sites (name text, region text, site_id bigint, PRIMARY KEY (name));
              CREATE KEYSPACE synth WITH shards = 8 AND nodes = 1;
              CREATE TABLE synth.daily (device bigint, n bigint, PRIMARY KEY (device));",
         )
@@ -372,6 +373,51 @@ async fn a_write_plan_for_another_shard_count_is_refused() {
             .contains("routes 8 shards of keyspace synth, which has 16"),
         "{err}"
     );
+}
+
+/// A scan refers to columns by position: a worker whose catalog orders or types the table's
+/// columns differently (a definition it has not reloaded yet) refuses it, naming both sides.
+#[tokio::test]
+async fn a_scan_planned_against_other_columns_than_the_workers_is_refused() {
+    let f = fixture().await;
+    let plan = physical(
+        &f,
+        "SELECT sum(site_id) FROM iot.sites WHERE region = 'north'",
+    )
+    .await;
+    let graph = DistributedPlanner::new(4).plan(plan).unwrap();
+    let scan_stage = graph
+        .stages()
+        .into_iter()
+        .find(|s| matches!(s.kind, StageKind::Scan { .. }))
+        .unwrap();
+    let bytes = QuarryCodec::new(f.store.clone())
+        .encode(scan_stage.plan.clone())
+        .unwrap();
+    // The worker's definition has the same columns in another order.
+    let other = fixture().await;
+    other
+        .session
+        .execute_script(
+            "DROP TABLE iot.sites;
+             CREATE TABLE iot.sites (site_id bigint, region text, name text, PRIMARY KEY (name));",
+        )
+        .await
+        .unwrap();
+    let ctx = other.session.context().task_ctx();
+    let err = QuarryCodec::new(other.store.clone())
+        .decode(&bytes, &ctx)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("planned with columns (") && err.contains("of iot.sites"),
+        "{err}"
+    );
+    // The same definition decodes.
+    let ctx = f.session.context().task_ctx();
+    QuarryCodec::new(f.store.clone())
+        .decode(&bytes, &ctx)
+        .unwrap();
 }
 
 /// The aggregates of every `AggregateExec` in `plan`, as (mode, function implementation).

@@ -18,7 +18,7 @@ pub mod predicate;
 pub mod scan_ranges;
 pub mod store;
 
-pub use embedded::{EmbeddedOptions, EmbeddedStore, TableStats};
+pub use embedded::{Compaction, EmbeddedOptions, EmbeddedStore, TableStats};
 pub use error::{Error, Failure, FailureKind, Result};
 pub use predicate::{CmpOp, Predicate};
 pub use store::{

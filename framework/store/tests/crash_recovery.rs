@@ -1,8 +1,9 @@
-//! A writer process is killed with SIGKILL in the middle of a load; on reopen every acknowledged
-//! write is there, whole, and no file is damaged.
+//! A writer process is killed with SIGKILL in the middle of a load, and in the middle of a
+//! compaction; on reopen every acknowledged write is there, whole, and no file is damaged.
 //!
 //! This binary is its own child: run with `QUARRY_CRASH_CHILD=<dir>` it writes until killed,
-//! printing `acked N` after each acknowledged write. Without it, it is the test.
+//! printing `acked N` after each acknowledged write; with `QUARRY_COMPACT_CHILD=<dir>` it writes
+//! overlapping runs, prints `compacting` and compacts them. Without either, it is the test.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -17,6 +18,7 @@ use quarry_core::schema::{ColumnDef, KeyspaceDef, TableDef, TableName};
 use quarry_store::{EmbeddedOptions, EmbeddedStore, ScanRequest, Store};
 
 const CHILD_ENV: &str = "QUARRY_CRASH_CHILD";
+const COMPACT_CHILD_ENV: &str = "QUARRY_COMPACT_CHILD";
 
 fn table() -> TableDef {
     TableDef::new(
@@ -140,10 +142,143 @@ async fn crash_and_check(dir: &std::path::Path, first: i64, kill_after: i64) -> 
         + 1)
 }
 
+/// The compaction child's runs: load `k` writes ids `k * 10,000 .. k * 10,000 + 40,000` with
+/// `batch = k`, so each overlaps the last three and the newest load of an id wins.
+const LOADS: i64 = 5;
+
+fn compaction_options() -> EmbeddedOptions {
+    EmbeddedOptions {
+        bulk_write_rows: 1_000,
+        rows_per_group: 500,
+        rows_per_file: 2_000,
+        // Nothing compacts until the child asks.
+        max_runs: 100,
+        max_dead_fraction: 1.0,
+        background: false,
+        ..EmbeddedOptions::default()
+    }
+}
+
+async fn compaction_child(dir: &str) -> Result<()> {
+    let store = EmbeddedStore::open(dir, compaction_options())?;
+    store.create_keyspace(KeyspaceDef::new("ks"), false).await?;
+    store.create_table(table(), false).await?;
+    let name = TableName::new("ks", "t");
+    for k in 0..LOADS {
+        let ids: Vec<i64> = (k * 10_000..k * 10_000 + 40_000).collect();
+        let batch = RecordBatch::try_new(
+            table().arrow_schema(),
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(Int64Array::from(vec![k; 40_000])),
+            ],
+        )?;
+        store.write(&name, vec![batch]).await?;
+    }
+    println!("compacting");
+    store.compact(&name)?;
+    println!("compacted");
+    Ok(())
+}
+
+/// The Parquet files under the table's directory.
+fn parquet_files(dir: &std::path::Path) -> Result<std::collections::BTreeSet<std::path::PathBuf>> {
+    let mut found = std::collections::BTreeSet::new();
+    let mut pending = vec![dir.join("data")];
+    while let Some(at) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&at) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                found.insert(path);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Kills the compaction child as soon as the compaction wrote its first file, then checks that
+/// reopening brings back every row once, at its newest version, and that the compaction's
+/// unlisted files are gone.
+async fn kill_during_compaction() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .env(COMPACT_CHILD_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the compacting process")?;
+    let mut lines = BufReader::new(child.stdout.take().context("the child's stdout")?).lines();
+    match lines.next() {
+        Some(Ok(line)) if line == "compacting" => {}
+        other => bail!("the child did not start compacting: {other:?}"),
+    }
+    let before = parquet_files(dir.path())?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while parquet_files(dir.path())?.len() == before.len() {
+        if std::time::Instant::now() > deadline {
+            bail!("the compaction wrote no file within a minute");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child.kill()?; // SIGKILL
+    child.wait()?;
+    if let Some(Ok(line)) = lines.next() {
+        bail!("the compaction finished before the kill ({line}); the test needs more rows");
+    }
+    let partial: Vec<_> = parquet_files(dir.path())?
+        .difference(&before)
+        .cloned()
+        .collect();
+
+    let store = EmbeddedStore::open(dir.path(), compaction_options())?;
+    let leftover: Vec<_> = partial.iter().filter(|p| p.exists()).collect();
+    if !leftover.is_empty() {
+        bail!("the killed compaction's files are still there: {leftover:?}");
+    }
+    let name = TableName::new("ks", "t");
+    for round in ["after the kill", "after compacting again"] {
+        let plan = store.plan_scan(&ScanRequest::full(name.clone()))?;
+        let mut seen = std::collections::HashMap::new();
+        for split in plan.splits {
+            let batches: Vec<RecordBatch> = split.source.open()?.try_collect().await?;
+            for b in batches {
+                let id = b.column(0).as_primitive::<Int64Type>();
+                let k = b.column(1).as_primitive::<Int64Type>();
+                for i in 0..b.num_rows() {
+                    if seen.insert(id.value(i), k.value(i)).is_some() {
+                        bail!("{round}: row {} came back twice", id.value(i));
+                    }
+                }
+            }
+        }
+        let ids = (LOADS - 1) * 10_000 + 40_000;
+        if seen.len() as i64 != ids {
+            bail!("{round}: {} rows where {ids} were written", seen.len());
+        }
+        for (id, k) in &seen {
+            let newest = (id / 10_000).min(LOADS - 1);
+            if *k != newest {
+                bail!("{round}: row {id} holds load {k}, not its newest load {newest}");
+            }
+        }
+        if round == "after the kill" && !store.compact(&name)? {
+            bail!("the runs were not compacted after the kill");
+        }
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     if let Ok(dir) = std::env::var(CHILD_ENV) {
         return runtime.block_on(child(&dir));
+    }
+    if let Ok(dir) = std::env::var(COMPACT_CHILD_ENV) {
+        return runtime.block_on(compaction_child(&dir));
     }
     let dir = tempfile::tempdir()?;
     runtime.block_on(async {
@@ -169,6 +304,16 @@ fn main() -> Result<()> {
                 failures += 1;
                 break;
             }
+        }
+    }
+    match runtime.block_on(kill_during_compaction()) {
+        Ok(()) => {
+            println!("test killed during a compaction ... ok");
+            passed += 1;
+        }
+        Err(e) => {
+            println!("test killed during a compaction ... FAILED: {e:#}");
+            failures += 1;
         }
     }
     println!("\ncrash_recovery: {passed} passed, {failures} failed");

@@ -8,9 +8,10 @@ mod common;
 use std::collections::BTreeMap;
 
 use arrow::array::Float64Array;
-use quarry_store::{CmpOp, EmbeddedStore, Predicate, ScanRequest, Store};
+use quarry_core::schema::KeyspaceDef;
+use quarry_store::{CmpOp, EmbeddedOptions, EmbeddedStore, Predicate, ScanRequest, Store};
 
-use common::{by_key, name, new_store_with_shards, read, rows, scan_all, small_options};
+use common::{by_key, name, new_store_with_shards, read, rows, scan_all, small_options, table};
 
 type Rows = BTreeMap<(i64, i64), f64>;
 
@@ -115,6 +116,54 @@ async fn fresh_overlapping_writes_are_read_side_by_side_and_never_twice() {
         .filter(|p| p.to_string_lossy().contains(".del-"))
         .collect();
     assert!(left.is_empty(), "deletion vectors left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn compaction_holds_one_window_of_shards_in_memory_and_keeps_every_live_row() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing compacts before the test asks.
+    let options = EmbeddedOptions {
+        max_runs: 100,
+        max_dead_fraction: 1.0,
+        ..small_options()
+    };
+    let store = EmbeddedStore::open(dir.path(), options.clone()).unwrap();
+    let mut keyspace = KeyspaceDef::new("iot");
+    keyspace.shards = 64;
+    store.create_keyspace(keyspace, false).await.unwrap();
+    store.create_table(table(), false).await.unwrap();
+    let mut expected = Rows::new();
+    // Bulk writes (each a run) over the whole ring, each updating part of the one before.
+    let loads: Vec<_> = (0..6)
+        .map(|i| rows(i * 40..i * 40 + 80, 0..25, 1.0 + i as f64))
+        .collect();
+    write_all(&store, &mut expected, loads).await;
+    assert_eq!(store.table_stats(&name()).unwrap().runs, 6);
+    assert!(store.compact(&name()).unwrap());
+
+    let stats = store.table_stats(&name()).unwrap();
+    let report = stats.last_compaction.expect("a compaction report");
+    assert_eq!(stats.runs, 1);
+    assert_eq!(report.rows, expected.len() as u64);
+    assert_eq!(stats.run_rows - stats.deleted_rows, expected.len() as u64);
+    // 5,000 live rows, rewritten in windows of about rows_per_file (1,000) rows: a shard holds
+    // far fewer than that, so no window needs more than twice as much, and the whole table is
+    // never in memory at once.
+    let per_file = options.rows_per_file as u64;
+    assert!(
+        report.largest_window_rows <= 2 * per_file,
+        "a window held {} rows",
+        report.largest_window_rows
+    );
+    assert!(report.windows as u64 >= report.rows / (2 * per_file));
+    assert_eq!(scan_all(&store).await, expected);
+    drop(store);
+    let reopened = EmbeddedStore::open(dir.path(), options).unwrap();
+    assert_eq!(scan_all(&reopened).await, expected);
+    assert_eq!(
+        reopened.table_stats(&name()).unwrap().last_compaction,
+        Some(report)
+    );
 }
 
 #[tokio::test]

@@ -44,6 +44,12 @@ pub struct ScanNode {
     /// Every task reads the whole table (a small table beside a join), not the task's shards.
     #[prost(bool, tag = "9")]
     pub replicated: bool,
+    /// The scan's output schema where the plan was made (a datafusion-proto `Schema`, encoded).
+    /// The plan refers to columns by position, so a process whose catalog gives the table other
+    /// columns, or the same ones in another order, refuses the scan instead of reading the wrong
+    /// columns.
+    #[prost(bytes = "vec", tag = "10")]
+    pub schema: ::prost::alloc::vec::Vec<u8>,
 }
 /// A filter pushed down to the store.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -41,9 +41,26 @@ pub struct TableEntry {
     pub id: u64,
     pub def: TableDef,
     pub runs: Vec<RunEntry>,
-    /// When a compaction last rewrote runs of the table, in milliseconds since the Unix epoch.
+    /// What the table's last compaction did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub compacted_at_ms: Option<i64>,
+    pub last_compaction: Option<Compaction>,
+}
+
+/// What a compaction did, for `DESCRIBE` and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compaction {
+    /// When it committed, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// Runs merged into one.
+    pub runs: usize,
+    /// Live rows written.
+    pub rows: u64,
+    /// Windows of shards rewritten one at a time.
+    pub windows: usize,
+    /// Rows read into memory at once: the most rows of any window.
+    pub largest_window_rows: u64,
+    /// How long it took, reading to commit.
+    pub millis: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -65,6 +65,8 @@ use data_file::{DataFile, DataFileRef, Layout};
 use deletes::Deletes;
 use keys::{KeySet, Tagged};
 use manifest::{Manifest, RunEntry, TableEntry, create_dir_durably};
+
+pub use manifest::Compaction;
 use memtable::MemChunk;
 use reader::Reader;
 use scan::{MemKeys, Run, TableSnapshot};
@@ -90,7 +92,8 @@ pub struct EmbeddedOptions {
     pub max_runs: usize,
     /// Rewrite a run once newer writes superseded more than this share of its rows.
     pub max_dead_fraction: f64,
-    /// Flush and compact on a background thread (otherwise inline, in the writing call).
+    /// Flush and compact on background threads, one for each (otherwise inline, in the writing
+    /// call).
     pub background: bool,
 }
 
@@ -123,8 +126,8 @@ pub struct TableStats {
     pub memtable_rows: u64,
     /// Bytes of the runs' files on disk (data and deletion vectors).
     pub bytes: u64,
-    /// When a compaction last rewrote runs of the table, in milliseconds since the Unix epoch.
-    pub compacted_at_ms: Option<i64>,
+    /// What the last compaction that rewrote runs of the table did.
+    pub last_compaction: Option<Compaction>,
 }
 
 /// The embedded store; see the module docs. Opened either as the directory's one writer
@@ -139,7 +142,8 @@ enum Mode {
     /// Owns the directory (holds `LOCK`): log, memtable, flushes, compaction.
     Writer {
         inner: Arc<Inner>,
-        background: Option<JoinHandle<()>>,
+        /// The flush thread and the compaction thread, when `options.background`.
+        background: Vec<JoinHandle<()>>,
     },
     /// Reads what the writer has published in the manifest; never writes or deletes.
     Reader(Box<Reader>),
@@ -149,7 +153,17 @@ enum Mode {
 enum Job {
     Flush,
     Compact(TableName),
+    /// Answered once the jobs queued before it are done: flushes first, then the compactions
+    /// they asked for (the flush thread passes it on to the compaction thread).
     Barrier(Sender<()>),
+}
+
+/// The queues of the background threads. Compaction has a thread of its own, so that a long
+/// one never delays the flushes that keep the memtable small.
+#[derive(Debug)]
+struct Queues {
+    flush: Sender<Job>,
+    compact: Sender<Job>,
 }
 
 #[derive(Debug)]
@@ -165,7 +179,7 @@ struct Inner {
     commit_lock: Mutex<()>,
     /// Small writes waiting for the log (group commit).
     queued: Mutex<Vec<QueuedWrite>>,
-    jobs: Mutex<Option<Sender<Job>>>,
+    jobs: Mutex<Option<Queues>>,
     /// Held for the store's lifetime: one writer per data directory (readers take no lock).
     _lock: File,
 }
@@ -195,8 +209,8 @@ struct TableState {
     /// The key hashes of `chunks` and `frozen` (and of rows dropped from them since the last
     /// flush: a stale hash only costs a closer look).
     mem_hashes: HashSet<i64, keys::PassThroughBuild>,
-    /// When a compaction last rewrote runs, in milliseconds since the Unix epoch.
-    compacted_at_ms: Option<i64>,
+    /// What the last compaction that rewrote runs did.
+    last_compaction: Option<Compaction>,
 }
 
 impl TableState {
@@ -210,7 +224,7 @@ impl TableState {
             frozen: Vec::new(),
             mem_keys: Arc::default(),
             mem_hashes: HashSet::default(),
-            compacted_at_ms: None,
+            last_compaction: None,
         }
     }
 
@@ -354,20 +368,17 @@ impl EmbeddedStore {
             // Recovered rows go to a run now, so that the log does not grow across restarts.
             inner.flush()?;
         }
-        let background = inner.options.background.then(|| {
-            let (tx, rx) = channel::<Job>();
-            *lock(&inner.jobs) = Some(tx);
-            let worker = inner.clone();
-            std::thread::Builder::new()
-                .name("quarry-store-bg".into())
-                .spawn(move || {
-                    while let Ok(job) = rx.recv() {
-                        worker.run_job(job);
-                    }
-                })
-                .map_err(Error::io("starting the background thread of", &inner.dir))
-        });
-        let background = background.transpose()?;
+        let background = if inner.options.background {
+            let (flush, flushes) = channel::<Job>();
+            let (compact, compactions) = channel::<Job>();
+            *lock(&inner.jobs) = Some(Queues { flush, compact });
+            vec![
+                background_thread(&inner, "quarry-store-flush", flushes, false)?,
+                background_thread(&inner, "quarry-store-compact", compactions, true)?,
+            ]
+        } else {
+            Vec::new()
+        };
         Ok(EmbeddedStore {
             mode: Mode::Writer { inner, background },
         })
@@ -445,7 +456,7 @@ impl EmbeddedStore {
                 .filter_map(|path| fs::metadata(path).ok())
                 .map(|m| m.len())
                 .sum(),
-            compacted_at_ms: table.compacted_at_ms,
+            last_compaction: table.last_compaction,
             memtable_rows: table
                 .chunks
                 .iter()
@@ -499,12 +510,12 @@ impl Drop for EmbeddedStore {
         let Mode::Writer { inner, background } = &mut self.mode else {
             return;
         };
-        // Closing the channel ends the background thread once its queue is drained.
+        // Closing the channels ends the background threads once their queues are drained.
         lock(&inner.jobs).take();
-        if let Some(handle) = background.take()
-            && handle.join().is_err()
-        {
-            tracing::error!("the store's background thread panicked");
+        for handle in background.drain(..) {
+            if handle.join().is_err() {
+                tracing::error!("a background thread of the store panicked");
+            }
         }
         if let Err(e) = inner.flush() {
             tracing::warn!(error = %e, "could not flush on close; the log will be replayed on next open");
@@ -578,7 +589,7 @@ impl State {
                 }));
             }
             let mut table = TableState::new(entry.id, entry.def.clone(), shards, runs);
-            table.compacted_at_ms = entry.compacted_at_ms;
+            table.last_compaction = entry.last_compaction;
             state.tables.insert(entry.def.table_name(), table);
         }
         Ok(state)
@@ -659,7 +670,7 @@ impl State {
                 .map(|t| TableEntry {
                     id: t.id,
                     def: t.def.clone(),
-                    compacted_at_ms: t.compacted_at_ms,
+                    last_compaction: t.last_compaction,
                     runs: t
                         .runs
                         .iter()
@@ -852,20 +863,31 @@ impl Inner {
         layout(&self.options)
     }
 
-    /// Queues background work; returns false when there is no background thread.
+    /// Queues background work (a barrier on the flush thread's queue); returns false when there
+    /// is no background thread.
     fn schedule(&self, job: Job) -> bool {
         match lock(&self.jobs).as_ref() {
-            Some(tx) => tx.send(job).is_ok(),
+            Some(queues) => match job {
+                Job::Compact(_) => queues.compact.send(job).is_ok(),
+                Job::Flush | Job::Barrier(_) => queues.flush.send(job).is_ok(),
+            },
             None => false,
         }
     }
 
-    fn run_job(&self, job: Job) {
+    /// Runs one job of a background thread; `compacting` on the compaction thread.
+    fn run_job(&self, job: Job, compacting: bool) {
         let result = match job {
             Job::Flush => self.flush(),
             Job::Compact(table) => self.compact(&table, false).map(|_| ()),
             Job::Barrier(reply) => {
-                let _ = reply.send(());
+                let passed_on = !compacting
+                    && lock(&self.jobs)
+                        .as_ref()
+                        .is_some_and(|q| q.compact.send(Job::Barrier(reply.clone())).is_ok());
+                if !passed_on {
+                    let _ = reply.send(());
+                }
                 Ok(())
             }
         };
@@ -1287,12 +1309,14 @@ impl Inner {
             );
         }
         table.runs = runs;
-        let compacted_before = table.compacted_at_ms;
-        if !how.replaces.is_empty() {
-            table.compacted_at_ms = std::time::SystemTime::now()
+        let compacted_before = table.last_compaction;
+        if let Some(mut report) = how.compaction {
+            report.at_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .ok()
-                .and_then(|d| i64::try_from(d.as_millis()).ok());
+                .and_then(|d| i64::try_from(d.as_millis()).ok())
+                .unwrap_or_default();
+            table.last_compaction = Some(report);
         }
         if how.drain_frozen > 0 {
             let drained = how.drain_frozen.min(table.frozen.len());
@@ -1302,7 +1326,7 @@ impl Inner {
         if let Err(e) = self.commit(&state) {
             if let Some(table) = state.tables.get_mut(name) {
                 (table.runs, table.frozen, table.mem_keys) = before;
-                table.compacted_at_ms = compacted_before;
+                table.last_compaction = compacted_before;
             }
             abandon(&new, &written);
             return Err(e);
@@ -1544,13 +1568,13 @@ impl Inner {
             }
             runs.push(files);
         }
-        let summary = WriteSummary {
+        let mut summary = WriteSummary {
             rows: parts.iter().map(|p| p.rows).sum(),
         };
         if runs.is_empty() {
             return Ok(summary);
         }
-        let new: Vec<NewRun> = {
+        let mut new: Vec<NewRun> = {
             let mut state = lock(&self.state);
             runs.into_iter()
                 .map(|files| NewRun {
@@ -1559,22 +1583,16 @@ impl Inner {
                 })
                 .collect()
         };
+        if new_runs_share_shards(&new) {
+            let merged = self.merge_parts(&def, id, shards, new)?;
+            summary.rows = merged.files.iter().map(|f| f.rows()).sum();
+            new = vec![merged];
+        }
         let tagged_files: Vec<(u64, DataFileRef)> = new
             .iter()
             .flat_map(|r| r.files.iter().map(|f| (r.seq, f.clone())))
             .collect();
-        let keys = || {
-            let read = tagged_files
-                .iter()
-                .map(|(_, f)| keys::file_keys(&def, f))
-                .collect::<Result<Vec<_>>>()?;
-            let tagged: Vec<Tagged<'_>> = read
-                .iter()
-                .zip(&tagged_files)
-                .map(|(k, (seq, _))| k.tagged(*seq))
-                .collect();
-            KeySet::new(&def, &tagged)
-        };
+        let keys = || files_key_set(&def, &tagged_files);
         let how = Install {
             drop_chunk_rows: true,
             ..Install::default()
@@ -1582,6 +1600,56 @@ impl Inner {
         let compact = self.install(name, id, new, &keys, how)?;
         self.after_new_run(name, compact)?;
         Ok(summary)
+    }
+
+    /// Merges the parts of one statement that share shards (a large upload staged as it
+    /// arrived) into one run, a window of shards at a time, later parts winning over earlier
+    /// ones with the same key; the parts' files are deleted. Committing them side by side would
+    /// mean comparing every part's keys with every other's, all in memory at once, and a
+    /// compaction right after.
+    fn merge_parts(
+        &self,
+        def: &TableDef,
+        id: u64,
+        shards: ShardMap,
+        parts: Vec<NewRun>,
+    ) -> Result<NewRun> {
+        let seq = parts.iter().map(|p| p.seq).max().unwrap_or(0);
+        let snapshot = TableSnapshot {
+            def: def.clone(),
+            shards,
+            runs: parts
+                .into_iter()
+                .map(|p| {
+                    Arc::new(Run {
+                        seq: p.seq,
+                        deletes: vec![None; p.files.len()],
+                        files: p.files,
+                    })
+                })
+                .collect(),
+            chunks: Vec::new(),
+            mem_keys: Arc::default(),
+        };
+        let windows = compaction_windows(
+            &snapshot.runs,
+            shards.shard_count(),
+            self.options.rows_per_file as u64,
+        );
+        let mut files: Vec<DataFileRef> = Vec::new();
+        for window in windows {
+            match self.compact_window(&snapshot, id, window) {
+                Ok((written, _)) => files.extend(written),
+                Err(e) => {
+                    retire_files(&files);
+                    return Err(e);
+                }
+            }
+        }
+        for part in &snapshot.runs {
+            retire_files(&part.files);
+        }
+        Ok(NewRun { seq, files })
     }
 
     /// Deletes the staged files of `statement` in `name`'s directory that no run lists (a
@@ -1744,28 +1812,38 @@ impl Inner {
         };
         let seq = snapshot.runs.iter().map(|r| r.seq).max().unwrap_or(0);
         let def = &snapshot.def;
-        let table_schema = def.arrow_schema();
-        let mut stored = Vec::new();
-        for split in scan::read_all(&snapshot)? {
-            for batch in split {
-                stored.push(with_tokens(
-                    def,
-                    &crate::store::cast_batch(&batch, &table_schema)?,
-                )?);
-            }
-        }
-        let rows = sort_dedup(def, &stored)?;
-        drop(stored);
-        let files = if rows.num_rows() == 0 {
-            Vec::new()
-        } else {
-            let file_id = lock(&self.state).next_id();
-            self.write_files(def, id, file_id, &snapshot.shards, &rows)?
+        // One window of shards at a time: memory holds about one output file's rows, never the
+        // table. Every key is live in one run only, so a window's rows need sorting, not merging.
+        let windows = compaction_windows(
+            &snapshot.runs,
+            snapshot.shards.shard_count(),
+            self.options.rows_per_file as u64,
+        );
+        let started = std::time::Instant::now();
+        let mut report = Compaction {
+            runs: snapshot.runs.len(),
+            windows: windows.len(),
+            ..Compaction::default()
         };
-        let keys = || key_set_of_rows(def, &rows, seq);
+        let mut files: Vec<DataFileRef> = Vec::new();
+        let written = windows.into_iter().try_for_each(|window| {
+            let (window_files, rows) = self.compact_window(&snapshot, id, window)?;
+            report.rows += rows;
+            report.largest_window_rows = report.largest_window_rows.max(rows);
+            files.extend(window_files);
+            Ok::<_, Error>(())
+        });
+        if let Err(e) = written {
+            retire_files(&files);
+            return Err(e);
+        }
+        let tagged: Vec<(u64, DataFileRef)> = files.iter().map(|f| (seq, f.clone())).collect();
+        let keys = || files_key_set(def, &tagged);
+        report.millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let how = Install {
             replaces: snapshot.runs.iter().map(|r| r.seq).collect(),
             newer_only: true,
+            compaction: Some(report),
             ..Install::default()
         };
         match self.install(name, id, vec![NewRun { seq, files }], &keys, how) {
@@ -1773,10 +1851,87 @@ impl Inner {
             Err(Error::NoSuchTable { .. }) => return Ok(false),
             Err(e) => return Err(e),
         }
-        tracing::debug!(table = %name, runs = snapshot.runs.len(), rows = rows.num_rows(), "compacted");
+        tracing::debug!(table = %name, runs = report.runs, rows = report.rows, windows = report.windows, "compacted");
         Ok(true)
     }
+
+    /// Writes the live rows of one window of shards of `snapshot`'s runs as files of a new run;
+    /// returns the files and their rows.
+    fn compact_window(
+        &self,
+        snapshot: &TableSnapshot,
+        id: u64,
+        window: std::ops::RangeInclusive<u32>,
+    ) -> Result<(Vec<DataFileRef>, u64)> {
+        let def = &snapshot.def;
+        let table_schema = def.arrow_schema();
+        let stored = scan::read_shards(snapshot, window)?
+            .iter()
+            .map(|batch| with_tokens(def, &crate::store::cast_batch(batch, &table_schema)?))
+            .collect::<Result<Vec<_>>>()?;
+        let rows = sort_dedup(def, &stored)?;
+        drop(stored);
+        if rows.num_rows() == 0 {
+            return Ok((Vec::new(), 0));
+        }
+        let file_id = lock(&self.state).next_id();
+        let files = self.write_files(def, id, file_id, &snapshot.shards, &rows)?;
+        Ok((files, rows.num_rows() as u64))
+    }
 }
+
+/// Starts a background thread that runs `jobs` until their queue closes. The compaction thread
+/// runs at a lower CPU priority (as RocksDB's compaction pool does), so that on a busy machine
+/// rewriting old runs yields to writes and queries; its own parallel sorts inherit that.
+fn background_thread(
+    inner: &Arc<Inner>,
+    name: &str,
+    jobs: std::sync::mpsc::Receiver<Job>,
+    compacting: bool,
+) -> Result<JoinHandle<()>> {
+    let worker = inner.clone();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            if compacting {
+                lower_thread_priority();
+            }
+            while let Ok(job) = jobs.recv() {
+                worker.run_job(job, compacting);
+            }
+        })
+        .map_err(Error::io("starting a background thread of", &inner.dir))
+}
+
+/// How much nicer than the process the compaction thread runs (Unix nice values, 0 to 19).
+const COMPACTION_NICENESS: i32 = 10;
+
+/// Lowers the calling thread's CPU priority by [`COMPACTION_NICENESS`]; threads it starts
+/// inherit it. Best effort: a failure costs only priority.
+#[cfg(target_os = "linux")]
+#[allow(
+    unsafe_code,
+    reason = "a thread's nice value is set through libc::setpriority"
+)]
+fn lower_thread_priority() {
+    // SAFETY: gettid has no preconditions; setpriority with PRIO_PROCESS and a thread id
+    // changes only that thread's nice value on Linux, and reports failure through its result.
+    let failed = unsafe {
+        let thread = libc::gettid() as libc::id_t;
+        let current = libc::getpriority(libc::PRIO_PROCESS, thread);
+        libc::setpriority(
+            libc::PRIO_PROCESS,
+            thread,
+            (current + COMPACTION_NICENESS).min(19),
+        ) != 0
+    };
+    if failed {
+        tracing::debug!("could not lower the compaction thread's priority");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_thread_priority() {}
 
 /// Once the memtable holds this many flushes' worth of rows, writers flush it themselves (a
 /// write stall) instead of leaving it to the background thread.
@@ -1843,12 +1998,63 @@ struct Install {
     drop_chunk_rows: bool,
     /// Remove this many frozen chunks in the same step (a flush of them).
     drain_frozen: usize,
+    /// What the compaction that wrote the new run did (its time is set at commit).
+    compaction: Option<Compaction>,
 }
 
 /// The keys of sorted rows in stored form, all tagged `seq`.
 fn key_set_of_rows(def: &TableDef, rows: &RecordBatch, seq: u64) -> Result<KeySet> {
     let hashes = keys::key_hashes(def, rows)?;
     KeySet::new(def, &[Tagged::of_rows(def, rows, hashes.values(), seq)])
+}
+
+/// The keys of run files, read back from them, each file's tagged with its run's sequence number.
+fn files_key_set(def: &TableDef, files: &[(u64, DataFileRef)]) -> Result<KeySet> {
+    let read = files
+        .iter()
+        .map(|(_, f)| keys::file_keys(def, f))
+        .collect::<Result<Vec<_>>>()?;
+    let tagged: Vec<Tagged<'_>> = read
+        .iter()
+        .zip(files)
+        .map(|(k, (seq, _))| k.tagged(*seq))
+        .collect();
+    KeySet::new(def, &tagged)
+}
+
+/// Consecutive ranges of shards, covering all `shard_count`, that each hold about `target` rows
+/// of `runs` (at least one shard each): the units a compaction rewrites one at a time. A row
+/// group's rows are taken as spread evenly over its shards, and superseded rows are counted, so
+/// a window never holds more than its estimate (beyond one shard's rows).
+fn compaction_windows(
+    runs: &[Arc<Run>],
+    shard_count: u32,
+    target: u64,
+) -> Vec<std::ops::RangeInclusive<u32>> {
+    let mut per_shard = vec![0f64; shard_count as usize];
+    for info in runs
+        .iter()
+        .flat_map(|r| r.files.iter().flat_map(|f| f.groups.iter()))
+    {
+        let last = info.last_shard.min(shard_count.saturating_sub(1));
+        let span = f64::from(last.saturating_sub(info.first_shard) + 1);
+        for shard in &mut per_shard[info.first_shard as usize..=last as usize] {
+            *shard += info.rows as f64 / span;
+        }
+    }
+    let mut windows = Vec::new();
+    let (mut start, mut held) = (0u32, 0f64);
+    for (shard, rows) in (0u32..).zip(&per_shard) {
+        if held > 0.0 && held + rows > target as f64 {
+            windows.push(start..=shard - 1);
+            (start, held) = (shard, 0.0);
+        }
+        held += rows;
+    }
+    if start < shard_count {
+        windows.push(start..=shard_count - 1);
+    }
+    windows
 }
 
 /// Whether `runs` want compacting: too many overlap, or one holds too many superseded rows.

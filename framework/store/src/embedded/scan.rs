@@ -33,6 +33,7 @@ use parquet::arrow::arrow_reader::{
 };
 use quarry_core::schema::TableDef;
 use quarry_core::shard_map::ShardMap;
+use quarry_core::shard_set::ShardSet;
 use quarry_core::token::TokenRange;
 
 use crate::embedded::data_file::DataFileRef;
@@ -531,13 +532,31 @@ impl SplitSource for Spawned {
     }
 }
 
-/// Reads every live row of a snapshot in token order of its splits, synchronously, in stored
-/// form minus the token column (for compaction).
-pub(crate) fn read_all(snapshot: &TableSnapshot) -> Result<Vec<Vec<RecordBatch>>> {
-    let request = ScanRequest::full(snapshot.def.table_name());
+/// Reads every live row of a snapshot's runs in shards `shards`, synchronously, in the table's
+/// columns (for compaction, one window of shards at a time). The runs are read one after the
+/// other in the snapshot's order, so of rows with equal keys the newest run's comes last.
+pub(crate) fn read_shards(
+    snapshot: &TableSnapshot,
+    shards: std::ops::RangeInclusive<u32>,
+) -> Result<Vec<RecordBatch>> {
+    let request = ScanRequest {
+        shards: Some(ShardSet::from_ranges([shards])),
+        ..ScanRequest::full(snapshot.def.table_name())
+    };
     let mut out = Vec::new();
-    for (_, source) in plan_sources(snapshot, &request)?.1 {
-        out.push(source.batches()?.collect::<Result<Vec<_>>>()?);
+    for run in &snapshot.runs {
+        let one = TableSnapshot {
+            def: snapshot.def.clone(),
+            shards: snapshot.shards,
+            runs: vec![run.clone()],
+            chunks: Vec::new(),
+            mem_keys: Arc::default(),
+        };
+        for (_, source) in plan_sources(&one, &request)?.1 {
+            for batch in source.batches()? {
+                out.push(batch?);
+            }
+        }
     }
     Ok(out)
 }
