@@ -306,9 +306,32 @@ fn stdin_loads_and_output_formats_pipe() {
     let report = stdout(&ok(quarry(dir.path(), &["describe", "ks.kv"])));
     assert!(
         report.contains("rows: 2 live in runs (0 superseded")
-            && report.contains("last compaction: 20"),
+            && report.contains("last compaction: 20")
+            && report.contains("2 run(s) into one, 2 rows in 1 window(s) of at most 2 rows"),
         "{report}"
     );
+    // The same, for every table at once.
+    let verbose = stdout(&ok(quarry(
+        dir.path(),
+        &["tables", "--verbose", "--format", "csv", "ks"],
+    )));
+    let mut lines = verbose.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "keyspace,table,kind,partition_key,clustering,runs,overlap_depth,files,bytes,\
+             live_rows,superseded_rows,memtable_rows,last_compaction"
+        )
+    );
+    let row: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    assert_eq!(
+        row[..8],
+        ["ks", "kv", "table", "k", "", "1", "1", "1"],
+        "{verbose}"
+    );
+    assert!(row[8].parse::<u64>().unwrap() > 0, "{verbose}");
+    assert_eq!(row[9..12], ["2", "0", "0"], "{verbose}");
+    assert!(row[12].starts_with("20"), "{verbose}");
 }
 
 #[test]

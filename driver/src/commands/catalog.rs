@@ -15,9 +15,10 @@ pub async fn tables(
     args: TablesArgs,
 ) -> anyhow::Result<()> {
     let mut backend = super::backend(data_dir, driver, store).await?;
+    let verbose = if args.verbose { " VERBOSE" } else { "" };
     let sql = match &args.keyspace {
-        Some(ks) => format!("SHOW TABLES IN {ks}"),
-        None => "SHOW TABLES".to_string(),
+        Some(ks) => format!("SHOW TABLES{verbose} IN {ks}"),
+        None => format!("SHOW TABLES{verbose}"),
     };
     let output = backend.execute(&sql).await?;
     write_result(
@@ -48,10 +49,7 @@ pub async fn describe(
     }
     let def = quarry_store::Store::table(store.as_ref(), &name)?;
     let keyspace = quarry_store::Store::keyspace(store.as_ref(), &name.keyspace)?;
-    let stats = match opened.embedded() {
-        Some(embedded) => Some(embedded.table_stats(&name)?),
-        None => None,
-    };
+    let stats = quarry_store::Store::storage(store.as_ref(), &name)?;
     println!("{};\n", def.to_cql());
     let output = session.execute(&format!("DESCRIBE {name}")).await?;
     write_result(

@@ -95,9 +95,12 @@ pub enum Statement {
     Use { keyspace: String },
     /// `SHOW KEYSPACES` (or `DESCRIBE KEYSPACES`).
     ShowKeyspaces,
-    /// `SHOW TABLES [IN ks]` (or `DESCRIBE TABLES`); `None` is the session's keyspace, or every
-    /// keyspace without one.
-    ShowTables { keyspace: Option<String> },
+    /// `SHOW TABLES [VERBOSE] [IN ks]` (or `DESCRIBE TABLES`); `None` is the session's keyspace,
+    /// or every keyspace without one. `VERBOSE` adds how the store keeps each table.
+    ShowTables {
+        keyspace: Option<String>,
+        verbose: bool,
+    },
     /// `DESCRIBE KEYSPACE ks`.
     DescribeKeyspace { name: String },
     /// `DESCRIBE [TABLE | VIEW] name`: a table, a view or a temporary view.
@@ -1190,9 +1193,11 @@ impl<'a> Parser<'a> {
         Ok(Statement::ShowKeyspaces)
     }
 
+    /// `SHOW TABLES [VERBOSE] [IN ks] [VERBOSE]`.
     fn show_tables(&mut self) -> Result<Statement> {
         self.advance();
         self.advance();
+        let mut verbose = self.accept_keyword("VERBOSE");
         let keyspace = if self.accept_keyword("IN") || self.accept_keyword("FROM") {
             Some(
                 self.identifier("keyspace", "a keyspace name after SHOW TABLES IN")?
@@ -1201,8 +1206,9 @@ impl<'a> Parser<'a> {
         } else {
             None
         };
+        verbose |= self.accept_keyword("VERBOSE");
         self.expect_end()?;
-        Ok(Statement::ShowTables { keyspace })
+        Ok(Statement::ShowTables { keyspace, verbose })
     }
 
     /// `DESCRIBE TABLES`: every keyspace's tables.
@@ -1210,7 +1216,10 @@ impl<'a> Parser<'a> {
         self.advance();
         self.advance();
         self.expect_end()?;
-        Ok(Statement::ShowTables { keyspace: None })
+        Ok(Statement::ShowTables {
+            keyspace: None,
+            verbose: false,
+        })
     }
 
     fn describe_keyspace(&mut self) -> Result<Statement> {
@@ -1839,22 +1848,37 @@ mod tests {
     fn show_and_describe() {
         assert_eq!(parse("SHOW KEYSPACES"), Statement::ShowKeyspaces);
         assert_eq!(parse("describe keyspaces;"), Statement::ShowKeyspaces);
-        assert_eq!(
-            parse("show tables"),
-            Statement::ShowTables { keyspace: None }
-        );
-        assert_eq!(
-            parse("DESC TABLES"),
-            Statement::ShowTables { keyspace: None }
-        );
+        let all = Statement::ShowTables {
+            keyspace: None,
+            verbose: false,
+        };
+        assert_eq!(parse("show tables"), all);
+        assert_eq!(parse("DESC TABLES"), all);
         for sql in ["SHOW TABLES IN iot", "show tables from IOT;"] {
             assert_eq!(
                 parse(sql),
                 Statement::ShowTables {
-                    keyspace: Some("iot".into())
+                    keyspace: Some("iot".into()),
+                    verbose: false,
                 }
             );
         }
+        for sql in ["SHOW TABLES VERBOSE IN iot", "show tables in iot verbose"] {
+            assert_eq!(
+                parse(sql),
+                Statement::ShowTables {
+                    keyspace: Some("iot".into()),
+                    verbose: true,
+                }
+            );
+        }
+        assert_eq!(
+            parse("SHOW TABLES VERBOSE"),
+            Statement::ShowTables {
+                keyspace: None,
+                verbose: true,
+            }
+        );
         assert_eq!(
             parse("DESCRIBE KEYSPACE iot"),
             Statement::DescribeKeyspace { name: "iot".into() }

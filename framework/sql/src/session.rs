@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt32Array};
+use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::execution::context::SessionContext;
 use datafusion::execution::runtime_env::RuntimeEnv;
@@ -422,9 +422,10 @@ impl QuarrySession {
                 Ok(QueryOutput::message(format!("using keyspace {keyspace}")))
             }
             Statement::ShowKeyspaces => self.show_keyspaces(),
-            Statement::ShowTables { keyspace: shown } => {
-                self.show_tables(shown.as_deref().or(keyspace.as_deref()))
-            }
+            Statement::ShowTables {
+                keyspace: shown,
+                verbose,
+            } => self.show_tables(shown.as_deref().or(keyspace.as_deref()), verbose),
             Statement::DescribeKeyspace { name } => {
                 let ks = self.store.keyspace(&name)?;
                 let tables = self.store.tables(Some(&name))?;
@@ -759,8 +760,9 @@ impl QuarrySession {
         )
     }
 
-    /// Tables and views of `keyspace` (or of every keyspace), and the session's temporary views.
-    fn show_tables(&self, keyspace: Option<&str>) -> Result<QueryOutput> {
+    /// Tables and views of `keyspace` (or of every keyspace), and the session's temporary views;
+    /// `verbose` adds how the store keeps each table.
+    fn show_tables(&self, keyspace: Option<&str>, verbose: bool) -> Result<QueryOutput> {
         let tables = self.store.tables(keyspace)?;
         let views = self.store.views(keyspace)?;
         // keyspace, name, kind, partition key, clustering
@@ -805,7 +807,18 @@ impl QuarrySession {
         let column = |i: usize| -> ArrayRef {
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r[i])))
         };
-        QueryOutput::rows(schema, (0..5).map(column).collect())
+        let columns: Vec<ArrayRef> = (0..5).map(column).collect();
+        if !verbose {
+            return QueryOutput::rows(schema, columns);
+        }
+        let stats = rows
+            .iter()
+            .map(|r| match r[2].as_str() {
+                "table" => self.store.storage(&TableName::new(&r[0], &r[1])),
+                _ => Ok(None),
+            })
+            .collect::<quarry_store::Result<Vec<_>>>()?;
+        storage_columns(&schema, columns, &stats)
     }
 
     /// `DESCRIBE name`: a temporary view (for a bare name), else a table or view of the name's
@@ -888,6 +901,45 @@ impl QuarrySession {
 /// `DESCRIBE` of a view: its columns as a table's are shown (`kind` is `view`; the CQL type is
 /// the one a `CREATE TABLE ... AS` would give the column), then one row of kind `query` whose
 /// `type` is the view's query.
+/// `SHOW TABLES VERBOSE`'s columns after the plain listing's: how the store keeps each table
+/// (null where the store does not say, and for views).
+fn storage_columns(
+    listing: &Schema,
+    mut columns: Vec<ArrayRef>,
+    stats: &[Option<quarry_store::TableStats>],
+) -> Result<QueryOutput> {
+    type Measure = fn(&quarry_store::TableStats) -> u64;
+    let measures: [(&str, Measure); 7] = [
+        ("runs", |s| s.runs as u64),
+        ("overlap_depth", |s| s.overlap_depth as u64),
+        ("files", |s| s.files as u64),
+        ("bytes", |s| s.bytes),
+        ("live_rows", |s| {
+            s.run_rows - s.deleted_rows + s.memtable_rows
+        }),
+        ("superseded_rows", |s| s.deleted_rows),
+        ("memtable_rows", |s| s.memtable_rows),
+    ];
+    let mut fields: Vec<Field> = listing
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    for (name, measure) in measures {
+        fields.push(Field::new(name, DataType::UInt64, true));
+        columns.push(Arc::new(UInt64Array::from_iter(
+            stats.iter().map(|s| s.as_ref().map(measure)),
+        )));
+    }
+    fields.push(Field::new("last_compaction", DataType::Utf8, true));
+    columns.push(Arc::new(StringArray::from_iter(stats.iter().map(|s| {
+        let at = s.as_ref()?.last_compaction?.at_ms;
+        arrow::temporal_conversions::timestamp_ms_to_datetime(at)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+    }))));
+    QueryOutput::rows(Arc::new(Schema::new(fields)), columns)
+}
+
 fn describe_view(plan: &LogicalPlan, sql: &str) -> Result<QueryOutput> {
     let fields = plan.schema().fields();
     let schema = Arc::new(Schema::new(vec![

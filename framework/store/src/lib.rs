@@ -18,10 +18,10 @@ pub mod predicate;
 pub mod scan_ranges;
 pub mod store;
 
-pub use embedded::{Compaction, EmbeddedOptions, EmbeddedStore, TableStats};
+pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::{Error, Failure, FailureKind, Result};
 pub use predicate::{CmpOp, Predicate};
 pub use store::{
-    BatchStream, ReadCounters, ScanPlan, ScanRequest, ScanSplit, SplitSource, StagedWrite, Store,
-    WriteSummary, cast_batch, row_tokens, scan_schema,
+    BatchStream, Compaction, ReadCounters, ScanPlan, ScanRequest, ScanSplit, SplitSource,
+    StagedWrite, Store, TableStats, WriteSummary, cast_batch, row_tokens, scan_schema,
 };

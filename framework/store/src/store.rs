@@ -27,6 +27,7 @@ use quarry_core::partition_key::{KeyColumn, tokens};
 use quarry_core::placement::Placement;
 use quarry_core::schema::{KeyspaceDef, TableDef, TableName, ViewDef};
 use quarry_core::shard_set::ShardSet;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::predicate::Predicate;
@@ -317,4 +318,48 @@ pub trait Store: Send + Sync + Debug {
     async fn refresh_catalog(&self) -> Result<()> {
         Ok(())
     }
+
+    /// How the store keeps a table's rows (runs, overlap, bytes, compaction), for `SHOW TABLES
+    /// VERBOSE` and `quarry describe`; `None` where the store does not say (a CQL cluster keeps
+    /// that to itself).
+    fn storage(&self, name: &TableName) -> Result<Option<TableStats>> {
+        self.table(name)?;
+        Ok(None)
+    }
+}
+
+/// Counters describing what the store holds, for tests, `DESCRIBE` and logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableStats {
+    pub runs: usize,
+    pub files: usize,
+    pub row_groups: usize,
+    /// Rows in runs, counting rows newer writes superseded.
+    pub run_rows: u64,
+    /// Rows of runs that newer writes superseded (in deletion vectors, dropped by compaction).
+    pub deleted_rows: u64,
+    /// The most runs holding rows of any one shard.
+    pub overlap_depth: usize,
+    pub memtable_rows: u64,
+    /// Bytes of the runs' files on disk (data and deletion vectors).
+    pub bytes: u64,
+    /// What the last compaction that rewrote runs of the table did.
+    pub last_compaction: Option<Compaction>,
+}
+
+/// What a compaction did, for `DESCRIBE` and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compaction {
+    /// When it committed, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// Runs merged into one.
+    pub runs: usize,
+    /// Live rows written.
+    pub rows: u64,
+    /// Windows of shards rewritten one at a time.
+    pub windows: usize,
+    /// Rows read into memory at once: the most rows of any window.
+    pub largest_window_rows: u64,
+    /// How long it took, reading to commit.
+    pub millis: u64,
 }

@@ -15,6 +15,7 @@ use quarry_core::schema::{KeyspaceDef, TableDef, ViewDef};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::store::Compaction;
 
 pub const MANIFEST_FILE: &str = "MANIFEST.json";
 const FORMAT: u32 = 1;
@@ -44,23 +45,6 @@ pub struct TableEntry {
     /// What the table's last compaction did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_compaction: Option<Compaction>,
-}
-
-/// What a compaction did, for `DESCRIBE` and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Compaction {
-    /// When it committed, in milliseconds since the Unix epoch.
-    pub at_ms: i64,
-    /// Runs merged into one.
-    pub runs: usize,
-    /// Live rows written.
-    pub rows: u64,
-    /// Windows of shards rewritten one at a time.
-    pub windows: usize,
-    /// Rows read into memory at once: the most rows of any window.
-    pub largest_window_rows: u64,
-    /// How long it took, reading to commit.
-    pub millis: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

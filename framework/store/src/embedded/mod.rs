@@ -60,13 +60,13 @@ use quarry_core::shard_map::ShardMap;
 use crate::conform::conform_batches;
 use crate::error::{Error, Result};
 use crate::names::Names;
-use crate::store::{ScanPlan, ScanRequest, StagedWrite, Store, WriteSummary};
+use crate::store::{
+    Compaction, ScanPlan, ScanRequest, StagedWrite, Store, TableStats, WriteSummary,
+};
 use data_file::{DataFile, DataFileRef, Layout};
 use deletes::Deletes;
 use keys::{KeySet, Tagged};
 use manifest::{Manifest, RunEntry, TableEntry, create_dir_durably};
-
-pub use manifest::Compaction;
 use memtable::MemChunk;
 use reader::Reader;
 use scan::{MemKeys, Run, TableSnapshot};
@@ -109,25 +109,6 @@ impl Default for EmbeddedOptions {
             background: true,
         }
     }
-}
-
-/// Counters describing what the store holds, for tests, `DESCRIBE` and logs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TableStats {
-    pub runs: usize,
-    pub files: usize,
-    pub row_groups: usize,
-    /// Rows in runs, counting rows newer writes superseded.
-    pub run_rows: u64,
-    /// Rows of runs that newer writes superseded (in deletion vectors, dropped by compaction).
-    pub deleted_rows: u64,
-    /// The most runs holding rows of any one shard.
-    pub overlap_depth: usize,
-    pub memtable_rows: u64,
-    /// Bytes of the runs' files on disk (data and deletion vectors).
-    pub bytes: u64,
-    /// What the last compaction that rewrote runs of the table did.
-    pub last_compaction: Option<Compaction>,
 }
 
 /// The embedded store; see the module docs. Opened either as the directory's one writer
@@ -2149,6 +2130,10 @@ fn retire(tables: Vec<TableState>) {
 impl Store for EmbeddedStore {
     fn kind(&self) -> &'static str {
         "embedded"
+    }
+
+    fn storage(&self, name: &TableName) -> Result<Option<TableStats>> {
+        self.table_stats(name).map(Some)
     }
 
     fn keyspaces(&self) -> Vec<KeyspaceDef> {
