@@ -2043,32 +2043,66 @@ fn wants_compaction(runs: &[Arc<Run>], options: &EmbeddedOptions) -> bool {
     compaction_start(runs, options, false).is_some()
 }
 
-fn too_dead(run: &Run, options: &EmbeddedOptions) -> bool {
-    run.deleted_rows() as f64 > run.rows() as f64 * options.max_dead_fraction
+/// What the compaction policy looks at in a run: its rows, and how many of them newer writes
+/// superseded.
+#[derive(Debug, Clone, Copy)]
+struct RunShape {
+    rows: u64,
+    dead: u64,
+}
+
+impl RunShape {
+    fn too_dead(&self, options: &EmbeddedOptions) -> bool {
+        self.dead as f64 > self.rows as f64 * options.max_dead_fraction
+    }
 }
 
 /// Where the newest-first suffix of runs to merge starts; `None` when there is nothing worth
 /// merging.
 fn compaction_start(runs: &[Arc<Run>], options: &EmbeddedOptions, full: bool) -> Option<usize> {
-    let first_dead = runs.iter().position(|r| too_dead(r, options));
-    let deep = scan::overlap_depth(runs) > options.max_runs;
+    let shapes: Vec<RunShape> = runs
+        .iter()
+        .map(|r| RunShape {
+            rows: r.rows(),
+            dead: r.deleted_rows(),
+        })
+        .collect();
+    choose_merge(&shapes, scan::overlap_depth(runs), options, full)
+}
+
+/// The compaction policy, over runs oldest first and how deep they overlap. `full` merges them
+/// all. Otherwise read amplification comes first: once more than `max_runs` overlap, the newer
+/// runs are merged, leaving out old runs larger than everything newer combined (size tiers),
+/// even one with many superseded rows, whose rewrite would take long while fresh runs keep piling
+/// up. Without too many runs, a run with more than `max_dead_fraction` of its rows superseded is
+/// rewritten with everything newer.
+fn choose_merge(
+    runs: &[RunShape],
+    depth: usize,
+    options: &EmbeddedOptions,
+    full: bool,
+) -> Option<usize> {
+    let first_dead = runs.iter().position(|r| r.too_dead(options));
+    let deep = depth > options.max_runs;
     if !(full || deep || first_dead.is_some()) {
         return None;
     }
-    let rows = |r: &Arc<Run>| r.rows();
     let mut start = 0;
     while !full && runs.len() - start > 2 {
-        let newer: u64 = runs[start + 1..].iter().map(rows).sum();
-        if rows(&runs[start]) <= newer {
+        let newer: u64 = runs[start + 1..].iter().map(|r| r.rows).sum();
+        if runs[start].rows <= newer {
             break;
         }
         start += 1;
+    }
+    if deep && !full && runs.len() - start >= 2 {
+        return Some(start);
     }
     if let Some(dead) = first_dead {
         start = start.min(dead);
     }
     let merged = &runs[start..];
-    let worth = merged.len() >= 2 || merged.iter().any(|r| too_dead(r, options));
+    let worth = merged.len() >= 2 || merged.iter().any(|r| r.too_dead(options));
     worth.then_some(start)
 }
 
@@ -2292,4 +2326,40 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Internal(format!("a store task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shapes(runs: &[(u64, u64)]) -> Vec<RunShape> {
+        runs.iter()
+            .map(|&(rows, dead)| RunShape { rows, dead })
+            .collect()
+    }
+
+    #[test]
+    fn a_pile_of_fresh_runs_is_merged_before_a_large_run_with_superseded_rows() {
+        let options = EmbeddedOptions::default();
+        // A 10M-row base with 20% superseded, and six fresh runs over the whole ring.
+        let mut runs = vec![(10_000_000, 2_000_000)];
+        runs.extend([(300_000, 0); 6]);
+        assert_eq!(choose_merge(&shapes(&runs), 7, &options, false), Some(1));
+        // Once they are one run, the base is rewritten with it.
+        let merged = [(10_000_000, 2_000_000), (1_800_000, 0)];
+        assert_eq!(choose_merge(&shapes(&merged), 2, &options, false), Some(0));
+        // Nothing superseded and few runs: nothing to do; `full` merges everything.
+        let clean = [(10_000_000, 0), (1_800_000, 0)];
+        assert_eq!(choose_merge(&shapes(&clean), 2, &options, false), None);
+        assert_eq!(choose_merge(&shapes(&clean), 2, &options, true), Some(0));
+        // Size tiers: each run larger than everything newer combined is left out.
+        let tiers = [
+            (10_000_000, 0),
+            (2_000_000, 0),
+            (300_000, 0),
+            (300_000, 0),
+            (300_000, 0),
+        ];
+        assert_eq!(choose_merge(&shapes(&tiers), 5, &options, false), Some(2));
+    }
 }
