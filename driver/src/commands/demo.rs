@@ -138,6 +138,7 @@ pub async fn run(data_dir: &Path, store_args: &StoreArgs, args: DemoArgs) -> any
                 nodes.join(", ")
             );
             let options = crate::store::scylla_options(store_args)?;
+            let options = Box::new(options);
             (WorkerStores::Scylla { options, nodes }, place)
         }
     };

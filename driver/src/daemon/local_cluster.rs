@@ -33,7 +33,7 @@ pub enum WorkerStores {
     /// A connection to the CQL cluster per node in `nodes` (its CQL addresses), reading from
     /// that node first, as a worker co-located with it does.
     Scylla {
-        options: quarry_scylla::ScyllaOptions,
+        options: Box<quarry_scylla::ScyllaOptions>,
         nodes: Vec<String>,
     },
 }
@@ -57,7 +57,7 @@ impl WorkerStores {
             WorkerStores::Scylla { options, .. } => {
                 let options = quarry_scylla::ScyllaOptions {
                     local_node: Some(node.to_string()),
-                    ..options.clone()
+                    ..options.as_ref().clone()
                 };
                 Arc::new(quarry_scylla::ScyllaStore::connect(options).await?)
             }

@@ -154,6 +154,10 @@ pub(crate) async fn execute_ddl(shared: &Shared, statement: &Statement) -> Respo
     })
 }
 
+/// The most bytes of values one batch may carry, as ScyllaDB's default
+/// `batch_size_fail_threshold_in_kb` (1024): a larger batch fails, as it would on a real node.
+pub const BATCH_FAIL_BYTES: usize = 1024 * 1024;
+
 pub(crate) async fn execute_batch(
     shared: &Shared,
     node: usize,
@@ -164,6 +168,23 @@ pub(crate) async fn execute_batch(
         return Err(CqlError::invalid(
             "counter batches are not supported (Quarry has no counters)",
         ));
+    }
+    let bytes: usize = batch
+        .statements
+        .iter()
+        .flat_map(|(_, values)| values)
+        .map(|v| match v {
+            Value::Set(b) => b.len(),
+            Value::Null | Value::NotSet => 0,
+        })
+        .sum();
+    if bytes > BATCH_FAIL_BYTES {
+        return Err(CqlError::invalid(format!(
+            "Batch too large: {} KiB of values, over the {} KiB limit (ScyllaDB's \
+             batch_size_fail_threshold_in_kb); send smaller batches",
+            bytes.div_ceil(1024),
+            BATCH_FAIL_BYTES / 1024
+        )));
     }
     let keyspace = connection
         .keyspace

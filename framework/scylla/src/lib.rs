@@ -57,8 +57,12 @@ pub struct ScyllaOptions {
     pub write_consistency: Consistency,
     /// Rows per page of a scan.
     pub page_size: i32,
-    /// Rows per unlogged batch.
+    /// Rows per unlogged batch, at most.
     pub batch_rows: usize,
+    /// Bytes of values per unlogged batch, at most (a row larger than this goes alone). The
+    /// default, 64 KiB, stays under ScyllaDB's warning threshold for batches (128 KiB) and far
+    /// under the size at which it refuses them (1 MiB).
+    pub batch_bytes: usize,
     /// Batches in flight per write.
     pub writes_in_flight: usize,
     /// Quarry's shards per keyspace (the unit of pruning and scheduling).
@@ -81,6 +85,7 @@ impl Default for ScyllaOptions {
             write_consistency: Consistency::LocalQuorum,
             page_size: 5000,
             batch_rows: 100,
+            batch_bytes: 64 * 1024,
             writes_in_flight: 8,
             shards: quarry_core::schema::DEFAULT_SHARDS,
             read_rows_per_second: None,

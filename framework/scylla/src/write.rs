@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!   batches ─dedupe by primary key (last wins)─▶ tokens ─▶ primary replica ─▶ groups
-//!   group ─chunks of ≤ batch_rows─▶ UNLOGGED BATCH of INSERT ... VALUES (?, ...) ─▶ cluster
+//!   group, in token order ─chunks of ≤ batch_rows and ≤ batch_bytes─▶ UNLOGGED BATCH of
+//!   INSERT ... VALUES (?, ...) ─▶ cluster
 //! ```
 //!
 //! Values go from Arrow columns to the wire through the same codec the token hash uses
@@ -136,6 +137,9 @@ pub(crate) async fn write(
     // Group by primary replica, so a batch is applied where its rows live.
     let state = inner.session.get_cluster_state();
     let mut groups: HashMap<Option<uuid::Uuid>, Vec<(usize, usize)>> = HashMap::new();
+    // In token order, a batch's rows share partitions where they can (a batch over many
+    // partitions costs its coordinator more).
+    keep.sort_by_key(|&(b, row)| tokens[b].value(row));
     for (b, row) in keep {
         let token = tokens[b].value(row);
         let primary = state
@@ -159,12 +163,26 @@ pub(crate) async fn write(
     insert.set_consistency(inner.options.write_consistency);
     insert.set_is_idempotent(true);
 
+    let row_bytes = |b: usize, row: usize| -> usize {
+        encoders[b]
+            .iter()
+            .filter(|e| !e.is_null(row))
+            .map(|e| {
+                let mut cell = Vec::new();
+                // A cell that cannot be encoded fails when the batch is sent, naming it.
+                e.write(row, &mut cell).map_or(0, |()| cell.len())
+            })
+            .sum()
+    };
     let chunks: Vec<Vec<(usize, usize)>> = groups
         .into_values()
         .flat_map(|rows| {
-            rows.chunks(inner.options.batch_rows.max(1))
-                .map(<[_]>::to_vec)
-                .collect::<Vec<_>>()
+            chunk_rows(
+                &rows,
+                inner.options.batch_rows.max(1),
+                inner.options.batch_bytes,
+                |&(b, row)| row_bytes(b, row),
+            )
         })
         .collect();
     let name = def.table_name();
@@ -218,4 +236,52 @@ pub(crate) async fn write(
         });
     }
     Ok(WriteSummary { rows: total })
+}
+
+/// Consecutive chunks of `rows` with at most `max_rows` rows and `max_bytes` bytes each (by
+/// `bytes`); a row larger than `max_bytes` is a chunk of its own.
+fn chunk_rows<T: Clone>(
+    rows: &[T],
+    max_rows: usize,
+    max_bytes: usize,
+    bytes: impl Fn(&T) -> usize,
+) -> Vec<Vec<T>> {
+    let mut chunks: Vec<Vec<T>> = Vec::new();
+    let mut current: Vec<T> = Vec::new();
+    let mut held = 0usize;
+    for row in rows {
+        let size = bytes(row);
+        if !current.is_empty() && (current.len() == max_rows || held + size > max_bytes) {
+            chunks.push(std::mem::take(&mut current));
+            held = 0;
+        }
+        held += size;
+        current.push(row.clone());
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_rows;
+
+    #[test]
+    fn chunks_hold_at_most_their_rows_and_bytes_and_a_large_row_goes_alone() {
+        let sizes = [10, 10, 10, 50, 10, 200, 10, 10, 10, 10, 10];
+        let chunks = chunk_rows(&sizes, 4, 60, |&s| s);
+        assert_eq!(
+            chunks,
+            vec![
+                vec![10, 10, 10],
+                vec![50, 10],
+                vec![200],
+                vec![10, 10, 10, 10],
+                vec![10],
+            ]
+        );
+        assert!(chunk_rows(&[] as &[usize], 4, 60, |&s| s).is_empty());
+    }
 }

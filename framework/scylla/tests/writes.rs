@@ -1,0 +1,114 @@
+//! Writes through the connector stay under the size at which a node refuses a batch: the CQL
+//! server refuses batches over 1 MiB of values, as ScyllaDB does by default, and rows of 20 KiB
+//! each (2 MiB in a batch of 100 rows) still land, every one of them, in batches the connector
+//! cuts by bytes as well as by rows.
+
+use std::sync::Arc;
+
+use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Int64Type};
+use futures::TryStreamExt;
+use quarry_core::cql_type::CqlType;
+use quarry_core::schema::{ColumnDef, KeyspaceDef, TableDef, TableName};
+use quarry_cql::{CqlServer, ServerOptions};
+use quarry_scylla::{ScyllaOptions, ScyllaStore};
+use quarry_store::{EmbeddedOptions, EmbeddedStore, ScanRequest, Store};
+
+const ROWS: i64 = 300;
+const PAYLOAD: usize = 20 * 1024;
+
+fn rows(def: &TableDef) -> RecordBatch {
+    let ids: Vec<i64> = (0..ROWS).collect();
+    let payloads: Vec<String> = ids
+        .iter()
+        .map(|i| {
+            char::from(b'a' + (i % 26) as u8)
+                .to_string()
+                .repeat(PAYLOAD)
+        })
+        .collect();
+    RecordBatch::try_new(
+        def.arrow_schema(),
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from(payloads)),
+        ],
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_rows_are_written_in_batches_a_node_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let backing = Arc::new(EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap());
+    let server = CqlServer::start(
+        backing,
+        ServerOptions {
+            port: 0,
+            ..ServerOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let nodes: Vec<String> = server.addresses().iter().map(|a| a.to_string()).collect();
+    let store = ScyllaStore::connect(ScyllaOptions {
+        nodes: nodes.clone(),
+        ..ScyllaOptions::default()
+    })
+    .await
+    .unwrap();
+    store
+        .create_keyspace(KeyspaceDef::new("ks"), false)
+        .await
+        .unwrap();
+    let def = TableDef::new(
+        "ks",
+        "blobs",
+        vec![
+            ColumnDef::new("id", CqlType::BigInt),
+            ColumnDef::new("payload", CqlType::Text),
+        ],
+        vec!["id".into()],
+        vec![],
+    )
+    .unwrap();
+    store.create_table(def.clone(), false).await.unwrap();
+    let name = TableName::new("ks", "blobs");
+
+    // Cut by rows only, a batch of 100 such rows is refused, naming the limit.
+    let rows_only = ScyllaStore::connect(ScyllaOptions {
+        nodes,
+        batch_bytes: usize::MAX,
+        ..ScyllaOptions::default()
+    })
+    .await
+    .unwrap();
+    let err = rows_only
+        .write(&name, vec![rows(&def)])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("Batch too large"), "{err}");
+
+    assert_eq!(
+        store.write(&name, vec![rows(&def)]).await.unwrap().rows,
+        ROWS as u64
+    );
+    let plan = store.plan_scan(&ScanRequest::full(name)).unwrap();
+    let mut seen = Vec::new();
+    for split in plan.splits {
+        let batches: Vec<RecordBatch> = split.source.open().unwrap().try_collect().await.unwrap();
+        for b in batches {
+            let ids = b.column(0).as_primitive::<Int64Type>();
+            let payloads = arrow::compute::cast(b.column(1), &DataType::Utf8).unwrap();
+            let payloads = payloads.as_string::<i32>();
+            for i in 0..b.num_rows() {
+                let expected = char::from(b'a' + (ids.value(i) % 26) as u8).to_string();
+                assert_eq!(payloads.value(i), expected.repeat(PAYLOAD));
+                seen.push(ids.value(i));
+            }
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..ROWS).collect::<Vec<_>>());
+}
