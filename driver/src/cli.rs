@@ -435,6 +435,10 @@ pub struct SubmitArgs {
     /// instead of running it.
     #[arg(long, conflicts_with = "output")]
     pub explain: bool,
+    /// Start the job on the driver's cluster (--driver) and return at once, printing its job
+    /// id; follow it with `quarry job ID`. Every result must write to a table (write_to).
+    #[arg(long, conflicts_with_all = ["output", "explain"])]
+    pub detach: bool,
 }
 
 #[derive(Debug, Args)]

@@ -203,6 +203,26 @@ impl RemoteDriver {
         Ok(response.into_inner().sinks)
     }
 
+    /// Starts a Rust job whose results all write to tables and returns once it runs, without
+    /// following it: the id of its first result's job, its results, and their jobs' label.
+    pub async fn submit_rust_job(
+        &self,
+        hash: &str,
+        args: &[(String, String)],
+    ) -> anyhow::Result<pb::SubmitRustJobResponse> {
+        let response = self
+            .rpc()
+            .submit_rust_job(pb::SubmitRustJobRequest {
+                protocol_version: quarry_proto::PROTOCOL_VERSION,
+                module_hash: hash.to_string(),
+                args: job_arguments(args),
+                label: self.label.clone(),
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        Ok(response.into_inner())
+    }
+
     /// Runs result `sink` of a Rust job on the cluster and streams its rows; a terminal shows
     /// the job's progress meanwhile.
     pub async fn run_rust_job_sink(

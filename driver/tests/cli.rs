@@ -682,6 +682,10 @@ fn submit_runs_a_job_crate_and_refuses_bad_modules_and_arguments_clearly() {
     assert!(plan.contains("WasmExec"), "{plan}");
     assert!(plan.contains("StoreScanExec"), "{plan}");
 
+    let o = quarry(dir.path(), &["submit", job, "--detach"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--detach leaves the job running on a driver's cluster"));
+
     let o = quarry(dir.path(), &["submit", job, "--arg", "fault=panic"]);
     assert!(!o.status.success());
     let err = stderr(&o);

@@ -299,6 +299,67 @@ async fn the_rollup_job_equals_the_sql_rollup_on_a_cluster() {
     );
 }
 
+/// `quarry submit --detach`: the driver runs the job with no client attached and answers with
+/// its id at once; the job's record and its written rows come out as a followed job's do. A job
+/// with a result that needs a client is refused before anything runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_job_runs_on_without_its_client() {
+    let cluster = cluster_with_readings().await;
+    let driver =
+        quarry_driver::remote::RemoteDriver::connect(&cluster.cluster.url, Some(cluster.token()))
+            .await
+            .unwrap();
+    let hash = driver.put_module(module_bytes(ROLLUP_JOB)).await.unwrap();
+    let args = vec![("bucket_hours".to_string(), "24".to_string())];
+    let submitted = driver.submit_rust_job(&hash, &args).await.unwrap();
+    assert_eq!(submitted.results, 1);
+    drop(driver);
+    let id: u64 = submitted.job_id.parse().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let job = loop {
+        let job = cluster
+            .driver()
+            .jobs
+            .list()
+            .into_iter()
+            .find(|j| j.id.0 == id)
+            .expect("a record of the submitted job");
+        if job.state != quarry_driver::daemon::job_tracker::JobState::Running {
+            break job;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job is still running"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        job.state,
+        quarry_driver::daemon::job_tracker::JobState::Succeeded,
+        "{:?}",
+        job.error
+    );
+    assert_eq!(job.label, submitted.label);
+    assert!(job.sql.contains(&hash), "{}", job.sql);
+    let output = cluster.sql("SELECT * FROM synth.device_rollup").await;
+    assert_same_rollup(&rollup_rows(&output.batches), &expected_rollup().await);
+
+    let driver =
+        quarry_driver::remote::RemoteDriver::connect(&cluster.cluster.url, Some(cluster.token()))
+            .await
+            .unwrap();
+    let faulty = driver.put_module(module_bytes(FAULTY_JOB)).await.unwrap();
+    let err = driver
+        .submit_rust_job(&faulty, &[])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("result 0 is `collect`") && err.contains("without --detach"),
+        "{err}"
+    );
+}
+
 /// A session over a store holding `ks.numbers` = 0..1000.
 async fn numbers(dir: &Path) -> QuarrySession {
     let store = Arc::new(EmbeddedStore::open(dir, EmbeddedOptions::default()).unwrap());

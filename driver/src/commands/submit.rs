@@ -25,6 +25,12 @@ pub async fn run(
     store_args: &StoreArgs,
     args: SubmitArgs,
 ) -> anyhow::Result<()> {
+    if args.detach && driver.url.is_none() {
+        anyhow::bail!(
+            "--detach leaves the job running on a driver's cluster: name one with --driver URL \
+             (or QUARRY_DRIVER), such as the one `quarry up` starts"
+        );
+    }
     let source = crate::job_build::load(&args.job)?;
     if driver.url.is_some() {
         if args.explain {
@@ -88,6 +94,17 @@ async fn run_remote(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let hash = driver.put_module(module).await?;
+    if args.detach {
+        let submitted = driver.submit_rust_job(&hash, &args.args).await?;
+        println!("{}", submitted.job_id);
+        eprintln!(
+            "Job {} runs on the cluster ({} result(s); each after the first starts as the one \
+             before ends, as a job labelled `{}`). Follow it with `quarry job {}`; `quarry jobs` \
+             lists them all.",
+            submitted.job_id, submitted.results, submitted.label, submitted.job_id
+        );
+        return Ok(());
+    }
     let sinks = driver.plan_rust_job(&hash, &args.args).await?;
     let mut out: Box<dyn Write> = match &args.output {
         Some(path) => {

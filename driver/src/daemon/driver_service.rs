@@ -172,6 +172,25 @@ impl DriverService for DriverRpc {
             .map_err(|e| status_of(&e))?;
         Ok(Response::new(pb::PlanRustJobResponse { sinks }))
     }
+
+    async fn submit_rust_job(
+        &self,
+        request: Request<pb::SubmitRustJobRequest>,
+    ) -> Result<Response<pb::SubmitRustJobResponse>, Status> {
+        let request = request.into_inner();
+        check_protocol(request.protocol_version, Peer::Driver, Peer::Client)?;
+        let hash = module_hash(&request.module_hash)?;
+        let submitted = self
+            .0
+            .submit_rust_job(hash, job_args(&request.args), &request.label)
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(pb::SubmitRustJobResponse {
+            job_id: submitted.first_job.to_string(),
+            results: submitted.results as u32,
+            label: submitted.label,
+        }))
+    }
 }
 
 /// A module hash from a request.

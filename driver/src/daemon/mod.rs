@@ -275,6 +275,90 @@ impl DriverState {
         Ok(session.execute_plan(&text, plan.plan).await?)
     }
 
+    /// Starts a Rust job whose results all write to tables, with no client attached: its
+    /// results run one after another, each a job labelled alike. Returns once the first one
+    /// runs (a job that cannot be planned or started fails here), with its id.
+    pub async fn submit_rust_job(
+        self: &Arc<Self>,
+        hash: quarry_wasm::ModuleHash,
+        args: quarry_sdk::dag::JobArgs,
+        label: &str,
+    ) -> Result<Submitted> {
+        let sinks = self.plan_rust_job(&hash, &args).await?;
+        if let Some((i, sink)) = sinks
+            .iter()
+            .enumerate()
+            .find(|(_, s)| !s.starts_with("write "))
+        {
+            return Err(quarry_jobs::Error::Job {
+                message: format!(
+                    "a detached job must write all its results to tables, and result {i} is \
+                     `{sink}`, which needs a client to receive it; run the job without \
+                     --detach, or write that result with write_to"
+                ),
+            }
+            .into());
+        }
+        let label = format!(
+            "{label} detached {} #{}",
+            &hash.to_string()[..12],
+            DETACHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+        );
+        let (started, first) = tokio::sync::oneshot::channel();
+        let driver = self.clone();
+        let results = sinks.len();
+        let job_label = label.clone();
+        tokio::spawn(async move {
+            let mut started = Some(started);
+            for sink in 0..results {
+                let stream = driver
+                    .run_rust_job_sink(&hash, &args, sink, &job_label)
+                    .await;
+                let mut stream = match (stream, started.take()) {
+                    (Ok(stream), Some(reply)) => {
+                        let id = driver
+                            .jobs
+                            .list()
+                            .iter()
+                            .filter(|j| j.label == job_label)
+                            .map(|j| j.id)
+                            .max();
+                        let _ = reply.send(id.ok_or_else(|| {
+                            quarry_jobs::Error::Job {
+                                message: "the job started but left no record".into(),
+                            }
+                            .into()
+                        }));
+                        stream
+                    }
+                    (Ok(stream), None) => stream,
+                    (Err(e), Some(reply)) => {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                    (Err(e), None) => {
+                        tracing::warn!(label = %job_label, sink, error = %e, "a detached job's result could not start; the results after it are not run");
+                        return;
+                    }
+                };
+                while let Some(batch) = futures::StreamExt::next(&mut stream).await {
+                    if let Err(e) = batch {
+                        tracing::warn!(label = %job_label, sink, error = %e, "a detached job's result failed (its job record says why); the results after it are not run");
+                        return;
+                    }
+                }
+            }
+        });
+        let first_job = first.await.map_err(|_| quarry_jobs::Error::Job {
+            message: "the detached job stopped before it started".into(),
+        })??;
+        Ok(Submitted {
+            first_job,
+            results,
+            label,
+        })
+    }
+
     /// Runs one statement as a client asked.
     pub async fn run_statement(
         self: &Arc<Self>,
@@ -285,6 +369,20 @@ impl DriverState {
         let session = self.session(settings, label)?;
         Ok(session.execute(sql).await?)
     }
+}
+
+/// Detached submissions so far, numbering their labels.
+static DETACHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A Rust job started without a client ([`DriverState::submit_rust_job`]).
+#[derive(Debug)]
+pub struct Submitted {
+    /// The job of its first result, running.
+    pub first_job: JobId,
+    /// Its results; each after the first starts when the one before ends.
+    pub results: usize,
+    /// The label of every result's job.
+    pub label: String,
 }
 
 /// Runs query plans as distributed jobs.

@@ -203,6 +203,30 @@ pub struct PlanRustJobRequest {
     #[prost(message, repeated, tag = "3")]
     pub args: ::prost::alloc::vec::Vec<JobArgument>,
 }
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SubmitRustJobRequest {
+    #[prost(uint32, tag = "1")]
+    pub protocol_version: u32,
+    #[prost(string, tag = "2")]
+    pub module_hash: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "3")]
+    pub args: ::prost::alloc::vec::Vec<JobArgument>,
+    /// Names the jobs of the submission's results (`quarry jobs` shows it).
+    #[prost(string, tag = "4")]
+    pub label: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SubmitRustJobResponse {
+    /// The job of the first result, running.
+    #[prost(string, tag = "1")]
+    pub job_id: ::prost::alloc::string::String,
+    /// The job's results; those after the first start as the one before ends.
+    #[prost(uint32, tag = "2")]
+    pub results: u32,
+    /// The label every result's job carries.
+    #[prost(string, tag = "3")]
+    pub label: ::prost::alloc::string::String,
+}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct PlanRustJobResponse {
     /// One line per result, in the job's order: `write synth.rollup`, `collect`, `count`, `take 10`.
@@ -840,6 +864,33 @@ pub mod driver_service_client {
                 .insert(GrpcMethod::new("quarry.v1.DriverService", "PlanRustJob"));
             self.inner.unary(req, path, codec).await
         }
+        /// Starts a Rust job whose results all write to tables and answers once its first result runs:
+        /// the results run one after another, each a job of its own, with no client attached
+        /// (`quarry submit --detach`, and schedules).
+        pub async fn submit_rust_job(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SubmitRustJobRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SubmitRustJobResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/quarry.v1.DriverService/SubmitRustJob",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("quarry.v1.DriverService", "SubmitRustJob"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -918,6 +969,16 @@ pub mod driver_service_server {
             request: tonic::Request<super::PlanRustJobRequest>,
         ) -> std::result::Result<
             tonic::Response<super::PlanRustJobResponse>,
+            tonic::Status,
+        >;
+        /// Starts a Rust job whose results all write to tables and answers once its first result runs:
+        /// the results run one after another, each a job of its own, with no client attached
+        /// (`quarry submit --detach`, and schedules).
+        async fn submit_rust_job(
+            &self,
+            request: tonic::Request<super::SubmitRustJobRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SubmitRustJobResponse>,
             tonic::Status,
         >;
     }
@@ -1391,6 +1452,51 @@ pub mod driver_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = PlanRustJobSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/quarry.v1.DriverService/SubmitRustJob" => {
+                    #[allow(non_camel_case_types)]
+                    struct SubmitRustJobSvc<T: DriverService>(pub Arc<T>);
+                    impl<
+                        T: DriverService,
+                    > tonic::server::UnaryService<super::SubmitRustJobRequest>
+                    for SubmitRustJobSvc<T> {
+                        type Response = super::SubmitRustJobResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SubmitRustJobRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as DriverService>::submit_rust_job(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SubmitRustJobSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
