@@ -44,6 +44,8 @@ use datafusion::common::JoinType;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::physical_expr::{Distribution, Partitioning, PhysicalExpr, physical_exprs_equal};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::filter::FilterExec;
@@ -262,6 +264,7 @@ impl DistributedPlanner {
         {
             return self.visit_collect_left(b, &plan, join);
         }
+        let plan = distinct_before_hashing(plan)?;
         let cuts = plan
             .children()
             .into_iter()
@@ -309,6 +312,13 @@ impl DistributedPlanner {
         if distributed && !join.null_aware && self.broadcast_costs_more(join) {
             let n = self.hash_partitions;
             let (left_keys, right_keys): (Vec<_>, Vec<_>) = join.on().iter().cloned().unzip();
+            let side = existence_side(join);
+            let (mut left, mut right) = (left, right);
+            if side == Some(0) {
+                left.plan = distinct_keys(left.plan, &left_keys)?;
+            } else if side == Some(1) {
+                right.plan = distinct_keys(right.plan, &right_keys)?;
+            }
             let children = vec![
                 hash_exchange(b, left, left_keys, n)?,
                 hash_exchange(b, right, right_keys, n)?,
@@ -460,6 +470,90 @@ fn repeats_whole_rows(plan: &Arc<dyn ExecutionPlan>, spreads: &[&Spread]) -> boo
             | JoinType::Full
     );
     (keeps_left && (collects_left || whole(0)) && split(1)) || (keeps_right && whole(1) && split(0))
+}
+
+/// Of a semi or anti join, the input (0 left, 1 right) whose rows only say whether a key
+/// exists: duplicates of a key there change nothing. Not for `NOT IN` (null-aware) or a join with
+/// a filter over both inputs' columns.
+fn existence_side(join: &HashJoinExec) -> Option<usize> {
+    if join.null_aware || join.filter().is_some() {
+        return None;
+    }
+    match join.join_type() {
+        JoinType::LeftSemi | JoinType::LeftAnti => Some(1),
+        JoinType::RightSemi | JoinType::RightAnti => Some(0),
+        _ => None,
+    }
+}
+
+/// A partitioned semi or anti join whose existence side is hashed by its keys: each partition
+/// of that side is reduced to its distinct keys before the hash exchange (a partial aggregate
+/// with no aggregates), so a key repeated across rows crosses the network once per task, not
+/// once per row. TPC-H q22's `NOT EXISTS` over orders sends 1.5M order rows for 100k customers.
+fn distinct_before_hashing(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    let Some(join) = plan.downcast_ref::<HashJoinExec>() else {
+        return Ok(plan);
+    };
+    let Some(side) = existence_side(join) else {
+        return Ok(plan);
+    };
+    if *join.partition_mode() != PartitionMode::Partitioned {
+        return Ok(plan);
+    }
+    let mut children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
+    let Some(repartition) = children[side].downcast_ref::<RepartitionExec>() else {
+        return Ok(plan);
+    };
+    let Partitioning::Hash(keys, n) = repartition.partitioning().clone() else {
+        return Ok(plan);
+    };
+    let input = distinct_keys(repartition.input().clone(), &keys)?;
+    if Arc::ptr_eq(&input, repartition.input()) {
+        return Ok(plan);
+    }
+    children[side] = Arc::new(RepartitionExec::try_new(input, Partitioning::Hash(keys, n))?);
+    Ok(replace_children_if_necessary(plan, children)?)
+}
+
+/// `input`'s distinct rows within each partition, when every one of its columns is a key (a
+/// `Column` of `keys`): otherwise `input` unchanged, since the other columns would change the
+/// rows the join sees.
+fn distinct_keys(
+    input: Arc<dyn ExecutionPlan>,
+    keys: &[Arc<dyn PhysicalExpr>],
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let schema = input.schema();
+    let key_columns: BTreeSet<usize> = keys
+        .iter()
+        .filter_map(|k| k.downcast_ref::<Column>().map(Column::index))
+        .collect();
+    if schema.fields().is_empty()
+        || (0..schema.fields().len()).any(|i| !key_columns.contains(&i))
+        || input.is::<AggregateExec>()
+    {
+        return Ok(input);
+    }
+    let group_by = PhysicalGroupBy::new_single(
+        schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                (
+                    Arc::new(Column::new(f.name(), i)) as Arc<dyn PhysicalExpr>,
+                    f.name().clone(),
+                )
+            })
+            .collect(),
+    );
+    Ok(Arc::new(AggregateExec::try_new(
+        AggregateMode::Partial,
+        group_by,
+        Vec::new(),
+        Vec::new(),
+        input,
+        schema,
+    )?))
 }
 
 /// Whether a join emits left rows by what it did not find on the right (outer, semi, anti).

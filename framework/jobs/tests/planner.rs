@@ -521,6 +521,21 @@ async fn exists_and_not_exists_join_on_the_workers_hashed_by_key_not_gathered_at
             (StageKind::Partitioned { partitions: 4 }, "Partitioned"),
             "{sql}\n{graph}"
         );
+        // The readings only say whether a device has one: each task sends its distinct devices
+        // through the exchange, not every reading.
+        let readings = graph
+            .stages()
+            .into_iter()
+            .map(|s| displayable(s.plan.as_ref()).indent(true).to_string())
+            .find(|text| text.contains("table=iot.r,"))
+            .expect("a stage scanning the readings");
+        let distinct = readings
+            .find("AggregateExec: mode=Partial, gby=[device@0 as device], aggr=[]")
+            .unwrap_or_else(|| panic!("no distinct before the exchange:\n{readings}"));
+        assert!(
+            readings.find("RepartitionExec").is_some_and(|r| r < distinct),
+            "{readings}"
+        );
         round_trips(&f, &graph);
     }
 }
