@@ -43,8 +43,8 @@ use std::sync::Arc;
 use datafusion::common::JoinType;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::sink::DataSinkExec;
-use datafusion::physical_expr::{Distribution, Partitioning, PhysicalExpr, physical_exprs_equal};
 use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{Distribution, Partitioning, PhysicalExpr, physical_exprs_equal};
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
@@ -511,7 +511,10 @@ fn distinct_before_hashing(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Execu
     if Arc::ptr_eq(&input, repartition.input()) {
         return Ok(plan);
     }
-    children[side] = Arc::new(RepartitionExec::try_new(input, Partitioning::Hash(keys, n))?);
+    children[side] = Arc::new(RepartitionExec::try_new(
+        input,
+        Partitioning::Hash(keys, n),
+    )?);
     Ok(replace_children_if_necessary(plan, children)?)
 }
 

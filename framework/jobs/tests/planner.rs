@@ -533,7 +533,9 @@ async fn exists_and_not_exists_join_on_the_workers_hashed_by_key_not_gathered_at
             .find("AggregateExec: mode=Partial, gby=[device@0 as device], aggr=[]")
             .unwrap_or_else(|| panic!("no distinct before the exchange:\n{readings}"));
         assert!(
-            readings.find("RepartitionExec").is_some_and(|r| r < distinct),
+            readings
+                .find("RepartitionExec")
+                .is_some_and(|r| r < distinct),
             "{readings}"
         );
         round_trips(&f, &graph);
