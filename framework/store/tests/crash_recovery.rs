@@ -101,24 +101,12 @@ async fn crash_and_check(dir: &std::path::Path, first: i64, kill_after: i64) -> 
     }
 
     let store = EmbeddedStore::open(dir, options())?;
-    let plan = store.plan_scan(&ScanRequest::full(TableName::new("ks", "t")))?;
     let mut per_batch = std::collections::BTreeMap::<i64, i64>::new();
-    let mut ids = std::collections::HashSet::new();
-    for split in plan.splits {
-        let batches: Vec<RecordBatch> = split.source.open()?.try_collect().await?;
-        for b in batches {
-            let id = b.column(0).as_primitive::<Int64Type>();
-            let n = b.column(1).as_primitive::<Int64Type>();
-            for i in 0..b.num_rows() {
-                if !ids.insert(id.value(i)) {
-                    bail!("row {} came back twice", id.value(i));
-                }
-                if id.value(i) / 10_000 != n.value(i) {
-                    bail!("row {} carries batch {} (damaged)", id.value(i), n.value(i));
-                }
-                *per_batch.entry(n.value(i)).or_default() += 1;
-            }
+    for (id, n) in rows_by_id(&store).await? {
+        if id / 10_000 != n {
+            bail!("row {id} carries batch {n} (damaged)");
         }
+        *per_batch.entry(n).or_default() += 1;
     }
     for n in 0..=last_acked {
         let want = rows_of(n).1;
@@ -140,6 +128,25 @@ async fn crash_and_check(dir: &std::path::Path, first: i64, kill_after: i64) -> 
         .unwrap_or(last_acked)
         .max(last_acked)
         + 1)
+}
+
+/// Every row of `ks.t` by id (its `batch` column), failing if an id comes back twice.
+async fn rows_by_id(store: &EmbeddedStore) -> Result<std::collections::BTreeMap<i64, i64>> {
+    let plan = store.plan_scan(&ScanRequest::full(TableName::new("ks", "t")))?;
+    let mut rows = std::collections::BTreeMap::new();
+    for split in plan.splits {
+        let batches: Vec<RecordBatch> = split.source.open()?.try_collect().await?;
+        for b in batches {
+            let id = b.column(0).as_primitive::<Int64Type>();
+            let n = b.column(1).as_primitive::<Int64Type>();
+            for i in 0..b.num_rows() {
+                if rows.insert(id.value(i), n.value(i)).is_some() {
+                    bail!("row {} came back twice", id.value(i));
+                }
+            }
+        }
+    }
+    Ok(rows)
 }
 
 /// The compaction child's runs: load `k` writes ids `k * 10,000 .. k * 10,000 + 40,000` with
@@ -241,20 +248,9 @@ async fn kill_during_compaction() -> Result<()> {
     }
     let name = TableName::new("ks", "t");
     for round in ["after the kill", "after compacting again"] {
-        let plan = store.plan_scan(&ScanRequest::full(name.clone()))?;
-        let mut seen = std::collections::HashMap::new();
-        for split in plan.splits {
-            let batches: Vec<RecordBatch> = split.source.open()?.try_collect().await?;
-            for b in batches {
-                let id = b.column(0).as_primitive::<Int64Type>();
-                let k = b.column(1).as_primitive::<Int64Type>();
-                for i in 0..b.num_rows() {
-                    if seen.insert(id.value(i), k.value(i)).is_some() {
-                        bail!("{round}: row {} came back twice", id.value(i));
-                    }
-                }
-            }
-        }
+        let seen = rows_by_id(&store)
+            .await
+            .with_context(|| round.to_string())?;
         let ids = (LOADS - 1) * 10_000 + 40_000;
         if seen.len() as i64 != ids {
             bail!("{round}: {} rows where {ids} were written", seen.len());
