@@ -596,9 +596,9 @@ pub struct TablesArgs {
     /// Only this keyspace.
     pub keyspace: Option<String>,
     /// Also how the store keeps each table: runs, overlap depth (the most runs a scan of one
-    /// shard reads), files, bytes, live and superseded rows, rows still in the memtable, and the
-    /// last compaction (SQL: SHOW TABLES VERBOSE). Empty on a CQL cluster, which keeps that to
-    /// itself.
+    /// shard reads), files, bytes, live rows in runs and superseded ones, rows still in the
+    /// memtable (some may update rows of runs), and the last compaction (SQL: SHOW TABLES
+    /// VERBOSE). Empty on a CQL cluster, which keeps that to itself.
     #[arg(long, short = 'v')]
     pub verbose: bool,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]

@@ -320,7 +320,7 @@ fn stdin_loads_and_output_formats_pipe() {
         lines.next(),
         Some(
             "keyspace,table,kind,partition_key,clustering,runs,overlap_depth,files,bytes,\
-             live_rows,superseded_rows,memtable_rows,last_compaction"
+             run_rows,superseded_rows,memtable_rows,last_compaction"
         )
     );
     let row: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();

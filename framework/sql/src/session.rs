@@ -914,9 +914,8 @@ fn storage_columns(
         ("overlap_depth", |s| s.overlap_depth as u64),
         ("files", |s| s.files as u64),
         ("bytes", |s| s.bytes),
-        ("live_rows", |s| {
-            s.run_rows - s.deleted_rows + s.memtable_rows
-        }),
+        // Memtable rows may update rows of runs, so the two are not added up.
+        ("run_rows", |s| s.run_rows - s.deleted_rows),
         ("superseded_rows", |s| s.deleted_rows),
         ("memtable_rows", |s| s.memtable_rows),
     ];
