@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde::Deserialize;
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 
 /// A `quarry` command line found in a deploy file.
 #[derive(Debug, Clone, Default)]
@@ -643,7 +643,7 @@ fn read_toml(text: &str, what: &str, file: &mut DeployFile) {
 /// Every document of a YAML file (or block); an error names the first that does not parse.
 fn read_yaml(text: &str, file: &mut DeployFile) -> Result<(), String> {
     let mut documents = 0;
-    for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let value = Value::deserialize(document)
             .map_err(|e| format!("document {} is not valid YAML: {e}", i + 1))?;
         if value.is_null() {
@@ -723,7 +723,7 @@ fn walk_yaml(value: &Value, at: &str, file: &mut DeployFile) {
 
 /// The `quarry` command lines of one YAML mapping: its entrypoint + command + args, and a
 /// compose healthcheck's `test`.
-fn yaml_commands(map: &serde_yaml::Mapping, at: &str, file: &mut DeployFile) {
+fn yaml_commands(map: &serde_yaml_ng::Mapping, at: &str, file: &mut DeployFile) {
     let origin = format!("{} at {at}", file.path);
     let mut argv = Vec::new();
     for key in ["entrypoint", "command", "args"] {
@@ -789,7 +789,7 @@ fn yaml_scalar(value: &Value) -> Option<String> {
 
 /// The environment a mapping sets: compose's `environment` (a map, or `NAME=VALUE` words) or
 /// a Kubernetes container's `env` (`name` and `value`; a `valueFrom` has no value here).
-fn yaml_env(map: &serde_yaml::Mapping) -> Vec<(String, String)> {
+fn yaml_env(map: &serde_yaml_ng::Mapping) -> Vec<(String, String)> {
     let mut env = Vec::new();
     match map.get("environment") {
         Some(Value::Mapping(vars)) => {
@@ -823,7 +823,7 @@ fn yaml_env(map: &serde_yaml::Mapping) -> Vec<(String, String)> {
 
 /// The ports a mapping declares for its command: compose `ports` (`[IP:]HOST:CONTAINER`, the
 /// container's side), a container's `ports[].containerPort`, and its probes' ports.
-fn yaml_ports(map: &serde_yaml::Mapping, origin: &str) -> Vec<(u16, String)> {
+fn yaml_ports(map: &serde_yaml_ng::Mapping, origin: &str) -> Vec<(u16, String)> {
     let mut ports = Vec::new();
     for port in map
         .get("ports")
