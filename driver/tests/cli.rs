@@ -1501,4 +1501,8 @@ fn up_on_a_cql_cluster_starts_a_worker_beside_each_node() {
         table.contains("store reads beside the data: ") && table.contains("of 500 rows"),
         "{table}"
     );
+    assert!(
+        table.contains("read from the store:\n  ks.t: 500 rows"),
+        "{table}"
+    );
 }

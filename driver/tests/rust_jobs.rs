@@ -293,6 +293,20 @@ async fn the_rollup_job_equals_the_sql_rollup_on_a_cluster() {
     );
     let worker_stages = job.stages.iter().filter(|s| s.tasks_total > 0).count();
     assert!(worker_stages >= 2, "{:?}", job.stages);
+    // The record says how many rows the job read and wrote, by table.
+    let mut total = quarry_jobs::TaskMetrics::default();
+    for stage in &job.stages {
+        total.add(&stage.metrics);
+    }
+    let readings: usize = readings().iter().map(|b| b.num_rows()).sum();
+    assert_eq!(
+        (
+            total.rows_read.get("iot.readings").copied(),
+            total.rows_written.get("synth.device_rollup").copied()
+        ),
+        (Some(readings as u64), Some(written)),
+        "{total:?}"
+    );
     assert_eq!(
         job.state,
         quarry_driver::daemon::job_tracker::JobState::Succeeded

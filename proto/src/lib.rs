@@ -50,6 +50,8 @@ mod tests {
                 wasm_fuel: 9,
                 rows_local: 6,
                 rows_remote: 4,
+                rows_read: [("ks.t".to_string(), 10)].into(),
+                rows_written: [("ks.u".to_string(), 4)].into(),
             }),
             error: Some(TaskError {
                 kind: ErrorKind::External as i32,

@@ -250,6 +250,8 @@ pub fn metrics_to_proto(m: &TaskMetrics) -> pb::TaskMetrics {
         wasm_fuel: m.wasm_fuel,
         rows_local: m.rows_local,
         rows_remote: m.rows_remote,
+        rows_read: m.rows_read.clone().into_iter().collect(),
+        rows_written: m.rows_written.clone().into_iter().collect(),
     }
 }
 
@@ -263,6 +265,8 @@ pub fn metrics_from_proto(m: Option<&pb::TaskMetrics>) -> TaskMetrics {
         wasm_fuel: m.wasm_fuel,
         rows_local: m.rows_local,
         rows_remote: m.rows_remote,
+        rows_read: m.rows_read.clone().into_iter().collect(),
+        rows_written: m.rows_written.clone().into_iter().collect(),
     })
     .unwrap_or_default()
 }
@@ -415,6 +419,8 @@ mod tests {
                 wasm_fuel: 7,
                 rows_local: 5,
                 rows_remote: 5,
+                rows_read: [("ks.t".to_string(), 10)].into(),
+                rows_written: [("ks.u".to_string(), 2)].into(),
             },
             failure: Some(TaskFailure {
                 kind: FailureKind::External,

@@ -163,7 +163,7 @@ impl TaskRunner {
             schema,
             written.into_iter().map(|(_, w)| w).collect(),
         );
-        let metrics = TaskMetrics {
+        let mut metrics = TaskMetrics {
             rows_in: leaf_sum(&plan, |m| m.output_rows()),
             rows_out,
             bytes_in: leaf_sum(&plan, |m| {
@@ -181,7 +181,9 @@ impl TaskRunner {
                 m.sum_by_name(quarry_sql::scan_exec::ROWS_REMOTE)
                     .map(|v| v.as_usize())
             }),
+            ..TaskMetrics::default()
         };
+        metrics.count_table_rows(&plan);
         Ok((partitions as u32, metrics))
     }
 }

@@ -145,6 +145,12 @@ pub async fn job(data_dir: &Path, driver: &DriverConnection, args: JobArgs) -> a
                 local + remote
             );
         }
+        for (what, rows) in table_rows(&response.stages) {
+            println!("{what}");
+            for (table, n) in rows {
+                println!("  {table}: {n} rows");
+            }
+        }
         println!("stages (inputs before the stages that read them):");
     }
     let stages = &response.stages;
@@ -344,4 +350,24 @@ fn local_shards(ranges: &[pb::ShardRange]) -> String {
         .map(|(keyspace, n)| format!("{keyspace}: {n}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Rows the job's succeeded task runs read from and wrote to each table, for `quarry job ID`;
+/// only the kinds it has any of.
+fn table_rows(
+    stages: &[pb::StageSummary],
+) -> Vec<(&'static str, std::collections::BTreeMap<String, u64>)> {
+    let mut read = std::collections::BTreeMap::new();
+    let mut written = std::collections::BTreeMap::new();
+    for m in stages.iter().filter_map(|s| s.metrics.as_ref()) {
+        for (into, from) in [(&mut read, &m.rows_read), (&mut written, &m.rows_written)] {
+            for (table, rows) in from {
+                *into.entry(table.clone()).or_insert(0u64) += rows;
+            }
+        }
+    }
+    [("read from the store:", read), ("written:", written)]
+        .into_iter()
+        .filter(|(_, rows)| !rows.is_empty())
+        .collect()
 }

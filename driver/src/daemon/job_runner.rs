@@ -332,11 +332,12 @@ impl JobRunner {
                     Some(Err(e)) => break classify(&e),
                     None => {
                         let root = self.graph.root().id;
-                        let metrics = quarry_jobs::TaskMetrics {
+                        let mut metrics = quarry_jobs::TaskMetrics {
                             rows_out: rows,
                             wasm_fuel: quarry_jobs::wasm_exec::fuel_of(&plan),
                             ..Default::default()
                         };
+                        metrics.count_table_rows(&plan);
                         self.driver.jobs.task_finished(
                             self.job,
                             root,

@@ -1,12 +1,17 @@
 //! What the driver asks a worker to run, and what comes back.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::Arc;
+
+use datafusion::physical_plan::ExecutionPlan;
+use quarry_sql::scan_exec::StoreScanExec;
 
 use quarry_core::shard_set::ShardSet;
 
 use crate::exchange::TaskOutput;
 use crate::ids::{StageId, TaskId};
+use crate::write::StoreWriteExec;
 
 /// One task as the driver sends it.
 #[derive(Debug, Clone)]
@@ -71,7 +76,7 @@ impl fmt::Display for TaskFailure {
 }
 
 /// Counters of one task.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskMetrics {
     pub rows_in: u64,
     pub rows_out: u64,
@@ -84,6 +89,10 @@ pub struct TaskMetrics {
     pub rows_local: u64,
     /// Rows its store scans read from other store nodes.
     pub rows_remote: u64,
+    /// Rows its store scans read, by table (`keyspace.table`).
+    pub rows_read: BTreeMap<String, u64>,
+    /// Rows it wrote (staged for its statement's commit), by table.
+    pub rows_written: BTreeMap<String, u64>,
 }
 
 impl TaskMetrics {
@@ -96,6 +105,35 @@ impl TaskMetrics {
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
         self.elapsed_ms += other.elapsed_ms;
+        for (mine, theirs) in [
+            (&mut self.rows_read, &other.rows_read),
+            (&mut self.rows_written, &other.rows_written),
+        ] {
+            for (table, rows) in theirs {
+                *mine.entry(table.clone()).or_default() += rows;
+            }
+        }
+    }
+
+    /// The rows `plan` (run to its end) read from and wrote to each table: its store scans'
+    /// output and its writers' staged parts.
+    pub fn count_table_rows(&mut self, plan: &Arc<dyn ExecutionPlan>) {
+        if let Some(scan) = plan.downcast_ref::<StoreScanExec>() {
+            let rows = scan.metrics().and_then(|m| m.output_rows()).unwrap_or(0) as u64;
+            *self
+                .rows_read
+                .entry(scan.request().table.to_string())
+                .or_default() += rows;
+        }
+        if let Some(write) = plan.downcast_ref::<StoreWriteExec>() {
+            *self
+                .rows_written
+                .entry(write.op().table.table_name().to_string())
+                .or_default() += write.op().rows_staged();
+        }
+        for child in plan.children() {
+            self.count_table_rows(child);
+        }
     }
 }
 

@@ -416,6 +416,15 @@ pub struct StageWrite {
     pub table: TableDef,
     pub statement: u64,
     store: Arc<dyn Store>,
+    /// Rows staged so far, for the task's metrics.
+    staged: std::sync::atomic::AtomicU64,
+}
+
+impl StageWrite {
+    /// Rows this writer has staged.
+    pub fn rows_staged(&self) -> u64 {
+        self.staged.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl StoreWriteExec {
@@ -431,6 +440,7 @@ impl StoreWriteExec {
                 table,
                 statement,
                 store,
+                staged: Default::default(),
             }),
         )
     }
@@ -455,6 +465,8 @@ impl WholeInput for StageWrite {
                 .stage_write(&self.table.table_name(), self.statement, batches)
                 .await
                 .map_err(to_datafusion)?;
+            self.staged
+                .fetch_add(part.rows, std::sync::atomic::Ordering::Relaxed);
             let json = serde_json::to_string(&part)
                 .map_err(|e| exec_datafusion_err!("describing a staged part: {e}"))?;
             Ok(RecordBatch::try_new(

@@ -240,7 +240,7 @@ pub struct LaunchTaskRequest {
     #[prost(message, optional, tag = "2")]
     pub task: ::core::option::Option<TaskDefinition>,
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct LaunchTaskResponse {
     #[prost(message, optional, tag = "1")]
     pub status: ::core::option::Option<TaskStatus>,
@@ -260,7 +260,7 @@ pub struct GetTaskRequest {
     #[prost(message, optional, tag = "1")]
     pub task: ::core::option::Option<TaskId>,
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct GetTaskResponse {
     #[prost(message, optional, tag = "1")]
     pub status: ::core::option::Option<TaskStatus>,
@@ -275,7 +275,7 @@ pub struct ReleaseJobResponse {
     #[prost(uint32, tag = "1")]
     pub tasks_released: u32,
 }
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct TaskMetrics {
     #[prost(uint64, tag = "1")]
     pub rows_in: u64,
@@ -295,6 +295,12 @@ pub struct TaskMetrics {
     pub rows_local: u64,
     #[prost(uint64, tag = "8")]
     pub rows_remote: u64,
+    /// Rows its store scans read, by table (`keyspace.table`).
+    #[prost(map = "string, uint64", tag = "9")]
+    pub rows_read: ::std::collections::HashMap<::prost::alloc::string::String, u64>,
+    /// Rows it wrote (staged for its statement's commit), by table.
+    #[prost(map = "string, uint64", tag = "10")]
+    pub rows_written: ::std::collections::HashMap<::prost::alloc::string::String, u64>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct TaskError {
@@ -309,7 +315,7 @@ pub struct TaskError {
     #[prost(string, tag = "4")]
     pub unreachable_endpoint: ::prost::alloc::string::String,
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct TaskStatus {
     #[prost(message, optional, tag = "1")]
     pub task: ::core::option::Option<TaskId>,
@@ -371,7 +377,7 @@ pub struct StageSummary {
     #[prost(message, repeated, tag = "10")]
     pub tasks: ::prost::alloc::vec::Vec<TaskSummary>,
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct TaskSummary {
     #[prost(uint32, tag = "1")]
     pub partition: u32,
