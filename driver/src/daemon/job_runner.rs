@@ -345,7 +345,7 @@ impl JobRunner {
                                 index: 0,
                                 attempt: 0,
                                 worker: "driver".into(),
-                                outcome: "succeeded".into(),
+                                outcome: super::job_tracker::SUCCEEDED.into(),
                                 remote: false,
                                 metrics,
                             },
@@ -419,7 +419,7 @@ impl JobRunner {
                 {
                     tracing::info!(job = %self.job, stage = %stage, task = t.index, worker = %done.worker, "output lost with its worker; recomputing");
                     t.done = None;
-                    self.driver.jobs.task_undone(self.job, stage);
+                    self.driver.jobs.task_undone(self.job, stage, t.index);
                 }
             }
         }
@@ -576,7 +576,13 @@ impl JobRunner {
                             self.driver.jobs.task_finished(
                                 self.job,
                                 stage,
-                                TaskRecord::of(&id, &worker.id, "succeeded", local, status.metrics),
+                                TaskRecord::of(
+                                    &id,
+                                    &worker.id,
+                                    super::job_tracker::SUCCEEDED,
+                                    local,
+                                    status.metrics,
+                                ),
                             );
                             self.set_done(
                                 stage,

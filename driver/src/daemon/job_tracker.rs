@@ -123,6 +123,9 @@ pub struct JobTracker {
 
 const KEEP: usize = 1000;
 
+/// The outcome of a task run that succeeded (and whose output is still there).
+pub const SUCCEEDED: &str = "succeeded";
+
 /// What a restarted driver says about a job that was running when it stopped.
 pub const INTERRUPTED: &str = "the driver stopped while the job ran; run it again";
 
@@ -387,7 +390,7 @@ impl JobTracker {
         if let Some((job, _)) = lock(&self.jobs).get_mut(&id)
             && let Some(s) = job.stages.iter_mut().find(|s| s.id == stage)
         {
-            if record.outcome == "succeeded" {
+            if record.outcome == SUCCEEDED {
                 s.tasks_done = (s.tasks_done + 1).min(s.tasks_total.max(s.tasks_done + 1));
                 s.metrics.add(&record.metrics);
                 if record.remote {
@@ -398,13 +401,31 @@ impl JobTracker {
         }
     }
 
-    /// A task's earlier result was lost (its worker died): it has to run again.
-    pub fn task_undone(&self, id: JobId, stage: StageId) {
+    /// Task `index`'s earlier result was lost (its worker died): it has to run again. Its run
+    /// no longer counts in the stage's metrics (rows read and written by table among them), so
+    /// the run that replaces it is not counted twice.
+    pub fn task_undone(&self, id: JobId, stage: StageId, index: u32) {
         if let Some((job, _)) = lock(&self.jobs).get_mut(&id)
             && let Some(s) = job.stages.iter_mut().find(|s| s.id == stage)
         {
             s.tasks_done = s.tasks_done.saturating_sub(1);
             s.tasks_retried += 1;
+            if let Some(lost) = s
+                .tasks
+                .iter_mut()
+                .rev()
+                .find(|t| t.index == index && t.outcome == SUCCEEDED)
+            {
+                lost.outcome = "succeeded; its output was lost with its worker".into();
+                if lost.remote {
+                    s.tasks_remote = s.tasks_remote.saturating_sub(1);
+                }
+                let mut metrics = TaskMetrics::default();
+                for t in s.tasks.iter().filter(|t| t.outcome == SUCCEEDED) {
+                    metrics.add(&t.metrics);
+                }
+                s.metrics = metrics;
+            }
         }
     }
 
