@@ -16,6 +16,8 @@
 //! | [`Blob`]            | Binary                         | blob       |
 //! | [`Timestamp`]       | Timestamp(ms, "UTC")           | timestamp  |
 //! | [`Date`]            | Date32                         | date       |
+//! | [`Time`]            | Time64(ns)                     | time       |
+//! | [`Decimal<P, S>`](Decimal) | Decimal128(P, S)        | decimal (`decimal(P,S)`; plain `decimal` is `Decimal<38, 6>`) |
 //! | `Option<T>`         | `T`'s column, nullable         |            |
 //! | `Vec<T>`            | List of `T` (a struct if `T` is composite) | |
 
@@ -24,8 +26,8 @@ use std::sync::Arc;
 
 use arrow_array::builder::{BinaryBuilder, BooleanBuilder, PrimitiveBuilder, StringBuilder};
 use arrow_array::types::{
-    ArrowPrimitiveType, Date32Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
-    Int64Type, TimestampMillisecondType,
+    ArrowPrimitiveType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type,
+    Int32Type, Int64Type, Time64NanosecondType, TimestampMillisecondType,
 };
 use arrow_array::{
     Array, ArrayRef, BinaryArray, BooleanArray, ListArray, PrimitiveArray, RecordBatch,
@@ -344,6 +346,89 @@ impl Timestamp {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Date(pub i32);
 
+/// A CQL `time`: nanoseconds since midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Time(pub i64);
+
+impl Time {
+    pub const NANOS_PER_SECOND: i64 = 1_000_000_000;
+
+    /// The time of day `hours:minutes:seconds`.
+    pub fn hms(hours: i64, minutes: i64, seconds: i64) -> Time {
+        Time(((hours * 60 + minutes) * 60 + seconds) * Self::NANOS_PER_SECOND)
+    }
+}
+
+/// A CQL `decimal` as its column holds it: fixed point, `PRECISION` digits of which `SCALE`
+/// after the point, kept as the unscaled integer (`Decimal::<15, 2>(12345)` is 123.45). A
+/// `decimal(15,2)` column reads as `Decimal<15, 2>`, plain `decimal` as `Decimal<38, 6>`; a
+/// field of another precision or scale than its column is refused by name at submit time, as
+/// any other type mismatch is, so no value is ever rescaled silently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Decimal<const PRECISION: u8, const SCALE: i8>(pub i128);
+
+impl<const PRECISION: u8, const SCALE: i8> Decimal<PRECISION, SCALE> {
+    /// The unscaled integer.
+    pub fn unscaled(self) -> i128 {
+        self.0
+    }
+
+    /// The nearest `f64` (for arithmetic where exactness does not matter).
+    pub fn to_f64(self) -> f64 {
+        self.0 as f64 / 10f64.powi(i32::from(SCALE))
+    }
+}
+
+impl<const PRECISION: u8, const SCALE: i8> fmt::Display for Decimal<PRECISION, SCALE> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scale = usize::try_from(SCALE).unwrap_or(0);
+        let digits = self.0.unsigned_abs().to_string();
+        let sign = if self.0 < 0 { "-" } else { "" };
+        if scale == 0 {
+            return write!(f, "{sign}{digits}");
+        }
+        let padded = format!("{digits:0>width$}", width = scale + 1);
+        let (whole, fraction) = padded.split_at(padded.len() - scale);
+        write!(f, "{sign}{whole}.{fraction}")
+    }
+}
+
+impl<const PRECISION: u8, const SCALE: i8> Data for Decimal<PRECISION, SCALE> {
+    const WIDTH: usize = 1;
+    type Builder = PrimitiveBuilder<Decimal128Type>;
+    type Reader<'a> = LeafReader<'a, PrimitiveArray<Decimal128Type>>;
+
+    fn fields(name: &str, nullable: bool, out: &mut Vec<Field>) {
+        out.push(Field::new(
+            leaf_name(name),
+            DataType::Decimal128(PRECISION, SCALE),
+            nullable,
+        ));
+    }
+    fn builder(capacity: usize) -> Self::Builder {
+        primitive_builder::<Decimal128Type>(capacity)
+            .with_data_type(DataType::Decimal128(PRECISION, SCALE))
+    }
+    fn append(builder: &mut Self::Builder, value: Self) {
+        builder.append_value(value.0);
+    }
+    fn append_null(builder: &mut Self::Builder) {
+        builder.append_null();
+    }
+    fn finish(mut builder: Self::Builder, out: &mut Vec<ArrayRef>) {
+        out.push(Arc::new(builder.finish()));
+    }
+    fn reader<'a>(columns: Columns<'a>) -> Result<Self::Reader<'a>, DataError> {
+        LeafReader::new(columns, &DataType::Decimal128(PRECISION, SCALE))
+    }
+    fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError> {
+        Ok(Decimal(reader.non_null(row)?.value(row)))
+    }
+    fn is_null(reader: &Self::Reader<'_>, row: usize) -> bool {
+        reader.array.is_null(row)
+    }
+}
+
 /// A CQL `blob`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Blob(pub Vec<u8>);
@@ -368,6 +453,13 @@ leaf_data!(
     new: primitive_builder::<Date32Type>,
     append: |builder, value| builder.append_value(value.0),
     read: |array, row| Date(array.value(row))
+);
+leaf_data!(
+    Time, PrimitiveBuilder<Time64NanosecondType>, PrimitiveArray<Time64NanosecondType>,
+    DataType::Time64(TimeUnit::Nanosecond),
+    new: primitive_builder::<Time64NanosecondType>,
+    append: |builder, value| builder.append_value(value.0),
+    read: |array, row| Time(array.value(row))
 );
 leaf_data!(
     bool, BooleanBuilder, BooleanArray, DataType::Boolean,
@@ -766,6 +858,38 @@ mod tests {
             ]
         );
         round_trip(vec![(1i8, 2i16, 3i32, 4f32, Date(5), Blob(vec![1, 2]))]);
+    }
+
+    #[test]
+    fn decimals_and_times_round_trip_at_their_columns_types() {
+        let batch = round_trip(vec![
+            (Decimal::<15, 2>(12_345), Time::hms(13, 5, 9)),
+            (Decimal::<15, 2>(-7), Time(0)),
+        ]);
+        let types: Vec<_> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        assert_eq!(
+            types,
+            vec![
+                DataType::Decimal128(15, 2),
+                DataType::Time64(TimeUnit::Nanosecond)
+            ]
+        );
+        assert_eq!(Decimal::<15, 2>(12_345).to_string(), "123.45");
+        assert_eq!(Decimal::<15, 2>(-7).to_string(), "-0.07");
+        assert_eq!(Decimal::<38, 0>(42).to_string(), "42");
+        assert!((Decimal::<15, 2>(12_345).to_f64() - 123.45).abs() < 1e-9);
+        // Another precision or scale than the column's is a type error, never a rescale.
+        let err = from_batch::<(Decimal<15, 3>, Time)>(&batch).unwrap_err();
+        assert!(
+            matches!(&err, DataError::Type { expected, found, .. }
+                if expected == "Decimal128(15, 3)" && found == "Decimal128(15, 2)"),
+            "{err:?}"
+        );
     }
 
     #[test]

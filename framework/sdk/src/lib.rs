@@ -72,7 +72,7 @@ pub mod local;
 
 pub use arrow_array;
 pub use arrow_schema;
-pub use data::{Blob, Data, Date, Timestamp};
+pub use data::{Blob, Data, Date, Decimal, Time, Timestamp};
 pub use dataset::{Dataset, JobContext, JobFn};
 pub use error::{JobError, Result};
 pub use local::{LocalJob, LocalOutput};
