@@ -29,41 +29,65 @@ use scylla::statement::batch::{Batch, BatchType};
 use crate::catalog::quote;
 use crate::{Inner, errors};
 
-/// One row of a batch of Arrow columns, serialized cell by cell.
-struct ArrowRow<'a> {
-    columns: &'a [CellEncoder],
-    row: usize,
+/// One row's cells in CQL's wire form, encoded once: measured to cut batches by bytes, then
+/// sent as they are.
+struct EncodedRow {
+    bytes: Vec<u8>,
+    /// Each cell's bytes in `bytes`; `None` for a null.
+    cells: Vec<Option<std::ops::Range<usize>>>,
+}
+
+impl EncodedRow {
+    /// Row `row` of `columns`; a value that cannot be encoded is an error naming its column,
+    /// before anything is sent.
+    fn encode(def: &TableDef, columns: &[CellEncoder], row: usize) -> Result<EncodedRow> {
+        let mut bytes = Vec::new();
+        let mut cells = Vec::with_capacity(columns.len());
+        for (c, column) in columns.iter().enumerate() {
+            if column.is_null(row) {
+                cells.push(None);
+                continue;
+            }
+            let start = bytes.len();
+            column
+                .write(row, &mut bytes)
+                .map_err(|problem| Error::SchemaMismatch {
+                    table: def.table_name().to_string(),
+                    problem: format!("column {} {problem}", def.columns[c].name),
+                })?;
+            cells.push(Some(start..bytes.len()));
+        }
+        Ok(EncodedRow { bytes, cells })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct CellError(String);
 
-impl SerializeRow for ArrowRow<'_> {
+impl SerializeRow for EncodedRow {
     fn serialize(
         &self,
         _ctx: &RowSerializationContext<'_>,
         writer: &mut RowWriter,
     ) -> Result<(), SerializationError> {
-        let mut cell = Vec::new();
-        for column in self.columns {
+        for cell in &self.cells {
             let w = writer.make_cell_writer();
-            if column.is_null(self.row) {
-                w.set_null();
-            } else {
-                cell.clear();
-                column
-                    .write(self.row, &mut cell)
-                    .map_err(|e| SerializationError::new(CellError(e)))?;
-                w.set_value(&cell)
-                    .map_err(|e| SerializationError::new(CellError(e.to_string())))?;
+            match cell {
+                None => {
+                    w.set_null();
+                }
+                Some(range) => {
+                    w.set_value(&self.bytes[range.clone()])
+                        .map_err(|e| SerializationError::new(CellError(e.to_string())))?;
+                }
             }
         }
         Ok(())
     }
 
     fn is_empty(&self) -> bool {
-        self.columns.is_empty()
+        self.cells.is_empty()
     }
 }
 
@@ -163,43 +187,32 @@ pub(crate) async fn write(
     insert.set_consistency(inner.options.write_consistency);
     insert.set_is_idempotent(true);
 
-    let row_bytes = |b: usize, row: usize| -> usize {
-        encoders[b]
-            .iter()
-            .filter(|e| !e.is_null(row))
-            .map(|e| {
-                let mut cell = Vec::new();
-                // A cell that cannot be encoded fails when the batch is sent, naming it.
-                e.write(row, &mut cell).map_or(0, |()| cell.len())
-            })
-            .sum()
-    };
-    let chunks: Vec<Vec<(usize, usize)>> = groups
+    let chunks: Vec<Vec<EncodedRow>> = groups
         .into_values()
-        .flat_map(|rows| {
-            chunk_rows(
-                &rows,
+        .map(|rows| {
+            let encoded = rows
+                .into_iter()
+                .map(|(b, row)| EncodedRow::encode(def, &encoders[b], row))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(chunk_rows(
+                encoded,
                 inner.options.batch_rows.max(1),
                 inner.options.batch_bytes,
-                |&(b, row)| row_bytes(b, row),
-            )
+                |row| row.bytes.len(),
+            ))
         })
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
         .collect();
     let name = def.table_name();
     let results: Vec<Result<u64>> = futures::stream::iter(chunks)
         .map(|chunk| {
             let insert = insert.clone();
-            let encoders = &encoders;
             let name = &name;
             async move {
                 inner.write_throttle.take(chunk.len()).await;
-                let rows: Vec<ArrowRow<'_>> = chunk
-                    .iter()
-                    .map(|&(b, row)| ArrowRow {
-                        columns: &encoders[b],
-                        row,
-                    })
-                    .collect();
+                let rows = chunk;
                 let n = rows.len() as u64;
                 let result = if let [only] = rows.as_slice() {
                     inner
@@ -240,8 +253,8 @@ pub(crate) async fn write(
 
 /// Consecutive chunks of `rows` with at most `max_rows` rows and `max_bytes` bytes each (by
 /// `bytes`); a row larger than `max_bytes` is a chunk of its own.
-fn chunk_rows<T: Clone>(
-    rows: &[T],
+fn chunk_rows<T>(
+    rows: Vec<T>,
     max_rows: usize,
     max_bytes: usize,
     bytes: impl Fn(&T) -> usize,
@@ -250,13 +263,13 @@ fn chunk_rows<T: Clone>(
     let mut current: Vec<T> = Vec::new();
     let mut held = 0usize;
     for row in rows {
-        let size = bytes(row);
+        let size = bytes(&row);
         if !current.is_empty() && (current.len() == max_rows || held + size > max_bytes) {
             chunks.push(std::mem::take(&mut current));
             held = 0;
         }
         held += size;
-        current.push(row.clone());
+        current.push(row);
     }
     if !current.is_empty() {
         chunks.push(current);
@@ -271,7 +284,7 @@ mod tests {
     #[test]
     fn chunks_hold_at_most_their_rows_and_bytes_and_a_large_row_goes_alone() {
         let sizes = [10, 10, 10, 50, 10, 200, 10, 10, 10, 10, 10];
-        let chunks = chunk_rows(&sizes, 4, 60, |&s| s);
+        let chunks = chunk_rows(sizes.to_vec(), 4, 60, |&s| s);
         assert_eq!(
             chunks,
             vec![
@@ -282,6 +295,6 @@ mod tests {
                 vec![10],
             ]
         );
-        assert!(chunk_rows(&[] as &[usize], 4, 60, |&s| s).is_empty());
+        assert!(chunk_rows(Vec::<usize>::new(), 4, 60, |&s| s).is_empty());
     }
 }

@@ -260,10 +260,10 @@ fn same_type(found: &DataType, expected: &DataType) -> bool {
 /// builder of a capacity, append a value and read one back.
 macro_rules! leaf_data {
     (
-        $rust:ty, $builder:ty, $array:ty, $data_type:expr,
+        impl[$($generics:tt)*] $rust:ty, $builder:ty, $array:ty, $data_type:expr,
         new: $new:expr, append: |$b:ident, $v:ident| $append:expr, read: |$a:ident, $row:ident| $read:expr
     ) => {
-        impl Data for $rust {
+        impl<$($generics)*> Data for $rust {
             const WIDTH: usize = 1;
             type Builder = $builder;
             type Reader<'a> = LeafReader<'a, $array>;
@@ -294,6 +294,15 @@ macro_rules! leaf_data {
                 reader.array.is_null(row)
             }
         }
+    };
+    (
+        $rust:ty, $builder:ty, $array:ty, $data_type:expr,
+        new: $new:expr, append: |$b:ident, $v:ident| $append:expr, read: |$a:ident, $row:ident| $read:expr
+    ) => {
+        leaf_data!(
+            impl[] $rust, $builder, $array, $data_type,
+            new: $new, append: |$b, $v| $append, read: |$a, $row| $read
+        );
     };
 }
 
@@ -393,42 +402,6 @@ impl<const PRECISION: u8, const SCALE: i8> fmt::Display for Decimal<PRECISION, S
     }
 }
 
-impl<const PRECISION: u8, const SCALE: i8> Data for Decimal<PRECISION, SCALE> {
-    const WIDTH: usize = 1;
-    type Builder = PrimitiveBuilder<Decimal128Type>;
-    type Reader<'a> = LeafReader<'a, PrimitiveArray<Decimal128Type>>;
-
-    fn fields(name: &str, nullable: bool, out: &mut Vec<Field>) {
-        out.push(Field::new(
-            leaf_name(name),
-            DataType::Decimal128(PRECISION, SCALE),
-            nullable,
-        ));
-    }
-    fn builder(capacity: usize) -> Self::Builder {
-        primitive_builder::<Decimal128Type>(capacity)
-            .with_data_type(DataType::Decimal128(PRECISION, SCALE))
-    }
-    fn append(builder: &mut Self::Builder, value: Self) {
-        builder.append_value(value.0);
-    }
-    fn append_null(builder: &mut Self::Builder) {
-        builder.append_null();
-    }
-    fn finish(mut builder: Self::Builder, out: &mut Vec<ArrayRef>) {
-        out.push(Arc::new(builder.finish()));
-    }
-    fn reader<'a>(columns: Columns<'a>) -> Result<Self::Reader<'a>, DataError> {
-        LeafReader::new(columns, &DataType::Decimal128(PRECISION, SCALE))
-    }
-    fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError> {
-        Ok(Decimal(reader.non_null(row)?.value(row)))
-    }
-    fn is_null(reader: &Self::Reader<'_>, row: usize) -> bool {
-        reader.array.is_null(row)
-    }
-}
-
 /// A CQL `blob`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Blob(pub Vec<u8>);
@@ -453,6 +426,15 @@ leaf_data!(
     new: primitive_builder::<Date32Type>,
     append: |builder, value| builder.append_value(value.0),
     read: |array, row| Date(array.value(row))
+);
+leaf_data!(
+    impl[const PRECISION: u8, const SCALE: i8] Decimal<PRECISION, SCALE>,
+    PrimitiveBuilder<Decimal128Type>, PrimitiveArray<Decimal128Type>,
+    DataType::Decimal128(PRECISION, SCALE),
+    new: |capacity| primitive_builder::<Decimal128Type>(capacity)
+        .with_data_type(DataType::Decimal128(PRECISION, SCALE)),
+    append: |builder, value| builder.append_value(value.0),
+    read: |array, row| Decimal(array.value(row))
 );
 leaf_data!(
     Time, PrimitiveBuilder<Time64NanosecondType>, PrimitiveArray<Time64NanosecondType>,
@@ -838,17 +820,20 @@ mod tests {
         batch
     }
 
-    #[test]
-    fn primitives_round_trip_as_the_stores_types() {
-        let batch = round_trip(vec![(1i64, 2.5f64, "a".to_string(), Timestamp(7), true)]);
-        let types: Vec<_> = batch
+    fn column_types(batch: &RecordBatch) -> Vec<DataType> {
+        batch
             .schema()
             .fields()
             .iter()
             .map(|f| f.data_type().clone())
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn primitives_round_trip_as_the_stores_types() {
+        let batch = round_trip(vec![(1i64, 2.5f64, "a".to_string(), Timestamp(7), true)]);
         assert_eq!(
-            types,
+            column_types(&batch),
             vec![
                 DataType::Int64,
                 DataType::Float64,
@@ -866,14 +851,8 @@ mod tests {
             (Decimal::<15, 2>(12_345), Time::hms(13, 5, 9)),
             (Decimal::<15, 2>(-7), Time(0)),
         ]);
-        let types: Vec<_> = batch
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect();
         assert_eq!(
-            types,
+            column_types(&batch),
             vec![
                 DataType::Decimal128(15, 2),
                 DataType::Time64(TimeUnit::Nanosecond)

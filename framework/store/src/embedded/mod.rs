@@ -1612,21 +1612,7 @@ impl Inner {
             chunks: Vec::new(),
             mem_keys: Arc::default(),
         };
-        let windows = compaction_windows(
-            &snapshot.runs,
-            shards.shard_count(),
-            self.options.rows_per_file as u64,
-        );
-        let mut files: Vec<DataFileRef> = Vec::new();
-        for window in windows {
-            match self.compact_window(&snapshot, id, window) {
-                Ok((written, _)) => files.extend(written),
-                Err(e) => {
-                    retire_files(&files);
-                    return Err(e);
-                }
-            }
-        }
+        let (files, _) = self.rewrite(&snapshot, id)?;
         for part in &snapshot.runs {
             retire_files(&part.files);
         }
@@ -1793,31 +1779,8 @@ impl Inner {
         };
         let seq = snapshot.runs.iter().map(|r| r.seq).max().unwrap_or(0);
         let def = &snapshot.def;
-        // One window of shards at a time: memory holds about one output file's rows, never the
-        // table. Every key is live in one run only, so a window's rows need sorting, not merging.
-        let windows = compaction_windows(
-            &snapshot.runs,
-            snapshot.shards.shard_count(),
-            self.options.rows_per_file as u64,
-        );
         let started = std::time::Instant::now();
-        let mut report = Compaction {
-            runs: snapshot.runs.len(),
-            windows: windows.len(),
-            ..Compaction::default()
-        };
-        let mut files: Vec<DataFileRef> = Vec::new();
-        let written = windows.into_iter().try_for_each(|window| {
-            let (window_files, rows) = self.compact_window(&snapshot, id, window)?;
-            report.rows += rows;
-            report.largest_window_rows = report.largest_window_rows.max(rows);
-            files.extend(window_files);
-            Ok::<_, Error>(())
-        });
-        if let Err(e) = written {
-            retire_files(&files);
-            return Err(e);
-        }
+        let (files, mut report) = self.rewrite(&snapshot, id)?;
         let tagged: Vec<(u64, DataFileRef)> = files.iter().map(|f| (seq, f.clone())).collect();
         let keys = || files_key_set(def, &tagged);
         report.millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -1834,6 +1797,39 @@ impl Inner {
         }
         tracing::debug!(table = %name, runs = report.runs, rows = report.rows, windows = report.windows, "compacted");
         Ok(true)
+    }
+
+    /// Writes the live rows of `snapshot`'s runs as the files of one new run, one window of
+    /// shards at a time: memory holds about one output file's rows, never the table. Every key
+    /// is live in one run only (or, for a statement's parts, later parts win), so a window's
+    /// rows need sorting, not merging. Returns the files and what was done (no time set); on
+    /// failure the files written so far are deleted.
+    fn rewrite(&self, snapshot: &TableSnapshot, id: u64) -> Result<(Vec<DataFileRef>, Compaction)> {
+        let windows = compaction_windows(
+            &snapshot.runs,
+            snapshot.shards.shard_count(),
+            self.options.rows_per_file as u64,
+        );
+        let mut report = Compaction {
+            runs: snapshot.runs.len(),
+            windows: windows.len(),
+            ..Compaction::default()
+        };
+        let mut files: Vec<DataFileRef> = Vec::new();
+        for window in windows {
+            match self.compact_window(snapshot, id, window) {
+                Ok((written, rows)) => {
+                    report.rows += rows;
+                    report.largest_window_rows = report.largest_window_rows.max(rows);
+                    files.extend(written);
+                }
+                Err(e) => {
+                    retire_files(&files);
+                    return Err(e);
+                }
+            }
+        }
+        Ok((files, report))
     }
 
     /// Writes the live rows of one window of shards of `snapshot`'s runs as files of a new run;
