@@ -522,6 +522,62 @@ async fn hostile_requests_get_clear_errors_and_the_daemons_keep_serving() {
         .unwrap_err();
     assert_eq!(huge.code(), tonic::Code::OutOfRange, "{huge}");
 
+    // A task reading its inputs from a worker the driver never registered is refused before it
+    // runs (the worker would otherwise dial that address with the cluster secret); one reading
+    // from a registered worker gets past that check and fails on its garbage plan.
+    let reading_from = |endpoint: &str| pb::LaunchTaskRequest {
+        protocol_version: quarry_proto::PROTOCOL_VERSION,
+        task: Some(pb::TaskDefinition {
+            task: Some(pb::TaskId {
+                job_id: "8".into(),
+                stage_id: 2,
+                partition: 0,
+                attempt: 0,
+            }),
+            plan: vec![0xff; 8],
+            inputs: vec![pb::StageInput {
+                stage_id: 1,
+                outputs: vec![pb::TaskOutputLocation {
+                    task: Some(pb::TaskId {
+                        job_id: "8".into(),
+                        stage_id: 1,
+                        partition: 0,
+                        attempt: 0,
+                    }),
+                    flight_endpoint: endpoint.to_string(),
+                    partitions: 1,
+                }],
+            }],
+            ..Default::default()
+        }),
+    };
+    let stranger = worker
+        .launch_task(reading_from("http://127.0.0.99:9"))
+        .await
+        .unwrap_err();
+    assert_eq!(stranger.code(), tonic::Code::PermissionDenied, "{stranger}");
+    assert!(
+        stranger.message().contains("http://127.0.0.99:9")
+            && stranger.message().contains("not a worker registered"),
+        "{stranger}"
+    );
+    let registered = worker
+        .launch_task(reading_from(&worker_url))
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(registered.state, pb::TaskState::Failed as i32);
+    assert!(
+        !registered
+            .error
+            .unwrap()
+            .message
+            .contains("not a worker registered"),
+        "a registered worker's endpoint passes"
+    );
+
     // Flight tickets that are not tickets, or name nothing.
     let mut flight = FlightClient::new(channel(&worker_url, Some(&secret)).await);
     let garbage = flight

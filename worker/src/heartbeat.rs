@@ -83,6 +83,7 @@ pub async fn run(
                         "the driver restarted; dropped the tasks and outputs of its earlier jobs"
                     );
                 }
+                state.peers.set(response.peers);
                 driver_id = Some(response.driver_id);
                 backoff = Duration::from_millis(50);
                 Duration::from_millis(response.heartbeat_interval_ms.max(10))
@@ -103,8 +104,12 @@ pub async fn run(
             }
         };
         loop {
-            if sleep_or_stop(interval, &mut stop).await {
-                return Ok(());
+            // A task naming a worker this one has not heard of asks for the list early.
+            tokio::select! {
+                stopped = sleep_or_stop(interval, &mut stop) => if stopped {
+                    return Ok(());
+                },
+                () = state.peers.refresh_wanted() => {}
             }
             let request = pb::HeartbeatRequest {
                 protocol_version: quarry_proto::PROTOCOL_VERSION,
@@ -117,7 +122,7 @@ pub async fn run(
                     tracing::info!("the driver does not know this worker; registering again");
                     continue 'register;
                 }
-                Ok(_) => {}
+                Ok(r) => state.peers.set(r.into_inner().peers),
                 Err(status) => {
                     tracing::warn!(error = %status.message(), "heartbeat failed");
                     if refused_for_good(&status) {

@@ -24,6 +24,7 @@ pub mod flight_service;
 pub mod heartbeat;
 pub mod job_modules;
 pub mod local_shards;
+pub mod peers;
 pub mod rpc;
 pub mod task_outputs;
 pub mod task_runner;

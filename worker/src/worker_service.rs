@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use quarry_jobs::{TaskId, TaskMetrics, TaskState, TaskStatus};
 use quarry_proto::v1 as pb;
@@ -15,6 +16,7 @@ use tracing::Instrument;
 
 use crate::cpu_runtime::CpuRuntime;
 use crate::error::Error;
+use crate::peers::Peers;
 use crate::rpc::{
     Peer, check_protocol, status_to_proto, task_id_from_proto, task_request_from_proto,
 };
@@ -35,8 +37,13 @@ pub struct WorkerState {
     pub runner: TaskRunner,
     pub cpu: CpuRuntime,
     pub outputs: Arc<OutputStore>,
+    /// The workers a task may read its inputs from.
+    pub peers: Peers,
     tasks: Mutex<HashMap<TaskId, TaskEntry>>,
 }
+
+/// How long a task naming an unknown worker waits for the driver's fresher list of workers.
+const PEER_WAIT: Duration = Duration::from_secs(5);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -54,6 +61,7 @@ impl WorkerState {
             runner,
             cpu,
             outputs: Arc::new(outputs),
+            peers: Peers::default(),
             tasks: Mutex::new(HashMap::new()),
         }
     }
@@ -114,6 +122,12 @@ impl WorkerService for WorkerRpc {
         let task = task_request_from_proto(definition)?;
         let id = task.id;
         let state = &self.0;
+        let endpoints = task.inputs.values().flatten().map(|o| o.endpoint.as_str());
+        if let Err(endpoint) = state.peers.check(endpoints, PEER_WAIT).await {
+            return Err(Status::permission_denied(format!(
+                "task {id} reads from {endpoint}, which is not a worker registered with the driver"
+            )));
+        }
         if lock(&state.tasks)
             .get(&id)
             .is_some_and(|t| t.status.state == TaskState::Running)

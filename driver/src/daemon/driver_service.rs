@@ -66,6 +66,7 @@ impl DriverService for DriverRpc {
             driver_id: self.0.driver_id.clone(),
             heartbeat_interval_ms: self.0.config.heartbeat_interval.as_millis() as u64,
             lost_after_ms: self.0.config.lost_after.as_millis() as u64,
+            peers: self.0.registry.endpoints(),
         }))
     }
 
@@ -83,7 +84,14 @@ impl DriverService for DriverRpc {
             request.running_tasks,
             local_shards,
         );
-        Ok(Response::new(pb::HeartbeatResponse { reregister: !known }))
+        Ok(Response::new(pb::HeartbeatResponse {
+            reregister: !known,
+            peers: if known {
+                self.0.registry.endpoints()
+            } else {
+                Vec::new()
+            },
+        }))
     }
 
     async fn list_workers(

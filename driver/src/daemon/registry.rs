@@ -253,6 +253,15 @@ impl Registry {
             .collect()
     }
 
+    /// The endpoints of every registered worker, lost ones included (their outputs may still
+    /// be read while the driver re-runs them): the peers a worker may read exchange outputs from.
+    pub fn endpoints(&self) -> Vec<String> {
+        lock(&self.workers)
+            .values()
+            .map(|e| e.handle.endpoint.clone())
+            .collect()
+    }
+
     /// The nodes of every worker ever registered, sorted: the cluster placement is computed over.
     pub fn nodes(&self) -> Vec<NodeId> {
         let mut nodes: Vec<NodeId> = lock(&self.workers)

@@ -47,6 +47,10 @@ pub struct RegisterWorkerResponse {
     /// The driver declares the worker lost after this much silence.
     #[prost(uint64, tag = "4")]
     pub lost_after_ms: u64,
+    /// The Flight endpoints of every worker registered with the driver: the only places a task
+    /// may read exchange outputs from.
+    #[prost(string, repeated, tag = "5")]
+    pub peers: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct HeartbeatRequest {
@@ -61,11 +65,14 @@ pub struct HeartbeatRequest {
     #[prost(message, repeated, tag = "4")]
     pub local_shards: ::prost::alloc::vec::Vec<ShardRange>,
 }
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct HeartbeatResponse {
     /// True when the driver does not know the worker (it restarted): register again.
     #[prost(bool, tag = "1")]
     pub reregister: bool,
+    /// As in RegisterWorkerResponse: the registered workers' Flight endpoints, as of now.
+    #[prost(string, repeated, tag = "2")]
+    pub peers: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct TaskId {
