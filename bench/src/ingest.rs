@@ -1,9 +1,11 @@
-//! Sustained ingestion: readings arrive in small batches (default 1,000 rows) for a while
-//! (default 60 s) into a table that already holds a large run, while queries (a) and (b) run once
-//! a second. Reports the rows per second ingested, the queries' median and p99 latency during
-//! ingestion beside the same queries on the table before ingestion began (one run, compacted),
-//! and the process's peak resident memory. Every write is acknowledged only once durable (the
-//! write-ahead log is fsynced), as a client's would be.
+//! Sustained ingestion: readings arrive in small batches (default 1,000 rows) at a given rate
+//! (default 200,000 rows/s; `--rate 0` writes as fast as the writers can) for a while (default
+//! 60 s) into a table that already holds a large run, while queries (a) and (b) run once a
+//! second. Reports the rows per second ingested, and the queries' median and p99 latency during
+//! ingestion beside the same queries before ingestion (the starting rows in one run), after it
+//! (the runs and memtable it left, nothing else running) and after compacting the final rows
+//! into one run; then the process's peak resident memory. Every write is acknowledged only once
+//! durable (the write-ahead log is fsynced), as a client's would be.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +39,16 @@ pub struct IngestArgs {
     /// Concurrent writers (each writes its own batches).
     #[arg(long, default_value_t = 4)]
     writers: usize,
+    /// Rows per second arriving, over all writers (0: as fast as the writers can write, which
+    /// measures capacity; queries then share the cores with writers that never wait).
+    #[arg(long, default_value_t = 200_000)]
+    rate: u64,
+    /// The store's memtable flush threshold, in rows (default: the store's).
+    #[arg(long)]
+    memtable_rows: Option<usize>,
+    /// Compact once more runs than this overlap (default: the store's).
+    #[arg(long)]
+    max_runs: Option<usize>,
     /// Work directory (default: a temporary directory, removed afterwards).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -45,18 +57,26 @@ pub struct IngestArgs {
 pub async fn run(args: IngestArgs) -> Result<()> {
     let work = WorkDir::new(args.dir.as_deref())?;
     let (config, base) = crate::fresh::base_readings(args.rows, args.devices)?;
-    let store = Arc::new(EmbeddedStore::open(
-        work.path().join("store"),
-        EmbeddedOptions::default(),
-    )?);
+    let defaults = EmbeddedOptions::default();
+    let options = EmbeddedOptions {
+        memtable_flush_rows: args.memtable_rows.unwrap_or(defaults.memtable_flush_rows),
+        max_runs: args.max_runs.unwrap_or(defaults.max_runs),
+        ..defaults
+    };
+    let store = Arc::new(EmbeddedStore::open(work.path().join("store"), options)?);
     let session = Arc::new(QuarrySession::new(store.clone() as Arc<dyn Store>));
     session.execute_script(crate::fresh::DDL).await?;
     let name = TableName::new("iot", "readings");
+    let base_rows = base.num_rows();
     store.write(&name, vec![base.clone()]).await?;
     store.wait_idle();
+    let arriving = match args.rate {
+        0 => "as fast as they can".to_string(),
+        rate => format!("{rate} rows/s arriving"),
+    };
     println!(
-        "sustained ingestion: {} rows to start with, then {}-row writes from {} writers for {} s, \
-         queries (a) and (b) once a second",
+        "sustained ingestion: {} rows to start with, then {}-row writes from {} writers ({arriving}) \
+         for {} s, queries (a) and (b) once a second",
         base.num_rows(),
         args.batch_rows,
         args.writers,
@@ -64,14 +84,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     );
 
     // The queries on the table as loaded (one run): the reference.
-    let mut before: Vec<Vec<Duration>> = vec![Vec::new(); QUERIES.len()];
-    for _ in 0..10 {
-        for (q, (_, sql)) in QUERIES.iter().enumerate() {
-            let started = Instant::now();
-            session.execute(&sql.replace("{t}", "iot.readings")).await?;
-            before[q].push(started.elapsed());
-        }
-    }
+    let mut before = timed_queries(&session, 10).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let ingested = Arc::new(AtomicU64::new(0));
@@ -86,9 +99,17 @@ pub async fn run(args: IngestArgs) -> Result<()> {
             base.clone(),
         );
         let (batch_rows, end) = (args.batch_rows, config.end_millis);
+        // Each writer's batches arrive on a schedule; a writer behind it writes at once.
+        let every = (args.rate > 0).then(|| {
+            Duration::from_secs_f64(batch_rows as f64 * args.writers as f64 / args.rate as f64)
+        });
         writers.push(tokio::spawn(async move {
             let mut n = 0u64;
+            let started = tokio::time::Instant::now();
             while !stop.load(Ordering::SeqCst) {
+                if let Some(every) = every {
+                    tokio::time::sleep_until(started + every * n as u32).await;
+                }
                 let batch = reading_batch(&base, writer as u64, n, batch_rows, end)?;
                 store.write(&name, vec![batch]).await?;
                 ingested.fetch_add(batch_rows as u64, Ordering::SeqCst);
@@ -117,28 +138,61 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     let rows = ingested.load(Ordering::SeqCst);
     let stats = store.table_stats(&name)?;
     println!(
-        "ingested {rows} rows in {secs:.1} s: {:.0} rows/s (target >= 200,000); the table then \
-         had {} runs (overlap depth {}), {} rows in the memtable",
+        "ingested {rows} rows in {secs:.1} s: {:.0} rows/s{} (target >= 200,000); the table \
+         then had {} runs (overlap depth {}), {} rows in the memtable",
         rows as f64 / secs,
+        match args.rate {
+            0 => String::new(),
+            rate if rows as f64 / secs >= rate as f64 * 0.98 => ", keeping up with arrivals".into(),
+            _ => ", FELL BEHIND the arriving rows".into(),
+        },
         stats.runs,
         stats.overlap_depth,
         stats.memtable_rows
     );
+    // The same queries on the table as ingestion left it, with nothing else running: what the
+    // runs and the memtable cost a read, apart from sharing the cores with the writers.
+    let mut after = timed_queries(&session, 5).await?;
+    // And on the same rows compacted into one run: the reference for the rows the table ends
+    // with (queries during ingestion read between the starting rows and these).
+    store.flush()?;
+    store.compact(&name)?;
+    let mut compacted = timed_queries(&session, 5).await?;
+    let final_rows = store.table_stats(&name)?.run_rows;
     println!(
-        "\n{:<36} {:>10} {:>10} {:>10} {:>10} {:>8}",
-        "query", "before", "median", "p99", "queries", "ratio"
+        "\nlatencies: before ingestion ({} rows, one run), during it (median, p99), after it \
+         (idle, {} runs) and after compacting the final {} rows into one run",
+        base_rows, stats.runs, final_rows
     );
+    println!(
+        "{:<36} {:>9} {:>9} {:>9} {:>9} {:>9} {:>15} {:>19} {:>15}",
+        "query",
+        "before",
+        "median",
+        "p99",
+        "idle",
+        "compacted",
+        "median/before",
+        "median/compacted",
+        "idle/compacted"
+    );
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     for (q, (label, _)) in QUERIES.iter().enumerate() {
         let reference = percentile(&mut before[q], 50);
         let median = percentile(&mut during[q], 50);
         let p99 = percentile(&mut during[q], 99);
+        let idle = percentile(&mut after[q], 50);
+        let compacted = percentile(&mut compacted[q], 50);
         println!(
-            "{label:<36} {:>8.1}ms {:>8.1}ms {:>8.1}ms {:>10} {:>8.2}",
-            reference.as_secs_f64() * 1e3,
-            median.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3,
-            during[q].len(),
-            median.as_secs_f64() / reference.as_secs_f64()
+            "{label:<36} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>15.2} {:>19.2} {:>15.2}",
+            ms(reference),
+            ms(median),
+            ms(p99),
+            ms(idle),
+            ms(compacted),
+            ms(median) / ms(reference),
+            ms(median) / ms(compacted),
+            ms(idle) / ms(compacted),
         );
     }
     if let Some(peak) = crate::memory::peak_rss_mib(std::process::id()) {
@@ -177,6 +231,19 @@ fn reading_batch(
     let mut columns: Vec<ArrayRef> = picked.columns().to_vec();
     columns[1] = Arc::new(new_ts);
     Ok(RecordBatch::try_new(base.schema(), columns)?)
+}
+
+/// Each query's latencies over `rounds` rounds of running them all.
+async fn timed_queries(session: &QuarrySession, rounds: usize) -> Result<Vec<Vec<Duration>>> {
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); QUERIES.len()];
+    for _ in 0..rounds {
+        for (q, (_, sql)) in QUERIES.iter().enumerate() {
+            let started = Instant::now();
+            session.execute(&sql.replace("{t}", "iot.readings")).await?;
+            times[q].push(started.elapsed());
+        }
+    }
+    Ok(times)
 }
 
 fn percentile(times: &mut [Duration], p: usize) -> Duration {

@@ -8,13 +8,16 @@ use std::sync::Arc;
 
 use arrow::array::{Array, Float64Array, Int64Array, RecordBatch};
 use quarry_core::ids::ShardId;
+use quarry_core::schema::KeyspaceDef;
 use quarry_core::schema::TableName;
 use quarry_core::shard_map::ShardMap;
 use quarry_core::shard_set::ShardSet;
 use quarry_core::token::TokenRange;
-use quarry_store::{CmpOp, EmbeddedStore, Predicate, ScanRequest, Store};
+use quarry_store::{CmpOp, EmbeddedOptions, EmbeddedStore, Predicate, ScanRequest, Store};
 
-use common::{by_key, name, new_store_with_shards, read, rows, scan_all, small_options, token_of};
+use common::{
+    by_key, name, new_store_with_shards, read, rows, scan_all, small_options, table, token_of,
+};
 
 async fn new_store(dir: &std::path::Path) -> EmbeddedStore {
     new_store_with_shards(dir, 64).await
@@ -360,6 +363,63 @@ async fn check_shard_sets(store: &EmbeddedStore, shards: ShardMap) {
     }
     assert_eq!(selected, 16);
     assert_eq!(union, all);
+}
+
+#[tokio::test]
+async fn many_small_writes_in_the_memtable_are_read_in_a_few_splits_each_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedOptions {
+        memtable_flush_rows: 1_000_000,
+        ..small_options()
+    };
+    let store = EmbeddedStore::open(dir.path(), options).unwrap();
+    let mut ks = KeyspaceDef::new("iot");
+    ks.shards = 16;
+    store.create_keyspace(ks, false).await.unwrap();
+    store.create_table(table(), false).await.unwrap();
+    // 300 writes of 400 rows, each over the whole ring, updating rows of earlier writes and
+    // adding new ones: 300 chunks, about 98,000 live rows.
+    let mut expected = BTreeMap::new();
+    for w in 0..300i64 {
+        let devices = (w * 37) % 4000;
+        let seqs = (w % 7) * 5;
+        let batch = rows(devices..devices + 20, seqs..seqs + 20, 1.0 + w as f64);
+        expected.extend(by_key(std::slice::from_ref(&batch)));
+        store.write(&name(), vec![batch]).await.unwrap();
+    }
+    let stats = store.table_stats(&name()).unwrap();
+    assert_eq!(
+        (stats.runs, stats.memtable_rows),
+        (0, expected.len() as u64),
+        "{stats:?}"
+    );
+    // Read in splits of at least 65,536 rows (the last one less), not one per write.
+    let plan = store.plan_scan(&ScanRequest::full(name())).unwrap();
+    let sizes: Vec<u64> = plan.splits.iter().map(|s| s.estimated_rows).collect();
+    assert_eq!(sizes.len(), 2, "{sizes:?}");
+    assert!(
+        sizes[..sizes.len() - 1].iter().all(|&r| r >= 65_536),
+        "{sizes:?}"
+    );
+    assert_eq!(sizes.iter().sum::<u64>(), expected.len() as u64);
+    // Their batches are glued up to DataFusion's batch size, not one per write.
+    let batches = read(plan).await;
+    assert!(
+        batches.len() <= expected.len() / 8192 + sizes.len(),
+        "{} batches",
+        batches.len()
+    );
+    assert_eq!(by_key(&batches), expected);
+    // A limit, and shard sets that keep part of each chunk.
+    let plan = store
+        .plan_scan(&ScanRequest {
+            limit: Some(10_000),
+            ..ScanRequest::full(name())
+        })
+        .unwrap();
+    let limited: usize = read(plan).await.iter().map(|b| b.num_rows()).sum();
+    assert!(limited >= 10_000, "{limited} rows under a limit of 10,000");
+    check_shard_sets(&store, ShardMap::new(16)).await;
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ use quarry_core::schema::TableDef;
 use quarry_core::shard_map::ShardMap;
 use quarry_core::token::Token;
 
-use crate::embedded::keys::{KEY_COLUMN, key_field, key_hashes};
+use crate::embedded::keys::{GroupHashes, GroupKeys, KEY_COLUMN, key_field, key_hashes};
 use crate::embedded::manifest::create_dir_durably;
 use crate::embedded::sorted_rows::TOKEN_COLUMN;
 use crate::error::{Error, Result};
@@ -53,8 +53,8 @@ pub struct DataFile {
     pub group_starts: Vec<u64>,
     /// Per row group, the row at which each of its shards starts (see [`DataFile::shard_starts`]).
     shard_starts: Vec<OnceLock<Vec<u32>>>,
-    /// Per row group, its rows' key hashes once read (see [`DataFile::key_hashes`]).
-    key_hashes: Vec<OnceLock<Arc<[i64]>>>,
+    /// Per row group, its rows' key hashes once read, sorted (see [`DataFile::key_hashes`]).
+    key_hashes: Vec<OnceLock<Arc<GroupKeys>>>,
     /// Set when the file left the manifest; the file is deleted when the last reader lets go.
     obsolete: AtomicBool,
 }
@@ -164,32 +164,34 @@ impl DataFile {
 
     /// The key hashes of row group `group`, read with `read` the first time. Every write
     /// compares its keys with the older runs' and every scan beside memtable rows with the
-    /// memtable's, so the hashes are kept while the writer's cache has room
-    /// ([`KEY_CACHE_BYTES`] over all files): 8 bytes a row instead of a decode each time.
+    /// memtable's, so the hashes are kept, sorted, while the writer's cache has room
+    /// ([`KEY_CACHE_BYTES`] over all files): 12 bytes a row instead of a decode each time, and a
+    /// search that costs what the searched keys number, not what the row group holds.
     pub fn key_hashes(
         &self,
         group: usize,
         read: impl FnOnce() -> Result<Vec<i64>>,
-    ) -> Result<Arc<[i64]>> {
+    ) -> Result<GroupHashes> {
         let Some(cell) = self.key_hashes.get(group) else {
             return Err(Error::Internal(format!(
                 "row group {group} of {} does not exist",
                 self.relative
             )));
         };
-        if let Some(hashes) = cell.get() {
-            return Ok(hashes.clone());
+        if let Some(keys) = cell.get() {
+            return Ok(GroupHashes::Sorted(keys.clone()));
         }
-        let hashes: Arc<[i64]> = read()?.into();
-        let bytes = (hashes.len() * 8) as u64;
-        if KEY_CACHE_USED.fetch_add(bytes, Ordering::SeqCst) + bytes <= KEY_CACHE_BYTES {
-            if cell.set(hashes.clone()).is_err() {
-                KEY_CACHE_USED.fetch_sub(bytes, Ordering::SeqCst);
-            }
-        } else {
+        let hashes = read()?;
+        let bytes = GroupKeys::bytes_for(hashes.len());
+        if KEY_CACHE_USED.fetch_add(bytes, Ordering::SeqCst) + bytes > KEY_CACHE_BYTES {
+            KEY_CACHE_USED.fetch_sub(bytes, Ordering::SeqCst);
+            return Ok(GroupHashes::InRowOrder(hashes));
+        }
+        let keys = Arc::new(GroupKeys::sorted(hashes));
+        if cell.set(keys.clone()).is_err() {
             KEY_CACHE_USED.fetch_sub(bytes, Ordering::SeqCst);
         }
-        Ok(hashes)
+        Ok(GroupHashes::Sorted(keys))
     }
 
     pub fn rows(&self) -> u64 {
@@ -214,7 +216,7 @@ impl Drop for DataFile {
             .key_hashes
             .iter()
             .filter_map(|cell| cell.get())
-            .map(|hashes| (hashes.len() * 8) as u64)
+            .map(|keys| GroupKeys::bytes_for(keys.rows()))
             .sum();
         KEY_CACHE_USED.fetch_sub(cached, Ordering::SeqCst);
         if self.obsolete.load(Ordering::SeqCst)

@@ -5,7 +5,8 @@
 //!   new rows ──▶ KeySet (key hash ──▶ rows, plus a one-probe bit filter)
 //!                   │
 //!   older data file, row group by row group:
-//!     _key column ──▶ filter ──▶ hash lookup ──▶ candidates ──▶ their key columns compared ──▶ matches
+//!     _key column, sorted once ──▶ galloping search for the set's hashes ──▶ candidates
+//!       ──▶ their key columns compared ──▶ matches
 //! ```
 //!
 //! Every row has a key hash: the Murmur3 token of its whole primary key in CQL's composite
@@ -82,6 +83,64 @@ impl Hasher for PassThrough {
     }
 }
 
+/// A row group's key hashes in ascending order, with the row (within the group) of each.
+#[derive(Debug)]
+pub struct GroupKeys {
+    hashes: Vec<i64>,
+    rows: Vec<u32>,
+}
+
+impl GroupKeys {
+    /// Sorts the hashes of a group's rows, given in row order.
+    pub fn sorted(hashes: Vec<i64>) -> GroupKeys {
+        let mut pairs: Vec<(i64, u32)> = hashes
+            .into_iter()
+            .enumerate()
+            .map(|(row, hash)| (hash, row as u32))
+            .collect();
+        pairs.sort_unstable();
+        let (hashes, rows) = pairs.into_iter().unzip();
+        GroupKeys { hashes, rows }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// What the keys of `rows` rows hold in memory.
+    pub fn bytes_for(rows: usize) -> u64 {
+        (rows * (size_of::<i64>() + size_of::<u32>())) as u64
+    }
+}
+
+/// A row group's key hashes: sorted when they are cached, in row order when the cache is full.
+pub enum GroupHashes {
+    Sorted(std::sync::Arc<GroupKeys>),
+    InRowOrder(Vec<i64>),
+}
+
+/// Searching a row group's sorted hashes pays off over probing each of its rows when the group
+/// holds at least this many rows per hash searched.
+const GALLOP_RATIO: usize = 10;
+
+/// The first index at or after `from` whose hash is at least `hash` (`hashes` ascending):
+/// galloping from `from`, so a walk through ascending `hash`es costs the logarithm of each gap.
+fn gallop(hashes: &[i64], from: usize, hash: i64) -> usize {
+    let mut low = from;
+    let mut step = 1;
+    loop {
+        let probe = low + step - 1;
+        if probe >= hashes.len() {
+            return low + hashes[low..].partition_point(|&h| h < hash);
+        }
+        if hashes[probe] >= hash {
+            return low + hashes[low..probe].partition_point(|&h| h < hash);
+        }
+        low = probe + 1;
+        step *= 2;
+    }
+}
+
 /// Builds hash maps and sets keyed by key hashes.
 pub type PassThroughBuild = BuildHasherDefault<PassThrough>;
 
@@ -97,6 +156,8 @@ pub struct KeySet {
     /// First row of each hash; further rows of the same hash follow `next`.
     head: HashMap<i64, u32, BuildHasherDefault<PassThrough>>,
     next: Vec<u32>,
+    /// The distinct hashes, ascending, for searching sorted row groups.
+    sorted: Vec<i64>,
     /// One bit per hash bucket: most rows of a search are not in the set and stop here.
     filter: Vec<u64>,
     filter_mask: u64,
@@ -156,6 +217,7 @@ impl KeySet {
             tags: Vec::with_capacity(total),
             head: HashMap::with_capacity_and_hasher(total, Default::default()),
             next: Vec::with_capacity(total),
+            sorted: Vec::new(),
             filter: vec![0; bits / 64],
             filter_mask: bits as u64 - 1,
             min_token: i64::MAX,
@@ -182,6 +244,8 @@ impl KeySet {
                 set.next.push(previous);
             }
         }
+        set.sorted = set.head.keys().copied().collect();
+        set.sorted.sort_unstable();
         Ok(set)
     }
 
@@ -216,6 +280,39 @@ impl KeySet {
             while row != END {
                 out.push((i as u32, row));
                 row = self.next[row as usize];
+            }
+        }
+        out
+    }
+
+    /// As [`KeySet::candidates`], over a row group's sorted hashes: each of the set's hashes is
+    /// looked up by galloping through them, so the work grows with the set, not with the group
+    /// (a memtable's few thousand new keys against a run of millions).
+    pub fn candidates_in(&self, group: &GroupKeys) -> Vec<(u32, u32)> {
+        // A galloping step costs about what ten filter probes do: past that, probing every
+        // row of the group is cheaper.
+        if self.sorted.len().saturating_mul(GALLOP_RATIO) > group.rows() {
+            let mut out = self.candidates(&group.hashes);
+            for pair in &mut out {
+                pair.0 = group.rows[pair.0 as usize];
+            }
+            return out;
+        }
+        let mut out = Vec::new();
+        let mut at = 0;
+        for &hash in &self.sorted {
+            at = gallop(&group.hashes, at, hash);
+            if at == group.hashes.len() {
+                break;
+            }
+            let mut i = at;
+            while i < group.hashes.len() && group.hashes[i] == hash {
+                let mut row = self.head.get(&hash).copied().unwrap_or(END);
+                while row != END {
+                    out.push((group.rows[i], row));
+                    row = self.next[row as usize];
+                }
+                i += 1;
             }
         }
         out
@@ -307,7 +404,10 @@ impl KeySet {
                 Ok(hashes)
             }
         })?;
-        let candidates = self.candidates(&hashes);
+        let candidates = match &hashes {
+            GroupHashes::Sorted(keys) => self.candidates_in(keys),
+            GroupHashes::InRowOrder(hashes) => self.candidates(hashes),
+        };
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
@@ -421,5 +521,77 @@ fn cast_to(column: &ArrayRef, target: &DataType) -> Result<ArrayRef> {
         Ok(column.clone())
     } else {
         Ok(cast(column, target)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use quarry_core::cql_type::CqlType;
+    use quarry_core::schema::ColumnDef;
+
+    use super::*;
+
+    #[test]
+    fn galloping_finds_the_first_hash_not_below_from_any_start() {
+        let hashes: Vec<i64> = vec![-9, -9, -4, 0, 3, 3, 3, 8, 21, 40];
+        for from in 0..=hashes.len() {
+            for hash in -12..45 {
+                let expected = from + hashes[from..].partition_point(|&h| h < hash);
+                assert_eq!(gallop(&hashes, from, hash), expected, "from {from}, {hash}");
+            }
+        }
+        assert_eq!(gallop(&[], 0, 5), 0);
+    }
+
+    /// The sorted search finds exactly the pairs the filter probe over rows in order finds,
+    /// repeated hashes (on both sides) included.
+    #[test]
+    fn searching_sorted_hashes_finds_what_probing_every_row_finds() {
+        let table = TableDef::new(
+            "ks",
+            "t",
+            vec![
+                ColumnDef::new("id", CqlType::BigInt),
+                ColumnDef::new("v", CqlType::Double),
+            ],
+            vec!["id".into()],
+            vec![],
+        )
+        .unwrap();
+        // A small xorshift: hashes drawn from a narrow range so that many repeat.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = |range: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % range) as i64 - (range / 2) as i64
+        };
+        for (set_rows, group_rows, range) in [(5, 10_000, 50_000), (3_000, 2_000, 4_000)] {
+            let set_hashes: Vec<i64> = (0..set_rows).map(|_| next(range)).collect();
+            let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..set_rows as i64));
+            let tokens: Vec<i64> = (0..set_rows as i64).collect();
+            let set = KeySet::new(
+                &table,
+                &[Tagged {
+                    keys: vec![ids],
+                    tokens: &tokens,
+                    hashes: &set_hashes,
+                    tag: 1,
+                }],
+            )
+            .unwrap();
+            let in_row_order: Vec<i64> = (0..group_rows).map(|_| next(range)).collect();
+            let mut probed = set.candidates(&in_row_order);
+            let mut searched = set.candidates_in(&GroupKeys::sorted(in_row_order));
+            probed.sort_unstable();
+            searched.sort_unstable();
+            assert!(!probed.is_empty());
+            assert_eq!(
+                searched, probed,
+                "{set_rows} keys against {group_rows} rows"
+            );
+        }
     }
 }

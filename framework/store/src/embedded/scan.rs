@@ -23,7 +23,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, Scalar,
 };
 use arrow::compute::kernels::cmp;
-use arrow::compute::{and, cast, filter_record_batch};
+use arrow::compute::{and, cast, concat_batches, filter_record_batch};
 use arrow::datatypes::{Int64Type, SchemaRef};
 use futures::stream;
 use parquet::arrow::ProjectionMask;
@@ -46,6 +46,8 @@ use crate::store::{BatchStream, ReadCounters, ScanPlan, ScanRequest, ScanSplit, 
 
 /// Rows per batch read from Parquet (DataFusion's default batch size).
 const BATCH_ROWS: usize = 8192;
+/// Rows of memtable chunks read by one split.
+const CHUNK_SPLIT_ROWS: usize = 65_536;
 /// Row selections whose runs of selected rows average fewer rows than this are applied as a mask.
 const MASK_BELOW_RUN_ROWS: usize = 2048;
 
@@ -354,26 +356,54 @@ fn plan_sources(snapshot: &TableSnapshot, request: &ScanRequest) -> Result<Plann
             }
         }
     }
-    for chunk in &snapshot.chunks {
-        if chunk.num_rows() == 0 || !overlaps(chunk.min_token, chunk.max_token) {
-            continue;
+    // Memtable chunks are one per write (often a few hundred rows each): they are read in groups
+    // of about `CHUNK_SPLIT_ROWS` rows, as batches of about `BATCH_ROWS`, so a query over a busy
+    // memtable does not pay per-batch costs a thousand times.
+    let mut group = ChunkSplit {
+        chunks: Vec::new(),
+        read: read.clone(),
+    };
+    let push_group = |group: &mut ChunkSplit, splits: &mut Vec<_>| {
+        if group.chunks.is_empty() {
+            return;
         }
-        let token_filter = filter_for(&allowed, chunk.min_token, chunk.max_token);
-        let shards = covered(&token_filter, chunk.min_token, chunk.max_token);
-        let source: Arc<dyn SyncSource> = Arc::new(ChunkSplit {
-            chunk: chunk.clone(),
-            token_filter,
-            read: read.clone(),
-        });
+        let group = std::mem::replace(
+            group,
+            ChunkSplit {
+                chunks: Vec::new(),
+                read: read.clone(),
+            },
+        );
+        let shards = group
+            .chunks
+            .iter()
+            .map(|c| covered(&c.token_filter, c.chunk.min_token, c.chunk.max_token))
+            .reduce(|a, b| *a.start().min(b.start())..=*a.end().max(b.end()))
+            .unwrap_or(0..=0);
+        let estimated_rows = group.rows() as u64;
+        let source: Arc<dyn SyncSource> = Arc::new(group);
         splits.push((
             ScanSplit {
                 shards,
-                estimated_rows: chunk.num_rows() as u64,
+                estimated_rows,
                 source: Arc::new(Spawned(source.clone())),
             },
             source,
         ));
+    };
+    for chunk in &snapshot.chunks {
+        if chunk.num_rows() == 0 || !overlaps(chunk.min_token, chunk.max_token) {
+            continue;
+        }
+        group.chunks.push(ChunkRead {
+            chunk: chunk.clone(),
+            token_filter: filter_for(&allowed, chunk.min_token, chunk.max_token),
+        });
+        if group.rows() >= CHUNK_SPLIT_ROWS {
+            push_group(&mut group, &mut splits);
+        }
     }
+    push_group(&mut group, &mut splits);
     splits.sort_by_key(|(split, _)| (*split.shards.start(), *split.shards.end()));
     let plan = ScanPlan {
         schema,
@@ -575,12 +605,24 @@ struct GroupSplit {
     overlay: Option<(Overlay, u64)>,
 }
 
-/// Reads one memtable chunk.
+/// Reads memtable chunks, in sequence order.
 #[derive(Debug)]
 struct ChunkSplit {
+    chunks: Vec<ChunkRead>,
+    read: ReadSpec,
+}
+
+/// One chunk of a [`ChunkSplit`], and the token ranges wanted of it (`None`: all).
+#[derive(Debug)]
+struct ChunkRead {
     chunk: Arc<MemChunk>,
     token_filter: Option<Vec<TokenRange>>,
-    read: ReadSpec,
+}
+
+impl ChunkSplit {
+    fn rows(&self) -> usize {
+        self.chunks.iter().map(|c| c.chunk.num_rows()).sum()
+    }
 }
 
 impl GroupSplit {
@@ -681,24 +723,46 @@ impl SyncSource for ChunkSplit {
     }
 
     fn batches(&self) -> Result<BatchIter> {
-        let read = |split: &ChunkSplit| -> Result<Option<RecordBatch>> {
-            let mut columns = split.read.projection.clone();
-            columns.push(split.read.table.columns.len());
-            let rows = split.chunk.rows.project(&columns)?;
-            let rows = match &split.token_filter {
+        let mut columns = self.read.projection.clone();
+        columns.push(self.read.table.columns.len());
+        // The wanted rows of each chunk, projected (the token column last), then glued into
+        // batches of about `BATCH_ROWS`.
+        let mut pieces = Vec::with_capacity(self.chunks.len());
+        for c in &self.chunks {
+            let rows = c.chunk.rows.project(&columns)?;
+            let rows = match &c.token_filter {
                 Some(ranges) => keep_ranges(&rows, columns.len() - 1, ranges)?,
                 None => rows,
             };
-            if rows.num_rows() == 0 {
-                return Ok(None);
+            if rows.num_rows() > 0 {
+                pieces.push(self.read.output(&rows)?);
             }
-            split.read.output(&rows).map(Some)
-        };
-        Ok(Box::new(read(self)?.map(Ok).into_iter()))
+        }
+        let schema = self.read.schema.clone();
+        let mut pieces = pieces.into_iter().peekable();
+        Ok(Box::new(std::iter::from_fn(move || {
+            let mut batch = Vec::new();
+            let mut rows = 0;
+            while let Some(piece) = pieces.next_if(|_| rows < BATCH_ROWS) {
+                rows += piece.num_rows();
+                batch.push(piece);
+            }
+            match batch.len() {
+                0 => None,
+                1 => batch.pop().map(Ok),
+                _ => Some(concat_batches(&schema, &batch).map_err(Error::from)),
+            }
+        })))
     }
 
     fn describe(&self) -> String {
-        format!("memtable chunk {}", self.chunk.seq)
+        match (self.chunks.first(), self.chunks.last()) {
+            (Some(first), Some(last)) if self.chunks.len() > 1 => {
+                format!("memtable chunks {} to {}", first.chunk.seq, last.chunk.seq)
+            }
+            (Some(only), _) => format!("memtable chunk {}", only.chunk.seq),
+            _ => "no memtable chunks".into(),
+        }
     }
 }
 
