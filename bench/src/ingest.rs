@@ -150,6 +150,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
         stats.overlap_depth,
         stats.memtable_rows
     );
+    let peak_ingesting = crate::memory::peak_rss_mib(std::process::id());
     // The same queries on the table as ingestion left it, with nothing else running: what the
     // runs and the memtable cost a read, apart from sharing the cores with the writers.
     let mut after = timed_queries(&session, 5).await?;
@@ -195,8 +196,14 @@ pub async fn run(args: IngestArgs) -> Result<()> {
             ms(idle) / ms(compacted),
         );
     }
-    if let Some(peak) = crate::memory::peak_rss_mib(std::process::id()) {
-        println!("\npeak resident memory of the process: {peak:.0} MiB");
+    if let (Some(ingesting), Some(peak)) = (
+        peak_ingesting,
+        crate::memory::peak_rss_mib(std::process::id()),
+    ) {
+        println!(
+            "\npeak resident memory of the process: {ingesting:.0} MiB until ingestion ended, \
+             {peak:.0} MiB with the final compaction"
+        );
     }
     Ok(())
 }
