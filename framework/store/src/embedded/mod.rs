@@ -1376,6 +1376,63 @@ impl Inner {
         let mut own: Vec<Vec<Option<Arc<Deletes>>>> =
             new.iter().map(|r| vec![None; r.files.len()]).collect();
         let mut changed: HashMap<u64, Vec<Option<Arc<Deletes>>>> = HashMap::new();
+        let version = |file: &DataFileRef,
+                       old: Option<&Arc<Deletes>>,
+                       rows: Vec<u32>,
+                       written: &mut Vec<Arc<Deletes>>|
+         -> Result<Arc<Deletes>> {
+            let mut bitmap = old.map(|d| d.rows.clone()).unwrap_or_default();
+            bitmap.extend(rows);
+            let n = lock(&self.state).next_id();
+            let deletes = Arc::new(Deletes::write(
+                &self.dir,
+                format!("{}.del-{n}", file.relative),
+                bitmap,
+            )?);
+            written.push(deletes.clone());
+            Ok(deletes)
+        };
+        if how.newer_only {
+            // A compaction's run loses only to runs committed while it was written, which hold
+            // far fewer rows than it: their keys are searched for in its files, so memory
+            // follows the newer runs, never the compacted table.
+            let newer: Vec<(u64, DataFileRef)> = others
+                .iter()
+                .flat_map(|run| run.files.iter().map(|f| (run.seq, f.clone())))
+                .collect();
+            if newer.is_empty() || new.is_empty() {
+                return Ok((None, changed, own));
+            }
+            let keys = files_key_set(def, &newer)?;
+            let tasks: Vec<(usize, usize, usize)> =
+                new.iter()
+                    .enumerate()
+                    .flat_map(|(r, run)| {
+                        run.files.iter().enumerate().flat_map(move |(f, file)| {
+                            (0..file.groups.len()).map(move |g| (r, f, g))
+                        })
+                    })
+                    .collect();
+            let found = parallel(&tasks, |&(r, f, g)| {
+                keys.matches_in_group(def, &new[r].files[f], g)
+            })?;
+            let mut own_rows: HashMap<(usize, usize), Vec<u32>> = HashMap::new();
+            for (&(r, f, g), matches) in tasks.iter().zip(found) {
+                let start = new[r].files[f].group_starts[g] as u32;
+                for (row, key_row) in matches {
+                    if keys.tag(key_row) > new[r].seq {
+                        own_rows.entry((r, f)).or_default().push(start + row);
+                    }
+                }
+            }
+            for ((r, f), rows) in own_rows {
+                own[r][f] = Some(version(&new[r].files[f], None, rows, written)?);
+            }
+            if !written.is_empty() {
+                manifest::sync_dir(&self.dir.join(table_dir(def, id)))?;
+            }
+            return Ok((None, changed, own));
+        }
         // Parts of one statement may hold the same key (a large load staged in parts): a later
         // part supersedes an earlier one as a later run does.
         let among_new = new_runs_share_shards(new);
@@ -1424,12 +1481,10 @@ impl Inner {
             for (row, key_row) in matches {
                 let (r, nf, own_row) = place(key_row);
                 if run.seq < new[r].seq {
-                    if !how.newer_only {
-                        older_rows
-                            .entry((run.seq, f))
-                            .or_default()
-                            .push(start + row);
-                    }
+                    older_rows
+                        .entry((run.seq, f))
+                        .or_default()
+                        .push(start + row);
                 } else if run.seq > new[r].seq {
                     own_rows.entry((r, nf)).or_default().push(own_row);
                 }
@@ -1458,22 +1513,6 @@ impl Inner {
                 }
             }
         }
-        let version = |file: &DataFileRef,
-                       old: Option<&Arc<Deletes>>,
-                       rows: Vec<u32>,
-                       written: &mut Vec<Arc<Deletes>>|
-         -> Result<Arc<Deletes>> {
-            let mut bitmap = old.map(|d| d.rows.clone()).unwrap_or_default();
-            bitmap.extend(rows);
-            let n = lock(&self.state).next_id();
-            let deletes = Arc::new(Deletes::write(
-                &self.dir,
-                format!("{}.del-{n}", file.relative),
-                bitmap,
-            )?);
-            written.push(deletes.clone());
-            Ok(deletes)
-        };
         for ((seq, f), rows) in older_rows {
             let Some(run) = others.iter().find(|r| r.seq == seq) else {
                 continue;
@@ -1749,6 +1788,22 @@ impl Inner {
     /// merged run can take the newest one's sequence number.
     fn compact(&self, name: &TableName, full: bool) -> Result<bool> {
         let _compacting = lock(&self.compact_lock);
+        let Some((id, snapshot)) = self.compaction_snapshot(name, full)? else {
+            return Ok(false);
+        };
+        let started = std::time::Instant::now();
+        let (files, mut report) = self.rewrite(&snapshot, id)?;
+        report.millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.install_compaction(name, id, &snapshot, files, report)
+    }
+
+    /// The runs a compaction of `name` would merge now (after flushing the memtable), with the
+    /// table's id; `None` when there is nothing worth merging.
+    fn compaction_snapshot(
+        &self,
+        name: &TableName,
+        full: bool,
+    ) -> Result<Option<(u64, TableSnapshot)>> {
         // A memtable chunk older than a merged run would otherwise lose to the merged run's
         // sequence number; flushing first leaves only newer chunks.
         let has_chunks = {
@@ -1759,31 +1814,42 @@ impl Inner {
         if has_chunks {
             self.flush_runs()?;
         }
-        let (id, snapshot) = {
-            let state = lock(&self.state);
-            let table = state.table(name)?;
-            let runs = &table.runs;
-            let Some(start) = compaction_start(runs, &self.options, full) else {
-                return Ok(false);
-            };
-            (
-                table.id,
-                TableSnapshot {
-                    def: table.def.clone(),
-                    shards: table.shards,
-                    runs: runs[start..].to_vec(),
-                    chunks: Vec::new(),
-                    mem_keys: Arc::default(),
-                },
-            )
+        let state = lock(&self.state);
+        let table = state.table(name)?;
+        let runs = &table.runs;
+        let Some(start) = compaction_start(runs, &self.options, full) else {
+            return Ok(None);
         };
+        Ok(Some((
+            table.id,
+            TableSnapshot {
+                def: table.def.clone(),
+                shards: table.shards,
+                runs: runs[start..].to_vec(),
+                chunks: Vec::new(),
+                mem_keys: Arc::default(),
+            },
+        )))
+    }
+
+    /// Puts the run a compaction wrote in place of the runs it merged. Runs committed while it
+    /// was written win over its rows with their keys.
+    fn install_compaction(
+        &self,
+        name: &TableName,
+        id: u64,
+        snapshot: &TableSnapshot,
+        files: Vec<DataFileRef>,
+        report: Compaction,
+    ) -> Result<bool> {
         let seq = snapshot.runs.iter().map(|r| r.seq).max().unwrap_or(0);
-        let def = &snapshot.def;
-        let started = std::time::Instant::now();
-        let (files, mut report) = self.rewrite(&snapshot, id)?;
-        let tagged: Vec<(u64, DataFileRef)> = files.iter().map(|f| (seq, f.clone())).collect();
-        let keys = || files_key_set(def, &tagged);
-        report.millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // Never called: a compaction's run is compared with the newer runs through their keys
+        // (`Install::newer_only`), which hold far fewer rows than it.
+        let keys = || {
+            Err(Error::Internal(
+                "a compaction's own keys were asked for".into(),
+            ))
+        };
         let how = Install {
             replaces: snapshot.runs.iter().map(|r| r.seq).collect(),
             newer_only: true,
@@ -2357,5 +2423,94 @@ mod tests {
             (300_000, 0),
         ];
         assert_eq!(choose_merge(&shapes(&tiers), 5, &options, false), Some(2));
+    }
+
+    /// A run committed while a compaction was written wins over the compacted rows with its
+    /// keys; every other row keeps its newest version from the merged runs.
+    #[tokio::test]
+    async fn a_run_committed_during_a_compaction_wins_over_its_rows() {
+        use arrow::array::{AsArray, Float64Array, Int64Array};
+        use arrow::datatypes::{Float64Type, Int64Type};
+        use quarry_core::cql_type::CqlType;
+        use quarry_core::schema::{ColumnDef, KeyspaceDef};
+
+        let dir = tempfile::tempdir().unwrap();
+        let options = EmbeddedOptions {
+            bulk_write_rows: 100,
+            rows_per_group: 500,
+            rows_per_file: 1_000,
+            // Nothing compacts on its own: the test runs the compaction's steps itself.
+            max_dead_fraction: 1.0,
+            background: false,
+            ..EmbeddedOptions::default()
+        };
+        let store = EmbeddedStore::open(dir.path(), options).unwrap();
+        let mut ks = KeyspaceDef::new("ks");
+        ks.shards = 16;
+        store.create_keyspace(ks, false).await.unwrap();
+        let def = TableDef::new(
+            "ks",
+            "t",
+            vec![
+                ColumnDef::new("id", CqlType::BigInt),
+                ColumnDef::new("v", CqlType::Double),
+            ],
+            vec!["id".into()],
+            vec![],
+        )
+        .unwrap();
+        store.create_table(def.clone(), false).await.unwrap();
+        let name = TableName::new("ks", "t");
+        let rows = |ids: std::ops::Range<i64>, v: f64| {
+            RecordBatch::try_new(
+                def.arrow_schema(),
+                vec![
+                    Arc::new(Int64Array::from_iter_values(ids.clone())),
+                    Arc::new(Float64Array::from(vec![v; ids.count()])),
+                ],
+            )
+            .unwrap()
+        };
+        store.write(&name, vec![rows(0..3000, 1.0)]).await.unwrap();
+        store
+            .write(&name, vec![rows(1000..2000, 2.0)])
+            .await
+            .unwrap();
+
+        let inner = store.writer(String::new).unwrap();
+        let (id, snapshot) = inner.compaction_snapshot(&name, true).unwrap().unwrap();
+        assert_eq!(snapshot.runs.len(), 2);
+        let (files, report) = inner.rewrite(&snapshot, id).unwrap();
+        // Committed while the compaction's files were being written.
+        store
+            .write(&name, vec![rows(1500..2500, 3.0)])
+            .await
+            .unwrap();
+        assert!(
+            inner
+                .install_compaction(&name, id, &snapshot, files, report)
+                .unwrap()
+        );
+
+        let stats = store.table_stats(&name).unwrap();
+        assert_eq!((stats.runs, stats.deleted_rows), (2, 1000), "{stats:?}");
+        let live = store.state().unwrap().snapshot(&name).unwrap();
+        let mut seen = std::collections::BTreeMap::new();
+        for batch in scan::read_shards(&live, 0..=15).unwrap() {
+            let ids = batch.column(0).as_primitive::<Int64Type>();
+            let values = batch.column(1).as_primitive::<Float64Type>();
+            for (id, v) in ids.values().iter().zip(values.values()) {
+                assert!(seen.insert(*id, *v).is_none(), "id {id} read twice");
+            }
+        }
+        let expected = |id: i64| match id {
+            1500..2500 => 3.0,
+            1000..1500 => 2.0,
+            _ => 1.0,
+        };
+        assert_eq!(seen.len(), 3000);
+        for (id, v) in seen {
+            assert_eq!(v, expected(id), "id {id}");
+        }
     }
 }
