@@ -1404,15 +1404,7 @@ impl Inner {
                 return Ok((None, changed, own));
             }
             let keys = files_key_set(def, &newer)?;
-            let tasks: Vec<(usize, usize, usize)> =
-                new.iter()
-                    .enumerate()
-                    .flat_map(|(r, run)| {
-                        run.files.iter().enumerate().flat_map(move |(f, file)| {
-                            (0..file.groups.len()).map(move |g| (r, f, g))
-                        })
-                    })
-                    .collect();
+            let tasks = new_run_groups(new);
             let found = parallel(&tasks, |&(r, f, g)| {
                 keys.matches_in_group(def, &new[r].files[f], g)
             })?;
@@ -1491,15 +1483,7 @@ impl Inner {
             }
         }
         if among_new {
-            let tasks: Vec<(usize, usize, usize)> =
-                new.iter()
-                    .enumerate()
-                    .flat_map(|(r, run)| {
-                        run.files.iter().enumerate().flat_map(move |(f, file)| {
-                            (0..file.groups.len()).map(move |g| (r, f, g))
-                        })
-                    })
-                    .collect();
+            let tasks = new_run_groups(new);
             let found = parallel(&tasks, |&(r, f, g)| {
                 keys.matches_in_group(def, &new[r].files[f], g)
             })?;
@@ -2049,6 +2033,19 @@ struct Install {
 fn key_set_of_rows(def: &TableDef, rows: &RecordBatch, seq: u64) -> Result<KeySet> {
     let hashes = keys::key_hashes(def, rows)?;
     KeySet::new(def, &[Tagged::of_rows(def, rows, hashes.values(), seq)])
+}
+
+/// Every row group of `new`, as (run, file, group) numbers.
+fn new_run_groups(new: &[NewRun]) -> Vec<(usize, usize, usize)> {
+    new.iter()
+        .enumerate()
+        .flat_map(|(r, run)| {
+            run.files
+                .iter()
+                .enumerate()
+                .flat_map(move |(f, file)| (0..file.groups.len()).map(move |g| (r, f, g)))
+        })
+        .collect()
 }
 
 /// The keys of run files, read back from them, each file's tagged with its run's sequence number.
