@@ -380,7 +380,7 @@ fn plan_sources(snapshot: &TableSnapshot, request: &ScanRequest) -> Result<Plann
             .map(|c| covered(&c.token_filter, c.chunk.min_token, c.chunk.max_token))
             .reduce(|a, b| *a.start().min(b.start())..=*a.end().max(b.end()))
             .unwrap_or(0..=0);
-        let estimated_rows = group.rows() as u64;
+        let estimated_rows = group.chunks.iter().map(|c| c.chunk.num_rows() as u64).sum();
         let source: Arc<dyn SyncSource> = Arc::new(group);
         splits.push((
             ScanSplit {
@@ -391,6 +391,7 @@ fn plan_sources(snapshot: &TableSnapshot, request: &ScanRequest) -> Result<Plann
             source,
         ));
     };
+    let mut held = 0;
     for chunk in &snapshot.chunks {
         if chunk.num_rows() == 0 || !overlaps(chunk.min_token, chunk.max_token) {
             continue;
@@ -399,8 +400,10 @@ fn plan_sources(snapshot: &TableSnapshot, request: &ScanRequest) -> Result<Plann
             chunk: chunk.clone(),
             token_filter: filter_for(&allowed, chunk.min_token, chunk.max_token),
         });
-        if group.rows() >= CHUNK_SPLIT_ROWS {
+        held += chunk.num_rows();
+        if held >= CHUNK_SPLIT_ROWS {
             push_group(&mut group, &mut splits);
+            held = 0;
         }
     }
     push_group(&mut group, &mut splits);
@@ -617,12 +620,6 @@ struct ChunkSplit {
 struct ChunkRead {
     chunk: Arc<MemChunk>,
     token_filter: Option<Vec<TokenRange>>,
-}
-
-impl ChunkSplit {
-    fn rows(&self) -> usize {
-        self.chunks.iter().map(|c| c.chunk.num_rows()).sum()
-    }
 }
 
 impl GroupSplit {
