@@ -525,7 +525,7 @@ fn cast_to(column: &ArrayRef, target: &DataType) -> Result<ArrayRef> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use quarry_core::cql_type::CqlType;
@@ -545,11 +545,9 @@ mod tests {
         assert_eq!(gallop(&[], 0, 5), 0);
     }
 
-    /// The sorted search finds exactly the pairs the filter probe over rows in order finds,
-    /// repeated hashes (on both sides) included.
-    #[test]
-    fn searching_sorted_hashes_finds_what_probing_every_row_finds() {
-        let table = TableDef::new(
+    /// `ks.t (id bigint PRIMARY KEY, v double)`, for the store's unit tests.
+    pub(crate) fn id_value_table() -> TableDef {
+        TableDef::new(
             "ks",
             "t",
             vec![
@@ -559,7 +557,14 @@ mod tests {
             vec!["id".into()],
             vec![],
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    /// The sorted search finds exactly the pairs the filter probe over rows in order finds,
+    /// repeated hashes (on both sides) included.
+    #[test]
+    fn searching_sorted_hashes_finds_what_probing_every_row_finds() {
+        let table = id_value_table();
         // A small xorshift: hashes drawn from a narrow range so that many repeat.
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = |range: u64| {

@@ -2428,8 +2428,7 @@ mod tests {
     async fn a_run_committed_during_a_compaction_wins_over_its_rows() {
         use arrow::array::{AsArray, Float64Array, Int64Array};
         use arrow::datatypes::{Float64Type, Int64Type};
-        use quarry_core::cql_type::CqlType;
-        use quarry_core::schema::{ColumnDef, KeyspaceDef};
+        use quarry_core::schema::KeyspaceDef;
 
         let dir = tempfile::tempdir().unwrap();
         let options = EmbeddedOptions {
@@ -2445,17 +2444,7 @@ mod tests {
         let mut ks = KeyspaceDef::new("ks");
         ks.shards = 16;
         store.create_keyspace(ks, false).await.unwrap();
-        let def = TableDef::new(
-            "ks",
-            "t",
-            vec![
-                ColumnDef::new("id", CqlType::BigInt),
-                ColumnDef::new("v", CqlType::Double),
-            ],
-            vec!["id".into()],
-            vec![],
-        )
-        .unwrap();
+        let def = keys::tests::id_value_table();
         store.create_table(def.clone(), false).await.unwrap();
         let name = TableName::new("ks", "t");
         let rows = |ids: std::ops::Range<i64>, v: f64| {
