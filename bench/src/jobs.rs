@@ -236,7 +236,7 @@ async fn generate(args: &JobsArgs, store_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn build(crate_dir: &str) -> Result<Vec<u8>> {
+pub(crate) fn build(crate_dir: &str) -> Result<Vec<u8>> {
     let manifest = workspace().join(crate_dir).join("Cargo.toml");
     let path = quarry_driver::job_build::build(&manifest)?;
     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))

@@ -25,6 +25,7 @@ mod fresh;
 mod ingest;
 mod jobs;
 mod memory;
+mod ops;
 mod scylla;
 mod tpch;
 
@@ -92,6 +93,9 @@ enum Mode {
     /// Queries over a table with fresh small writes all over its ring, beside the same rows
     /// loaded at once and plain DataFusion.
     Fresh(fresh::FreshArgs),
+    /// What one row costs in each operator of the jobs benchmark's jobs, in the WASM sandbox
+    /// beside the same SDK code compiled natively (in this process, no cluster).
+    Ops(ops::OpsArgs),
     /// Small writes for a minute while queries run once a second: rows/s and query latency.
     Ingest(ingest::IngestArgs),
     /// The ScyllaDB connector on a 3-node CQL server beside the embedded store: write-back and
@@ -120,6 +124,7 @@ async fn main() -> Result<()> {
         Some(Mode::Memory(memory)) => return memory::run(memory).await,
         Some(Mode::Fresh(fresh)) => return fresh::run(fresh).await,
         Some(Mode::Ingest(ingest)) => return ingest::run(ingest).await,
+        Some(Mode::Ops(ops)) => return ops::run(ops).await,
         Some(Mode::Scylla(scylla)) => return scylla::run(scylla).await,
         None => {}
     }

@@ -509,12 +509,18 @@ impl<K: Data + Hash + Eq, V: Data> Dataset<(K, V)> {
                 format!("{} (combine)", chain.join(" → ")),
                 OpKind::Combine,
                 Rc::new(move || {
-                    Box::new(KeyedState {
-                        name,
-                        input: pipe.clone(),
-                        init: init.clone(),
-                        fold: fold.clone(),
-                        map: key_map(),
+                    Box::new(CombineState {
+                        keyed: KeyedState {
+                            name,
+                            input: pipe.clone(),
+                            init: init.clone(),
+                            fold: fold.clone(),
+                            map: key_map(),
+                            folded: 0,
+                        },
+                        rows: 0,
+                        keys_made: 0,
+                        passing_through: false,
                     }) as Box<dyn OpState>
                 }),
             );
@@ -595,6 +601,7 @@ fn merge_op<K: Data + Hash + Eq, In: Data, A: Data>(
                 init: init.clone(),
                 fold: fold.clone(),
                 map: key_map(),
+                folded: 0,
             }) as Box<dyn OpState>
         }),
     );
@@ -636,13 +643,17 @@ struct KeyedState<K, In, A> {
     init: Rc<dyn Fn(In) -> A>,
     fold: Rc<dyn Fn(A, In) -> A>,
     map: KeyMap<K, Option<A>>,
+    /// Rows folded into the map so far.
+    folded: u64,
 }
 
 impl<K: Data + Hash + Eq, In: Data, A: Data> OpState for KeyedState<K, In, A> {
     fn push(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {
         let (map, init, fold, name) = (&mut self.map, &self.init, &self.fold, self.name);
+        let folded = &mut self.folded;
         (self.input)(batch, &mut |(key, value)| {
             enter(name);
+            *folded += 1;
             let slot = map.entry(key).or_insert(None);
             *slot = Some(match slot.take() {
                 Some(acc) => fold(acc, value),
@@ -654,6 +665,13 @@ impl<K: Data + Hash + Eq, In: Data, A: Data> OpState for KeyedState<K, In, A> {
     }
 
     fn finish(&mut self) -> Result<Vec<RecordBatch>> {
+        self.drain()
+    }
+}
+
+impl<K: Data + Hash + Eq, In: Data, A: Data> KeyedState<K, In, A> {
+    /// Every key's accumulator, in batches, leaving the map empty.
+    fn drain(&mut self) -> Result<Vec<RecordBatch>> {
         let mut batches = Vec::new();
         let mut entries = std::mem::take(&mut self.map).into_iter().peekable();
         while entries.peek().is_some() {
@@ -668,5 +686,167 @@ impl<K: Data + Hash + Eq, In: Data, A: Data> OpState for KeyedState<K, In, A> {
             batches.push(finish_batch::<(K, A)>(builder, rows)?);
         }
         Ok(batches)
+    }
+}
+
+/// Keys a combine holds before it hands on what it has: the merge after the shuffle folds
+/// partial accumulators of one key together anyway. Bounds the module's memory whatever the
+/// input, and keeps the map small enough to stay in cache. A task reads its rows in token order,
+/// so the rows of a key that holds the partition key arrive together and still combine fully.
+const COMBINE_MAX_KEYS: usize = 65_536;
+
+/// Rows a combine reads before it judges whether combining pays.
+const COMBINE_PROBE_ROWS: u64 = 100_000;
+
+/// New keys per row read above which a combine stops combining and hands on every row as an
+/// accumulator of its own: hashing rows that nearly never share a key only costs (DataFusion's
+/// partial aggregation skips itself at the same ratio).
+const COMBINE_SKIP_RATIO: f64 = 0.8;
+
+/// The map-side combine before the shuffle of `reduce_by_key`/`aggregate_by_key`: a keyed fold
+/// that emits when it holds [`COMBINE_MAX_KEYS`] keys, and that passes rows through once it has
+/// seen that they rarely share a key.
+struct CombineState<K, In, A> {
+    keyed: KeyedState<K, In, A>,
+    /// Rows folded while combining.
+    rows: u64,
+    /// Keys inserted into the map while combining, over all its drains.
+    keys_made: u64,
+    passing_through: bool,
+}
+
+impl<K: Data + Hash + Eq, In: Data, A: Data> OpState for CombineState<K, In, A> {
+    fn push(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {
+        if self.passing_through {
+            let (init, name) = (&self.keyed.init, self.keyed.name);
+            let mut builder = <(K, A)>::builder(batch.num_rows());
+            let mut rows = 0;
+            (self.keyed.input)(batch, &mut |(key, value)| {
+                enter(name);
+                <(K, A)>::append(&mut builder, (key, init(value)));
+                rows += 1;
+                Ok(())
+            })?;
+            if rows == 0 {
+                return Ok(Vec::new());
+            }
+            return Ok(vec![finish_batch::<(K, A)>(builder, rows)?]);
+        }
+        let (keys, rows) = (self.keyed.map.len(), self.keyed.folded);
+        self.keyed.push(batch)?;
+        self.keys_made += (self.keyed.map.len() - keys) as u64;
+        self.rows += self.keyed.folded - rows;
+        if self.rows >= COMBINE_PROBE_ROWS
+            && self.keys_made as f64 > COMBINE_SKIP_RATIO * self.rows as f64
+        {
+            self.passing_through = true;
+            return self.keyed.drain();
+        }
+        if self.keyed.map.len() >= COMBINE_MAX_KEYS {
+            return self.keyed.drain();
+        }
+        Ok(Vec::new())
+    }
+
+    fn finish(&mut self) -> Result<Vec<RecordBatch>> {
+        self.keyed.drain()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::data::{from_batch, to_batch};
+
+    fn sum_per_key(ctx: &JobContext) -> Result<()> {
+        ctx.source::<(i64, i64)>("t.pairs")
+            .reduce_by_key(|a, b| a + b)
+            .collect();
+        Ok(())
+    }
+
+    /// Runs the combine of `sum_per_key` over `pairs` in batches of 8,192 rows: the rows each push
+    /// emitted, and every row it emitted (pushes and finish).
+    fn combine(pairs: &[(i64, i64)]) -> (Vec<usize>, Vec<(i64, i64)>) {
+        let built = JobContext::build(sum_per_key, JobArgs::default()).unwrap();
+        let op = built
+            .dag
+            .ops
+            .iter()
+            .position(|op| op.kind == OpKind::Combine)
+            .unwrap();
+        let mut state = built.factories[op]();
+        let (mut per_push, mut rows) = (Vec::new(), Vec::new());
+        let mut keep = |batches: Vec<RecordBatch>| {
+            let mut n = 0;
+            for batch in &batches {
+                let decoded = from_batch::<(i64, i64)>(batch).unwrap();
+                n += decoded.len();
+                rows.extend(decoded);
+            }
+            n
+        };
+        for chunk in pairs.chunks(8192) {
+            let batch = to_batch(chunk.iter().copied()).unwrap();
+            per_push.push(keep(state.push(&batch).unwrap()));
+        }
+        keep(state.finish().unwrap());
+        (per_push, rows)
+    }
+
+    fn totals(pairs: &[(i64, i64)]) -> BTreeMap<i64, i64> {
+        let mut totals = BTreeMap::new();
+        for &(key, value) in pairs {
+            *totals.entry(key).or_insert(0) += value;
+        }
+        totals
+    }
+
+    #[test]
+    fn a_combine_of_repeating_keys_emits_each_key_once_at_the_end() {
+        let pairs: Vec<_> = (0..200_000).map(|i| (i % 10, i)).collect();
+        let (per_push, rows) = combine(&pairs);
+        assert!(per_push.iter().all(|&n| n == 0), "{per_push:?}");
+        assert_eq!(rows.len(), 10);
+        assert_eq!(totals(&rows), totals(&pairs));
+    }
+
+    #[test]
+    fn a_combine_hands_on_its_keys_when_it_holds_too_many() {
+        // Each key twice in a row: half as many keys as rows, so combining pays.
+        let pairs: Vec<_> = (0..300_000).map(|i| (i / 2, i)).collect();
+        let (per_push, rows) = combine(&pairs);
+        let emitting = per_push.iter().filter(|&&n| n > 0).count();
+        assert!(emitting >= 2, "{per_push:?}");
+        assert!(
+            per_push.iter().all(|&n| n < COMBINE_MAX_KEYS + 8192),
+            "{per_push:?}"
+        );
+        // A batch holds both rows of each of its keys, and a drain follows a whole batch.
+        assert_eq!(rows.len(), 150_000);
+        assert_eq!(totals(&rows), totals(&pairs));
+    }
+
+    #[test]
+    fn a_combine_whose_keys_never_repeat_passes_rows_through() {
+        let pairs: Vec<_> = (0..300_000).map(|i| (i * 7, i)).collect();
+        let (per_push, rows) = combine(&pairs);
+        // The probe's rows come out of the map by the end of the probe; from then on each batch
+        // comes out as it went in.
+        let probe_batches = (COMBINE_PROBE_ROWS as usize).div_ceil(8192);
+        let (probe, after) = per_push.split_at(probe_batches);
+        assert_eq!(
+            probe.iter().sum::<usize>(),
+            probe_batches * 8192,
+            "{probe:?}"
+        );
+        assert!(
+            after[..after.len() - 1].iter().all(|&n| n == 8192),
+            "{after:?}"
+        );
+        assert_eq!(rows.len(), 300_000);
+        assert_eq!(totals(&rows), totals(&pairs));
     }
 }

@@ -48,5 +48,5 @@ pub const MAX_MODULE_BYTES: usize = 64 << 20;
 pub use job_module::JobModule;
 pub use module_hash::ModuleHash;
 pub use op_instance::OpInstance;
-pub use runtime::{Runtime, RuntimeConfig};
+pub use runtime::{PROFILER_ENV, Runtime, RuntimeConfig};
 pub use sandbox_limits::SandboxLimits;

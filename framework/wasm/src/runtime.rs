@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use quarry_sdk::dag::ABI_VERSION;
-use wasmtime::{Config, Engine, Linker, Module, WasmFeatures};
+use wasmtime::{Config, Engine, Linker, Module, ProfilingStrategy, WasmFeatures};
 
 use crate::disk_cache::DiskCache;
 use crate::epoch_ticker;
@@ -16,6 +16,11 @@ use crate::guest_instance::HostState;
 use crate::job_module::JobModule;
 use crate::module_hash::ModuleHash;
 use crate::sandbox_limits::SandboxLimits;
+
+/// `QUARRY_WASM_PROFILER=perfmap` makes the runtime name the job modules' compiled functions
+/// for Linux `perf` (a `/tmp/perf-PID.map` file), so `perf record` of a worker shows which
+/// closures and SDK functions a job spends its time in.
+pub const PROFILER_ENV: &str = "QUARRY_WASM_PROFILER";
 
 /// How a process's [`Runtime`] is set up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,6 +61,10 @@ impl Runtime {
             )
             .wasm_memory64(false)
             .wasm_multi_memory(false);
+        if std::env::var_os(PROFILER_ENV).is_some_and(|v| v == "perfmap") {
+            // Names the modules' compiled functions in /tmp/perf-PID.map, for `perf report`.
+            wasm.profiler(ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wasm)
             .map_err(|e| Error::internal(format!("configuring wasmtime: {e:#}")))?;
         epoch_ticker::start(&engine)
