@@ -17,9 +17,10 @@
 //! `cargo build --release --bin quarry && cargo run --release -p quarry-bench -- --help`.
 //!
 //! `quarry-bench tpch` runs the TPC-H queries instead (see `tpch.rs`), `quarry-bench jobs` the
-//! Rust jobs beside SQL (see `jobs.rs`), `quarry-bench fresh` reads over fresh overlapping writes
-//! (see `fresh.rs`), `quarry-bench scylla` the ScyllaDB connector on a CQL server (see
-//! `scylla.rs`).
+//! Rust jobs beside SQL (see `jobs.rs`), `quarry-bench ops` each job operator in the sandbox
+//! beside the same code natively (see `ops.rs`), `quarry-bench fresh` reads over fresh
+//! overlapping writes (see `fresh.rs`), `quarry-bench scylla` the ScyllaDB connector on a CQL
+//! server (see `scylla.rs`).
 
 mod fresh;
 mod ingest;

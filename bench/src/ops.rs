@@ -235,7 +235,7 @@ fn natively(job: &Job, op: u32, input: &[RecordBatch]) -> Result<usize> {
     let mut rows = 0;
     for batch in input {
         let bytes = quarry_sdk::ipc::encode(batch.schema_ref(), std::slice::from_ref(batch))?;
-        rows += output_rows(quarry_sdk::abi::push(&bytes))?;
+        rows += output_rows(quarry_sdk::abi::push(bytes))?;
     }
     rows += output_rows(quarry_sdk::abi::finish())?;
     Ok(rows)

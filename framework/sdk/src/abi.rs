@@ -125,10 +125,10 @@ pub fn start(job: JobFn, op: u32, args_bytes: &[u8]) -> Vec<u8> {
 }
 
 /// `quarry_push`: one IPC batch in, its output out.
-pub fn push(input: &[u8]) -> Vec<u8> {
-    let result = ipc::decode(input)
+pub fn push(input: Vec<u8>) -> Vec<u8> {
+    let result = ipc::decode_owned(input)
         .map_err(JobError::from)
-        .and_then(|(_, batches)| {
+        .and_then(|batches| {
             with_running(|state| {
                 let mut out = Vec::new();
                 for batch in &batches {
@@ -227,7 +227,7 @@ pub mod raw {
     }
 
     pub fn push(ptr: u32, len: u32) -> u64 {
-        give(super::push(&take(ptr, len)))
+        give(super::push(take(ptr, len)))
     }
 
     pub fn finish() -> u64 {

@@ -6,14 +6,15 @@
 //! their index in it.
 //!
 //! A [`Dataset`] is a *root* (a node whose output leaves the module as batches: a source, a
-//! shuffle's merge, a join, a union) plus a fused chain of narrow closures over the root's rows.
-//! `map`, `filter`, `flat_map` and `key_by` only extend the chain; wide operations and sinks end
-//! it, registering the chain as one operator.
+//! shuffle, a join, a union), optionally the keyed merge that reads a shuffle, plus a fused chain
+//! of narrow closures over the rows. `map`, `filter`, `flat_map` and `key_by` only extend the
+//! chain; wide operations and sinks end it, registering the merge and chain as one operator.
+//! Before a shuffle, the chain ends in a map-side combine in the same operator.
 //!
 //! ```text
 //!   source ─▶ filter ─▶ key_by ─▶ reduce_by_key ─▶ map ─▶ write_to
 //!   └──── op 0: decode, filter, key_by, combine ───┘ ╎ shuffle ╎
-//!                           └─ op 1: merge ──┘ └─ op 2: map, encode ─┘
+//!                                    └─ op 1: merge, map, encode ─┘
 //! ```
 
 use std::cell::{Cell, RefCell};
@@ -218,15 +219,28 @@ where
 pub struct Dataset<T> {
     graph: Rc<RefCell<Graph>>,
     root: NodeIndex,
+    /// A keyed merge of the root's batches that the operator reading them starts with: a merge
+    /// after a shuffle runs in the same instance as the chain after it, so its rows never
+    /// leave the module between the two.
+    head: Option<Head>,
     pipe: Pipe<T>,
     /// The closures of the chain so far; empty when the rows are the root's own.
     chain: Vec<&'static str>,
+}
+
+/// An operator that has not been registered yet because the chain after it will run in it.
+#[derive(Clone)]
+struct Head {
+    name: String,
+    kind: OpKind,
+    factory: OpFactory,
 }
 
 impl<T> fmt::Debug for Dataset<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Dataset")
             .field("root", &self.root)
+            .field("head", &self.head.as_ref().map(|h| &h.name))
             .field("chain", &self.chain)
             .finish()
     }
@@ -248,8 +262,17 @@ impl<T: Data> Dataset<T> {
         Dataset {
             graph,
             root,
+            head: None,
             pipe: decode::<T>(),
             chain: Vec::new(),
+        }
+    }
+
+    /// The rows `head` makes of `input`'s batches.
+    fn headed(graph: Rc<RefCell<Graph>>, input: NodeIndex, head: Head) -> Self {
+        Dataset {
+            head: Some(head),
+            ..Dataset::root(graph, input)
         }
     }
 
@@ -259,6 +282,7 @@ impl<T: Data> Dataset<T> {
         Dataset {
             graph: self.graph,
             root: self.root,
+            head: self.head,
             pipe,
             chain,
         }
@@ -363,19 +387,32 @@ impl<T: Data> Dataset<T> {
         self
     }
 
-    /// The node whose batches hold these rows, registering the chain as an operator if needed.
+    /// The node whose batches hold these rows, registering the head and chain as an operator if
+    /// needed.
     fn materialize(self) -> NodeIndex {
-        if self.chain.is_empty() {
-            return self.root;
-        }
-        let name = self.chain.join(" → ");
+        let chain = self.chain.join(" → ");
         let pipe = self.pipe;
+        let (name, kind, factory): (String, OpKind, OpFactory) = match self.head {
+            None if chain.is_empty() => return self.root,
+            None => (
+                chain,
+                OpKind::Map,
+                Rc::new(move || Box::new(MapState { pipe: pipe.clone() }) as Box<dyn OpState>),
+            ),
+            Some(head) if chain.is_empty() => (head.name, head.kind, head.factory),
+            Some(head) => (
+                format!("{} → {chain}", head.name),
+                head.kind,
+                Rc::new(move || {
+                    Box::new(HeadThenMap {
+                        head: (head.factory)(),
+                        map: MapState { pipe: pipe.clone() },
+                    }) as Box<dyn OpState>
+                }),
+            ),
+        };
         let mut graph = self.graph.borrow_mut();
-        let op = graph.op::<T>(
-            name,
-            OpKind::Map,
-            Rc::new(move || Box::new(MapState { pipe: pipe.clone() }) as Box<dyn OpState>),
-        );
+        let op = graph.op::<T>(name, kind, factory);
         graph.node(Node::Wasm {
             input: self.root,
             op,
@@ -439,7 +476,8 @@ impl<T: Data> Dataset<T> {
 
 impl<K: Data + Hash + Eq, V: Data> Dataset<(K, V)> {
     /// One value per key: the key's values combined with `f`, which must be associative and
-    /// commutative (values are combined on each worker before the shuffle, then across them).
+    /// commutative (values are combined on each worker before the shuffle, then across them;
+    /// where keys rarely repeat, the first combine stops trying and hands rows on as they are).
     #[track_caller]
     pub fn reduce_by_key(self, f: impl Fn(V, V) -> V + 'static) -> Dataset<(K, V)> {
         let name = closure_name("reduce_by_key");
@@ -480,16 +518,14 @@ impl<K: Data + Hash + Eq, V: Data> Dataset<(K, V)> {
             keys: K::WIDTH as u32,
         });
         let merge = merge_op::<K, V, Vec<V>>(
-            &graph,
             format!("{name} (merge)"),
             Rc::new(|v| vec![v]),
             Rc::new(|mut a: Vec<V>, v| {
                 a.push(v);
                 a
             }),
-            shuffle,
         );
-        Dataset::root(graph, merge)
+        Dataset::headed(graph, shuffle, merge)
     }
 
     fn keyed<A: Data>(
@@ -533,14 +569,8 @@ impl<K: Data + Hash + Eq, V: Data> Dataset<(K, V)> {
                 keys: K::WIDTH as u32,
             })
         };
-        let merged = merge_op::<K, A, A>(
-            &graph,
-            format!("{name} (merge)"),
-            Rc::new(|a| a),
-            merge,
-            combine,
-        );
-        Dataset::root(graph, merged)
+        let merged = merge_op::<K, A, A>(format!("{name} (merge)"), Rc::new(|a| a), merge);
+        Dataset::headed(graph, combine, merged)
     }
 
     /// Pairs of values with equal keys, one row per matching pair.
@@ -579,22 +609,20 @@ impl<K: Data + Hash + Eq, V: Data> Dataset<(K, V)> {
     }
 }
 
-/// Registers the merge after a shuffle: the key's `In`s folded into one `A`.
+/// The merge after a shuffle: the key's `In`s folded into one `A`, as the head of the operator
+/// that reads the shuffle.
 fn merge_op<K: Data + Hash + Eq, In: Data, A: Data>(
-    graph: &Rc<RefCell<Graph>>,
     name: String,
     init: Rc<dyn Fn(In) -> A>,
     fold: Rc<dyn Fn(A, In) -> A>,
-    input: NodeIndex,
-) -> NodeIndex {
+) -> Head {
     let label: &'static str = Box::leak(name.clone().into_boxed_str());
-    let mut g = graph.borrow_mut();
-    let op = g.op::<(K, A)>(
+    Head {
         name,
-        OpKind::Merge {
+        kind: OpKind::Merge {
             keys: K::WIDTH as u32,
         },
-        Rc::new(move || {
+        factory: Rc::new(move || {
             Box::new(KeyedState {
                 name: label,
                 input: decode::<(K, In)>(),
@@ -604,8 +632,37 @@ fn merge_op<K: Data + Hash + Eq, In: Data, A: Data>(
                 folded: 0,
             }) as Box<dyn OpState>
         }),
-    );
-    g.node(Node::Wasm { input, op })
+    }
+}
+
+/// A head operator whose every output batch goes through a chain in the same instance.
+struct HeadThenMap<T> {
+    head: Box<dyn OpState>,
+    map: MapState<T>,
+}
+
+impl<T: Data> HeadThenMap<T> {
+    fn then(&mut self, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for batch in &batches {
+            out.extend(self.map.push(batch)?);
+        }
+        Ok(out)
+    }
+}
+
+impl<T: Data> OpState for HeadThenMap<T> {
+    fn push(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {
+        let batches = self.head.push(batch)?;
+        self.then(batches)
+    }
+
+    fn finish(&mut self) -> Result<Vec<RecordBatch>> {
+        let batches = self.head.finish()?;
+        let mut out = self.then(batches)?;
+        out.extend(self.map.finish()?);
+        Ok(out)
+    }
 }
 
 /// A narrow chain, batch by batch.
