@@ -44,6 +44,11 @@ pub(crate) type Pipe<T> = Rc<dyn Fn(&RecordBatch, Emit<'_, T>) -> Result<()>>;
 pub(crate) trait OpState {
     fn push(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>>;
     fn finish(&mut self) -> Result<Vec<RecordBatch>>;
+
+    /// [`OpState::finish`], handing on each batch as it is made instead of all of them at once.
+    fn finish_each(&mut self, each: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+        self.finish()?.into_iter().try_for_each(each)
+    }
 }
 
 /// Makes a fresh state of an operator for each task.
@@ -641,26 +646,25 @@ struct HeadThenMap<T> {
     map: MapState<T>,
 }
 
-impl<T: Data> HeadThenMap<T> {
-    fn then(&mut self, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+impl<T: Data> OpState for HeadThenMap<T> {
+    fn push(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
-        for batch in &batches {
+        for batch in &self.head.push(batch)? {
             out.extend(self.map.push(batch)?);
         }
         Ok(out)
     }
-}
 
-impl<T: Data> OpState for HeadThenMap<T> {
-    fn push(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {
-        let batches = self.head.push(batch)?;
-        self.then(batches)
-    }
-
+    /// The head's batches go through the chain one at a time, so a merge's whole output is
+    /// never held twice (as its batches and as the chain's).
     fn finish(&mut self) -> Result<Vec<RecordBatch>> {
-        let batches = self.head.finish()?;
-        let mut out = self.then(batches)?;
-        out.extend(self.map.finish()?);
+        let (head, map) = (&mut self.head, &mut self.map);
+        let mut out = Vec::new();
+        head.finish_each(&mut |batch| {
+            out.extend(map.push(&batch)?);
+            Ok(())
+        })?;
+        out.extend(map.finish()?);
         Ok(out)
     }
 }
@@ -724,12 +728,25 @@ impl<K: Data + Hash + Eq, In: Data, A: Data> OpState for KeyedState<K, In, A> {
     fn finish(&mut self) -> Result<Vec<RecordBatch>> {
         self.drain()
     }
+
+    fn finish_each(&mut self, each: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+        self.drain_each(each)
+    }
 }
 
 impl<K: Data + Hash + Eq, In: Data, A: Data> KeyedState<K, In, A> {
     /// Every key's accumulator, in batches, leaving the map empty.
     fn drain(&mut self) -> Result<Vec<RecordBatch>> {
         let mut batches = Vec::new();
+        self.drain_each(&mut |batch| {
+            batches.push(batch);
+            Ok(())
+        })?;
+        Ok(batches)
+    }
+
+    /// [`KeyedState::drain`], handing on each batch as soon as it is built.
+    fn drain_each(&mut self, each: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
         let mut entries = std::mem::take(&mut self.map).into_iter().peekable();
         while entries.peek().is_some() {
             let mut builder = <(K, A)>::builder(OUTPUT_BATCH_ROWS.min(entries.len()));
@@ -740,9 +757,9 @@ impl<K: Data + Hash + Eq, In: Data, A: Data> KeyedState<K, In, A> {
                     rows += 1;
                 }
             }
-            batches.push(finish_batch::<(K, A)>(builder, rows)?);
+            each(finish_batch::<(K, A)>(builder, rows)?)?;
         }
-        Ok(batches)
+        Ok(())
     }
 }
 
