@@ -559,7 +559,6 @@ impl<K: Data + Hash + Eq, V: Data> Dataset<(K, V)> {
                             map: key_map(),
                             folded: 0,
                         },
-                        rows: 0,
                         keys_made: 0,
                         passing_through: false,
                     }) as Box<dyn OpState>
@@ -782,8 +781,6 @@ const COMBINE_SKIP_RATIO: f64 = 0.8;
 /// seen that they rarely share a key.
 struct CombineState<K, In, A> {
     keyed: KeyedState<K, In, A>,
-    /// Rows folded while combining.
-    rows: u64,
     /// Keys inserted into the map while combining, over all its drains.
     keys_made: u64,
     passing_through: bool,
@@ -806,13 +803,12 @@ impl<K: Data + Hash + Eq, In: Data, A: Data> OpState for CombineState<K, In, A> 
             }
             return Ok(vec![finish_batch::<(K, A)>(builder, rows)?]);
         }
-        let (keys, rows) = (self.keyed.map.len(), self.keyed.folded);
+        let keys = self.keyed.map.len();
         self.keyed.push(batch)?;
         self.keys_made += (self.keyed.map.len() - keys) as u64;
-        self.rows += self.keyed.folded - rows;
-        if self.rows >= COMBINE_PROBE_ROWS
-            && self.keys_made as f64 > COMBINE_SKIP_RATIO * self.rows as f64
-        {
+        // Rows are folded only while combining.
+        let rows = self.keyed.folded;
+        if rows >= COMBINE_PROBE_ROWS && self.keys_made as f64 > COMBINE_SKIP_RATIO * rows as f64 {
             self.passing_through = true;
             return self.keyed.drain();
         }
