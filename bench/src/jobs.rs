@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use arrow::array::RecordBatch;
+use quarry_client::{Client, UploadedJob};
 use quarry_core::schema::TableName;
-use quarry_driver::remote::RemoteDriver;
 use quarry_iot::IotConfig;
 use quarry_sql::QuarrySession;
 use quarry_store::{EmbeddedOptions, EmbeddedStore, Store};
@@ -106,9 +106,7 @@ pub async fn run(args: JobsArgs) -> Result<()> {
     compile_times(&bench_job, &work)?;
 
     let up = Up::start(&quarry_binary()?, &store_dir, args.workers)?;
-    let driver = RemoteDriver::connect(&up.url, Some(&up.token)).await?;
-    let bench_hash = driver.put_module(bench_job).await?;
-    let rollup_hash = driver.put_module(rollup_job).await?;
+    let driver = Client::connect(&up.url, Some(&up.token)).await?;
     println!(
         "\non `quarry up --workers {}` (through the driver, as quarry submit / quarry sql do):",
         args.workers
@@ -118,10 +116,11 @@ pub async fn run(args: JobsArgs) -> Result<()> {
         "measure (warm, median)", "job", "SQL", "ratio", "target"
     );
 
-    let temp_stats = vec![("job".to_string(), "temp-stats".to_string())];
+    let temp_stats = [("job".to_string(), "temp-stats".to_string())];
+    let temp_stats = driver.upload_job(bench_job.clone(), &temp_stats).await?;
     let ((job_time, job_devices), (sql_time, sql_devices)) = time_side_by_side(
         args.iterations,
-        || job_rows(&driver, &bench_hash, &temp_stats),
+        || job_rows(&driver, &temp_stats),
         || sql_rows(&driver, QUERY_B),
     )
     .await?;
@@ -136,10 +135,11 @@ pub async fn run(args: JobsArgs) -> Result<()> {
         Some(QUERY_TARGET),
     );
 
-    let rollup_args = vec![("target".to_string(), "synth.device_rollup_job".to_string())];
+    let rollup_args = [("target".to_string(), "synth.device_rollup_job".to_string())];
+    let rollup = driver.upload_job(rollup_job, &rollup_args).await?;
     let ((job_time, job_written), (sql_time, _)) = time_side_by_side(
         args.iterations,
-        || job_rows(&driver, &rollup_hash, &rollup_args),
+        || job_rows(&driver, &rollup),
         || sql_rows(&driver, ROLLUP),
     )
     .await?;
@@ -154,10 +154,11 @@ pub async fn run(args: JobsArgs) -> Result<()> {
         Some(ROLLUP_TARGET),
     );
 
-    let identity = vec![("job".to_string(), "identity".to_string())];
+    let identity = [("job".to_string(), "identity".to_string())];
+    let identity = driver.upload_job(bench_job, &identity).await?;
     let ((job_time, _), (sql_time, _)) = time_side_by_side(
         args.iterations,
-        || job_rows(&driver, &bench_hash, &identity),
+        || job_rows(&driver, &identity),
         || sql_rows(&driver, SCAN),
     )
     .await?;
@@ -191,9 +192,8 @@ fn report(label: &str, job: Duration, sql: Duration, target: Option<f64>) {
 }
 
 /// Rows of result 0 of a job run on the cluster.
-async fn job_rows(driver: &RemoteDriver, hash: &str, args: &[(String, String)]) -> Result<usize> {
-    let mut driver = driver.clone();
-    let mut result = driver.run_rust_job_sink(hash, args, 0).await?;
+async fn job_rows(driver: &Client, job: &UploadedJob) -> Result<usize> {
+    let mut result = driver.clone().run_job_result(job, 0).await?;
     let mut rows = 0;
     while let Some(batch) = result.next().await? {
         rows += batch.num_rows();
@@ -201,8 +201,8 @@ async fn job_rows(driver: &RemoteDriver, hash: &str, args: &[(String, String)]) 
     Ok(rows)
 }
 
-async fn sql_rows(driver: &RemoteDriver, sql: &str) -> Result<usize> {
-    let output = driver.clone().execute(sql).await?;
+async fn sql_rows(driver: &Client, sql: &str) -> Result<usize> {
+    let output = driver.clone().sql(sql).await?;
     Ok(output.batches.iter().map(RecordBatch::num_rows).sum())
 }
 

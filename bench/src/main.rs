@@ -42,12 +42,12 @@ use arrow::array::RecordBatch;
 use clap::{Parser, Subcommand};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use parquet::arrow::ArrowWriter;
+use quarry_client::Client;
+use quarry_client::auth::{Secret, TOKEN_FILE};
 use quarry_core::ids::NodeId;
 use quarry_core::placement::Placement;
 use quarry_core::schema::{KeyspaceDef, TableName};
-use quarry_driver::auth::{Secret, TOKEN_FILE};
 use quarry_driver::daemon::scheduler::{Slot, assign_scan};
-use quarry_driver::remote::RemoteDriver;
 use quarry_ingest::{ReadOptions, Source, read_sources};
 use quarry_iot::IotConfig;
 use quarry_jobs::{DistributedPlanner, WorkerId};
@@ -228,7 +228,7 @@ enum Target<'a> {
     /// In this process, on the embedded store.
     Embedded(&'a QuarrySession),
     /// On a cluster, through its driver's Flight endpoint.
-    Cluster(RemoteDriver),
+    Cluster(Client),
 }
 
 impl Target<'_> {
@@ -239,7 +239,14 @@ impl Target<'_> {
     async fn output(&self, sql: &str) -> Result<QueryOutput> {
         Ok(match self {
             Target::Embedded(session) => session.execute(sql).await?,
-            Target::Cluster(driver) => driver.clone().execute(sql).await?,
+            Target::Cluster(driver) => {
+                let output = driver.clone().sql(sql).await?;
+                QueryOutput {
+                    schema: output.schema,
+                    batches: output.batches,
+                    message: output.message,
+                }
+            }
         })
     }
 }
@@ -406,7 +413,7 @@ async fn cluster_section(
     plain: &SessionContext,
 ) -> Result<ClusterFigures> {
     let up = Up::start(&quarry_binary()?, store_dir, args.workers)?;
-    let driver = RemoteDriver::connect(&up.url, Some(&up.token)).await?;
+    let driver = Client::connect(&up.url, Some(&up.token)).await?;
     println!(
         "\non `quarry up --workers {}` (driver and worker processes, loopback gRPC and Flight):",
         args.workers

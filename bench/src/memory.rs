@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::Float64Type;
-use quarry_driver::remote::RemoteDriver;
+use quarry_client::Client;
 use quarry_sql::QuarrySession;
 use quarry_store::{EmbeddedOptions, EmbeddedStore, Store};
 
@@ -107,10 +107,10 @@ pub async fn run(args: MemoryArgs) -> Result<()> {
         args.workers,
         &["--memory-limit", &format!("{limit}MiB")],
     )?;
-    let mut driver = RemoteDriver::connect(&up.url, Some(&up.token)).await?;
+    let mut driver = Client::connect(&up.url, Some(&up.token)).await?;
     let started = Instant::now();
     let mut result = driver
-        .execute_stream("SELECT id, g, v, s FROM m.t ORDER BY v DESC")
+        .sql_stream("SELECT id, g, v, s FROM m.t ORDER BY v DESC")
         .await?;
     let (mut rows, mut last) = (0u64, f64::INFINITY);
     while let Some(batch) = result.next().await? {

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use quarry_client::Client;
 use quarry_core::schema::TableName;
-use quarry_driver::remote::RemoteDriver;
 use quarry_sql::{QuarrySession, QueryOutput};
 use quarry_store::{EmbeddedOptions, EmbeddedStore, Store};
 use quarry_tpch::{
@@ -133,8 +133,8 @@ pub async fn run(args: TpchArgs) -> Result<()> {
     drop(store);
     let cluster = if args.workers > 0 {
         let up = Up::start(&quarry_binary()?, &store_dir, args.workers)?;
-        let mut driver = RemoteDriver::connect(&up.url, Some(&up.token)).await?;
-        driver.execute(&format!("SET {key} = '{value}'")).await?;
+        let mut driver = Client::connect(&up.url, Some(&up.token)).await?;
+        driver.sql(&format!("SET {key} = '{value}'")).await?;
         println!(
             "\non `quarry up --workers {}` (driver and worker processes, through Flight):",
             args.workers

@@ -5,7 +5,7 @@ use std::io::Write;
 use quarry_sql::{QuarrySession, QueryOutput};
 
 use crate::output::{OutputFormat, ResultWriter};
-use crate::remote::RemoteDriver;
+use quarry_client::Client;
 
 /// A place to run SQL.
 #[derive(Debug)]
@@ -13,14 +13,14 @@ pub enum Backend {
     /// In this process, over the embedded store in `--data-dir`.
     Local(QuarrySession),
     /// On the driver at `--driver`, as distributed jobs.
-    Remote(RemoteDriver),
+    Remote(Client),
 }
 
 impl Backend {
     pub async fn execute(&mut self, sql: &str) -> anyhow::Result<QueryOutput> {
         match self {
             Backend::Local(session) => Ok(session.execute(sql).await?),
-            Backend::Remote(driver) => driver.execute(sql).await,
+            Backend::Remote(client) => crate::remote::sql(client, sql).await,
         }
     }
 
@@ -37,7 +37,7 @@ impl Backend {
                 let output = session.execute(sql).await?;
                 return crate::commands::sql::print_output(&output, format, out);
             }
-            Backend::Remote(driver) => driver.execute_stream(sql).await?,
+            Backend::Remote(client) => crate::remote::sql_stream(client, sql).await?,
         };
         if let Some(message) = &result.message {
             eprintln!("{message}");

@@ -4,11 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use quarry_worker::auth::{Secret, TOKEN_ENV, TOKEN_FILE};
-use quarry_worker::tls::{Tls, TlsFiles};
+use quarry_client::Client;
+use quarry_client::auth::{Secret, TOKEN_ENV, TOKEN_FILE};
+use quarry_client::tls::{Tls, TlsFiles};
 
 use crate::output::OutputFormat;
-use crate::remote::RemoteDriver;
 
 /// Quarry: compute-to-data analytics over a sharded wide-column store.
 ///
@@ -224,7 +224,7 @@ pub struct DriverConnection {
 
 impl DriverConnection {
     /// Connects to the driver of `--driver`, with the token and CA this command was given.
-    pub async fn connect(&self, data_dir: &std::path::Path) -> anyhow::Result<RemoteDriver> {
+    pub async fn connect(&self, data_dir: &std::path::Path) -> anyhow::Result<Client> {
         let url = self
             .url
             .as_deref()
@@ -234,7 +234,7 @@ impl DriverConnection {
             ..TlsFiles::default()
         })
         .map_err(|e| anyhow::anyhow!(e))?;
-        RemoteDriver::connect_with(url, self.token(data_dir)?.as_ref(), &tls).await
+        Ok(Client::connect_with(url, self.token(data_dir)?.as_ref(), &tls).await?)
     }
 
     /// The token a client sends: from --token-file, QUARRY_TOKEN, or the data directory's file

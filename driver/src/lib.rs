@@ -24,9 +24,6 @@ pub mod remote;
 pub mod repl;
 pub mod store;
 
-/// Tokens and secrets, for clients of a driver.
-pub use quarry_worker::auth;
-
 use cli::{Cli, Command};
 
 /// Runs one parsed command line.

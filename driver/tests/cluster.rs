@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 use arrow_flight::{FlightClient, Ticket};
 use common::{TestCluster, lines, numbers};
 use prost::Message;
-use quarry_driver::auth::{AuthChannel, Bearer, Secret, with_bearer};
+use quarry_client::Client;
+use quarry_client::auth::{AuthChannel, Bearer, Secret, with_bearer};
+use quarry_client::tls::{Tls, TlsFiles};
 use quarry_driver::daemon::DriverConfig;
 use quarry_driver::daemon::job_tracker::JobState;
-use quarry_driver::remote::RemoteDriver;
 use quarry_proto::v1 as pb;
 use quarry_proto::v1::driver_service_client::DriverServiceClient;
 use quarry_proto::v1::worker_service_client::WorkerServiceClient;
-use quarry_worker::tls::{Tls, TlsFiles};
 
 /// A raw connection to a daemon, sending `secret` (or nothing) with every call.
 async fn channel(url: &str, secret: Option<&Secret>) -> AuthChannel {
@@ -221,13 +221,12 @@ async fn workers_report_the_shards_their_nodes_hold() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_reach_the_client_while_the_job_runs_and_it_ends_when_the_client_stops() {
     let cluster = TestCluster::start(1, DriverConfig::default()).await;
-    let mut client =
-        quarry_driver::remote::RemoteDriver::connect(&cluster.cluster.url, Some(cluster.token()))
-            .await
-            .unwrap();
+    let mut client = Client::connect(&cluster.cluster.url, Some(cluster.token()))
+        .await
+        .unwrap();
     // Far more rows than the stream's buffers hold: the job cannot finish before they are read.
     let sql = "SELECT value, value * 2 AS twice FROM generate_series(1, 3000000) AS s(value)";
-    let mut result = client.execute_stream(sql).await.unwrap();
+    let mut result = client.sql_stream(sql).await.unwrap();
     let first = result.next().await.unwrap().unwrap();
     assert!(first.num_rows() > 0);
     let job = |cluster: &TestCluster| {
@@ -687,24 +686,22 @@ async fn calls_without_the_right_secret_are_refused_and_change_nothing() {
     let count = "SELECT count(*) FROM k.t";
 
     // No token, or a wrong one: every statement is refused before it runs, saying why.
-    let mut anonymous = RemoteDriver::connect(url, None).await.unwrap();
-    let refused = anonymous.execute("DROP KEYSPACE k").await.unwrap_err();
+    let mut anonymous = Client::connect(url, None).await.unwrap();
+    let refused = anonymous.sql("DROP KEYSPACE k").await.unwrap_err();
     assert!(
         format!("{refused:#}").contains("no credentials"),
         "{refused:#}"
     );
     let wrong = Secret::new("not-the-token").unwrap();
-    let mut impostor = RemoteDriver::connect(url, Some(&wrong)).await.unwrap();
-    let refused = impostor.execute("DROP TABLE k.t").await.unwrap_err();
+    let mut impostor = Client::connect(url, Some(&wrong)).await.unwrap();
+    let refused = impostor.sql("DROP TABLE k.t").await.unwrap_err();
     assert!(format!("{refused:#}").contains("not valid"), "{refused:#}");
     let listed = impostor.rpc().list_jobs(pb::ListJobsRequest {}).await;
     assert_eq!(listed.unwrap_err().code(), tonic::Code::Unauthenticated);
 
     // The client token runs SQL and sees jobs, but cannot pose as a worker.
-    let mut client = RemoteDriver::connect(url, Some(cluster.token()))
-        .await
-        .unwrap();
-    assert_eq!(lines(&client.execute(count).await.unwrap()), ["100"]);
+    let mut client = Client::connect(url, Some(cluster.token())).await.unwrap();
+    assert_eq!(lines(&client.sql(count).await.unwrap()), ["100"]);
     let posing = client
         .rpc()
         .register_worker(pb::RegisterWorkerRequest {
@@ -788,10 +785,10 @@ async fn clients_reach_the_drivers_files_and_runtime_options_only_where_the_oper
         .await;
 
     // Through Flight, the refusal is PermissionDenied.
-    let mut remote = RemoteDriver::connect(&cluster.cluster.url, Some(cluster.token()))
+    let mut remote = Client::connect(&cluster.cluster.url, Some(cluster.token()))
         .await
         .unwrap();
-    let err = remote.execute(&copy).await.unwrap_err().to_string();
+    let err = remote.sql(&copy).await.unwrap_err().to_string();
     assert!(err.contains("--allow-file-access"), "{err}");
     assert!(!out.exists());
 
@@ -941,18 +938,18 @@ async fn with_certificates_every_connection_is_tls_and_other_clients_are_refused
         ..TlsFiles::default()
     })
     .unwrap();
-    let mut client = RemoteDriver::connect_with(&url, Some(cluster.token()), &trusting)
+    let mut client = Client::connect_with(&url, Some(cluster.token()), &trusting)
         .await
         .unwrap();
     let output = client
-        .execute("SELECT g, count(*) FROM k.t GROUP BY g ORDER BY g LIMIT 2")
+        .sql("SELECT g, count(*) FROM k.t GROUP BY g ORDER BY g LIMIT 2")
         .await
         .unwrap();
     // 1..=1000 by id % 97: g = 0 has 10 ids (97, 194, ..., 970), g = 1 has 11 (1, 98, ..., 971).
     assert_eq!(lines(&output), ["0|10", "1|11"]);
 
     // Without the CA, the client says what it needs.
-    let err = RemoteDriver::connect(&url, Some(cluster.token()))
+    let err = Client::connect(&url, Some(cluster.token()))
         .await
         .err()
         .unwrap()
@@ -965,16 +962,16 @@ async fn with_certificates_every_connection_is_tls_and_other_clients_are_refused
         ..TlsFiles::default()
     })
     .unwrap();
-    let refused = match RemoteDriver::connect_with(&url, Some(cluster.token()), &other).await {
+    let refused = match Client::connect_with(&url, Some(cluster.token()), &other).await {
         Err(_) => true,
-        Ok(mut c) => c.execute("SELECT 1").await.is_err(),
+        Ok(mut c) => c.sql("SELECT 1").await.is_err(),
     };
     assert!(refused, "a server certificate from another CA was accepted");
     // Plain HTTP/2 to the TLS port gets nowhere.
     let plain = url.replace("https://", "http://");
-    let refused = match RemoteDriver::connect(&plain, Some(cluster.token())).await {
+    let refused = match Client::connect(&plain, Some(cluster.token())).await {
         Err(_) => true,
-        Ok(mut c) => c.execute("SELECT 1").await.is_err(),
+        Ok(mut c) => c.sql("SELECT 1").await.is_err(),
     };
     assert!(refused, "a plaintext client was served");
 }
@@ -1282,7 +1279,7 @@ async fn uploads_stream_in_parts_published_together_and_oversized_ones_are_refus
     )
     .await;
     numbers(&cluster, 16, 10).await;
-    let client = RemoteDriver::connect(&cluster.cluster.url, Some(cluster.token()))
+    let client = Client::connect(&cluster.cluster.url, Some(cluster.token()))
         .await
         .unwrap();
     let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![

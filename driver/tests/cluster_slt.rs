@@ -8,9 +8,9 @@ mod slt;
 use std::path::Path;
 use std::sync::Arc;
 
+use quarry_client::Client;
 use quarry_driver::daemon::DriverConfig;
 use quarry_driver::daemon::local_cluster::LocalCluster;
-use quarry_driver::remote::RemoteDriver;
 use quarry_store::EmbeddedStore;
 use slt::{DbError, SltDb, run_suite, slt_files, small_options};
 
@@ -22,7 +22,7 @@ async fn cluster(workers: usize) -> Result<SltDb, DbError> {
     let cluster = LocalCluster::start(store, dir.path(), workers, DriverConfig::default())
         .await
         .map_err(|e| fail(&e))?;
-    let driver = RemoteDriver::connect(&cluster.url, Some(cluster.token()))
+    let driver = Client::connect(&cluster.url, Some(cluster.token()))
         .await
         .map_err(|e| fail(&e))?;
     let driver = Arc::new(tokio::sync::Mutex::new(driver));
@@ -30,12 +30,17 @@ async fn cluster(workers: usize) -> Result<SltDb, DbError> {
         execute: Box::new(move |sql| {
             let driver = driver.clone();
             Box::pin(async move {
-                driver
+                let output = driver
                     .lock()
                     .await
-                    .execute(&sql)
+                    .sql(&sql)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                Ok(quarry_sql::QueryOutput {
+                    schema: output.schema,
+                    batches: output.batches,
+                    message: output.message,
+                })
             })
         }),
         _keep: Box::new((cluster, dir)),

@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::lines;
-use quarry_driver::auth::{Bearer, CLUSTER_SECRET_FILE, Secret, TOKEN_FILE, with_bearer};
-use quarry_driver::remote::RemoteDriver;
+use quarry_client::Client;
+use quarry_client::auth::{Bearer, CLUSTER_SECRET_FILE, Secret, TOKEN_FILE, with_bearer};
 use quarry_proto::v1 as pb;
 
 /// A child process killed when dropped.
@@ -96,7 +96,7 @@ where
     }
 }
 
-async fn live_workers(driver: &RemoteDriver) -> Vec<String> {
+async fn live_workers(driver: &Client) -> Vec<String> {
     match driver.rpc().list_workers(pb::ListWorkersRequest {}).await {
         Ok(r) => r
             .into_inner()
@@ -110,7 +110,7 @@ async fn live_workers(driver: &RemoteDriver) -> Vec<String> {
 }
 
 /// The endpoint of the live worker beside `node`.
-async fn worker_endpoint(driver: &RemoteDriver, node: &str) -> String {
+async fn worker_endpoint(driver: &Client, node: &str) -> String {
     let workers = driver
         .rpc()
         .list_workers(pb::ListWorkersRequest {})
@@ -160,17 +160,12 @@ async fn tasks_of_job(dir: &Path, endpoint: &str, job: &str) -> usize {
     known
 }
 
-/// The job of `label` that is running, with its tasks done so far.
-async fn running_job(driver: &RemoteDriver) -> Option<(String, u32)> {
-    let jobs = driver
-        .rpc()
-        .list_jobs(pb::ListJobsRequest {})
-        .await
-        .ok()?
-        .into_inner()
-        .jobs;
+/// The running job of the client labelled `label`, with its tasks done so far, as `driver`
+/// sees it.
+async fn running_job(driver: &Client, label: &str) -> Option<(String, u32)> {
+    let jobs = driver.jobs().await.ok()?;
     jobs.into_iter()
-        .find(|j| j.label == driver.label() && j.state == pb::JobState::Running as i32)
+        .find(|j| j.label == label && j.state == pb::JobState::Running as i32)
         .map(|j| (j.job_id, j.tasks_done))
 }
 
@@ -184,7 +179,7 @@ async fn run_and_kill(
     token: &Secret,
     sql: &str,
     victim: &mut Process,
-) -> (anyhow::Result<Vec<String>>, String) {
+) -> (quarry_client::Result<Vec<String>>, String) {
     run_and(url, token, sql, || {
         victim.0.kill().unwrap();
         let _ = victim.0.wait();
@@ -199,14 +194,14 @@ async fn run_and(
     token: &Secret,
     sql: &str,
     act: impl FnOnce(),
-) -> (anyhow::Result<Vec<String>>, String) {
-    let mut runner = RemoteDriver::connect(url, Some(token)).await.unwrap();
+) -> (quarry_client::Result<Vec<String>>, String) {
+    let mut runner = Client::connect(url, Some(token)).await.unwrap();
     let watcher = runner.clone();
     let sql = sql.to_string();
-    let query = tokio::spawn(async move { runner.execute(&sql).await.map(|o| lines(&o)) });
+    let query = tokio::spawn(async move { runner.sql(&sql).await.map(|o| lines(&o)) });
     let deadline = Instant::now() + Duration::from_secs(60);
     let job = loop {
-        if let Some((id, done)) = running_job(&watcher).await
+        if let Some((id, done)) = running_job(&watcher, watcher.label()).await
             && done >= 1
         {
             break id;
@@ -234,7 +229,7 @@ async fn killed_workers_and_a_restarted_driver_change_no_answer() {
         .collect();
     // The driver created its token in the data directory as it started.
     let token = Secret::read(&dir.path().join(TOKEN_FILE)).unwrap();
-    let mut client = RemoteDriver::connect(&url, Some(&token)).await.unwrap();
+    let mut client = Client::connect(&url, Some(&token)).await.unwrap();
     eventually("3 workers", Duration::from_secs(30), || {
         let client = client.clone();
         async move { live_workers(&client).await.len() == 3 }
@@ -247,9 +242,9 @@ async fn killed_workers_and_a_restarted_driver_change_no_answer() {
         "INSERT INTO k.t SELECT value, value % 13, CAST(value AS DOUBLE) / 2 FROM generate_series(1, 600000) AS s(value)",
         "CREATE TABLE k.out (g bigint, n bigint, PRIMARY KEY (g))",
     ] {
-        client.execute(sql).await.unwrap();
+        client.sql(sql).await.unwrap();
     }
-    let expected = lines(&client.execute(QUERY).await.unwrap());
+    let expected = lines(&client.sql(QUERY).await.unwrap());
     assert_eq!(expected.len(), 13);
 
     // A worker dies mid-query: its tasks run again elsewhere, its lost outputs are recomputed.
@@ -278,10 +273,10 @@ async fn killed_workers_and_a_restarted_driver_change_no_answer() {
     let insert = "INSERT INTO k.out SELECT a.g, count(*) FROM k.t a JOIN k.t b ON a.id = b.id + 1 GROUP BY a.g";
     // The interrupted run may succeed (its tasks re-ran) or fail; either way, run it again.
     let _ = run_and_kill(&url, &token, insert, &mut workers[2]).await;
-    client.execute(insert).await.unwrap();
+    client.sql(insert).await.unwrap();
     let table = lines(
         &client
-            .execute("SELECT g, n FROM k.out ORDER BY g")
+            .sql("SELECT g, n FROM k.out ORDER BY g")
             .await
             .unwrap(),
     );
@@ -305,15 +300,15 @@ async fn killed_workers_and_a_restarted_driver_change_no_answer() {
     .await;
 
     // The driver dies while a query runs: the client gets an error, not a hang.
-    let mut long = RemoteDriver::connect(&url, Some(&token)).await.unwrap();
+    let mut long = Client::connect(&url, Some(&token)).await.unwrap();
     let long_label = long.label().to_string();
-    let pending = tokio::spawn(async move { long.execute(QUERY).await });
+    let pending = tokio::spawn(async move { long.sql(QUERY).await });
     eventually("the long query to start", Duration::from_secs(30), || {
-        let client = client.clone();
-        async move { running_job(&client).await.is_some() }
+        let (client, label) = (client.clone(), long_label.clone());
+        async move { running_job(&client, &label).await.is_some() }
     })
     .await;
-    let (long_job, _) = running_job(&client).await.unwrap();
+    let (long_job, _) = running_job(&client, &long_label).await.unwrap();
     let survivor = worker_endpoint(&client, "node-1").await;
     eventually(
         "the surviving worker to run a task of the long job",
@@ -341,7 +336,7 @@ async fn killed_workers_and_a_restarted_driver_change_no_answer() {
     let address = url.trim_start_matches("http://").to_string();
     let (_driver_process, url2) = start_driver(dir.path(), &address);
     assert_eq!(url2, url);
-    client = RemoteDriver::connect(&url, Some(&token)).await.unwrap();
+    client = Client::connect(&url, Some(&token)).await.unwrap();
     eventually(
         "the worker to register again",
         Duration::from_secs(30),
@@ -354,7 +349,7 @@ async fn killed_workers_and_a_restarted_driver_change_no_answer() {
     // The worker registered with a new driver, which knows none of the old one's jobs: it dropped
     // their tasks and outputs.
     assert_eq!(tasks_of_job(dir.path(), &survivor, &long_job).await, 0);
-    let count = client.execute("SELECT count(*) FROM k.t").await.unwrap();
+    let count = client.sql("SELECT count(*) FROM k.t").await.unwrap();
     assert_eq!(lines(&count), ["600000"]);
     let jobs = client
         .rpc()
@@ -409,7 +404,7 @@ async fn a_frozen_worker_is_reported_lost_and_the_query_still_answers_in_bounded
         .map(|i| start_worker(dir.path(), &url, &format!("node-{i}")))
         .collect();
     let token = Secret::read(&dir.path().join(TOKEN_FILE)).unwrap();
-    let client = RemoteDriver::connect(&url, Some(&token)).await.unwrap();
+    let client = Client::connect(&url, Some(&token)).await.unwrap();
     eventually("3 workers", Duration::from_secs(30), || {
         let client = client.clone();
         async move { live_workers(&client).await.len() == 3 }
@@ -421,9 +416,9 @@ async fn a_frozen_worker_is_reported_lost_and_the_query_still_answers_in_bounded
         "CREATE TABLE k.t (id bigint, g bigint, v double, PRIMARY KEY (id))",
         "INSERT INTO k.t SELECT value, value % 13, CAST(value AS DOUBLE) / 2 FROM generate_series(1, 600000) AS s(value)",
     ] {
-        setup.execute(sql).await.unwrap();
+        setup.sql(sql).await.unwrap();
     }
-    let expected = lines(&setup.execute(QUERY).await.unwrap());
+    let expected = lines(&setup.sql(QUERY).await.unwrap());
 
     // SIGSTOP: the process keeps its sockets open (connections neither fail nor close) but
     // answers nothing, like a VM paused or a network black hole.

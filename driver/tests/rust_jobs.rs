@@ -20,6 +20,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
+use quarry_client::{Client, JobResult};
 use quarry_core::schema::TableName;
 use quarry_iot::IotConfig;
 use quarry_sdk::dag::JobArgs;
@@ -259,26 +260,30 @@ async fn the_rollup_job_run_natively_equals_the_sql_rollup() {
 async fn the_rollup_job_equals_the_sql_rollup_on_a_cluster() {
     let cluster = cluster_with_readings().await;
 
-    let mut driver =
-        quarry_driver::remote::RemoteDriver::connect(&cluster.cluster.url, Some(cluster.token()))
-            .await
-            .unwrap();
-    let hash = driver.put_module(module_bytes(ROLLUP_JOB)).await.unwrap();
+    let mut client = Client::connect(&cluster.cluster.url, Some(cluster.token()))
+        .await
+        .unwrap();
     let args = vec![("bucket_hours".to_string(), "24".to_string())];
-    let sinks = driver.plan_rust_job(&hash, &args).await.unwrap();
-    assert_eq!(sinks, vec!["write synth.device_rollup".to_string()]);
-    let mut result = driver.run_rust_job_sink(&hash, &args, 0).await.unwrap();
-    let mut written = 0;
-    while let Some(batch) = result.next().await.unwrap() {
-        written += batch
-            .column(0)
-            .as_primitive::<arrow::datatypes::UInt64Type>()
-            .value(0);
-    }
+    let job = client
+        .upload_job(module_bytes(ROLLUP_JOB), &args)
+        .await
+        .unwrap();
+    let hash = job.hash.clone();
+    assert_eq!(
+        job.results,
+        vec![JobResult::Write {
+            table: "synth.device_rollup".into()
+        }]
+    );
+    let outputs = client.run_job(&job).await.unwrap();
+    let [output] = outputs.as_slice() else {
+        panic!("one result: {outputs:?}")
+    };
+    let written = output.number().expect("the rows written");
     let expected = expected_rollup().await;
     assert_eq!(written, expected.len() as u64);
-    let output = cluster.sql("SELECT * FROM synth.device_rollup").await;
-    assert_same_rollup(&rollup_rows(&output.batches), &expected);
+    let table = cluster.sql("SELECT * FROM synth.device_rollup").await;
+    assert_same_rollup(&rollup_rows(&table.batches), &expected);
     // The job ran on the workers: its record names the module, and it had worker stages.
     let jobs = cluster.driver().jobs.list();
     let job = jobs
@@ -311,6 +316,13 @@ async fn the_rollup_job_equals_the_sql_rollup_on_a_cluster() {
         job.state,
         quarry_driver::daemon::job_tracker::JobState::Succeeded
     );
+    // The client read the same record back.
+    let report = output.report.as_ref().expect("the job's report");
+    assert_eq!(report.job_id, job.id.to_string());
+    assert_eq!(report.state, quarry_client::JobState::Succeeded);
+    assert_eq!(report.wasm_fuel, fuel);
+    assert_eq!(report.rows_read, total.rows_read);
+    assert_eq!(report.rows_written, total.rows_written);
 }
 
 /// `quarry submit --detach`: the driver runs the job with no client attached and answers with
@@ -319,34 +331,49 @@ async fn the_rollup_job_equals_the_sql_rollup_on_a_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_detached_job_runs_on_without_its_client() {
     let cluster = cluster_with_readings().await;
-    let driver =
-        quarry_driver::remote::RemoteDriver::connect(&cluster.cluster.url, Some(cluster.token()))
-            .await
-            .unwrap();
-    let hash = driver.put_module(module_bytes(ROLLUP_JOB)).await.unwrap();
+    let client = Client::connect(&cluster.cluster.url, Some(cluster.token()))
+        .await
+        .unwrap();
     let args = vec![("bucket_hours".to_string(), "24".to_string())];
-    let submitted = driver.submit_rust_job(&hash, &args).await.unwrap();
+    let uploaded = client
+        .upload_job(module_bytes(ROLLUP_JOB), &args)
+        .await
+        .unwrap();
+    let hash = uploaded.hash.clone();
+    let submitted = client.submit_detached(&uploaded).await.unwrap();
     assert_eq!(submitted.results, 1);
-    drop(driver);
+    drop(client);
+    // Another client follows it to its end.
+    let follower = Client::connect(&cluster.cluster.url, Some(cluster.token()))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let summary = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        follower.wait_for_job(
+            &submitted.job_id,
+            std::time::Duration::from_millis(50),
+            |j| seen.push(j.state),
+        ),
+    )
+    .await
+    .expect("the job ends")
+    .unwrap();
+    assert_eq!(
+        summary.state,
+        quarry_client::JobState::Succeeded as i32,
+        "{:?}",
+        summary.error
+    );
+    assert_eq!(seen.last(), Some(&summary.state));
     let id: u64 = submitted.job_id.parse().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let job = loop {
-        let job = cluster
-            .driver()
-            .jobs
-            .list()
-            .into_iter()
-            .find(|j| j.id.0 == id)
-            .expect("a record of the submitted job");
-        if job.state != quarry_driver::daemon::job_tracker::JobState::Running {
-            break job;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the job is still running"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let job = cluster
+        .driver()
+        .jobs
+        .list()
+        .into_iter()
+        .find(|j| j.id.0 == id)
+        .expect("a record of the submitted job");
     assert_eq!(
         job.state,
         quarry_driver::daemon::job_tracker::JobState::Succeeded,
@@ -358,13 +385,15 @@ async fn a_detached_job_runs_on_without_its_client() {
     let output = cluster.sql("SELECT * FROM synth.device_rollup").await;
     assert_same_rollup(&rollup_rows(&output.batches), &expected_rollup().await);
 
-    let driver =
-        quarry_driver::remote::RemoteDriver::connect(&cluster.cluster.url, Some(cluster.token()))
-            .await
-            .unwrap();
-    let faulty = driver.put_module(module_bytes(FAULTY_JOB)).await.unwrap();
-    let err = driver
-        .submit_rust_job(&faulty, &[])
+    let client = Client::connect(&cluster.cluster.url, Some(cluster.token()))
+        .await
+        .unwrap();
+    let faulty = client
+        .upload_job(module_bytes(FAULTY_JOB), &[])
+        .await
+        .unwrap();
+    let err = client
+        .submit_detached(&faulty)
         .await
         .unwrap_err()
         .to_string();
@@ -483,13 +512,15 @@ async fn a_panicking_closure_fails_the_job_without_retries_on_a_cluster() {
     cluster
         .sql("INSERT INTO ks.numbers SELECT value FROM generate_series(0, 999)")
         .await;
-    let mut driver =
-        quarry_driver::remote::RemoteDriver::connect(&cluster.cluster.url, Some(cluster.token()))
-            .await
-            .unwrap();
-    let hash = driver.put_module(module_bytes(FAULTY_JOB)).await.unwrap();
+    let mut client = Client::connect(&cluster.cluster.url, Some(cluster.token()))
+        .await
+        .unwrap();
     let panic = vec![("fault".to_string(), "panic".to_string())];
-    let error = match driver.run_rust_job_sink(&hash, &panic, 0).await {
+    let job = client
+        .upload_job(module_bytes(FAULTY_JOB), &panic)
+        .await
+        .unwrap();
+    let error = match client.run_job_result(&job, 0).await {
         Err(e) => e.to_string(),
         Ok(mut result) => loop {
             match result.next().await {
@@ -518,13 +549,10 @@ async fn a_panicking_closure_fails_the_job_without_retries_on_a_cluster() {
     );
     assert_eq!(cluster.driver().registry.live().len(), 3);
 
-    let none = vec![("fault".to_string(), "none".to_string())];
-    let mut result = driver.run_rust_job_sink(&hash, &none, 0).await.unwrap();
-    let mut rows = 0;
-    while let Some(batch) = result.next().await.unwrap() {
-        rows += batch.num_rows();
-    }
-    assert_eq!(rows, 1000);
+    let none = [("fault".to_string(), "none".to_string())];
+    let job = client.plan_job(&job.hash, &none).await.unwrap();
+    let outputs = client.run_job(&job).await.unwrap();
+    assert_eq!(outputs[0].num_rows(), 1000);
 }
 
 const ANOMALIES_JOB: &str = "examples/anomalies";
@@ -592,16 +620,14 @@ async fn the_anomalies_job_joins_readings_with_their_statistics_like_sql() {
 
     let cluster = cluster_with_readings().await;
     cluster.sql(ANOMALIES_TABLE).await;
-    let mut driver =
-        quarry_driver::remote::RemoteDriver::connect(&cluster.cluster.url, Some(cluster.token()))
-            .await
-            .unwrap();
-    let hash = driver
-        .put_module(module_bytes(ANOMALIES_JOB))
+    let mut client = Client::connect(&cluster.cluster.url, Some(cluster.token()))
         .await
         .unwrap();
-    let mut result = driver.run_rust_job_sink(&hash, &[], 0).await.unwrap();
-    while result.next().await.unwrap().is_some() {}
+    let job = client
+        .upload_job(module_bytes(ANOMALIES_JOB), &[])
+        .await
+        .unwrap();
+    client.run_job(&job).await.unwrap();
     let output = cluster
         .sql("SELECT device_id, sensor, ts FROM synth.anomalies")
         .await;

@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use common::TestCluster;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use quarry_client::Client;
 use quarry_core::schema::TableName;
 use quarry_driver::daemon::DriverConfig;
-use quarry_driver::remote::RemoteDriver;
 use quarry_ingest::{ReadOptions, Source, read_sources};
 use quarry_sql::{QuarrySession, QueryOutput};
 use quarry_store::{EmbeddedOptions, EmbeddedStore, Store};
@@ -242,7 +242,7 @@ async fn every_tpch_query_on_a_three_worker_cluster() {
         cluster.sql(&statement).await;
     }
     // As `quarry load --driver URL` does: read here, upload to the driver over Flight.
-    let driver = RemoteDriver::connect(&cluster.cluster.url, Some(cluster.token()))
+    let driver = Client::connect(&cluster.cluster.url, Some(cluster.token()))
         .await
         .unwrap();
     let store = cluster.store.clone() as Arc<dyn Store>;

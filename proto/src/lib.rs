@@ -18,6 +18,18 @@
 /// refuse each other with a message naming both versions.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The largest gRPC or Flight message a Quarry process sends or accepts (senders split batches
+/// well below it; a job module may be nearly this large).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Flight schema metadata key of a statement's message ("created table iot.readings"), on a
+/// result that has no rows.
+pub const MESSAGE_KEY: &str = "quarry.message";
+
+/// Flight schema metadata key of a client's session settings after a statement: a JSON object of
+/// strings, which the client sends back with its next statement.
+pub const SESSION_KEY: &str = "quarry.session";
+
 /// Generated messages, clients and servers of package `quarry.v1`.
 // Generated code: it is checked against the .proto files, not held to the project's lints.
 #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]

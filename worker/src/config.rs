@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Secret;
 use crate::error::Error;
+use quarry_client::auth::Secret;
 
 /// How a worker runs. Defaults suit `quarry up`. `quarry worker` reads them in this order, each
 /// overriding the one before: these defaults, a TOML file (`--config`, the field names below),
@@ -39,7 +39,7 @@ pub struct WorkerConfig {
     pub cluster_secret_file: Option<std::path::PathBuf>,
     /// TLS: this worker's certificate and key (it then serves `https://`), and the CA it
     /// trusts for the driver's and other workers' certificates.
-    pub tls: crate::tls::TlsFiles,
+    pub tls: quarry_client::tls::TlsFiles,
 }
 
 impl Default for WorkerConfig {
@@ -56,7 +56,7 @@ impl Default for WorkerConfig {
             nodes: Vec::new(),
             module_cache: None,
             cluster_secret_file: None,
-            tls: crate::tls::TlsFiles::default(),
+            tls: quarry_client::tls::TlsFiles::default(),
         }
     }
 }

@@ -13,15 +13,13 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use quarry_jobs::{ExchangeClient, ExchangeFetchError, PartitionLocation};
+use quarry_proto::MAX_MESSAGE_BYTES;
 use quarry_proto::v1 as pb;
 use tonic::transport::Channel;
 
-use crate::auth::{Bearer, with_bearer};
 use crate::rpc::task_id_to_proto;
-use crate::tls::Tls;
-
-/// Largest Flight message accepted (batches are split well below this by the sender).
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+use quarry_client::auth::{Bearer, with_bearer};
+use quarry_client::tls::Tls;
 
 /// The largest flow-control window HTTP/2 allows (2^31 - 1 bytes).
 const CONNECTION_WINDOW_BYTES: u32 = (1 << 31) - 1;

@@ -12,12 +12,12 @@ use quarry_proto::v1::driver_service_client::DriverServiceClient;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
-use crate::auth::{Bearer, with_bearer};
 use crate::error::{Error, Result};
 use crate::local_shards::LocalShards;
 use crate::rpc::{Peer, check_protocol, local_shards_to_proto};
-use crate::tls::Tls;
 use crate::worker_service::WorkerState;
+use quarry_client::auth::{Bearer, with_bearer};
+use quarry_client::tls::Tls;
 
 /// Who the worker is, as it registers.
 #[derive(Debug, Clone)]

@@ -16,7 +16,7 @@ use quarry_proto::v1 as pb;
 use quarry_proto::v1::driver_service_client::DriverServiceClient;
 use quarry_wasm::{ModuleHash, Runtime};
 
-use crate::auth::AuthChannel;
+use quarry_client::auth::AuthChannel;
 
 /// A worker's modules and where to fetch the missing ones.
 pub struct JobModules {

@@ -14,7 +14,6 @@
 //! budget) until the driver releases their job. Every call must carry the cluster secret
 //! ([`auth`]); a driver that refuses the worker's secret or protocol version ends it.
 
-pub mod auth;
 pub mod config;
 pub mod cpu_runtime;
 pub mod error;
@@ -28,7 +27,6 @@ pub mod peers;
 pub mod rpc;
 pub mod task_outputs;
 pub mod task_runner;
-pub mod tls;
 pub mod worker_service;
 
 use std::future::Future;
@@ -46,17 +44,18 @@ use tonic::service::interceptor::InterceptedService;
 pub use config::WorkerConfig;
 pub use error::{Error, Result};
 
-use crate::auth::{Authenticator, Bearer, with_bearer};
 use crate::cpu_runtime::CpuRuntime;
-use crate::exchange_client::{FlightExchangeClient, MAX_MESSAGE_BYTES};
+use crate::exchange_client::FlightExchangeClient;
 use crate::flight_adapter::FlightAdapter;
 use crate::flight_service::WorkerFlight;
 use crate::heartbeat::Registration;
 use crate::local_shards::LocalShards;
 use crate::task_outputs::OutputStore;
 use crate::task_runner::TaskRunner;
-use crate::tls::Tls;
 use crate::worker_service::{WorkerRpc, WorkerState};
+use quarry_client::auth::{Authenticator, Bearer, with_bearer};
+use quarry_client::tls::Tls;
+use quarry_proto::MAX_MESSAGE_BYTES;
 
 /// The connections a daemon accepts, with Nagle's algorithm off: gRPC messages are small and
 /// latency-bound, and with it on each reply can wait for a delayed ACK (about 40 ms).

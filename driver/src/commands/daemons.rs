@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use quarry_client::auth::CLUSTER_SECRET_FILE;
 use quarry_store::{EmbeddedOptions, EmbeddedStore, Store};
 use quarry_worker::WorkerConfig;
-use quarry_worker::auth::CLUSTER_SECRET_FILE;
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
+use quarry_client::Client;
 use quarry_proto::v1 as pb;
 
 use crate::cli::{DriverConnection, JobArgs, JobsArgs};
 use crate::output::{OutputFormat, write_result};
-use crate::remote::RemoteDriver;
 
-async fn connect(data_dir: &Path, driver: &DriverConnection) -> anyhow::Result<RemoteDriver> {
+async fn connect(data_dir: &Path, driver: &DriverConnection) -> anyhow::Result<Client> {
     driver.url.as_deref().context(
         "this command talks to a running driver: pass --driver URL or set QUARRY_DRIVER \
          (`quarry up` prints the URL)",
@@ -57,13 +57,7 @@ pub async fn jobs(
     args: JobsArgs,
 ) -> anyhow::Result<()> {
     let driver = connect(data_dir, driver).await?;
-    let jobs = driver
-        .rpc()
-        .list_jobs(pb::ListJobsRequest {})
-        .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-        .into_inner()
-        .jobs;
+    let jobs = driver.jobs().await?;
     print(
         args.format,
         vec![
@@ -99,14 +93,7 @@ pub async fn jobs(
 
 pub async fn job(data_dir: &Path, driver: &DriverConnection, args: JobArgs) -> anyhow::Result<()> {
     let driver = connect(data_dir, driver).await?;
-    let response = driver
-        .rpc()
-        .get_job(pb::GetJobRequest {
-            job_id: args.id.clone(),
-        })
-        .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-        .into_inner();
+    let response = driver.job(&args.id).await?;
     let job = response
         .job
         .context("the driver sent a job without its summary")?;
@@ -274,15 +261,7 @@ pub async fn cancel(
     args: JobArgs,
 ) -> anyhow::Result<()> {
     let driver = connect(data_dir, driver).await?;
-    let response = driver
-        .rpc()
-        .cancel_job(pb::CancelJobRequest {
-            job_id: args.id.clone(),
-        })
-        .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-        .into_inner();
-    if response.was_running {
+    if driver.cancel(&args.id).await? {
         println!("cancelled job {}", args.id);
     } else {
         println!("job {} was not running", args.id);
@@ -296,13 +275,7 @@ pub async fn workers(
     args: JobsArgs,
 ) -> anyhow::Result<()> {
     let driver = connect(data_dir, driver).await?;
-    let workers = driver
-        .rpc()
-        .list_workers(pb::ListWorkersRequest {})
-        .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-        .into_inner()
-        .workers;
+    let workers = driver.workers().await?;
     let info = |f: fn(&pb::WorkerInfo) -> String| -> ArrayRef {
         Arc::new(StringArray::from_iter_values(
             workers

@@ -17,8 +17,8 @@ use quarry_store::{StagedWrite, Store};
 
 use crate::cli::{DriverConnection, LoadArgs, StoreArgs};
 use crate::progress::rows_bar;
-use crate::remote::RemoteDriver;
 use crate::store::Access;
+use quarry_client::Client;
 
 pub async fn run(
     data_dir: &Path,
@@ -180,7 +180,7 @@ pub async fn run(
 
 enum Target {
     Local(std::sync::Arc<dyn Store>),
-    Remote(RemoteDriver),
+    Remote(Client),
 }
 
 /// A load's rows staged in parts as they are read, and published together at its end: the
@@ -398,9 +398,9 @@ async fn stream(
 }
 
 /// A table's definition as the driver's catalog has it (its CQL, parsed back).
-async fn remote_table(driver: &mut RemoteDriver, name: &TableName) -> anyhow::Result<TableDef> {
+async fn remote_table(driver: &mut Client, name: &TableName) -> anyhow::Result<TableDef> {
     let output = driver
-        .execute(&format!("DESCRIBE KEYSPACE {}", name.keyspace))
+        .sql(&format!("DESCRIBE KEYSPACE {}", name.keyspace))
         .await?;
     let text = output.message.unwrap_or_default();
     for statement in quarry_core::ddl::split_statements(&text) {

@@ -5,12 +5,14 @@
 //! (`PlanRustJob`); each result then runs as a job on the cluster (a Flight `DoGet` naming it),
 //! like a query. Rows print in `--format` on stdout (or `-o`), counts and rows written on stderr.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
+use quarry_client::{Client, JobResult};
 use quarry_jobs::rust_job::{SinkOutput, describe_sink};
 use quarry_sdk::dag::{JobArgs, Sink};
 use quarry_wasm::{Runtime, RuntimeConfig};
@@ -86,16 +88,13 @@ pub async fn run(
     Ok(())
 }
 
-/// Sends the module to the driver and runs the job's results one after another on its cluster.
-async fn run_remote(
-    mut driver: crate::remote::RemoteDriver,
-    module: Vec<u8>,
-    args: &SubmitArgs,
-) -> anyhow::Result<()> {
+/// Sends the module to the driver and runs the job's results one after another on its cluster,
+/// each printed as it ends with the rows it wrote and the instructions its closures ran.
+async fn run_remote(mut client: Client, module: Vec<u8>, args: &SubmitArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let hash = driver.put_module(module).await?;
+    let job = client.upload_job(module, &args.args).await?;
     if args.detach {
-        let submitted = driver.submit_rust_job(&hash, &args.args).await?;
+        let submitted = client.submit_detached(&job).await?;
         println!("{}", submitted.job_id);
         eprintln!(
             "Job {} runs on the cluster ({} result(s); each after the first starts as the one \
@@ -105,61 +104,82 @@ async fn run_remote(
         );
         return Ok(());
     }
-    let sinks = driver.plan_rust_job(&hash, &args.args).await?;
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(path) => {
-            Box::new(File::create(path).with_context(|| format!("creating {}", path.display()))?)
-        }
-        None => Box::new(std::io::stdout().lock()),
-    };
-    for (i, sink) in sinks.iter().enumerate() {
-        let mut result = driver
-            .run_rust_job_sink(&hash, &args.args, i as u32)
-            .await?;
-        let mut batches = Vec::new();
-        while let Some(batch) = result.next().await? {
-            batches.push(batch);
-        }
+    let mut out = output_file(args)?;
+    let mut fuel = 0;
+    for (i, result) in job.results.iter().enumerate() {
+        let progress = crate::remote::watch_progress(&client);
+        let rows = client.run_job_result(&job, i).await?.collect().await;
+        drop(progress);
+        let rows = rows?;
+        let report = client.last_job_report().await?;
         let output = SinkOutput {
-            sink: sink_of(sink),
-            schema: result.schema.clone(),
-            batches,
-            wasm_fuel: 0,
+            sink: sink_of(result),
+            schema: rows.schema,
+            batches: rows.batches,
+            wasm_fuel: report.as_ref().map_or(0, |r| r.wasm_fuel),
         };
-        print_output(&output, sinks.len(), args, &mut out)?;
+        fuel += output.wasm_fuel;
+        print_output(&output, job.results.len(), args, &mut out)?;
+        if let Some(report) = report {
+            eprintln!(
+                "  job {}: {}",
+                report.job_id,
+                rows_summary(&report.rows_read, &report.rows_written)
+            );
+        }
     }
     out.flush()?;
     eprintln!(
-        "Job {hash} finished on the cluster in {:.2} s; `quarry jobs` lists its {} job(s), \
-         `quarry job ID` their stages and the instructions its closures ran (wasm_fuel).",
+        "Job {} finished on the cluster in {:.2} s; its closures ran {} instructions. \
+         `quarry job ID` shows each job's stages.",
+        job.hash,
         started.elapsed().as_secs_f64(),
-        sinks.len()
+        group_digits(fuel)
     );
     Ok(())
 }
 
-/// A sink back from its one-line description.
-fn sink_of(line: &str) -> Sink {
-    match line.split_once(' ') {
-        Some(("write", table)) => Sink::Write {
-            table: table.to_string(),
-        },
-        Some(("take", n)) => Sink::Take {
-            n: n.parse().unwrap_or_default(),
-        },
-        _ if line == "count" => Sink::Count,
-        _ => Sink::Collect,
+/// `read 10 from iot.readings, wrote 3 to synth.daily`.
+fn rows_summary(read: &BTreeMap<String, u64>, written: &BTreeMap<String, u64>) -> String {
+    let read = read
+        .iter()
+        .map(|(t, n)| format!("read {} from {t}", group_digits(*n)));
+    let written = written
+        .iter()
+        .map(|(t, n)| format!("wrote {} to {t}", group_digits(*n)));
+    let parts: Vec<String> = read.chain(written).collect();
+    if parts.is_empty() {
+        "no rows read or written".into()
+    } else {
+        parts.join(", ")
     }
 }
 
-/// Prints each sink's result: rows on stdout (or `-o`), numbers on stderr.
-fn print_outputs(outputs: &[SinkOutput], args: &SubmitArgs) -> anyhow::Result<()> {
-    let mut out: Box<dyn Write> = match &args.output {
+/// A result as the job's DAG names it.
+fn sink_of(result: &JobResult) -> Sink {
+    match result {
+        JobResult::Write { table } => Sink::Write {
+            table: table.clone(),
+        },
+        JobResult::Collect => Sink::Collect,
+        JobResult::Count => Sink::Count,
+        JobResult::Take { n } => Sink::Take { n: *n },
+    }
+}
+
+/// Where rows go: `-o FILE`, or stdout.
+fn output_file(args: &SubmitArgs) -> anyhow::Result<Box<dyn Write>> {
+    Ok(match &args.output {
         Some(path) => {
             Box::new(File::create(path).with_context(|| format!("creating {}", path.display()))?)
         }
         None => Box::new(std::io::stdout().lock()),
-    };
+    })
+}
+
+/// Prints each sink's result: rows on stdout (or `-o`), numbers on stderr.
+fn print_outputs(outputs: &[SinkOutput], args: &SubmitArgs) -> anyhow::Result<()> {
+    let mut out = output_file(args)?;
     for output in outputs {
         print_output(output, outputs.len(), args, &mut out)?;
     }

@@ -22,6 +22,7 @@ use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use quarry_core::schema::TableName;
 use quarry_proto::v1 as pb;
+use quarry_proto::{MESSAGE_KEY, SESSION_KEY};
 use quarry_sql::QueryResult;
 use quarry_worker::error::status_of_failure;
 use quarry_worker::flight_adapter::{BoxStream, FlightHandler};
@@ -30,12 +31,6 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::DriverState;
 use super::error::Error;
-
-/// Schema metadata key of a statement's message.
-pub const MESSAGE_KEY: &str = "quarry.message";
-
-/// Schema metadata key of the session's settings after a statement: a JSON object of strings.
-pub const SESSION_KEY: &str = "quarry.session";
 
 /// The Flight face of [`DriverState`].
 #[derive(Debug, Clone)]

@@ -38,7 +38,7 @@ pub struct DriverConfig {
     pub memory_limit: Option<u64>,
     /// TLS: the driver's certificate and key (it then serves `https://` only), and the CA it
     /// trusts for its workers' certificates.
-    pub tls: quarry_worker::tls::TlsFiles,
+    pub tls: quarry_client::tls::TlsFiles,
     /// A job still running after this long is stopped and fails, saying so (default: none).
     #[serde(with = "millis_option")]
     pub job_timeout: Option<Duration>,
@@ -62,7 +62,7 @@ impl Default for DriverConfig {
             cluster_secret_file: None,
             allow_file_access: false,
             memory_limit: None,
-            tls: quarry_worker::tls::TlsFiles::default(),
+            tls: quarry_client::tls::TlsFiles::default(),
             job_timeout: None,
             max_upload_bytes: 16 << 30,
             upload_part_bytes: 64 << 20,

@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
+use quarry_client::auth::require_cluster;
 use quarry_core::ids::NodeId;
 use quarry_jobs::{JobId, WorkerId};
 use quarry_proto::v1 as pb;
 use quarry_proto::v1::driver_service_server::DriverService;
-use quarry_worker::auth::require_cluster;
+use quarry_sdk::dag::Sink;
 use quarry_worker::rpc::{Peer, check_protocol, local_shards_from_proto};
 use tonic::{Request, Response, Status};
 
@@ -178,7 +179,9 @@ impl DriverService for DriverRpc {
             .plan_rust_job(&hash, &job_args(&request.args))
             .await
             .map_err(|e| status_of(&e))?;
-        Ok(Response::new(pb::PlanRustJobResponse { sinks }))
+        Ok(Response::new(pb::PlanRustJobResponse {
+            results: sinks.iter().map(job_result).collect(),
+        }))
     }
 
     async fn submit_rust_job(
@@ -210,4 +213,19 @@ pub fn module_hash(text: &str) -> Result<quarry_wasm::ModuleHash, Status> {
 /// A job's arguments from a request.
 pub fn job_args(args: &[pb::JobArgument]) -> quarry_sdk::dag::JobArgs {
     quarry_sdk::dag::JobArgs::new(args.iter().map(|a| (a.name.clone(), a.value.clone())))
+}
+
+/// A Rust job's result as the wire names it.
+fn job_result(sink: &Sink) -> pb::JobResult {
+    let (kind, table, limit) = match sink {
+        Sink::Write { table } => (pb::JobResultKind::Write, table.clone(), 0),
+        Sink::Collect => (pb::JobResultKind::Collect, String::new(), 0),
+        Sink::Count => (pb::JobResultKind::Count, String::new(), 0),
+        Sink::Take { n } => (pb::JobResultKind::Take, String::new(), *n),
+    };
+    pb::JobResult {
+        kind: kind as i32,
+        table,
+        limit,
+    }
 }

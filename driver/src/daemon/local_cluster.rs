@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use quarry_client::auth::Secret;
 use quarry_store::{EmbeddedOptions, EmbeddedStore, Store};
 use quarry_worker::WorkerConfig;
-use quarry_worker::auth::Secret;
 use quarry_worker::cpu_runtime::AbortOnDrop;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;

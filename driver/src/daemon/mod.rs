@@ -15,7 +15,7 @@
 //! through it, and it flushes before each distributed query so that workers, which open the
 //! same data directory read-only, see every acknowledged write.
 //!
-//! Every call carries a secret ([`quarry_worker::auth`]): clients the token, workers the cluster
+//! Every call carries a secret ([`quarry_client::auth`]): clients the token, workers the cluster
 //! secret, both kept in the data directory ([`DriverAuth`]) and created on first start.
 
 pub mod client_flight;
@@ -45,18 +45,19 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionConfig;
 use futures::{FutureExt, StreamExt, TryStreamExt};
+use quarry_client::auth::{self, Authenticator, Bearer, Secret};
+use quarry_client::tls::Tls;
 use quarry_core::ids::NodeId;
 use quarry_core::shard_set::ShardSet;
 use quarry_jobs::JobId;
 use quarry_jobs::{DistributedPlanner, WriteGroups};
+use quarry_proto::MAX_MESSAGE_BYTES;
 use quarry_proto::v1::driver_service_server::DriverServiceServer;
 use quarry_sql::{Access, PlanExecutor, QuarrySession, QueryOutput, RuntimeLimits, runtime_env};
 use quarry_store::Store;
-use quarry_worker::auth::{self, Authenticator, Bearer, Secret};
 use quarry_worker::cpu_runtime::{AbortOnDrop, CpuRuntime};
-use quarry_worker::exchange_client::{FlightExchangeClient, MAX_MESSAGE_BYTES};
+use quarry_worker::exchange_client::FlightExchangeClient;
 use quarry_worker::flight_adapter::FlightAdapter;
-use quarry_worker::tls::Tls;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -224,21 +225,19 @@ impl DriverState {
         Ok(session)
     }
 
-    /// The results (sinks) of a Rust job with these arguments, as one line each.
+    /// The results (sinks) of a Rust job with these arguments, in the job's order.
     pub async fn plan_rust_job(
         self: &Arc<Self>,
         hash: &quarry_wasm::ModuleHash,
         args: &quarry_sdk::dag::JobArgs,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<quarry_sdk::dag::Sink>> {
         let module = self.modules.get(hash).await?;
         let dag = quarry_jobs::rust_job::plan_dag(&module, args).await?;
         Ok(dag
             .nodes
-            .iter()
+            .into_iter()
             .filter_map(|n| match n {
-                quarry_sdk::dag::Node::Sink { sink, .. } => {
-                    Some(quarry_jobs::rust_job::describe_sink(sink))
-                }
+                quarry_sdk::dag::Node::Sink { sink, .. } => Some(sink),
                 _ => None,
             })
             .collect())
@@ -288,8 +287,9 @@ impl DriverState {
         if let Some((i, sink)) = sinks
             .iter()
             .enumerate()
-            .find(|(_, s)| !s.starts_with("write "))
+            .find(|(_, s)| !matches!(s, quarry_sdk::dag::Sink::Write { .. }))
         {
+            let sink = quarry_jobs::rust_job::describe_sink(sink);
             return Err(quarry_jobs::Error::Job {
                 message: format!(
                     "a detached job must write all its results to tables, and result {i} is \

@@ -8,15 +8,15 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use quarry_client::tls::Tls;
 use quarry_core::ids::NodeId;
 use quarry_core::shard_set::ShardSet;
 use quarry_jobs::WorkerId;
 use quarry_proto::v1::worker_service_client::WorkerServiceClient;
-use quarry_worker::tls::Tls;
 use tokio::sync::watch;
 
-use quarry_worker::auth::{AuthChannel, Bearer, with_bearer};
-use quarry_worker::exchange_client::MAX_MESSAGE_BYTES;
+use quarry_client::auth::{AuthChannel, Bearer, with_bearer};
+use quarry_proto::MAX_MESSAGE_BYTES;
 
 /// A worker's local shards, by keyspace, as it last reported them.
 pub type LocalShards = Arc<BTreeMap<String, ShardSet>>;

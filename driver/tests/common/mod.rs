@@ -8,8 +8,9 @@
 
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use quarry_driver::auth::Secret;
+use quarry_client::auth::Secret;
 use quarry_driver::daemon::local_cluster::LocalCluster;
 use quarry_driver::daemon::{DriverConfig, DriverState};
 use quarry_sql::QueryOutput;
@@ -62,11 +63,28 @@ impl TestCluster {
     }
 }
 
+/// A statement's result, run in the driver or through a client.
+pub trait Rows {
+    fn batches(&self) -> &[RecordBatch];
+}
+
+impl Rows for QueryOutput {
+    fn batches(&self) -> &[RecordBatch] {
+        &self.batches
+    }
+}
+
+impl Rows for quarry_client::QueryOutput {
+    fn batches(&self) -> &[RecordBatch] {
+        &self.batches
+    }
+}
+
 /// Rows as `a|b|c` lines, in result order.
-pub fn lines(output: &QueryOutput) -> Vec<String> {
+pub fn lines(output: &impl Rows) -> Vec<String> {
     let options = FormatOptions::default().with_null("NULL");
     let mut out = Vec::new();
-    for batch in &output.batches {
+    for batch in output.batches() {
         let formatters: Vec<_> = batch
             .columns()
             .iter()

@@ -234,11 +234,23 @@ pub struct SubmitRustJobResponse {
     #[prost(string, tag = "3")]
     pub label: ::prost::alloc::string::String,
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct PlanRustJobResponse {
-    /// One line per result, in the job's order: `write synth.rollup`, `collect`, `count`, `take 10`.
-    #[prost(string, repeated, tag = "1")]
-    pub sinks: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The job's results, in the order its function made them.
+    #[prost(message, repeated, tag = "2")]
+    pub results: ::prost::alloc::vec::Vec<JobResult>,
+}
+/// What one result of a Rust job does with its rows.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct JobResult {
+    #[prost(enumeration = "JobResultKind", tag = "1")]
+    pub kind: i32,
+    /// The table a `JOB_RESULT_KIND_WRITE` result upserts into, as `keyspace.table`.
+    #[prost(string, tag = "2")]
+    pub table: ::prost::alloc::string::String,
+    /// The rows a `JOB_RESULT_KIND_TAKE` result keeps.
+    #[prost(uint64, tag = "3")]
+    pub limit: u64,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct LaunchTaskRequest {
@@ -451,6 +463,45 @@ pub struct CancelJobRequest {
 pub struct CancelJobResponse {
     #[prost(bool, tag = "1")]
     pub was_running: bool,
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum JobResultKind {
+    Unspecified = 0,
+    /// `write_to`: upserts the rows into `table`; the result is the number of rows written.
+    Write = 1,
+    /// `collect`: every row back to the client.
+    Collect = 2,
+    /// `count`: the number of rows.
+    Count = 3,
+    /// `take`: some `limit` rows.
+    Take = 4,
+}
+impl JobResultKind {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "JOB_RESULT_KIND_UNSPECIFIED",
+            Self::Write => "JOB_RESULT_KIND_WRITE",
+            Self::Collect => "JOB_RESULT_KIND_COLLECT",
+            Self::Count => "JOB_RESULT_KIND_COUNT",
+            Self::Take => "JOB_RESULT_KIND_TAKE",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "JOB_RESULT_KIND_UNSPECIFIED" => Some(Self::Unspecified),
+            "JOB_RESULT_KIND_WRITE" => Some(Self::Write),
+            "JOB_RESULT_KIND_COLLECT" => Some(Self::Collect),
+            "JOB_RESULT_KIND_COUNT" => Some(Self::Count),
+            "JOB_RESULT_KIND_TAKE" => Some(Self::Take),
+            _ => None,
+        }
+    }
 }
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
