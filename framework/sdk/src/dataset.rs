@@ -31,6 +31,7 @@ use crate::dag::{JobArgs, JobDag, Node, NodeIndex, OpInfo, OpKind, Sink};
 use crate::data::{Columns, Data, finish_batch, schema_of};
 use crate::error::{JobError, Result};
 use crate::ipc;
+use crate::merge::MergeState;
 
 /// A job: builds its datasets and sinks from the context.
 pub type JobFn = fn(&JobContext) -> Result<()>;
@@ -58,12 +59,17 @@ pub(crate) type OpFactory = Rc<dyn Fn() -> Box<dyn OpState>>;
 type KeyMap<K, V> = HashMap<K, V, ahash::RandomState>;
 
 fn key_map<K, V>() -> KeyMap<K, V> {
-    KeyMap::with_hasher(ahash::RandomState::with_seeds(
+    KeyMap::with_hasher(key_hasher())
+}
+
+/// The hasher of keyed operators.
+pub(crate) fn key_hasher() -> ahash::RandomState {
+    ahash::RandomState::with_seeds(
         0x243f_6a88_85a3_08d3,
         0x1319_8a2e_0370_7344,
         0xa409_3822_299f_31d0,
         0x082e_fa98_ec4e_6c89,
-    ))
+    )
 }
 
 thread_local! {
@@ -76,7 +82,7 @@ pub(crate) fn current_closure() -> &'static str {
     CURRENT.with(Cell::get)
 }
 
-fn enter(name: &'static str) {
+pub(crate) fn enter(name: &'static str) {
     CURRENT.with(|c| c.set(name));
 }
 
@@ -615,7 +621,7 @@ impl<K: Data + Hash + Eq, V: Data> Dataset<(K, V)> {
 
 /// The merge after a shuffle: the key's `In`s folded into one `A`, as the head of the operator
 /// that reads the shuffle.
-fn merge_op<K: Data + Hash + Eq, In: Data, A: Data>(
+fn merge_op<K: Data, In: Data, A: Data>(
     name: String,
     init: Rc<dyn Fn(In) -> A>,
     fold: Rc<dyn Fn(A, In) -> A>,
@@ -627,14 +633,11 @@ fn merge_op<K: Data + Hash + Eq, In: Data, A: Data>(
             keys: K::WIDTH as u32,
         },
         factory: Rc::new(move || {
-            Box::new(KeyedState {
-                name: label,
-                input: decode::<(K, In)>(),
-                init: init.clone(),
-                fold: fold.clone(),
-                map: key_map(),
-                folded: 0,
-            }) as Box<dyn OpState>
+            Box::new(MergeState::<K, In, A>::new(
+                label,
+                init.clone(),
+                fold.clone(),
+            )) as Box<dyn OpState>
         }),
     }
 }
@@ -694,7 +697,7 @@ impl<T: Data> OpState for MapState<T> {
 }
 
 /// Rows at most in one output batch of a keyed operator.
-const OUTPUT_BATCH_ROWS: usize = 8192;
+pub(crate) const OUTPUT_BATCH_ROWS: usize = 8192;
 
 /// A keyed fold over every batch of the input, emitted at the end.
 struct KeyedState<K, In, A> {

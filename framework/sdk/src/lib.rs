@@ -69,6 +69,7 @@ pub mod dataset;
 pub mod error;
 pub mod ipc;
 pub mod local;
+mod merge;
 
 pub use arrow_array;
 pub use arrow_schema;
