@@ -460,6 +460,12 @@ impl WholeInput for StageWrite {
     fn run(self: Arc<Self>, batches: Vec<RecordBatch>) -> BoxFuture<'static, Result<RecordBatch>> {
         Box::pin(async move {
             let batches = to_table_schema(&self.table, batches)?;
+            tracing::debug!(
+                table = %self.table.table_name(),
+                batches = batches.len(),
+                rows = batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
+                "staging a part"
+            );
             let part = self
                 .store
                 .stage_write(&self.table.table_name(), self.statement, batches)
