@@ -407,6 +407,10 @@ pub struct WorkerArgs {
     /// holds (give the driver the same list). Not needed with --store scylla: the ring decides.
     #[arg(long, value_delimiter = ',', value_name = "NODE,...")]
     pub nodes: Vec<String>,
+    /// Stop when the process that started this worker exits (`quarry up` starts its workers so,
+    /// so that none outlives it, even when it is killed).
+    #[arg(long, hide = true)]
+    pub stop_with_parent: bool,
 }
 
 #[derive(Debug, Args)]

@@ -427,6 +427,62 @@ fn a_keyspace_given_by_flag_environment_or_use_resolves_bare_names() {
     );
 }
 
+/// The processes whose command line names `dir` and runs a worker.
+#[cfg(target_os = "linux")]
+fn workers_on(dir: &Path) -> Vec<u32> {
+    let dir = dir.to_string_lossy().to_string();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).to_string())
+            .collect();
+        if args.iter().any(|a| a == &dir) && args.iter().any(|a| a == "worker") {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// `quarry up` killed outright (no chance to stop its workers) leaves no worker behind.
+#[cfg(target_os = "linux")]
+#[test]
+fn workers_stop_when_up_is_killed() {
+    use std::io::BufRead;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (up, mut out) = spawn_quarry(
+        dir.path(),
+        &["up", "--workers", "2", "--listen", "127.0.0.1:0"],
+    );
+    let mut up = Daemon(up);
+    loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "up exited early");
+        if line.contains("Ctrl-C stops the cluster") {
+            break;
+        }
+    }
+    assert_eq!(workers_on(dir.path()).len(), 2, "two workers run");
+    up.0.kill().unwrap();
+    up.0.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !workers_on(dir.path()).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "workers outlived up: {:?}",
+            workers_on(dir.path())
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn up_runs_a_cluster_that_the_other_commands_talk_to() {
     use std::io::BufRead;

@@ -40,6 +40,22 @@ pub async fn stop_signal() {
     }
 }
 
+/// Completes once the process that started this one has exited (this one is then re-parented).
+async fn parent_exited() {
+    #[cfg(unix)]
+    {
+        let parent = std::os::unix::process::parent_id();
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if std::os::unix::process::parent_id() != parent {
+                return;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await
+}
+
 async fn bind(address: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(address)
         .await
@@ -133,6 +149,7 @@ pub async fn worker(
     store_args: &StoreArgs,
     args: WorkerArgs,
 ) -> anyhow::Result<()> {
+    let stop_with_parent = args.stop_with_parent;
     let mut config: WorkerConfig = load_config(args.config.as_deref())?;
     if let Some(url) = &driver.url {
         config.driver_url = url.clone();
@@ -215,7 +232,19 @@ pub async fn worker(
         config.node_id,
         listener.local_addr()?
     );
-    quarry_worker::serve(listener, config, store, stop_signal()).await?;
+    let stop = async move {
+        if stop_with_parent {
+            tokio::select! {
+                _ = stop_signal() => {}
+                _ = parent_exited() => {
+                    tracing::info!("the process that started this worker exited; stopping");
+                }
+            }
+        } else {
+            stop_signal().await;
+        }
+    };
+    quarry_worker::serve(listener, config, store, stop).await?;
     Ok(())
 }
 
@@ -295,7 +324,14 @@ pub async fn up(
             command.args(store_flags(store_args, node));
         }
         command
-            .args(["worker", "--driver", &url, "--node", node])
+            .args([
+                "worker",
+                "--driver",
+                &url,
+                "--node",
+                node,
+                "--stop-with-parent",
+            ])
             .args(["--listen", "127.0.0.1:0", "--slots", &slots.to_string()])
             .arg("--cluster-secret-file")
             .arg(&state.auth.cluster_secret_file);

@@ -65,10 +65,12 @@ fn record(mut input: DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
             fn builder(capacity: usize) -> Self::Builder {
                 (#(<#types as #sdk::Data>::builder(capacity),)*)
             }
+            #[inline]
             fn append(builder: &mut Self::Builder, value: Self) {
                 let #name { #(#idents),* } = value;
                 #(<#types as #sdk::Data>::append(&mut builder.#index, #idents);)*
             }
+            #[inline]
             fn append_null(builder: &mut Self::Builder) {
                 #(<#types as #sdk::Data>::append_null(&mut builder.#index);)*
             }
@@ -83,6 +85,7 @@ fn record(mut input: DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
                 let _ = __rest;
                 Ok((#(<#types as #sdk::Data>::reader(#parts)?,)*))
             }
+            #[inline]
             fn read(
                 reader: &Self::Reader<'_>,
                 row: usize,

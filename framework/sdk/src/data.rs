@@ -232,6 +232,7 @@ impl<'a, A: Array + 'static> LeafReader<'a, A> {
     }
 
     /// The array, after checking that `row` is not null.
+    #[inline(always)]
     fn non_null(&self, row: usize) -> Result<&'a A, DataError> {
         if self.has_nulls && self.array.is_null(row) {
             return Err(DataError::Null {
@@ -274,9 +275,11 @@ macro_rules! leaf_data {
             fn builder(capacity: usize) -> Self::Builder {
                 $new(capacity)
             }
+            #[inline(always)]
             fn append($b: &mut Self::Builder, $v: Self) {
                 $append
             }
+            #[inline(always)]
             fn append_null(builder: &mut Self::Builder) {
                 builder.append_null();
             }
@@ -286,10 +289,12 @@ macro_rules! leaf_data {
             fn reader<'a>(columns: Columns<'a>) -> Result<Self::Reader<'a>, DataError> {
                 LeafReader::new(columns, &$data_type)
             }
+            #[inline(always)]
             fn read(reader: &Self::Reader<'_>, $row: usize) -> Result<Self, DataError> {
                 let $a = reader.non_null($row)?;
                 Ok($read)
             }
+            #[inline(always)]
             fn is_null(reader: &Self::Reader<'_>, row: usize) -> bool {
                 reader.array.is_null(row)
             }
@@ -508,6 +513,7 @@ impl<T: Data> Data for Option<T> {
             inner: T::builder(capacity),
         }
     }
+    #[inline]
     fn append(builder: &mut Self::Builder, value: Self) {
         match value {
             Some(value) => {
@@ -519,6 +525,7 @@ impl<T: Data> Data for Option<T> {
             None => Self::append_null(builder),
         }
     }
+    #[inline]
     fn append_null(builder: &mut Self::Builder) {
         if let Some(marker) = &mut builder.marker {
             marker.append_null();
@@ -545,6 +552,7 @@ impl<T: Data> Data for Option<T> {
             inner: T::reader(rest)?,
         })
     }
+    #[inline]
     fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError> {
         let present = match reader.marker {
             Some(marker) => marker.is_valid(row),
@@ -556,6 +564,7 @@ impl<T: Data> Data for Option<T> {
             Ok(None)
         }
     }
+    #[inline]
     fn is_null(reader: &Self::Reader<'_>, row: usize) -> bool {
         match reader.marker {
             Some(marker) => marker.is_null(row),
@@ -633,6 +642,7 @@ impl<T: Data> Data for Vec<T> {
             valid: Vec::with_capacity(capacity),
         }
     }
+    #[inline]
     fn append(builder: &mut Self::Builder, value: Self) {
         let end = builder.offsets.last().copied().unwrap_or(0) + value.len() as i32;
         for item in value {
@@ -641,6 +651,7 @@ impl<T: Data> Data for Vec<T> {
         builder.offsets.push(end);
         builder.valid.push(true);
     }
+    #[inline]
     fn append_null(builder: &mut Self::Builder) {
         let end = builder.offsets.last().copied().unwrap_or(0);
         builder.offsets.push(end);
@@ -723,6 +734,7 @@ impl<T: Data> Data for Vec<T> {
             items: T::reader(items)?,
         })
     }
+    #[inline]
     fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError> {
         if reader.list.is_null(row) {
             return Err(DataError::Null {
@@ -733,6 +745,7 @@ impl<T: Data> Data for Vec<T> {
         let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
         (start..end).map(|i| T::read(&reader.items, i)).collect()
     }
+    #[inline]
     fn is_null(reader: &Self::Reader<'_>, row: usize) -> bool {
         reader.list.is_null(row)
     }
@@ -747,15 +760,19 @@ impl Data for () {
 
     fn fields(_name: &str, _nullable: bool, _out: &mut Vec<Field>) {}
     fn builder(_capacity: usize) -> Self::Builder {}
+    #[inline]
     fn append(_builder: &mut Self::Builder, _value: Self) {}
+    #[inline]
     fn append_null(_builder: &mut Self::Builder) {}
     fn finish(_builder: Self::Builder, _out: &mut Vec<ArrayRef>) {}
     fn reader<'a>(_columns: Columns<'a>) -> Result<Self::Reader<'a>, DataError> {
         Ok(())
     }
+    #[inline]
     fn read(_reader: &Self::Reader<'_>, _row: usize) -> Result<Self, DataError> {
         Ok(())
     }
+    #[inline]
     fn is_null(_reader: &Self::Reader<'_>, _row: usize) -> bool {
         false
     }
@@ -774,9 +791,11 @@ macro_rules! tuple_data {
             fn builder(capacity: usize) -> Self::Builder {
                 ($($name::builder(capacity),)+)
             }
+            #[inline]
             fn append(builder: &mut Self::Builder, value: Self) {
                 $($name::append(&mut builder.$index, value.$index);)+
             }
+            #[inline]
             fn append_null(builder: &mut Self::Builder) {
                 $($name::append_null(&mut builder.$index);)+
             }
@@ -790,9 +809,11 @@ macro_rules! tuple_data {
                 let _ = rest;
                 Ok(($($name::reader($name)?,)+))
             }
+            #[inline]
             fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError> {
                 Ok(($($name::read(&reader.$index, row)?,)+))
             }
+            #[inline]
             fn is_null(_reader: &Self::Reader<'_>, _row: usize) -> bool {
                 false
             }
