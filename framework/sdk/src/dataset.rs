@@ -52,24 +52,31 @@ pub(crate) trait OpState {
     }
 }
 
+/// The batches a `finish_each`-like function hands on, collected.
+pub(crate) fn collect_each(
+    produce: impl FnOnce(&mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()>,
+) -> Result<Vec<RecordBatch>> {
+    let mut batches = Vec::new();
+    produce(&mut |batch| {
+        batches.push(batch);
+        Ok(())
+    })?;
+    Ok(batches)
+}
+
 /// Makes a fresh state of an operator for each task.
 pub(crate) type OpFactory = Rc<dyn Fn() -> Box<dyn OpState>>;
 
-/// Hash maps of keyed operators: fixed seeds, so the same input gives the same output order.
-type KeyMap<K, V> = HashMap<K, V, ahash::RandomState>;
-
-fn key_map<K, V>() -> KeyMap<K, V> {
-    KeyMap::with_hasher(key_hasher())
-}
+/// Hash maps of keyed operators. Their hasher has no random seed, so the same input gives the
+/// same output order, and it uses 64-bit multiplies only: ahash's 128-bit multiply is a library
+/// call on wasm32.
+type KeyMap<K, V> = HashMap<K, V, KeyHasher>;
 
 /// The hasher of keyed operators.
-pub(crate) fn key_hasher() -> ahash::RandomState {
-    ahash::RandomState::with_seeds(
-        0x243f_6a88_85a3_08d3,
-        0x1319_8a2e_0370_7344,
-        0xa409_3822_299f_31d0,
-        0x082e_fa98_ec4e_6c89,
-    )
+pub(crate) type KeyHasher = rustc_hash::FxBuildHasher;
+
+fn key_map<K, V>() -> KeyMap<K, V> {
+    KeyMap::with_hasher(KeyHasher::default())
 }
 
 thread_local! {
@@ -739,12 +746,7 @@ impl<K: Data + Hash + Eq, In: Data, A: Data> OpState for KeyedState<K, In, A> {
 impl<K: Data + Hash + Eq, In: Data, A: Data> KeyedState<K, In, A> {
     /// Every key's accumulator, in batches, leaving the map empty.
     fn drain(&mut self) -> Result<Vec<RecordBatch>> {
-        let mut batches = Vec::new();
-        self.drain_each(&mut |batch| {
-            batches.push(batch);
-            Ok(())
-        })?;
-        Ok(batches)
+        collect_each(|each| self.drain_each(each))
     }
 
     /// [`KeyedState::drain`], handing on each batch as soon as it is built.

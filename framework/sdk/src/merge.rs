@@ -8,6 +8,7 @@
 //! entry, keeps the hash table at 16 bytes a group, and rehashes without touching the keys;
 //! the merge of a rollup with a fresh key per row is where that shows.
 
+use std::hash::BuildHasher;
 use std::rc::Rc;
 
 use arrow_array::{ArrayRef, RecordBatch, RecordBatchOptions};
@@ -15,7 +16,7 @@ use arrow_row::{RowConverter, Rows, SortField};
 use hashbrown::HashTable;
 
 use crate::data::{Columns, Data, schema_of};
-use crate::dataset::{OUTPUT_BATCH_ROWS, OpState, enter, key_hasher};
+use crate::dataset::{KeyHasher, OUTPUT_BATCH_ROWS, OpState, collect_each, enter};
 use crate::error::Result;
 
 /// Rows with equal keys (a `K`'s columns) folded into one `A` each.
@@ -37,7 +38,7 @@ struct Groups {
     keys: Rows,
     /// (hash of the key bytes, group number).
     table: HashTable<(u64, u32)>,
-    hasher: ahash::RandomState,
+    hasher: KeyHasher,
     /// The keys of the batch being folded.
     scratch: Rows,
 }
@@ -71,7 +72,7 @@ impl Groups {
             converter,
             keys,
             table: HashTable::new(),
-            hasher: key_hasher(),
+            hasher: KeyHasher::default(),
             scratch,
         })
     }
@@ -128,12 +129,7 @@ impl<K: Data, In: Data, A: Data> OpState for MergeState<K, In, A> {
     }
 
     fn finish(&mut self) -> Result<Vec<RecordBatch>> {
-        let mut batches = Vec::new();
-        self.finish_each(&mut |batch| {
-            batches.push(batch);
-            Ok(())
-        })?;
-        Ok(batches)
+        collect_each(|each| self.finish_each(each))
     }
 
     /// Every group's key and accumulator, in the order the keys appeared, a batch at a time.
