@@ -240,12 +240,7 @@ impl Target<'_> {
         Ok(match self {
             Target::Embedded(session) => session.execute(sql).await?,
             Target::Cluster(driver) => {
-                let output = driver.clone().sql(sql).await?;
-                QueryOutput {
-                    schema: output.schema,
-                    batches: output.batches,
-                    message: output.message,
-                }
+                quarry_driver::remote::sql_output(driver.clone().sql(sql).await?)
             }
         })
     }

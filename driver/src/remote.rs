@@ -9,12 +9,16 @@ use quarry_worker::cpu_runtime::AbortOnDrop;
 /// Runs one statement on the driver and collects its result; a terminal shows the job's tasks
 /// done / total while it runs.
 pub async fn sql(client: &mut Client, sql: &str) -> anyhow::Result<quarry_sql::QueryOutput> {
-    let output = sql_stream(client, sql).await?.collect().await?;
-    Ok(quarry_sql::QueryOutput {
+    Ok(sql_output(sql_stream(client, sql).await?.collect().await?))
+}
+
+/// A client's result as the CLI prints results that ran in this process.
+pub fn sql_output(output: quarry_client::QueryOutput) -> quarry_sql::QueryOutput {
+    quarry_sql::QueryOutput {
         schema: output.schema,
         batches: output.batches,
         message: output.message,
-    })
+    }
 }
 
 /// Runs one statement on the driver and returns its result as it streams in, with the job's

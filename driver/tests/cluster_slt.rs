@@ -30,17 +30,10 @@ async fn cluster(workers: usize) -> Result<SltDb, DbError> {
         execute: Box::new(move |sql| {
             let driver = driver.clone();
             Box::pin(async move {
-                let output = driver
-                    .lock()
-                    .await
-                    .sql(&sql)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(quarry_sql::QueryOutput {
-                    schema: output.schema,
-                    batches: output.batches,
-                    message: output.message,
-                })
+                let output = driver.lock().await.sql(&sql).await;
+                output
+                    .map(quarry_driver::remote::sql_output)
+                    .map_err(|e| e.to_string())
             })
         }),
         _keep: Box::new((cluster, dir)),

@@ -64,11 +64,6 @@ impl JobResult {
             }
         })
     }
-
-    /// Whether the result's rows go to a table rather than back to the client.
-    pub fn writes(&self) -> bool {
-        matches!(self, JobResult::Write { .. })
-    }
 }
 
 /// What one result of a job gave.

@@ -52,18 +52,6 @@ pub(crate) trait OpState {
     }
 }
 
-/// The batches a `finish_each`-like function hands on, collected.
-pub(crate) fn collect_each(
-    produce: impl FnOnce(&mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()>,
-) -> Result<Vec<RecordBatch>> {
-    let mut batches = Vec::new();
-    produce(&mut |batch| {
-        batches.push(batch);
-        Ok(())
-    })?;
-    Ok(batches)
-}
-
 /// Makes a fresh state of an operator for each task.
 pub(crate) type OpFactory = Rc<dyn Fn() -> Box<dyn OpState>>;
 
@@ -706,7 +694,7 @@ impl<T: Data> OpState for MapState<T> {
 /// Rows at most in one output batch of a keyed operator.
 pub(crate) const OUTPUT_BATCH_ROWS: usize = 8192;
 
-/// A keyed fold over every batch of the input, emitted at the end.
+/// The keyed map of a combine: rows folded by key, handed on when drained.
 struct KeyedState<K, In, A> {
     name: &'static str,
     input: Pipe<(K, In)>,
@@ -717,8 +705,9 @@ struct KeyedState<K, In, A> {
     folded: u64,
 }
 
-impl<K: Data + Hash + Eq, In: Data, A: Data> OpState for KeyedState<K, In, A> {
-    fn push(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {
+impl<K: Data + Hash + Eq, In: Data, A: Data> KeyedState<K, In, A> {
+    /// Folds every row of `batch` into its key's accumulator.
+    fn fold(&mut self, batch: &RecordBatch) -> Result<()> {
         let (map, init, fold, name) = (&mut self.map, &self.init, &self.fold, self.name);
         let folded = &mut self.folded;
         (self.input)(batch, &mut |(key, value)| {
@@ -730,27 +719,12 @@ impl<K: Data + Hash + Eq, In: Data, A: Data> OpState for KeyedState<K, In, A> {
                 None => init(value),
             });
             Ok(())
-        })?;
-        Ok(Vec::new())
+        })
     }
 
-    fn finish(&mut self) -> Result<Vec<RecordBatch>> {
-        self.drain()
-    }
-
-    fn finish_each(&mut self, each: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
-        self.drain_each(each)
-    }
-}
-
-impl<K: Data + Hash + Eq, In: Data, A: Data> KeyedState<K, In, A> {
     /// Every key's accumulator, in batches, leaving the map empty.
     fn drain(&mut self) -> Result<Vec<RecordBatch>> {
-        collect_each(|each| self.drain_each(each))
-    }
-
-    /// [`KeyedState::drain`], handing on each batch as soon as it is built.
-    fn drain_each(&mut self, each: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+        let mut batches = Vec::new();
         let mut entries = std::mem::take(&mut self.map).into_iter().peekable();
         while entries.peek().is_some() {
             let mut builder = <(K, A)>::builder(OUTPUT_BATCH_ROWS.min(entries.len()));
@@ -761,9 +735,9 @@ impl<K: Data + Hash + Eq, In: Data, A: Data> KeyedState<K, In, A> {
                     rows += 1;
                 }
             }
-            each(finish_batch::<(K, A)>(builder, rows)?)?;
+            batches.push(finish_batch::<(K, A)>(builder, rows)?);
         }
-        Ok(())
+        Ok(batches)
     }
 }
 
@@ -809,7 +783,7 @@ impl<K: Data + Hash + Eq, In: Data, A: Data> OpState for CombineState<K, In, A> 
             return Ok(vec![finish_batch::<(K, A)>(builder, rows)?]);
         }
         let keys = self.keyed.map.len();
-        self.keyed.push(batch)?;
+        self.keyed.fold(batch)?;
         self.keys_made += (self.keyed.map.len() - keys) as u64;
         // Rows are folded only while combining.
         let rows = self.keyed.folded;

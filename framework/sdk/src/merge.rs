@@ -16,7 +16,7 @@ use arrow_row::{RowConverter, Rows, SortField};
 use hashbrown::HashTable;
 
 use crate::data::{Columns, Data, schema_of};
-use crate::dataset::{KeyHasher, OUTPUT_BATCH_ROWS, OpState, collect_each, enter};
+use crate::dataset::{KeyHasher, OUTPUT_BATCH_ROWS, OpState, enter};
 use crate::error::Result;
 
 /// Rows with equal keys (a `K`'s columns) folded into one `A` each.
@@ -129,7 +129,12 @@ impl<K: Data, In: Data, A: Data> OpState for MergeState<K, In, A> {
     }
 
     fn finish(&mut self) -> Result<Vec<RecordBatch>> {
-        collect_each(|each| self.finish_each(each))
+        let mut batches = Vec::new();
+        self.finish_each(&mut |batch| {
+            batches.push(batch);
+            Ok(())
+        })?;
+        Ok(batches)
     }
 
     /// Every group's key and accumulator, in the order the keys appeared, a batch at a time.
