@@ -18,6 +18,14 @@
 //! | `time`                   | `Time64(Nanosecond)`          | nanoseconds since midnight, as CQL      |
 //! | `uuid`, `timeuuid`       | `Utf8`                        | canonical lowercase `8-4-4-4-12` text   |
 //! | `inet`                   | `Utf8`                        | canonical IPv4 or IPv6 text             |
+//! | `list<T>`                | `List(T)`                     | elements never NULL                     |
+//! | `set<T>`                 | `List(T)`                     | elements sorted and distinct            |
+//! | `map<K, V>`              | `Map(K, V)`                   | keys sorted and distinct; values never NULL |
+//!
+//! Collections hold the types above (`frozen<...>` reads as the collection it freezes). Their
+//! elements are never collections themselves, and a decimal element is plain `decimal`: nested
+//! collections, tuples and user-defined types are refused, naming the type. Keeping elements to
+//! the native types keeps `CqlType` a small `Copy` value that every codec matches on.
 //!
 //! Decimals are fixed-point: a column holds every value at its scale, so `1.5` and `1.50` are one
 //! value. Plain `decimal` is `decimal(38, 6)`: six fraction digits keep cents and most rates
@@ -33,13 +41,18 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, TimeUnit};
+use arrow::datatypes::{DataType, Field, Fields, TimeUnit};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
 /// Field-metadata key under which a column's CQL type name is kept.
 pub const CQL_TYPE_METADATA_KEY: &str = "quarry.cql_type";
+
+/// Field names of a `map<K, V>` column's Arrow type (Arrow's own `MapBuilder` names).
+pub const MAP_ENTRIES: &str = "entries";
+pub const MAP_KEYS: &str = "keys";
+pub const MAP_VALUES: &str = "values";
 
 /// The largest precision of a decimal column (Arrow's `Decimal128`).
 pub const MAX_DECIMAL_PRECISION: u8 = 38;
@@ -84,6 +97,32 @@ pub enum CqlType {
     Uuid,
     TimeUuid,
     Inet,
+    /// `list<T>`: build it with [`CqlType::list`], which checks that `T` can be an element.
+    List(&'static CqlType),
+    /// `set<T>`, held as a list whose elements are sorted and distinct.
+    Set(&'static CqlType),
+    /// `map<K, V>`, whose keys are sorted and distinct.
+    Map(&'static CqlType, &'static CqlType),
+}
+
+/// The types a collection can hold, one `'static` value each, so that a collection type stays
+/// `Copy`.
+static ELEMENT_TYPES: [CqlType; 17] = CqlType::ALL;
+
+/// The `'static` form of `t` as a collection's element, or why it cannot be one.
+fn element(t: CqlType) -> Result<&'static CqlType> {
+    if let Some(found) = ELEMENT_TYPES.iter().find(|e| **e == t) {
+        return Ok(found);
+    }
+    Err(Error::definition(match t {
+        CqlType::Decimal { .. } => {
+            format!("a collection holds plain decimal, not {t}; declare the element as decimal")
+        }
+        _ => format!(
+            "a collection cannot hold {t}: elements are native types (collections of \
+             collections, tuples and user-defined types are not supported)"
+        ),
+    }))
 }
 
 impl CqlType {
@@ -110,7 +149,27 @@ impl CqlType {
         Ok(CqlType::Decimal { precision, scale })
     }
 
-    /// Every supported type, in the order the docs list them.
+    /// `list<element>`, or why `element` cannot be one.
+    pub fn list(element_type: CqlType) -> Result<CqlType> {
+        Ok(CqlType::List(element(element_type)?))
+    }
+
+    /// `set<element>`, or why `element` cannot be one.
+    pub fn set(element_type: CqlType) -> Result<CqlType> {
+        Ok(CqlType::Set(element(element_type)?))
+    }
+
+    /// `map<key, value>`, or why one of them cannot be in a map.
+    pub fn map(key: CqlType, value: CqlType) -> Result<CqlType> {
+        Ok(CqlType::Map(element(key)?, element(value)?))
+    }
+
+    /// Whether this is a list, set or map.
+    pub fn is_collection(self) -> bool {
+        matches!(self, CqlType::List(_) | CqlType::Set(_) | CqlType::Map(..))
+    }
+
+    /// Every native (non-collection) type, in the order the docs list them.
     pub const ALL: [CqlType; 17] = [
         CqlType::Boolean,
         CqlType::TinyInt,
@@ -152,6 +211,20 @@ impl CqlType {
             CqlType::Uuid => "uuid",
             CqlType::TimeUuid => "timeuuid",
             CqlType::Inet => "inet",
+            CqlType::List(_) => "list",
+            CqlType::Set(_) => "set",
+            CqlType::Map(..) => "map",
+        }
+    }
+
+    /// The type as a CQL cluster's schema names it (`system_schema.columns.type`, DDL sent to a
+    /// cluster): decimals are plain `decimal`, whose values carry their own scale.
+    pub fn cql_name(self) -> String {
+        match self {
+            CqlType::List(e) => format!("list<{}>", e.cql_name()),
+            CqlType::Set(e) => format!("set<{}>", e.cql_name()),
+            CqlType::Map(k, v) => format!("map<{}, {}>", k.cql_name(), v.cql_name()),
+            other => other.name().to_string(),
         }
     }
 
@@ -175,6 +248,20 @@ impl CqlType {
             }
             CqlType::Date => DataType::Date32,
             CqlType::Time => DataType::Time64(TimeUnit::Nanosecond),
+            CqlType::List(e) | CqlType::Set(e) => {
+                DataType::List(Arc::new(Field::new_list_field(e.arrow_type(), true)))
+            }
+            CqlType::Map(k, v) => DataType::Map(
+                Arc::new(Field::new(
+                    MAP_ENTRIES,
+                    DataType::Struct(Fields::from(vec![
+                        Field::new(MAP_KEYS, k.arrow_type(), false),
+                        Field::new(MAP_VALUES, v.arrow_type(), true),
+                    ])),
+                    false,
+                )),
+                false,
+            ),
         }
     }
 
@@ -195,17 +282,30 @@ impl CqlType {
             DataType::Timestamp(TimeUnit::Millisecond, _) => CqlType::Timestamp,
             DataType::Date32 => CqlType::Date,
             DataType::Time64(TimeUnit::Nanosecond) => CqlType::Time,
+            DataType::List(f) | DataType::LargeList(f) => {
+                CqlType::list(CqlType::from_arrow(f.data_type())?).ok()?
+            }
+            DataType::Map(entries, _) => match entries.data_type() {
+                DataType::Struct(fields) if fields.len() == 2 => CqlType::map(
+                    CqlType::from_arrow(fields[0].data_type())?,
+                    CqlType::from_arrow(fields[1].data_type())?,
+                )
+                .ok()?,
+                _ => return None,
+            },
             _ => return None,
         })
     }
 
-    fn supported_list() -> String {
+    /// The supported type names, for an error message.
+    pub fn supported_list() -> String {
         let mut names: Vec<&str> = Self::ALL.iter().map(|t| t.name()).collect();
         names.insert(
             names.iter().position(|n| *n == "decimal").unwrap_or(0) + 1,
             "decimal(p, s)",
         );
         names.push("varchar");
+        names.extend(["list<T>", "set<T>", "map<K, V>"]);
         names.join(", ")
     }
 
@@ -214,6 +314,9 @@ impl CqlType {
     pub fn catalog_name(self) -> String {
         match self {
             CqlType::Decimal { precision, scale } => format!("decimal({precision},{scale})"),
+            CqlType::List(e) => format!("list<{}>", e.catalog_name()),
+            CqlType::Set(e) => format!("set<{}>", e.catalog_name()),
+            CqlType::Map(k, v) => format!("map<{},{}>", k.catalog_name(), v.catalog_name()),
             other => other.to_string(),
         }
     }
@@ -236,6 +339,9 @@ impl fmt::Display for CqlType {
         match *self {
             CqlType::DECIMAL => f.write_str("decimal"),
             CqlType::Decimal { precision, scale } => write!(f, "decimal({precision}, {scale})"),
+            CqlType::List(e) => write!(f, "list<{e}>"),
+            CqlType::Set(e) => write!(f, "set<{e}>"),
+            CqlType::Map(k, v) => write!(f, "map<{k}, {v}>"),
             other => f.write_str(other.name()),
         }
     }
@@ -266,6 +372,57 @@ fn parse_decimal_parameters(text: &str) -> Option<Result<CqlType>> {
     })())
 }
 
+/// `list<T>`, `set<T>`, `map<K, V>` or `frozen<...>` of one of them, spaces allowed; `None` when
+/// `text` is not of that shape at all.
+fn parse_collection(text: &str) -> Option<Result<CqlType>> {
+    let open = text.find('<')?;
+    let kind = text[..open].trim().to_ascii_lowercase();
+    let inner = text[open + 1..].trim_end().strip_suffix('>')?;
+    let parse = |part: &str| -> Result<CqlType> {
+        let t: CqlType = part.trim().parse()?;
+        if t.is_collection() {
+            return Err(Error::definition(format!(
+                "'{text}' nests {t}; collections of collections are not supported"
+            )));
+        }
+        Ok(t)
+    };
+    Some(match kind.as_str() {
+        "frozen" => inner.parse::<CqlType>().and_then(|t| {
+            if t.is_collection() {
+                Ok(t)
+            } else {
+                Err(Error::definition(format!(
+                    "'{text}' freezes {t}; Quarry reads frozen lists, sets and maps only"
+                )))
+            }
+        }),
+        "list" => parse(inner).and_then(CqlType::list),
+        "set" => parse(inner).and_then(CqlType::set),
+        "map" => match split_top_level_comma(inner) {
+            Some((k, v)) => parse(k).and_then(|k| CqlType::map(k, parse(v)?)),
+            None => Err(Error::definition(format!(
+                "'{text}' needs a key and a value type: map<K, V>"
+            ))),
+        },
+        _ => return None,
+    })
+}
+
+/// `K, V` split at the comma outside any `<...>` or `(...)`.
+fn split_top_level_comma(text: &str) -> Option<(&str, &str)> {
+    let mut depth = 0i32;
+    for (i, c) in text.char_indices() {
+        match c {
+            '<' | '(' => depth += 1,
+            '>' | ')' => depth -= 1,
+            ',' if depth == 0 => return Some((&text[..i], &text[i + 1..])),
+            _ => {}
+        }
+    }
+    None
+}
+
 impl FromStr for CqlType {
     type Err = Error;
 
@@ -276,6 +433,9 @@ impl FromStr for CqlType {
         }
         if let Some(decimal) = parse_decimal_parameters(&lower) {
             return decimal;
+        }
+        if let Some(collection) = parse_collection(s.trim()) {
+            return collection;
         }
         Self::ALL
             .iter()
@@ -362,6 +522,57 @@ mod tests {
         let err = "varint2".parse::<CqlType>().unwrap_err().to_string();
         assert!(err.contains("'varint2'"), "{err}");
         assert!(err.contains("bigint"), "{err}");
+    }
+
+    #[test]
+    fn collections_parse_print_and_map_to_arrow() {
+        let err = "MAP<text, frozen<list<int>>>"
+            .parse::<CqlType>()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("collections of collections"),
+            "{err}"
+        );
+
+        let map: CqlType = "map< text , decimal >".parse().unwrap();
+        assert_eq!(map, CqlType::map(CqlType::Text, CqlType::DECIMAL).unwrap());
+        assert_eq!(map.to_string(), "map<text, decimal>");
+        assert_eq!(map.cql_name(), "map<text, decimal>");
+        assert_eq!(
+            CqlType::from_catalog_name(&map.catalog_name()).unwrap(),
+            map
+        );
+        let DataType::Map(entries, false) = map.arrow_type() else {
+            panic!("{}", map.arrow_type())
+        };
+        assert_eq!(entries.name(), MAP_ENTRIES);
+        assert_eq!(CqlType::from_arrow(&map.arrow_type()), Some(map));
+
+        let set: CqlType = "frozen<set<uuid>>".parse().unwrap();
+        assert_eq!(set, CqlType::set(CqlType::Uuid).unwrap());
+        assert_eq!(
+            set.arrow_type(),
+            CqlType::list(CqlType::Text).unwrap().arrow_type()
+        );
+        assert_eq!(
+            serde_json::from_str::<CqlType>(&serde_json::to_string(&set).unwrap()).unwrap(),
+            set
+        );
+
+        let list = CqlType::list(CqlType::Int).unwrap();
+        assert_eq!(list.to_string().parse::<CqlType>().unwrap(), list);
+        assert!(list.is_collection() && !CqlType::Int.is_collection());
+
+        for (bad, says) in [
+            ("list<decimal(15, 2)>", "plain decimal"),
+            ("set<list<int>>", "collections of collections"),
+            ("map<int>", "a key and a value"),
+            ("frozen<int>", "frozen lists, sets and maps"),
+            ("list<varint>", "'varint'"),
+        ] {
+            let err = bad.parse::<CqlType>().unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]

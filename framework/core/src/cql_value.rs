@@ -15,24 +15,29 @@
 //! | time | 8-byte nanoseconds since midnight |
 //! | uuid, timeuuid | the 16 bytes |
 //! | inet | 4 (IPv4) or 16 (IPv6) bytes |
+//! | list, set | 4-byte count, then each element as 4-byte length and bytes |
+//! | map | 4-byte count, then each key and each value as 4-byte length and bytes |
 //!
 //! Decoding never rounds: a decimal with more fraction digits than its column keeps, or more
 //! digits than its precision, is an error naming the value, as is a time past midnight or text
-//! that is not UTF-8.
+//! that is not UTF-8. CQL collections hold no NULL elements: a NULL in an Arrow list or map value
+//! is an error when encoding, and a NULL element in a cell is an error when decoding.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use arrow::array::NullBufferBuilder;
 use arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder,
     Date32Array, Decimal128Array, Float32Array, Float64Array, Int8Array, Int16Array, Int32Array,
-    Int64Array, PrimitiveBuilder, StringArray, StringBuilder, Time64NanosecondArray,
-    TimestampMillisecondArray,
+    Int64Array, ListArray, MapArray, PrimitiveBuilder, StringArray, StringBuilder, StructArray,
+    Time64NanosecondArray, TimestampMillisecondArray,
 };
+use arrow::buffer::{OffsetBuffer, ScalarBuffer};
 use arrow::compute::cast;
 use arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
-    Int64Type, Time64NanosecondType, TimeUnit, TimestampMillisecondType,
+    DataType, Date32Type, Decimal128Type, FieldRef, Fields, Float32Type, Float64Type, Int8Type,
+    Int16Type, Int32Type, Int64Type, Time64NanosecondType, TimeUnit, TimestampMillisecondType,
 };
 
 use crate::cql_type::{CqlType, TIMESTAMP_TZ};
@@ -63,6 +68,10 @@ enum Values {
     Timestamp(TimestampMillisecondArray),
     Date(Date32Array),
     Time(Time64NanosecondArray),
+    /// A list or set column and an encoder of all its elements.
+    List(ListArray, Box<CellEncoder>),
+    /// A map column and encoders of all its keys and all its values.
+    Map(MapArray, Box<CellEncoder>, Box<CellEncoder>),
 }
 
 impl CellEncoder {
@@ -113,6 +122,17 @@ impl CellEncoder {
             }
             CqlType::Date => Values::Date(array.as_primitive().clone()),
             CqlType::Time => Values::Time(array.as_primitive().clone()),
+            CqlType::List(element) | CqlType::Set(element) => {
+                let list = array.as_list::<i32>().clone();
+                let elements = CellEncoder::new(*element, list.values())?;
+                Values::List(list, Box::new(elements))
+            }
+            CqlType::Map(key, value) => {
+                let map = array.as_map().clone();
+                let keys = CellEncoder::new(*key, map.keys())?;
+                let values = CellEncoder::new(*value, map.values())?;
+                Values::Map(map, Box::new(keys), Box::new(values))
+            }
         };
         Ok(CellEncoder { values })
     }
@@ -132,6 +152,8 @@ impl CellEncoder {
             Values::Timestamp(a) => a,
             Values::Date(a) => a,
             Values::Time(a) => a,
+            Values::List(a, _) => a,
+            Values::Map(a, ..) => a,
         }
     }
 
@@ -176,9 +198,45 @@ impl CellEncoder {
                 out.extend_from_slice(&days.to_be_bytes());
             }
             Values::Time(a) => out.extend_from_slice(&a.value(row).to_be_bytes()),
+            Values::List(a, elements) => {
+                let range = offset_range(a.value_offsets(), row);
+                out.extend_from_slice(&(range.len() as i32).to_be_bytes());
+                for i in range {
+                    elements.write_element(row, i, out)?;
+                }
+            }
+            Values::Map(a, keys, values) => {
+                let range = offset_range(a.value_offsets(), row);
+                out.extend_from_slice(&(range.len() as i32).to_be_bytes());
+                for i in range {
+                    keys.write_element(row, i, out)?;
+                    values.write_element(row, i, out)?;
+                }
+            }
         }
         Ok(())
     }
+
+    /// Appends element `i` of a collection (in row `row`) with its 4-byte length.
+    fn write_element(&self, row: usize, i: usize, out: &mut Vec<u8>) -> Result<(), String> {
+        if self.is_null(i) {
+            return Err(format!(
+                "holds a NULL inside the collection at row {row}; CQL collections cannot hold NULLs"
+            ));
+        }
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        self.write(i, out)
+            .map_err(|e| format!("inside the collection at row {row}: {e}"))?;
+        let len = (out.len() - at - 4) as i32;
+        out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        Ok(())
+    }
+}
+
+/// The positions of row `row`'s elements in a list's or map's flat values.
+fn offset_range(offsets: &[i32], row: usize) -> std::ops::Range<usize> {
+    offsets[row] as usize..offsets[row + 1] as usize
 }
 
 /// A decimal as CQL serializes it, with trailing zeros of the fraction stripped so that equal
@@ -236,9 +294,24 @@ enum Builder {
     Timestamp(PrimitiveBuilder<TimestampMillisecondType>),
     Date(PrimitiveBuilder<Date32Type>),
     Time(PrimitiveBuilder<Time64NanosecondType>),
+    List {
+        field: FieldRef,
+        offsets: Vec<i32>,
+        nulls: NullBufferBuilder,
+        elements: Box<CellDecoder>,
+    },
+    Map {
+        entries: FieldRef,
+        offsets: Vec<i32>,
+        nulls: NullBufferBuilder,
+        keys: Box<CellDecoder>,
+        values: Box<CellDecoder>,
+    },
 }
 
 impl CellDecoder {
+    /// A decoder of `capacity` cells, to start with. After [`CellDecoder::push`] fails, the
+    /// decoder holds part of the bad cell: drop it.
     pub fn new(cql_type: CqlType, capacity: usize) -> Self {
         let builder = match cql_type {
             CqlType::Boolean => Builder::Boolean(BooleanBuilder::with_capacity(capacity)),
@@ -258,6 +331,29 @@ impl CellDecoder {
             CqlType::Timestamp => Builder::Timestamp(PrimitiveBuilder::with_capacity(capacity)),
             CqlType::Date => Builder::Date(PrimitiveBuilder::with_capacity(capacity)),
             CqlType::Time => Builder::Time(PrimitiveBuilder::with_capacity(capacity)),
+            CqlType::List(element) | CqlType::Set(element) => {
+                let DataType::List(field) = cql_type.arrow_type() else {
+                    unreachable!("a list or set is held as an Arrow list")
+                };
+                Builder::List {
+                    field,
+                    offsets: first_offset(capacity),
+                    nulls: NullBufferBuilder::new(capacity),
+                    elements: Box::new(CellDecoder::new(*element, capacity)),
+                }
+            }
+            CqlType::Map(key, value) => {
+                let DataType::Map(entries, _) = cql_type.arrow_type() else {
+                    unreachable!("a map is held as an Arrow map")
+                };
+                Builder::Map {
+                    entries,
+                    offsets: first_offset(capacity),
+                    nulls: NullBufferBuilder::new(capacity),
+                    keys: Box::new(CellDecoder::new(*key, capacity)),
+                    values: Box::new(CellDecoder::new(*value, capacity)),
+                }
+            }
         };
         CellDecoder { cql_type, builder }
     }
@@ -312,6 +408,38 @@ impl CellDecoder {
                 }
                 b.append_value(nanos)
             }
+            Builder::List {
+                offsets,
+                nulls,
+                elements,
+                ..
+            } => {
+                let mut cells = Elements::new(bytes)?;
+                let count = cells.count;
+                for _ in 0..count {
+                    elements.push(Some(cells.next(cql_type)?))?;
+                }
+                cells.end()?;
+                push_offset(offsets, count)?;
+                nulls.append_non_null();
+            }
+            Builder::Map {
+                offsets,
+                nulls,
+                keys,
+                values,
+                ..
+            } => {
+                let mut cells = Elements::new(bytes)?;
+                let count = cells.count;
+                for _ in 0..count {
+                    keys.push(Some(cells.next(cql_type)?))?;
+                    values.push(Some(cells.next(cql_type)?))?;
+                }
+                cells.end()?;
+                push_offset(offsets, count)?;
+                nulls.append_non_null();
+            }
         }
         Ok(())
     }
@@ -331,6 +459,10 @@ impl CellDecoder {
             Builder::Timestamp(b) => b.append_null(),
             Builder::Date(b) => b.append_null(),
             Builder::Time(b) => b.append_null(),
+            Builder::List { offsets, nulls, .. } | Builder::Map { offsets, nulls, .. } => {
+                offsets.push(offsets.last().copied().unwrap_or(0));
+                nulls.append_null();
+            }
         }
     }
 
@@ -354,6 +486,125 @@ impl CellDecoder {
             Builder::Timestamp(b) => Arc::new(b.finish().with_timezone(TIMESTAMP_TZ)),
             Builder::Date(b) => Arc::new(b.finish()),
             Builder::Time(b) => Arc::new(b.finish()),
+            Builder::List {
+                field,
+                offsets,
+                nulls,
+                elements,
+            } => Arc::new(ListArray::new(
+                Arc::clone(field),
+                take_offsets(offsets),
+                elements.finish(),
+                nulls.finish(),
+            )),
+            Builder::Map {
+                entries,
+                offsets,
+                nulls,
+                keys,
+                values,
+            } => {
+                let DataType::Struct(fields) = entries.data_type() else {
+                    unreachable!("a map's entries are a struct")
+                };
+                let fields: Fields = fields.clone();
+                let entry_values =
+                    StructArray::new(fields, vec![keys.finish(), values.finish()], None);
+                Arc::new(MapArray::new(
+                    Arc::clone(entries),
+                    take_offsets(offsets),
+                    entry_values,
+                    nulls.finish(),
+                    false,
+                ))
+            }
+        }
+    }
+}
+
+/// The offsets of an empty list column, with room for `capacity` rows.
+fn first_offset(capacity: usize) -> Vec<i32> {
+    let mut offsets = Vec::with_capacity(capacity + 1);
+    offsets.push(0);
+    offsets
+}
+
+fn push_offset(offsets: &mut Vec<i32>, count: usize) -> Result<(), String> {
+    let last = offsets.last().copied().unwrap_or(0);
+    let next = i32::try_from(count)
+        .ok()
+        .and_then(|n| last.checked_add(n))
+        .ok_or_else(|| {
+            "a batch holds more collection elements than fit in one column".to_string()
+        })?;
+    offsets.push(next);
+    Ok(())
+}
+
+/// The offsets built so far; the builder starts over with none.
+fn take_offsets(offsets: &mut Vec<i32>) -> OffsetBuffer<i32> {
+    let taken = std::mem::replace(offsets, vec![0]);
+    OffsetBuffer::new(ScalarBuffer::from(taken))
+}
+
+/// The elements of a serialized collection, read in order.
+struct Elements<'a> {
+    rest: &'a [u8],
+    count: usize,
+}
+
+impl<'a> Elements<'a> {
+    fn new(cell: &'a [u8]) -> Result<Self, String> {
+        if cell.len() < 4 {
+            return Err(format!(
+                "a CQL collection starts with a 4-byte count, this one has {} bytes",
+                cell.len()
+            ));
+        }
+        let count = i32::from_be_bytes(array(&cell[..4]));
+        // Every element takes at least its 4-byte length, which bounds what a bad count can ask
+        // the builders to hold.
+        if count < 0 || count as usize > (cell.len() - 4) / 4 {
+            return Err(format!(
+                "a CQL collection of {} bytes cannot hold {count} elements",
+                cell.len()
+            ));
+        }
+        Ok(Elements {
+            rest: &cell[4..],
+            count: count as usize,
+        })
+    }
+
+    fn next(&mut self, cql_type: CqlType) -> Result<&'a [u8], String> {
+        if self.rest.len() < 4 {
+            return Err(format!(
+                "a {cql_type} value ends inside an element's length"
+            ));
+        }
+        let len = i32::from_be_bytes(array(&self.rest[..4]));
+        if len < 0 {
+            return Err(format!(
+                "a {cql_type} value holds a NULL element; CQL collections cannot hold NULLs"
+            ));
+        }
+        let len = len as usize;
+        if self.rest.len() - 4 < len {
+            return Err(format!("a {cql_type} value ends inside an element"));
+        }
+        let (element, rest) = self.rest[4..].split_at(len);
+        self.rest = rest;
+        Ok(element)
+    }
+
+    fn end(&self) -> Result<(), String> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "a CQL collection has {} bytes after its last element",
+                self.rest.len()
+            ))
         }
     }
 }
@@ -439,6 +690,7 @@ fn decode_decimal(bytes: &[u8], precision: u8, scale: i8) -> Result<i128, String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::Float64Builder;
 
     fn round_trip(cql_type: CqlType, values: ArrayRef) -> ArrayRef {
         let encoder = CellEncoder::new(cql_type, &values).unwrap();
@@ -515,6 +767,53 @@ mod tests {
         cell.clear();
         encode_decimal(10_000, 0, &mut cell);
         assert!(decode_decimal(&cell, 4, 0).unwrap_err().contains("digits"));
+    }
+
+    #[test]
+    fn collections_round_trip_and_refuse_null_elements() {
+        use arrow::array::{Int32Builder, ListBuilder, MapBuilder};
+
+        let mut lists = ListBuilder::new(Int32Builder::new());
+        lists.append_value([Some(3), Some(1), Some(2)]);
+        lists.append_null();
+        lists.append_value([]);
+        let lists: ArrayRef = Arc::new(lists.finish());
+        let list = CqlType::list(CqlType::Int).unwrap();
+        assert_eq!(round_trip(list, lists.clone()).as_ref(), lists.as_ref());
+
+        let mut maps = MapBuilder::new(None, StringBuilder::new(), Float64Builder::new());
+        maps.keys().append_value("a");
+        maps.values().append_value(1.5);
+        maps.keys().append_value("b");
+        maps.values().append_value(-2.0);
+        maps.append(true).unwrap();
+        maps.append(false).unwrap();
+        let maps: ArrayRef = Arc::new(maps.finish());
+        let map = CqlType::map(CqlType::Text, CqlType::Double).unwrap();
+        let back = round_trip(map, maps.clone());
+        assert_eq!(back.data_type(), &map.arrow_type());
+        let back = back.as_map();
+        assert_eq!(back.value_offsets(), &[0, 2, 2]);
+        assert!(back.is_null(1));
+        assert_eq!(back.keys().as_ref(), maps.as_map().keys().as_ref());
+        assert_eq!(back.values().as_ref(), maps.as_map().values().as_ref());
+
+        let mut with_null = ListBuilder::new(Int32Builder::new());
+        with_null.append_value([Some(1), None]);
+        let with_null: ArrayRef = Arc::new(with_null.finish());
+        let encoder = CellEncoder::new(list, &with_null).unwrap();
+        let err = encoder.write(0, &mut Vec::new()).unwrap_err();
+        assert!(err.contains("cannot hold NULLs"), "{err}");
+
+        let mut d = CellDecoder::new(list, 1);
+        let null_element = [1i32.to_be_bytes(), (-1i32).to_be_bytes()].concat();
+        assert!(d.push(Some(&null_element)).unwrap_err().contains("NULL"));
+        let mut d = CellDecoder::new(list, 1);
+        let huge = i32::MAX.to_be_bytes();
+        assert!(d.push(Some(&huge)).unwrap_err().contains("cannot hold"));
+        let mut d = CellDecoder::new(list, 1);
+        let short = [1i32.to_be_bytes(), 4i32.to_be_bytes()].concat();
+        assert!(d.push(Some(&short)).unwrap_err().contains("ends inside"));
     }
 
     #[test]

@@ -1141,6 +1141,9 @@ impl<'a> Parser<'a> {
         if !is_type_word {
             return Err(self.unexpected(&format!("a type for column '{column}'")));
         }
+        if self.peek_at(1).is_punct('<') {
+            return self.collection_type(column);
+        }
         match token.text.parse::<CqlType>() {
             Ok(CqlType::Decimal { .. }) if self.peek_at(1).is_punct('(') => {
                 self.advance();
@@ -1157,6 +1160,48 @@ impl<'a> Parser<'a> {
             ))),
             Err(e) => Err(e),
         }
+    }
+
+    /// `list<T>`, `set<T>`, `map<K, V>`, `frozen<...>`: the tokens up to the matching `>`, read
+    /// as one type name.
+    fn collection_type(&mut self, column: &str) -> Result<CqlType> {
+        let start = self.peek().pos;
+        let kind = self.peek().text;
+        if !["list", "set", "map", "frozen"]
+            .iter()
+            .any(|k| kind.eq_ignore_ascii_case(k))
+        {
+            return Err(Error::syntax(format!(
+                "unknown CQL type '{kind}' for column '{column}' at {start}; supported types are {}",
+                CqlType::supported_list()
+            )));
+        }
+        let mut text = String::new();
+        let mut depth = 0usize;
+        loop {
+            let token = self.advance();
+            if matches!(token.kind, TokenKind::End) {
+                return Err(Error::syntax(format!(
+                    "the type of column '{column}' at {start} is missing its closing '>'"
+                )));
+            }
+            text.push_str(token.text);
+            if token.is_punct('<') {
+                depth += 1;
+            } else if token.is_punct('>') {
+                depth -= 1;
+                if depth == 0 {
+                    break;
+                }
+            }
+        }
+        text.parse::<CqlType>().map_err(|e| match e {
+            Error::UnknownType { name, supported } => Error::syntax(format!(
+                "unknown CQL type '{name}' in the type of column '{column}' at {start}; \
+                 supported types are {supported}"
+            )),
+            other => Error::definition(format!("column '{column}' at {start}: {other}")),
+        })
     }
 
     /// `(precision[, scale])` after `decimal`, as SQL writes it (a Quarry extension of CQL).
@@ -1517,6 +1562,8 @@ mod tests {
             "CREATE TABLE iot.readings (device_id bigint, ts timestamp, sensor text, \
              value double, PRIMARY KEY (device_id, ts, sensor))",
             "CREATE TABLE iot.t (a int, b text, c date, PRIMARY KEY ((a, b), c))",
+            "CREATE TABLE iot.devices (id bigint PRIMARY KEY, tags map<text, text>, \
+             readings list<double>, owners frozen<set<uuid>>)",
         ] {
             let def = table(sql);
             assert_eq!(table(&def.to_cql()), def);
@@ -1551,6 +1598,17 @@ mod tests {
                 "write keyspace.table",
             ],
         );
+        let e = error("CREATE TABLE iot.t (a int PRIMARY KEY, b list<text)");
+        assert_contains(
+            &e,
+            &["column 'b' at line 1 column 42", "missing its closing '>'"],
+        );
+        let e = error("CREATE TABLE iot.t (a int PRIMARY KEY, b map<text, list<int>>)");
+        assert_contains(&e, &["column 'b'", "collections of collections"]);
+        let e = error("CREATE TABLE iot.t (a int PRIMARY KEY, b set<varint>)");
+        assert_contains(&e, &["unknown CQL type 'varint'", "column 'b'"]);
+        let e = error("CREATE TABLE iot.t (a set<int> PRIMARY KEY)");
+        assert_contains(&e, &["primary-key column 'a' is a set<int>"]);
         let e = error("CREATE TABLE a.b.c (x int PRIMARY KEY)");
         assert_contains(&e, &["too many parts"]);
         let e = error("CREATE TABLE iot.t (a int, PRIMARY KEY (a, z))");
@@ -1596,8 +1654,8 @@ mod tests {
             &e,
             &["expected a type for column 'a' at line 1 column 22, found ','"],
         );
-        let e = error("CREATE TABLE iot.t (a list<int> PRIMARY KEY)");
-        assert_contains(&e, &["unknown CQL type 'list'"]);
+        let e = error("CREATE TABLE iot.t (a tuple<int, int> PRIMARY KEY)");
+        assert_contains(&e, &["unknown CQL type 'tuple'"]);
         let e = error("CREATE TABLE iot.t (a int 'x')");
         assert_contains(&e, &["after column 'a'", "found string 'x'"]);
         let e = error("CREATE TABLE iot.t (a int, b text PRIMARY KEY (a))");

@@ -156,7 +156,7 @@ impl TableDef {
         TableName::new(&self.keyspace, &self.name)
     }
 
-    /// Checks names, duplicates and that the primary key names existing columns of key types.
+    /// Checks names, duplicates and that the primary key names existing columns of native types.
     pub fn validate(&self) -> Result<()> {
         validate_identifier("keyspace", &self.keyspace)?;
         validate_identifier("table", &self.name)?;
@@ -181,7 +181,14 @@ impl TableDef {
         }
         let mut key_seen = HashSet::new();
         for name in self.partition_key.iter().chain(&self.clustering) {
-            self.column(name)?;
+            let column = self.column(name)?;
+            if column.cql_type.is_collection() {
+                return Err(Error::definition(format!(
+                    "table {full}: primary-key column '{name}' is a {}; a key column holds one \
+                     value of a native type (keep the collection as a regular column)",
+                    column.cql_type
+                )));
+            }
             if !key_seen.insert(name.as_str()) {
                 return Err(Error::definition(format!(
                     "table {full}: column '{name}' appears twice in the primary key"

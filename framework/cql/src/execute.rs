@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::parse::{Insert, Lhs, Literal, Restriction, Select, Selection, Term};
 use crate::system::{self, SystemTable};
-use crate::types::{ColumnType, collection_elements, literal_cell};
+use crate::types::{collection_elements, literal_cell};
 use crate::wire::{self, BatchRequest, BatchStatement, Body, QueryParameters, Value, code, opcode};
 
 use crate::server::{
@@ -404,7 +404,7 @@ pub(crate) fn system_term(
         }),
         Term::Literal(l) => {
             let t = match table.columns.iter().find(|(c, _)| *c == column) {
-                Some((_, ColumnType::Cql(t))) => *t,
+                Some((_, t)) => *t,
                 _ => CqlType::Text,
             };
             literal_cell(l, t).map_err(CqlError::invalid)
@@ -558,10 +558,7 @@ pub(crate) async fn select_table(
         let encoders: Vec<CellEncoder> = out_columns
             .iter()
             .zip(batch.columns())
-            .map(|(c, array)| match c.column_type {
-                ColumnType::Cql(t) => CellEncoder::new(t, array),
-                _ => Err("collections are not stored".into()),
-            })
+            .map(|(c, array)| CellEncoder::new(c.column_type, array))
             .collect::<Result<_, _>>()
             .map_err(|e| CqlError::new(code::SERVER, e))?;
         let mut cell = Vec::new();

@@ -28,6 +28,12 @@ pub enum Literal {
     Uuid(String),
     /// `0x...`.
     Blob(Vec<u8>),
+    /// `[a, b]`.
+    List(Vec<Literal>),
+    /// `{a, b}`, or `{}` (an empty set or map).
+    Set(Vec<Literal>),
+    /// `{k: v, ...}`.
+    Map(Vec<(Literal, Literal)>),
 }
 
 /// A value in a statement: a literal or a bind marker (numbered in order of appearance).
@@ -393,10 +399,45 @@ impl Parser {
     }
 
     fn term(&mut self) -> Result<Term, String> {
+        if matches!(self.peek(), Some(Tok::Marker) | Some(Tok::NamedMarker)) {
+            self.pos += 1;
+            self.markers += 1;
+            return Ok(Term::Marker(self.markers - 1));
+        }
+        Ok(Term::Literal(self.literal()?))
+    }
+
+    /// A value written in the statement, collections included (`[1, 2]`, `{'a'}`, `{'k': 1}`).
+    fn literal(&mut self) -> Result<Literal, String> {
         let literal = match self.next() {
-            Some(Tok::Marker) | Some(Tok::NamedMarker) => {
-                self.markers += 1;
-                return Ok(Term::Marker(self.markers - 1));
+            Some(Tok::Sym("[")) => Literal::List(self.elements("]")?),
+            Some(Tok::Sym("{")) => {
+                if self.is_sym("}") {
+                    self.pos += 1;
+                    return Ok(Literal::Set(Vec::new()));
+                }
+                let first = self.literal()?;
+                if self.is_sym(":") {
+                    self.pos += 1;
+                    let mut entries = vec![(first, self.literal()?)];
+                    while self.is_sym(",") {
+                        self.pos += 1;
+                        let key = self.literal()?;
+                        self.sym(":")?;
+                        entries.push((key, self.literal()?));
+                    }
+                    self.sym("}")?;
+                    Literal::Map(entries)
+                } else {
+                    let mut elements = vec![first];
+                    if self.is_sym(",") {
+                        self.pos += 1;
+                        elements.extend(self.elements("}")?);
+                    } else {
+                        self.sym("}")?;
+                    }
+                    Literal::Set(elements)
+                }
             }
             Some(Tok::Str(s)) => Literal::Str(s),
             Some(Tok::Num(n)) => Literal::Num(n),
@@ -415,7 +456,25 @@ impl Parser {
                 return Err(format!("expected a value or '?', found {}", self.found()));
             }
         };
-        Ok(Term::Literal(literal))
+        Ok(literal)
+    }
+
+    /// Literals separated by commas, up to `close` (which may come at once).
+    fn elements(&mut self, close: &str) -> Result<Vec<Literal>, String> {
+        let mut out = Vec::new();
+        if self.is_sym(close) {
+            self.pos += 1;
+            return Ok(out);
+        }
+        loop {
+            out.push(self.literal()?);
+            if self.is_sym(",") {
+                self.pos += 1;
+                continue;
+            }
+            self.sym(close)?;
+            return Ok(out);
+        }
     }
 
     fn op(&mut self) -> Result<CmpOp, String> {
@@ -777,6 +836,34 @@ mod tests {
                 Term::Literal(Literal::Null),
             ]
         );
+    }
+
+    #[test]
+    fn collection_literals() {
+        let cql = parse("INSERT INTO t (a, b, c, d, e) VALUES ([1, 2], {'x'}, {'k': [3]}, {}, [])")
+            .unwrap();
+        let Cql::Insert(i) = cql else { panic!() };
+        let num = |n: &str| Literal::Num(n.into());
+        assert_eq!(
+            i.values,
+            vec![
+                Term::Literal(Literal::List(vec![num("1"), num("2")])),
+                Term::Literal(Literal::Set(vec![Literal::Str("x".into())])),
+                Term::Literal(Literal::Map(vec![(
+                    Literal::Str("k".into()),
+                    Literal::List(vec![num("3")])
+                )])),
+                Term::Literal(Literal::Set(vec![])),
+                Term::Literal(Literal::List(vec![])),
+            ]
+        );
+        for bad in [
+            "INSERT INTO t (a) VALUES ([1, 2)",
+            "INSERT INTO t (a) VALUES ({'k': 1, 'j'})",
+            "INSERT INTO t (a) VALUES ([?])",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

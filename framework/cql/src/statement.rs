@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::parse::{Cql, Insert, Lhs, Restriction, Select, Selection, Term, parse};
 use crate::system::{self, SystemTable};
-use crate::types::{ColumnType, check_cell, literal_cell};
+use crate::types::{check_cell, literal_cell, write_type};
 use crate::wire::{Body, Value, code};
 
 use crate::server::{CqlError, NodeStats, Shared};
@@ -24,14 +24,14 @@ pub(crate) struct Bind {
     pub(crate) keyspace: String,
     pub(crate) table: String,
     pub(crate) name: String,
-    pub(crate) column_type: ColumnType,
+    pub(crate) column_type: CqlType,
 }
 
 /// A result column.
 #[derive(Debug, Clone)]
 pub(crate) struct OutColumn {
     pub(crate) name: String,
-    pub(crate) column_type: ColumnType,
+    pub(crate) column_type: CqlType,
 }
 
 /// A statement ready to execute: parsed, resolved against the catalog, with its bind markers
@@ -75,7 +75,7 @@ impl Prepared {
                     .iter()
                     .map(|&i| OutColumn {
                         name: table.columns[i].0.to_string(),
-                        column_type: table.columns[i].1.clone(),
+                        column_type: table.columns[i].1,
                     })
                     .collect(),
             ),
@@ -197,7 +197,7 @@ pub(crate) fn compile(
                             .iter()
                             .map(|c| OutColumn {
                                 name: c.name.clone(),
-                                column_type: ColumnType::Cql(c.cql_type),
+                                column_type: c.cql_type,
                             })
                             .collect(),
                     ),
@@ -205,7 +205,7 @@ pub(crate) fn compile(
                         Vec::new(),
                         vec![OutColumn {
                             name: "count".into(),
-                            column_type: ColumnType::Cql(CqlType::BigInt),
+                            column_type: CqlType::BigInt,
                         }],
                     ),
                     Selection::Columns(names) => {
@@ -216,13 +216,13 @@ pub(crate) fn compile(
                             columns.push(i);
                             out.push(OutColumn {
                                 name: alias.clone().unwrap_or_else(|| column.clone()),
-                                column_type: ColumnType::Cql(def.columns[i].cql_type),
+                                column_type: def.columns[i].cql_type,
                             });
                         }
                         (columns, out)
                     }
                 };
-                let bind = |name: &str, column_type: ColumnType| Bind {
+                let bind = |name: &str, column_type: CqlType| Bind {
                     keyspace: keyspace.clone(),
                     table: def.name.clone(),
                     name: name.to_string(),
@@ -241,7 +241,7 @@ pub(crate) fn compile(
                                     {
                                         pk_markers[k] = marker_of(term);
                                     }
-                                    (c.clone(), ColumnType::Cql(def.columns[i].cql_type))
+                                    (c.clone(), def.columns[i].cql_type)
                                 }
                                 Lhs::Token(cols) => {
                                     if cols != &def.partition_key {
@@ -250,10 +250,7 @@ pub(crate) fn compile(
                                             def.partition_key.join(", ")
                                         )));
                                     }
-                                    (
-                                        "partition key token".to_string(),
-                                        ColumnType::Cql(CqlType::BigInt),
-                                    )
+                                    ("partition key token".to_string(), CqlType::BigInt)
                                 }
                             };
                             if let Some(m) = marker_of(term) {
@@ -264,26 +261,18 @@ pub(crate) fn compile(
                             let i = column_index(&def, column)?;
                             for t in terms {
                                 if let Some(m) = marker_of(t) {
-                                    binds[m] = Some(bind(
-                                        column,
-                                        ColumnType::Cql(def.columns[i].cql_type),
-                                    ));
+                                    binds[m] = Some(bind(column, def.columns[i].cql_type));
                                 }
                             }
                         }
                         Restriction::InMarker { column, marker } => {
                             let i = column_index(&def, column)?;
-                            binds[*marker] = Some(bind(
-                                column,
-                                ColumnType::List(Box::new(ColumnType::Cql(
-                                    def.columns[i].cql_type,
-                                ))),
-                            ));
+                            binds[*marker] = Some(bind(column, list_of(def.columns[i].cql_type)?));
                         }
                     }
                 }
                 if let Some(Term::Marker(m)) = &select.limit {
-                    binds[*m] = Some(bind("[limit]", ColumnType::Cql(CqlType::Int)));
+                    binds[*m] = Some(bind("[limit]", CqlType::Int));
                 }
                 if pk_markers.iter().all(Option::is_some) {
                     pk_indexes = pk_markers.into_iter().flatten().map(|m| m as u16).collect();
@@ -386,11 +375,7 @@ pub(crate) fn system_bind(table: &SystemTable, column: &str, list: bool) -> Resu
         keyspace: table.keyspace.into(),
         table: table.name.into(),
         name: column.into(),
-        column_type: if list {
-            ColumnType::List(Box::new(t.clone()))
-        } else {
-            t.clone()
-        },
+        column_type: if list { list_of(*t)? } else { *t },
     })
 }
 
@@ -458,7 +443,7 @@ pub(crate) fn compile_insert(
                 keyspace: keyspace.clone(),
                 table: def.name.clone(),
                 name: column.clone(),
-                column_type: ColumnType::Cql(t),
+                column_type: t,
             });
         }
     }
@@ -481,7 +466,7 @@ pub(crate) fn write_bind_metadata(b: &mut Body, p: &Prepared) {
             b.string(&bind.keyspace).string(&bind.table);
         }
         b.string(&bind.name);
-        bind.column_type.write(b);
+        write_type(bind.column_type, b);
     }
 }
 
@@ -532,11 +517,16 @@ pub(crate) fn write_rows_metadata(
             b.string(table.0).string(table.1);
         }
         b.string(&c.name);
-        c.column_type.write(b);
+        write_type(c.column_type, b);
     }
 }
 
 /// The bound value of marker `m`, checked against its type.
+/// The type of a marker bound to a list of `t` values (`IN ?`).
+fn list_of(t: CqlType) -> Result<CqlType, CqlError> {
+    CqlType::list(t).map_err(|e| CqlError::invalid(e.to_string()))
+}
+
 pub(crate) fn bound<'v>(
     values: &'v [Value],
     p: &Prepared,
@@ -549,7 +539,7 @@ pub(crate) fn bound<'v>(
             values.len()
         ))
     })?;
-    if let (Value::Set(cell), ColumnType::Cql(t)) = (v, &p.binds[m].column_type) {
+    if let (Value::Set(cell), t) = (v, &p.binds[m].column_type) {
         check_cell(cell, *t).map_err(|e| {
             CqlError::invalid(format!("the value bound to {} {e}", p.binds[m].name))
         })?;

@@ -13,7 +13,7 @@ use quarry_store::Store;
 use sha2::{Digest, Sha256};
 
 use crate::server::NodeStats;
-use crate::types::{ColumnType, TEXT, collection_cell, map_cell};
+use crate::types::{TEXT, collection_cell, map_cell};
 
 /// What this server calls its data center and rack.
 pub const DATA_CENTER: &str = "datacenter1";
@@ -121,7 +121,7 @@ impl Ring {
 pub struct SystemTable {
     pub keyspace: &'static str,
     pub name: &'static str,
-    pub columns: Vec<(&'static str, ColumnType)>,
+    pub columns: Vec<(&'static str, CqlType)>,
     pub rows: Vec<Vec<Option<Vec<u8>>>>,
 }
 
@@ -159,10 +159,6 @@ fn text_map(entries: &[(&str, &str)]) -> Option<Vec<u8>> {
 fn text_set(items: &[String]) -> Option<Vec<u8>> {
     let elements: Vec<&[u8]> = items.iter().map(|s| s.as_bytes()).collect();
     Some(collection_cell(&elements))
-}
-
-const fn cql(t: CqlType) -> ColumnType {
-    ColumnType::Cql(t)
 }
 
 /// A stable id for a table (`system_schema.tables.id`).
@@ -233,19 +229,19 @@ pub fn table(
                 columns: vec![
                     ("key", TEXT),
                     ("bootstrapped", TEXT),
-                    ("broadcast_address", cql(CqlType::Inet)),
+                    ("broadcast_address", CqlType::Inet),
                     ("cluster_name", TEXT),
                     ("cql_version", TEXT),
                     ("data_center", TEXT),
-                    ("host_id", cql(CqlType::Uuid)),
-                    ("listen_address", cql(CqlType::Inet)),
+                    ("host_id", CqlType::Uuid),
+                    ("listen_address", CqlType::Inet),
                     ("native_protocol_version", TEXT),
                     ("partitioner", TEXT),
                     ("rack", TEXT),
                     ("release_version", TEXT),
-                    ("rpc_address", cql(CqlType::Inet)),
-                    ("schema_version", cql(CqlType::Uuid)),
-                    ("tokens", ColumnType::set_of(TEXT)),
+                    ("rpc_address", CqlType::Inet),
+                    ("schema_version", CqlType::Uuid),
+                    ("tokens", CqlType::Set(&TEXT)),
                 ],
                 rows: vec![vec![
                     text("local"),
@@ -269,18 +265,18 @@ pub fn table(
         // What this node served so far (Quarry's own table, for tests and operators).
         ("system", "quarry_stats") => {
             let count = |v: u64| Some((v as i64).to_be_bytes().to_vec());
-            let bigint = cql(CqlType::BigInt);
+            let bigint = CqlType::BigInt;
             SystemTable {
                 keyspace: "system",
                 name: "quarry_stats",
                 columns: vec![
-                    ("address", cql(CqlType::Inet)),
-                    ("requests", bigint.clone()),
-                    ("local_scans", bigint.clone()),
-                    ("forwarded_scans", bigint.clone()),
-                    ("full_scans", bigint.clone()),
-                    ("rows_read", bigint.clone()),
-                    ("local_writes", bigint.clone()),
+                    ("address", CqlType::Inet),
+                    ("requests", bigint),
+                    ("local_scans", bigint),
+                    ("forwarded_scans", bigint),
+                    ("full_scans", bigint),
+                    ("rows_read", bigint),
+                    ("local_writes", bigint),
                     ("forwarded_writes", bigint),
                 ],
                 rows: vec![vec![
@@ -299,15 +295,15 @@ pub fn table(
             keyspace: "system",
             name: "peers",
             columns: vec![
-                ("peer", cql(CqlType::Inet)),
+                ("peer", CqlType::Inet),
                 ("data_center", TEXT),
-                ("host_id", cql(CqlType::Uuid)),
-                ("preferred_ip", cql(CqlType::Inet)),
+                ("host_id", CqlType::Uuid),
+                ("preferred_ip", CqlType::Inet),
                 ("rack", TEXT),
                 ("release_version", TEXT),
-                ("rpc_address", cql(CqlType::Inet)),
-                ("schema_version", cql(CqlType::Uuid)),
-                ("tokens", ColumnType::set_of(TEXT)),
+                ("rpc_address", CqlType::Inet),
+                ("schema_version", CqlType::Uuid),
+                ("tokens", CqlType::Set(&TEXT)),
             ],
             rows: (0..ring.nodes.len())
                 .filter(|&i| i != node)
@@ -332,8 +328,8 @@ pub fn table(
             name: "keyspaces",
             columns: vec![
                 ("keyspace_name", TEXT),
-                ("durable_writes", cql(CqlType::Boolean)),
-                ("replication", ColumnType::map_of(TEXT, TEXT)),
+                ("durable_writes", CqlType::Boolean),
+                ("replication", CqlType::Map(&TEXT, &TEXT)),
             ],
             rows: store
                 .keyspaces()
@@ -352,22 +348,22 @@ pub fn table(
             columns: vec![
                 ("keyspace_name", TEXT),
                 ("table_name", TEXT),
-                ("bloom_filter_fp_chance", cql(CqlType::Double)),
-                ("caching", ColumnType::map_of(TEXT, TEXT)),
+                ("bloom_filter_fp_chance", CqlType::Double),
+                ("caching", CqlType::Map(&TEXT, &TEXT)),
                 ("comment", TEXT),
-                ("compaction", ColumnType::map_of(TEXT, TEXT)),
-                ("compression", ColumnType::map_of(TEXT, TEXT)),
-                ("crc_check_chance", cql(CqlType::Double)),
-                ("dclocal_read_repair_chance", cql(CqlType::Double)),
-                ("default_time_to_live", cql(CqlType::Int)),
-                ("extensions", ColumnType::map_of(TEXT, cql(CqlType::Blob))),
-                ("flags", ColumnType::set_of(TEXT)),
-                ("gc_grace_seconds", cql(CqlType::Int)),
-                ("id", cql(CqlType::Uuid)),
-                ("max_index_interval", cql(CqlType::Int)),
-                ("memtable_flush_period_in_ms", cql(CqlType::Int)),
-                ("min_index_interval", cql(CqlType::Int)),
-                ("read_repair_chance", cql(CqlType::Double)),
+                ("compaction", CqlType::Map(&TEXT, &TEXT)),
+                ("compression", CqlType::Map(&TEXT, &TEXT)),
+                ("crc_check_chance", CqlType::Double),
+                ("dclocal_read_repair_chance", CqlType::Double),
+                ("default_time_to_live", CqlType::Int),
+                ("extensions", CqlType::Map(&TEXT, &CqlType::Blob)),
+                ("flags", CqlType::Set(&TEXT)),
+                ("gc_grace_seconds", CqlType::Int),
+                ("id", CqlType::Uuid),
+                ("max_index_interval", CqlType::Int),
+                ("memtable_flush_period_in_ms", CqlType::Int),
+                ("min_index_interval", CqlType::Int),
+                ("read_repair_chance", CqlType::Double),
                 ("speculative_retry", TEXT),
             ],
             rows: store
@@ -410,9 +406,9 @@ pub fn table(
                 ("table_name", TEXT),
                 ("column_name", TEXT),
                 ("clustering_order", TEXT),
-                ("column_name_bytes", cql(CqlType::Blob)),
+                ("column_name_bytes", CqlType::Blob),
                 ("kind", TEXT),
-                ("position", cql(CqlType::Int)),
+                ("position", CqlType::Int),
                 ("type", TEXT),
             ],
             rows: store
@@ -437,42 +433,42 @@ pub fn table(
                             Some(c.name.as_bytes().to_vec()),
                             text(kind),
                             int(position),
-                            text(&ColumnType::Cql(c.cql_type).cql_name()),
+                            text(&c.cql_type.cql_name()),
                         ]
                     })
                 })
                 .collect(),
         },
         ("system_schema", other) => {
-            let columns: Vec<(&'static str, ColumnType)> = match other {
+            let columns: Vec<(&'static str, CqlType)> = match other {
                 "types" => vec![
                     ("keyspace_name", TEXT),
                     ("type_name", TEXT),
-                    ("field_names", ColumnType::List(Box::new(TEXT))),
-                    ("field_types", ColumnType::List(Box::new(TEXT))),
+                    ("field_names", CqlType::List(&TEXT)),
+                    ("field_types", CqlType::List(&TEXT)),
                 ],
                 "views" => vec![
                     ("keyspace_name", TEXT),
                     ("view_name", TEXT),
-                    ("base_table_id", cql(CqlType::Uuid)),
+                    ("base_table_id", CqlType::Uuid),
                     ("base_table_name", TEXT),
-                    ("include_all_columns", cql(CqlType::Boolean)),
+                    ("include_all_columns", CqlType::Boolean),
                     ("where_clause", TEXT),
                 ],
                 "functions" => vec![
                     ("keyspace_name", TEXT),
                     ("function_name", TEXT),
-                    ("argument_names", ColumnType::List(Box::new(TEXT))),
-                    ("argument_types", ColumnType::List(Box::new(TEXT))),
+                    ("argument_names", CqlType::List(&TEXT)),
+                    ("argument_types", CqlType::List(&TEXT)),
                     ("body", TEXT),
-                    ("called_on_null_input", cql(CqlType::Boolean)),
+                    ("called_on_null_input", CqlType::Boolean),
                     ("language", TEXT),
                     ("return_type", TEXT),
                 ],
                 "aggregates" => vec![
                     ("keyspace_name", TEXT),
                     ("aggregate_name", TEXT),
-                    ("argument_types", ColumnType::List(Box::new(TEXT))),
+                    ("argument_types", CqlType::List(&TEXT)),
                     ("final_func", TEXT),
                     ("initcond", TEXT),
                     ("return_type", TEXT),
@@ -483,14 +479,14 @@ pub fn table(
                     ("keyspace_name", TEXT),
                     ("table_name", TEXT),
                     ("trigger_name", TEXT),
-                    ("options", ColumnType::map_of(TEXT, TEXT)),
+                    ("options", CqlType::Map(&TEXT, &TEXT)),
                 ],
                 "indexes" => vec![
                     ("keyspace_name", TEXT),
                     ("table_name", TEXT),
                     ("index_name", TEXT),
                     ("kind", TEXT),
-                    ("options", ColumnType::map_of(TEXT, TEXT)),
+                    ("options", CqlType::Map(&TEXT, &TEXT)),
                 ],
                 _ => return None,
             };

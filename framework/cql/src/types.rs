@@ -10,76 +10,40 @@ use quarry_core::cql_value::{CellDecoder, CellEncoder, decimal_cell};
 use crate::parse::Literal;
 use crate::wire::Body;
 
-/// The type of a result column or bind marker: a table's CQL type, or a collection (which only
-/// the system tables have).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ColumnType {
-    Cql(CqlType),
-    List(Box<ColumnType>),
-    Set(Box<ColumnType>),
-    Map(Box<ColumnType>, Box<ColumnType>),
-}
+pub const TEXT: CqlType = CqlType::Text;
 
-pub const TEXT: ColumnType = ColumnType::Cql(CqlType::Text);
-
-impl ColumnType {
-    pub fn set_of(t: ColumnType) -> ColumnType {
-        ColumnType::Set(Box::new(t))
-    }
-
-    pub fn map_of(k: ColumnType, v: ColumnType) -> ColumnType {
-        ColumnType::Map(Box::new(k), Box::new(v))
-    }
-
-    /// Writes the type as an `[option]`.
-    pub fn write(&self, body: &mut Body) {
-        match self {
-            ColumnType::Cql(t) => {
-                body.short(match t {
-                    CqlType::Ascii => 0x0001,
-                    CqlType::BigInt => 0x0002,
-                    CqlType::Blob => 0x0003,
-                    CqlType::Boolean => 0x0004,
-                    CqlType::Decimal { .. } => 0x0006,
-                    CqlType::Double => 0x0007,
-                    CqlType::Float => 0x0008,
-                    CqlType::Int => 0x0009,
-                    CqlType::Timestamp => 0x000B,
-                    CqlType::Uuid => 0x000C,
-                    CqlType::Text => 0x000D,
-                    CqlType::TimeUuid => 0x000F,
-                    CqlType::Inet => 0x0010,
-                    CqlType::Date => 0x0011,
-                    CqlType::Time => 0x0012,
-                    CqlType::SmallInt => 0x0013,
-                    CqlType::TinyInt => 0x0014,
-                });
-            }
-            ColumnType::List(t) => {
-                body.short(0x0020);
-                t.write(body);
-            }
-            ColumnType::Set(t) => {
-                body.short(0x0022);
-                t.write(body);
-            }
-            ColumnType::Map(k, v) => {
-                body.short(0x0021);
-                k.write(body);
-                v.write(body);
-            }
+/// Writes a column type as an `[option]`.
+pub fn write_type(t: CqlType, body: &mut Body) {
+    let id = match t {
+        CqlType::Ascii => 0x0001,
+        CqlType::BigInt => 0x0002,
+        CqlType::Blob => 0x0003,
+        CqlType::Boolean => 0x0004,
+        CqlType::Decimal { .. } => 0x0006,
+        CqlType::Double => 0x0007,
+        CqlType::Float => 0x0008,
+        CqlType::Int => 0x0009,
+        CqlType::Timestamp => 0x000B,
+        CqlType::Uuid => 0x000C,
+        CqlType::Text => 0x000D,
+        CqlType::TimeUuid => 0x000F,
+        CqlType::Inet => 0x0010,
+        CqlType::Date => 0x0011,
+        CqlType::Time => 0x0012,
+        CqlType::SmallInt => 0x0013,
+        CqlType::TinyInt => 0x0014,
+        CqlType::List(_) => 0x0020,
+        CqlType::Map(..) => 0x0021,
+        CqlType::Set(_) => 0x0022,
+    };
+    body.short(id);
+    match t {
+        CqlType::List(e) | CqlType::Set(e) => write_type(*e, body),
+        CqlType::Map(k, v) => {
+            write_type(*k, body);
+            write_type(*v, body);
         }
-    }
-
-    /// The type as a CQL schema names it (`system_schema.columns.type`).
-    pub fn cql_name(&self) -> String {
-        match self {
-            // The cluster's schema says `decimal`: precision and scale are Quarry's own.
-            ColumnType::Cql(t) => t.name().to_string(),
-            ColumnType::List(t) => format!("list<{}>", t.cql_name()),
-            ColumnType::Set(t) => format!("set<{}>", t.cql_name()),
-            ColumnType::Map(k, v) => format!("map<{}, {}>", k.cql_name(), v.cql_name()),
-        }
+        _ => {}
     }
 }
 
@@ -174,6 +138,25 @@ pub fn literal_cell(literal: &Literal, t: CqlType) -> Result<Option<Vec<u8>>, St
             encode_one(t, &value)?
         }
         (Literal::Blob(b), CqlType::Blob) => b.clone(),
+        (Literal::List(items), CqlType::List(e)) | (Literal::Set(items), CqlType::Set(e)) => {
+            let cells = items
+                .iter()
+                .map(|item| element_cell(item, *e, t))
+                .collect::<Result<Vec<_>, _>>()?;
+            collection_cell(&cells.iter().map(Vec::as_slice).collect::<Vec<_>>())
+        }
+        (Literal::Set(empty), CqlType::Map(..)) if empty.is_empty() => map_cell(&[]),
+        (Literal::Map(entries), CqlType::Map(k, v)) => {
+            let cells = entries
+                .iter()
+                .map(|(key, value)| Ok((element_cell(key, *k, t)?, element_cell(value, *v, t)?)))
+                .collect::<Result<Vec<_>, String>>()?;
+            let pairs: Vec<(&[u8], &[u8])> = cells
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                .collect();
+            map_cell(&pairs)
+        }
         (literal, _) => {
             let shown = match literal {
                 Literal::Str(s) => format!("'{s}'"),
@@ -181,10 +164,23 @@ pub fn literal_cell(literal: &Literal, t: CqlType) -> Result<Option<Vec<u8>>, St
                 Literal::Bool(b) => b.to_string(),
                 Literal::Blob(_) => "a blob literal".into(),
                 Literal::Null => "null".into(),
+                Literal::List(_) => "a list literal [...]".into(),
+                Literal::Set(_) => "a set literal {...}".into(),
+                Literal::Map(_) => "a map literal {...: ...}".into(),
             };
             return Err(wrong(&shown));
         }
     }))
+}
+
+/// One element of a collection literal for a `collection` column.
+fn element_cell(
+    literal: &Literal,
+    element: CqlType,
+    collection: CqlType,
+) -> Result<Vec<u8>, String> {
+    literal_cell(literal, element)?
+        .ok_or_else(|| format!("a {collection} cannot hold null; leave the element out"))
 }
 
 /// Reads a serialized value back, checking it (a bound value from a client can be anything).
@@ -252,6 +248,30 @@ mod tests {
         assert!(literal_cell(&Literal::Str("soon".into()), CqlType::Timestamp).is_err());
         assert!(literal_cell(&Literal::Str("x".into()), CqlType::Int).is_err());
         assert_eq!(literal_cell(&Literal::Null, CqlType::Int).unwrap(), None);
+    }
+
+    #[test]
+    fn collection_literals_become_collection_cells() {
+        let tags = CqlType::map(CqlType::Text, CqlType::Int).unwrap();
+        let literal = Literal::Map(vec![(Literal::Str("a".into()), Literal::Num("1".into()))]);
+        assert_eq!(
+            literal_cell(&literal, tags).unwrap(),
+            Some(map_cell(&[(b"a", &1i32.to_be_bytes())]))
+        );
+        assert_eq!(
+            literal_cell(&Literal::Set(vec![]), tags).unwrap(),
+            Some(map_cell(&[]))
+        );
+        let list = CqlType::list(CqlType::BigInt).unwrap();
+        let literal = Literal::List(vec![Literal::Num("7".into())]);
+        assert_eq!(
+            literal_cell(&literal, list).unwrap(),
+            Some(collection_cell(&[&7i64.to_be_bytes()]))
+        );
+        let err = literal_cell(&Literal::List(vec![Literal::Null]), list).unwrap_err();
+        assert!(err.contains("cannot hold null"), "{err}");
+        let err = literal_cell(&Literal::Set(vec![]), list).unwrap_err();
+        assert!(err.contains("set literal"), "{err}");
     }
 
     #[test]

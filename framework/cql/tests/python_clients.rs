@@ -41,7 +41,16 @@ page = session.execute(scan)
 paged = sum(1 for _ in page)
 by_key = [r.seq for r in session.execute("SELECT seq FROM events WHERE id = 3")]
 table = cluster.metadata.keyspaces['py'].tables['events']
+session.execute("CREATE TABLE devices (id int PRIMARY KEY, tags map<text, int>, owners set<text>, readings list<double>)")
+put = session.prepare("INSERT INTO devices (id, tags, owners, readings) VALUES (?, ?, ?, ?)")
+session.execute(put, (1, {'b': 2, 'a': 1}, {'zed', 'amy'}, [2.5, 1.5, 2.5]))
+session.execute("INSERT INTO devices (id, tags, owners, readings) VALUES (2, {'k': 7}, {'x', 'x'}, [])")
+devices = {
+    r.id: [dict(r.tags or {}), list(r.owners or []), r.readings and list(r.readings)]
+    for r in session.execute("SELECT id, tags, owners, readings FROM devices")
+}
 print(json.dumps({
+    "devices": devices,
     "hosts": hosts, "lo": lo, "hi": hi, "paged": paged, "by_key": sorted(by_key),
     "partition_key": [c.name for c in table.partition_key],
     "clustering_key": [c.name for c in table.clustering_key],
@@ -114,6 +123,16 @@ async fn the_python_driver_and_cqlsh_work_unmodified() {
     assert_eq!(report["paged"], 200);
     let expected: Vec<u64> = (0..200).filter(|i| i % 20 == 3).collect();
     assert_eq!(report["by_key"], serde_json::json!(expected));
+    // Collections as the driver sends them (a Python set and dict bound to markers) and as CQL
+    // literals: sets come back distinct and sorted, lists as written, and an empty collection is
+    // NULL (None), as on a Cassandra or ScyllaDB node.
+    assert_eq!(
+        report["devices"],
+        serde_json::json!({
+            "1": [{"a": 1, "b": 2}, ["amy", "zed"], [2.5, 1.5, 2.5]],
+            "2": [{"k": 7}, ["x"], null],
+        })
+    );
 
     // cqlsh, as a user types at it.
     let cqlsh = python.with_file_name("cqlsh");
@@ -124,7 +143,7 @@ async fn the_python_driver_and_cqlsh_work_unmodified() {
                 &port,
                 "-e",
                 "USE py; SELECT label, amount FROM events WHERE id = 3 AND seq = 43; \
-                 SELECT count(*) FROM events;",
+                 SELECT count(*) FROM events; SELECT tags, owners FROM devices WHERE id = 1;",
             ])
             .output()
             .unwrap()
@@ -142,4 +161,8 @@ async fn the_python_driver_and_cqlsh_work_unmodified() {
         "{stdout}"
     );
     assert!(stdout.contains("200"), "{stdout}");
+    assert!(
+        stdout.contains("{'a': 1, 'b': 2}") && stdout.contains("{'amy', 'zed'}"),
+        "{stdout}"
+    );
 }

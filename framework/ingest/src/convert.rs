@@ -8,14 +8,14 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, StringArray, StringBuilder,
-    TimestampMillisecondArray, new_null_array,
+    Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, ListArray, MapArray, StringArray,
+    StringBuilder, StructArray, TimestampMillisecondArray, new_null_array,
 };
-use arrow::buffer::BooleanBuffer;
+use arrow::buffer::{BooleanBuffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::compute::kernels::cmp::eq;
 use arrow::compute::kernels::zip::zip;
-use arrow::compute::{CastOptions, can_cast_types, cast_with_options, not, nullif};
-use arrow::datatypes::DataType;
+use arrow::compute::{CastOptions, can_cast_types, cast_with_options, filter, not, nullif};
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow::error::ArrowError;
 use quarry_core::cql_type::{CqlType, TIMESTAMP_TZ};
 use uuid::Uuid;
@@ -31,6 +31,9 @@ pub(crate) fn convert_column(input: &ArrayRef, ty: CqlType) -> Result<ArrayRef, 
     let input = plain(input)?;
     if input.data_type() == &DataType::Null {
         return Ok(new_null_array(&target, input.len()));
+    }
+    if ty.is_collection() {
+        return convert_collection(&input, ty);
     }
     let converted = match (ty, input.data_type()) {
         (CqlType::Uuid | CqlType::TimeUuid, DataType::Utf8) => {
@@ -68,6 +71,151 @@ pub(crate) fn convert_column(input: &ArrayRef, ty: CqlType) -> Result<ArrayRef, 
     };
     debug_assert_eq!(converted.data_type(), &target);
     Ok(converted)
+}
+
+/// The Arrow type a text input decodes a column of `ty` into before conversion: text for a native
+/// type, so that typing happens column by column; a list or map of text for a collection, so that
+/// JSON arrays and objects keep their shape.
+pub(crate) fn raw_type(ty: CqlType) -> DataType {
+    match ty {
+        CqlType::List(_) | CqlType::Set(_) => CqlType::list(CqlType::Text)
+            .map(CqlType::arrow_type)
+            .unwrap_or(DataType::Utf8),
+        CqlType::Map(..) => CqlType::map(CqlType::Text, CqlType::Text)
+            .map(CqlType::arrow_type)
+            .unwrap_or(DataType::Utf8),
+        _ => DataType::Utf8,
+    }
+}
+
+/// A list, set or map column from a list or map input (Parquet, NDJSON) or from JSON text (CSV),
+/// converting elements as columns of their own type. A row with an element that does not convert
+/// becomes NULL, as a bad value of any column does.
+fn convert_collection(input: &ArrayRef, ty: CqlType) -> Result<ArrayRef, ArrowError> {
+    let input = match input.data_type() {
+        DataType::Utf8 => collections_from_json(input.as_string::<i32>(), ty)?,
+        DataType::LargeList(_) => cast_or_nulls(input, &raw_type(ty)),
+        _ => Arc::clone(input),
+    };
+    let target = ty.arrow_type();
+    Ok(match (ty, input.data_type()) {
+        (CqlType::List(element) | CqlType::Set(element), DataType::List(_)) => {
+            let list = input.as_list::<i32>();
+            let elements = convert_column(list.values(), *element)?;
+            let (keep, offsets, nulls) =
+                whole_rows(list, list.value_offsets(), elements.len(), |i| {
+                    elements.is_valid(i)
+                });
+            let DataType::List(field) = &target else {
+                unreachable!("a list or set is held as an Arrow list")
+            };
+            Arc::new(ListArray::new(
+                Arc::clone(field),
+                offsets,
+                filter(&elements, &keep)?,
+                nulls,
+            ))
+        }
+        (CqlType::Map(key, value), DataType::Map(..)) => {
+            let map = input.as_map();
+            let keys = convert_column(map.keys(), *key)?;
+            let values = convert_column(map.values(), *value)?;
+            let (keep, offsets, nulls) = whole_rows(map, map.value_offsets(), keys.len(), |i| {
+                keys.is_valid(i) && values.is_valid(i)
+            });
+            let DataType::Map(entries, _) = &target else {
+                unreachable!("a map is held as an Arrow map")
+            };
+            let DataType::Struct(fields) = entries.data_type() else {
+                unreachable!("a map's entries are a struct")
+            };
+            let entry_values = StructArray::new(
+                fields.clone(),
+                vec![filter(&keys, &keep)?, filter(&values, &keep)?],
+                None,
+            );
+            Arc::new(MapArray::new(
+                Arc::clone(entries),
+                offsets,
+                entry_values,
+                nulls,
+                false,
+            ))
+        }
+        // A Parquet or JSON value of another shape (a number where a list belongs): every row is
+        // bad.
+        _ => new_null_array(&target, input.len()),
+    })
+}
+
+/// For a list-like input whose rows are `offsets` into its elements: which elements to keep
+/// (those of rows whose every element converted, by `element_ok`), the offsets over the kept
+/// elements, and the rows' validity (a row with a bad element becomes NULL).
+fn whole_rows(
+    input: &dyn Array,
+    offsets: &[i32],
+    element_count: usize,
+    element_ok: impl Fn(usize) -> bool,
+) -> (BooleanArray, OffsetBuffer<i32>, Option<NullBuffer>) {
+    let mut keep = Vec::with_capacity(element_count);
+    let mut kept_offsets = Vec::with_capacity(offsets.len());
+    kept_offsets.push(0i32);
+    let mut valid = Vec::with_capacity(input.len());
+    for (row, w) in offsets.windows(2).enumerate() {
+        let range = w[0] as usize..w[1] as usize;
+        let whole = input.is_valid(row) && range.clone().all(&element_ok);
+        keep.extend(std::iter::repeat_n(whole, range.len()));
+        let kept = if whole { range.len() as i32 } else { 0 };
+        kept_offsets.push(kept_offsets[row] + kept);
+        valid.push(whole);
+    }
+    // Elements outside the rows' offsets (of a sliced input) are never kept.
+    let mut keep_all = vec![false; offsets.first().copied().unwrap_or(0) as usize];
+    keep_all.extend(keep);
+    keep_all.resize(element_count, false);
+    let nulls = NullBuffer::from(valid);
+    (
+        BooleanArray::from(keep_all),
+        OffsetBuffer::new(ScalarBuffer::from(kept_offsets)),
+        (nulls.null_count() > 0).then_some(nulls),
+    )
+}
+
+/// JSON arrays (for a list or set) or objects (for a map) held as text, as a list or map of text;
+/// text that is not such JSON becomes NULL.
+fn collections_from_json(input: &StringArray, ty: CqlType) -> Result<ArrayRef, ArrowError> {
+    let raw = raw_type(ty);
+    let wanted_object = matches!(ty, CqlType::Map(..));
+    let schema = Arc::new(Schema::new(vec![Field::new("v", raw.clone(), true)]));
+    let mut lines = Vec::with_capacity(input.len() * 16);
+    for value in input.iter() {
+        let json = value.filter(|text| {
+            serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| {
+                if wanted_object {
+                    v.as_object().is_some_and(|o| o.values().all(is_scalar))
+                } else {
+                    v.as_array().is_some_and(|a| a.iter().all(is_scalar))
+                }
+            })
+        });
+        lines.extend_from_slice(b"{\"v\":");
+        lines.extend_from_slice(json.unwrap_or("null").as_bytes());
+        lines.extend_from_slice(b"}\n");
+    }
+    let mut decoder = arrow::json::ReaderBuilder::new(Arc::clone(&schema))
+        .with_batch_size(input.len().max(1))
+        .with_coerce_primitive(true)
+        .build_decoder()?;
+    decoder.decode(&lines)?;
+    match decoder.flush()? {
+        Some(batch) => Ok(Arc::clone(batch.column(0))),
+        None => Ok(new_null_array(&raw, input.len())),
+    }
+}
+
+/// A JSON value that can be one element of a collection of a native type.
+fn is_scalar(value: &serde_json::Value) -> bool {
+    !(value.is_array() || value.is_object())
 }
 
 /// Rows that are non-null in `input` but NULL in `output`: the values conversion rejected.
@@ -486,6 +634,63 @@ mod tests {
         );
         let (_, bad) = run(Arc::new(Float64Array::from(vec![1e10])), CqlType::Int);
         assert_eq!(bad, vec![0]);
+    }
+
+    #[test]
+    fn collections_from_json_text_and_from_lists_flag_rows_with_bad_elements() {
+        let list = CqlType::list(CqlType::Int).unwrap();
+        let (out, bad) = run(
+            text(&[
+                Some("[1, 2]"),
+                Some("[1, \"x\"]"),
+                Some("[]"),
+                None,
+                Some("{}"),
+                Some("[[1]]"),
+            ]),
+            list,
+        );
+        assert_eq!(bad, vec![1, 4, 5]);
+        let out = out.as_list::<i32>();
+        assert_eq!(out.value_offsets(), &[0, 2, 2, 2, 2, 2, 2]);
+        assert_eq!(
+            out.values()
+                .as_primitive::<arrow::datatypes::Int32Type>()
+                .values(),
+            &[1, 2]
+        );
+
+        let map = CqlType::map(CqlType::Text, CqlType::Double).unwrap();
+        let (out, bad) = run(
+            text(&[
+                Some("{\"a\": 1.5, \"b\": 2}"),
+                Some("{\"a\": \"high\"}"),
+                Some("[1]"),
+            ]),
+            map,
+        );
+        assert_eq!(bad, vec![1, 2]);
+        let out = out.as_map();
+        assert_eq!(out.value_offsets(), &[0, 2, 2, 2]);
+        assert_eq!(out.keys().as_string::<i32>().value(1), "b");
+        assert_eq!(
+            out.values()
+                .as_primitive::<arrow::datatypes::Float64Type>()
+                .values(),
+            &[1.5, 2.0]
+        );
+
+        // A list input (Parquet, NDJSON) converts element by element: uuids are checked.
+        let mut uuids = arrow::array::ListBuilder::new(StringBuilder::new());
+        uuids.append_value([Some("9B2E5F1A-0C3D-4E5F-8A9B-0C1D2E3F4A5B")]);
+        uuids.append_value([Some("nope")]);
+        let set = CqlType::set(CqlType::Uuid).unwrap();
+        let (out, bad) = run(Arc::new(uuids.finish()), set);
+        assert_eq!(bad, vec![1]);
+        assert_eq!(
+            out.as_list::<i32>().value(0).as_string::<i32>().value(0),
+            "9b2e5f1a-0c3d-4e5f-8a9b-0c1d2e3f4a5b"
+        );
     }
 
     #[test]

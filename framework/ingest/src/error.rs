@@ -314,6 +314,8 @@ fn value_hint(ty: CqlType) -> std::borrow::Cow<'static, str> {
         CqlType::Uuid => " (like 123e4567-e89b-12d3-a456-426614174000)",
         CqlType::TimeUuid => " (a version-1 uuid, like 5b6962dd-3f90-11ee-be56-0242ac120002)",
         CqlType::Inet => " (an IPv4 or IPv6 address)",
+        CqlType::List(_) | CqlType::Set(_) => " (a JSON array, like [1, 2])",
+        CqlType::Map(..) => " (a JSON object, like {\"key\": 1})",
         CqlType::Float | CqlType::Double | CqlType::Text => "",
     };
     hint.into()

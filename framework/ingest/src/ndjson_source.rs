@@ -2,7 +2,7 @@
 //!
 //! Lines are decoded by Arrow's JSON decoder against an all-`Utf8` schema with primitive
 //! coercion (numbers and booleans arrive as their JSON text), so typing happens later, column by
-//! column, as for CSV. The decoder runs in strict mode: a key outside its schema fails the
+//! column, as for CSV; a collection column decodes as a list or map of text. The decoder runs in strict mode: a key outside its schema fails the
 //! chunk. The schema starts as the table's column names; when a chunk fails, its keys are
 //! examined, so a key spelled differently from the table (`Device_ID`) joins the schema and the
 //! chunk is decoded again, while a key the table lacks is an error. Lines that still fail are
@@ -20,6 +20,7 @@ use quarry_core::schema::TableDef;
 use serde_json::{Map, Value};
 
 use crate::column_match::{table_column_for, unknown_column};
+use crate::convert::raw_type;
 use crate::csv_source::non_utf8_records;
 use crate::error::{Error, Location, Position, Result};
 use crate::format::Format;
@@ -152,7 +153,13 @@ impl NdjsonChunks {
         let fields: Vec<Field> = self
             .keys
             .iter()
-            .map(|k| Field::new(k, DataType::Utf8, true))
+            .enumerate()
+            .map(|(i, k)| {
+                let column = self.sources.iter().position(|s| *s == Some(i));
+                let raw =
+                    column.map_or(DataType::Utf8, |c| raw_type(self.table.columns[c].cql_type));
+                Field::new(k, raw, true)
+            })
             .collect();
         Arc::new(Schema::new(fields))
     }

@@ -1,12 +1,13 @@
 //! The cluster's schema as Quarry's catalog, and Quarry's DDL as CQL.
 //!
 //! CQL types map to Arrow by the same table as the embedded store ([`CqlType`]). A column of a
-//! type Quarry cannot hold yet (collections, UDTs, counters, varint, duration) makes its table
-//! unreadable with an error naming the column; the other tables are unaffected.
+//! type Quarry cannot hold yet (tuples, UDTs, vectors, collections of collections, counters,
+//! varint, duration) makes its table unreadable with an error naming the column; the other tables
+//! are unaffected.
 
 use quarry_core::cql_type::CqlType;
 use quarry_core::schema::{ColumnDef, KeyspaceDef, TableDef};
-use scylla::cluster::metadata::{ColumnType, NativeType, Strategy, Table};
+use scylla::cluster::metadata::{CollectionType, ColumnType, NativeType, Strategy, Table};
 
 use crate::ScyllaOptions;
 
@@ -44,10 +45,29 @@ pub fn keyspace_def(name: &str, strategy: &Strategy, options: &ScyllaOptions) ->
 fn cql_type(t: &ColumnType<'_>) -> Result<CqlType, String> {
     let native = match t {
         ColumnType::Native(n) => n,
+        // A frozen collection reads as the collection it freezes.
+        ColumnType::Collection { typ, .. } => {
+            let element = |e: &ColumnType<'_>| match e {
+                ColumnType::Native(_) => cql_type(e),
+                other => Err(format!(
+                    "is a collection of {other:?}; Quarry reads collections of native types only"
+                )),
+            };
+            let collection = match typ {
+                CollectionType::List(e) => CqlType::list(element(e)?),
+                CollectionType::Set(e) => CqlType::set(element(e)?),
+                CollectionType::Map(k, v) => CqlType::map(element(k)?, element(v)?),
+                other => {
+                    return Err(format!(
+                        "has a collection type Quarry does not know: {other:?}"
+                    ));
+                }
+            };
+            return collection.map_err(|e| format!("cannot be read: {e}"));
+        }
         other => {
             return Err(format!(
-                "has a collection, tuple, vector or user-defined type ({other:?}), which Quarry \
-                 cannot read yet"
+                "has a tuple, vector or user-defined type ({other:?}), which Quarry cannot read yet"
             ));
         }
     };
@@ -145,7 +165,7 @@ pub fn create_table_cql(def: &TableDef, if_not_exists: bool) -> String {
     let columns: Vec<String> = def
         .columns
         .iter()
-        .map(|c| format!("{} {}", quote(&c.name), c.cql_type.name()))
+        .map(|c| format!("{} {}", quote(&c.name), c.cql_type.cql_name()))
         .collect();
     let partition: Vec<String> = def.partition_key.iter().map(|c| quote(c)).collect();
     let mut key = vec![format!("({})", partition.join(", "))];
@@ -173,6 +193,10 @@ mod tests {
                 ColumnDef::new("customer", CqlType::BigInt),
                 ColumnDef::new("ts", CqlType::Timestamp),
                 ColumnDef::new("amount", CqlType::decimal(15, 2).unwrap()),
+                ColumnDef::new(
+                    "tags",
+                    CqlType::map(CqlType::Text, CqlType::DECIMAL).unwrap(),
+                ),
             ],
             vec!["customer".into()],
             vec!["ts".into()],
@@ -181,7 +205,7 @@ mod tests {
         assert_eq!(
             create_table_cql(&def, true),
             "CREATE TABLE IF NOT EXISTS \"shop\".\"orders\" (\"customer\" bigint, \"ts\" \
-             timestamp, \"amount\" decimal, PRIMARY KEY ((\"customer\"), \"ts\"))"
+             timestamp, \"amount\" decimal, \"tags\" map<text, decimal>, PRIMARY KEY ((\"customer\"), \"ts\"))"
         );
         let options = ScyllaOptions {
             local_dc: Some("analytics".into()),

@@ -119,7 +119,7 @@ impl Overlay {
                 derived
                     .columns
                     .iter()
-                    .any(|d| d.name == c.name && d.cql_type.name() == c.cql_type.name())
+                    .any(|d| d.name == c.name && d.cql_type.cql_name() == c.cql_type.cql_name())
             });
         (same_keys && same_columns).then_some(declared)
     }
