@@ -12,8 +12,10 @@
 use std::io::Write;
 
 use anyhow::Context;
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::json::writer::{JsonArray, LineDelimited};
 use parquet::arrow::ArrowWriter;
 
@@ -130,7 +132,7 @@ impl<'a> ResultWriter<'a> {
                 let mut writer = arrow::csv::WriterBuilder::new()
                     .with_header(!*header_written)
                     .build(&mut **out);
-                writer.write(batch)?;
+                writer.write(&nested_as_json(batch)?)?;
                 drop(writer);
                 *header_written = true;
                 out.flush()?;
@@ -169,7 +171,7 @@ impl<'a> ResultWriter<'a> {
                         arrow::csv::WriterBuilder::new()
                             .with_header(true)
                             .build(&mut *out)
-                            .write(&RecordBatch::new_empty(schema))?;
+                            .write(&nested_as_json(&RecordBatch::new_empty(schema))?)?;
                     }
                     out.flush()?;
                 }
@@ -191,6 +193,50 @@ impl<'a> ResultWriter<'a> {
         };
         finish().with_context(|| format!("could not write the query result as {format:?}"))
     }
+}
+
+/// `batch` with its list, map and struct columns as JSON text (`[1, 2]`, `{"k": 1}`): CSV has no
+/// form of its own for them, and JSON text in a CSV cell is what `quarry load` reads back into a
+/// collection column.
+fn nested_as_json(batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
+    let nested = |t: &DataType| {
+        matches!(
+            t,
+            DataType::List(_) | DataType::LargeList(_) | DataType::Map(..) | DataType::Struct(_)
+        )
+    };
+    let schema = batch.schema();
+    if !schema.fields().iter().any(|f| nested(f.data_type())) {
+        return Ok(batch.clone());
+    }
+    let options = arrow::json::writer::EncoderOptions::default();
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        if !nested(field.data_type()) {
+            fields.push(Arc::clone(field));
+            columns.push(Arc::clone(column));
+            continue;
+        }
+        let mut encoder = arrow::json::writer::make_encoder(field, column.as_ref(), &options)?;
+        let mut text = arrow::array::StringBuilder::new();
+        let mut buffer = Vec::new();
+        for row in 0..column.len() {
+            if column.is_null(row) {
+                text.append_null();
+                continue;
+            }
+            buffer.clear();
+            encoder.encode(row, &mut buffer);
+            text.append_value(String::from_utf8_lossy(&buffer));
+        }
+        fields.push(Arc::new(Field::new(field.name(), DataType::Utf8, true)));
+        columns.push(Arc::new(text.finish()) as ArrayRef);
+    }
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 #[cfg(test)]
@@ -294,6 +340,30 @@ device_id,ts,sensor,value
 3,2026-11-01T00:01:00Z,\"a,b\",
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn csv_writes_collections_as_json_text_the_loader_reads_back() {
+        use arrow::array::{Int32Builder, ListBuilder, MapBuilder, StringBuilder};
+        let mut lists = ListBuilder::new(Int32Builder::new());
+        lists.append_value([Some(1), Some(2)]);
+        lists.append_null();
+        let mut maps = MapBuilder::new(None, StringBuilder::new(), Int32Builder::new());
+        maps.keys().append_value("a,b");
+        maps.values().append_value(1);
+        maps.append(true).unwrap();
+        maps.append(false).unwrap();
+        let batch = RecordBatch::try_from_iter(vec![
+            ("l", Arc::new(lists.finish()) as ArrayRef),
+            ("m", Arc::new(maps.finish()) as ArrayRef),
+        ])
+        .unwrap();
+        let mut out = Vec::new();
+        write_result(OutputFormat::Csv, &batch.schema(), &[batch], &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "l,m\n\"[1,2]\",\"{\"\"a,b\"\":1}\"\n,\n"
+        );
     }
 
     #[test]

@@ -297,3 +297,111 @@ fn uuid_bytes(text: &str) -> [u8; 16] {
     }
     out
 }
+
+fn devices() -> quarry_core::schema::TableDef {
+    use quarry_core::cql_type::CqlType;
+    use quarry_core::schema::{ColumnDef, TableDef};
+    TableDef::new(
+        "iot",
+        "devices",
+        vec![
+            ColumnDef::new("id", CqlType::BigInt),
+            ColumnDef::new("tags", CqlType::map(CqlType::Text, CqlType::Int).unwrap()),
+            ColumnDef::new("owners", CqlType::set(CqlType::Uuid).unwrap()),
+            ColumnDef::new("readings", CqlType::list(CqlType::Double).unwrap()),
+        ],
+        vec!["id".into()],
+        vec![],
+    )
+    .unwrap()
+}
+
+#[test]
+fn collections_from_ndjson_csv_and_parquet() {
+    let inputs = Inputs::new();
+    let table = devices();
+    let upper = UUID.to_uppercase();
+    let expected_first = [
+        ("tags", "{b: 2, a: 1}".to_string()),
+        ("owners", format!("[{UUID}]")),
+        ("readings", "[2.5, 1.0]".to_string()),
+    ];
+
+    let ndjson = inputs.file(
+        "devices.ndjson",
+        format!(
+            "{{\"id\": 1, \"tags\": {{\"b\": 2, \"a\": 1}}, \"owners\": [\"{upper}\"], \"readings\": [2.5, 1]}}\n\
+             {{\"id\": 2, \"tags\": null}}\n"
+        ),
+    );
+    let csv = inputs.file(
+        "devices.csv",
+        format!(
+            "id,tags,owners,readings\n\
+             1,\"{{\"\"b\"\": 2, \"\"a\"\": 1}}\",\"[\"\"{upper}\"\"]\",\"[2.5, 1]\"\n\
+             2,,,\n"
+        ),
+    );
+    for source in [&ndjson, &csv] {
+        let batch = one_batch(&read(source, &table).unwrap(), &table);
+        for (column, value) in &expected_first {
+            assert_eq!(&cell(&batch, column, 0), value, "{source} column {column}");
+        }
+        for column in ["tags", "owners", "readings"] {
+            assert_eq!(cell(&batch, column, 1), "NULL", "{source} column {column}");
+        }
+    }
+
+    // Parquet lists and maps of other element types convert element by element.
+    let mut readings = arrow::array::ListBuilder::new(arrow::array::Float32Builder::new());
+    readings.append_value([Some(2.5), Some(1.0)]);
+    let mut tags = arrow::array::MapBuilder::new(
+        None,
+        arrow::array::StringBuilder::new(),
+        arrow::array::Int64Builder::new(),
+    );
+    tags.keys().append_value("b");
+    tags.values().append_value(2);
+    tags.keys().append_value("a");
+    tags.values().append_value(1);
+    tags.append(true).unwrap();
+    let mut owners = arrow::array::ListBuilder::new(arrow::array::StringBuilder::new());
+    owners.append_value([Some(upper.as_str())]);
+    let batch = RecordBatch::try_from_iter(vec![
+        ("id", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+        ("tags", Arc::new(tags.finish())),
+        ("owners", Arc::new(owners.finish())),
+        ("readings", Arc::new(readings.finish())),
+    ])
+    .unwrap();
+    let parquet = write_parquet(&inputs, "devices.parquet", &batch);
+    let batch = one_batch(&read(&parquet, &table).unwrap(), &table);
+    for (column, value) in &expected_first {
+        assert_eq!(&cell(&batch, column, 0), value, "parquet column {column}");
+    }
+}
+
+#[test]
+fn a_bad_collection_element_names_the_line_and_the_shape_expected() {
+    let inputs = Inputs::new();
+    let table = devices();
+    for (name, contents, line) in [
+        (
+            "bad.ndjson",
+            "{\"id\": 1, \"readings\": [1.5]}\n{\"id\": 2, \"readings\": [1, \"x\"]}\n",
+            2,
+        ),
+        ("bad.csv", "id,readings\n1,[1.5]\n2,\"[1, \"\"x\"\"]\"\n", 3),
+    ] {
+        let source = inputs.file(name, contents);
+        let err = common::error_of(&source, &table);
+        assert!(
+            err.contains(&format!("line {line}: column 'readings' has")),
+            "{err}"
+        );
+        assert!(
+            err.contains("expected list<double> (a JSON array, like [1, 2])"),
+            "{err}"
+        );
+    }
+}
