@@ -131,6 +131,26 @@ pub struct StoreArgs {
         value_name = "ROWS"
     )]
     pub scylla_write_rows_per_sec: Option<u64>,
+    /// Connect to the nodes over TLS, trusting this CA (PEM). Node certificates must name each
+    /// node's IP address (the driver checks the address it connects to).
+    #[arg(long, env = "QUARRY_SCYLLA_TLS_CA", global = true, value_name = "FILE")]
+    pub scylla_tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for clusters that require one, with --scylla-tls-key.
+    #[arg(
+        long,
+        env = "QUARRY_SCYLLA_TLS_CERT",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub scylla_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --scylla-tls-cert.
+    #[arg(
+        long,
+        env = "QUARRY_SCYLLA_TLS_KEY",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub scylla_tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,6 +217,14 @@ pub struct CqlServerArgs {
     /// Tokens per node on the ring.
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub vnodes: usize,
+    /// Serve client encryption (TLS) with this certificate chain (PEM), with --tls-key. CQL
+    /// drivers check it against each node's IP address: give the certificate every node's
+    /// address as a subject alternative name.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Where a running driver listens, for commands that talk to one.

@@ -134,8 +134,33 @@ pub fn scylla_options(args: &StoreArgs) -> anyhow::Result<ScyllaOptions> {
              QUARRY_SCYLLA_PASSWORD_FILE)"
         );
     }
+    let tls = match (
+        &args.scylla_tls_ca,
+        &args.scylla_tls_cert,
+        &args.scylla_tls_key,
+    ) {
+        (None, None, None) => None,
+        (Some(ca), cert, key) => {
+            if cert.is_some() != key.is_some() {
+                anyhow::bail!(
+                    "--scylla-tls-cert and --scylla-tls-key go together (QUARRY_SCYLLA_TLS_CERT \
+                     and QUARRY_SCYLLA_TLS_KEY)"
+                );
+            }
+            Some(quarry_scylla::tls::ScyllaTls {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+        }
+        (None, _, _) => anyhow::bail!(
+            "--scylla-tls-cert needs --scylla-tls-ca, the CA that signed the nodes' certificates \
+             (QUARRY_SCYLLA_TLS_CA)"
+        ),
+    };
     let defaults = ScyllaOptions::default();
     Ok(ScyllaOptions {
+        tls,
         nodes: args.scylla_nodes.clone(),
         user: args.scylla_user.clone(),
         password,

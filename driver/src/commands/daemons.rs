@@ -1,6 +1,6 @@
 //! `quarry driver`, `quarry worker` and `quarry up`: thin wrappers over the daemons' `serve`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -437,6 +437,10 @@ fn store_flags(args: &StoreArgs, node: &str) -> Vec<String> {
         "--scylla-write-rows-per-sec",
         args.scylla_write_rows_per_sec.map(|n| n.to_string()),
     );
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    add("--scylla-tls-ca", path(&args.scylla_tls_ca));
+    add("--scylla-tls-cert", path(&args.scylla_tls_cert));
+    add("--scylla-tls-key", path(&args.scylla_tls_key));
     flags
 }
 
@@ -455,6 +459,12 @@ pub async fn cql_server(data_dir: &Path, args: CqlServerArgs) -> anyhow::Result<
     if args.vnodes == 0 || args.vnodes > 1024 {
         anyhow::bail!("--vnodes must be between 1 and 1024, got {}", args.vnodes);
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(quarry_cql::tls_config(cert, key).map_err(anyhow::Error::msg)?)
+        }
+        _ => None,
+    };
     let store = open_writer(data_dir)?;
     let options = quarry_cql::ServerOptions {
         nodes: args.nodes,
@@ -462,6 +472,7 @@ pub async fn cql_server(data_dir: &Path, args: CqlServerArgs) -> anyhow::Result<
         vnodes: args.vnodes,
         port: args.port,
         first_address: args.address,
+        tls,
         ..quarry_cql::ServerOptions::default()
     };
     let server = quarry_cql::CqlServer::start(store.clone(), options)
@@ -475,8 +486,13 @@ pub async fn cql_server(data_dir: &Path, args: CqlServerArgs) -> anyhow::Result<
         })?;
     let addresses: Vec<String> = server.addresses().iter().map(|a| a.to_string()).collect();
     println!(
-        "serving {} over CQL on {} (replication {}); Ctrl-C stops",
+        "serving {} over CQL{} on {} (replication {}); Ctrl-C stops",
         data_dir.display(),
+        if args.tls_cert.is_some() {
+            " with TLS"
+        } else {
+            ""
+        },
         addresses.join(", "),
         args.replication
     );

@@ -12,6 +12,16 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig};
 
+/// Makes ring the process's TLS crypto provider, once.
+///
+/// tonic builds a server's TLS configuration from the process default. The ScyllaDB driver's TLS
+/// pulls in rustls's second provider (aws-lc-rs), and with two compiled in, rustls has no default
+/// until one is installed: every listener and connection of Quarry uses ring.
+pub fn install_crypto_provider() {
+    // Err means a provider is installed already (by an earlier call, or by the embedding program).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Where a process's TLS material is. All optional: without them it speaks plain HTTP/2.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -74,6 +84,7 @@ impl Tls {
 
     /// A server builder that serves TLS when this process has a certificate.
     pub fn server(&self) -> Result<Server, tonic::transport::Error> {
+        install_crypto_provider();
         let builder = Server::builder();
         match &self.identity {
             Some(identity) => builder.tls_config(ServerTlsConfig::new().identity(identity.clone())),

@@ -26,4 +26,4 @@ pub mod system;
 pub mod types;
 pub mod wire;
 
-pub use server::{CqlServer, NodeStats, ServerOptions};
+pub use server::{CqlServer, NodeStats, ServerOptions, tls_config};

@@ -1,7 +1,7 @@
 //! The server: N nodes on consecutive loopback addresses and one port, one store behind them.
 //!
 //! ```text
-//!   client ──TCP──▶ node k (127.0.0.k:port) ──▶ frame ──▶ request task ──▶ response ──▶ writer
+//!   client ──TCP (or TLS)──▶ node k (127.0.0.k:port) ──▶ frame ──▶ request task ──▶ response ──▶ writer
 //!                                                        │
 //!                     system.* / system_schema.* ◀───────┤ (ring + catalog)
 //!                     SELECT: plan_scan ─▶ cursor (paged) ┤
@@ -16,15 +16,17 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use quarry_store::Store;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use crate::system::{self, Ring};
 use crate::wire::{self, BatchRequest, Body, Header, QueryParameters, Reader, code, opcode};
@@ -45,6 +47,8 @@ pub struct ServerOptions {
     /// The first node's address; the others follow it.
     pub first_address: Ipv4Addr,
     pub cluster_name: String,
+    /// Serve client encryption (TLS) with this configuration; see [`tls_config`].
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServerOptions {
@@ -56,6 +60,7 @@ impl Default for ServerOptions {
             port: 9042,
             first_address: Ipv4Addr::new(127, 0, 0, 1),
             cluster_name: "Quarry".into(),
+            tls: None,
         }
     }
 }
@@ -180,7 +185,10 @@ impl CqlServer {
         let tasks = listeners
             .into_iter()
             .enumerate()
-            .map(|(node, listener)| tokio::spawn(accept(shared.clone(), node, listener)))
+            .map(|(node, listener)| {
+                let tls = options.tls.clone().map(TlsAcceptor::from);
+                tokio::spawn(accept(shared.clone(), node, listener, tls))
+            })
             .collect();
         Ok(CqlServer {
             shared,
@@ -245,14 +253,38 @@ async fn bind_all(ips: &[IpAddr], port: u16) -> std::io::Result<Vec<TcpListener>
 }
 
 /// Accepts connections of one node; each connection's task is aborted with the node.
-async fn accept(shared: Arc<Shared>, node: usize, listener: TcpListener) {
+async fn accept(shared: Arc<Shared>, node: usize, listener: TcpListener, tls: Option<TlsAcceptor>) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((socket, _)) => {
+                Ok((socket, peer)) => {
                     let _ = socket.set_nodelay(true);
-                    connections.spawn(serve(shared.clone(), node, socket));
+                    let shared = shared.clone();
+                    match &tls {
+                        None => {
+                            let (reader, writer) = socket.into_split();
+                            connections.spawn(serve(shared, node, reader, writer));
+                        }
+                        Some(tls) => {
+                            let handshake = tls.accept(socket);
+                            connections.spawn(async move {
+                                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                                    Ok(Ok(stream)) => {
+                                        let (reader, writer) = tokio::io::split(stream);
+                                        serve(shared, node, reader, writer).await;
+                                    }
+                                    Ok(Err(e)) => tracing::info!(
+                                        "node {node}: the TLS handshake with {peer} failed: {e}"
+                                    ),
+                                    Err(_) => tracing::info!(
+                                        "node {node}: {peer} did not finish its TLS handshake in \
+                                         {TLS_HANDSHAKE_TIMEOUT:?}"
+                                    ),
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::warn!("node {node}: accepting a CQL connection failed: {e}");
@@ -262,6 +294,42 @@ async fn accept(shared: Arc<Shared>, node: usize, listener: TcpListener) {
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
+}
+
+/// How long a client has to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TLS configuration serving `cert` (a PEM chain) with `key` (PEM), or an error naming the
+/// file that is wrong. Clients are not asked for certificates.
+pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("reading the TLS certificate {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "the TLS certificate {} holds no certificate (expected a -----BEGIN CERTIFICATE----- \
+             block)",
+            cert.display()
+        ));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("reading the TLS key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| {
+            format!(
+                "the TLS certificate {} and key {} do not make a usable pair: {e}",
+                cert.display(),
+                key.display()
+            )
+        })?;
+    Ok(Arc::new(config))
 }
 
 /// What a connection remembers between requests.
@@ -321,8 +389,12 @@ impl From<quarry_store::Error> for CqlError {
 
 pub(crate) type Response = Result<(u8, Vec<u8>), CqlError>;
 
-async fn serve(shared: Arc<Shared>, node: usize, socket: TcpStream) {
-    let (mut reader, writer) = socket.into_split();
+async fn serve(
+    shared: Arc<Shared>,
+    node: usize,
+    mut reader: impl AsyncRead + Unpin,
+    writer: impl AsyncWrite + Unpin + Send + 'static,
+) {
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(IN_FLIGHT_PER_CONNECTION);
     let writing = tokio::spawn(async move {
         let mut writer = BufWriter::new(writer);

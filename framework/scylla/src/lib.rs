@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod errors;
 pub mod overlay;
 pub mod scan;
+pub mod tls;
 pub mod write;
 
 /// Consistency levels, as the driver names them.
@@ -71,6 +72,8 @@ pub struct ScyllaOptions {
     pub read_rows_per_second: Option<u64>,
     /// Rows written per second by this process, at most.
     pub write_rows_per_second: Option<u64>,
+    /// TLS to the nodes, when the cluster serves client encryption.
+    pub tls: Option<tls::ScyllaTls>,
 }
 
 impl Default for ScyllaOptions {
@@ -89,6 +92,7 @@ impl Default for ScyllaOptions {
             writes_in_flight: 8,
             shards: quarry_core::schema::DEFAULT_SHARDS,
             read_rows_per_second: None,
+            tls: None,
             write_rows_per_second: None,
         }
     }
@@ -165,6 +169,9 @@ impl ScyllaStore {
             .cluster_metadata_refresh_interval(Duration::from_secs(1));
         if let (Some(user), Some(password)) = (&options.user, &options.password) {
             builder = builder.user(user, password);
+        }
+        if let Some(tls) = &options.tls {
+            builder = builder.tls_context(Some(tls::client_config(tls)?));
         }
         let session = builder.build().await.map_err(|e| Error::Cluster {
             message: format!(
