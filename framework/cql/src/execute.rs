@@ -82,6 +82,38 @@ pub(crate) async fn execute(
             columns,
         } => select_system(shared, node, p, select, table, columns, &params),
         Kind::Select { .. } => select_table(shared, node, p, params).await,
+        Kind::Describe(statement) => {
+            let session = connection
+                .keyspace
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            let table = system::describe(
+                statement,
+                session.as_deref(),
+                &shared.ring,
+                shared.store.as_ref(),
+            )
+            .unwrap_or_else(|| Err("not a DESCRIBE statement".into()))
+            .map_err(CqlError::invalid)?;
+            let out: Vec<OutColumn> = p.result_columns().unwrap_or_default();
+            let mut b = Body::new();
+            b.int(2);
+            write_rows_metadata(
+                &mut b,
+                (table.keyspace, table.name),
+                Some(&out),
+                params.skip_metadata,
+                None,
+            );
+            b.int(table.rows.len() as i32);
+            for row in &table.rows {
+                for cell in row {
+                    b.bytes(cell.as_deref());
+                }
+            }
+            Ok((opcode::RESULT, b.0))
+        }
     }
 }
 

@@ -65,6 +65,8 @@ pub(crate) enum Kind {
     Insert(Vec<(Insert, TableDef)>),
     Use(String),
     Ddl(Box<Statement>),
+    /// `DESCRIBE ...` (and `SHOW KEYSPACES`/`TABLES`), answered from the catalog.
+    Describe(Box<Statement>),
 }
 
 impl Prepared {
@@ -80,6 +82,22 @@ impl Prepared {
                     .collect(),
             ),
             Kind::Select { out, .. } => Some(out.clone()),
+            Kind::Describe(statement) => {
+                let columns: &[(&str, CqlType)] = if system::describe_lists(statement) {
+                    &system::DESCRIBE_LISTING
+                } else {
+                    &system::DESCRIBE_ELEMENT
+                };
+                Some(
+                    columns
+                        .iter()
+                        .map(|(name, t)| OutColumn {
+                            name: name.to_string(),
+                            column_type: *t,
+                        })
+                        .collect(),
+                )
+            }
             _ => None,
         }
     }
@@ -321,6 +339,18 @@ pub(crate) fn compile(
                 | Statement::DropKeyspace { .. }
                 | Statement::CreateTable { .. }
                 | Statement::DropTable { .. } => {}
+                Statement::ShowKeyspaces
+                | Statement::ShowTables { .. }
+                | Statement::DescribeKeyspace { .. }
+                | Statement::DescribeTable { .. } => {
+                    return Ok(Prepared {
+                        id,
+                        kind: Kind::Describe(Box::new(statement)),
+                        binds: Vec::new(),
+                        pk_indexes,
+                        table: Default::default(),
+                    });
+                }
                 Statement::Sql(_) => {
                     return Err(CqlError::new(
                         code::SYNTAX,

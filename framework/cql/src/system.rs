@@ -1,5 +1,7 @@
 //! The token ring of the served nodes, and the system tables drivers read: `system.local`,
-//! `system.peers` and `system_schema.*`, built from the ring and the store's catalog.
+//! `system.peers` and `system_schema.*`, built from the ring and the store's catalog (and
+//! Cassandra 4's `system_virtual_schema.*`, empty). Also the server-side `DESCRIBE` that cqlsh
+//! sends to a Cassandra 4 node.
 //!
 //! The ring is Cassandra's: every node owns `vnodes` tokens, spread evenly and dealt round-robin,
 //! and a token range `(previous token, token]` is replicated on the node owning `token` and the
@@ -8,7 +10,8 @@
 use std::net::IpAddr;
 
 use quarry_core::cql_type::CqlType;
-use quarry_core::schema::{KeyspaceDef, TableDef};
+use quarry_core::ddl::Statement;
+use quarry_core::schema::{KeyspaceDef, TableDef, TableName};
 use quarry_store::Store;
 use sha2::{Digest, Sha256};
 
@@ -19,8 +22,8 @@ use crate::types::{TEXT, collection_cell, map_cell};
 pub const DATA_CENTER: &str = "datacenter1";
 pub const RACK: &str = "rack1";
 /// The Cassandra release the server presents (drivers pick their schema queries by it).
-pub const RELEASE_VERSION: &str = "3.11.16";
-pub const CQL_VERSION: &str = "3.4.4";
+pub const RELEASE_VERSION: &str = "4.0.11";
+pub const CQL_VERSION: &str = "3.4.5";
 
 /// One served node.
 #[derive(Debug, Clone)]
@@ -505,6 +508,40 @@ pub fn table(
                 rows: Vec::new(),
             }
         }
+        // Cassandra 4's virtual tables, which drivers read beside the schema: there are none.
+        ("system_virtual_schema", other) => {
+            let (name, columns): (&'static str, Vec<(&'static str, CqlType)>) = match other {
+                "keyspaces" => ("keyspaces", vec![("keyspace_name", TEXT)]),
+                "tables" => (
+                    "tables",
+                    vec![
+                        ("keyspace_name", TEXT),
+                        ("table_name", TEXT),
+                        ("comment", TEXT),
+                    ],
+                ),
+                "columns" => (
+                    "columns",
+                    vec![
+                        ("keyspace_name", TEXT),
+                        ("table_name", TEXT),
+                        ("column_name", TEXT),
+                        ("clustering_order", TEXT),
+                        ("column_name_bytes", CqlType::Blob),
+                        ("kind", TEXT),
+                        ("position", CqlType::Int),
+                        ("type", TEXT),
+                    ],
+                ),
+                _ => return None,
+            };
+            SystemTable {
+                keyspace: "system_virtual_schema",
+                name,
+                columns,
+                rows: Vec::new(),
+            }
+        }
         _ => return None,
     };
     Some(t)
@@ -512,7 +549,180 @@ pub fn table(
 
 /// Whether `keyspace` is one the server answers itself.
 pub fn is_system_keyspace(keyspace: &str) -> bool {
-    matches!(keyspace, "system" | "system_schema")
+    matches!(
+        keyspace,
+        "system" | "system_schema" | "system_virtual_schema"
+    )
+}
+
+/// The rows of a server-side `DESCRIBE` (as Cassandra 4 answers it, and cqlsh prints it): a
+/// listing of keyspaces or tables, or the CQL that creates a keyspace (with its tables) or a
+/// table. `None` for statements that are not a DESCRIBE.
+pub fn describe(
+    statement: &Statement,
+    session: Option<&str>,
+    ring: &Ring,
+    store: &dyn Store,
+) -> Option<Result<SystemTable, String>> {
+    let listing = |rows: Vec<Vec<Option<Vec<u8>>>>| SystemTable {
+        keyspace: "system",
+        name: "describe",
+        columns: DESCRIBE_LISTING.to_vec(),
+        rows,
+    };
+    let element = |rows: Vec<Vec<Option<Vec<u8>>>>| SystemTable {
+        keyspace: "system",
+        name: "describe",
+        columns: DESCRIBE_ELEMENT.to_vec(),
+        rows,
+    };
+    let keyspace_row = |name: &str| {
+        vec![
+            text(name),
+            text("keyspace"),
+            text(name),
+            text(&create_keyspace_cql(name, ring)),
+        ]
+    };
+    let table_row = |def: &TableDef| {
+        vec![
+            text(&def.keyspace),
+            text("table"),
+            text(&def.name),
+            text(&create_table_cql(def)),
+        ]
+    };
+    let tables_of = |keyspace: Option<&str>| -> Result<Vec<TableDef>, String> {
+        let mut tables = store.tables(keyspace).map_err(|e| e.to_string())?;
+        tables.sort_by(|a, b| (&a.keyspace, &a.name).cmp(&(&b.keyspace, &b.name)));
+        Ok(tables)
+    };
+    let describe_keyspace = |name: &str| -> Result<SystemTable, String> {
+        store
+            .keyspace(name)
+            .map_err(|_| format!("'{name}' not found in keyspaces"))?;
+        let mut rows = vec![keyspace_row(name)];
+        rows.extend(tables_of(Some(name))?.iter().map(table_row));
+        Ok(element(rows))
+    };
+    Some(match statement {
+        Statement::ShowKeyspaces => {
+            let mut names: Vec<String> = store.keyspaces().into_iter().map(|k| k.name).collect();
+            names.sort();
+            Ok(listing(
+                names
+                    .iter()
+                    .map(|n| vec![text(n), text("keyspace"), text(n)])
+                    .collect(),
+            ))
+        }
+        Statement::ShowTables { keyspace, .. } => {
+            tables_of(keyspace.as_deref().or(session)).map(|tables| {
+                listing(
+                    tables
+                        .iter()
+                        .map(|t| vec![text(&t.keyspace), text("table"), text(&t.name)])
+                        .collect(),
+                )
+            })
+        }
+        Statement::DescribeKeyspace { name } => describe_keyspace(name),
+        Statement::DescribeTable { name } => {
+            let keyspace = name.keyspace.as_deref().or(session);
+            let table = keyspace.and_then(|k| store.table(&TableName::new(k, &name.name)).ok());
+            match (table, &name.keyspace) {
+                (Some(def), _) => Ok(element(vec![table_row(&def)])),
+                // `DESCRIBE name` names a keyspace when no table of the session's has that name.
+                (None, None) if store.keyspace(&name.name).is_ok() => describe_keyspace(&name.name),
+                (None, _) => Err(match keyspace {
+                    Some(k) => format!("'{}' not found in keyspace '{k}'", name.name),
+                    None => format!(
+                        "'{}' not found: no keyspace is in use; write keyspace.table",
+                        name.name
+                    ),
+                }),
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// The columns of a `DESCRIBE KEYSPACES` or `DESCRIBE TABLES` result.
+pub const DESCRIBE_LISTING: [(&str, CqlType); 3] =
+    [("keyspace_name", TEXT), ("type", TEXT), ("name", TEXT)];
+
+/// The columns of a `DESCRIBE` of one keyspace or table.
+pub const DESCRIBE_ELEMENT: [(&str, CqlType); 4] = [
+    ("keyspace_name", TEXT),
+    ("type", TEXT),
+    ("name", TEXT),
+    ("create_statement", TEXT),
+];
+
+/// Whether `statement` lists names (rather than printing CQL).
+pub fn describe_lists(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::ShowKeyspaces | Statement::ShowTables { .. }
+    )
+}
+
+fn quote_name(name: &str) -> String {
+    let plain = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+fn create_keyspace_cql(name: &str, ring: &Ring) -> String {
+    let replication: Vec<String> = replication(ring)
+        .iter()
+        .map(|(k, v)| format!("'{k}': '{v}'"))
+        .collect();
+    format!(
+        "CREATE KEYSPACE {} WITH replication = {{{}}}  AND durable_writes = true;",
+        quote_name(name),
+        replication.join(", ")
+    )
+}
+
+/// A table's `CREATE TABLE` as a CQL cluster would print it (column types as CQL names them).
+fn create_table_cql(def: &TableDef) -> String {
+    let mut lines: Vec<String> = def
+        .columns
+        .iter()
+        .map(|c| format!("    {} {}", quote_name(&c.name), c.cql_type.cql_name()))
+        .collect();
+    let partition: Vec<String> = def.partition_key.iter().map(|c| quote_name(c)).collect();
+    let partition = if partition.len() == 1 {
+        partition[0].clone()
+    } else {
+        format!("({})", partition.join(", "))
+    };
+    let mut key = vec![partition];
+    key.extend(def.clustering.iter().map(|c| quote_name(c)));
+    lines.push(format!("    PRIMARY KEY ({})", key.join(", ")));
+    let mut cql = format!(
+        "CREATE TABLE {}.{} (\n{}\n)",
+        quote_name(&def.keyspace),
+        quote_name(&def.name),
+        lines.join(",\n")
+    );
+    if !def.clustering.is_empty() {
+        let order: Vec<String> = def
+            .clustering
+            .iter()
+            .map(|c| format!("{} ASC", quote_name(c)))
+            .collect();
+        cql.push_str(&format!(" WITH CLUSTERING ORDER BY ({})", order.join(", ")));
+    }
+    cql.push(';');
+    cql
 }
 
 #[cfg(test)]

@@ -143,7 +143,8 @@ async fn the_python_driver_and_cqlsh_work_unmodified() {
                 &port,
                 "-e",
                 "USE py; SELECT label, amount FROM events WHERE id = 3 AND seq = 43; \
-                 SELECT count(*) FROM events; SELECT tags, owners FROM devices WHERE id = 1;",
+                 SELECT count(*) FROM events; SELECT tags, owners FROM devices WHERE id = 1; \
+                 DESCRIBE KEYSPACES; DESCRIBE TABLES; DESCRIBE TABLE devices; DESCRIBE KEYSPACE py;",
             ])
             .output()
             .unwrap()
@@ -165,4 +166,25 @@ async fn the_python_driver_and_cqlsh_work_unmodified() {
         stdout.contains("{'a': 1, 'b': 2}") && stdout.contains("{'amy', 'zed'}"),
         "{stdout}"
     );
+    // DESCRIBE, answered by the server as Cassandra 4 does: names, then CREATE statements.
+    assert!(stdout.contains("py"), "{stdout}");
+    assert!(
+        stdout.contains("devices") && stdout.contains("events"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "CREATE TABLE py.devices (\n    id int,\n    tags map<text, int>,\n    owners \
+             set<text>,\n    readings list<double>,\n    PRIMARY KEY (id)\n);"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("CREATE KEYSPACE py WITH replication")
+            && stdout.contains("PRIMARY KEY (id, seq)")
+            && stdout.contains("WITH CLUSTERING ORDER BY (seq ASC)"),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("DESCRIBE"), "{stderr}");
 }

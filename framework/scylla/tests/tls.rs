@@ -61,9 +61,8 @@ async fn the_connector_reads_and_writes_over_tls_and_refuses_an_unknown_ca() {
     let dir = tempfile::tempdir().unwrap();
     let node = pki(dir.path(), "node");
     let other = pki(dir.path(), "other");
-    let backing = Arc::new(
-        EmbeddedStore::open(dir.path().join("data"), EmbeddedOptions::default()).unwrap(),
-    );
+    let backing =
+        Arc::new(EmbeddedStore::open(dir.path().join("data"), EmbeddedOptions::default()).unwrap());
     let server = CqlServer::start(
         backing,
         ServerOptions {
