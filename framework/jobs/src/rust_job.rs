@@ -26,13 +26,14 @@ use datafusion::logical_expr::{Expr, col, lit};
 use datafusion::physical_expr::{Partitioning, PhysicalExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
-use datafusion::physical_plan::expressions::Column;
+use datafusion::physical_plan::expressions::{CastExpr, Column};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::prelude::DataFrame;
 use futures::TryStreamExt;
 use quarry_core::schema::{TableDef, TableName};
 use quarry_sdk::dag::{JobArgs, JobDag, Node, Sink};
+use quarry_sdk::data::same_type;
 use quarry_sql::QuarrySession;
 use quarry_wasm::JobModule;
 
@@ -269,6 +270,7 @@ fn rust_type(data_type: &DataType) -> &'static str {
         DataType::Timestamp(_, _) => "Timestamp",
         DataType::Date32 => "Date",
         DataType::List(_) => "Vec<_>",
+        DataType::Map(..) => "BTreeMap<_, _>",
         _ => "no SDK type yet",
     }
 }
@@ -289,7 +291,7 @@ fn check_source(def: &TableDef, fields: &Schema) -> Result<()> {
                 def.column_names().join(", ")
             )));
         };
-        if column.data_type() != field.data_type() {
+        if !same_type(column.data_type(), field.data_type()) {
             return Err(job_error(format!(
                 "source {}: the field '{}' is {}, but the column is {}",
                 def.table_name(),
@@ -452,7 +454,7 @@ async fn write(
                 describe_type(column.data_type())
             )));
         };
-        if field.data_type() != column.data_type() {
+        if !same_type(field.data_type(), column.data_type()) {
             return Err(job_error(format!(
                 "write_to {name}: the field '{}' is {}, but the column is {}",
                 field.name(),
@@ -468,10 +470,14 @@ async fn write(
                 column.name()
             )));
         }
-        projection.push((
-            Arc::new(Column::new(field.name(), index)) as Arc<dyn PhysicalExpr>,
-            column.name().clone(),
-        ));
+        let value = Arc::new(Column::new(field.name(), index)) as Arc<dyn PhysicalExpr>;
+        // A collection's nested fields are named and nullable as the store declares them.
+        let value = if field.data_type() == column.data_type() {
+            value
+        } else {
+            Arc::new(CastExpr::new(value, column.data_type().clone(), None))
+        };
+        projection.push((value, column.name().clone()));
     }
     let input: Arc<dyn ExecutionPlan> = Arc::new(ProjectionExec::try_new(projection, input)?);
     let provider = session

@@ -19,8 +19,13 @@
 //! | [`Time`]            | Time64(ns)                     | time       |
 //! | [`Decimal<P, S>`](Decimal) | Decimal128(P, S)        | decimal (`decimal(P,S)`; plain `decimal` is `Decimal<38, 6>`) |
 //! | `Option<T>`         | `T`'s column, nullable         |            |
-//! | `Vec<T>`            | List of `T` (a struct if `T` is composite) | |
+//! | `Vec<T>`            | List of `T` (a struct if `T` is composite) | list, set  |
+//! | `BTreeMap<K, V>`    | Map of `K` to `V` (single-column `K` and `V`) | map     |
+//!
+//! A NULL list or map column reads as an empty `Vec` or `BTreeMap`: in CQL an empty collection
+//! *is* NULL, so the two cannot be told apart (read `Option<Vec<T>>` to see which rows have one).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -30,7 +35,7 @@ use arrow_array::types::{
     Int32Type, Int64Type, Time64NanosecondType, TimestampMillisecondType,
 };
 use arrow_array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, ListArray, PrimitiveArray, RecordBatch,
+    Array, ArrayRef, BinaryArray, BooleanArray, ListArray, MapArray, PrimitiveArray, RecordBatch,
     StringArray, StructArray,
 };
 use arrow_buffer::{NullBuffer, OffsetBuffer};
@@ -243,10 +248,13 @@ impl<'a, A: Array + 'static> LeafReader<'a, A> {
     }
 }
 
-/// Types equal up to nested field names and nullability (a list's item may be named otherwise).
-fn same_type(found: &DataType, expected: &DataType) -> bool {
+/// Types equal up to nested field names and nullability (a list's item may be named otherwise,
+/// and a store's list items are nullable where a `Vec`'s are not).
+pub fn same_type(found: &DataType, expected: &DataType) -> bool {
     match (found, expected) {
-        (DataType::List(a), DataType::List(b)) => same_type(a.data_type(), b.data_type()),
+        (DataType::List(a), DataType::List(b)) | (DataType::Map(a, _), DataType::Map(b, _)) => {
+            same_type(a.data_type(), b.data_type())
+        }
         (DataType::Struct(a), DataType::Struct(b)) => {
             a.len() == b.len()
                 && a.iter()
@@ -737,9 +745,8 @@ impl<T: Data> Data for Vec<T> {
     #[inline]
     fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError> {
         if reader.list.is_null(row) {
-            return Err(DataError::Null {
-                column: reader.name.to_string(),
-            });
+            // An empty CQL collection is NULL.
+            return Ok(Vec::new());
         }
         let offsets = reader.list.value_offsets();
         let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
@@ -748,6 +755,165 @@ impl<T: Data> Data for Vec<T> {
     #[inline]
     fn is_null(reader: &Self::Reader<'_>, row: usize) -> bool {
         reader.list.is_null(row)
+    }
+}
+
+/// `BTreeMap<K, V>` is one map column (a CQL `map<K, V>`); `K` and `V` are single-column types.
+pub struct MapBuilder<K: Data, V: Data> {
+    keys: K::Builder,
+    values: V::Builder,
+    offsets: Vec<i32>,
+    valid: Vec<bool>,
+}
+
+impl<K: Data, V: Data> fmt::Debug for MapBuilder<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapBuilder")
+            .field("maps", &self.valid.len())
+            .finish_non_exhaustive()
+    }
+}
+
+pub struct MapReader<'a, K: Data, V: Data> {
+    map: &'a MapArray,
+    keys: K::Reader<'a>,
+    values: V::Reader<'a>,
+}
+
+impl<K: Data, V: Data> fmt::Debug for MapReader<'_, K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapReader").finish_non_exhaustive()
+    }
+}
+
+/// The entries field of a map of `K` to `V`, named as the store names a `map<K, V>` column's.
+fn map_entries_field<K: Data, V: Data>() -> FieldRef {
+    const {
+        assert!(
+            K::WIDTH == 1 && V::WIDTH == 1,
+            "a BTreeMap's keys and values are single-column types"
+        )
+    };
+    let mut fields = Vec::with_capacity(2);
+    K::fields("keys", false, &mut fields);
+    V::fields("values", true, &mut fields);
+    Arc::new(Field::new(
+        "entries",
+        DataType::Struct(Fields::from(fields)),
+        false,
+    ))
+}
+
+impl<K: Data + Ord, V: Data> Data for BTreeMap<K, V> {
+    const WIDTH: usize = 1;
+    type Builder = MapBuilder<K, V>;
+    type Reader<'a> = MapReader<'a, K, V>;
+
+    fn fields(name: &str, nullable: bool, out: &mut Vec<Field>) {
+        out.push(Field::new(
+            leaf_name(name),
+            DataType::Map(map_entries_field::<K, V>(), false),
+            nullable,
+        ));
+    }
+    fn builder(capacity: usize) -> Self::Builder {
+        let mut offsets = Vec::with_capacity(capacity + 1);
+        offsets.push(0);
+        MapBuilder {
+            keys: K::builder(capacity),
+            values: V::builder(capacity),
+            offsets,
+            valid: Vec::with_capacity(capacity),
+        }
+    }
+    #[inline]
+    fn append(builder: &mut Self::Builder, value: Self) {
+        let end = builder.offsets.last().copied().unwrap_or(0) + value.len() as i32;
+        for (k, v) in value {
+            K::append(&mut builder.keys, k);
+            V::append(&mut builder.values, v);
+        }
+        builder.offsets.push(end);
+        builder.valid.push(true);
+    }
+    #[inline]
+    fn append_null(builder: &mut Self::Builder) {
+        let end = builder.offsets.last().copied().unwrap_or(0);
+        builder.offsets.push(end);
+        builder.valid.push(false);
+    }
+    fn finish(builder: Self::Builder, out: &mut Vec<ArrayRef>) {
+        let mut columns = Vec::with_capacity(2);
+        K::finish(builder.keys, &mut columns);
+        V::finish(builder.values, &mut columns);
+        let entries = map_entries_field::<K, V>();
+        let DataType::Struct(fields) = entries.data_type() else {
+            unreachable!("a map's entries are a struct")
+        };
+        let nulls = builder
+            .valid
+            .iter()
+            .any(|v| !v)
+            .then(|| NullBuffer::from(builder.valid.clone()));
+        out.push(Arc::new(MapArray::new(
+            Arc::clone(&entries),
+            OffsetBuffer::new(builder.offsets.into()),
+            StructArray::new(fields.clone(), columns, None),
+            nulls,
+            false,
+        )));
+    }
+    fn reader<'a>(columns: Columns<'a>) -> Result<Self::Reader<'a>, DataError> {
+        let (Some(array), Some(field)) = (columns.arrays.first(), columns.fields.first()) else {
+            return Err(DataError::Shape {
+                expected: 1,
+                found: 0,
+            });
+        };
+        let expected = DataType::Map(map_entries_field::<K, V>(), false);
+        let mismatch = || DataError::Type {
+            column: field.name().clone(),
+            expected: expected.to_string(),
+            found: array.data_type().to_string(),
+        };
+        if !same_type(array.data_type(), &expected) {
+            return Err(mismatch());
+        }
+        let map = array
+            .as_any()
+            .downcast_ref::<MapArray>()
+            .ok_or_else(mismatch)?;
+        let DataType::Struct(fields) = map.entries().data_type() else {
+            return Err(mismatch());
+        };
+        let entries = map.entries().columns();
+        Ok(MapReader {
+            map,
+            keys: K::reader(Columns {
+                arrays: &entries[..1],
+                fields: &fields[..1],
+            })?,
+            values: V::reader(Columns {
+                arrays: &entries[1..],
+                fields: &fields[1..],
+            })?,
+        })
+    }
+    #[inline]
+    fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError> {
+        if reader.map.is_null(row) {
+            // An empty CQL collection is NULL.
+            return Ok(BTreeMap::new());
+        }
+        let offsets = reader.map.value_offsets();
+        let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+        (start..end)
+            .map(|i| Ok((K::read(&reader.keys, i)?, V::read(&reader.values, i)?)))
+            .collect()
+    }
+    #[inline]
+    fn is_null(reader: &Self::Reader<'_>, row: usize) -> bool {
+        reader.map.is_null(row)
     }
 }
 
@@ -848,6 +1014,50 @@ mod tests {
             .iter()
             .map(|f| f.data_type().clone())
             .collect()
+    }
+
+    #[test]
+    fn maps_round_trip_and_cql_nulls_read_as_empty_collections() {
+        let mut tags = BTreeMap::new();
+        tags.insert("site".to_string(), 3i64);
+        tags.insert("kind".to_string(), 1i64);
+        let batch = round_trip(vec![(7i64, tags.clone()), (8i64, BTreeMap::new())]);
+        let DataType::Map(entries, false) = batch.schema().field(1).data_type().clone() else {
+            panic!("{:?}", batch.schema())
+        };
+        assert_eq!(entries.name(), "entries");
+
+        // A store's map<text, bigint> and list<double> columns, NULL in the second row.
+        let mut maps = arrow_array::builder::MapBuilder::new(
+            None,
+            StringBuilder::new(),
+            PrimitiveBuilder::<Int64Type>::new(),
+        );
+        maps.keys().append_value("site");
+        maps.values().append_value(3);
+        maps.append(true).unwrap();
+        maps.append(false).unwrap();
+        let mut lists =
+            arrow_array::builder::ListBuilder::new(PrimitiveBuilder::<Float64Type>::new())
+                .with_field(Arc::new(Field::new("item", DataType::Float64, true)));
+        lists.append_value([Some(1.5)]);
+        lists.append_null();
+        let stored = RecordBatch::try_from_iter(vec![
+            ("tags", Arc::new(maps.finish()) as ArrayRef),
+            ("readings", Arc::new(lists.finish()) as ArrayRef),
+        ])
+        .unwrap();
+        let rows = from_batch::<(BTreeMap<String, i64>, Vec<f64>)>(&stored).unwrap();
+        assert_eq!(rows[0].0.get("site"), Some(&3));
+        assert_eq!(rows[0].1, vec![1.5]);
+        assert!(rows[1].0.is_empty() && rows[1].1.is_empty());
+        let optional = from_batch::<Option<Vec<f64>>>(&stored.project(&[1]).unwrap()).unwrap();
+        assert_eq!(optional, vec![Some(vec![1.5]), None]);
+
+        let err = from_batch::<BTreeMap<String, String>>(&stored.project(&[0]).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("column 'tags'"), "{err}");
     }
 
     #[test]
