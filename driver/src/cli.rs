@@ -131,6 +131,15 @@ pub struct StoreArgs {
         value_name = "ROWS"
     )]
     pub scylla_write_rows_per_sec: Option<u64>,
+    /// About this many MiB per scan split, by the cluster's size estimates
+    /// (system.size_estimates) [default: 64].
+    #[arg(
+        long,
+        env = "QUARRY_SCYLLA_SPLIT_MB",
+        global = true,
+        value_name = "MIB"
+    )]
+    pub scylla_split_mb: Option<u64>,
     /// Connect to the nodes over TLS, trusting this CA (PEM). Node certificates must name each
     /// node's IP address (the driver checks the address it connects to).
     #[arg(long, env = "QUARRY_SCYLLA_TLS_CA", global = true, value_name = "FILE")]

@@ -173,6 +173,11 @@ pub fn scylla_options(args: &StoreArgs) -> anyhow::Result<ScyllaOptions> {
             Some(c) => consistency(c)?,
             None => defaults.write_consistency,
         },
+        split_bytes: match args.scylla_split_mb {
+            Some(0) => anyhow::bail!("--scylla-split-mb must be at least 1"),
+            Some(mib) => mib.saturating_mul(1 << 20),
+            None => defaults.split_bytes,
+        },
         read_rows_per_second: args.scylla_read_rows_per_sec,
         write_rows_per_second: args.scylla_write_rows_per_sec,
         ..defaults

@@ -437,6 +437,10 @@ fn store_flags(args: &StoreArgs, node: &str) -> Vec<String> {
         "--scylla-write-rows-per-sec",
         args.scylla_write_rows_per_sec.map(|n| n.to_string()),
     );
+    add(
+        "--scylla-split-mb",
+        args.scylla_split_mb.map(|n| n.to_string()),
+    );
     let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
     add("--scylla-tls-ca", path(&args.scylla_tls_ca));
     add("--scylla-tls-cert", path(&args.scylla_tls_cert));

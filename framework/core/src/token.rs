@@ -50,6 +50,15 @@ impl TokenRange {
         self.start >= self.end
     }
 
+    /// Tokens in the range (0 when empty).
+    pub fn width(&self) -> u128 {
+        if self.is_empty() {
+            0
+        } else {
+            (i128::from(self.end) - i128::from(self.start)) as u128
+        }
+    }
+
     pub fn contains(&self, token: Token) -> bool {
         token > self.start && token <= self.end
     }

@@ -73,6 +73,24 @@ impl Ring {
     }
 
     /// Index in `ring` of the token range holding `token`.
+    /// The token ranges `(start, end]` node `node` is the primary replica of (the ranges ending
+    /// at its tokens), in token order; the first range of the ring wraps around its start.
+    pub fn primary_ranges(&self, node: usize) -> Vec<(i64, i64)> {
+        self.ring
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, owner))| *owner == node)
+            .map(|(i, (end, _))| {
+                let start = if i == 0 {
+                    self.ring[self.ring.len() - 1].0
+                } else {
+                    self.ring[i - 1].0
+                };
+                (start, *end)
+            })
+            .collect()
+    }
+
     fn range_index(&self, token: i64) -> usize {
         let i = self.ring.partition_point(|(t, _)| *t < token);
         if i == self.ring.len() { 0 } else { i }
@@ -506,6 +524,50 @@ pub fn table(
                 name,
                 columns,
                 rows: Vec::new(),
+            }
+        }
+        // What a Cassandra node estimates of each table, for the ranges it is primary for: here
+        // the table's live rows and bytes spread evenly over the ring (Murmur3 spreads
+        // partitions evenly), as the connector's split sizing reads them.
+        ("system", "size_estimates") => {
+            let ranges = ring.primary_ranges(node);
+            let mut rows = Vec::new();
+            let mut tables = store.tables(None).unwrap_or_default();
+            tables.sort_by(|a, b| (&a.keyspace, &a.name).cmp(&(&b.keyspace, &b.name)));
+            for def in &tables {
+                let Ok(Some(stats)) = store.storage(&def.table_name()) else {
+                    continue;
+                };
+                let in_runs = stats.run_rows.saturating_sub(stats.deleted_rows);
+                let live = in_runs + stats.memtable_rows;
+                // Rows still in memory are taken to be the size of those on disk.
+                let mean_size = stats.bytes.checked_div(in_runs).unwrap_or(0);
+                for &(start, end) in &ranges {
+                    let width = end.wrapping_sub(start) as u64;
+                    let width = if width == 0 { u64::MAX } else { width };
+                    let partitions = ((u128::from(live) * u128::from(width)) >> 64) as i64;
+                    rows.push(vec![
+                        text(&def.keyspace),
+                        text(&def.name),
+                        text(&start.to_string()),
+                        text(&end.to_string()),
+                        Some((mean_size as i64).to_be_bytes().to_vec()),
+                        Some(partitions.to_be_bytes().to_vec()),
+                    ]);
+                }
+            }
+            SystemTable {
+                keyspace: "system",
+                name: "size_estimates",
+                columns: vec![
+                    ("keyspace_name", TEXT),
+                    ("table_name", TEXT),
+                    ("range_start", TEXT),
+                    ("range_end", TEXT),
+                    ("mean_partition_size", CqlType::BigInt),
+                    ("partitions_count", CqlType::BigInt),
+                ],
+                rows,
             }
         }
         // Cassandra 4's virtual tables, which drivers read beside the schema: there are none.

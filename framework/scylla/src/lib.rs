@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod errors;
 pub mod overlay;
 pub mod scan;
+pub mod sizes;
 pub mod tls;
 pub mod write;
 
@@ -74,6 +75,9 @@ pub struct ScyllaOptions {
     pub write_rows_per_second: Option<u64>,
     /// TLS to the nodes, when the cluster serves client encryption.
     pub tls: Option<tls::ScyllaTls>,
+    /// Bytes a scan split reads, about, by the cluster's size estimates (Spark's connector
+    /// calls it the split size): a small table is read in few splits, a large one in many.
+    pub split_bytes: u64,
 }
 
 impl Default for ScyllaOptions {
@@ -93,6 +97,7 @@ impl Default for ScyllaOptions {
             shards: quarry_core::schema::DEFAULT_SHARDS,
             read_rows_per_second: None,
             tls: None,
+            split_bytes: 64 << 20,
             write_rows_per_second: None,
         }
     }
@@ -118,6 +123,8 @@ pub(crate) struct Inner {
     /// The cluster state the overlay was last read against (its address), to notice schema
     /// changes other clients made.
     seen_state: std::sync::atomic::AtomicUsize,
+    /// Tables' size estimates, for sizing scan splits.
+    pub(crate) sizes: sizes::Sizes,
 }
 
 /// Where this process's scan pages came from (see [`ScyllaStore::read_stats`]).
@@ -193,6 +200,7 @@ impl ScyllaStore {
                 local_pages: Default::default(),
                 remote_pages: Default::default(),
                 seen_state: std::sync::atomic::AtomicUsize::new(seen),
+                sizes: sizes::Sizes::default(),
             }),
         })
     }
@@ -229,6 +237,22 @@ impl ScyllaStore {
         }
     }
 
+    /// Reads `table`'s size estimate now (scans otherwise use one read in the background at
+    /// most a minute ago), and returns it.
+    pub async fn refresh_size_estimate(
+        &self,
+        table: &TableName,
+    ) -> Result<Option<sizes::TableSize>> {
+        let _ = self.inner.sizes.get(table);
+        let size = sizes::read(&self.inner.session, table).await;
+        let result = size.as_ref().map(|s| *s).map_err(|e| Error::Cluster {
+            message: e.to_string(),
+            failure: Failure::EXTERNAL,
+        });
+        self.inner.sizes.store(table, size);
+        result
+    }
+
     /// The driver session, for callers that need the ring (locality) or raw CQL.
     pub fn session(&self) -> &Session {
         &self.inner.session
@@ -249,6 +273,31 @@ impl Inner {
             .map_err(|e| errors::prepare(text, e))?;
         cache.insert(text.to_string(), prepared.clone());
         Ok(prepared)
+    }
+
+    /// The last size estimate of `table`; a missing or stale one is read again in the
+    /// background, for later scans.
+    pub(crate) fn table_size(self: &Arc<Self>, table: &TableName) -> Option<sizes::TableSize> {
+        let (size, read) = self.sizes.get(table);
+        if read {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    let inner = self.clone();
+                    let table = table.clone();
+                    runtime.spawn(async move {
+                        let size = sizes::read(&inner.session, &table).await;
+                        inner.sizes.store(&table, size);
+                    });
+                }
+                Err(_) => self.sizes.store(
+                    table,
+                    Err(Error::Internal(
+                        "no runtime to read size estimates on".into(),
+                    )),
+                ),
+            }
+        }
+        size
     }
 
     pub(crate) fn in_local_dc(&self, node: &Node) -> bool {

@@ -2,7 +2,8 @@
 //! with a prepared, paged `SELECT ... WHERE token(pk) > ? AND token(pk) <= ?` on a replica of it.
 //!
 //! ```text
-//!   request ─allowed_ranges─▶ token ranges ─▶ splits of ≤ SPLIT_SHARDS shards
+//!   request ─allowed_ranges─▶ token ranges ─▶ splits of about `split_bytes` each (by the
+//!                                              cluster's size estimates; else SPLIT_SHARDS shards)
 //!   split.open() ─▶ for each piece (cut at ring tokens):
 //!        page ◀── SELECT on the piece's primary replica (then the next replica, then any node)
 //!        page ─▶ Arrow builders (one CellDecoder per column) ─▶ RecordBatch
@@ -32,10 +33,30 @@ use scylla::routing::Token;
 use scylla::statement::prepared::PreparedStatement;
 
 use crate::catalog::quote;
+use crate::sizes::TableSize;
 use crate::{Inner, errors};
 
-/// At most this many shards per split: a full scan of an 800-shard keyspace is 32 splits.
+/// Shards per split without a size estimate: a full scan of an 800-shard keyspace is 32 splits.
 const SPLIT_SHARDS: u32 = 25;
+
+/// Shards per split so that a split reads about `split_bytes` of a table of `size` (Quarry's
+/// shards cut the ring evenly, and Murmur3 spreads partitions evenly over it); without an
+/// estimate, [`SPLIT_SHARDS`].
+fn shards_per_split(size: Option<TableSize>, shard_count: u32, split_bytes: u64) -> u32 {
+    match size {
+        Some(size) if size.bytes > 0 => {
+            let bytes = u128::from(size.bytes);
+            // Rounded to the nearest shard.
+            let per_split =
+                (u128::from(shard_count) * u128::from(split_bytes.max(1)) + bytes / 2) / bytes;
+            u32::try_from(per_split)
+                .unwrap_or(u32::MAX)
+                .clamp(1, shard_count.max(1))
+        }
+        Some(_) => shard_count.max(1),
+        None => SPLIT_SHARDS,
+    }
+}
 
 /// Plans a scan of one snapshot-free read of the cluster (CQL has no snapshots: each page reads
 /// what the replicas hold then).
@@ -59,6 +80,8 @@ pub(crate) fn plan(inner: &Arc<Inner>, def: TableDef, request: &ScanRequest) -> 
     let allowed = scan_ranges::allowed_ranges(&def, shards, request);
     let state = inner.session.get_cluster_state();
     let ring = ring_tokens(&state);
+    let size = inner.table_size(&def.table_name());
+    let per_split = shards_per_split(size, shards.shard_count(), inner.options.split_bytes);
     let def = Arc::new(def);
     let mut splits = Vec::new();
     let mut selected = 0;
@@ -69,7 +92,7 @@ pub(crate) fn plan(inner: &Arc<Inner>, def: TableDef, request: &ScanRequest) -> 
         selected += covered.end() - covered.start() + 1;
         let mut first = *covered.start();
         while first <= *covered.end() {
-            let last = (first + SPLIT_SHARDS - 1).min(*covered.end());
+            let last = (first + per_split - 1).min(*covered.end());
             let span = TokenRange::new(
                 shards.range_of(quarry_core::ids::ShardId(first)).start,
                 shards.range_of(quarry_core::ids::ShardId(last)).end,
@@ -88,9 +111,12 @@ pub(crate) fn plan(inner: &Arc<Inner>, def: TableDef, request: &ScanRequest) -> 
                 })
                 .collect();
             if !pieces.is_empty() {
+                let width: u128 = pieces.iter().map(|p| p.range.width()).sum();
                 splits.push(ScanSplit {
                     shards: first..=last,
-                    estimated_rows: 0,
+                    estimated_rows: size.map_or(0, |s| {
+                        u64::try_from((u128::from(s.partitions) * width) >> 64).unwrap_or(u64::MAX)
+                    }),
                     source: Arc::new(ScyllaSplit {
                         inner: inner.clone(),
                         def: def.clone(),
