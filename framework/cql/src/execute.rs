@@ -96,23 +96,14 @@ pub(crate) async fn execute(
             )
             .unwrap_or_else(|| Err("not a DESCRIBE statement".into()))
             .map_err(CqlError::invalid)?;
-            let out: Vec<OutColumn> = p.result_columns().unwrap_or_default();
-            let mut b = Body::new();
-            b.int(2);
-            write_rows_metadata(
-                &mut b,
-                (table.keyspace, table.name),
-                Some(&out),
+            let every_column: Vec<usize> = (0..table.columns.len()).collect();
+            Ok(cells_result(
+                p,
+                &table,
+                &table.rows.iter().collect::<Vec<_>>(),
+                &every_column,
                 params.skip_metadata,
-                None,
-            );
-            b.int(table.rows.len() as i32);
-            for row in &table.rows {
-                for cell in row {
-                    b.bytes(cell.as_deref());
-                }
-            }
-            Ok((opcode::RESULT, b.0))
+            ))
         }
     }
 }
@@ -403,6 +394,23 @@ pub(crate) fn select_system(
         let n = limit_value(limit, &params.values, p)?;
         rows.truncate(n);
     }
+    Ok(cells_result(
+        p,
+        &table,
+        &rows,
+        columns,
+        params.skip_metadata,
+    ))
+}
+
+/// A ROWS result of serialized cells: `columns` of each of `rows` of a server-built `table`.
+fn cells_result(
+    p: &Prepared,
+    table: &SystemTable,
+    rows: &[&Vec<Option<Vec<u8>>>],
+    columns: &[usize],
+    skip_metadata: bool,
+) -> (u8, Vec<u8>) {
     let out: Vec<OutColumn> = p.result_columns().unwrap_or_default();
     let mut b = Body::new();
     b.int(2);
@@ -410,7 +418,7 @@ pub(crate) fn select_system(
         &mut b,
         (table.keyspace, table.name),
         Some(&out),
-        params.skip_metadata,
+        skip_metadata,
         None,
     );
     b.int(rows.len() as i32);
@@ -419,7 +427,7 @@ pub(crate) fn select_system(
             b.bytes(row[c].as_deref());
         }
     }
-    Ok((opcode::RESULT, b.0))
+    (opcode::RESULT, b.0)
 }
 
 pub(crate) fn system_term(

@@ -422,16 +422,7 @@ pub fn table(
         ("system_schema", "columns") => SystemTable {
             keyspace: "system_schema",
             name: "columns",
-            columns: vec![
-                ("keyspace_name", TEXT),
-                ("table_name", TEXT),
-                ("column_name", TEXT),
-                ("clustering_order", TEXT),
-                ("column_name_bytes", CqlType::Blob),
-                ("kind", TEXT),
-                ("position", CqlType::Int),
-                ("type", TEXT),
-            ],
+            columns: COLUMNS_COLUMNS.to_vec(),
             rows: store
                 .tables(None)
                 .unwrap_or_default()
@@ -582,19 +573,7 @@ pub fn table(
                         ("comment", TEXT),
                     ],
                 ),
-                "columns" => (
-                    "columns",
-                    vec![
-                        ("keyspace_name", TEXT),
-                        ("table_name", TEXT),
-                        ("column_name", TEXT),
-                        ("clustering_order", TEXT),
-                        ("column_name_bytes", CqlType::Blob),
-                        ("kind", TEXT),
-                        ("position", CqlType::Int),
-                        ("type", TEXT),
-                    ],
-                ),
+                "columns" => ("columns", COLUMNS_COLUMNS.to_vec()),
                 _ => return None,
             };
             SystemTable {
@@ -708,6 +687,18 @@ pub fn describe(
         _ => return None,
     })
 }
+
+/// The columns of `system_schema.columns` (and of Cassandra 4's virtual-table twin).
+const COLUMNS_COLUMNS: [(&str, CqlType); 8] = [
+    ("keyspace_name", TEXT),
+    ("table_name", TEXT),
+    ("column_name", TEXT),
+    ("clustering_order", TEXT),
+    ("column_name_bytes", CqlType::Blob),
+    ("kind", TEXT),
+    ("position", CqlType::Int),
+    ("type", TEXT),
+];
 
 /// The columns of a `DESCRIBE KEYSPACES` or `DESCRIBE TABLES` result.
 pub const DESCRIBE_LISTING: [(&str, CqlType); 3] =
