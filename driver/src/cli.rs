@@ -226,6 +226,10 @@ pub struct CqlServerArgs {
     /// Tokens per node on the ring.
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub vnodes: usize,
+    /// Serve every keyspace as tablet-based, N tablets per table, as a ScyllaDB cluster with
+    /// tablets on: drivers find each table's replicas in system.tablets instead of on the ring.
+    #[arg(long, value_name = "N")]
+    pub tablets: Option<u32>,
     /// Serve client encryption (TLS) with this certificate chain (PEM), with --tls-key. CQL
     /// drivers check it against each node's IP address: give the certificate every node's
     /// address as a subject alternative name.

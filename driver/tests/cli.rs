@@ -1129,21 +1129,32 @@ fn cql_server(
     std::io::BufReader<std::process::ChildStdout>,
     Vec<String>,
 ) {
+    cql_server_with(dir, &[])
+}
+
+/// [`cql_server`] with more of `quarry cql-server`'s flags.
+fn cql_server_with(
+    dir: &Path,
+    flags: &[&str],
+) -> (
+    Daemon,
+    std::io::BufReader<std::process::ChildStdout>,
+    Vec<String>,
+) {
     use std::io::BufRead;
-    let (server, mut out) = spawn_quarry(
-        dir,
-        &[
-            "cql-server",
-            "--nodes",
-            "3",
-            "--replication",
-            "2",
-            "--vnodes",
-            "4",
-            "--port",
-            "0",
-        ],
-    );
+    let mut args = vec![
+        "cql-server",
+        "--nodes",
+        "3",
+        "--replication",
+        "2",
+        "--vnodes",
+        "4",
+        "--port",
+        "0",
+    ];
+    args.extend_from_slice(flags);
+    let (server, mut out) = spawn_quarry(dir, &args);
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     // "serving DIR over CQL on 127.0.0.1:P, 127.0.0.2:P, 127.0.0.3:P (replication 2); ..."
@@ -1201,9 +1212,20 @@ fn scans_by_node(nodes: &[String]) -> Vec<(i64, i64)> {
 
 #[test]
 fn workers_beside_cql_nodes_scan_their_ranges_and_a_lost_worker_is_covered() {
+    workers_beside_cql_nodes(&[]);
+}
+
+/// As above on a cluster of ScyllaDB tablets: each table's tablets are placed apart from the
+/// ring's ranges, and workers still read only what their node holds.
+#[test]
+fn workers_beside_cql_nodes_scan_their_tablets_and_a_lost_worker_is_covered() {
+    workers_beside_cql_nodes(&["--tablets", "8"]);
+}
+
+fn workers_beside_cql_nodes(server_flags: &[&str]) {
     let server_dir = tempfile::tempdir().unwrap();
     let driver_dir = tempfile::tempdir().unwrap();
-    let (_server, _server_out, nodes) = cql_server(server_dir.path());
+    let (_server, _server_out, nodes) = cql_server_with(server_dir.path(), server_flags);
     let scylla = on_cluster;
     let here = driver_dir.path();
     ok(scylla(

@@ -46,7 +46,7 @@ impl LocalShards {
         for def in keyspaces {
             let shards = match cache.get(&def.name) {
                 Some((cached, shards)) if *cached == def => shards.clone(),
-                _ => match self.store.placement(&def, &self.nodes) {
+                _ => match self.store.placement(&def, &[], &self.nodes) {
                     Ok(placement) => {
                         let shards = ShardSet::from_shards(placement.shards_of(&self.node));
                         cache.insert(def.name.clone(), (def.clone(), shards.clone()));

@@ -463,6 +463,11 @@ pub async fn cql_server(data_dir: &Path, args: CqlServerArgs) -> anyhow::Result<
     if args.vnodes == 0 || args.vnodes > 1024 {
         anyhow::bail!("--vnodes must be between 1 and 1024, got {}", args.vnodes);
     }
+    if let Some(n) = args.tablets
+        && !(1..=65536).contains(&n)
+    {
+        anyhow::bail!("--tablets must be between 1 and 65536, got {n}");
+    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             Some(quarry_cql::tls_config(cert, key).map_err(anyhow::Error::msg)?)
@@ -474,6 +479,7 @@ pub async fn cql_server(data_dir: &Path, args: CqlServerArgs) -> anyhow::Result<
         nodes: args.nodes,
         replication: args.replication,
         vnodes: args.vnodes,
+        tablets: args.tablets,
         port: args.port,
         first_address: args.address,
         tls,
@@ -490,7 +496,7 @@ pub async fn cql_server(data_dir: &Path, args: CqlServerArgs) -> anyhow::Result<
         })?;
     let addresses: Vec<String> = server.addresses().iter().map(|a| a.to_string()).collect();
     println!(
-        "serving {} over CQL{} on {} (replication {}); Ctrl-C stops",
+        "serving {} over CQL{} on {} (replication {}{}); Ctrl-C stops",
         data_dir.display(),
         if args.tls_cert.is_some() {
             " with TLS"
@@ -498,7 +504,11 @@ pub async fn cql_server(data_dir: &Path, args: CqlServerArgs) -> anyhow::Result<
             ""
         },
         addresses.join(", "),
-        args.replication
+        args.replication,
+        match args.tablets {
+            Some(n) => format!(", {n} tablets per table"),
+            None => String::new(),
+        }
     );
     stop_signal().await;
     let stats = server.stats();

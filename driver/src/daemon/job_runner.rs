@@ -138,9 +138,9 @@ impl JobRunner {
         for stage in graph.stages() {
             let (placement, tasks) = match &stage.kind {
                 StageKind::Driver => continue,
-                StageKind::Scan { keyspace, .. } => {
+                StageKind::Scan { keyspace, tables } => {
                     let def = driver.store.keyspace(keyspace)?;
-                    let placement = Arc::new(driver.store.placement(&def, &nodes)?);
+                    let placement = Arc::new(driver.store.placement(&def, tables, &nodes)?);
                     let tasks = assign_scan(&placement, def.shards, &slots)
                         .into_iter()
                         .enumerate()
@@ -159,10 +159,16 @@ impl JobRunner {
                     (Some(placement), tasks)
                 }
                 StageKind::Write {
-                    keyspace, groups, ..
+                    keyspace,
+                    table,
+                    groups,
                 } => {
                     let def = driver.store.keyspace(keyspace)?;
-                    let placement = Arc::new(driver.store.placement(&def, &nodes)?);
+                    let placement = Arc::new(driver.store.placement(
+                        &def,
+                        std::slice::from_ref(table),
+                        &nodes,
+                    )?);
                     let tasks = groups
                         .iter()
                         .enumerate()

@@ -592,16 +592,16 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 struct ReplicaGroups(Arc<DriverState>);
 
 impl WriteGroups for ReplicaGroups {
-    fn groups(&self, keyspace: &str, shard_count: u32) -> Vec<ShardSet> {
+    fn groups(&self, table: &quarry_core::schema::TableName, shard_count: u32) -> Vec<ShardSet> {
         let driver = &self.0;
         let placement = driver
             .store
-            .keyspace(keyspace)
+            .keyspace(&table.keyspace)
             .map_err(quarry_sql::Error::from)
             .and_then(|def| {
                 driver
                     .store
-                    .placement(&def, &driver.cluster_nodes())
+                    .placement(&def, std::slice::from_ref(table), &driver.cluster_nodes())
                     .map_err(quarry_sql::Error::from)
             });
         match placement {

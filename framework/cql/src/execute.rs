@@ -320,7 +320,7 @@ pub(crate) async fn write_grouped(
             .map_err(|e| CqlError::invalid(format!("{name}: {e}")))?;
         for t in row_tokens.values() {
             total += 1;
-            if shared.ring.replicas(*t).contains(&node) {
+            if shared.ring.replicas(name, *t).contains(&node) {
                 local += 1;
             }
         }
@@ -444,7 +444,7 @@ pub(crate) fn system_term(
         }),
         Term::Literal(l) => {
             let t = match table.columns.iter().find(|(c, _)| *c == column) {
-                Some((_, t)) => *t,
+                Some((_, t)) => t.column().map_err(CqlError::invalid)?,
                 _ => CqlType::Text,
             };
             literal_cell(l, t).map_err(CqlError::invalid)
@@ -598,7 +598,7 @@ pub(crate) async fn select_table(
         let encoders: Vec<CellEncoder> = out_columns
             .iter()
             .zip(batch.columns())
-            .map(|(c, array)| CellEncoder::new(c.column_type, array))
+            .map(|(c, array)| CellEncoder::new(c.column_type.column()?, array))
             .collect::<Result<_, _>>()
             .map_err(|e| CqlError::new(code::SERVER, e))?;
         let mut cell = Vec::new();
@@ -781,12 +781,21 @@ pub(crate) async fn open_cursor(
     let local = if pk_values.iter().all(Option::is_some) {
         let components: Vec<Vec<u8>> = pk_values.into_iter().flatten().collect();
         let token = quarry_core::partition_key::token_of_components(&components);
-        Some(shared.ring.replicas(token).contains(&node))
+        Some(
+            shared
+                .ring
+                .replicas(&def.table_name(), token)
+                .contains(&node),
+        )
     } else if token_range == TokenRange::FULL {
         None
     } else {
         Some(match token_range.bounds_inclusive() {
-            Some((first, last)) => shared.ring.holds(node, first.saturating_sub(1), last),
+            Some((first, last)) => {
+                shared
+                    .ring
+                    .holds(&def.table_name(), node, first.saturating_sub(1), last)
+            }
             None => true,
         })
     };

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use quarry_core::schema::TableName;
 use quarry_store::Store;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpListener;
@@ -40,6 +41,9 @@ pub struct ServerOptions {
     pub nodes: usize,
     /// Replicas of every token range (SimpleStrategy), at most `nodes`.
     pub replication: usize,
+    /// Serve every keyspace as tablet-based, with this many tablets per table (as a ScyllaDB
+    /// cluster with tablets on), instead of on the vnode ring.
+    pub tablets: Option<u32>,
     /// Tokens per node.
     pub vnodes: usize,
     /// The port every node listens on; 0 picks a free one.
@@ -56,6 +60,7 @@ impl Default for ServerOptions {
         ServerOptions {
             nodes: 1,
             replication: 1,
+            tablets: None,
             vnodes: 16,
             port: 9042,
             first_address: Ipv4Addr::new(127, 0, 0, 1),
@@ -174,7 +179,12 @@ impl CqlServer {
             .collect::<std::io::Result<_>>()?;
         let shared = Arc::new(Shared {
             store,
-            ring: Ring::new(&ips, options.vnodes, options.replication),
+            ring: match options.tablets {
+                Some(count) => {
+                    Ring::new(&ips, options.vnodes, options.replication).with_tablets(count)
+                }
+                None => Ring::new(&ips, options.vnodes, options.replication),
+            },
             cluster_name: options.cluster_name.clone(),
             prepared: Mutex::new(HashMap::new()),
             cursors: Mutex::new(HashMap::new()),
@@ -212,9 +222,10 @@ impl CqlServer {
             .collect()
     }
 
-    /// The token ranges `(start, end]` node `node` holds a replica of, for tests and reports.
-    pub fn holds(&self, node: usize, start: i64, end: i64) -> bool {
-        self.shared.ring.holds(node, start, end)
+    /// Whether node `node` holds a replica of every token of `(start, end]` of `table`, for
+    /// tests and reports.
+    pub fn holds(&self, table: &TableName, node: usize, start: i64, end: i64) -> bool {
+        self.shared.ring.holds(table, node, start, end)
     }
 
     /// Stops one node (its listener and, as connections notice, its connections), as if the

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::parse::{Cql, Insert, Lhs, Restriction, Select, Selection, Term, parse};
 use crate::system::{self, SystemTable};
-use crate::types::{check_cell, literal_cell, write_type};
+use crate::types::{WireType, check_cell, literal_cell, write_type, write_wire_type};
 use crate::wire::{Body, Value, code};
 
 use crate::server::{CqlError, NodeStats, Shared};
@@ -31,7 +31,7 @@ pub(crate) struct Bind {
 #[derive(Debug, Clone)]
 pub(crate) struct OutColumn {
     pub(crate) name: String,
-    pub(crate) column_type: CqlType,
+    pub(crate) column_type: WireType,
 }
 
 /// A statement ready to execute: parsed, resolved against the catalog, with its bind markers
@@ -93,7 +93,7 @@ impl Prepared {
                         .iter()
                         .map(|(name, t)| OutColumn {
                             name: name.to_string(),
-                            column_type: *t,
+                            column_type: (*t).into(),
                         })
                         .collect(),
                 )
@@ -215,7 +215,7 @@ pub(crate) fn compile(
                             .iter()
                             .map(|c| OutColumn {
                                 name: c.name.clone(),
-                                column_type: c.cql_type,
+                                column_type: c.cql_type.into(),
                             })
                             .collect(),
                     ),
@@ -223,7 +223,7 @@ pub(crate) fn compile(
                         Vec::new(),
                         vec![OutColumn {
                             name: "count".into(),
-                            column_type: CqlType::BigInt,
+                            column_type: CqlType::BigInt.into(),
                         }],
                     ),
                     Selection::Columns(names) => {
@@ -234,7 +234,7 @@ pub(crate) fn compile(
                             columns.push(i);
                             out.push(OutColumn {
                                 name: alias.clone().unwrap_or_else(|| column.clone()),
-                                column_type: def.columns[i].cql_type,
+                                column_type: def.columns[i].cql_type.into(),
                             });
                         }
                         (columns, out)
@@ -401,11 +401,14 @@ pub(crate) fn system_bind(table: &SystemTable, column: &str, list: bool) -> Resu
         .iter()
         .find(|(c, _)| *c == column)
         .ok_or_else(|| CqlError::invalid(format!("Undefined column name {column}")))?;
+    let t = t
+        .column()
+        .map_err(|e| CqlError::invalid(format!("{column}: {e}")))?;
     Ok(Bind {
         keyspace: table.keyspace.into(),
         table: table.name.into(),
         name: column.into(),
-        column_type: if list { list_of(*t)? } else { *t },
+        column_type: if list { list_of(t)? } else { t },
     })
 }
 
@@ -547,7 +550,7 @@ pub(crate) fn write_rows_metadata(
             b.string(table.0).string(table.1);
         }
         b.string(&c.name);
-        write_type(c.column_type, b);
+        write_wire_type(c.column_type, b);
     }
 }
 

@@ -16,7 +16,7 @@ use quarry_store::Store;
 use sha2::{Digest, Sha256};
 
 use crate::server::NodeStats;
-use crate::types::{TEXT, collection_cell, map_cell};
+use crate::types::{TEXT, WireType, collection_cell, map_cell, tuple_cell};
 
 /// What this server calls its data center and rack.
 pub const DATA_CENTER: &str = "datacenter1";
@@ -33,13 +33,17 @@ pub struct RingNode {
     pub tokens: Vec<i64>,
 }
 
-/// The nodes, their tokens and the replication of every keyspace.
+/// The nodes, their tokens, the replication of every keyspace, and (ScyllaDB's tablets) how each
+/// table's rows are spread.
 #[derive(Debug, Clone)]
 pub struct Ring {
     pub nodes: Vec<RingNode>,
     /// `(token, node)`, sorted by token.
     ring: Vec<(i64, usize)>,
     pub replication: usize,
+    /// Tablets per table when every keyspace is tablet-based (as ScyllaDB's with tablets on),
+    /// instead of the vnode ring.
+    pub tablets: Option<u32>,
 }
 
 impl Ring {
@@ -69,12 +73,19 @@ impl Ring {
             nodes,
             ring,
             replication: replication.clamp(1, n),
+            tablets: None,
         }
     }
 
-    /// Index in `ring` of the token range holding `token`.
-    /// The token ranges `(start, end]` node `node` is the primary replica of (the ranges ending
-    /// at its tokens), in token order; the first range of the ring wraps around its start.
+    /// This ring with every keyspace tablet-based, `count` tablets per table.
+    pub fn with_tablets(mut self, count: u32) -> Ring {
+        self.tablets = Some(count.max(1));
+        self
+    }
+
+    /// The token ranges `(start, end]` node `node` is the primary replica of on the vnode ring
+    /// (the ranges ending at its tokens), in token order; the first range of the ring wraps
+    /// around its start.
     pub fn primary_ranges(&self, node: usize) -> Vec<(i64, i64)> {
         self.ring
             .iter()
@@ -91,6 +102,7 @@ impl Ring {
             .collect()
     }
 
+    /// Index in `ring` of the token range holding `token`.
     fn range_index(&self, token: i64) -> usize {
         let i = self.ring.partition_point(|(t, _)| *t < token);
         if i == self.ring.len() { 0 } else { i }
@@ -110,17 +122,52 @@ impl Ring {
         out
     }
 
-    /// The nodes holding `token`, primary first.
-    pub fn replicas(&self, token: i64) -> Vec<usize> {
-        self.replicas_at(self.range_index(token))
+    /// The tablets of `table`, `(last token, replicas)` in token order: tablet `i` holds
+    /// `(last[i - 1], last[i]]` (the first from the ring's start). Tablets cut the ring evenly,
+    /// as ScyllaDB's do when a table is created; a tablet's replicas are consecutive nodes from
+    /// one picked by hashing the table and the tablet, so they differ from table to table and
+    /// from the vnode ring.
+    /// `None` without tablets.
+    pub fn tablets(&self, table: &TableName) -> Option<Vec<(i64, Vec<usize>)>> {
+        let count = i128::from(self.tablets?);
+        let n = self.nodes.len();
+        Some(
+            (0..count)
+                .map(|i| {
+                    let last = (i64::MIN as i128 + (i + 1) * (1i128 << 64) / count - 1) as i64;
+                    let digest = Sha256::digest(format!("{table}/{i}"));
+                    let first = (usize::from(digest[0]) << 8 | usize::from(digest[1])) % n;
+                    let replicas = (0..self.replication).map(|k| (first + k) % n).collect();
+                    (last, replicas)
+                })
+                .collect(),
+        )
     }
 
-    /// Whether `node` holds every token of `(start, end]` (the whole ring when `start >= end`
-    /// wraps).
-    pub fn holds(&self, node: usize, start: i64, end: i64) -> bool {
+    /// The nodes holding `token` of `table`, primary first.
+    pub fn replicas(&self, table: &TableName, token: i64) -> Vec<usize> {
+        match self.tablets(table) {
+            Some(tablets) => {
+                let i = tablets.partition_point(|(last, _)| *last < token);
+                tablets[i.min(tablets.len() - 1)].1.clone()
+            }
+            None => self.replicas_at(self.range_index(token)),
+        }
+    }
+
+    /// Whether `node` holds every token of `(start, end]` of `table` (the whole ring when
+    /// `start >= end` wraps).
+    pub fn holds(&self, table: &TableName, node: usize, start: i64, end: i64) -> bool {
         if start >= end {
-            return (start == i64::MAX || self.holds(node, start, i64::MAX))
-                && (end == i64::MIN || self.holds(node, i64::MIN, end));
+            return (start == i64::MAX || self.holds(table, node, start, i64::MAX))
+                && (end == i64::MIN || self.holds(table, node, i64::MIN, end));
+        }
+        if let Some(tablets) = self.tablets(table) {
+            let first = tablets.partition_point(|(last, _)| *last <= start);
+            let last = tablets.partition_point(|(last, _)| *last < end);
+            return tablets[first..=last.min(tablets.len() - 1)]
+                .iter()
+                .all(|(_, replicas)| replicas.contains(&node));
         }
         let first = self.range_index(start.saturating_add(1));
         let last = self.range_index(end);
@@ -137,12 +184,17 @@ impl Ring {
     }
 }
 
+/// Columns of column types as a system table declares them.
+fn wire(columns: Vec<(&'static str, CqlType)>) -> Vec<(&'static str, WireType)> {
+    columns.into_iter().map(|(n, t)| (n, t.into())).collect()
+}
+
 /// A system table's columns and rows (serialized cells).
 #[derive(Debug, Clone)]
 pub struct SystemTable {
     pub keyspace: &'static str,
     pub name: &'static str,
-    pub columns: Vec<(&'static str, CqlType)>,
+    pub columns: Vec<(&'static str, WireType)>,
     pub rows: Vec<Vec<Option<Vec<u8>>>>,
 }
 
@@ -247,7 +299,7 @@ pub fn table(
             SystemTable {
                 keyspace: "system",
                 name: "local",
-                columns: vec![
+                columns: wire(vec![
                     ("key", TEXT),
                     ("bootstrapped", TEXT),
                     ("broadcast_address", CqlType::Inet),
@@ -263,7 +315,7 @@ pub fn table(
                     ("rpc_address", CqlType::Inet),
                     ("schema_version", CqlType::Uuid),
                     ("tokens", CqlType::Set(&TEXT)),
-                ],
+                ]),
                 rows: vec![vec![
                     text("local"),
                     text("COMPLETED"),
@@ -290,7 +342,7 @@ pub fn table(
             SystemTable {
                 keyspace: "system",
                 name: "quarry_stats",
-                columns: vec![
+                columns: wire(vec![
                     ("address", CqlType::Inet),
                     ("requests", bigint),
                     ("local_scans", bigint),
@@ -299,7 +351,7 @@ pub fn table(
                     ("rows_read", bigint),
                     ("local_writes", bigint),
                     ("forwarded_writes", bigint),
-                ],
+                ]),
                 rows: vec![vec![
                     inet(ring.nodes[node].address),
                     count(stats.requests),
@@ -315,7 +367,7 @@ pub fn table(
         ("system", "peers") => SystemTable {
             keyspace: "system",
             name: "peers",
-            columns: vec![
+            columns: wire(vec![
                 ("peer", CqlType::Inet),
                 ("data_center", TEXT),
                 ("host_id", CqlType::Uuid),
@@ -325,7 +377,7 @@ pub fn table(
                 ("rpc_address", CqlType::Inet),
                 ("schema_version", CqlType::Uuid),
                 ("tokens", CqlType::Set(&TEXT)),
-            ],
+            ]),
             rows: (0..ring.nodes.len())
                 .filter(|&i| i != node)
                 .map(|i| {
@@ -347,11 +399,11 @@ pub fn table(
         ("system_schema", "keyspaces") => SystemTable {
             keyspace: "system_schema",
             name: "keyspaces",
-            columns: vec![
+            columns: wire(vec![
                 ("keyspace_name", TEXT),
                 ("durable_writes", CqlType::Boolean),
                 ("replication", CqlType::Map(&TEXT, &TEXT)),
-            ],
+            ]),
             rows: store
                 .keyspaces()
                 .iter()
@@ -366,7 +418,7 @@ pub fn table(
         ("system_schema", "tables") => SystemTable {
             keyspace: "system_schema",
             name: "tables",
-            columns: vec![
+            columns: wire(vec![
                 ("keyspace_name", TEXT),
                 ("table_name", TEXT),
                 ("bloom_filter_fp_chance", CqlType::Double),
@@ -386,7 +438,7 @@ pub fn table(
                 ("min_index_interval", CqlType::Int),
                 ("read_repair_chance", CqlType::Double),
                 ("speculative_retry", TEXT),
-            ],
+            ]),
             rows: store
                 .tables(None)
                 .unwrap_or_default()
@@ -422,7 +474,7 @@ pub fn table(
         ("system_schema", "columns") => SystemTable {
             keyspace: "system_schema",
             name: "columns",
-            columns: COLUMNS_COLUMNS.to_vec(),
+            columns: wire(COLUMNS_COLUMNS.to_vec()),
             rows: store
                 .tables(None)
                 .unwrap_or_default()
@@ -449,6 +501,21 @@ pub fn table(
                         ]
                     })
                 })
+                .collect(),
+        },
+        // ScyllaDB's keyspace flags: which keyspaces are tablet-based (served only with
+        // tablets, so that a driver takes a vnode server for Cassandra, as before).
+        ("system_schema", "scylla_keyspaces") if ring.tablets.is_some() => SystemTable {
+            keyspace: "system_schema",
+            name: "scylla_keyspaces",
+            columns: wire(vec![
+                ("keyspace_name", TEXT),
+                ("initial_tablets", CqlType::Int),
+            ]),
+            rows: store
+                .keyspaces()
+                .iter()
+                .map(|ks| vec![text(&ks.name), int(0)])
                 .collect(),
         },
         ("system_schema", other) => {
@@ -513,7 +580,7 @@ pub fn table(
             SystemTable {
                 keyspace: "system_schema",
                 name,
-                columns,
+                columns: wire(columns),
                 rows: Vec::new(),
             }
         }
@@ -550,13 +617,57 @@ pub fn table(
             SystemTable {
                 keyspace: "system",
                 name: "size_estimates",
-                columns: vec![
+                columns: wire(vec![
                     ("keyspace_name", TEXT),
                     ("table_name", TEXT),
                     ("range_start", TEXT),
                     ("range_end", TEXT),
                     ("mean_partition_size", CqlType::BigInt),
                     ("partitions_count", CqlType::BigInt),
+                ]),
+                rows,
+            }
+        }
+        // ScyllaDB's tablet map: a row per tablet of every table, with its replicas as
+        // (host id, shard) pairs.
+        ("system", "tablets") if ring.tablets.is_some() => {
+            let mut rows = Vec::new();
+            for def in store.tables(None).unwrap_or_default() {
+                let tablets = ring.tablets(&def.table_name()).unwrap_or_default();
+                for (last, replicas) in &tablets {
+                    let pairs: Vec<Vec<u8>> = replicas
+                        .iter()
+                        .map(|&r| {
+                            tuple_cell(&[
+                                Some(ring.nodes[r].host_id.as_bytes()),
+                                Some(&0i32.to_be_bytes()),
+                            ])
+                        })
+                        .collect();
+                    let pairs: Vec<&[u8]> = pairs.iter().map(Vec::as_slice).collect();
+                    rows.push(vec![
+                        uuid(table_id(&def)),
+                        Some(last.to_be_bytes().to_vec()),
+                        text(&def.keyspace),
+                        text(&def.name),
+                        int(tablets.len() as i32),
+                        Some(collection_cell(&pairs)),
+                    ]);
+                }
+            }
+            SystemTable {
+                keyspace: "system",
+                name: "tablets",
+                columns: vec![
+                    ("table_id", CqlType::Uuid.into()),
+                    ("last_token", CqlType::BigInt.into()),
+                    ("keyspace_name", TEXT.into()),
+                    ("table_name", TEXT.into()),
+                    ("tablet_count", CqlType::Int.into()),
+                    (
+                        "replicas",
+                        WireType::TupleList(&[CqlType::Uuid, CqlType::Int]),
+                    ),
                 ],
                 rows,
             }
@@ -579,7 +690,7 @@ pub fn table(
             SystemTable {
                 keyspace: "system_virtual_schema",
                 name,
-                columns,
+                columns: wire(columns),
                 rows: Vec::new(),
             }
         }
@@ -608,13 +719,13 @@ pub fn describe(
     let listing = |rows: Vec<Vec<Option<Vec<u8>>>>| SystemTable {
         keyspace: "system",
         name: "describe",
-        columns: DESCRIBE_LISTING.to_vec(),
+        columns: wire(DESCRIBE_LISTING.to_vec()),
         rows,
     };
     let element = |rows: Vec<Vec<Option<Vec<u8>>>>| SystemTable {
         keyspace: "system",
         name: "describe",
-        columns: DESCRIBE_ELEMENT.to_vec(),
+        columns: wire(DESCRIBE_ELEMENT.to_vec()),
         rows,
     };
     let keyspace_row = |name: &str| {
@@ -788,24 +899,67 @@ mod tests {
             .map(|i| format!("127.0.0.{i}").parse().unwrap())
             .collect();
         let ring = Ring::new(&addresses, 4, 2);
+        let t1 = TableName::new("ks", "t1");
         assert_eq!(ring.ring.len(), 12);
         for node in &ring.nodes {
             assert_eq!(node.tokens.len(), 4);
         }
         // Every token is held by exactly two distinct nodes.
         for t in [i64::MIN + 1, -5, 0, 17, i64::MAX] {
-            let r = ring.replicas(t);
+            let r = ring.replicas(&t1, t);
             assert_eq!(r.len(), 2);
             assert_ne!(r[0], r[1]);
         }
         // A node holds its own primary range and the one before it.
         let (t0, n0) = ring.ring[5];
         let prev = ring.ring[4].0;
-        assert!(ring.holds(n0, prev, t0));
-        assert_eq!(ring.replicas(t0)[0], n0);
+        assert!(ring.holds(&t1, n0, prev, t0));
+        assert_eq!(ring.replicas(&t1, t0)[0], n0);
         // Over the whole ring, with replication 2 of 3, no node holds everything.
-        assert!(!(0..3).any(|n| ring.holds(n, i64::MIN, i64::MAX)));
+        assert!(!(0..3).any(|n| ring.holds(&t1, n, i64::MIN, i64::MAX)));
         let full = Ring::new(&addresses, 4, 3);
-        assert!((0..3).all(|n| full.holds(n, 0, 0)));
+        assert!((0..3).all(|n| full.holds(&t1, n, 0, 0)));
+    }
+
+    #[test]
+    fn tablets_cut_the_ring_evenly_and_each_table_places_its_own() {
+        let addresses: Vec<IpAddr> = (1..=3)
+            .map(|i| format!("127.0.0.{i}").parse().unwrap())
+            .collect();
+        let ring = Ring::new(&addresses, 4, 2).with_tablets(8);
+        let names: Vec<TableName> = (0..6)
+            .map(|i| TableName::new("ks", format!("t{i}")))
+            .collect();
+        let maps: Vec<Vec<(i64, Vec<usize>)>> =
+            names.iter().map(|t| ring.tablets(t).unwrap()).collect();
+        for map in &maps {
+            assert_eq!(map.len(), 8);
+            assert_eq!(map[7].0, i64::MAX);
+            // Ascending, evenly spaced last tokens; two distinct replicas each.
+            for w in map.windows(2) {
+                assert_eq!(w[1].0 as i128 - w[0].0 as i128, 1i128 << 61);
+            }
+            for (_, replicas) in map {
+                assert_eq!(replicas.len(), 2);
+                assert_ne!(replicas[0], replicas[1]);
+            }
+        }
+        // Tables are placed apart: not every table has the first table's replicas.
+        assert!(maps.iter().any(|m| m[0].1 != maps[0][0].1));
+        // A token's replicas are those of the tablet holding it, boundaries included.
+        let t = &names[0];
+        let map = &maps[0];
+        assert_eq!(ring.replicas(t, map[2].0), map[2].1);
+        assert_eq!(ring.replicas(t, map[2].0 + 1), map[3].1);
+        assert_eq!(ring.replicas(t, i64::MIN), map[0].1);
+        // A node holds a range when it replicates every tablet the range touches.
+        let node = map[3].1[0];
+        assert!(ring.holds(t, node, map[2].0, map[3].0));
+        let other = (0..3).find(|n| !map[4].1.contains(n)).unwrap();
+        assert!(!ring.holds(t, other, map[2].0, map[4].0));
+        assert_eq!(
+            ring.holds(t, other, map[2].0, map[3].0),
+            map[3].1.contains(&other)
+        );
     }
 }

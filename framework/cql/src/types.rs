@@ -12,6 +12,46 @@ use crate::wire::Body;
 
 pub const TEXT: CqlType = CqlType::Text;
 
+/// A result column's type on the wire: a column type, or a type only system tables hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireType {
+    Column(CqlType),
+    /// `frozen<list<frozen<tuple<...>>>>`, as ScyllaDB's `system.tablets` lists a tablet's
+    /// replicas: `(host_id uuid, shard int)` pairs.
+    TupleList(&'static [CqlType]),
+}
+
+impl From<CqlType> for WireType {
+    fn from(t: CqlType) -> Self {
+        WireType::Column(t)
+    }
+}
+
+impl WireType {
+    /// The column type, for values that are read or written as columns.
+    pub fn column(self) -> Result<CqlType, String> {
+        match self {
+            WireType::Column(t) => Ok(t),
+            WireType::TupleList(_) => {
+                Err("a list of tuples can be read, not compared or written".into())
+            }
+        }
+    }
+}
+
+/// Writes a result column's type as an `[option]`.
+pub fn write_wire_type(t: WireType, body: &mut Body) {
+    match t {
+        WireType::Column(t) => write_type(t, body),
+        WireType::TupleList(fields) => {
+            body.short(0x0020).short(0x0031).short(fields.len() as u16);
+            for f in fields {
+                write_type(*f, body);
+            }
+        }
+    }
+}
+
 /// Writes a column type as an `[option]`.
 pub fn write_type(t: CqlType, body: &mut Body) {
     let id = match t {
@@ -63,6 +103,21 @@ fn entries_cell(count: usize, elements: &[&[u8]]) -> Vec<u8> {
     for e in elements {
         out.extend_from_slice(&(e.len() as i32).to_be_bytes());
         out.extend_from_slice(e);
+    }
+    out
+}
+
+/// A serialized tuple of serialized fields (null fields as `None`).
+pub fn tuple_cell(fields: &[Option<&[u8]>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in fields {
+        match f {
+            Some(v) => {
+                out.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                out.extend_from_slice(v);
+            }
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
     }
     out
 }

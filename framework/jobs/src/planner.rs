@@ -73,8 +73,8 @@ use crate::write::{ShardRouterExec, StoreCommitExec, StoreWriteExec, new_stateme
 /// How a distributed write groups a keyspace's shards into tasks (the driver groups them by the
 /// worker beside their replicas).
 pub trait WriteGroups: Send + Sync + Debug {
-    /// Groups covering shards `0..shard_count` of `keyspace`, each shard exactly once.
-    fn groups(&self, keyspace: &str, shard_count: u32) -> Vec<ShardSet>;
+    /// Groups covering shards `0..shard_count` of `table`, each shard exactly once.
+    fn groups(&self, table: &TableName, shard_count: u32) -> Vec<ShardSet>;
 }
 
 /// Cuts physical plans into stage DAGs.
@@ -123,9 +123,9 @@ impl DistributedPlanner {
         self
     }
 
-    fn groups(&self, keyspace: &str, shard_count: u32) -> Vec<ShardSet> {
+    fn groups(&self, table: &TableName, shard_count: u32) -> Vec<ShardSet> {
         let groups = match &self.write_groups {
-            Some(g) => g.groups(keyspace, shard_count),
+            Some(g) => g.groups(table, shard_count),
             None => Vec::new(),
         };
         if !groups.is_empty() {
@@ -168,7 +168,7 @@ impl DistributedPlanner {
             });
         }
         let def = target.def().clone();
-        let groups = self.groups(&def.keyspace, target.shard_count());
+        let groups = self.groups(&def.table_name(), target.shard_count());
         let router = Arc::new(ShardRouterExec::try_new(
             child.plan,
             def.clone(),

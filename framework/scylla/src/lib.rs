@@ -13,9 +13,11 @@
 //! a write is not all-or-nothing (see [`write`]). Reads use LOCAL_ONE and writes LOCAL_QUORUM
 //! unless configured otherwise; both can be throttled in rows per second.
 
+mod cache;
 pub mod catalog;
 pub mod errors;
 pub mod overlay;
+pub mod owners;
 pub mod scan;
 pub mod sizes;
 pub mod tls;
@@ -30,6 +32,8 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use quarry_core::ids::NodeId;
 use quarry_core::placement::Placement;
 use quarry_core::schema::{KeyspaceDef, TableDef, TableName, ViewDef};
@@ -41,7 +45,9 @@ use scylla::client::session_builder::SessionBuilder;
 use scylla::cluster::Node;
 use scylla::statement::prepared::PreparedStatement;
 
+use crate::cache::TableCache;
 use crate::overlay::{Kind, Overlay};
+use crate::owners::Owners;
 
 /// How to reach the cluster and how hard to use it.
 #[derive(Debug, Clone)]
@@ -124,7 +130,9 @@ pub(crate) struct Inner {
     /// changes other clients made.
     seen_state: std::sync::atomic::AtomicUsize,
     /// Tables' size estimates, for sizing scan splits.
-    pub(crate) sizes: sizes::Sizes,
+    pub(crate) sizes: TableCache<sizes::TableSize>,
+    /// Tablet maps of the tables of tablet keyspaces (see [`owners`]).
+    pub(crate) tablets: TableCache<Arc<owners::TabletMap>>,
 }
 
 /// Where this process's scan pages came from (see [`ScyllaStore::read_stats`]).
@@ -189,7 +197,7 @@ impl ScyllaStore {
         })?;
         let seen = Arc::as_ptr(&session.get_cluster_state()) as usize;
         let overlay = Overlay::load(&session).await?;
-        Ok(ScyllaStore {
+        let store = ScyllaStore {
             inner: Arc::new(Inner {
                 session,
                 read_throttle: Throttle::new(options.read_rows_per_second),
@@ -200,9 +208,12 @@ impl ScyllaStore {
                 local_pages: Default::default(),
                 remote_pages: Default::default(),
                 seen_state: std::sync::atomic::AtomicUsize::new(seen),
-                sizes: sizes::Sizes::default(),
+                sizes: TableCache::new("size estimates", sizes::FRESH_FOR),
+                tablets: TableCache::new("tablets", owners::TABLETS_FRESH_FOR),
             }),
-        })
+        };
+        store.inner.load_tablets().await?;
+        Ok(store)
     }
 
     /// Reads Quarry's catalog again, in the background, when the driver's view of the cluster
@@ -278,33 +289,68 @@ impl Inner {
     /// The last size estimate of `table`; a missing or stale one is read again in the
     /// background, for later scans.
     pub(crate) fn table_size(self: &Arc<Self>, table: &TableName) -> Option<sizes::TableSize> {
-        let (size, read) = self.sizes.get(table);
-        if read {
+        self.cached(
+            table,
+            |inner| &inner.sizes,
+            |inner, table| async move { sizes::read(&inner.session, &table).await }.boxed(),
+        )
+    }
+
+    /// The last tablet map read of `table`; a missing or stale one is read again in the
+    /// background, for later plans.
+    pub(crate) fn tablet_map(
+        self: &Arc<Self>,
+        table: &TableName,
+    ) -> Option<Arc<owners::TabletMap>> {
+        self.cached(
+            table,
+            |inner| &inner.tablets,
+            |inner, table| {
+                async move { owners::read_tablets(&inner.session, &table).await }.boxed()
+            },
+        )
+    }
+
+    /// Reads the tablet maps of every table, in one query, when a keyspace is tablet-based (so
+    /// that the first plans know where tablets are); forgets those of tables that have none.
+    async fn load_tablets(&self) -> Result<()> {
+        let state = self.session.get_cluster_state();
+        self.tablets.clear();
+        if !state.keyspaces_iter().any(|(_, ks)| ks.tablet_based) {
+            return Ok(());
+        }
+        for (table, map) in owners::read_maps(&self.session, None).await? {
+            self.tablets.store(&table, Ok(Some(map)));
+        }
+        Ok(())
+    }
+
+    /// The last value `cache` holds of `table`; a missing or stale one is read again with
+    /// `read` in the background.
+    fn cached<T: Clone + Send + 'static>(
+        self: &Arc<Self>,
+        table: &TableName,
+        cache: fn(&Inner) -> &TableCache<T>,
+        read: ReadFn<T>,
+    ) -> Option<T> {
+        let (value, stale) = cache(self).get(table);
+        if stale {
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => {
                     let inner = self.clone();
                     let table = table.clone();
                     runtime.spawn(async move {
-                        let size = sizes::read(&inner.session, &table).await;
-                        inner.sizes.store(&table, size);
+                        let value = read(inner.clone(), table.clone()).await;
+                        cache(&inner).store(&table, value);
                     });
                 }
-                Err(_) => self.sizes.store(
+                Err(_) => cache(self).store(
                     table,
-                    Err(Error::Internal(
-                        "no runtime to read size estimates on".into(),
-                    )),
+                    Err(Error::Internal("no runtime to read the cluster on".into())),
                 ),
             }
         }
-        size
-    }
-
-    pub(crate) fn in_local_dc(&self, node: &Node) -> bool {
-        match &self.options.local_dc {
-            Some(dc) => node.datacenter.as_deref() == Some(dc),
-            None => true,
-        }
+        value
     }
 
     fn overlay(&self) -> std::sync::RwLockReadGuard<'_, Overlay> {
@@ -378,12 +424,13 @@ impl Inner {
         Ok(())
     }
 
-    /// Reads the cluster's schema and Quarry's overlay again, now.
+    /// Reads the cluster's schema, its tablet maps and Quarry's overlay again, now.
     async fn refresh(&self) -> Result<()> {
         self.session
             .refresh_metadata()
             .await
             .map_err(|e| errors::other("reading the cluster's schema", e))?;
+        self.load_tablets().await?;
         self.reload().await
     }
 
@@ -405,6 +452,9 @@ impl Inner {
         Ok(())
     }
 }
+
+/// Reads what the cluster says of a table (`None`: nothing).
+type ReadFn<T> = fn(Arc<Inner>, TableName) -> BoxFuture<'static, Result<Option<T>>>;
 
 /// At most `rate` rows a second, smoothed: a caller waits until its rows fit the rate.
 #[derive(Debug)]
@@ -567,6 +617,11 @@ impl Store for ScyllaStore {
         self.inner
             .ddl(&catalog::create_table_cql(&def, if_not_exists))
             .await?;
+        // A new table of a tablet keyspace is read where its tablets are from its first scan.
+        if owners::is_tablet_based(&self.inner.session.get_cluster_state(), &def.keyspace) {
+            let map = owners::read_tablets(&self.inner.session, &name).await;
+            self.inner.tablets.store(&name, map);
+        }
         self.inner
             .record(Kind::Table, &def.keyspace, &def.name, Some(json(&def)))
             .await?;
@@ -646,46 +701,73 @@ impl Store for ScyllaStore {
         scan::plan(&self.inner, def, request)
     }
 
-    /// Each shard's replicas from the ring: the nodes that hold every piece of the shard's
-    /// token range (a shard spans a ring token or two at Quarry's shard counts), so a worker
+    /// Each shard's replicas: the nodes that hold every piece of the shard's token range (a
+    /// shard spans a ring token or tablet end or two at Quarry's shard counts), so a worker
     /// beside the shard's primary reads all of it locally; when no node holds every piece (a
-    /// keyspace with one replica), those of the piece that ends the shard. In the local
-    /// datacenter when one is configured; nodes are named `ip:port`.
-    fn placement(&self, keyspace: &KeyspaceDef, _nodes: &[NodeId]) -> Result<Placement> {
+    /// keyspace with one replica), those of the piece that ends the shard. The ring places
+    /// every table of a vnode keyspace alike; in a tablet keyspace each table has its own
+    /// tablets, so a shard's replicas are the nodes holding it of every table in `tables`
+    /// (those of the first table when none holds all), and a keyspace-wide placement is an
+    /// error. In the local datacenter when one is configured; nodes are named `ip:port`.
+    fn placement(
+        &self,
+        keyspace: &KeyspaceDef,
+        tables: &[TableName],
+        _nodes: &[NodeId],
+    ) -> Result<Placement> {
         let state = self.inner.session.get_cluster_state();
-        let table = state
-            .get_keyspace(&keyspace.name)
-            .and_then(|ks| ks.tables.keys().next().cloned())
-            .unwrap_or_default();
-        let ring = scan::ring_tokens(&state);
-        let replicas_at = |token: i64| -> Vec<NodeId> {
-            state
-                .get_token_endpoints(&keyspace.name, &table, scylla::routing::Token::new(token))
-                .into_iter()
-                .map(|(node, _)| node)
-                .filter(|n| self.inner.in_local_dc(n))
-                .map(|n| NodeId(n.address.to_string()))
-                .collect()
+        let owners: Vec<Owners> = if owners::is_tablet_based(&state, &keyspace.name) {
+            if tables.is_empty() {
+                return Err(Error::Internal(format!(
+                    "keyspace {} places each table on its own tablets: its placement is a \
+                     table's, not the keyspace's",
+                    keyspace.name
+                )));
+            }
+            tables.iter().map(|t| Owners::of(&self.inner, t)).collect()
+        } else {
+            let table = tables.first().map_or("", |t| t.table.as_str());
+            vec![Owners::of(
+                &self.inner,
+                &TableName::new(&keyspace.name, table),
+            )]
         };
+        let boundaries: Vec<Vec<i64>> = owners.iter().map(Owners::boundaries).collect();
         let shards = ShardMap::new(keyspace.shards);
         let replicas = shards
             .all()
             .map(|shard| {
                 let range = shards.range_of(shard);
-                let last = replicas_at(range.end);
-                let inside = ring
-                    .iter()
-                    .filter(|t| **t > range.start && **t < range.end)
-                    .map(|t| replicas_at(*t));
-                let mut common = last.clone();
-                for piece in inside {
-                    common.retain(|n| piece.contains(n));
+                let mut per_table = owners.iter().zip(&boundaries).map(|(owners, boundaries)| {
+                    let last = node_ids(owners.replicas(range.end));
+                    let mut common = last.clone();
+                    for t in boundaries
+                        .iter()
+                        .filter(|t| **t > range.start && **t < range.end)
+                    {
+                        let piece = node_ids(owners.replicas(*t));
+                        common.retain(|n| piece.contains(n));
+                    }
+                    if common.is_empty() { last } else { common }
+                });
+                let first = per_table.next().unwrap_or_default();
+                let mut all = first.clone();
+                for other in per_table {
+                    all.retain(|n| other.contains(n));
                 }
-                if common.is_empty() { last } else { common }
+                if all.is_empty() { first } else { all }
             })
             .collect();
         Ok(Placement::from_replicas(&keyspace.name, replicas))
     }
+}
+
+/// Nodes as placement names them, `ip:port`.
+fn node_ids(nodes: Vec<Arc<Node>>) -> Vec<NodeId> {
+    nodes
+        .into_iter()
+        .map(|n| NodeId(n.address.to_string()))
+        .collect()
 }
 
 impl ScyllaStore {

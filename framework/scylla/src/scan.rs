@@ -1,4 +1,4 @@
-//! Scans: Quarry's shards of a table, cut where the cluster's ring changes owner, each piece read
+//! Scans: Quarry's shards of a table, cut where its owners change (ring tokens, tablet ends), each piece read
 //! with a prepared, paged `SELECT ... WHERE token(pk) > ? AND token(pk) <= ?` on a replica of it.
 //!
 //! ```text
@@ -29,10 +29,10 @@ use scylla::cluster::Node;
 use scylla::deserialize::row::ColumnIterator;
 use scylla::policies::load_balancing::{NodeIdentifier, SingleTargetLoadBalancingPolicy};
 use scylla::response::{PagingState, PagingStateResponse};
-use scylla::routing::Token;
 use scylla::statement::prepared::PreparedStatement;
 
 use crate::catalog::quote;
+use crate::owners::Owners;
 use crate::sizes::TableSize;
 use crate::{Inner, errors};
 
@@ -78,8 +78,8 @@ pub(crate) fn plan(inner: &Arc<Inner>, def: TableDef, request: &ScanRequest) -> 
     };
     let schema = Arc::new(scan_schema(&def).project(&projection)?);
     let allowed = scan_ranges::allowed_ranges(&def, shards, request);
-    let state = inner.session.get_cluster_state();
-    let ring = ring_tokens(&state);
+    let owners = Owners::of(inner, &def.table_name());
+    let boundaries = owners.boundaries();
     let size = inner.table_size(&def.table_name());
     let per_split = shards_per_split(size, shards.shard_count(), inner.options.split_bytes);
     let def = Arc::new(def);
@@ -98,16 +98,11 @@ pub(crate) fn plan(inner: &Arc<Inner>, def: TableDef, request: &ScanRequest) -> 
                 shards.range_of(quarry_core::ids::ShardId(last)).end,
             )
             .intersect(range);
-            let pieces: Vec<Piece> = cut_at(&ring, span)
+            let pieces: Vec<Piece> = cut_at(&boundaries, span)
                 .into_iter()
                 .map(|r| Piece {
                     range: r,
-                    replicas: state
-                        .get_token_endpoints(&def.keyspace, &def.name, Token::new(r.end))
-                        .into_iter()
-                        .map(|(node, _)| node)
-                        .filter(|n| inner.in_local_dc(n))
-                        .collect(),
+                    replicas: owners.replicas(r.end),
                 })
                 .collect();
             if !pieces.is_empty() {
@@ -138,25 +133,15 @@ pub(crate) fn plan(inner: &Arc<Inner>, def: TableDef, request: &ScanRequest) -> 
     })
 }
 
-/// The ring's tokens, ascending (every datacenter's).
-pub(crate) fn ring_tokens(state: &scylla::cluster::ClusterState) -> Vec<i64> {
-    state
-        .replica_locator()
-        .ring()
-        .iter()
-        .map(|(t, _)| t.value())
-        .collect()
-}
-
-/// `range` cut at every ring token strictly inside it, so each piece has one owner.
-fn cut_at(ring: &[i64], range: TokenRange) -> Vec<TokenRange> {
+/// `range` cut at every boundary strictly inside it, so each piece has one replica set.
+fn cut_at(boundaries: &[i64], range: TokenRange) -> Vec<TokenRange> {
     if range.is_empty() {
         return Vec::new();
     }
     let mut out = Vec::new();
     let mut start = range.start;
-    let from = ring.partition_point(|t| *t <= range.start);
-    for &t in &ring[from..] {
+    let from = boundaries.partition_point(|t| *t <= range.start);
+    for &t in &boundaries[from..] {
         if t >= range.end {
             break;
         }

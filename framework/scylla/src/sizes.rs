@@ -8,9 +8,7 @@
 //! in the background at most once a minute, and scans are planned with the last one read (or
 //! without one, at first).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::TryStreamExt;
 use quarry_core::schema::TableName;
@@ -20,7 +18,7 @@ use scylla::client::session::Session;
 use crate::errors;
 
 /// How long an estimate is used before it is read again.
-const FRESH_FOR: Duration = Duration::from_secs(60);
+pub(crate) const FRESH_FOR: Duration = Duration::from_secs(60);
 
 /// A table's estimated size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,53 +26,6 @@ pub struct TableSize {
     /// Partitions (CQL rows, for tables without clustering columns).
     pub partitions: u64,
     pub bytes: u64,
-}
-
-#[derive(Debug)]
-struct Entry {
-    read_at: Option<Instant>,
-    size: Option<TableSize>,
-    reading: bool,
-}
-
-/// The last estimate of each table, and which are being read.
-#[derive(Debug, Default)]
-pub(crate) struct Sizes {
-    entries: Mutex<HashMap<TableName, Entry>>,
-}
-
-impl Sizes {
-    /// The last estimate of `table`, and whether it should be read again (it is missing or stale
-    /// and no read is under way; the caller then reads it and calls [`Sizes::store`]).
-    pub(crate) fn get(&self, table: &TableName) -> (Option<TableSize>, bool) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = entries.entry(table.clone()).or_insert(Entry {
-            read_at: None,
-            size: None,
-            reading: false,
-        });
-        let stale = entry.read_at.is_none_or(|at| at.elapsed() > FRESH_FOR);
-        let read = stale && !entry.reading;
-        if read {
-            entry.reading = true;
-        }
-        (entry.size, read)
-    }
-
-    /// Records what a read found (`None`: the cluster lists no estimate; an error keeps the last).
-    pub(crate) fn store(&self, table: &TableName, size: Result<Option<TableSize>>) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = entries.get_mut(table) {
-            entry.reading = false;
-            match size {
-                Ok(size) => {
-                    entry.size = size;
-                    entry.read_at = Some(Instant::now());
-                }
-                Err(e) => tracing::debug!("reading the size estimates of {table}: {e}"),
-            }
-        }
-    }
 }
 
 /// Reads `table`'s estimate from the node the driver asks.
@@ -155,19 +106,5 @@ mod tests {
         );
         assert_eq!(whole_table(&[((7, 7), 2, 10)]).map(|s| s.bytes), Some(20));
         assert_eq!(whole_table(&[]), None);
-    }
-
-    #[test]
-    fn a_stale_or_missing_estimate_is_read_once_at_a_time() {
-        let sizes = Sizes::default();
-        let t = TableName::new("ks", "t");
-        assert_eq!(sizes.get(&t), (None, true));
-        assert_eq!(sizes.get(&t), (None, false), "a read is under way");
-        let size = TableSize {
-            partitions: 5,
-            bytes: 10,
-        };
-        sizes.store(&t, Ok(Some(size)));
-        assert_eq!(sizes.get(&t), (Some(size), false));
     }
 }

@@ -20,13 +20,13 @@ use futures::StreamExt;
 use quarry_core::cql_value::CellEncoder;
 use quarry_core::schema::TableDef;
 use quarry_store::{Error, Result, WriteSummary, row_tokens};
-use scylla::routing::Token;
 use scylla::serialize::SerializationError;
 use scylla::serialize::row::{RowSerializationContext, SerializeRow};
 use scylla::serialize::writers::RowWriter;
 use scylla::statement::batch::{Batch, BatchType};
 
 use crate::catalog::quote;
+use crate::owners::Owners;
 use crate::{Inner, errors};
 
 /// One row's cells in CQL's wire form, encoded once: measured to cut batches by bytes, then
@@ -159,19 +159,14 @@ pub(crate) async fn write(
     }
 
     // Group by primary replica, so a batch is applied where its rows live.
-    let state = inner.session.get_cluster_state();
+    let owners = Owners::now(inner, &def.table_name()).await;
     let mut groups: HashMap<Option<uuid::Uuid>, Vec<(usize, usize)>> = HashMap::new();
     // In token order, a batch's rows share partitions where they can (a batch over many
     // partitions costs its coordinator more).
     keep.sort_by_key(|&(b, row)| tokens[b].value(row));
     for (b, row) in keep {
         let token = tokens[b].value(row);
-        let primary = state
-            .get_token_endpoints(&def.keyspace, &def.name, Token::new(token))
-            .into_iter()
-            .map(|(node, _)| node)
-            .find(|n| inner.in_local_dc(n))
-            .map(|n| n.host_id);
+        let primary = owners.replicas(token).first().map(|n| n.host_id);
         groups.entry(primary).or_default().push((b, row));
     }
 

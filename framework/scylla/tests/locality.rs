@@ -1,6 +1,7 @@
 //! Readers beside the nodes of a 3-node CQL server (replication 2), each scanning the shards
 //! placement makes its node primary for, read every row exactly once and every page from their
 //! own node; the server's counters agree that no node was asked for a range it does not hold.
+//! Once on the vnode ring, once with ScyllaDB's tablets (each table placed apart).
 
 use std::sync::Arc;
 
@@ -15,6 +16,15 @@ use quarry_store::{EmbeddedOptions, EmbeddedStore, ScanRequest, Store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_beside_each_node_read_their_shards_from_it() {
+    readers_read_locally(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_beside_each_node_read_their_tablets_from_it() {
+    readers_read_locally(Some(16)).await;
+}
+
+async fn readers_read_locally(tablets: Option<u32>) {
     let dir = tempfile::tempdir().unwrap();
     let backing = Arc::new(EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap());
     let server = CqlServer::start(
@@ -23,6 +33,7 @@ async fn readers_beside_each_node_read_their_shards_from_it() {
             nodes: 3,
             replication: 2,
             vnodes: 16,
+            tablets,
             port: 0,
             ..ServerOptions::default()
         },
@@ -51,6 +62,12 @@ async fn readers_beside_each_node_read_their_shards_from_it() {
     )
     .unwrap();
     writer.create_table(def.clone(), false).await.unwrap();
+    // A second table of the same keyspace, placed on its own tablets.
+    let other = TableDef {
+        name: "u".into(),
+        ..def.clone()
+    };
+    writer.create_table(other, false).await.unwrap();
     let ids: Vec<i64> = (0..20_000).map(|i| i * 7919 - 50_000).collect();
     let batch = RecordBatch::try_new(
         def.arrow_schema(),
@@ -76,7 +93,37 @@ async fn readers_beside_each_node_read_their_shards_from_it() {
         .await
         .unwrap();
         let keyspace = reader.keyspace("ks").unwrap();
-        let placement = reader.placement(&keyspace, &[]).unwrap();
+        let placement = reader
+            .placement(&keyspace, std::slice::from_ref(&name), &[])
+            .unwrap();
+        if tablets.is_some() {
+            // Tablets place each table apart: there is no keyspace-wide placement, and the two
+            // tables' replicas differ somewhere.
+            let e = reader.placement(&keyspace, &[], &[]).unwrap_err();
+            assert!(e.to_string().contains("own tablets"), "{e}");
+            let u = reader
+                .placement(&keyspace, &[TableName::new("ks", "u")], &[])
+                .unwrap();
+            assert!(
+                (0..keyspace.shards)
+                    .map(ShardId)
+                    .any(|s| u.replicas(s) != placement.replicas(s)),
+                "tables of a tablet keyspace are placed apart: {:?} {:?}",
+                u.replicas(ShardId(0)),
+                placement.replicas(ShardId(0))
+            );
+        }
+        // Every shard is held whole by its replicas, as the server says.
+        let shard_map = quarry_core::shard_map::ShardMap::new(keyspace.shards);
+        let node = addresses.iter().position(|a| a == address).unwrap();
+        for s in (0..keyspace.shards).map(ShardId) {
+            let range = shard_map.range_of(s);
+            assert_eq!(
+                placement.replicas(s).iter().any(|n| &n.0 == address),
+                server.holds(&name, node, range.start, range.end),
+                "shard {s:?} on {address}"
+            );
+        }
         let mine = ShardSet::from_shards(
             (0..keyspace.shards)
                 .map(ShardId)

@@ -1,6 +1,7 @@
 //! The SQL suite of `framework/sql/tests/slt`, on the ScyllaDB connector: every file runs
 //! against a fresh 3-node CQL server (replication 2), reached through the real `scylla` driver,
-//! with Quarry's SQL layer on top. The files assert the same answers the embedded store gives.
+//! with Quarry's SQL layer on top, once on the vnode ring and once with ScyllaDB's tablets. The
+//! files assert the same answers the embedded store gives.
 //!
 //! Files that test what only the embedded store keeps are listed in [`EMBEDDED_ONLY`], each with
 //! the reason; the runner says it skipped them.
@@ -29,7 +30,8 @@ const EMBEDDED_ONLY: &[(&str, &str)] = &[(
      cluster's decimal holds them)",
 )];
 
-async fn connector() -> Result<SltDb, DbError> {
+/// A fresh 3-node server, on the vnode ring or with `tablets` per table.
+async fn connector(tablets: Option<u32>) -> Result<SltDb, DbError> {
     let fail = |e: &dyn std::fmt::Display| DbError(e.to_string());
     let dir = tempfile::tempdir().map_err(|e| fail(&e))?;
     let backing = Arc::new(EmbeddedStore::open(dir.path(), small_options()).map_err(|e| fail(&e))?);
@@ -39,6 +41,7 @@ async fn connector() -> Result<SltDb, DbError> {
             nodes: 3,
             replication: 2,
             vnodes: 4,
+            tablets,
             port: 0,
             ..ServerOptions::default()
         },
@@ -58,6 +61,7 @@ async fn connector() -> Result<SltDb, DbError> {
             Box::pin(async move { session.execute(&sql).await.map_err(|e| e.to_string()) })
         }),
         _keep: Box::new((server, dir)),
+        // The files' `onlyif`/`skipif` conditions name the connector, vnodes or tablets.
         name: "quarry-scylla",
     })
 }
@@ -98,7 +102,13 @@ fn main() {
         })
         .cloned()
         .collect();
-    let (mut passed, mut failed) = runtime.block_on(run_suite("slt_scylla", &files, connector));
+    let (mut passed, mut failed) =
+        runtime.block_on(run_suite("slt_scylla", &files, || connector(None)));
+    let (p, f) = runtime.block_on(run_suite("slt_scylla_tablets", &files, || {
+        connector(Some(8))
+    }));
+    passed += p;
+    failed += f;
     match std::env::var("QUARRY_SCYLLA_NODES") {
         Ok(nodes) if !nodes.trim().is_empty() => {
             let (p, f) = runtime.block_on(run_suite("slt_scylla_real", &all, move || {

@@ -297,10 +297,19 @@ pub trait Store: Send + Sync + Debug {
     /// Plans a scan over one snapshot of the table.
     fn plan_scan(&self, request: &ScanRequest) -> Result<ScanPlan>;
 
-    /// Which nodes hold each shard of `keyspace`, primary first. The embedded store places shards
-    /// on `nodes` (the cluster's store nodes) by consistent hashing; a CQL cluster answers from
-    /// its ring, naming nodes by their CQL address (`ip:port`), whatever `nodes` says.
-    fn placement(&self, keyspace: &KeyspaceDef, nodes: &[NodeId]) -> Result<Placement> {
+    /// Which nodes hold each shard of `tables` of `keyspace`, primary first (of the keyspace's
+    /// tables as a whole when `tables` is empty). The embedded store places a keyspace's shards
+    /// on `nodes` (the cluster's store nodes) by consistent hashing, alike for all its tables; a
+    /// CQL cluster answers from its ring, or from each table's tablets in a ScyllaDB tablet
+    /// keyspace (which has no keyspace-wide placement), naming nodes by their CQL address
+    /// (`ip:port`), whatever `nodes` says.
+    fn placement(
+        &self,
+        keyspace: &KeyspaceDef,
+        tables: &[TableName],
+        nodes: &[NodeId],
+    ) -> Result<Placement> {
+        let _ = tables;
         Ok(Placement::compute(keyspace, nodes)?)
     }
 
