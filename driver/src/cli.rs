@@ -230,6 +230,11 @@ pub struct CqlServerArgs {
     /// tablets on: drivers find each table's replicas in system.tablets instead of on the ring.
     #[arg(long, value_name = "N")]
     pub tablets: Option<u32>,
+    /// Present each node as a ScyllaDB node with N CPU shards (as `scylla --smp N`): each
+    /// connection lands on a shard and says which, and with --tablets each tablet names the
+    /// shard holding it, so shard-aware clients can be checked.
+    #[arg(long, value_name = "N")]
+    pub smp: Option<u16>,
     /// Serve client encryption (TLS) with this certificate chain (PEM), with --tls-key. CQL
     /// drivers check it against each node's IP address: give the certificate every node's
     /// address as a subject alternative name.

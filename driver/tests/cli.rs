@@ -1215,11 +1215,11 @@ fn workers_beside_cql_nodes_scan_their_ranges_and_a_lost_worker_is_covered() {
     workers_beside_cql_nodes(&[]);
 }
 
-/// As above on a cluster of ScyllaDB tablets: each table's tablets are placed apart from the
-/// ring's ranges, and workers still read only what their node holds.
+/// As above on a cluster of ScyllaDB tablets on sharded nodes: each table's tablets are placed
+/// apart from the ring's ranges, and workers still read only what their node holds.
 #[test]
 fn workers_beside_cql_nodes_scan_their_tablets_and_a_lost_worker_is_covered() {
-    workers_beside_cql_nodes(&["--tablets", "8"]);
+    workers_beside_cql_nodes(&["--tablets", "8", "--smp", "2"]);
 }
 
 fn workers_beside_cql_nodes(server_flags: &[&str]) {

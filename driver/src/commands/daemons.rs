@@ -468,6 +468,9 @@ pub async fn cql_server(data_dir: &Path, args: CqlServerArgs) -> anyhow::Result<
     {
         anyhow::bail!("--tablets must be between 1 and 65536, got {n}");
     }
+    if args.smp == Some(0) {
+        anyhow::bail!("--smp must be at least 1");
+    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             Some(quarry_cql::tls_config(cert, key).map_err(anyhow::Error::msg)?)
@@ -480,6 +483,7 @@ pub async fn cql_server(data_dir: &Path, args: CqlServerArgs) -> anyhow::Result<
         replication: args.replication,
         vnodes: args.vnodes,
         tablets: args.tablets,
+        shards: args.smp,
         port: args.port,
         first_address: args.address,
         tls,
@@ -516,7 +520,7 @@ pub async fn cql_server(data_dir: &Path, args: CqlServerArgs) -> anyhow::Result<
     for (node, s) in stats.iter().enumerate() {
         println!(
             "node {} ({}): {} requests, {} local, {} forwarded and {} whole-ring scans, {} rows \
-             read, {} local and {} forwarded rows written",
+             read, {} local and {} forwarded rows written{}",
             node + 1,
             addresses[node],
             s.requests,
@@ -525,7 +529,15 @@ pub async fn cql_server(data_dir: &Path, args: CqlServerArgs) -> anyhow::Result<
             s.full_scans,
             s.rows_read,
             s.local_writes,
-            s.forwarded_writes
+            s.forwarded_writes,
+            if args.smp.is_some() && args.tablets.is_some() {
+                format!(
+                    "; {} tablet scans on their shard, {} on another",
+                    s.shard_local_scans, s.cross_shard_scans
+                )
+            } else {
+                String::new()
+            }
         );
     }
     store.flush()?;

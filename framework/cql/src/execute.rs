@@ -81,7 +81,7 @@ pub(crate) async fn execute(
             table,
             columns,
         } => select_system(shared, node, p, select, table, columns, &params),
-        Kind::Select { .. } => select_table(shared, node, p, params).await,
+        Kind::Select { .. } => select_table(shared, node, connection.shard, p, params).await,
         Kind::Describe(statement) => {
             let session = connection
                 .keyspace
@@ -498,6 +498,7 @@ pub(crate) struct Cursor {
 pub(crate) async fn select_table(
     shared: &Shared,
     node: usize,
+    shard: Option<u16>,
     p: &Prepared,
     params: QueryParameters,
 ) -> Response {
@@ -512,7 +513,10 @@ pub(crate) async fn select_table(
     };
     let mut cursor = match &params.paging_state {
         Some(state) => take_cursor(shared, state)?,
-        None => open_cursor(shared, node, p, select, def, columns, out, &params.values).await?,
+        None => {
+            let at = (node, shard);
+            open_cursor(shared, at, p, select, def, columns, out, &params.values).await?
+        }
     };
     let count = matches!(select.selection, Selection::Count);
     let page = if count {
@@ -665,7 +669,7 @@ pub(crate) fn take_cursor(shared: &Shared, state: &[u8]) -> Result<Cursor, CqlEr
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn open_cursor(
     shared: &Shared,
-    node: usize,
+    (node, shard): (usize, Option<u16>),
     p: &Prepared,
     select: &Select,
     def: &TableDef,
@@ -792,9 +796,22 @@ pub(crate) async fn open_cursor(
     } else {
         Some(match token_range.bounds_inclusive() {
             Some((first, last)) => {
-                shared
-                    .ring
-                    .holds(&def.table_name(), node, first.saturating_sub(1), last)
+                let (table, start) = (def.table_name(), first.saturating_sub(1));
+                let holds = shared.ring.holds(&table, node, start, last);
+                // On sharded nodes, whether the connection's shard holds the tablet.
+                if let (true, Some(on), Some(holder)) = (
+                    holds,
+                    shard,
+                    shared.ring.shard_holding(&table, node, start, last),
+                ) {
+                    let counter = if on == holder {
+                        &c.shard_local_scans
+                    } else {
+                        &c.cross_shard_scans
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                holds
             }
             None => true,
         })

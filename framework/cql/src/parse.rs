@@ -572,6 +572,15 @@ impl Parser {
         if self.eat_keyword("ALLOW") {
             self.keyword("FILTERING")?;
         }
+        // ScyllaDB's statement options, which drivers add to their schema queries on ScyllaDB
+        // nodes and which change nothing here: `BYPASS CACHE`, `USING TIMEOUT 2000ms`.
+        if self.eat_keyword("BYPASS") {
+            self.keyword("CACHE")?;
+        }
+        if self.eat_keyword("USING") {
+            self.keyword("TIMEOUT")?;
+            self.duration()?;
+        }
         self.end()?;
         Ok(Select {
             keyspace,
@@ -580,6 +589,24 @@ impl Parser {
             restrictions,
             limit,
         })
+    }
+
+    /// A CQL duration literal such as `2000ms` or `1h30m`.
+    fn duration(&mut self) -> Result<(), String> {
+        let mut parts = 0;
+        while let (Some(Tok::Num(_)), Some(Tok::Word(_))) =
+            (self.toks.get(self.pos), self.toks.get(self.pos + 1))
+        {
+            self.pos += 2;
+            parts += 1;
+        }
+        if parts == 0 {
+            return Err(format!(
+                "expected a duration such as 500ms, found {}",
+                self.found()
+            ));
+        }
+        Ok(())
     }
 
     fn restriction(&mut self) -> Result<Restriction, String> {
@@ -815,6 +842,17 @@ mod tests {
             }
         );
         assert_eq!(cql.markers(), 2);
+    }
+
+    #[test]
+    fn scylla_statement_options_are_read_and_ignored() {
+        let plain = parse("SELECT keyspace_name FROM system_schema.scylla_keyspaces").unwrap();
+        for options in [" USING TIMEOUT 2000ms", " BYPASS CACHE USING TIMEOUT 1h30m"] {
+            let text = format!("SELECT keyspace_name FROM system_schema.scylla_keyspaces{options}");
+            assert_eq!(parse(&text).unwrap(), plain, "{text}");
+        }
+        let e = parse("SELECT k FROM t USING TIMEOUT soon").unwrap_err();
+        assert!(e.contains("expected a duration"), "{e}");
     }
 
     #[test]

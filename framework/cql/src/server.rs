@@ -44,6 +44,10 @@ pub struct ServerOptions {
     /// Serve every keyspace as tablet-based, with this many tablets per table (as a ScyllaDB
     /// cluster with tablets on), instead of on the vnode ring.
     pub tablets: Option<u32>,
+    /// Present every node as a ScyllaDB node with this many CPU shards: each connection is
+    /// given a shard in turn and says which (drivers then open one per shard), and tablets
+    /// name the shard that holds them.
+    pub shards: Option<u16>,
     /// Tokens per node.
     pub vnodes: usize,
     /// The port every node listens on; 0 picks a free one.
@@ -61,6 +65,7 @@ impl Default for ServerOptions {
             nodes: 1,
             replication: 1,
             tablets: None,
+            shards: None,
             vnodes: 16,
             port: 9042,
             first_address: Ipv4Addr::new(127, 0, 0, 1),
@@ -80,6 +85,10 @@ pub struct NodeStats {
     pub local_scans: u64,
     /// Scans of user tables the node had to coordinate from other replicas.
     pub forwarded_scans: u64,
+    /// With CPU shards and tablets: local scans of one tablet that arrived on a connection to
+    /// the shard holding it, and those that arrived on another shard's.
+    pub shard_local_scans: u64,
+    pub cross_shard_scans: u64,
     /// Scans of user tables with no token or partition-key restriction (the whole ring).
     pub full_scans: u64,
     /// Rows returned by scans of user tables.
@@ -95,6 +104,8 @@ pub(crate) struct Counters {
     pub(crate) requests: AtomicU64,
     pub(crate) local_scans: AtomicU64,
     pub(crate) forwarded_scans: AtomicU64,
+    pub(crate) shard_local_scans: AtomicU64,
+    pub(crate) cross_shard_scans: AtomicU64,
     pub(crate) full_scans: AtomicU64,
     pub(crate) rows_read: AtomicU64,
     pub(crate) local_writes: AtomicU64,
@@ -126,6 +137,8 @@ pub(crate) struct Shared {
     pub(crate) schema_listeners: Mutex<Vec<mpsc::Sender<Vec<u8>>>>,
     pub(crate) next_cursor: AtomicU64,
     pub(crate) counters: Vec<Counters>,
+    /// Connections each node accepted (with shards, the next one's shard).
+    pub(crate) connections: Vec<AtomicU64>,
 }
 
 impl Shared {
@@ -136,6 +149,8 @@ impl Shared {
             requests: c.requests.load(Ordering::Relaxed),
             local_scans: c.local_scans.load(Ordering::Relaxed),
             forwarded_scans: c.forwarded_scans.load(Ordering::Relaxed),
+            shard_local_scans: c.shard_local_scans.load(Ordering::Relaxed),
+            cross_shard_scans: c.cross_shard_scans.load(Ordering::Relaxed),
             full_scans: c.full_scans.load(Ordering::Relaxed),
             rows_read: c.rows_read.load(Ordering::Relaxed),
             local_writes: c.local_writes.load(Ordering::Relaxed),
@@ -179,11 +194,15 @@ impl CqlServer {
             .collect::<std::io::Result<_>>()?;
         let shared = Arc::new(Shared {
             store,
-            ring: match options.tablets {
-                Some(count) => {
-                    Ring::new(&ips, options.vnodes, options.replication).with_tablets(count)
+            ring: {
+                let mut ring = Ring::new(&ips, options.vnodes, options.replication);
+                if let Some(count) = options.tablets {
+                    ring = ring.with_tablets(count);
                 }
-                None => Ring::new(&ips, options.vnodes, options.replication),
+                if let Some(count) = options.shards {
+                    ring = ring.with_shards(count);
+                }
+                ring
             },
             cluster_name: options.cluster_name.clone(),
             prepared: Mutex::new(HashMap::new()),
@@ -191,6 +210,7 @@ impl CqlServer {
             schema_listeners: Mutex::new(Vec::new()),
             next_cursor: AtomicU64::new(rand_seed()),
             counters: (0..nodes).map(|_| Counters::default()).collect(),
+            connections: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
         });
         let tasks = listeners
             .into_iter()
@@ -347,6 +367,8 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, 
 #[derive(Debug)]
 pub(crate) struct Connection {
     pub(crate) keyspace: Mutex<Option<String>>,
+    /// The CPU shard this connection is served by, on sharded nodes.
+    pub(crate) shard: Option<u16>,
     /// Where this connection's frames go (responses, and events once it registered).
     pub(crate) frames: mpsc::Sender<Vec<u8>>,
 }
@@ -418,8 +440,10 @@ async fn serve(
             }
         }
     });
+    let accepted = shared.connections[node].fetch_add(1, Ordering::Relaxed);
     let connection = Arc::new(Connection {
         keyspace: Mutex::new(None),
+        shard: shared.ring.shards.map(|n| (accepted % u64::from(n)) as u16),
         frames: tx.clone(),
     });
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION));
@@ -526,12 +550,34 @@ async fn handle(
     }
     match header.opcode {
         opcode::OPTIONS => {
-            let mut b = Body::new();
-            b.string_multimap(&[
-                ("CQL_VERSION", vec![system::CQL_VERSION]),
+            let mut options = vec![
+                ("CQL_VERSION", vec![system::CQL_VERSION.to_string()]),
                 ("COMPRESSION", vec![]),
-                ("PROTOCOL_VERSIONS", vec!["4/v4"]),
-            ]);
+                ("PROTOCOL_VERSIONS", vec!["4/v4".to_string()]),
+            ];
+            // A sharded ScyllaDB node says which shard the connection reached and how tokens
+            // map to shards.
+            if let (Some(shard), Some(count)) = (connection.shard, shared.ring.shards) {
+                options.extend([
+                    ("SCYLLA_SHARD", vec![shard.to_string()]),
+                    ("SCYLLA_NR_SHARDS", vec![count.to_string()]),
+                    (
+                        "SCYLLA_PARTITIONER",
+                        vec!["org.apache.cassandra.dht.Murmur3Partitioner".to_string()],
+                    ),
+                    (
+                        "SCYLLA_SHARDING_ALGORITHM",
+                        vec!["biased-token-round-robin".to_string()],
+                    ),
+                    ("SCYLLA_SHARDING_IGNORE_MSB", vec!["12".to_string()]),
+                ]);
+            }
+            let options: Vec<(&str, Vec<&str>)> = options
+                .iter()
+                .map(|(k, v)| (*k, v.iter().map(String::as_str).collect()))
+                .collect();
+            let mut b = Body::new();
+            b.string_multimap(&options);
             Ok((opcode::SUPPORTED, b.0))
         }
         opcode::STARTUP => {

@@ -44,6 +44,8 @@ pub struct Ring {
     /// Tablets per table when every keyspace is tablet-based (as ScyllaDB's with tablets on),
     /// instead of the vnode ring.
     pub tablets: Option<u32>,
+    /// CPU shards per node, when the nodes present themselves as sharded ScyllaDB nodes.
+    pub shards: Option<u16>,
 }
 
 impl Ring {
@@ -74,7 +76,50 @@ impl Ring {
             ring,
             replication: replication.clamp(1, n),
             tablets: None,
+            shards: None,
         }
+    }
+
+    /// This ring with nodes of `count` CPU shards each.
+    pub fn with_shards(mut self, count: u16) -> Ring {
+        self.shards = Some(count.max(1));
+        self
+    }
+
+    /// The CPU shard of `node` that holds the tablet ending at `last` of `table` (0 on nodes
+    /// without shards), as `system.tablets` lists it.
+    pub fn tablet_shard(&self, table: &TableName, last: i64, node: usize) -> u16 {
+        let Some(shards) = self.shards else {
+            return 0;
+        };
+        let digest = Sha256::digest(format!("{table}/{last}/{node}"));
+        (u16::from(digest[0]) << 8 | u16::from(digest[1])) % shards
+    }
+
+    /// The CPU shard of `node` that holds every token of `(start, end]` of `table`: the shard of
+    /// its tablet, when the range lies in one tablet the node holds; `None` otherwise (a vnode
+    /// table's range spreads over every shard).
+    pub fn shard_holding(
+        &self,
+        table: &TableName,
+        node: usize,
+        start: i64,
+        end: i64,
+    ) -> Option<u16> {
+        self.shards?;
+        let tablets = self.tablets(table)?;
+        if start >= end {
+            return None;
+        }
+        let first = tablets.partition_point(|(last, _)| *last <= start);
+        let last = tablets.partition_point(|(last, _)| *last < end);
+        if first != last {
+            return None;
+        }
+        let (last_token, replicas) = tablets.get(first)?;
+        replicas
+            .contains(&node)
+            .then(|| self.tablet_shard(table, *last_token, node))
     }
 
     /// This ring with every keyspace tablet-based, `count` tablets per table.
@@ -347,6 +392,8 @@ pub fn table(
                     ("requests", bigint),
                     ("local_scans", bigint),
                     ("forwarded_scans", bigint),
+                    ("shard_local_scans", bigint),
+                    ("cross_shard_scans", bigint),
                     ("full_scans", bigint),
                     ("rows_read", bigint),
                     ("local_writes", bigint),
@@ -357,6 +404,8 @@ pub fn table(
                     count(stats.requests),
                     count(stats.local_scans),
                     count(stats.forwarded_scans),
+                    count(stats.shard_local_scans),
+                    count(stats.cross_shard_scans),
                     count(stats.full_scans),
                     count(stats.rows_read),
                     count(stats.local_writes),
@@ -638,9 +687,10 @@ pub fn table(
                     let pairs: Vec<Vec<u8>> = replicas
                         .iter()
                         .map(|&r| {
+                            let shard = i32::from(ring.tablet_shard(&def.table_name(), *last, r));
                             tuple_cell(&[
                                 Some(ring.nodes[r].host_id.as_bytes()),
-                                Some(&0i32.to_be_bytes()),
+                                Some(&shard.to_be_bytes()),
                             ])
                         })
                         .collect();

@@ -42,7 +42,6 @@ use quarry_store::names::Names;
 use quarry_store::{Error, Failure, Result, ScanPlan, ScanRequest, Store, WriteSummary};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
-use scylla::cluster::Node;
 use scylla::statement::prepared::PreparedStatement;
 
 use crate::cache::TableCache;
@@ -763,10 +762,10 @@ impl Store for ScyllaStore {
 }
 
 /// Nodes as placement names them, `ip:port`.
-fn node_ids(nodes: Vec<Arc<Node>>) -> Vec<NodeId> {
-    nodes
+fn node_ids(replicas: Vec<owners::Replica>) -> Vec<NodeId> {
+    replicas
         .into_iter()
-        .map(|n| NodeId(n.address.to_string()))
+        .map(|r| NodeId(r.node.address.to_string()))
         .collect()
 }
 

@@ -9,7 +9,8 @@
 //!
 //! ```text
 //!   Owners::of(table) ─▶ boundaries()   tokens where the replicas change (ring tokens, tablet ends)
-//!                     └▶ replicas(t)    the nodes holding token t, primary first, local DC
+//!                     └▶ replicas(t)    the nodes holding token t, primary first, local DC,
+//!                                       with the CPU shard holding a tablet
 //! ```
 
 use std::collections::HashMap;
@@ -28,16 +29,17 @@ use crate::{Inner, errors};
 /// How long a tablet map is used before it is read again.
 pub(crate) const TABLETS_FRESH_FOR: Duration = Duration::from_secs(10);
 
-/// One table's tablets, `(last token, replicas' host ids, primary first)` in token order:
-/// tablet `i` holds `(last[i - 1], last[i]]`, the first from the ring's start.
+/// One table's tablets, `(last token, replicas as (host id, CPU shard), primary first)` in
+/// token order: tablet `i` holds `(last[i - 1], last[i]]`, the first from the ring's start. A
+/// tablet lives whole on one shard of each replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TabletMap {
-    pub tablets: Vec<(i64, Vec<uuid::Uuid>)>,
+    pub tablets: Vec<(i64, Vec<(uuid::Uuid, u32)>)>,
 }
 
 impl TabletMap {
     /// The replicas of the tablet holding `token`.
-    pub fn replicas(&self, token: i64) -> &[uuid::Uuid] {
+    pub fn replicas(&self, token: i64) -> &[(uuid::Uuid, u32)] {
         let i = self.tablets.partition_point(|(last, _)| *last < token);
         self.tablets
             .get(i)
@@ -91,7 +93,10 @@ pub(crate) async fn read_maps(
             .tablets
             .push((
                 last,
-                replicas.into_iter().map(|(host, _shard)| host).collect(),
+                replicas
+                    .into_iter()
+                    .map(|(host, shard)| (host, u32::try_from(shard).unwrap_or(0)))
+                    .collect(),
             ));
     }
     Ok(maps
@@ -101,6 +106,14 @@ pub(crate) async fn read_maps(
             (table, Arc::new(map))
         })
         .collect())
+}
+
+/// A node holding a piece of a table, and the CPU shard that holds it there (for a tablet; a
+/// vnode range spreads over every shard of its node).
+#[derive(Debug, Clone)]
+pub(crate) struct Replica {
+    pub(crate) node: Arc<Node>,
+    pub(crate) shard: Option<u32>,
 }
 
 /// Who holds the rows of one table, as known when it was built.
@@ -169,31 +182,35 @@ impl Owners {
     }
 
     /// The nodes holding `token`, primary first, in the local datacenter when one is set.
-    pub(crate) fn replicas(&self, token: i64) -> Vec<Arc<Node>> {
-        let nodes: Vec<Arc<Node>> = match &self.layout {
+    pub(crate) fn replicas(&self, token: i64) -> Vec<Replica> {
+        let replicas: Vec<Replica> = match &self.layout {
             Layout::Ring => self
                 .state
                 .get_token_endpoints(&self.table.keyspace, &self.table.table, Token::new(token))
                 .into_iter()
-                .map(|(node, _)| node)
+                .map(|(node, _)| Replica { node, shard: None })
                 .collect(),
             Layout::Tablets(map) => map
                 .replicas(token)
                 .iter()
-                .filter_map(|host| {
-                    self.state
+                .filter_map(|(host, shard)| {
+                    let node = self
+                        .state
                         .get_nodes_info()
                         .iter()
-                        .find(|n| n.host_id == *host)
-                        .cloned()
+                        .find(|n| n.host_id == *host)?;
+                    Some(Replica {
+                        node: node.clone(),
+                        shard: Some(*shard),
+                    })
                 })
                 .collect(),
             Layout::Unknown => Vec::new(),
         };
-        nodes
+        replicas
             .into_iter()
-            .filter(|n| match &self.local_dc {
-                Some(dc) => n.datacenter.as_deref() == Some(dc),
+            .filter(|r| match &self.local_dc {
+                Some(dc) => r.node.datacenter.as_deref() == Some(dc),
                 None => true,
             })
             .collect()
@@ -216,12 +233,12 @@ mod tests {
         let a = uuid::Uuid::from_u128(1);
         let b = uuid::Uuid::from_u128(2);
         let map = TabletMap {
-            tablets: vec![(-10, vec![a]), (i64::MAX, vec![b])],
+            tablets: vec![(-10, vec![(a, 3)]), (i64::MAX, vec![(b, 0)])],
         };
-        assert_eq!(map.replicas(i64::MIN), &[a]);
-        assert_eq!(map.replicas(-10), &[a]);
-        assert_eq!(map.replicas(-9), &[b]);
-        assert_eq!(map.replicas(i64::MAX), &[b]);
+        assert_eq!(map.replicas(i64::MIN), &[(a, 3)]);
+        assert_eq!(map.replicas(-10), &[(a, 3)]);
+        assert_eq!(map.replicas(-9), &[(b, 0)]);
+        assert_eq!(map.replicas(i64::MAX), &[(b, 0)]);
         assert!(TabletMap { tablets: vec![] }.replicas(0).is_empty());
     }
 }

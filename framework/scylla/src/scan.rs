@@ -25,14 +25,13 @@ use quarry_store::{
     BatchStream, ReadCounters, Result, ScanPlan, ScanRequest, ScanSplit, SplitSource, cast_batch,
     scan_ranges, scan_schema,
 };
-use scylla::cluster::Node;
 use scylla::deserialize::row::ColumnIterator;
 use scylla::policies::load_balancing::{NodeIdentifier, SingleTargetLoadBalancingPolicy};
 use scylla::response::{PagingState, PagingStateResponse};
 use scylla::statement::prepared::PreparedStatement;
 
 use crate::catalog::quote;
-use crate::owners::Owners;
+use crate::owners::{Owners, Replica};
 use crate::sizes::TableSize;
 use crate::{Inner, errors};
 
@@ -156,7 +155,7 @@ fn cut_at(boundaries: &[i64], range: TokenRange) -> Vec<TokenRange> {
 #[derive(Debug, Clone)]
 struct Piece {
     range: TokenRange,
-    replicas: Vec<Arc<Node>>,
+    replicas: Vec<Replica>,
 }
 
 #[derive(Debug)]
@@ -222,7 +221,7 @@ impl SplitSource for ScyllaSplit {
             .pieces
             .iter()
             .filter_map(|p| p.replicas.first())
-            .map(|n| n.address.to_string())
+            .map(|r| r.node.address.to_string())
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -277,7 +276,8 @@ impl Reader {
         Ok(statement)
     }
 
-    /// One page of `piece`: from its replicas in order (primary first), then through any node.
+    /// One page of `piece`: from its replicas in order (primary first; on a tablet's replica,
+    /// through a connection to the CPU shard holding it), then through any node.
     async fn page(
         &mut self,
         piece: &Piece,
@@ -285,14 +285,13 @@ impl Reader {
     ) -> Result<(RecordBatch, PagingStateResponse)> {
         let statement = self.statement().await?;
         let bounds = (piece.range.start, piece.range.end);
-        let mut targets: Vec<Option<Arc<Node>>> =
-            piece.replicas.iter().cloned().map(Some).collect();
+        let mut targets: Vec<Option<Replica>> = piece.replicas.iter().cloned().map(Some).collect();
         // The node beside this process first, when it holds the piece.
         if let Some(local) = &self.inner.options.local_node
             && let Some(i) = piece
                 .replicas
                 .iter()
-                .position(|n| &n.address.to_string() == local)
+                .position(|r| &r.node.address.to_string() == local)
         {
             targets[..=i].rotate_right(1);
         }
@@ -300,10 +299,10 @@ impl Reader {
         let mut last_error = None;
         for target in targets {
             let mut s = statement.clone();
-            if let Some(node) = &target {
+            if let Some(replica) = &target {
                 s.set_load_balancing_policy(Some(SingleTargetLoadBalancingPolicy::new(
-                    NodeIdentifier::Node(node.clone()),
-                    None,
+                    NodeIdentifier::Node(replica.node.clone()),
+                    replica.shard,
                 )));
             }
             match self
@@ -314,7 +313,7 @@ impl Reader {
             {
                 Ok((result, next)) => {
                     let local = match (&target, &self.inner.options.local_node) {
-                        (Some(node), Some(local)) => &node.address.to_string() == local,
+                        (Some(replica), Some(local)) => &replica.node.address.to_string() == local,
                         _ => false,
                     };
                     let counter = if local {
@@ -335,7 +334,7 @@ impl Reader {
                 Err(e) => {
                     let where_ = target
                         .as_ref()
-                        .map(|n| n.address.to_string())
+                        .map(|r| r.node.address.to_string())
                         .unwrap_or_else(|| "any node".into());
                     let e = errors::execution(
                         &format!(

@@ -166,7 +166,7 @@ pub(crate) async fn write(
     keep.sort_by_key(|&(b, row)| tokens[b].value(row));
     for (b, row) in keep {
         let token = tokens[b].value(row);
-        let primary = owners.replicas(token).first().map(|n| n.host_id);
+        let primary = owners.replicas(token).first().map(|r| r.node.host_id);
         groups.entry(primary).or_default().push((b, row));
     }
 

@@ -1,7 +1,8 @@
 //! Readers beside the nodes of a 3-node CQL server (replication 2), each scanning the shards
 //! placement makes its node primary for, read every row exactly once and every page from their
 //! own node; the server's counters agree that no node was asked for a range it does not hold.
-//! Once on the vnode ring, once with ScyllaDB's tablets (each table placed apart).
+//! Once on the vnode ring, once with ScyllaDB's tablets (each table placed apart), and once with
+//! tablets on sharded nodes, where each tablet is read through its CPU shard's connection.
 
 use std::sync::Arc;
 
@@ -16,15 +17,20 @@ use quarry_store::{EmbeddedOptions, EmbeddedStore, ScanRequest, Store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_beside_each_node_read_their_shards_from_it() {
-    readers_read_locally(None).await;
+    readers_read_locally(None, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_beside_each_node_read_their_tablets_from_it() {
-    readers_read_locally(Some(16)).await;
+    readers_read_locally(Some(16), None).await;
 }
 
-async fn readers_read_locally(tablets: Option<u32>) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_beside_sharded_nodes_read_each_tablet_on_its_shard() {
+    readers_read_locally(Some(16), Some(4)).await;
+}
+
+async fn readers_read_locally(tablets: Option<u32>, shards: Option<u16>) {
     let dir = tempfile::tempdir().unwrap();
     let backing = Arc::new(EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap());
     let server = CqlServer::start(
@@ -34,6 +40,7 @@ async fn readers_read_locally(tablets: Option<u32>) {
             replication: 2,
             vnodes: 16,
             tablets,
+            shards,
             port: 0,
             ..ServerOptions::default()
         },
@@ -130,18 +137,29 @@ async fn readers_read_locally(tablets: Option<u32>) {
                 .filter(|s| placement.primary(*s).is_some_and(|n| &n.0 == address)),
         );
         assert!(!mine.is_empty(), "{address} is primary for some shards");
-        let plan = reader
-            .plan_scan(&ScanRequest {
-                shards: Some(mine),
-                ..ScanRequest::full(name.clone())
-            })
-            .unwrap();
-        for split in plan.splits {
-            let batches: Vec<RecordBatch> =
-                split.source.open().unwrap().try_collect().await.unwrap();
-            for b in batches {
-                let column = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
-                read.extend(column.values().iter());
+        read.extend(scan(&reader, &name, &mine).await);
+        if shards.is_some() {
+            // On sharded nodes each tablet is read through a connection to the shard holding
+            // it, once the driver has one (it opens a connection per shard in the background
+            // after connecting, so the first pages may go through another): scans again until
+            // one pass arrives wholly on the tablets' shards.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let before = server.stats()[node].clone();
+                let again = scan(&reader, &name, &mine).await;
+                let after = server.stats()[node].clone();
+                let cross = after.cross_shard_scans - before.cross_shard_scans;
+                let on_shard = after.shard_local_scans - before.shard_local_scans;
+                assert!(!again.is_empty());
+                if cross == 0 && on_shard > 0 {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{address}: {cross} of {} tablet scans went through another shard",
+                    cross + on_shard
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         }
         let stats = reader.read_stats();
@@ -161,5 +179,27 @@ async fn readers_read_locally(tablets: Option<u32>) {
     for (b, a) in before.iter().zip(server.stats()) {
         assert_eq!(a.forwarded_scans, b.forwarded_scans);
         assert!(a.local_scans > b.local_scans);
+        if shards.is_some() {
+            assert!(a.shard_local_scans > b.shard_local_scans);
+        }
     }
+}
+
+/// The ids `reader` reads from `shards` of `table`.
+async fn scan(reader: &ScyllaStore, table: &TableName, shards: &ShardSet) -> Vec<i64> {
+    let plan = reader
+        .plan_scan(&ScanRequest {
+            shards: Some(shards.clone()),
+            ..ScanRequest::full(table.clone())
+        })
+        .unwrap();
+    let mut ids = Vec::new();
+    for split in plan.splits {
+        let batches: Vec<RecordBatch> = split.source.open().unwrap().try_collect().await.unwrap();
+        for b in batches {
+            let column = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            ids.extend(column.values().iter());
+        }
+    }
+    ids
 }
