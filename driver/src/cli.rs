@@ -140,6 +140,15 @@ pub struct StoreArgs {
         value_name = "MIB"
     )]
     pub scylla_split_mb: Option<u64>,
+    /// Rows this process writes to the cluster expire after this many seconds (CQL's USING
+    /// TTL), for derived results only wanted for a while [default: kept].
+    #[arg(
+        long,
+        env = "QUARRY_SCYLLA_WRITE_TTL",
+        global = true,
+        value_name = "SECONDS"
+    )]
+    pub scylla_write_ttl: Option<u32>,
     /// Connect to the nodes over TLS, trusting this CA (PEM). Node certificates must name each
     /// node's IP address (the driver checks the address it connects to).
     #[arg(long, env = "QUARRY_SCYLLA_TLS_CA", global = true, value_name = "FILE")]

@@ -178,11 +178,22 @@ pub fn scylla_options(args: &StoreArgs) -> anyhow::Result<ScyllaOptions> {
             Some(mib) => mib.saturating_mul(1 << 20),
             None => defaults.split_bytes,
         },
+        write_ttl: match args.scylla_write_ttl {
+            // CQL's bounds: 0 would mean "no TTL", and ScyllaDB refuses more than 20 years.
+            Some(s) if !(1..=MAX_TTL_SECONDS).contains(&s) => anyhow::bail!(
+                "--scylla-write-ttl must be between 1 and {MAX_TTL_SECONDS} seconds (20 years), \
+                 got {s}; leave it out to keep rows"
+            ),
+            ttl => ttl,
+        },
         read_rows_per_second: args.scylla_read_rows_per_sec,
         write_rows_per_second: args.scylla_write_rows_per_sec,
         ..defaults
     })
 }
+
+/// The longest TTL CQL accepts.
+const MAX_TTL_SECONDS: u32 = 630_720_000;
 
 fn consistency(name: &str) -> anyhow::Result<Consistency> {
     Ok(match name.to_ascii_lowercase().replace('-', "_").as_str() {

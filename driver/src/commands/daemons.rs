@@ -441,6 +441,10 @@ fn store_flags(args: &StoreArgs, node: &str) -> Vec<String> {
         "--scylla-split-mb",
         args.scylla_split_mb.map(|n| n.to_string()),
     );
+    add(
+        "--scylla-write-ttl",
+        args.scylla_write_ttl.map(|n| n.to_string()),
+    );
     let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
     add("--scylla-tls-ca", path(&args.scylla_tls_ca));
     add("--scylla-tls-cert", path(&args.scylla_tls_cert));

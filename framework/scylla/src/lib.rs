@@ -78,6 +78,10 @@ pub struct ScyllaOptions {
     pub read_rows_per_second: Option<u64>,
     /// Rows written per second by this process, at most.
     pub write_rows_per_second: Option<u64>,
+    /// Seconds after which the cluster expires each row written (`USING TTL`), as Spark's
+    /// connector's `output.ttl`: derived results that are only wanted for a while. `None` keeps
+    /// rows until they are overwritten (or the table's `default_time_to_live`).
+    pub write_ttl: Option<u32>,
     /// TLS to the nodes, when the cluster serves client encryption.
     pub tls: Option<tls::ScyllaTls>,
     /// Bytes a scan split reads, about, by the cluster's size estimates (Spark's connector
@@ -104,6 +108,7 @@ impl Default for ScyllaOptions {
             tls: None,
             split_bytes: 64 << 20,
             write_rows_per_second: None,
+            write_ttl: None,
         }
     }
 }

@@ -170,15 +170,9 @@ pub(crate) async fn write(
         groups.entry(primary).or_default().push((b, row));
     }
 
-    let columns: Vec<String> = def.columns.iter().map(|c| quote(&c.name)).collect();
-    let markers = vec!["?"; columns.len()].join(", ");
-    let text = format!(
-        "INSERT INTO {}.{} ({}) VALUES ({markers})",
-        quote(&def.keyspace),
-        quote(&def.name),
-        columns.join(", ")
-    );
-    let mut insert = inner.prepare(&text).await?;
+    let mut insert = inner
+        .prepare(&insert_cql(def, inner.options.write_ttl))
+        .await?;
     insert.set_consistency(inner.options.write_consistency);
     insert.set_is_idempotent(true);
 
@@ -272,9 +266,50 @@ fn chunk_rows<T>(
     chunks
 }
 
+/// The prepared INSERT of every column of `def`, with rows expiring after `ttl` seconds.
+fn insert_cql(def: &TableDef, ttl: Option<u32>) -> String {
+    let columns: Vec<String> = def.columns.iter().map(|c| quote(&c.name)).collect();
+    let markers = vec!["?"; columns.len()].join(", ");
+    let mut text = format!(
+        "INSERT INTO {}.{} ({}) VALUES ({markers})",
+        quote(&def.keyspace),
+        quote(&def.name),
+        columns.join(", ")
+    );
+    if let Some(seconds) = ttl {
+        text.push_str(&format!(" USING TTL {seconds}"));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
-    use super::chunk_rows;
+    use super::{chunk_rows, insert_cql};
+    use quarry_core::cql_type::CqlType;
+    use quarry_core::schema::{ColumnDef, TableDef};
+
+    #[test]
+    fn inserts_name_every_column_and_carry_the_ttl() {
+        let def = TableDef::new(
+            "ks",
+            "rollup",
+            vec![
+                ColumnDef::new("id", CqlType::BigInt),
+                ColumnDef::new("v", CqlType::Double),
+            ],
+            vec!["id".into()],
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(
+            insert_cql(&def, None),
+            r#"INSERT INTO "ks"."rollup" ("id", "v") VALUES (?, ?)"#
+        );
+        assert_eq!(
+            insert_cql(&def, Some(86_400)),
+            r#"INSERT INTO "ks"."rollup" ("id", "v") VALUES (?, ?) USING TTL 86400"#
+        );
+    }
 
     #[test]
     fn chunks_hold_at_most_their_rows_and_bytes_and_a_large_row_goes_alone() {

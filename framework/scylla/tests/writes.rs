@@ -112,3 +112,99 @@ async fn large_rows_are_written_in_batches_a_node_accepts() {
     seen.sort_unstable();
     assert_eq!(seen, (0..ROWS).collect::<Vec<_>>());
 }
+
+/// The ids `store` reads from `table`.
+async fn ids_in(store: &ScyllaStore, table: &TableName) -> Vec<i64> {
+    let plan = store.plan_scan(&ScanRequest::full(table.clone())).unwrap();
+    let mut ids = Vec::new();
+    for split in plan.splits {
+        let batches: Vec<RecordBatch> = split.source.open().unwrap().try_collect().await.unwrap();
+        for b in batches {
+            ids.extend(b.column(0).as_primitive::<Int64Type>().values().iter());
+        }
+    }
+    ids.sort_unstable();
+    ids
+}
+
+/// A small table of `(id bigint, payload text)` in a fresh keyspace `keyspace`.
+async fn small_table(store: &ScyllaStore, keyspace: &str) -> (TableDef, TableName) {
+    let mut ks = KeyspaceDef::new(keyspace);
+    ks.replication_factor = 1;
+    store.create_keyspace(ks, true).await.unwrap();
+    let def = TableDef::new(
+        keyspace,
+        "expiring",
+        vec![
+            ColumnDef::new("id", CqlType::BigInt),
+            ColumnDef::new("payload", CqlType::Text),
+        ],
+        vec!["id".into()],
+        vec![],
+    )
+    .unwrap();
+    let name = def.table_name();
+    let _ = store.drop_table(&name, true).await;
+    store.create_table(def.clone(), false).await.unwrap();
+    (def, name)
+}
+
+/// Rows written with `write_ttl` carry CQL's `USING TTL`. Quarry's CQL server keeps rows until
+/// they are overwritten, so it refuses the TTL, naming it, before anything is written; a real
+/// cluster (`QUARRY_SCYLLA_NODES`) expires the rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_written_with_a_ttl_expire_or_are_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let backing = Arc::new(EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap());
+    let server = CqlServer::start(
+        backing,
+        ServerOptions {
+            port: 0,
+            ..ServerOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let nodes: Vec<String> = server.addresses().iter().map(|a| a.to_string()).collect();
+    let expiring = ScyllaStore::connect(ScyllaOptions {
+        nodes,
+        write_ttl: Some(3600),
+        ..ScyllaOptions::default()
+    })
+    .await
+    .unwrap();
+    let (def, name) = small_table(&expiring, "ttl_test").await;
+    let err = expiring
+        .write(&name, vec![rows(&def).slice(0, 10)])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("TTL"), "{err}");
+    assert!(ids_in(&expiring, &name).await.is_empty(), "nothing written");
+
+    let Some(real) = std::env::var("QUARRY_SCYLLA_NODES")
+        .ok()
+        .filter(|n| !n.trim().is_empty())
+    else {
+        println!(
+            "skipped rows expiring on a real cluster: set QUARRY_SCYLLA_NODES to run it there"
+        );
+        return;
+    };
+    let store = ScyllaStore::connect(ScyllaOptions {
+        nodes: real.split(',').map(|n| n.trim().to_string()).collect(),
+        write_ttl: Some(2),
+        ..ScyllaOptions::default()
+    })
+    .await
+    .unwrap();
+    let (def, name) = small_table(&store, "quarry_ttl_test").await;
+    store
+        .write(&name, vec![rows(&def).slice(0, 10)])
+        .await
+        .unwrap();
+    assert_eq!(ids_in(&store, &name).await, (0..10).collect::<Vec<_>>());
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert!(ids_in(&store, &name).await.is_empty(), "rows expired");
+    store.drop_keyspace("quarry_ttl_test", true).await.unwrap();
+}
