@@ -120,7 +120,7 @@ pub async fn run(args: ScyllaArgs) -> Result<()> {
         })
         .await?;
         let keyspace = reader.keyspace("iot")?;
-        let placement = reader.placement(&keyspace, &[], &[])?;
+        let placement = reader.placement(&keyspace, std::slice::from_ref(&name), &[])?;
         let shards: Vec<ShardId> = (0..keyspace.shards)
             .map(ShardId)
             .filter(|s| placement.primary(*s).is_some_and(|n| &n.0 == address))
