@@ -390,7 +390,7 @@ impl<'a> Lexer<'a> {
 }
 
 /// The valid `CREATE KEYSPACE` options, as error messages list them.
-const KEYSPACE_OPTIONS: &str = "shards, replication_factor, nodes and replication";
+const KEYSPACE_OPTIONS: &str = "shards, replication_factor, nodes, replication and durable_writes";
 
 /// The example error messages show for the replication map.
 const REPLICATION_EXAMPLE: &str =
@@ -751,6 +751,7 @@ impl<'a> Parser<'a> {
             "shards" => "shards",
             "replication_factor" | "replication" => "replication_factor",
             "nodes" => "nodes",
+            "durable_writes" => "durable_writes",
             _ => {
                 return Err(Error::syntax(format!(
                     "unknown keyspace option {} at {}; valid options are {KEYSPACE_OPTIONS}",
@@ -774,9 +775,36 @@ impl<'a> Parser<'a> {
             "shards" => def.shards = self.whole_number("shards")?,
             "replication_factor" => def.replication_factor = self.whole_number(&option)?,
             "nodes" => def.nodes = Some(self.whole_number("nodes")?),
+            "durable_writes" => self.durable_writes()?,
             _ => def.replication_factor = self.replication_map()?,
         }
         Ok(())
+    }
+
+    /// CQL's `durable_writes = true` (as DESCRIBE prints it): Quarry's stores always write
+    /// through their log, so `false` is refused rather than ignored.
+    fn durable_writes(&mut self) -> Result<()> {
+        let token = self.peek().clone();
+        let value = match &token.kind {
+            TokenKind::Word {
+                value,
+                quoted: false,
+            }
+            | TokenKind::Str(value) => value.to_lowercase(),
+            _ => String::new(),
+        };
+        match value.as_str() {
+            "true" => {
+                self.advance();
+                Ok(())
+            }
+            "false" => Err(Error::syntax(format!(
+                "durable_writes = false at {}: Quarry always writes through its log (and a \
+                 cluster's keyspaces keep theirs); leave the option out or set it to true",
+                token.pos
+            ))),
+            _ => Err(self.unexpected("true or false for durable_writes")),
+        }
     }
 
     /// A non-negative integer literal that fits in `u32`.
@@ -1394,6 +1422,25 @@ mod tests {
     }
 
     #[test]
+    fn create_keyspace_reads_durable_writes_as_describe_prints_it() {
+        let def = keyspace(
+            "CREATE KEYSPACE iot WITH replication = {'class': 'SimpleStrategy', \
+             'replication_factor': '1'}  AND durable_writes = true;",
+        );
+        assert_eq!(def.replication_factor, 1);
+        let e = error("CREATE KEYSPACE iot WITH durable_writes = false");
+        assert_contains(
+            &e,
+            &[
+                "durable_writes = false at line 1 column 43",
+                "leave the option out",
+            ],
+        );
+        let e = error("CREATE KEYSPACE iot WITH durable_writes = 1");
+        assert_contains(&e, &["true or false for durable_writes"]);
+    }
+
+    #[test]
     fn create_keyspace_accepts_cql_replication_maps() {
         let def = keyspace(
             "CREATE KEYSPACE iot WITH replication = {'class': 'SimpleStrategy', \
@@ -1414,7 +1461,7 @@ mod tests {
             &e,
             &[
                 "unknown keyspace option 'shard' at line 1 column 26",
-                "shards, replication_factor, nodes and replication",
+                "shards, replication_factor, nodes, replication and durable_writes",
             ],
         );
         let e = error("CREATE KEYSPACE iot WITH shards = 8 AND shards = 9");
