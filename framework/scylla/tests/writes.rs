@@ -37,8 +37,8 @@ fn rows(def: &TableDef) -> RecordBatch {
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_rows_are_written_in_batches_a_node_accepts() {
+/// A one-node CQL server over a fresh data directory (kept while the directory lives).
+async fn one_node_server() -> (tempfile::TempDir, CqlServer) {
     let dir = tempfile::tempdir().unwrap();
     let backing = Arc::new(EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap());
     let server = CqlServer::start(
@@ -50,6 +50,12 @@ async fn large_rows_are_written_in_batches_a_node_accepts() {
     )
     .await
     .unwrap();
+    (dir, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_rows_are_written_in_batches_a_node_accepts() {
+    let (_dir, server) = one_node_server().await;
     let nodes: Vec<String> = server.addresses().iter().map(|a| a.to_string()).collect();
     let store = ScyllaStore::connect(ScyllaOptions {
         nodes: nodes.clone(),
@@ -154,17 +160,7 @@ async fn small_table(store: &ScyllaStore, keyspace: &str) -> (TableDef, TableNam
 /// cluster (`QUARRY_SCYLLA_NODES`) expires the rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_written_with_a_ttl_expire_or_are_refused_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let backing = Arc::new(EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap());
-    let server = CqlServer::start(
-        backing,
-        ServerOptions {
-            port: 0,
-            ..ServerOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let (_dir, server) = one_node_server().await;
     let nodes: Vec<String> = server.addresses().iter().map(|a| a.to_string()).collect();
     let expiring = ScyllaStore::connect(ScyllaOptions {
         nodes,
