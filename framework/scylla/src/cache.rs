@@ -70,12 +70,24 @@ impl<T: Clone> TableCache<T> {
         }
     }
 
-    /// Forgets every value, so that each is read again at its next use.
-    pub(crate) fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, e| e.reading);
+    /// Replaces every value with `values`, read just now (one read of every table's): tables
+    /// left out have none. No reader sees the cache empty in between.
+    pub(crate) fn replace_all(&self, values: HashMap<TableName, T>) {
+        let now = Instant::now();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        for entry in entries.values_mut() {
+            entry.value = None;
+            entry.read_at = Some(now);
+        }
+        for (table, value) in values {
+            let entry = entries.entry(table).or_insert(Entry {
+                read_at: None,
+                value: None,
+                reading: false,
+            });
+            entry.value = Some(value);
+            entry.read_at = Some(now);
+        }
     }
 }
 
@@ -91,7 +103,9 @@ mod tests {
         assert_eq!(cache.get(&t), (None, false), "a read is under way");
         cache.store(&t, Ok(Some(5)));
         assert_eq!(cache.get(&t), (Some(5), false));
-        cache.clear();
-        assert_eq!(cache.get(&t), (None, true), "cleared values are read again");
+        let u = TableName::new("ks", "u");
+        cache.replace_all(HashMap::from([(u.clone(), 7)]));
+        assert_eq!(cache.get(&t), (None, false), "fresh: read as having none");
+        assert_eq!(cache.get(&u), (Some(7), false));
     }
 }

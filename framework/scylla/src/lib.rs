@@ -316,16 +316,15 @@ impl Inner {
     }
 
     /// Reads the tablet maps of every table, in one query, when a keyspace is tablet-based (so
-    /// that the first plans know where tablets are); forgets those of tables that have none.
+    /// that the first plans know where tablets are); tables left out have none.
     async fn load_tablets(&self) -> Result<()> {
         let state = self.session.get_cluster_state();
-        self.tablets.clear();
-        if !state.keyspaces_iter().any(|(_, ks)| ks.tablet_based) {
-            return Ok(());
-        }
-        for (table, map) in owners::read_maps(&self.session, None).await? {
-            self.tablets.store(&table, Ok(Some(map)));
-        }
+        let maps = if state.keyspaces_iter().any(|(_, ks)| ks.tablet_based) {
+            owners::read_maps(&self.session, None).await?
+        } else {
+            HashMap::new()
+        };
+        self.tablets.replace_all(maps);
         Ok(())
     }
 
