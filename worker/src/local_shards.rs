@@ -52,6 +52,8 @@ impl LocalShards {
                         cache.insert(def.name.clone(), (def.clone(), shards.clone()));
                         shards
                     }
+                    // Each table has its own placement: the driver places them from the store.
+                    Err(quarry_store::Error::PlacedPerTable { .. }) => continue,
                     Err(e) => {
                         tracing::warn!(keyspace = %def.name, error = %e, "cannot place a keyspace; reporting none of its shards");
                         continue;

@@ -721,11 +721,9 @@ impl Store for ScyllaStore {
         let state = self.inner.session.get_cluster_state();
         let owners: Vec<Owners> = if owners::is_tablet_based(&state, &keyspace.name) {
             if tables.is_empty() {
-                return Err(Error::Internal(format!(
-                    "keyspace {} places each table on its own tablets: its placement is a \
-                     table's, not the keyspace's",
-                    keyspace.name
-                )));
+                return Err(Error::PlacedPerTable {
+                    keyspace: keyspace.name.clone(),
+                });
             }
             tables.iter().map(|t| Owners::of(&self.inner, t)).collect()
         } else {

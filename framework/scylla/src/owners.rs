@@ -21,8 +21,10 @@ use futures::TryStreamExt;
 use quarry_core::schema::TableName;
 use quarry_store::Result;
 use scylla::client::session::Session;
+use scylla::cluster::NodeRef;
 use scylla::cluster::{ClusterState, Node};
-use scylla::routing::Token;
+use scylla::policies::load_balancing::{FallbackPlan, LoadBalancingPolicy, RoutingInfo};
+use scylla::routing::{Shard, Token};
 
 use crate::{Inner, errors};
 
@@ -114,6 +116,47 @@ pub(crate) async fn read_maps(
 pub(crate) struct Replica {
     pub(crate) node: Arc<Node>,
     pub(crate) shard: Option<u32>,
+}
+
+impl Replica {
+    /// A plan that sends a request to this replica (its shard, when known) first, then where
+    /// `fallback` would: writes of a tablet's rows reach its replica, which the driver's
+    /// token-aware routing cannot find for tablets it has not been told of.
+    pub(crate) fn first_then(&self, fallback: Arc<dyn LoadBalancingPolicy>) -> ReplicaFirst {
+        ReplicaFirst {
+            replica: self.clone(),
+            fallback,
+        }
+    }
+}
+
+/// See [`Replica::first_then`].
+#[derive(Debug)]
+pub(crate) struct ReplicaFirst {
+    replica: Replica,
+    fallback: Arc<dyn LoadBalancingPolicy>,
+}
+
+impl LoadBalancingPolicy for ReplicaFirst {
+    fn pick<'a>(
+        &'a self,
+        _request: &'a RoutingInfo,
+        _cluster: &'a ClusterState,
+    ) -> Option<(NodeRef<'a>, Option<Shard>)> {
+        Some((&self.replica.node, self.replica.shard))
+    }
+
+    fn fallback<'a>(
+        &'a self,
+        request: &'a RoutingInfo,
+        cluster: &'a ClusterState,
+    ) -> FallbackPlan<'a> {
+        self.fallback.fallback(request, cluster)
+    }
+
+    fn name(&self) -> String {
+        "ReplicaFirst".into()
+    }
 }
 
 /// Who holds the rows of one table, as known when it was built.

@@ -20,13 +20,14 @@ use futures::StreamExt;
 use quarry_core::cql_value::CellEncoder;
 use quarry_core::schema::TableDef;
 use quarry_store::{Error, Result, WriteSummary, row_tokens};
+use scylla::policies::load_balancing::LoadBalancingPolicy;
 use scylla::serialize::SerializationError;
 use scylla::serialize::row::{RowSerializationContext, SerializeRow};
 use scylla::serialize::writers::RowWriter;
 use scylla::statement::batch::{Batch, BatchType};
 
 use crate::catalog::quote;
-use crate::owners::Owners;
+use crate::owners::{Owners, Replica};
 use crate::{Inner, errors};
 
 /// One row's cells in CQL's wire form, encoded once: measured to cut batches by bytes, then
@@ -158,17 +159,32 @@ pub(crate) async fn write(
         return Ok(WriteSummary { rows: 0 });
     }
 
-    // Group by primary replica, so a batch is applied where its rows live.
+    // Group by primary replica (and, for a tablet, the shard holding it there), so a batch is
+    // applied where its rows live.
     let owners = Owners::now(inner, &def.table_name()).await;
-    let mut groups: HashMap<Option<uuid::Uuid>, Vec<(usize, usize)>> = HashMap::new();
+    type Group = (Option<Replica>, Vec<(usize, usize)>);
+    let mut groups: HashMap<Option<(uuid::Uuid, Option<u32>)>, Group> = HashMap::new();
     // In token order, a batch's rows share partitions where they can (a batch over many
     // partitions costs its coordinator more).
     keep.sort_by_key(|&(b, row)| tokens[b].value(row));
     for (b, row) in keep {
         let token = tokens[b].value(row);
-        let primary = owners.replicas(token).first().map(|r| r.node.host_id);
-        groups.entry(primary).or_default().push((b, row));
+        let primary = owners.replicas(token).into_iter().next();
+        let key = primary.as_ref().map(|r| (r.node.host_id, r.shard));
+        groups
+            .entry(key)
+            .or_insert_with(|| (primary, Vec::new()))
+            .1
+            .push((b, row));
     }
+    // The driver routes a vnode table's rows to their replicas itself (token-aware); a tablet's
+    // replicas it may not know yet, so those batches name theirs.
+    let default_policy = inner
+        .session
+        .get_default_execution_profile_handle()
+        .to_profile()
+        .get_load_balancing_policy()
+        .clone();
 
     let mut insert = inner
         .prepare(&insert_cql(def, inner.options.write_ttl))
@@ -176,9 +192,10 @@ pub(crate) async fn write(
     insert.set_consistency(inner.options.write_consistency);
     insert.set_is_idempotent(true);
 
-    let chunks: Vec<Vec<EncodedRow>> = groups
+    let chunks: Vec<(Option<Replica>, Vec<EncodedRow>)> = groups
         .into_values()
-        .map(|rows| {
+        .map(|(primary, rows)| {
+            let target = primary.filter(|r| r.shard.is_some());
             let encoded = rows
                 .into_iter()
                 .map(|(b, row)| EncodedRow::encode(def, &encoders[b], row))
@@ -188,7 +205,9 @@ pub(crate) async fn write(
                 inner.options.batch_rows.max(1),
                 inner.options.batch_bytes,
                 |row| row.bytes.len(),
-            ))
+            )
+            .into_iter()
+            .map(move |chunk| (target.clone(), chunk)))
         })
         .collect::<Result<Vec<_>>>()?
         .into_iter()
@@ -196,14 +215,17 @@ pub(crate) async fn write(
         .collect();
     let name = def.table_name();
     let results: Vec<Result<u64>> = futures::stream::iter(chunks)
-        .map(|chunk| {
-            let insert = insert.clone();
+        .map(|(target, chunk)| {
+            let mut insert = insert.clone();
             let name = &name;
+            let policy = target.map(|r| r.first_then(default_policy.clone()));
             async move {
+                let policy = policy.map(|p| Arc::new(p) as Arc<dyn LoadBalancingPolicy>);
                 inner.write_throttle.take(chunk.len()).await;
                 let rows = chunk;
                 let n = rows.len() as u64;
                 let result = if let [only] = rows.as_slice() {
+                    insert.set_load_balancing_policy(policy);
                     inner
                         .session
                         .execute_unpaged(&insert, only)
@@ -213,6 +235,7 @@ pub(crate) async fn write(
                     let mut batch = Batch::new(BatchType::Unlogged);
                     batch.set_consistency(inner.options.write_consistency);
                     batch.set_is_idempotent(true);
+                    batch.set_load_balancing_policy(policy);
                     for _ in 0..rows.len() {
                         batch.append_statement(insert.clone());
                     }

@@ -87,7 +87,20 @@ async fn readers_read_locally(tablets: Option<u32>, shards: Option<u16>) {
     )
     .unwrap();
     let name = TableName::new("ks", "t");
+    let written = |stats: &[quarry_cql::NodeStats]| {
+        stats.iter().fold((0, 0), |(f, l), s| {
+            (f + s.forwarded_writes, l + s.local_writes)
+        })
+    };
+    let (forwarded, local) = written(&server.stats());
     assert_eq!(writer.write(&name, vec![batch]).await.unwrap().rows, 20_000);
+    // Every batch went to a replica of its rows (on tablets, one the driver was not told of).
+    let (f, l) = written(&server.stats());
+    assert_eq!(
+        (f - forwarded, l - local),
+        (0, 20_000),
+        "rows written beside their replicas"
+    );
 
     let before = server.stats();
     let mut read: Vec<i64> = Vec::new();

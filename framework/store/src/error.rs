@@ -67,6 +67,14 @@ pub enum Error {
     #[error("{message}")]
     Cluster { message: String, failure: Failure },
 
+    /// A keyspace-wide placement asked of a keyspace that places each table apart (ScyllaDB's
+    /// tablets): only a table's placement exists.
+    #[error(
+        "keyspace {keyspace} places each table on its own tablets: its placement is a table's, \
+         not the keyspace's"
+    )]
+    PlacedPerTable { keyspace: String },
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -91,9 +99,11 @@ impl Error {
             | Error::ReadOnly { .. } => Failure::USER,
             // A file compaction removed is read again from the new snapshot.
             Error::Io { .. } | Error::Closed | Error::DataFileGone { .. } => Failure::TRANSIENT,
-            Error::Corrupt { .. } | Error::Arrow(_) | Error::Parquet(_) | Error::Internal(_) => {
-                Failure::INTERNAL
-            }
+            Error::Corrupt { .. }
+            | Error::Arrow(_)
+            | Error::Parquet(_)
+            | Error::Internal(_)
+            | Error::PlacedPerTable { .. } => Failure::INTERNAL,
             Error::Cluster { failure, .. } => *failure,
         }
     }
