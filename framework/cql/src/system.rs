@@ -281,7 +281,11 @@ fn text_set(items: &[String]) -> Option<Vec<u8>> {
 
 /// A stable id for a table (`system_schema.tables.id`).
 fn table_id(def: &TableDef) -> uuid::Uuid {
-    let digest = Sha256::digest(format!("{}.{}", def.keyspace, def.name));
+    table_id_of(&def.keyspace, &def.name)
+}
+
+fn table_id_of(keyspace: &str, name: &str) -> uuid::Uuid {
+    let digest = Sha256::digest(format!("{keyspace}.{name}"));
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     uuid::Builder::from_random_bytes(bytes).into_uuid()
@@ -462,6 +466,15 @@ pub fn table(
                         r.iter().map(|(k, v)| (*k, v.as_str())).collect();
                     vec![text(&ks.name), Some(vec![1]), text_map(&entries)]
                 })
+                // The keyspaces the server answers itself, node-local as in Cassandra, so that
+                // clients (cqlsh) know their tables.
+                .chain(["system", "system_schema"].map(|ks| {
+                    vec![
+                        text(ks),
+                        Some(vec![1]),
+                        text_map(&[("class", "org.apache.cassandra.locator.LocalStrategy")]),
+                    ]
+                }))
                 .collect(),
         },
         ("system_schema", "tables") => SystemTable {
@@ -492,10 +505,12 @@ pub fn table(
                 .tables(None)
                 .unwrap_or_default()
                 .iter()
-                .map(|t| {
+                .map(|t| (t.keyspace.as_str(), t.name.as_str()))
+                .chain(served_system_tables(ring))
+                .map(|(keyspace, name)| {
                     vec![
-                        text(&t.keyspace),
-                        text(&t.name),
+                        text(keyspace),
+                        text(name),
                         double(0.01),
                         text_map(&[("keys", "ALL"), ("rows_per_partition", "NONE")]),
                         text("a Quarry table"),
@@ -510,7 +525,7 @@ pub fn table(
                         text_map(&[]),
                         text_set(&["compound".to_string()]),
                         int(864_000),
-                        uuid(table_id(t)),
+                        uuid(table_id_of(keyspace, name)),
                         int(2048),
                         int(0),
                         int(128),
@@ -550,6 +565,34 @@ pub fn table(
                         ]
                     })
                 })
+                .chain(
+                    served_system_tables(ring)
+                        .into_iter()
+                        .flat_map(|(keyspace, name)| {
+                            system_columns(keyspace, name, node, ring, store, cluster_name, stats)
+                                .into_iter()
+                                .enumerate()
+                                .map(move |(i, (column, t))| {
+                                    // The first column is the key, as near enough for clients
+                                    // that only read these tables.
+                                    let (kind, position) = if i == 0 {
+                                        ("partition_key", 0)
+                                    } else {
+                                        ("regular", -1)
+                                    };
+                                    vec![
+                                        text(keyspace),
+                                        text(name),
+                                        text(column),
+                                        text("none"),
+                                        Some(column.as_bytes().to_vec()),
+                                        text(kind),
+                                        int(position),
+                                        text(&t.cql_name()),
+                                    ]
+                                })
+                        }),
+                )
                 .collect(),
         },
         // ScyllaDB's keyspace flags: which keyspaces are tablet-based (served only with
@@ -747,6 +790,43 @@ pub fn table(
         _ => return None,
     };
     Some(t)
+}
+
+/// The tables of the keyspaces the server answers itself that it lists in `system_schema` (the
+/// empty ones drivers probe for are left out).
+fn served_system_tables(ring: &Ring) -> Vec<(&'static str, &'static str)> {
+    let mut out = vec![
+        ("system", "local"),
+        ("system", "peers"),
+        ("system", "quarry_stats"),
+        ("system", "size_estimates"),
+        ("system_schema", "keyspaces"),
+        ("system_schema", "tables"),
+        ("system_schema", "columns"),
+    ];
+    if ring.tablets.is_some() {
+        out.extend([("system", "tablets"), ("system_schema", "scylla_keyspaces")]);
+    }
+    out
+}
+
+/// The columns of a system table, as `system_schema.columns` lists them.
+fn system_columns(
+    keyspace: &str,
+    name: &str,
+    node: usize,
+    ring: &Ring,
+    store: &dyn Store,
+    cluster_name: &str,
+    stats: &NodeStats,
+) -> Vec<(&'static str, WireType)> {
+    if (keyspace, name) == ("system_schema", "columns") {
+        // Not built again from inside itself.
+        return wire(COLUMNS_COLUMNS.to_vec());
+    }
+    table(keyspace, name, node, ring, store, cluster_name, stats)
+        .map(|t| t.columns)
+        .unwrap_or_default()
 }
 
 /// Whether `keyspace` is one the server answers itself.

@@ -28,6 +28,17 @@ impl From<CqlType> for WireType {
 }
 
 impl WireType {
+    /// The type as CQL writes it (`system_schema.columns.type`).
+    pub fn cql_name(self) -> String {
+        match self {
+            WireType::Column(t) => t.cql_name(),
+            WireType::TupleList(fields) => {
+                let fields: Vec<String> = fields.iter().map(|f| f.cql_name()).collect();
+                format!("frozen<list<frozen<tuple<{}>>>>", fields.join(", "))
+            }
+        }
+    }
+
     /// The column type, for values that are read or written as columns.
     pub fn column(self) -> Result<CqlType, String> {
         match self {

@@ -144,7 +144,9 @@ async fn the_python_driver_and_cqlsh_work_unmodified() {
                 "-e",
                 "USE py; SELECT label, amount FROM events WHERE id = 3 AND seq = 43; \
                  SELECT count(*) FROM events; SELECT tags, owners FROM devices WHERE id = 1; \
-                 DESCRIBE KEYSPACES; DESCRIBE TABLES; DESCRIBE TABLE devices; DESCRIBE KEYSPACE py;",
+                 DESCRIBE KEYSPACES; DESCRIBE TABLES; DESCRIBE TABLE devices; DESCRIBE KEYSPACE py; \
+                 SELECT cluster_name, release_version FROM system.local; \
+                 SELECT address, local_scans FROM system.quarry_stats;",
             ])
             .output()
             .unwrap()
@@ -185,6 +187,12 @@ async fn the_python_driver_and_cqlsh_work_unmodified() {
             && stdout.contains("WITH CLUSTERING ORDER BY (seq ASC)"),
         "{stdout}"
     );
+    // System tables, which cqlsh reads only once the schema lists them.
+    assert!(
+        stdout.contains("4.0.11") && stdout.contains("local_scans"),
+        "{stdout}"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("DESCRIBE"), "{stderr}");
+    assert!(!stderr.contains("not found"), "{stderr}");
 }
