@@ -21,8 +21,7 @@ use futures::TryStreamExt;
 use quarry_core::schema::TableName;
 use quarry_store::Result;
 use scylla::client::session::Session;
-use scylla::cluster::NodeRef;
-use scylla::cluster::{ClusterState, Node};
+use scylla::cluster::{ClusterState, Node, NodeRef};
 use scylla::policies::load_balancing::{FallbackPlan, LoadBalancingPolicy, RoutingInfo};
 use scylla::routing::{Shard, Token};
 
