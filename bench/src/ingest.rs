@@ -154,6 +154,11 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     // The same queries on the table as ingestion left it, with nothing else running: what the
     // runs and the memtable cost a read, apart from sharing the cores with the writers.
     let mut after = timed_queries(&session, 5).await?;
+    // Once the flushes and compactions ingestion queued are done: the table's shape alone,
+    // without background work sharing the cores (the "idle" runs above may overlap it).
+    store.wait_idle();
+    let settled_runs = store.table_stats(&name)?.runs;
+    let mut settled = timed_queries(&session, 5).await?;
     // And on the same rows compacted into one run: the reference for the rows the table ends
     // with (queries during ingestion read between the starting rows and these).
     store.flush()?;
@@ -162,20 +167,23 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     let final_rows = store.table_stats(&name)?.run_rows;
     println!(
         "\nlatencies: before ingestion ({} rows, one run), during it (median, p99), after it \
-         (idle, {} runs) and after compacting the final {} rows into one run",
-        base_rows, stats.runs, final_rows
+         (idle, {} runs), once background work settled ({} runs) and after compacting the final \
+         {} rows into one run",
+        base_rows, stats.runs, settled_runs, final_rows
     );
     println!(
-        "{:<36} {:>9} {:>9} {:>9} {:>9} {:>9} {:>15} {:>19} {:>15}",
+        "{:<36} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>15} {:>19} {:>15} {:>18}",
         "query",
         "before",
         "median",
         "p99",
         "idle",
+        "settled",
         "compacted",
         "median/before",
         "median/compacted",
-        "idle/compacted"
+        "idle/compacted",
+        "settled/compacted"
     );
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     for (q, (label, _)) in QUERIES.iter().enumerate() {
@@ -183,17 +191,21 @@ pub async fn run(args: IngestArgs) -> Result<()> {
         let median = percentile(&mut during[q], 50);
         let p99 = percentile(&mut during[q], 99);
         let idle = percentile(&mut after[q], 50);
+        let settled = percentile(&mut settled[q], 50);
         let compacted = percentile(&mut compacted[q], 50);
         println!(
-            "{label:<36} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>15.2} {:>19.2} {:>15.2}",
+            "{label:<36} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>15.2} \
+             {:>19.2} {:>15.2} {:>18.2}",
             ms(reference),
             ms(median),
             ms(p99),
             ms(idle),
+            ms(settled),
             ms(compacted),
             ms(median) / ms(reference),
             ms(median) / ms(compacted),
             ms(idle) / ms(compacted),
+            ms(settled) / ms(compacted),
         );
     }
     if let (Some(ingesting), Some(peak)) = (
