@@ -353,6 +353,7 @@ pub(crate) fn select_system(
         shared.store.as_ref(),
         &shared.cluster_name,
         &shared.stats(node),
+        system::Build::Rows,
     )
     .ok_or_else(|| CqlError::invalid("unconfigured table"))?;
     let mut rows: Vec<&Vec<Option<Vec<u8>>>> = table.rows.iter().collect();

@@ -143,6 +143,7 @@ pub(crate) fn compile(
                     shared.store.as_ref(),
                     &shared.cluster_name,
                     &NodeStats::default(),
+                    system::Build::Columns,
                 )
                 .ok_or_else(|| {
                     CqlError::invalid(format!("unconfigured table {keyspace}.{}", select.table))

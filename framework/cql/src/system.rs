@@ -321,8 +321,19 @@ fn replication(ring: &Ring) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// What of a system table to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// Its columns only (rows drawn from the catalog are left out): what preparing a statement
+    /// and listing the table in `system_schema.columns` need.
+    Columns,
+    /// Its columns and rows.
+    Rows,
+}
+
 /// The system table `keyspace.name` as node `node` serves it, or `None` when there is no such
 /// table (drivers take "unconfigured table" for "not Cassandra 3 / not Scylla").
+#[allow(clippy::too_many_arguments)]
 pub fn table(
     keyspace: &str,
     name: &str,
@@ -331,8 +342,18 @@ pub fn table(
     store: &dyn Store,
     cluster_name: &str,
     stats: &NodeStats,
+    build: Build,
 ) -> Option<SystemTable> {
     let version = schema_version(store);
+    // What the catalog-drawn rows come from: nothing when only the columns are wanted.
+    let (keyspaces, tables, system_tables) = match build {
+        Build::Rows => (
+            store.keyspaces(),
+            store.tables(None).unwrap_or_default(),
+            served_system_tables(ring),
+        ),
+        Build::Columns => (Vec::new(), Vec::new(), Vec::new()),
+    };
     let node_tokens = |i: usize| {
         text_set(
             &ring.nodes[i]
@@ -457,8 +478,7 @@ pub fn table(
                 ("durable_writes", CqlType::Boolean),
                 ("replication", CqlType::Map(&TEXT, &TEXT)),
             ]),
-            rows: store
-                .keyspaces()
+            rows: keyspaces
                 .iter()
                 .map(|ks: &KeyspaceDef| {
                     let r = replication(ring);
@@ -501,12 +521,10 @@ pub fn table(
                 ("read_repair_chance", CqlType::Double),
                 ("speculative_retry", TEXT),
             ]),
-            rows: store
-                .tables(None)
-                .unwrap_or_default()
+            rows: tables
                 .iter()
                 .map(|t| (t.keyspace.as_str(), t.name.as_str()))
-                .chain(served_system_tables(ring))
+                .chain(system_tables.iter().copied())
                 .map(|(keyspace, name)| {
                     vec![
                         text(keyspace),
@@ -539,9 +557,7 @@ pub fn table(
             keyspace: "system_schema",
             name: "columns",
             columns: wire(COLUMNS_COLUMNS.to_vec()),
-            rows: store
-                .tables(None)
-                .unwrap_or_default()
+            rows: tables
                 .iter()
                 .flat_map(|t| {
                     t.columns.iter().map(move |c| {
@@ -565,34 +581,41 @@ pub fn table(
                         ]
                     })
                 })
-                .chain(
-                    served_system_tables(ring)
-                        .into_iter()
-                        .flat_map(|(keyspace, name)| {
-                            system_columns(keyspace, name, node, ring, store, cluster_name, stats)
-                                .into_iter()
-                                .enumerate()
-                                .map(move |(i, (column, t))| {
-                                    // The first column is the key, as near enough for clients
-                                    // that only read these tables.
-                                    let (kind, position) = if i == 0 {
-                                        ("partition_key", 0)
-                                    } else {
-                                        ("regular", -1)
-                                    };
-                                    vec![
-                                        text(keyspace),
-                                        text(name),
-                                        text(column),
-                                        text("none"),
-                                        Some(column.as_bytes().to_vec()),
-                                        text(kind),
-                                        int(position),
-                                        text(&t.cql_name()),
-                                    ]
-                                })
-                        }),
-                )
+                .chain(system_tables.iter().flat_map(|&(keyspace, name)| {
+                    table(
+                        keyspace,
+                        name,
+                        node,
+                        ring,
+                        store,
+                        cluster_name,
+                        stats,
+                        Build::Columns,
+                    )
+                    .map(|t| t.columns)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(i, (column, t))| {
+                        // The first column is the key, as near enough for clients
+                        // that only read these tables.
+                        let (kind, position) = if i == 0 {
+                            ("partition_key", 0)
+                        } else {
+                            ("regular", -1)
+                        };
+                        vec![
+                            text(keyspace),
+                            text(name),
+                            text(column),
+                            text("none"),
+                            Some(column.as_bytes().to_vec()),
+                            text(kind),
+                            int(position),
+                            text(&t.cql_name()),
+                        ]
+                    })
+                }))
                 .collect(),
         },
         // ScyllaDB's keyspace flags: which keyspaces are tablet-based (served only with
@@ -604,8 +627,7 @@ pub fn table(
                 ("keyspace_name", TEXT),
                 ("initial_tablets", CqlType::Int),
             ]),
-            rows: store
-                .keyspaces()
+            rows: keyspaces
                 .iter()
                 .map(|ks| vec![text(&ks.name), int(0)])
                 .collect(),
@@ -682,7 +704,7 @@ pub fn table(
         ("system", "size_estimates") => {
             let ranges = ring.primary_ranges(node);
             let mut rows = Vec::new();
-            let mut tables = store.tables(None).unwrap_or_default();
+            let mut tables = tables.clone();
             tables.sort_by(|a, b| (&a.keyspace, &a.name).cmp(&(&b.keyspace, &b.name)));
             for def in &tables {
                 let Ok(Some(stats)) = store.storage(&def.table_name()) else {
@@ -724,7 +746,7 @@ pub fn table(
         // (host id, shard) pairs.
         ("system", "tablets") if ring.tablets.is_some() => {
             let mut rows = Vec::new();
-            for def in store.tables(None).unwrap_or_default() {
+            for def in &tables {
                 let tablets = ring.tablets(&def.table_name()).unwrap_or_default();
                 for (last, replicas) in &tablets {
                     let pairs: Vec<Vec<u8>> = replicas
@@ -739,7 +761,7 @@ pub fn table(
                         .collect();
                     let pairs: Vec<&[u8]> = pairs.iter().map(Vec::as_slice).collect();
                     rows.push(vec![
-                        uuid(table_id(&def)),
+                        uuid(table_id(def)),
                         Some(last.to_be_bytes().to_vec()),
                         text(&def.keyspace),
                         text(&def.name),
@@ -808,25 +830,6 @@ fn served_system_tables(ring: &Ring) -> Vec<(&'static str, &'static str)> {
         out.extend([("system", "tablets"), ("system_schema", "scylla_keyspaces")]);
     }
     out
-}
-
-/// The columns of a system table, as `system_schema.columns` lists them.
-fn system_columns(
-    keyspace: &str,
-    name: &str,
-    node: usize,
-    ring: &Ring,
-    store: &dyn Store,
-    cluster_name: &str,
-    stats: &NodeStats,
-) -> Vec<(&'static str, WireType)> {
-    if (keyspace, name) == ("system_schema", "columns") {
-        // Not built again from inside itself.
-        return wire(COLUMNS_COLUMNS.to_vec());
-    }
-    table(keyspace, name, node, ring, store, cluster_name, stats)
-        .map(|t| t.columns)
-        .unwrap_or_default()
 }
 
 /// Whether `keyspace` is one the server answers itself.
