@@ -119,6 +119,7 @@ const QUERIES: [(&str, &str); 2] = [
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    quarry_driver::logging::install();
     match args.mode {
         Some(Mode::Tpch(tpch)) => return tpch::run(tpch).await,
         Some(Mode::Jobs(jobs)) => return jobs::run(jobs).await,

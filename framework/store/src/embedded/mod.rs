@@ -42,6 +42,7 @@ mod memtable;
 mod reader;
 mod scan;
 mod sorted_rows;
+mod threads;
 mod wal;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -71,6 +72,7 @@ use memtable::MemChunk;
 use reader::Reader;
 use scan::{MemKeys, Run, TableSnapshot};
 use sorted_rows::{sort_dedup, with_tokens};
+use threads::{Niceness, WritePool, lower_thread_priority};
 use wal::Wal;
 
 pub use sorted_rows::TOKEN_COLUMN;
@@ -93,7 +95,8 @@ pub struct EmbeddedOptions {
     /// Rewrite a run once newer writes superseded more than this share of its rows.
     pub max_dead_fraction: f64,
     /// Flush and compact on background threads, one for each (otherwise inline, in the writing
-    /// call).
+    /// call), and write on the store's own threads, all below the process's CPU priority (see
+    /// `threads.rs`).
     pub background: bool,
 }
 
@@ -125,6 +128,9 @@ enum Mode {
         inner: Arc<Inner>,
         /// The flush thread and the compaction thread, when `options.background`.
         background: Vec<JoinHandle<()>>,
+        /// The threads writes run on, when `options.background` (otherwise Tokio's blocking
+        /// pool).
+        writes: Option<WritePool>,
     },
     /// Reads what the writer has published in the manifest; never writes or deletes.
     Reader(Box<Reader>),
@@ -349,19 +355,26 @@ impl EmbeddedStore {
             // Recovered rows go to a run now, so that the log does not grow across restarts.
             inner.flush()?;
         }
-        let background = if inner.options.background {
+        let (background, writes) = if inner.options.background {
             let (flush, flushes) = channel::<Job>();
             let (compact, compactions) = channel::<Job>();
             *lock(&inner.jobs) = Some(Queues { flush, compact });
-            vec![
+            let threads = vec![
                 background_thread(&inner, "quarry-store-flush", flushes, false)?,
                 background_thread(&inner, "quarry-store-compact", compactions, true)?,
-            ]
+            ];
+            let writes = WritePool::start(WRITE_THREADS)
+                .map_err(Error::io("starting the write threads of", &inner.dir))?;
+            (threads, Some(writes))
         } else {
-            Vec::new()
+            (Vec::new(), None)
         };
         Ok(EmbeddedStore {
-            mode: Mode::Writer { inner, background },
+            mode: Mode::Writer {
+                inner,
+                background,
+                writes,
+            },
         })
     }
 
@@ -488,9 +501,18 @@ impl EmbeddedStore {
 impl Drop for EmbeddedStore {
     fn drop(&mut self) {
         // A reader has nothing to flush and no thread to stop.
-        let Mode::Writer { inner, background } = &mut self.mode else {
+        let Mode::Writer {
+            inner,
+            background,
+            writes,
+        } = &mut self.mode
+        else {
             return;
         };
+        // Writes first: they may queue flushes.
+        if let Some(writes) = writes {
+            writes.stop();
+        }
         // Closing the channels ends the background threads once their queues are drained.
         lock(&inner.jobs).take();
         for handle in background.drain(..) {
@@ -1845,7 +1867,7 @@ impl Inner {
             Err(Error::NoSuchTable { .. }) => return Ok(false),
             Err(e) => return Err(e),
         }
-        tracing::debug!(table = %name, runs = report.runs, rows = report.rows, windows = report.windows, "compacted");
+        tracing::debug!(table = %name, runs = report.runs, rows = report.rows, windows = report.windows, millis = report.millis, "compacted");
         Ok(true)
     }
 
@@ -1907,9 +1929,10 @@ impl Inner {
     }
 }
 
-/// Starts a background thread that runs `jobs` until their queue closes. The compaction thread
-/// runs at a lower CPU priority (as RocksDB's compaction pool does), so that on a busy machine
-/// rewriting old runs yields to writes and queries; its own parallel sorts inherit that.
+/// Starts a background thread that runs `jobs` until their queue closes, below the process's
+/// CPU priority: flushes as writes run, compaction (and its own parallel sorts, which inherit
+/// it) further below, so that on a busy machine rewriting old runs yields to writes, and both
+/// yield to queries.
 fn background_thread(
     inner: &Arc<Inner>,
     name: &str,
@@ -1920,9 +1943,11 @@ fn background_thread(
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            if compacting {
-                lower_thread_priority();
-            }
+            lower_thread_priority(if compacting {
+                Niceness::Compaction
+            } else {
+                Niceness::Ingestion
+            });
             while let Ok(job) = jobs.recv() {
                 worker.run_job(job, compacting);
             }
@@ -1930,35 +1955,8 @@ fn background_thread(
         .map_err(Error::io("starting a background thread of", &inner.dir))
 }
 
-/// How much nicer than the process the compaction thread runs (Unix nice values, 0 to 19).
-const COMPACTION_NICENESS: i32 = 10;
-
-/// Lowers the calling thread's CPU priority by [`COMPACTION_NICENESS`]; threads it starts
-/// inherit it. Best effort: a failure costs only priority.
-#[cfg(target_os = "linux")]
-#[allow(
-    unsafe_code,
-    reason = "a thread's nice value is set through libc::setpriority"
-)]
-fn lower_thread_priority() {
-    // SAFETY: gettid has no preconditions; setpriority with PRIO_PROCESS and a thread id
-    // changes only that thread's nice value on Linux, and reports failure through its result.
-    let failed = unsafe {
-        let thread = libc::gettid() as libc::id_t;
-        let current = libc::getpriority(libc::PRIO_PROCESS, thread);
-        libc::setpriority(
-            libc::PRIO_PROCESS,
-            thread,
-            (current + COMPACTION_NICENESS).min(19),
-        ) != 0
-    };
-    if failed {
-        tracing::debug!("could not lower the compaction thread's priority");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_thread_priority() {}
+/// Threads that run writes: enough for concurrent writers to share log syncs.
+const WRITE_THREADS: usize = 4;
 
 /// Once the memtable holds this many flushes' worth of rows, writers flush it themselves (a
 /// write stall) instead of leaving it to the background thread.
@@ -2326,8 +2324,18 @@ impl Store for EmbeddedStore {
 
     async fn write(&self, table: &TableName, batches: Vec<RecordBatch>) -> Result<WriteSummary> {
         let inner = self.writer(|| format!("write to {table}"))?.clone();
-        let table = table.clone();
-        blocking(move || inner.write(&table, batches)).await
+        let name = table.clone();
+        let write = move || inner.write(&name, batches);
+        match &self.mode {
+            Mode::Writer {
+                writes: Some(pool), ..
+            } => pool.run(write).await.unwrap_or_else(|| {
+                Err(Error::Internal(format!(
+                    "a write to {table} failed unexpectedly (the log has the details)"
+                )))
+            }),
+            _ => blocking(write).await,
+        }
     }
 
     async fn stage_write(

@@ -74,6 +74,9 @@ pub fn sort_dedup(table: &TableDef, batches: &[RecordBatch]) -> Result<RecordBat
     let rows = converter.convert_columns(&key_columns)?;
 
     // Ties on the whole key keep write order, so the last of an equal run is the newest row.
+    // The sorts are Rust's stable sort although the order is total: it finds the sorted runs
+    // already in its input and merges them, and flushes and compactions sort the concatenation
+    // of sorted chunks and runs, which it then merges in O(n log k) for k of them.
     let compare = |a: &u32, b: &u32| {
         token_values[*a as usize]
             .cmp(&token_values[*b as usize])
@@ -92,13 +95,13 @@ pub fn sort_dedup(table: &TableDef, batches: &[RecordBatch]) -> Result<RecordBat
         }
         std::thread::scope(|scope| {
             for slice in slices.iter_mut() {
-                scope.spawn(|| slice.sort_unstable_by(compare));
+                scope.spawn(|| slice.sort_by(compare));
             }
         });
         slices.concat()
     } else {
         let mut order: Vec<u32> = (0..n as u32).collect();
-        order.sort_unstable_by(compare);
+        order.sort_by(compare);
         order
     };
     let mut keep = Vec::with_capacity(n);

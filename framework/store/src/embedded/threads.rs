@@ -1,0 +1,115 @@
+//! The store's own threads and their CPU priorities.
+//!
+//! Queries run at the process's priority. The work that keeps up with arriving data runs below
+//! it, as ScyllaDB's scheduler gives statements more shares than memtable flushes and
+//! compaction: writes (sorting, hashing, appending to the log) and flushes a little below,
+//! compaction further below. On an idle machine this changes nothing; on a busy one a query
+//! gets the cores first, and ingestion catches up in the gaps between queries. A write is still
+//! acknowledged only once it is durable and readable, so nothing is lost or reordered, only
+//! delayed while a query runs.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use super::lock;
+
+/// How much nicer than the process (Unix nice values) a store thread runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Niceness {
+    /// Writes and memtable flushes.
+    Ingestion = 5,
+    /// Rewriting runs that are already readable.
+    Compaction = 10,
+}
+
+/// Lowers the calling thread's CPU priority by `by`; threads it starts inherit it. Best effort:
+/// a failure costs only priority.
+#[cfg(target_os = "linux")]
+#[allow(
+    unsafe_code,
+    reason = "a thread's nice value is set through libc::setpriority"
+)]
+pub(super) fn lower_thread_priority(by: Niceness) {
+    // SAFETY: gettid has no preconditions; setpriority with PRIO_PROCESS and a thread id
+    // changes only that thread's nice value on Linux, and reports failure through its result.
+    let failed = unsafe {
+        let thread = libc::gettid() as libc::id_t;
+        let current = libc::getpriority(libc::PRIO_PROCESS, thread);
+        libc::setpriority(libc::PRIO_PROCESS, thread, (current + by as i32).min(19)) != 0
+    };
+    if failed {
+        tracing::debug!(?by, "could not lower a store thread's priority");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(super) fn lower_thread_priority(_by: Niceness) {}
+
+type Task = Box<dyn FnOnce() + Send>;
+
+/// Threads that run writes at [`Niceness::Ingestion`]. Concurrent writes still share one log
+/// sync (group commit): while one thread syncs, the others sort and queue theirs.
+#[derive(Debug)]
+pub(super) struct WritePool {
+    tasks: Mutex<Option<Sender<Task>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl WritePool {
+    /// Starts `threads` write threads.
+    pub(super) fn start(threads: usize) -> std::io::Result<WritePool> {
+        let (tasks, queue) = channel::<Task>();
+        let queue = Arc::new(Mutex::new(queue));
+        let threads = (0..threads.max(1))
+            .map(|i| {
+                let queue = queue.clone();
+                std::thread::Builder::new()
+                    .name(format!("quarry-store-write-{i}"))
+                    .spawn(move || {
+                        lower_thread_priority(Niceness::Ingestion);
+                        while let Some(task) = next(&queue) {
+                            // A panic fails its write (its caller gets no answer), not the
+                            // thread: the pool keeps its size.
+                            if std::panic::catch_unwind(AssertUnwindSafe(task)).is_err() {
+                                tracing::error!("a write panicked");
+                            }
+                        }
+                    })
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(WritePool {
+            tasks: Mutex::new(Some(tasks)),
+            threads,
+        })
+    }
+
+    /// Runs `f` on a write thread and returns what it returned; `None` if it panicked.
+    pub(super) async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let task: Task = Box::new(move || {
+            let _ = reply.send(f());
+        });
+        lock(&self.tasks).as_ref()?.send(task).ok()?;
+        answer.await.ok()
+    }
+
+    /// Lets the queued writes finish, then stops the threads.
+    pub(super) fn stop(&mut self) {
+        lock(&self.tasks).take();
+        for handle in self.threads.drain(..) {
+            if handle.join().is_err() {
+                tracing::error!("a write thread of the store panicked");
+            }
+        }
+    }
+}
+
+/// The next task of a shared queue; `None` once the queue is closed and empty.
+fn next(queue: &Mutex<Receiver<Task>>) -> Option<Task> {
+    lock(queue).recv().ok()
+}
