@@ -21,11 +21,18 @@ use crate::guest_instance::GuestInstance;
 pub struct OpInstance {
     guest: GuestInstance,
     op: String,
+    /// The buffer each input batch is encoded into, kept across pushes, so that a task's batches
+    /// do not each grow a fresh buffer by doubling (copying the batch at each step).
+    encoded: Vec<u8>,
 }
 
 impl OpInstance {
     pub(crate) fn new(guest: GuestInstance, op: String) -> OpInstance {
-        OpInstance { guest, op }
+        OpInstance {
+            guest,
+            op,
+            encoded: Vec::new(),
+        }
     }
 
     /// The operator's name, as errors give it.
@@ -36,8 +43,8 @@ impl OpInstance {
     /// Hands one batch to the operator and returns what it emits for it (often nothing, for the
     /// keyed operators that emit at [`finish`](OpInstance::finish)).
     pub fn push(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {
-        let input = encode(batch)?;
-        let output = self.guest.push(&self.op, &input)?;
+        encode(batch, &mut self.encoded)?;
+        let output = self.guest.push(&self.op, &self.encoded)?;
         self.decode(output)
     }
 
@@ -73,15 +80,15 @@ impl fmt::Debug for OpInstance {
     }
 }
 
-/// The batch as an IPC stream: its schema and the one batch.
-fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
-    let encode = || {
-        let mut writer = StreamWriter::try_new(Vec::new(), &batch.schema())?;
-        writer.write(batch)?;
-        writer.finish()?;
-        writer.into_inner()
+/// The batch as an IPC stream (its schema and the one batch), in place of what `out` held.
+fn encode(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
+    let failed = |e: arrow_schema::ArrowError| {
+        Error::internal(format!("encoding a batch as Arrow IPC: {e}"))
     };
-    encode().map_err(|e| Error::internal(format!("encoding a batch as Arrow IPC: {e}")))
+    let mut writer = StreamWriter::try_new(out, &batch.schema()).map_err(failed)?;
+    writer.write(batch).map_err(failed)?;
+    writer.finish().map_err(failed)
 }
 
 /// The guest's output: nothing, or an IPC stream of zero or more batches, fully validated (the
