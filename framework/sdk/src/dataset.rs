@@ -493,7 +493,7 @@ impl<K: Data + Hash + Eq, V: Data> Dataset<(K, V)> {
         let name = closure_name("reduce_by_key");
         let f = Rc::new(f);
         let fold = f.clone();
-        self.keyed(name, Rc::new(|v| v), Rc::new(move |a, v| fold(a, v)), f)
+        self.keyed(name, |v| v, move |a, v| fold(a, v), move |a, b| f(a, b))
     }
 
     /// One accumulator per key: `fold` adds a value to an accumulator started by `zero`, `merge`
@@ -506,13 +506,13 @@ impl<K: Data + Hash + Eq, V: Data> Dataset<(K, V)> {
         merge: impl Fn(A, A) -> A + 'static,
     ) -> Dataset<(K, A)> {
         let name = closure_name("aggregate_by_key");
-        let fold = Rc::new(fold);
+        let (zero, fold, merge) = (Rc::new(zero), Rc::new(fold), Rc::new(merge));
         let first = fold.clone();
         self.keyed(
             name,
-            Rc::new(move |v| first(zero(), v)),
-            fold,
-            Rc::new(merge),
+            move |v| first(zero(), v),
+            move |a, v| fold(a, v),
+            move |a, b| merge(a, b),
         )
     }
 
@@ -538,13 +538,20 @@ impl<K: Data + Hash + Eq, V: Data> Dataset<(K, V)> {
         Dataset::headed(graph, shuffle, merge)
     }
 
-    fn keyed<A: Data>(
+    /// The combine and merge of a keyed fold. The combine's closures are type parameters rather
+    /// than `dyn` closures, so its per-row loop is compiled with them inlined.
+    fn keyed<A: Data, I, F, M>(
         self,
         name: &'static str,
-        init: Rc<dyn Fn(V) -> A>,
-        fold: Rc<dyn Fn(A, V) -> A>,
-        merge: Rc<dyn Fn(A, A) -> A>,
-    ) -> Dataset<(K, A)> {
+        init: I,
+        fold: F,
+        merge: M,
+    ) -> Dataset<(K, A)>
+    where
+        I: Fn(V) -> A + Clone + 'static,
+        F: Fn(A, V) -> A + Clone + 'static,
+        M: Fn(A, A) -> A + Clone + 'static,
+    {
         let graph = self.graph.clone();
         let mut chain = self.chain.clone();
         chain.push(name);
@@ -581,7 +588,7 @@ impl<K: Data + Hash + Eq, V: Data> Dataset<(K, V)> {
                 keys: K::WIDTH as u32,
             })
         };
-        let merged = merge_op::<K, A, A>(format!("{name} (merge)"), Rc::new(|a| a), merge);
+        let merged = merge_op::<K, A, A>(format!("{name} (merge)"), Rc::new(|a| a), Rc::new(merge));
         Dataset::headed(graph, combine, merged)
     }
 
@@ -706,12 +713,12 @@ pub(crate) const OUTPUT_BATCH_ROWS: usize = 8192;
 /// key after another: the key being folded stays out of the map until a row with another key
 /// comes, and its rows are folded without hashing. A key that comes back later is merged with
 /// what the map holds for it.
-struct KeyedState<K, In, A> {
+struct KeyedState<K, In, A, I, F, M> {
     name: &'static str,
     input: Pipe<(K, In)>,
-    init: Rc<dyn Fn(In) -> A>,
-    fold: Rc<dyn Fn(A, In) -> A>,
-    merge: Rc<dyn Fn(A, A) -> A>,
+    init: I,
+    fold: F,
+    merge: M,
     /// The key of the latest row and its accumulator, not in `map` yet.
     current: Option<(K, A)>,
     map: KeyMap<K, Option<A>>,
@@ -719,14 +726,22 @@ struct KeyedState<K, In, A> {
     folded: u64,
 }
 
-impl<K: Data + Hash + Eq, In: Data, A: Data> KeyedState<K, In, A> {
+impl<K, In, A, I, F, M> KeyedState<K, In, A, I, F, M>
+where
+    K: Data + Hash + Eq,
+    In: Data,
+    A: Data,
+    I: Fn(In) -> A,
+    F: Fn(A, In) -> A,
+    M: Fn(A, A) -> A,
+{
     /// Folds every row of `batch` into its key's accumulator.
     fn fold(&mut self, batch: &RecordBatch) -> Result<()> {
         let rows = rows_of(&self.input, batch)?;
         enter(self.name);
         self.folded += rows.len() as u64;
         let (map, current) = (&mut self.map, &mut self.current);
-        let (init, fold, merge) = (&*self.init, &*self.fold, &*self.merge);
+        let (init, fold, merge) = (&self.init, &self.fold, &self.merge);
         for (key, value) in rows {
             *current = Some(match current.take() {
                 Some((same, acc)) if same == key => (same, fold(acc, value)),
@@ -748,7 +763,7 @@ impl<K: Data + Hash + Eq, In: Data, A: Data> KeyedState<K, In, A> {
     /// Every key's accumulator, in batches, leaving the map empty.
     fn drain(&mut self) -> Result<Vec<RecordBatch>> {
         if let Some((key, acc)) = self.current.take() {
-            put(&mut self.map, &*self.merge, key, acc);
+            put(&mut self.map, &self.merge, key, acc);
         }
         let mut batches = Vec::new();
         let mut entries = std::mem::take(&mut self.map).into_iter().peekable();
@@ -768,7 +783,12 @@ impl<K: Data + Hash + Eq, In: Data, A: Data> KeyedState<K, In, A> {
 }
 
 /// Adds `acc` to what `map` holds for `key`.
-fn put<K: Hash + Eq, A>(map: &mut KeyMap<K, Option<A>>, merge: &dyn Fn(A, A) -> A, key: K, acc: A) {
+fn put<K: Hash + Eq, A>(
+    map: &mut KeyMap<K, Option<A>>,
+    merge: &impl Fn(A, A) -> A,
+    key: K,
+    acc: A,
+) {
     let slot = map.entry(key).or_insert(None);
     *slot = Some(match slot.take() {
         Some(held) => merge(held, acc),
@@ -793,14 +813,22 @@ const COMBINE_SKIP_RATIO: f64 = 0.8;
 /// The map-side combine before the shuffle of `reduce_by_key`/`aggregate_by_key`: a keyed fold
 /// that emits when it holds [`COMBINE_MAX_KEYS`] keys, and that passes rows through once it has
 /// seen that they rarely share a key.
-struct CombineState<K, In, A> {
-    keyed: KeyedState<K, In, A>,
+struct CombineState<K, In, A, I, F, M> {
+    keyed: KeyedState<K, In, A, I, F, M>,
     /// Keys inserted into the map while combining, over all its drains.
     keys_made: u64,
     passing_through: bool,
 }
 
-impl<K: Data + Hash + Eq, In: Data, A: Data> OpState for CombineState<K, In, A> {
+impl<K, In, A, I, F, M> OpState for CombineState<K, In, A, I, F, M>
+where
+    K: Data + Hash + Eq,
+    In: Data,
+    A: Data,
+    I: Fn(In) -> A,
+    F: Fn(A, In) -> A,
+    M: Fn(A, A) -> A,
+{
     fn push(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {
         if self.passing_through {
             let rows = rows_of(&self.keyed.input, batch)?;
