@@ -527,13 +527,13 @@ impl<K: Data + Hash + Eq, V: Data> Dataset<(K, V)> {
             input,
             keys: K::WIDTH as u32,
         });
-        let merge = merge_op::<K, V, Vec<V>>(
+        let merge = merge_op::<K, V, Vec<V>, _, _>(
             format!("{name} (merge)"),
-            Rc::new(|v| vec![v]),
-            Rc::new(|mut a: Vec<V>, v| {
+            |v| vec![v],
+            |mut a: Vec<V>, v| {
                 a.push(v);
                 a
-            }),
+            },
         );
         Dataset::headed(graph, shuffle, merge)
     }
@@ -588,7 +588,7 @@ impl<K: Data + Hash + Eq, V: Data> Dataset<(K, V)> {
                 keys: K::WIDTH as u32,
             })
         };
-        let merged = merge_op::<K, A, A>(format!("{name} (merge)"), Rc::new(|a| a), Rc::new(merge));
+        let merged = merge_op::<K, A, A, _, _>(format!("{name} (merge)"), |a| a, merge);
         Dataset::headed(graph, combine, merged)
     }
 
@@ -630,11 +630,11 @@ impl<K: Data + Hash + Eq, V: Data> Dataset<(K, V)> {
 
 /// The merge after a shuffle: the key's `In`s folded into one `A`, as the head of the operator
 /// that reads the shuffle.
-fn merge_op<K: Data, In: Data, A: Data>(
-    name: String,
-    init: Rc<dyn Fn(In) -> A>,
-    fold: Rc<dyn Fn(A, In) -> A>,
-) -> Head {
+fn merge_op<K: Data, In: Data, A: Data, I, F>(name: String, init: I, fold: F) -> Head
+where
+    I: Fn(In) -> A + Clone + 'static,
+    F: Fn(A, In) -> A + Clone + 'static,
+{
     let label: &'static str = Box::leak(name.clone().into_boxed_str());
     Head {
         name,
@@ -642,7 +642,7 @@ fn merge_op<K: Data, In: Data, A: Data>(
             keys: K::WIDTH as u32,
         },
         factory: Rc::new(move || {
-            Box::new(MergeState::<K, In, A>::new(
+            Box::new(MergeState::<K, In, A, I, F>::new(
                 label,
                 init.clone(),
                 fold.clone(),

@@ -9,7 +9,7 @@
 //! the merge of a rollup with a fresh key per row is where that shows.
 
 use std::hash::BuildHasher;
-use std::rc::Rc;
+use std::marker::PhantomData;
 
 use arrow_array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow_row::{RowConverter, Rows, SortField};
@@ -20,15 +20,16 @@ use crate::dataset::{KeyHasher, OUTPUT_BATCH_ROWS, OpState, enter};
 use crate::error::Result;
 
 /// Rows with equal keys (a `K`'s columns) folded into one `A` each.
-pub(crate) struct MergeState<K, In, A> {
+pub(crate) struct MergeState<K, In, A, I, F> {
     pub(crate) name: &'static str,
-    pub(crate) init: Rc<dyn Fn(In) -> A>,
-    pub(crate) fold: Rc<dyn Fn(A, In) -> A>,
+    /// The job's closures, as type parameters so that the per-row loop inlines them.
+    pub(crate) init: I,
+    pub(crate) fold: F,
     /// Made from the first batch's key columns.
     groups: Option<Groups>,
     /// Each group's accumulator, by group number; `None` only while it is being folded.
     accumulators: Vec<Option<A>>,
-    _key: std::marker::PhantomData<K>,
+    _types: PhantomData<(K, In)>,
 }
 
 /// The distinct keys seen, numbered in the order they appeared.
@@ -43,19 +44,15 @@ struct Groups {
     scratch: Rows,
 }
 
-impl<K, In, A> MergeState<K, In, A> {
-    pub(crate) fn new(
-        name: &'static str,
-        init: Rc<dyn Fn(In) -> A>,
-        fold: Rc<dyn Fn(A, In) -> A>,
-    ) -> Self {
+impl<K, In, A, I, F> MergeState<K, In, A, I, F> {
+    pub(crate) fn new(name: &'static str, init: I, fold: F) -> Self {
         MergeState {
             name,
             init,
             fold,
             groups: None,
             accumulators: Vec::new(),
-            _key: std::marker::PhantomData,
+            _types: PhantomData,
         }
     }
 }
@@ -96,7 +93,14 @@ impl Groups {
     }
 }
 
-impl<K: Data, In: Data, A: Data> OpState for MergeState<K, In, A> {
+impl<K, In, A, I, F> OpState for MergeState<K, In, A, I, F>
+where
+    K: Data,
+    In: Data,
+    A: Data,
+    I: Fn(In) -> A,
+    F: Fn(A, In) -> A,
+{
     fn push(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {
         if batch.num_rows() == 0 {
             return Ok(Vec::new());
