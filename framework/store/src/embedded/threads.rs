@@ -85,7 +85,8 @@ impl WritePool {
         })
     }
 
-    /// Runs `f` on a write thread and returns what it returned; `None` if it panicked.
+    /// Runs `f` on a write thread and returns what it returned; `None` if it panicked or the pool
+    /// was stopped.
     pub(super) async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
@@ -112,4 +113,20 @@ impl WritePool {
 /// The next task of a shared queue; `None` once the queue is closed and empty.
 fn next(queue: &Mutex<Receiver<Task>>) -> Option<Task> {
     lock(queue).recv().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_write_that_panics_fails_alone_and_its_thread_keeps_serving() {
+        let mut pool = WritePool::start(1).expect("starting a write thread");
+        let panicked = pool.run(|| -> u32 { panic!("a bug in a write") }).await;
+        assert_eq!(panicked, None);
+        // The one thread is still there: the next write runs.
+        assert_eq!(pool.run(|| 7).await, Some(7));
+        pool.stop();
+        assert_eq!(pool.run(|| 8).await, None, "a stopped pool runs nothing");
+    }
 }
