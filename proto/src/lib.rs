@@ -59,7 +59,7 @@ mod tests {
                 bytes_in: 100,
                 bytes_out: 40,
                 elapsed_ms: 7,
-                wasm_fuel: 9,
+                wasm_cpu_ns: 9,
                 rows_local: 6,
                 rows_remote: 4,
                 rows_read: [("ks.t".to_string(), 10)].into(),

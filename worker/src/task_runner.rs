@@ -172,7 +172,7 @@ impl TaskRunner {
             }),
             bytes_out,
             elapsed_ms: started.elapsed().as_millis() as u64,
-            wasm_fuel: quarry_jobs::wasm_exec::fuel_of(&plan),
+            wasm_cpu_ns: quarry_jobs::wasm_exec::cpu_ns_of(&plan),
             rows_local: leaf_sum(&plan, |m| {
                 m.sum_by_name(quarry_sql::scan_exec::ROWS_LOCAL)
                     .map(|v| v.as_usize())

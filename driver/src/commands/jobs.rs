@@ -161,7 +161,7 @@ pub async fn job(data_dir: &Path, driver: &DriverConnection, args: JobArgs) -> a
             Field::new("rows_remote", DataType::UInt64, false),
             Field::new("rows_out", DataType::UInt64, false),
             Field::new("bytes_out", DataType::UInt64, false),
-            Field::new("wasm_fuel", DataType::UInt64, false),
+            Field::new("wasm_cpu_ms", DataType::UInt64, false),
             text("what"),
         ],
         vec![
@@ -195,7 +195,7 @@ pub async fn job(data_dir: &Path, driver: &DriverConnection, args: JobArgs) -> a
             metrics(|m| m.rows_remote),
             metrics(|m| m.rows_out),
             metrics(|m| m.bytes_out),
-            metrics(|m| m.wasm_fuel),
+            metrics(|m| m.wasm_cpu_ns / 1_000_000),
             Arc::new(StringArray::from_iter_values(
                 stages.iter().map(|s| s.description.as_str()),
             )),
@@ -225,6 +225,7 @@ pub async fn job(data_dir: &Path, driver: &DriverConnection, args: JobArgs) -> a
                 Field::new("rows_remote", DataType::UInt64, false),
                 Field::new("rows_out", DataType::UInt64, false),
                 Field::new("ms", DataType::UInt64, false),
+                Field::new("wasm_cpu_ms", DataType::UInt64, false),
                 text("outcome"),
             ],
             vec![
@@ -246,6 +247,7 @@ pub async fn job(data_dir: &Path, driver: &DriverConnection, args: JobArgs) -> a
                 task_metric(|m| m.rows_remote),
                 task_metric(|m| m.rows_out),
                 task_metric(|m| m.elapsed_ms),
+                task_metric(|m| m.wasm_cpu_ns / 1_000_000),
                 Arc::new(StringArray::from_iter_values(
                     tasks.iter().map(|(_, t)| t.outcome.as_str()),
                 )),

@@ -77,19 +77,19 @@ pub async fn run(
     bar.finish_and_clear();
     let outputs = outputs?;
     print_outputs(&outputs, &args)?;
-    let fuel: u64 = outputs.iter().map(|o| o.wasm_fuel).sum();
+    let cpu_ns: u64 = outputs.iter().map(|o| o.wasm_cpu_ns).sum();
     eprintln!(
-        "Job {} finished in {:.2} s; its closures ran {} instructions.",
+        "Job {} finished in {:.2} s; its closures took {} of CPU.",
         module.hash(),
         started.elapsed().as_secs_f64(),
-        group_digits(fuel)
+        cpu_seconds(cpu_ns)
     );
     drop(store);
     Ok(())
 }
 
 /// Sends the module to the driver and runs the job's results one after another on its cluster,
-/// each printed as it ends with the rows it wrote and the instructions its closures ran.
+/// each printed as it ends with the rows it wrote and the CPU time its closures took.
 async fn run_remote(mut client: Client, module: Vec<u8>, args: &SubmitArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let job = client.upload_job(module, &args.args).await?;
@@ -105,7 +105,7 @@ async fn run_remote(mut client: Client, module: Vec<u8>, args: &SubmitArgs) -> a
         return Ok(());
     }
     let mut out = output_file(args)?;
-    let mut fuel = 0;
+    let mut cpu_ns = 0;
     for (i, result) in job.results.iter().enumerate() {
         let progress = crate::remote::watch_progress(&client);
         let rows = client.run_job_result(&job, i).await?.collect().await;
@@ -116,9 +116,11 @@ async fn run_remote(mut client: Client, module: Vec<u8>, args: &SubmitArgs) -> a
             sink: sink_of(result),
             schema: rows.schema,
             batches: rows.batches,
-            wasm_fuel: report.as_ref().map_or(0, |r| r.wasm_fuel),
+            wasm_cpu_ns: report.as_ref().map_or(0, |r| {
+                u64::try_from(r.wasm_cpu.as_nanos()).unwrap_or(u64::MAX)
+            }),
         };
-        fuel += output.wasm_fuel;
+        cpu_ns += output.wasm_cpu_ns;
         print_output(&output, job.results.len(), args, &mut out)?;
         if let Some(report) = report {
             eprintln!(
@@ -130,11 +132,11 @@ async fn run_remote(mut client: Client, module: Vec<u8>, args: &SubmitArgs) -> a
     }
     out.flush()?;
     eprintln!(
-        "Job {} finished on the cluster in {:.2} s; its closures ran {} instructions. \
+        "Job {} finished on the cluster in {:.2} s; its closures took {} of CPU. \
          `quarry job ID` shows each job's stages.",
         job.hash,
         started.elapsed().as_secs_f64(),
-        group_digits(fuel)
+        cpu_seconds(cpu_ns)
     );
     Ok(())
 }
@@ -207,6 +209,11 @@ fn print_output(
         }
     }
     Ok(())
+}
+
+/// Nanoseconds of CPU as `1.234 s`.
+fn cpu_seconds(ns: u64) -> String {
+    format!("{:.3} s", ns as f64 / 1e9)
 }
 
 /// `1234567` as `1,234,567`.

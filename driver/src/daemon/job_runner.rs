@@ -321,6 +321,7 @@ impl JobRunner {
         for _ in 0..attempts {
             self.run_worker_stages().await?;
             let plan = self.bind_root()?;
+            let started = std::time::Instant::now();
             let mut stream = datafusion::physical_plan::execute_stream(plan.clone(), ctx.clone())
                 .map_err(quarry_sql::Error::from)?;
             let (mut sent, mut rows) = (0usize, 0u64);
@@ -340,7 +341,8 @@ impl JobRunner {
                         let root = self.graph.root().id;
                         let mut metrics = quarry_jobs::TaskMetrics {
                             rows_out: rows,
-                            wasm_fuel: quarry_jobs::wasm_exec::fuel_of(&plan),
+                            elapsed_ms: started.elapsed().as_millis() as u64,
+                            wasm_cpu_ns: quarry_jobs::wasm_exec::cpu_ns_of(&plan),
                             ..Default::default()
                         };
                         metrics.count_table_rows(&plan);

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use arrow_array::{Array, Int64Array, RecordBatch, UInt64Array};
 use arrow_schema::SchemaRef;
@@ -104,8 +105,9 @@ pub struct JobReport {
     pub job_id: String,
     pub state: pb::JobState,
     pub elapsed_ms: u64,
-    /// Instructions its closures ran (wasmtime fuel): the job's CPU cost.
-    pub wasm_fuel: u64,
+    /// CPU time its closures took (the calls into the job module on every worker): the job's
+    /// CPU cost. Zero for a SQL job.
+    pub wasm_cpu: Duration,
     /// Rows read per source table.
     pub rows_read: BTreeMap<String, u64>,
     /// Rows written per table.
@@ -121,12 +123,12 @@ impl JobReport {
             job_id: summary.job_id.clone(),
             state: pb::JobState::try_from(summary.state).unwrap_or(pb::JobState::Unspecified),
             elapsed_ms: summary.elapsed_ms,
-            wasm_fuel: 0,
+            wasm_cpu: Duration::ZERO,
             rows_read: BTreeMap::new(),
             rows_written: BTreeMap::new(),
         };
         for metrics in job.stages.iter().filter_map(|s| s.metrics.as_ref()) {
-            report.wasm_fuel += metrics.wasm_fuel;
+            report.wasm_cpu += Duration::from_nanos(metrics.wasm_cpu_ns);
             for (into, from) in [
                 (&mut report.rows_read, &metrics.rows_read),
                 (&mut report.rows_written, &metrics.rows_written),

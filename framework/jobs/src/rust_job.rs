@@ -70,8 +70,8 @@ pub struct SinkOutput {
     pub sink: Sink,
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
-    /// Instructions the job's operators ran for it (wasmtime fuel) where this process ran them.
-    pub wasm_fuel: u64,
+    /// CPU time of the job's operators for it, in nanoseconds, where this process ran them.
+    pub wasm_cpu_ns: u64,
 }
 
 impl SinkOutput {
@@ -116,7 +116,7 @@ pub async fn run(
             sink: sink.sink,
             schema,
             batches,
-            wasm_fuel: crate::wasm_exec::fuel_of(&sink.plan),
+            wasm_cpu_ns: crate::wasm_exec::cpu_ns_of(&sink.plan),
         });
     }
     Ok(outputs)

@@ -83,8 +83,9 @@ pub struct TaskMetrics {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub elapsed_ms: u64,
-    /// Instructions its Rust job operators ran (wasmtime fuel): the job's CPU cost.
-    pub wasm_fuel: u64,
+    /// CPU time of its Rust job operators' calls into their modules, in nanoseconds: the
+    /// job's CPU cost.
+    pub wasm_cpu_ns: u64,
     /// Rows its store scans read from the store node beside its worker.
     pub rows_local: u64,
     /// Rows its store scans read from other store nodes.
@@ -98,7 +99,7 @@ pub struct TaskMetrics {
 impl TaskMetrics {
     pub fn add(&mut self, other: &TaskMetrics) {
         self.rows_in += other.rows_in;
-        self.wasm_fuel += other.wasm_fuel;
+        self.wasm_cpu_ns += other.wasm_cpu_ns;
         self.rows_local += other.rows_local;
         self.rows_remote += other.rows_remote;
         self.rows_out += other.rows_out;

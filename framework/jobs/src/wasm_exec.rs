@@ -1,7 +1,7 @@
 //! [`WasmExec`]: one operator of a Rust job's module over the batches of its input partition.
 //!
 //! Each partition runs a fresh instance of the module (a task's sandbox: its own memory, epoch
-//! deadline and fuel), pushes its input batches through the operator and ends it, so a keyed
+//! deadline and CPU time), pushes its input batches through the operator and ends it, so a keyed
 //! operator emits its rows when its input ends. The instance is synchronous; like every
 //! DataFusion operator it runs inside the stream's poll, on whichever CPU runtime executes the
 //! plan (never the network runtime of a daemon).
@@ -19,7 +19,7 @@ use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExp
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::expressions::Column;
 use datafusion::physical_plan::metrics::{
-    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -207,7 +207,7 @@ impl ExecutionPlan for WasmExec {
             instance,
             pending: VecDeque::new(),
             done: false,
-            fuel: MetricBuilder::new(&self.metrics).counter(FUEL, partition),
+            cpu_time: MetricBuilder::new(&self.metrics).subset_time(CPU_TIME, partition),
             rows: MetricBuilder::new(&self.metrics).output_rows(partition),
         };
         let schema = self.schema.clone();
@@ -225,20 +225,21 @@ impl ExecutionPlan for WasmExec {
     }
 }
 
-/// The metric of the instructions (wasmtime fuel) a WASM operator ran.
-pub const FUEL: &str = "wasm_fuel";
+/// The metric of the CPU time a WASM operator's calls into its module took.
+pub const CPU_TIME: &str = "wasm_cpu_time";
 
-/// The instructions every [`WasmExec`] of an executed plan ran: its Rust operators' CPU cost.
-pub fn fuel_of(plan: &Arc<dyn ExecutionPlan>) -> u64 {
+/// The CPU time, in nanoseconds, every [`WasmExec`] of an executed plan took: its Rust
+/// operators' CPU cost.
+pub fn cpu_ns_of(plan: &Arc<dyn ExecutionPlan>) -> u64 {
     let own = match plan.downcast_ref::<WasmExec>() {
         Some(wasm) => wasm
             .metrics
             .clone_inner()
-            .sum_by_name(FUEL)
+            .sum_by_name(CPU_TIME)
             .map_or(0, |v| v.as_usize() as u64),
         None => 0,
     };
-    own + plan.children().into_iter().map(fuel_of).sum::<u64>()
+    own + plan.children().into_iter().map(cpu_ns_of).sum::<u64>()
 }
 
 /// The modules a plan's [`WasmExec`]s run, each once.
@@ -267,7 +268,7 @@ struct RunState {
     instance: OpInstance,
     pending: VecDeque<RecordBatch>,
     done: bool,
-    fuel: Count,
+    cpu_time: Time,
     rows: Count,
 }
 
@@ -301,7 +302,7 @@ impl RunState {
                 None => {
                     self.done = true;
                     let output = self.instance.finish();
-                    self.fuel.add(self.instance.fuel_consumed() as usize);
+                    self.cpu_time.add_duration(self.instance.cpu_time());
                     output
                 }
             };

@@ -4,17 +4,16 @@
 //! back is data from untrusted code, and a bad one is the guest's fault ([`Error::BadResult`]),
 //! never a host panic.
 
+use std::time::Duration;
+
 use arrow_buffer::Buffer;
 use wasmtime::{InstancePre, Memory, Store, Trap, TypedFunc};
 
+use crate::cpu_clock::thread_cpu_time;
 use crate::error::{Error, Result};
 use crate::guest_abi::{self, status};
 use crate::memory_limiter::MemoryLimiter;
 use crate::sandbox_limits::SandboxLimits;
-
-/// Fuel each store starts with. Fuel only meters CPU here (the deadline bounds it), so the budget
-/// is the most wasmtime keeps in the VM at once (it counts in an `i64`): no job will spend it.
-const FUEL_BUDGET: u64 = i64::MAX as u64;
 
 /// What a store carries for the host.
 #[derive(Debug)]
@@ -45,6 +44,8 @@ pub(crate) struct GuestInstance {
     panic_buffer: Option<(u32, u32)>,
     limits: SandboxLimits,
     failed: bool,
+    /// CPU time spent in calls into this instance so far.
+    cpu_time: Duration,
 }
 
 impl GuestInstance {
@@ -59,9 +60,6 @@ impl GuestInstance {
         };
         let mut store = Store::new(pre.module().engine(), state);
         store.limiter(|state| &mut state.limiter);
-        store
-            .set_fuel(FUEL_BUDGET)
-            .map_err(|e| Error::internal(format!("setting fuel: {e:#}")))?;
         // A start function would run here: it gets the same deadline as any call.
         store.set_epoch_deadline(limits.epoch_ticks());
         let instance = match pre.instantiate(&mut store) {
@@ -105,6 +103,7 @@ impl GuestInstance {
             panic_buffer: None,
             limits,
             failed: false,
+            cpu_time: Duration::ZERO,
         };
         let packed = guest.enter(op, |store| panic_buffer.call(store, ()))?;
         guest.panic_buffer = guest.check_panic_buffer(packed)?;
@@ -154,14 +153,13 @@ impl GuestInstance {
         self.failed = true;
     }
 
-    /// Fuel burnt by this instance so far (roughly one unit per wasm instruction).
-    pub(crate) fn fuel_consumed(&self) -> u64 {
-        let left = self.store.get_fuel().unwrap_or(FUEL_BUDGET);
-        FUEL_BUDGET.saturating_sub(left)
+    /// CPU time the calls into this instance have used so far, the failed ones included.
+    pub(crate) fn cpu_time(&self) -> Duration {
+        self.cpu_time
     }
 
-    /// Runs one call into the guest under a fresh deadline, turning a trap into the error it
-    /// stands for.
+    /// Runs one call into the guest under a fresh deadline, adding the CPU time it takes to the
+    /// instance's, and turning a trap into the error it stands for.
     fn enter<R>(
         &mut self,
         op: &str,
@@ -172,7 +170,10 @@ impl GuestInstance {
         }
         self.store.set_epoch_deadline(self.limits.epoch_ticks());
         self.store.data_mut().limiter.reset();
-        call(&mut self.store).map_err(|error| {
+        let before = thread_cpu_time();
+        let outcome = call(&mut self.store);
+        self.cpu_time += thread_cpu_time().saturating_sub(before);
+        outcome.map_err(|error| {
             self.failed = true;
             let refused = self.store.data().limiter.refused();
             trap_error(op, error, &self.limits, refused, self.panic_message())

@@ -1,5 +1,5 @@
 //! The sandbox that runs users' job modules: wasm32 core modules built with `quarry-sdk`, run by
-//! wasmtime with a deadline per call, a memory cap, and fuel metering.
+//! wasmtime with a deadline per call, a memory cap, and CPU time metering.
 //!
 //! ```text
 //!   wasm bytes ──▶ Runtime::load ──▶ Arc<JobModule> ──plan(args)──────────▶ JobDag   (driver)
@@ -25,10 +25,12 @@
 //!   because an out-of-memory abort leaves no message → [`Error::MemoryLimit`];
 //! - a **panic** traps after the guest's hook wrote the message into a buffer whose address the
 //!   host read right after instantiation → [`Error::UserCode`] with that message;
-//! - **fuel** is metered, not limited: [`OpInstance::fuel_consumed`] is the job's CPU cost.
+//! - **CPU time** is metered, not limited: [`OpInstance::cpu_time`], the thread's CPU time
+//!   across each call, is the job's CPU cost.
 //!
 //! Calls are synchronous and CPU-bound: run them on a CPU pool, not on an async runtime.
 
+mod cpu_clock;
 mod disk_cache;
 mod epoch_ticker;
 mod error;

@@ -1,6 +1,7 @@
 //! One running operator of a job: a guest instance fed Arrow batches.
 
 use std::fmt;
+use std::time::Duration;
 
 use arrow_array::{RecordBatch, RecordBatchOptions, make_array};
 use arrow_buffer::Buffer;
@@ -64,10 +65,10 @@ impl OpInstance {
         decoded
     }
 
-    /// Fuel (about one unit per wasm instruction) this instance has burnt so far: the CPU cost
-    /// of the job's code, independent of how busy the machine was.
-    pub fn fuel_consumed(&self) -> u64 {
-        self.guest.fuel_consumed()
+    /// CPU time the operator's calls have used so far (the thread's CPU time across each call,
+    /// so time the thread waited for a core is not counted): the CPU cost of the job's code.
+    pub fn cpu_time(&self) -> Duration {
+        self.guest.cpu_time()
     }
 }
 
@@ -75,7 +76,7 @@ impl fmt::Debug for OpInstance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpInstance")
             .field("op", &self.op)
-            .field("fuel_consumed", &self.fuel_consumed())
+            .field("cpu_time", &self.cpu_time())
             .finish_non_exhaustive()
     }
 }

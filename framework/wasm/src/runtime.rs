@@ -35,8 +35,8 @@ pub struct RuntimeConfig {
 
 /// The sandbox for job modules: one per process, shared in an `Arc` (it is `Send + Sync`).
 ///
-/// It owns the one wasmtime `Engine` (epoch interruption and fuel metering on; threads,
-/// memory64 and multi-memory off), an empty `Linker` (job modules import nothing), the thread
+/// It owns the one wasmtime `Engine` (epoch interruption on; fuel metering, threads, memory64
+/// and multi-memory off), an empty `Linker` (job modules import nothing), the thread
 /// that ticks the epoch, and the modules loaded so far, memoized by content hash.
 pub struct Runtime {
     engine: Engine,
@@ -52,8 +52,9 @@ impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Runtime> {
         let limits = config.limits;
         let mut wasm = Config::new();
+        // No fuel: instances' CPU cost is their calls' CPU time (see `cpu_clock`), and the
+        // deadline bounds a call.
         wasm.epoch_interruption(true)
-            .consume_fuel(true)
             .max_wasm_stack(limits.max_wasm_stack)
             .wasm_features(
                 WasmFeatures::THREADS | WasmFeatures::SHARED_EVERYTHING_THREADS,

@@ -7,8 +7,8 @@ use crate::epoch_ticker::EPOCH_TICK;
 /// Limits every guest instance runs under, the planning call included.
 ///
 /// CPU is bounded by wall-clock time per call (epoch interruption, cheap enough to be always on)
-/// rather than by fuel, because the right number of instructions depends on the batch; fuel is
-/// only metered, see [`OpInstance::fuel_consumed`](crate::OpInstance::fuel_consumed).
+/// rather than by fuel, because the right number of instructions depends on the batch; CPU time
+/// is only metered, see [`OpInstance::cpu_time`](crate::OpInstance::cpu_time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SandboxLimits {
     /// Largest linear memory one instance may grow to, in bytes. Default 1 GiB. Linear memory

@@ -306,9 +306,10 @@ pub struct TaskMetrics {
     pub bytes_out: u64,
     #[prost(uint64, tag = "5")]
     pub elapsed_ms: u64,
-    /// Instructions run by the task's Rust job operators (wasmtime fuel): their CPU cost.
+    /// CPU time of the task's Rust job operators (the calls into their modules), in nanoseconds:
+    /// the job's CPU cost.
     #[prost(uint64, tag = "6")]
-    pub wasm_fuel: u64,
+    pub wasm_cpu_ns: u64,
     /// Rows its store scans read from the store node beside its worker, and from other nodes.
     #[prost(uint64, tag = "7")]
     pub rows_local: u64,
