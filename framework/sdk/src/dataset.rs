@@ -17,6 +17,7 @@
 //!                                    └─ op 1: merge, map, encode ─┘
 //! ```
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
@@ -36,15 +37,22 @@ use crate::merge::MergeState;
 /// A job: builds its datasets and sinks from the context.
 pub type JobFn = fn(&JobContext) -> Result<()>;
 
-/// A root's batch through a fused chain of closures: appends the rows the chain makes of the
-/// batch to the vector. Each closure of the chain runs over the whole batch's rows before the
-/// next one does, in a loop the compiler specializes for it: no call through a pointer per row.
-pub(crate) type Pipe<T> = Rc<dyn Fn(&RecordBatch, &mut Vec<T>) -> Result<()>>;
+/// A root's rows through a fused chain of closures: appends the rows the chain makes of them to
+/// the vector. Each closure of the chain runs over all the rows before the next one does, in a
+/// loop the compiler specializes for it: no call through a pointer per row.
+pub(crate) type Pipe<T> = Rc<dyn Fn(Input<'_>, &mut Vec<T>) -> Result<()>>;
 
-/// The rows `pipe` makes of `batch`.
-fn rows_of<T>(pipe: &Pipe<T>, batch: &RecordBatch) -> Result<Vec<T>> {
+/// What a chain starts from: a batch of the root's rows, or (from a merge in the same
+/// instance) the rows themselves, a `Vec` of the root's row type that the chain takes over.
+pub(crate) enum Input<'a> {
+    Batch(&'a RecordBatch),
+    Rows(&'a mut dyn Any),
+}
+
+/// The rows `pipe` makes of `from`.
+fn rows_of<T>(pipe: &Pipe<T>, from: Input<'_>) -> Result<Vec<T>> {
     let mut rows = Vec::new();
-    pipe(batch, &mut rows)?;
+    pipe(from, &mut rows)?;
     Ok(rows)
 }
 
@@ -56,6 +64,13 @@ pub(crate) trait OpState {
     /// [`OpState::finish`], handing on each batch as it is made instead of all of them at once.
     fn finish_each(&mut self, each: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
         self.finish()?.into_iter().try_for_each(each)
+    }
+
+    /// [`OpState::finish`] as rows rather than batches, for a chain in the same instance: hands
+    /// on each `Vec` of its output rows as it is made (the chain may take them out of it).
+    /// False, having done nothing, where the operator has only batches to give.
+    fn finish_rows(&mut self, _each: &mut dyn FnMut(&mut dyn Any) -> Result<()>) -> Result<bool> {
+        Ok(false)
     }
 }
 
@@ -259,15 +274,33 @@ impl<T> fmt::Debug for Dataset<T> {
     }
 }
 
-/// Decodes a root's batches as `T`s.
+/// A root's rows as `T`s: its batches decoded, or its rows taken as they are.
 fn decode<T: Data>() -> Pipe<T> {
-    Rc::new(|batch: &RecordBatch, out: &mut Vec<T>| {
-        let reader = T::reader(Columns::of(batch))?;
-        out.reserve(batch.num_rows());
-        for row in 0..batch.num_rows() {
-            out.push(T::read(&reader, row)?);
+    Rc::new(|from: Input<'_>, out: &mut Vec<T>| match from {
+        Input::Batch(batch) => {
+            let reader = T::reader(Columns::of(batch))?;
+            out.reserve(batch.num_rows());
+            for row in 0..batch.num_rows() {
+                out.push(T::read(&reader, row)?);
+            }
+            Ok(())
         }
-        Ok(())
+        Input::Rows(rows) => {
+            let Some(rows) = rows.downcast_mut::<Vec<T>>() else {
+                return Err(JobError::Plan {
+                    message: format!(
+                        "internal: a merge handed its chain rows of another type than {}",
+                        std::any::type_name::<T>()
+                    ),
+                });
+            };
+            if out.is_empty() {
+                std::mem::swap(out, rows);
+            } else {
+                out.append(rows);
+            }
+            Ok(())
+        }
     })
 }
 
@@ -309,8 +342,8 @@ impl<T: Data> Dataset<T> {
         let input = self.pipe.clone();
         self.then(
             name,
-            Rc::new(move |batch: &RecordBatch, out: &mut Vec<U>| {
-                let rows = rows_of(&input, batch)?;
+            Rc::new(move |from: Input<'_>, out: &mut Vec<U>| {
+                let rows = rows_of(&input, from)?;
                 enter(name);
                 out.extend(rows.into_iter().map(&f));
                 Ok(())
@@ -325,8 +358,8 @@ impl<T: Data> Dataset<T> {
         let input = self.pipe.clone();
         self.then(
             name,
-            Rc::new(move |batch: &RecordBatch, out: &mut Vec<T>| {
-                let rows = rows_of(&input, batch)?;
+            Rc::new(move |from: Input<'_>, out: &mut Vec<T>| {
+                let rows = rows_of(&input, from)?;
                 enter(name);
                 out.extend(rows.into_iter().filter(|row| f(row)));
                 Ok(())
@@ -344,8 +377,8 @@ impl<T: Data> Dataset<T> {
         let input = self.pipe.clone();
         self.then(
             name,
-            Rc::new(move |batch: &RecordBatch, out: &mut Vec<U>| {
-                let rows = rows_of(&input, batch)?;
+            Rc::new(move |from: Input<'_>, out: &mut Vec<U>| {
+                let rows = rows_of(&input, from)?;
                 enter(name);
                 out.extend(rows.into_iter().flat_map(&f));
                 Ok(())
@@ -360,8 +393,8 @@ impl<T: Data> Dataset<T> {
         let input = self.pipe.clone();
         self.then(
             name,
-            Rc::new(move |batch: &RecordBatch, out: &mut Vec<(K, T)>| {
-                let rows = rows_of(&input, batch)?;
+            Rc::new(move |from: Input<'_>, out: &mut Vec<(K, T)>| {
+                let rows = rows_of(&input, from)?;
                 enter(name);
                 out.extend(rows.into_iter().map(|row| (f(&row), row)));
                 Ok(())
@@ -668,15 +701,22 @@ impl<T: Data> OpState for HeadThenMap<T> {
         Ok(out)
     }
 
-    /// The head's batches go through the chain one at a time, so a merge's whole output is
-    /// never held twice (as its batches and as the chain's).
+    /// The head's output goes through the chain a part at a time, so a merge's whole output is
+    /// never held twice (as its own and as the chain's). A merge hands on its rows themselves,
+    /// never encoded into a batch for the chain to decode again.
     fn finish(&mut self) -> Result<Vec<RecordBatch>> {
         let (head, map) = (&mut self.head, &mut self.map);
         let mut out = Vec::new();
-        head.finish_each(&mut |batch| {
-            out.extend(map.push(&batch)?);
+        let as_rows = head.finish_rows(&mut |rows| {
+            out.extend(map.push_input(Input::Rows(rows))?);
             Ok(())
         })?;
+        if !as_rows {
+            head.finish_each(&mut |batch| {
+                out.extend(map.push(&batch)?);
+                Ok(())
+            })?;
+        }
         out.extend(map.finish()?);
         Ok(out)
     }
@@ -687,9 +727,9 @@ struct MapState<T> {
     pipe: Pipe<T>,
 }
 
-impl<T: Data> OpState for MapState<T> {
-    fn push(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {
-        let rows = rows_of(&self.pipe, batch)?;
+impl<T: Data> MapState<T> {
+    fn push_input(&mut self, from: Input<'_>) -> Result<Vec<RecordBatch>> {
+        let rows = rows_of(&self.pipe, from)?;
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -699,6 +739,12 @@ impl<T: Data> OpState for MapState<T> {
             T::append(&mut builder, row);
         }
         Ok(vec![finish_batch::<T>(builder, count)?])
+    }
+}
+
+impl<T: Data> OpState for MapState<T> {
+    fn push(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {
+        self.push_input(Input::Batch(batch))
     }
 
     fn finish(&mut self) -> Result<Vec<RecordBatch>> {
@@ -729,7 +775,7 @@ struct KeyedState<K, In, A, G> {
 impl<K: Data + Hash + Eq, In: Data, A: Data, G: Folds<In, A>> KeyedState<K, In, A, G> {
     /// Folds every row of `batch` into its key's accumulator.
     fn fold(&mut self, batch: &RecordBatch) -> Result<()> {
-        let rows = rows_of(&self.input, batch)?;
+        let rows = rows_of(&self.input, Input::Batch(batch))?;
         enter(self.name);
         self.folded += rows.len() as u64;
         let (map, current, folds) = (&mut self.map, &mut self.current, &self.folds);
@@ -853,7 +899,7 @@ impl<K: Data + Hash + Eq, In: Data, A: Data, G: Folds<In, A>> OpState
 {
     fn push(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {
         if self.passing_through {
-            let rows = rows_of(&self.keyed.input, batch)?;
+            let rows = rows_of(&self.keyed.input, Input::Batch(batch))?;
             if rows.is_empty() {
                 return Ok(Vec::new());
             }

@@ -8,11 +8,13 @@
 //! entry, keeps the hash table at 16 bytes a group, and rehashes without touching the keys;
 //! the merge of a rollup with a fresh key per row is where that shows.
 
+use std::any::Any;
 use std::hash::BuildHasher;
 use std::marker::PhantomData;
 
 use arrow_array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow_row::{RowConverter, Rows, SortField};
+use arrow_schema::FieldRef;
 use hashbrown::HashTable;
 
 use crate::data::{Columns, Data, schema_of};
@@ -34,6 +36,8 @@ pub(crate) struct MergeState<K, In, A, I, F> {
 
 /// The distinct keys seen, numbered in the order they appeared.
 struct Groups {
+    /// The key columns' fields, for reading the keys back.
+    fields: Vec<FieldRef>,
     converter: RowConverter,
     /// Every group's key bytes, by group number.
     keys: Rows,
@@ -58,14 +62,16 @@ impl<K, In, A, I, F> MergeState<K, In, A, I, F> {
 }
 
 impl Groups {
-    fn new(key_columns: &[ArrayRef]) -> Result<Self> {
-        let fields = key_columns
+    fn new(key_columns: Columns<'_>) -> Result<Self> {
+        let sort_fields = key_columns
+            .arrays
             .iter()
             .map(|c| SortField::new(c.data_type().clone()))
             .collect();
-        let converter = RowConverter::new(fields)?;
+        let converter = RowConverter::new(sort_fields)?;
         let (keys, scratch) = (converter.empty_rows(0, 0), converter.empty_rows(0, 0));
         Ok(Groups {
+            fields: key_columns.fields.to_vec(),
             converter,
             keys,
             table: HashTable::new(),
@@ -110,7 +116,7 @@ where
         K::reader(key_columns)?;
         let groups = match &mut self.groups {
             Some(groups) => groups,
-            None => self.groups.insert(Groups::new(key_columns.arrays)?),
+            None => self.groups.insert(Groups::new(key_columns)?),
         };
         groups.scratch.clear();
         groups
@@ -143,29 +149,69 @@ where
 
     /// Every group's key and accumulator, in the order the keys appeared, a batch at a time.
     fn finish_each(&mut self, each: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
-        let Some(groups) = self.groups.take() else {
-            return Ok(());
-        };
-        let accumulators = std::mem::take(&mut self.accumulators);
         let schema = schema_of::<(K, A)>();
-        let mut accumulators = accumulators.into_iter();
-        let total = groups.keys.num_rows();
-        for start in (0..total).step_by(OUTPUT_BATCH_ROWS) {
-            let end = (start + OUTPUT_BATCH_ROWS).min(total);
-            let mut columns = groups
-                .converter
-                .convert_rows((start..end).map(|group| groups.keys.row(group)))?;
-            let mut builder = A::builder(end - start);
-            for acc in accumulators.by_ref().take(end - start).flatten() {
+        self.drain(&mut |part| {
+            let (mut columns, accumulators) = (part.keys, part.accumulators);
+            let rows = accumulators.len();
+            let mut builder = A::builder(rows);
+            for acc in accumulators {
                 A::append(&mut builder, acc);
             }
             A::finish(builder, &mut columns);
-            let options = RecordBatchOptions::new().with_row_count(Some(end - start));
+            let options = RecordBatchOptions::new().with_row_count(Some(rows));
             each(RecordBatch::try_new_with_options(
                 schema.clone(),
                 columns,
                 &options,
-            )?)?;
+            )?)
+        })
+    }
+
+    /// Every group as a `(K, A)` row, in the order the keys appeared, a `Vec` at a time.
+    fn finish_rows(&mut self, each: &mut dyn FnMut(&mut dyn Any) -> Result<()>) -> Result<bool> {
+        self.drain(&mut |part| {
+            let keys = K::reader(Columns {
+                arrays: &part.keys,
+                fields: part.fields,
+            })?;
+            let mut rows: Vec<(K, A)> = Vec::with_capacity(part.accumulators.len());
+            for (row, acc) in part.accumulators.into_iter().enumerate() {
+                rows.push((K::read(&keys, row)?, acc));
+            }
+            each(&mut rows)
+        })?;
+        Ok(true)
+    }
+}
+
+/// Groups of a merge that ends: their keys as columns, and their accumulators.
+struct Part<'a, A> {
+    /// The key columns' fields, for messages.
+    fields: &'a [FieldRef],
+    keys: Vec<ArrayRef>,
+    accumulators: Vec<A>,
+}
+
+impl<K, In, A, I, F> MergeState<K, In, A, I, F> {
+    /// Ends the merge: hands on its groups in the order their keys appeared, at most
+    /// [`OUTPUT_BATCH_ROWS`] at a time.
+    fn drain(&mut self, each: &mut dyn FnMut(Part<'_, A>) -> Result<()>) -> Result<()> {
+        let Some(groups) = self.groups.take() else {
+            return Ok(());
+        };
+        let mut accumulators = std::mem::take(&mut self.accumulators).into_iter();
+        let total = groups.keys.num_rows();
+        for start in (0..total).step_by(OUTPUT_BATCH_ROWS) {
+            let end = (start + OUTPUT_BATCH_ROWS).min(total);
+            let columns = groups
+                .converter
+                .convert_rows((start..end).map(|group| groups.keys.row(group)))?;
+            let part: Vec<A> = accumulators.by_ref().take(end - start).flatten().collect();
+            each(Part {
+                fields: &groups.fields,
+                keys: columns,
+                accumulators: part,
+            })?;
         }
         Ok(())
     }
@@ -221,5 +267,48 @@ mod tests {
         // Keys come out in the order they first appeared.
         assert_eq!(merged[0].0, None);
         assert_eq!(merged[1].0.as_deref(), Some("device-1"));
+    }
+
+    fn sum_per_key_then_map(ctx: &JobContext) -> Result<()> {
+        ctx.source::<(Option<String>, i64)>("t.pairs")
+            .reduce_by_key(|a, b| a + b)
+            .map(|(key, sum)| (key.unwrap_or_else(|| "none".into()), sum * 2))
+            .collect();
+        Ok(())
+    }
+
+    #[test]
+    fn the_chain_after_a_merge_gets_every_group_once_in_batches_of_bounded_size() {
+        let built = JobContext::build(sum_per_key_then_map, JobArgs::default()).unwrap();
+        let op = built
+            .dag
+            .ops
+            .iter()
+            .position(|op| matches!(op.kind, OpKind::Merge { keys: 1 }))
+            .unwrap();
+        let mut state = built.factories[op]();
+        // 15,000 keys (two output batches' worth), each in two batches; every 5th key null.
+        let key = |i: i64| (i % 5 != 0).then(|| format!("k{i}"));
+        let pairs: Vec<(Option<String>, i64)> = (0..30_000).map(|i| (key(i % 15_000), i)).collect();
+        for chunk in pairs.chunks(4096) {
+            let out = state
+                .push(&to_batch(chunk.iter().cloned()).unwrap())
+                .unwrap();
+            assert!(out.is_empty(), "a merge emits only at the end");
+        }
+        let batches = state.finish().unwrap();
+        assert!(batches.len() >= 2);
+        assert!(batches.iter().all(|b| b.num_rows() <= OUTPUT_BATCH_ROWS));
+        let mapped: Vec<(String, i64)> = batches
+            .iter()
+            .flat_map(|b| from_batch::<(String, i64)>(b).unwrap())
+            .collect();
+        let mut expected = BTreeMap::new();
+        for (key, value) in &pairs {
+            let key = key.clone().unwrap_or_else(|| "none".into());
+            *expected.entry(key).or_insert(0) += 2 * value;
+        }
+        assert_eq!(mapped.len(), expected.len(), "each group once");
+        assert_eq!(mapped.into_iter().collect::<BTreeMap<_, _>>(), expected);
     }
 }
