@@ -224,7 +224,27 @@ mod tests {
     use super::*;
     use crate::dag::{JobArgs, OpKind};
     use crate::data::{from_batch, to_batch};
-    use crate::dataset::JobContext;
+    use crate::dataset::{JobContext, JobFn};
+
+    /// The batches the operator of `job` that starts with a one-column merge makes of `pairs`,
+    /// pushed `chunk` rows at a time.
+    fn merged_by(job: JobFn, pairs: &[(Option<String>, i64)], chunk: usize) -> Vec<RecordBatch> {
+        let built = JobContext::build(job, JobArgs::default()).unwrap();
+        let op = built
+            .dag
+            .ops
+            .iter()
+            .position(|op| matches!(op.kind, OpKind::Merge { keys: 1 }))
+            .unwrap();
+        let mut state = built.factories[op]();
+        for rows in pairs.chunks(chunk) {
+            let out = state
+                .push(&to_batch(rows.iter().cloned()).unwrap())
+                .unwrap();
+            assert!(out.is_empty(), "a merge emits only at the end");
+        }
+        state.finish().unwrap()
+    }
 
     fn sum_per_key(ctx: &JobContext) -> Result<()> {
         ctx.source::<(Option<String>, i64)>("t.pairs")
@@ -235,24 +255,10 @@ mod tests {
 
     #[test]
     fn a_merge_folds_equal_keys_across_batches_nulls_included_in_order_of_appearance() {
-        let built = JobContext::build(sum_per_key, JobArgs::default()).unwrap();
-        let op = built
-            .dag
-            .ops
-            .iter()
-            .position(|op| matches!(op.kind, OpKind::Merge { keys: 1 }))
-            .unwrap();
-        let mut state = built.factories[op]();
         // 20,000 keys, each in three batches; every 7th key null (one group of its own).
         let key = |i: i64| (i % 7 != 0).then(|| format!("device-{i}"));
         let pairs: Vec<(Option<String>, i64)> = (0..60_000).map(|i| (key(i % 20_000), i)).collect();
-        for chunk in pairs.chunks(8192) {
-            let out = state
-                .push(&to_batch(chunk.iter().cloned()).unwrap())
-                .unwrap();
-            assert!(out.is_empty(), "a merge emits only at the end");
-        }
-        let batches = state.finish().unwrap();
+        let batches = merged_by(sum_per_key, &pairs, 8192);
         assert!(batches.iter().all(|b| b.num_rows() <= OUTPUT_BATCH_ROWS));
         let merged: Vec<(Option<String>, i64)> = batches
             .iter()
@@ -279,24 +285,10 @@ mod tests {
 
     #[test]
     fn the_chain_after_a_merge_gets_every_group_once_in_batches_of_bounded_size() {
-        let built = JobContext::build(sum_per_key_then_map, JobArgs::default()).unwrap();
-        let op = built
-            .dag
-            .ops
-            .iter()
-            .position(|op| matches!(op.kind, OpKind::Merge { keys: 1 }))
-            .unwrap();
-        let mut state = built.factories[op]();
         // 15,000 keys (two output batches' worth), each in two batches; every 5th key null.
         let key = |i: i64| (i % 5 != 0).then(|| format!("k{i}"));
         let pairs: Vec<(Option<String>, i64)> = (0..30_000).map(|i| (key(i % 15_000), i)).collect();
-        for chunk in pairs.chunks(4096) {
-            let out = state
-                .push(&to_batch(chunk.iter().cloned()).unwrap())
-                .unwrap();
-            assert!(out.is_empty(), "a merge emits only at the end");
-        }
-        let batches = state.finish().unwrap();
+        let batches = merged_by(sum_per_key_then_map, &pairs, 4096);
         assert!(batches.len() >= 2);
         assert!(batches.iter().all(|b| b.num_rows() <= OUTPUT_BATCH_ROWS));
         let mapped: Vec<(String, i64)> = batches
