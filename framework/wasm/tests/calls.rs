@@ -152,10 +152,14 @@ fn an_endless_loop_is_interrupted_at_the_deadline() {
     assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
     // The interrupted call's CPU time counts, and is never more than the time it took (at
-    // least a twentieth of it, however loaded the machine).
+    // least a twentieth of it, however loaded the machine; the kernel's CPU clock and the
+    // monotonic one may disagree by microseconds).
     let cpu = op.cpu_time();
     assert!(cpu >= Duration::from_millis(10), "{cpu:?} in {elapsed:?}");
-    assert!(cpu <= elapsed, "{cpu:?} in {elapsed:?}");
+    assert!(
+        cpu <= elapsed + Duration::from_millis(1),
+        "{cpu:?} in {elapsed:?}"
+    );
 
     // The trapped instance refuses further calls; the module itself is fine.
     let again = op.push(&batch()).unwrap_err();
