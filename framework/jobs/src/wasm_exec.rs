@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
@@ -208,6 +209,7 @@ impl ExecutionPlan for WasmExec {
             pending: VecDeque::new(),
             done: false,
             cpu_time: MetricBuilder::new(&self.metrics).subset_time(CPU_TIME, partition),
+            cpu_recorded: Duration::ZERO,
             rows: MetricBuilder::new(&self.metrics).output_rows(partition),
         };
         let schema = self.schema.clone();
@@ -269,6 +271,8 @@ struct RunState {
     pending: VecDeque<RecordBatch>,
     done: bool,
     cpu_time: Time,
+    /// The instance's CPU time already added to `cpu_time`.
+    cpu_recorded: Duration,
     rows: Count,
 }
 
@@ -301,11 +305,15 @@ impl RunState {
                 }
                 None => {
                     self.done = true;
-                    let output = self.instance.finish();
-                    self.cpu_time.add_duration(self.instance.cpu_time());
-                    output
+                    self.instance.finish()
                 }
             };
+            // After every call, so that a stream dropped early (a `take`) still reports the
+            // CPU its calls took.
+            let used = self.instance.cpu_time();
+            self.cpu_time
+                .add_duration(used.saturating_sub(self.cpu_recorded));
+            self.cpu_recorded = used;
             match output {
                 Ok(batches) => self.pending.extend(batches),
                 Err(e) => {

@@ -19,7 +19,7 @@ use hashbrown::HashTable;
 
 use crate::data::{Columns, Data, schema_of};
 use crate::dataset::{KeyHasher, OUTPUT_BATCH_ROWS, OpState, enter};
-use crate::error::Result;
+use crate::error::{JobError, Result};
 
 /// Rows with equal keys (a `K`'s columns) folded into one `A` each.
 pub(crate) struct MergeState<K, In, A, I, F> {
@@ -206,7 +206,17 @@ impl<K, In, A, I, F> MergeState<K, In, A, I, F> {
             let columns = groups
                 .converter
                 .convert_rows((start..end).map(|group| groups.keys.row(group)))?;
-            let part: Vec<A> = accumulators.by_ref().take(end - start).flatten().collect();
+            // A group without its accumulator (a fold that panicked midway) would shift every
+            // later key onto another group's value: an error, never a wrong row.
+            let part = accumulators
+                .by_ref()
+                .take(end - start)
+                .map(|acc| {
+                    acc.ok_or_else(|| JobError::Plan {
+                        message: "internal: a merge group lost its accumulator".into(),
+                    })
+                })
+                .collect::<Result<Vec<A>>>()?;
             each(Part {
                 fields: &groups.fields,
                 keys: columns,
