@@ -34,6 +34,10 @@ pub struct OpsArgs {
     /// Rows per input batch (a store scan's batches hold 8,192).
     #[arg(long, default_value_t = 8192)]
     batch_rows: usize,
+    /// Only the jobs whose label holds this text (`identity`, `(b)`, `rollup`), e.g. to
+    /// profile one with `perf record` and `QUARRY_WASM_PROFILER=perfmap`.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 /// A job to measure: its module, its native entry point, its arguments.
@@ -56,7 +60,7 @@ pub async fn run(args: OpsArgs) -> Result<()> {
         ..IotConfig::default()
     };
     config.validate().map_err(anyhow::Error::msg)?;
-    let readings: Vec<RecordBatch> = config.generator().collect();
+    let readings = as_a_scan_reads_them(config.generator().collect(), args.batch_rows)?;
 
     let runtime = Runtime::new(RuntimeConfig::default())?;
     let bench = runtime.load(&crate::jobs::build("bench/jobs")?)?;
@@ -89,8 +93,9 @@ pub async fn run(args: OpsArgs) -> Result<()> {
         "\n{:<46} {:>10} {:>10} {:>12} {:>7} {:>12}",
         "operator", "rows in", "rows out", "wasm ns/row", "ratio", "guest ns/row"
     );
-    for job in &jobs {
-        run_job(job, &readings, args.iterations)?;
+    let only = args.only.as_deref().unwrap_or("");
+    for job in jobs.iter().filter(|job| job.label.contains(only)) {
+        run_job(job, &readings, args.iterations, args.batch_rows)?;
     }
 
     // What every task pays before its first batch: a fresh instance, its operator started.
@@ -109,10 +114,38 @@ pub async fn run(args: OpsArgs) -> Result<()> {
     Ok(())
 }
 
+/// The readings grouped by device, in batches of `batch_rows`: a store scan reads a shard in
+/// token order, so all rows of a partition (a device) arrive one after another, and a combine
+/// keyed by the partition key folds them without hashing. The generator interleaves devices.
+fn as_a_scan_reads_them(readings: Vec<RecordBatch>, batch_rows: usize) -> Result<Vec<RecordBatch>> {
+    let Some(first) = readings.first() else {
+        return Ok(readings);
+    };
+    let all = arrow::compute::concat_batches(first.schema_ref(), &readings)?;
+    let device = all
+        .column_by_name("device_id")
+        .context("readings have a device_id column")?;
+    let order = arrow::compute::sort_to_indices(device, None, None)?;
+    rebatch(arrow::compute::take_record_batch(&all, &order)?, batch_rows)
+}
+
+/// `all` cut into batches of `batch_rows`.
+fn rebatch(all: RecordBatch, batch_rows: usize) -> Result<Vec<RecordBatch>> {
+    Ok((0..all.num_rows())
+        .step_by(batch_rows.max(1))
+        .map(|start| all.slice(start, batch_rows.min(all.num_rows() - start)))
+        .collect())
+}
+
 /// Runs the job's operators in DAG order over `readings`, each fed the previous one's output.
-fn run_job(job: &Job, readings: &[RecordBatch], iterations: usize) -> Result<()> {
+fn run_job(
+    job: &Job,
+    readings: &[RecordBatch],
+    iterations: usize,
+    batch_rows: usize,
+) -> Result<()> {
     let dag = job.module.plan(&job.args)?;
-    let mut input = source_batches(&dag, readings)?;
+    let mut input = source_batches(&dag, readings, batch_rows)?;
     let ops: Vec<u32> = dag
         .nodes
         .iter()
@@ -166,8 +199,13 @@ fn run_job(job: &Job, readings: &[RecordBatch], iterations: usize) -> Result<()>
 }
 
 /// The readings as the job's one source reads them: its predicate (the benchmark's jobs use
-/// `sensor = 'temp'` only) applied, its columns projected by name.
-fn source_batches(dag: &JobDag, readings: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
+/// `sensor = 'temp'` only) applied, its columns projected by name, the rows that pass cut into
+/// batches of `batch_rows` again (as DataFusion's filter coalesces its output).
+fn source_batches(
+    dag: &JobDag,
+    readings: &[RecordBatch],
+    batch_rows: usize,
+) -> Result<Vec<RecordBatch>> {
     let Some((predicate, schema)) = dag.nodes.iter().find_map(|node| match node {
         Node::Source {
             predicate, schema, ..
@@ -182,7 +220,7 @@ fn source_batches(dag: &JobDag, readings: &[RecordBatch]) -> Result<Vec<RecordBa
         Some("sensor = 'temp'") => Some("temp"),
         Some(other) => bail!("the operator bench cannot apply the predicate {other}"),
     };
-    readings
+    let passed = readings
         .iter()
         .map(|batch| {
             let batch = match sensor {
@@ -210,7 +248,11 @@ fn source_batches(dag: &JobDag, readings: &[RecordBatch]) -> Result<Vec<RecordBa
                 .collect::<Result<Vec<_>>>()?;
             Ok(RecordBatch::try_new(schema.clone(), columns)?)
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    rebatch(
+        arrow::compute::concat_batches(&schema, &passed)?,
+        batch_rows,
+    )
 }
 
 /// Every batch through a fresh sandboxed instance of `op`: its output and the CPU time of the

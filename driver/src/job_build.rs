@@ -56,6 +56,7 @@ pub fn build(manifest: &Path) -> anyhow::Result<PathBuf> {
         .arg("--target-dir")
         .arg(target_dir())
         .args(MODULE_PROFILE.iter().flat_map(|c| ["--config", c]))
+        .args(["--config", strip_setting()])
         // Flags meant for the host (`-C target-cpu=native`) do not fit the module's target.
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -112,15 +113,26 @@ fn is_local(message: &serde_json::Value, manifest: &Path) -> bool {
     Path::new(path) == wanted
 }
 
-/// Small, fast modules: whole-program optimization, no debug info, panics abort (the only
-/// panic strategy of the target).
-const MODULE_PROFILE: [&str; 5] = [
+/// Small, fast modules: whole-program optimization, panics abort (the only panic strategy of
+/// the target). What is stripped: [`strip_setting`].
+const MODULE_PROFILE: [&str; 4] = [
     "profile.release.lto=true",
     "profile.release.codegen-units=1",
-    "profile.release.strip=true",
     "profile.release.opt-level=3",
     "profile.release.panic=\"abort\"",
 ];
+
+/// No debug info, and no function names either, unless the workers are asked to name the
+/// module's functions for a profiler (`QUARRY_WASM_PROFILER=perfmap`, see
+/// [`quarry_wasm::PROFILER_ENV`]): then the module keeps its name section, so `perf` shows
+/// the closures and SDK functions by name instead of `wasm[0]::function[N]`.
+fn strip_setting() -> &'static str {
+    if std::env::var_os(quarry_wasm::PROFILER_ENV).is_some_and(|v| v == "perfmap") {
+        "profile.release.strip=\"debuginfo\""
+    } else {
+        "profile.release.strip=true"
+    }
+}
 
 /// Where job modules are built: `QUARRY_WASM_TARGET_DIR`, else `~/.cache/quarry/wasm-target`.
 pub fn target_dir() -> PathBuf {

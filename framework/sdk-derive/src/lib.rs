@@ -56,6 +56,7 @@ fn record(mut input: DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
     Ok(quote! {
         impl #impl_generics #sdk::Data for #name #type_generics #where_clause {
             const WIDTH: usize = 0 #(+ <#types as #sdk::Data>::WIDTH)*;
+            const FIXED_WIDTH: bool = true #(&& <#types as #sdk::Data>::FIXED_WIDTH)*;
             type Builder = (#(<#types as #sdk::Data>::Builder,)*);
             type Reader<'__a> = (#(<#types as #sdk::Data>::Reader<'__a>,)*);
 
@@ -65,12 +66,12 @@ fn record(mut input: DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
             fn builder(capacity: usize) -> Self::Builder {
                 (#(<#types as #sdk::Data>::builder(capacity),)*)
             }
-            #[inline]
+            #[inline(always)]
             fn append(builder: &mut Self::Builder, value: Self) {
                 let #name { #(#idents),* } = value;
                 #(<#types as #sdk::Data>::append(&mut builder.#index, #idents);)*
             }
-            #[inline]
+            #[inline(always)]
             fn append_null(builder: &mut Self::Builder) {
                 #(<#types as #sdk::Data>::append_null(&mut builder.#index);)*
             }
@@ -85,7 +86,7 @@ fn record(mut input: DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
                 let _ = __rest;
                 Ok((#(<#types as #sdk::Data>::reader(#parts)?,)*))
             }
-            #[inline]
+            #[inline(always)]
             fn read(
                 reader: &Self::Reader<'_>,
                 row: usize,

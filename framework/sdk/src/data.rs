@@ -48,6 +48,10 @@ pub const TIMESTAMP_TZ: &str = "UTC";
 pub trait Data: Sized + 'static {
     /// Arrow columns one value occupies.
     const WIDTH: usize;
+    /// Whether a value is fixed-width columns only (no text, bytes or collections): reading one
+    /// allocates nothing, so keyed operators hash and compare such keys as values rather than
+    /// as their Arrow row-format bytes.
+    const FIXED_WIDTH: bool = false;
     /// Builds the columns of many values.
     type Builder;
     /// Reads values back from columns.
@@ -240,11 +244,19 @@ impl<'a, A: Array + 'static> LeafReader<'a, A> {
     #[inline(always)]
     fn non_null(&self, row: usize) -> Result<&'a A, DataError> {
         if self.has_nulls && self.array.is_null(row) {
-            return Err(DataError::Null {
-                column: self.name.to_string(),
-            });
+            return Err(null_in(self.name));
         }
         Ok(self.array)
+    }
+}
+
+/// The error of a null in a column read without `Option`: out of line, so that the reads a row
+/// decode inlines stay small.
+#[cold]
+#[inline(never)]
+fn null_in(column: &str) -> DataError {
+    DataError::Null {
+        column: column.to_string(),
     }
 }
 
@@ -269,11 +281,12 @@ pub fn same_type(found: &DataType, expected: &DataType) -> bool {
 /// builder of a capacity, append a value and read one back.
 macro_rules! leaf_data {
     (
-        impl[$($generics:tt)*] $rust:ty, $builder:ty, $array:ty, $data_type:expr,
+        impl[$($generics:tt)*] $rust:ty, $builder:ty, $array:ty, $data_type:expr, fixed: $fixed:expr,
         new: $new:expr, append: |$b:ident, $v:ident| $append:expr, read: |$a:ident, $row:ident| $read:expr
     ) => {
         impl<$($generics)*> Data for $rust {
             const WIDTH: usize = 1;
+            const FIXED_WIDTH: bool = $fixed;
             type Builder = $builder;
             type Reader<'a> = LeafReader<'a, $array>;
 
@@ -309,11 +322,11 @@ macro_rules! leaf_data {
         }
     };
     (
-        $rust:ty, $builder:ty, $array:ty, $data_type:expr,
+        $rust:ty, $builder:ty, $array:ty, $data_type:expr, fixed: $fixed:expr,
         new: $new:expr, append: |$b:ident, $v:ident| $append:expr, read: |$a:ident, $row:ident| $read:expr
     ) => {
         leaf_data!(
-            impl[] $rust, $builder, $array, $data_type,
+            impl[] $rust, $builder, $array, $data_type, fixed: $fixed,
             new: $new, append: |$b, $v| $append, read: |$a, $row| $read
         );
     };
@@ -322,7 +335,7 @@ macro_rules! leaf_data {
 macro_rules! primitive_data {
     ($rust:ty, $arrow:ty, $data_type:expr) => {
         leaf_data!(
-            $rust, PrimitiveBuilder<$arrow>, PrimitiveArray<$arrow>, $data_type,
+            $rust, PrimitiveBuilder<$arrow>, PrimitiveArray<$arrow>, $data_type, fixed: true,
             new: primitive_builder::<$arrow>,
             append: |builder, value| builder.append_value(value),
             read: |array, row| array.value(row)
@@ -429,13 +442,13 @@ fn primitive_builder<T: ArrowPrimitiveType>(capacity: usize) -> PrimitiveBuilder
 
 leaf_data!(
     Timestamp, PrimitiveBuilder<TimestampMillisecondType>,
-    PrimitiveArray<TimestampMillisecondType>, timestamp_type(),
+    PrimitiveArray<TimestampMillisecondType>, timestamp_type(), fixed: true,
     new: |capacity| primitive_builder::<TimestampMillisecondType>(capacity).with_timezone(TIMESTAMP_TZ),
     append: |builder, value| builder.append_value(value.0),
     read: |array, row| Timestamp(array.value(row))
 );
 leaf_data!(
-    Date, PrimitiveBuilder<Date32Type>, PrimitiveArray<Date32Type>, DataType::Date32,
+    Date, PrimitiveBuilder<Date32Type>, PrimitiveArray<Date32Type>, DataType::Date32, fixed: true,
     new: primitive_builder::<Date32Type>,
     append: |builder, value| builder.append_value(value.0),
     read: |array, row| Date(array.value(row))
@@ -443,7 +456,7 @@ leaf_data!(
 leaf_data!(
     impl[const PRECISION: u8, const SCALE: i8] Decimal<PRECISION, SCALE>,
     PrimitiveBuilder<Decimal128Type>, PrimitiveArray<Decimal128Type>,
-    DataType::Decimal128(PRECISION, SCALE),
+    DataType::Decimal128(PRECISION, SCALE), fixed: true,
     new: |capacity| primitive_builder::<Decimal128Type>(capacity)
         .with_data_type(DataType::Decimal128(PRECISION, SCALE)),
     append: |builder, value| builder.append_value(value.0),
@@ -451,25 +464,25 @@ leaf_data!(
 );
 leaf_data!(
     Time, PrimitiveBuilder<Time64NanosecondType>, PrimitiveArray<Time64NanosecondType>,
-    DataType::Time64(TimeUnit::Nanosecond),
+    DataType::Time64(TimeUnit::Nanosecond), fixed: true,
     new: primitive_builder::<Time64NanosecondType>,
     append: |builder, value| builder.append_value(value.0),
     read: |array, row| Time(array.value(row))
 );
 leaf_data!(
-    bool, BooleanBuilder, BooleanArray, DataType::Boolean,
+    bool, BooleanBuilder, BooleanArray, DataType::Boolean, fixed: true,
     new: BooleanBuilder::with_capacity,
     append: |builder, value| builder.append_value(value),
     read: |array, row| array.value(row)
 );
 leaf_data!(
-    String, StringBuilder, StringArray, DataType::Utf8,
+    String, StringBuilder, StringArray, DataType::Utf8, fixed: false,
     new: |capacity| StringBuilder::with_capacity(capacity, capacity * 8),
     append: |builder, value| builder.append_value(value),
     read: |array, row| array.value(row).to_string()
 );
 leaf_data!(
-    Blob, BinaryBuilder, BinaryArray, DataType::Binary,
+    Blob, BinaryBuilder, BinaryArray, DataType::Binary, fixed: false,
     new: |capacity| BinaryBuilder::with_capacity(capacity, capacity * 8),
     append: |builder, value| builder.append_value(value.0),
     read: |array, row| Blob(array.value(row).to_vec())
@@ -502,6 +515,7 @@ impl<T: Data> fmt::Debug for OptionReader<'_, T> {
 
 impl<T: Data> Data for Option<T> {
     const WIDTH: usize = if T::WIDTH == 1 { 1 } else { T::WIDTH + 1 };
+    const FIXED_WIDTH: bool = T::FIXED_WIDTH;
     type Builder = OptionBuilder<T>;
     type Reader<'a> = OptionReader<'a, T>;
 
@@ -521,7 +535,7 @@ impl<T: Data> Data for Option<T> {
             inner: T::builder(capacity),
         }
     }
-    #[inline]
+    #[inline(always)]
     fn append(builder: &mut Self::Builder, value: Self) {
         match value {
             Some(value) => {
@@ -533,7 +547,7 @@ impl<T: Data> Data for Option<T> {
             None => Self::append_null(builder),
         }
     }
-    #[inline]
+    #[inline(always)]
     fn append_null(builder: &mut Self::Builder) {
         if let Some(marker) = &mut builder.marker {
             marker.append_null();
@@ -560,7 +574,7 @@ impl<T: Data> Data for Option<T> {
             inner: T::reader(rest)?,
         })
     }
-    #[inline]
+    #[inline(always)]
     fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError> {
         let present = match reader.marker {
             Some(marker) => marker.is_valid(row),
@@ -572,7 +586,7 @@ impl<T: Data> Data for Option<T> {
             Ok(None)
         }
     }
-    #[inline]
+    #[inline(always)]
     fn is_null(reader: &Self::Reader<'_>, row: usize) -> bool {
         match reader.marker {
             Some(marker) => marker.is_null(row),
@@ -921,6 +935,7 @@ impl<K: Data + Ord, V: Data> Data for BTreeMap<K, V> {
 /// set of keys.
 impl Data for () {
     const WIDTH: usize = 0;
+    const FIXED_WIDTH: bool = true;
     type Builder = ();
     type Reader<'a> = ();
 
@@ -948,6 +963,7 @@ macro_rules! tuple_data {
     ($($name:ident $index:tt),+) => {
         impl<$($name: Data),+> Data for ($($name,)+) {
             const WIDTH: usize = 0 $(+ $name::WIDTH)+;
+            const FIXED_WIDTH: bool = true $(&& $name::FIXED_WIDTH)+;
             type Builder = ($($name::Builder,)+);
             type Reader<'a> = ($($name::Reader<'a>,)+);
 
@@ -957,11 +973,11 @@ macro_rules! tuple_data {
             fn builder(capacity: usize) -> Self::Builder {
                 ($($name::builder(capacity),)+)
             }
-            #[inline]
+            #[inline(always)]
             fn append(builder: &mut Self::Builder, value: Self) {
                 $($name::append(&mut builder.$index, value.$index);)+
             }
-            #[inline]
+            #[inline(always)]
             fn append_null(builder: &mut Self::Builder) {
                 $($name::append_null(&mut builder.$index);)+
             }
@@ -975,7 +991,7 @@ macro_rules! tuple_data {
                 let _ = rest;
                 Ok(($($name::reader($name)?,)+))
             }
-            #[inline]
+            #[inline(always)]
             fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError> {
                 Ok(($($name::read(&reader.$index, row)?,)+))
             }

@@ -600,18 +600,8 @@ impl<K: Data + Hash + Eq, V: Data> Dataset<(K, V)> {
                 format!("{} (combine)", chain.join(" → ")),
                 OpKind::Combine,
                 Rc::new(move || {
-                    Box::new(CombineState {
-                        keyed: KeyedState {
-                            name,
-                            input: pipe.clone(),
-                            folds: folds.clone(),
-                            current: None,
-                            map: key_map(),
-                            folded: 0,
-                        },
-                        keys_made: 0,
-                        passing_through: false,
-                    }) as Box<dyn OpState>
+                    Box::new(CombineState::new(name, pipe.clone(), folds.clone()))
+                        as Box<dyn OpState>
                 }),
             );
             let combine = g.node(Node::Wasm {
@@ -665,7 +655,7 @@ impl<K: Data + Hash + Eq, V: Data> Dataset<(K, V)> {
 
 /// The merge after a shuffle: the key's `In`s folded into one `A`, as the head of the operator
 /// that reads the shuffle.
-fn merge_op<K: Data, In: Data, A: Data, I, F>(name: String, init: I, fold: F) -> Head
+fn merge_op<K: Data + Hash + Eq, In: Data, A: Data, I, F>(name: String, init: I, fold: F) -> Head
 where
     I: Fn(In) -> A + Clone + 'static,
     F: Fn(A, In) -> A + Clone + 'static,
@@ -759,8 +749,9 @@ pub(crate) const OUTPUT_BATCH_ROWS: usize = 8192;
 ///
 /// A task reads its rows in token order, so rows whose key holds the partition key arrive one
 /// key after another: the key being folded stays out of the map until a row with another key
-/// comes, and its rows are folded without hashing. A key that comes back later is merged with
-/// what the map holds for it.
+/// comes, and its rows are folded without hashing. When that key's run ends, its accumulator
+/// goes into the map (merged with what the map holds for it, if the key came before), or,
+/// once the combine streams, straight to the output.
 struct KeyedState<K, In, A, G> {
     name: &'static str,
     input: Pipe<(K, In)>,
@@ -768,8 +759,13 @@ struct KeyedState<K, In, A, G> {
     /// The key of the latest row and its accumulator, not in `map` yet.
     current: Option<(K, A)>,
     map: KeyMap<K, Option<A>>,
+    /// Runs of one key that ended, in the order they did, while streaming.
+    ended: Option<Vec<(K, A)>>,
     /// Rows folded so far.
     folded: u64,
+    /// Runs that ended into the map, and how many of them made a new key there.
+    runs_into_map: u64,
+    keys_made: u64,
 }
 
 impl<K: Data + Hash + Eq, In: Data, A: Data, G: Folds<In, A>> KeyedState<K, In, A, G> {
@@ -778,12 +774,19 @@ impl<K: Data + Hash + Eq, In: Data, A: Data, G: Folds<In, A>> KeyedState<K, In, 
         let rows = rows_of(&self.input, Input::Batch(batch))?;
         enter(self.name);
         self.folded += rows.len() as u64;
-        let (map, current, folds) = (&mut self.map, &mut self.current, &self.folds);
+        let (current, folds) = (&mut self.current, &self.folds);
+        let mut ended = |key, acc| match &mut self.ended {
+            Some(ended) => ended.push((key, acc)),
+            None => {
+                self.runs_into_map += 1;
+                self.keys_made += u64::from(put(&mut self.map, folds, key, acc));
+            }
+        };
         for (key, value) in rows {
             *current = Some(match current.take() {
                 Some((same, acc)) if same == key => (same, folds.fold(acc, value)),
                 Some((other, acc)) => {
-                    put(map, folds, other, acc);
+                    ended(other, acc);
                     (key, folds.init(value))
                 }
                 None => (key, folds.init(value)),
@@ -792,17 +795,50 @@ impl<K: Data + Hash + Eq, In: Data, A: Data, G: Folds<In, A>> KeyedState<K, In, 
         Ok(())
     }
 
+    /// Whether the rows folded so far, enough to judge by and fewer than a combine's probe,
+    /// came grouped by key: nearly every run of one key was that key's first, and there were
+    /// runs of more than one row.
+    fn comes_grouped(&self) -> bool {
+        let (rows, runs, new) = (
+            self.folded as f64,
+            self.runs_into_map as f64,
+            self.keys_made as f64,
+        );
+        (STREAM_PROBE_ROWS..COMBINE_PROBE_ROWS).contains(&self.folded)
+            && runs > 0.0
+            && new >= STREAM_NEW_KEY_RATIO * runs
+            && new < COMBINE_SKIP_RATIO * rows
+    }
+
     /// Keys in the map, counting the current one.
     fn keys(&self) -> usize {
         self.map.len() + usize::from(self.current.is_some())
     }
 
+    /// The runs that ended while streaming, in batches, if there are at least `at_least` of
+    /// them.
+    fn drain_ended(&mut self, at_least: usize) -> Result<Vec<RecordBatch>> {
+        let Some(ended) = self
+            .ended
+            .as_mut()
+            .filter(|e| !e.is_empty() && e.len() >= at_least)
+        else {
+            return Ok(Vec::new());
+        };
+        to_batches(std::mem::take(ended))
+    }
+
     /// Every key's accumulator, in batches, leaving the map empty.
     fn drain(&mut self) -> Result<Vec<RecordBatch>> {
         if let Some((key, acc)) = self.current.take() {
-            put(&mut self.map, &self.folds, key, acc);
+            match &mut self.ended {
+                Some(ended) => ended.push((key, acc)),
+                None => {
+                    put(&mut self.map, &self.folds, key, acc);
+                }
+            }
         }
-        let mut batches = Vec::new();
+        let mut batches = self.drain_ended(1)?;
         let mut entries = std::mem::take(&mut self.map).into_iter().peekable();
         while entries.peek().is_some() {
             let mut builder = <(K, A)>::builder(OUTPUT_BATCH_ROWS.min(entries.len()));
@@ -819,18 +855,38 @@ impl<K: Data + Hash + Eq, In: Data, A: Data, G: Folds<In, A>> KeyedState<K, In, 
     }
 }
 
-/// Adds `acc` to what `map` holds for `key`.
+/// Keyed rows as batches of at most [`OUTPUT_BATCH_ROWS`].
+fn to_batches<K: Data, A: Data>(rows: Vec<(K, A)>) -> Result<Vec<RecordBatch>> {
+    let mut batches = Vec::with_capacity(rows.len().div_ceil(OUTPUT_BATCH_ROWS));
+    let mut rows = rows.into_iter();
+    while rows.len() > 0 {
+        let count = rows.len().min(OUTPUT_BATCH_ROWS);
+        let mut builder = <(K, A)>::builder(count);
+        for row in rows.by_ref().take(count) {
+            <(K, A)>::append(&mut builder, row);
+        }
+        batches.push(finish_batch::<(K, A)>(builder, count)?);
+    }
+    Ok(batches)
+}
+
+/// Adds `acc` to what `map` holds for `key`; true if the key is new to the map.
 fn put<K: Hash + Eq, In, A>(
     map: &mut KeyMap<K, Option<A>>,
     folds: &impl Folds<In, A>,
     key: K,
     acc: A,
-) {
-    let slot = map.entry(key).or_insert(None);
+) -> bool {
+    let mut new = false;
+    let slot = map.entry(key).or_insert_with(|| {
+        new = true;
+        None
+    });
     *slot = Some(match slot.take() {
         Some(held) => folds.merge(held, acc),
         None => acc,
     });
+    new
 }
 
 /// The closures of a keyed fold: start an accumulator with a value, add a value to one, merge
@@ -884,44 +940,84 @@ const COMBINE_PROBE_ROWS: u64 = 100_000;
 /// partial aggregation skips itself at the same ratio).
 const COMBINE_SKIP_RATIO: f64 = 0.8;
 
+/// Rows a combine reads before it judges whether its input comes grouped by key.
+const STREAM_PROBE_ROWS: u64 = 16_384;
+
+/// Share of the runs of one key that must be a key's first (no earlier run of it) for a
+/// combine to judge its input grouped by key and stream.
+const STREAM_NEW_KEY_RATIO: f64 = 0.95;
+
 /// The map-side combine before the shuffle of `reduce_by_key`/`aggregate_by_key`: a keyed fold
-/// that emits when it holds [`COMBINE_MAX_KEYS`] keys, and that passes rows through once it has
-/// seen that they rarely share a key.
+/// that emits when it holds [`COMBINE_MAX_KEYS`] keys, and that adapts to its input.
+///
+/// - Where the input comes grouped by key (the key holds the partition key, and the store
+///   reads in token order), each run of one key is the key's only one, so the map would only be
+///   filled and emptied: the combine *streams*, handing on each run's accumulator as the run
+///   ends, without hashing.
+/// - Where keys rarely repeat at all, it *passes rows through*, each as an accumulator of its
+///   own.
+/// - Otherwise it combines in the map.
+///
+/// Either way the merge after the shuffle folds what the combine hands on, so a judgement that
+/// turns out wrong later in the input costs output rows, never a wrong result.
 struct CombineState<K, In, A, G> {
     keyed: KeyedState<K, In, A, G>,
-    /// Keys inserted into the map while combining, over all its drains.
-    keys_made: u64,
     passing_through: bool,
+}
+
+impl<K, In, A, G> CombineState<K, In, A, G> {
+    fn new(name: &'static str, input: Pipe<(K, In)>, folds: G) -> Self {
+        CombineState {
+            keyed: KeyedState {
+                name,
+                input,
+                folds,
+                current: None,
+                map: key_map(),
+                ended: None,
+                folded: 0,
+                runs_into_map: 0,
+                keys_made: 0,
+            },
+            passing_through: false,
+        }
+    }
 }
 
 impl<K: Data + Hash + Eq, In: Data, A: Data, G: Folds<In, A>> OpState
     for CombineState<K, In, A, G>
 {
     fn push(&mut self, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {
+        let keyed = &mut self.keyed;
         if self.passing_through {
-            let rows = rows_of(&self.keyed.input, Input::Batch(batch))?;
+            let rows = rows_of(&keyed.input, Input::Batch(batch))?;
             if rows.is_empty() {
                 return Ok(Vec::new());
             }
-            enter(self.keyed.name);
+            enter(keyed.name);
             let count = rows.len();
             let mut builder = <(K, A)>::builder(count);
             for (key, value) in rows {
-                <(K, A)>::append(&mut builder, (key, self.keyed.folds.init(value)));
+                <(K, A)>::append(&mut builder, (key, keyed.folds.init(value)));
             }
             return Ok(vec![finish_batch::<(K, A)>(builder, count)?]);
         }
-        let keys = self.keyed.keys();
-        self.keyed.fold(batch)?;
-        self.keys_made += self.keyed.keys().saturating_sub(keys) as u64;
-        // Rows are folded only while combining.
-        let rows = self.keyed.folded;
-        if rows >= COMBINE_PROBE_ROWS && self.keys_made as f64 > COMBINE_SKIP_RATIO * rows as f64 {
-            self.passing_through = true;
-            return self.keyed.drain();
+        keyed.fold(batch)?;
+        if keyed.ended.is_some() {
+            return keyed.drain_ended(OUTPUT_BATCH_ROWS);
         }
-        if self.keyed.keys() >= COMBINE_MAX_KEYS {
-            return self.keyed.drain();
+        if keyed.comes_grouped() {
+            keyed.ended = Some(Vec::with_capacity(OUTPUT_BATCH_ROWS));
+            return Ok(Vec::new());
+        }
+        // Rows are folded into the map only while combining.
+        let rows = keyed.folded;
+        if rows >= COMBINE_PROBE_ROWS && keyed.keys_made as f64 > COMBINE_SKIP_RATIO * rows as f64 {
+            self.passing_through = true;
+            return keyed.drain();
+        }
+        if keyed.keys() >= COMBINE_MAX_KEYS {
+            return keyed.drain();
         }
         Ok(Vec::new())
     }
@@ -1004,8 +1100,10 @@ mod tests {
 
     #[test]
     fn a_combine_hands_on_its_keys_when_it_holds_too_many() {
-        // Each key twice in a row: half as many keys as rows, so combining pays.
-        let pairs: Vec<_> = (0..300_000).map(|i| (i / 2, i)).collect();
+        // Each batch of 8,192 rows holds 4,096 keys, each twice but never twice in a row: half
+        // as many keys as rows, so combining pays, and the input is not grouped by key.
+        let key = |i: i64| (i / 8192) * 4096 + (i % 8192) % 4096;
+        let pairs: Vec<_> = (0..36 * 8192).map(|i| (key(i), i)).collect();
         let (per_push, rows) = combine(&pairs);
         let emitting = per_push.iter().filter(|&&n| n > 0).count();
         assert!(emitting >= 2, "{per_push:?}");
@@ -1014,7 +1112,7 @@ mod tests {
             "{per_push:?}"
         );
         // A batch holds both rows of each of its keys, and a drain follows a whole batch.
-        assert_eq!(rows.len(), 150_000);
+        assert_eq!(rows.len(), 36 * 4096);
         assert_eq!(totals(&rows), totals(&pairs));
     }
 
@@ -1036,6 +1134,34 @@ mod tests {
             "{after:?}"
         );
         assert_eq!(rows.len(), 300_000);
+        assert_eq!(totals(&rows), totals(&pairs));
+    }
+
+    #[test]
+    fn a_combine_over_rows_grouped_by_key_streams_each_run_as_it_ends() {
+        // Runs of 10 rows of one key, each key once: as a scan in token order delivers rows
+        // keyed by their partition key.
+        let pairs: Vec<_> = (0..200_000).map(|i| (i / 10, i)).collect();
+        let (per_push, rows) = combine(&pairs);
+        // A map would hold all 20,000 keys until the end; streaming hands them on while the
+        // input still comes, in batches of at most 8,192 runs (plus one push's worth).
+        let before_the_end: usize = per_push.iter().sum();
+        assert!(before_the_end >= 8192, "{per_push:?}");
+        assert!(per_push.iter().all(|&n| n < 2 * 8192), "{per_push:?}");
+        assert_eq!(rows.len(), 20_000, "each key once");
+        assert_eq!(totals(&rows), totals(&pairs));
+    }
+
+    #[test]
+    fn a_combine_that_streams_and_then_sees_keys_come_back_hands_on_partial_totals() {
+        // Grouped by key for long enough to stream, then every key again: the second runs are
+        // handed on as partial accumulators of their own, which the merge adds up.
+        let pairs: Vec<_> = (0..100_000).map(|i| ((i % 50_000) / 10, i)).collect();
+        let (_, rows) = combine(&pairs);
+        assert!(
+            rows.len() > 5_000,
+            "the keys that came back are handed on twice"
+        );
         assert_eq!(totals(&rows), totals(&pairs));
     }
 }
