@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use arrow_array::builder::{BinaryBuilder, BooleanBuilder, PrimitiveBuilder, StringBuilder};
+use arrow_array::builder::{BinaryBuilder, BooleanBuilder, StringBuilder};
 use arrow_array::types::{
     ArrowPrimitiveType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type,
     Int32Type, Int64Type, Time64NanosecondType, TimestampMillisecondType,
@@ -38,7 +38,7 @@ use arrow_array::{
     Array, ArrayRef, BinaryArray, BooleanArray, ListArray, MapArray, PrimitiveArray, RecordBatch,
     StringArray, StructArray,
 };
-use arrow_buffer::{NullBuffer, OffsetBuffer};
+use arrow_buffer::{BooleanBufferBuilder, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
 
 /// The time zone of CQL timestamps as the store maps them.
@@ -335,8 +335,8 @@ macro_rules! leaf_data {
 macro_rules! primitive_data {
     ($rust:ty, $arrow:ty, $data_type:expr) => {
         leaf_data!(
-            $rust, PrimitiveBuilder<$arrow>, PrimitiveArray<$arrow>, $data_type, fixed: true,
-            new: primitive_builder::<$arrow>,
+            $rust, PrimitiveColumn<$arrow>, PrimitiveArray<$arrow>, $data_type, fixed: true,
+            new: |capacity| PrimitiveColumn::with_capacity(capacity, $data_type),
             append: |builder, value| builder.append_value(value),
             read: |array, row| array.value(row)
         );
@@ -436,36 +436,91 @@ fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some(Arc::from(TIMESTAMP_TZ)))
 }
 
-fn primitive_builder<T: ArrowPrimitiveType>(capacity: usize) -> PrimitiveBuilder<T> {
-    PrimitiveBuilder::<T>::with_capacity(capacity)
+/// The builder of a primitive column: values pushed onto a `Vec`, which inlines into a row's
+/// append (arrow's `PrimitiveBuilder` goes through a buffer builder call per value), and a
+/// validity bitmap made only at the first null.
+pub struct PrimitiveColumn<T: ArrowPrimitiveType> {
+    values: Vec<T::Native>,
+    valid: Option<BooleanBufferBuilder>,
+    data_type: DataType,
+}
+
+impl<T: ArrowPrimitiveType> fmt::Debug for PrimitiveColumn<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrimitiveColumn")
+            .field("data_type", &self.data_type)
+            .field("len", &self.values.len())
+            .finish()
+    }
+}
+
+impl<T: ArrowPrimitiveType> PrimitiveColumn<T> {
+    /// A builder of a `data_type` column (`T`'s own type, or one with a time zone or
+    /// precision).
+    pub fn with_capacity(capacity: usize, data_type: DataType) -> Self {
+        PrimitiveColumn {
+            values: Vec::with_capacity(capacity),
+            valid: None,
+            data_type,
+        }
+    }
+
+    #[inline(always)]
+    pub fn append_value(&mut self, value: T::Native) {
+        self.values.push(value);
+        if let Some(valid) = &mut self.valid {
+            valid.append(true);
+        }
+    }
+
+    #[inline]
+    pub fn append_null(&mut self) {
+        let valid = self.valid.get_or_insert_with(|| {
+            let mut valid = BooleanBufferBuilder::new(self.values.capacity());
+            valid.append_n(self.values.len(), true);
+            valid
+        });
+        valid.append(false);
+        self.values.push(T::Native::default());
+    }
+
+    /// The column of the values appended so far, leaving the builder empty (as arrow's
+    /// builders do).
+    pub fn finish(&mut self) -> PrimitiveArray<T> {
+        let nulls = self
+            .valid
+            .take()
+            .map(|mut valid| NullBuffer::new(valid.finish()));
+        let values = ScalarBuffer::from(std::mem::take(&mut self.values));
+        PrimitiveArray::<T>::new(values, nulls).with_data_type(self.data_type.clone())
+    }
 }
 
 leaf_data!(
-    Timestamp, PrimitiveBuilder<TimestampMillisecondType>,
+    Timestamp, PrimitiveColumn<TimestampMillisecondType>,
     PrimitiveArray<TimestampMillisecondType>, timestamp_type(), fixed: true,
-    new: |capacity| primitive_builder::<TimestampMillisecondType>(capacity).with_timezone(TIMESTAMP_TZ),
+    new: |capacity| PrimitiveColumn::with_capacity(capacity, timestamp_type()),
     append: |builder, value| builder.append_value(value.0),
     read: |array, row| Timestamp(array.value(row))
 );
 leaf_data!(
-    Date, PrimitiveBuilder<Date32Type>, PrimitiveArray<Date32Type>, DataType::Date32, fixed: true,
-    new: primitive_builder::<Date32Type>,
+    Date, PrimitiveColumn<Date32Type>, PrimitiveArray<Date32Type>, DataType::Date32, fixed: true,
+    new: |capacity| PrimitiveColumn::with_capacity(capacity, DataType::Date32),
     append: |builder, value| builder.append_value(value.0),
     read: |array, row| Date(array.value(row))
 );
 leaf_data!(
     impl[const PRECISION: u8, const SCALE: i8] Decimal<PRECISION, SCALE>,
-    PrimitiveBuilder<Decimal128Type>, PrimitiveArray<Decimal128Type>,
+    PrimitiveColumn<Decimal128Type>, PrimitiveArray<Decimal128Type>,
     DataType::Decimal128(PRECISION, SCALE), fixed: true,
-    new: |capacity| primitive_builder::<Decimal128Type>(capacity)
-        .with_data_type(DataType::Decimal128(PRECISION, SCALE)),
+    new: |capacity| PrimitiveColumn::with_capacity(capacity, DataType::Decimal128(PRECISION, SCALE)),
     append: |builder, value| builder.append_value(value.0),
     read: |array, row| Decimal(array.value(row))
 );
 leaf_data!(
-    Time, PrimitiveBuilder<Time64NanosecondType>, PrimitiveArray<Time64NanosecondType>,
+    Time, PrimitiveColumn<Time64NanosecondType>, PrimitiveArray<Time64NanosecondType>,
     DataType::Time64(TimeUnit::Nanosecond), fixed: true,
-    new: primitive_builder::<Time64NanosecondType>,
+    new: |capacity| PrimitiveColumn::with_capacity(capacity, DataType::Time64(TimeUnit::Nanosecond)),
     append: |builder, value| builder.append_value(value.0),
     read: |array, row| Time(array.value(row))
 );
@@ -1047,15 +1102,17 @@ mod tests {
         let mut maps = arrow_array::builder::MapBuilder::new(
             None,
             StringBuilder::new(),
-            PrimitiveBuilder::<Int64Type>::new(),
+            arrow_array::builder::PrimitiveBuilder::<Int64Type>::new(),
         );
         maps.keys().append_value("site");
         maps.values().append_value(3);
         maps.append(true).unwrap();
         maps.append(false).unwrap();
         let mut lists =
-            arrow_array::builder::ListBuilder::new(PrimitiveBuilder::<Float64Type>::new())
-                .with_field(Arc::new(Field::new("item", DataType::Float64, true)));
+            arrow_array::builder::ListBuilder::new(arrow_array::builder::PrimitiveBuilder::<
+                Float64Type,
+            >::new())
+            .with_field(Arc::new(Field::new("item", DataType::Float64, true)));
         lists.append_value([Some(1.5)]);
         lists.append_null();
         let stored = RecordBatch::try_from_iter(vec![
@@ -1129,6 +1186,30 @@ mod tests {
         // key, marker, two nullable leaves.
         assert_eq!(batch.num_columns(), 4);
         assert_eq!(batch.schema().field(1).name(), "_1_some");
+    }
+
+    #[test]
+    fn primitive_columns_get_nulls_wherever_the_first_one_comes() {
+        // Null first, null after values, no null at all; a time zone kept with its nulls.
+        let rows = vec![
+            (None, Some(1.5f64), 1i64, Some(Timestamp(3))),
+            (Some(2i32), None, 2, None),
+            (Some(3), Some(-0.0), 3, Some(Timestamp(-4))),
+        ];
+        let batch = round_trip(rows);
+        assert_eq!(
+            batch
+                .columns()
+                .iter()
+                .map(|c| c.null_count())
+                .collect::<Vec<_>>(),
+            vec![1, 1, 0, 1]
+        );
+        assert!(
+            batch.column(2).nulls().is_none(),
+            "no bitmap without a null"
+        );
+        assert_eq!(batch.schema().field(3).data_type(), &timestamp_type());
     }
 
     #[test]

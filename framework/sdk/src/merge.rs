@@ -96,7 +96,7 @@ struct RowGroups {
 }
 
 impl RowGroups {
-    fn new(key_columns: Columns<'_>) -> Result<Self> {
+    fn new(key_columns: Columns<'_>, capacity: usize) -> Result<Self> {
         let sort_fields = key_columns
             .arrays
             .iter()
@@ -108,7 +108,7 @@ impl RowGroups {
             fields: key_columns.fields.to_vec(),
             converter,
             keys,
-            table: HashTable::new(),
+            table: HashTable::with_capacity(capacity),
             hasher: KeyHasher::default(),
             scratch,
         })
@@ -147,16 +147,24 @@ where
         }
         let (key_columns, values) = Columns::of(batch).split(K::WIDTH)?;
         let key_reader = K::reader(key_columns)?;
+        // Sized for the first batch's rows to be groups of their own: a merge's input is
+        // combined already, so its keys rarely repeat within a batch.
+        let rows = batch.num_rows();
         let groups = match &mut self.groups {
             Some(groups) => groups,
-            None if K::FIXED_WIDTH => self.groups.insert(Groups::Values(ValueGroups {
-                keys: Vec::new(),
-                table: HashTable::new(),
-                hasher: KeyHasher::default(),
-            })),
-            None => self
-                .groups
-                .insert(Groups::Rows(RowGroups::new(key_columns)?)),
+            None if K::FIXED_WIDTH => {
+                self.accumulators.reserve(rows);
+                self.groups.insert(Groups::Values(ValueGroups {
+                    keys: Vec::with_capacity(rows),
+                    table: HashTable::with_capacity(rows),
+                    hasher: KeyHasher::default(),
+                }))
+            }
+            None => {
+                self.accumulators.reserve(rows);
+                self.groups
+                    .insert(Groups::Rows(RowGroups::new(key_columns, rows)?))
+            }
         };
         let reader = In::reader(values)?;
         let (accumulators, init, fold) = (&mut self.accumulators, &self.init, &self.fold);
@@ -277,16 +285,14 @@ impl<K, In, A, I, F> MergeState<K, In, A, I, F> {
         let mut accumulators = std::mem::take(&mut self.accumulators).into_iter();
         // A group without its accumulator (a fold that panicked midway) would shift every
         // later key onto another group's value: an error, never a wrong row.
-        let mut next = |n: usize| {
-            accumulators
-                .by_ref()
-                .take(n)
-                .map(|acc| {
-                    acc.ok_or_else(|| JobError::Plan {
-                        message: "internal: a merge group lost its accumulator".into(),
-                    })
-                })
-                .collect::<Result<Vec<A>>>()
+        let mut next = |n: usize| -> Result<Vec<A>> {
+            let mut part = Vec::with_capacity(n);
+            for acc in accumulators.by_ref().take(n) {
+                part.push(acc.ok_or_else(|| JobError::Plan {
+                    message: "internal: a merge group lost its accumulator".into(),
+                })?);
+            }
+            Ok(part)
         };
         match groups {
             Groups::Values(groups) => {
