@@ -3,8 +3,9 @@
 //!
 //! The jobs of `quarry-bench jobs` (query (b) as a job, the daily rollup, the identity map) are
 //! planned from their wasm32 modules; each job's operators then run in order over the same
-//! generated readings, each one's output feeding the next (one partition: a shuffle passes its
-//! input through). Every operator runs twice, alternating: once in a sandboxed instance
+//! generated readings, grouped by device and in full batches after the source's filter as a
+//! store scan delivers them, each operator's output feeding the next (one partition: a shuffle
+//! passes its input through). Every operator runs twice, alternating: once in a sandboxed instance
 //! (`quarry_wasm`, as a worker runs it: batches copied in and out as Arrow IPC) and once through
 //! the SDK's entry points called natively with the same IPC bytes. The ratio is the sandbox's
 //! cost; the native time is the SDK's own cost per row. Both outputs must have equal rows.
