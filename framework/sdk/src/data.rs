@@ -70,6 +70,12 @@ pub trait Data: Sized + 'static {
     fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError>;
     /// Whether the value at `row` is null (meaningful for single-column types).
     fn is_null(reader: &Self::Reader<'_>, row: usize) -> bool;
+    /// [`Data::read`] of a row [`Data::is_null`] said is not null: a single-column type skips
+    /// checking again.
+    #[inline(always)]
+    fn read_valid(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError> {
+        Self::read(reader, row)
+    }
 }
 
 /// The columns a reader reads, with their fields (for messages).
@@ -318,6 +324,11 @@ macro_rules! leaf_data {
             #[inline(always)]
             fn is_null(reader: &Self::Reader<'_>, row: usize) -> bool {
                 reader.array.is_null(row)
+            }
+            #[inline(always)]
+            fn read_valid(reader: &Self::Reader<'_>, $row: usize) -> Result<Self, DataError> {
+                let $a = reader.array;
+                Ok($read)
             }
         }
     };
@@ -631,14 +642,10 @@ impl<T: Data> Data for Option<T> {
     }
     #[inline(always)]
     fn read(reader: &Self::Reader<'_>, row: usize) -> Result<Self, DataError> {
-        let present = match reader.marker {
-            Some(marker) => marker.is_valid(row),
-            None => !T::is_null(&reader.inner, row),
-        };
-        if present {
-            T::read(&reader.inner, row).map(Some)
-        } else {
-            Ok(None)
+        match reader.marker {
+            Some(marker) if marker.is_valid(row) => T::read(&reader.inner, row).map(Some),
+            None if !T::is_null(&reader.inner, row) => T::read_valid(&reader.inner, row).map(Some),
+            _ => Ok(None),
         }
     }
     #[inline(always)]
