@@ -147,8 +147,8 @@ where
         }
         let (key_columns, values) = Columns::of(batch).split(K::WIDTH)?;
         let key_reader = K::reader(key_columns)?;
-        // Sized for the first batch's rows to be groups of their own: a merge's input is
-        // combined already, so its keys rarely repeat within a batch.
+        // Sized for each of the first batch's rows to be a group: after a combine, most are
+        // (and it is at most one batch's worth too many where they are not).
         let rows = batch.num_rows();
         let groups = match &mut self.groups {
             Some(groups) => groups,
