@@ -1232,10 +1232,15 @@ async fn a_job_past_the_drivers_timeout_is_stopped_and_says_why() {
     )
     .await;
     numbers(&cluster, 16, 20_000).await;
-    // 400 million pairs: far more than half a second.
+    // 400 million pairs, each through a square root and two trigonometric functions: tens of
+    // seconds of CPU, far more than half a second on any machine (a plain `a.v + b.v < 0` once
+    // finished within the half second on a fast one).
     let started = Instant::now();
     let error = cluster
-        .sql_error("SELECT count(*) FROM k.t a, k.t b WHERE a.v + b.v < 0")
+        .sql_error(
+            "SELECT count(*) FROM k.t a, k.t b \
+             WHERE sqrt(a.v * b.v + 1) + sin(a.v) * cos(b.v) < 0",
+        )
         .await;
     assert!(error.contains("job timeout"), "{error}");
     assert!(
