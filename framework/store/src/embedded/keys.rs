@@ -158,6 +158,9 @@ pub struct KeySet {
     next: Vec<u32>,
     /// The distinct hashes, ascending, for searching sorted row groups.
     sorted: Vec<i64>,
+    /// Every row's token and hash, by token: a row group covering part of the ring is searched
+    /// for the hashes of that part only (equal keys have equal tokens).
+    by_token: Vec<(i64, i64)>,
     /// One bit per hash bucket: most rows of a search are not in the set and stop here.
     filter: Vec<u64>,
     filter_mask: u64,
@@ -218,6 +221,7 @@ impl KeySet {
             head: HashMap::with_capacity_and_hasher(total, Default::default()),
             next: Vec::with_capacity(total),
             sorted: Vec::new(),
+            by_token: Vec::with_capacity(total),
             filter: vec![0; bits / 64],
             filter_mask: bits as u64 - 1,
             min_token: i64::MAX,
@@ -235,6 +239,8 @@ impl KeySet {
                 set.min_token = set.min_token.min(*min);
                 set.max_token = set.max_token.max(*max);
             }
+            set.by_token
+                .extend(part.tokens.iter().copied().zip(part.hashes.iter().copied()));
             for &hash in part.hashes {
                 let row = set.tags.len() as u32;
                 set.tags.push(part.tag);
@@ -246,6 +252,7 @@ impl KeySet {
         }
         set.sorted = set.head.keys().copied().collect();
         set.sorted.sort_unstable();
+        set.by_token.sort_unstable();
         Ok(set)
     }
 
@@ -285,13 +292,32 @@ impl KeySet {
         out
     }
 
-    /// As [`KeySet::candidates`], over a row group's sorted hashes: each of the set's hashes is
-    /// looked up by galloping through them, so the work grows with the set, not with the group
-    /// (a memtable's few thousand new keys against a run of millions).
-    pub fn candidates_in(&self, group: &GroupKeys) -> Vec<(u32, u32)> {
+    /// As [`KeySet::candidates`], over a row group's sorted hashes whose rows have tokens in
+    /// `tokens` (pairs whose set row lies outside them may be found too, when every row of the
+    /// group is probed; their keys cannot be equal): each of the set's hashes in that token range is looked up by
+    /// galloping through them, so the work grows with the set's share of the group's part of
+    /// the ring, not with the group (a memtable's new keys against a run of millions, cut at
+    /// shard boundaries into row groups).
+    pub fn candidates_in(
+        &self,
+        group: &GroupKeys,
+        tokens: std::ops::RangeInclusive<i64>,
+    ) -> Vec<(u32, u32)> {
+        let from = self.by_token.partition_point(|&(t, _)| t < *tokens.start());
+        let to = self.by_token.partition_point(|&(t, _)| t <= *tokens.end());
+        let part: Vec<i64>;
+        let hashes = if to - from == self.by_token.len() {
+            &self.sorted
+        } else {
+            let mut hashes: Vec<i64> = self.by_token[from..to].iter().map(|&(_, h)| h).collect();
+            hashes.sort_unstable();
+            hashes.dedup();
+            part = hashes;
+            &part
+        };
         // A galloping step costs about what ten filter probes do: past that, probing every
         // row of the group is cheaper.
-        if self.sorted.len().saturating_mul(GALLOP_RATIO) > group.rows() {
+        if hashes.len().saturating_mul(GALLOP_RATIO) > group.rows() {
             let mut out = self.candidates(&group.hashes);
             for pair in &mut out {
                 pair.0 = group.rows[pair.0 as usize];
@@ -300,7 +326,7 @@ impl KeySet {
         }
         let mut out = Vec::new();
         let mut at = 0;
-        for &hash in &self.sorted {
+        for &hash in hashes {
             at = gallop(&group.hashes, at, hash);
             if at == group.hashes.len() {
                 break;
@@ -405,7 +431,7 @@ impl KeySet {
             }
         })?;
         let candidates = match &hashes {
-            GroupHashes::Sorted(keys) => self.candidates_in(keys),
+            GroupHashes::Sorted(keys) => self.candidates_in(keys, info.min_token..=info.max_token),
             GroupHashes::InRowOrder(hashes) => self.candidates(hashes),
         };
         if candidates.is_empty() {
@@ -589,7 +615,8 @@ pub(crate) mod tests {
             .unwrap();
             let in_row_order: Vec<i64> = (0..group_rows).map(|_| next(range)).collect();
             let mut probed = set.candidates(&in_row_order);
-            let mut searched = set.candidates_in(&GroupKeys::sorted(in_row_order));
+            let group = GroupKeys::sorted(in_row_order);
+            let mut searched = set.candidates_in(&group, i64::MIN..=i64::MAX);
             probed.sort_unstable();
             searched.sort_unstable();
             assert!(!probed.is_empty());
@@ -597,6 +624,27 @@ pub(crate) mod tests {
                 searched, probed,
                 "{set_rows} keys against {group_rows} rows"
             );
+            // A group over part of the ring: every pair whose set row has a token in that part
+            // (row `i` of the set has token `i` here); when the set is searched rather than
+            // probed, only those.
+            let part = set_rows as i64 / 3..=set_rows as i64 / 2;
+            let mut in_part = set.candidates_in(&group, part.clone());
+            in_part.sort_unstable();
+            let expected: Vec<(u32, u32)> = probed
+                .iter()
+                .copied()
+                .filter(|&(_, ours)| part.contains(&i64::from(ours)))
+                .collect();
+            assert!(!expected.is_empty());
+            if set_rows * GALLOP_RATIO <= group_rows {
+                assert_eq!(in_part, expected, "{set_rows} keys, tokens {part:?}");
+            } else {
+                assert!(
+                    expected.iter().all(|pair| in_part.contains(pair))
+                        && in_part.iter().all(|pair| probed.contains(pair)),
+                    "{set_rows} keys, tokens {part:?}"
+                );
+            }
         }
     }
 }

@@ -50,6 +50,8 @@ const BATCH_ROWS: usize = 8192;
 const CHUNK_SPLIT_ROWS: usize = 65_536;
 /// Row selections whose runs of selected rows average fewer rows than this are applied as a mask.
 const MASK_BELOW_RUN_ROWS: usize = 2048;
+/// Selections of less than one row in this many skip the rest whatever their runs' lengths.
+const SKIP_ABOVE_SHARE: usize = 16;
 
 /// A run: files written together, ordered by token, sharing a sequence number, each with the
 /// rows newer writes superseded.
@@ -870,17 +872,25 @@ pub(crate) fn read_group(
             .with_batch_size(BATCH_ROWS);
     if let Some(rows) = selection {
         let total = file.metadata.metadata().row_group(group).num_rows() as usize;
+        let selected: usize = rows.iter().map(|r| r.len()).sum();
+        // Deleted rows scattered over a row group make many short runs of rows: decoding
+        // them all and dropping the deleted ones through a mask is faster than skipping
+        // each gap. A task's shards (few long runs) are still skipped, and so are the gaps
+        // between a few scattered rows (the keys of candidate matches), which would otherwise
+        // decode the whole group for them.
+        let policy = if selected.saturating_mul(SKIP_ABOVE_SHARE) < total {
+            RowSelectionPolicy::Selectors
+        } else {
+            RowSelectionPolicy::Auto {
+                threshold: MASK_BELOW_RUN_ROWS,
+            }
+        };
         builder = builder
             .with_row_selection(RowSelection::from_consecutive_ranges(
                 rows.into_iter(),
                 total,
             ))
-            // Deleted rows scattered over a row group make many short runs of rows: decoding
-            // them all and dropping the deleted ones through a mask is faster than skipping
-            // each gap. A task's shards (few long runs) are still skipped.
-            .with_row_selection_policy(RowSelectionPolicy::Auto {
-                threshold: MASK_BELOW_RUN_ROWS,
-            });
+            .with_row_selection_policy(policy);
     }
     let reader = builder.build()?;
     let order: Vec<usize> = columns
