@@ -49,9 +49,16 @@ pub struct IngestArgs {
     /// Compact once more runs than this overlap (default: the store's).
     #[arg(long)]
     max_runs: Option<usize>,
+    /// Compactions that may run at once (default: the store's).
+    #[arg(long)]
+    compaction_threads: Option<usize>,
     /// Work directory (default: a temporary directory, removed afterwards).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Print a line a second during ingestion: the table's runs, overlap depth, memtable rows,
+    /// the last compaction and each query's latency (to see what a slow query met).
+    #[arg(long)]
+    timeline: bool,
 }
 
 pub async fn run(args: IngestArgs) -> Result<()> {
@@ -61,6 +68,9 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     let options = EmbeddedOptions {
         memtable_flush_rows: args.memtable_rows.unwrap_or(defaults.memtable_flush_rows),
         max_runs: args.max_runs.unwrap_or(defaults.max_runs),
+        compaction_threads: args
+            .compaction_threads
+            .unwrap_or(defaults.compaction_threads),
         ..defaults
     };
     let store = Arc::new(EmbeddedStore::open(work.path().join("store"), options)?);
@@ -120,12 +130,35 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     }
     let started = Instant::now();
     let mut during: Vec<Vec<Duration>> = vec![Vec::new(); QUERIES.len()];
+    if args.timeline {
+        println!("second  runs  depth  memtable rows  last compaction (runs, rows, ms)  query ms");
+    }
     while started.elapsed() < Duration::from_secs(args.seconds) {
         let tick = Instant::now();
+        let shape = store.table_stats(&name)?;
         for (q, (_, sql)) in QUERIES.iter().enumerate() {
             let query_started = Instant::now();
             session.execute(&sql.replace("{t}", "iot.readings")).await?;
             during[q].push(query_started.elapsed());
+        }
+        if args.timeline {
+            let last = shape
+                .last_compaction
+                .map(|c| format!("{}, {}, {}", c.runs, c.rows, c.millis))
+                .unwrap_or_default();
+            let latencies: Vec<String> = during
+                .iter()
+                .filter_map(|times| times.last())
+                .map(|t| format!("{:.0}", t.as_secs_f64() * 1e3))
+                .collect();
+            println!(
+                "{:>6.1}  {:>4}  {:>5}  {:>13}  {last:>32}  {}",
+                started.elapsed().as_secs_f64(),
+                shape.runs,
+                shape.overlap_depth,
+                shape.memtable_rows,
+                latencies.join(" ")
+            );
         }
         let rest = Duration::from_secs(1).saturating_sub(tick.elapsed());
         tokio::time::sleep(rest).await;

@@ -264,6 +264,95 @@ async fn concurrent_small_writes_are_all_acknowledged_durable_and_readable() {
     assert_eq!(scan_all(&store).await, expected);
 }
 
+/// Background flushes and two compaction threads while small writes and bulk loads (which
+/// take their sequence number before writing their files) arrive together: every key ends at
+/// its newest version, and once idle the table is compacted down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn background_compactions_side_by_side_keep_the_newest_version_of_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedOptions {
+        background: true,
+        compaction_threads: 2,
+        max_runs: 2,
+        ..small_options()
+    };
+    let store = std::sync::Arc::new(EmbeddedStore::open(dir.path(), options.clone()).unwrap());
+    store
+        .create_keyspace(
+            KeyspaceDef {
+                shards: 32,
+                ..KeyspaceDef::new("iot")
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    store.create_table(table(), false).await.unwrap();
+    // Each writer owns its devices, so the newest version of a row is its writer's last write.
+    let writers: Vec<_> = (0..6i64)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                for i in 0..30i64 {
+                    // Every fifth write is a bulk load (a run of its own, written directly).
+                    let seqs = if i % 5 == 4 {
+                        0..120
+                    } else {
+                        (i % 7) * 10..(i % 7) * 10 + 30
+                    };
+                    let batch = rows(w * 10..w * 10 + 10, seqs, 1.0 + i as f64);
+                    store.write(&name(), vec![batch.clone()]).await.unwrap();
+                    mine.push(batch);
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut expected = Rows::new();
+    for writer in writers {
+        for batch in writer.await.unwrap() {
+            expected.extend(by_key(std::slice::from_ref(&batch)));
+        }
+    }
+    same_rows(
+        &scan_all(&store).await,
+        &expected,
+        "while background work runs",
+    );
+    store.wait_idle();
+    same_rows(&scan_all(&store).await, &expected, "once idle");
+    assert_eq!(rows_read(&store).await, expected.len());
+    let stats = store.table_stats(&name()).unwrap();
+    assert!(
+        stats.overlap_depth <= options.max_runs,
+        "idle with {} runs overlapping",
+        stats.overlap_depth
+    );
+    let store = std::sync::Arc::try_unwrap(store).unwrap();
+    drop(store);
+    let store = EmbeddedStore::open(dir.path(), small_options()).unwrap();
+    same_rows(&scan_all(&store).await, &expected, "after reopening");
+}
+
+/// Fails naming how many rows differ and the first few of them (the tables are too large to
+/// print whole).
+fn same_rows(read: &Rows, expected: &Rows, when: &str) {
+    let wrong: Vec<String> = expected
+        .iter()
+        .filter(|(k, v)| read.get(k) != Some(v))
+        .map(|(k, v)| format!("{k:?}: read {:?}, expected {v}", read.get(k)))
+        .collect();
+    let extra = read.keys().filter(|k| !expected.contains_key(k)).count();
+    assert!(
+        wrong.is_empty() && extra == 0,
+        "{when}: {} of {} rows wrong, {extra} unexpected; first: {:?}",
+        wrong.len(),
+        expected.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {

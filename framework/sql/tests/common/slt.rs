@@ -125,6 +125,7 @@ pub fn small_options() -> quarry_store::EmbeddedOptions {
         max_runs: 3,
         max_dead_fraction: 0.1,
         background: false,
+        compaction_threads: 1,
     }
 }
 

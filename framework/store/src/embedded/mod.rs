@@ -45,12 +45,12 @@ mod sorted_rows;
 mod threads;
 mod wal;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Sender, channel};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use arrow::array::RecordBatch;
@@ -94,10 +94,16 @@ pub struct EmbeddedOptions {
     pub max_runs: usize,
     /// Rewrite a run once newer writes superseded more than this share of its rows.
     pub max_dead_fraction: f64,
-    /// Flush and compact on background threads, one for each (otherwise inline, in the writing
-    /// call), and write on the store's own threads, all below the process's CPU priority (see
+    /// Flush and compact on background threads (otherwise inline, in the writing call), and
+    /// write on the store's own threads, all below the process's CPU priority (see
     /// `threads.rs`).
     pub background: bool,
+    /// Background compactions that may run at once, each on runs the others are not merging
+    /// (as Cassandra's `concurrent_compactors` and RocksDB's background jobs): while one
+    /// rewrites large old runs, another can merge the small runs flushes keep adding. One by
+    /// default: on two cores a second one measured no better (compaction there is short of
+    /// CPU, not of threads; see the README's "Sustained ingestion").
+    pub compaction_threads: usize,
 }
 
 impl Default for EmbeddedOptions {
@@ -110,6 +116,7 @@ impl Default for EmbeddedOptions {
             max_runs: 4,
             max_dead_fraction: 0.1,
             background: true,
+            compaction_threads: 1,
         }
     }
 }
@@ -145,8 +152,8 @@ enum Job {
     Barrier(Sender<()>),
 }
 
-/// The queues of the background threads. Compaction has a thread of its own, so that a long
-/// one never delays the flushes that keep the memtable small.
+/// The queues of the background threads. Compaction has threads of its own, so that a long one
+/// never delays the flushes that keep the memtable small.
 #[derive(Debug)]
 struct Queues {
     flush: Sender<Job>,
@@ -160,7 +167,14 @@ struct Inner {
     state: Mutex<State>,
     wal: Mutex<Wal>,
     flush_lock: Mutex<()>,
-    compact_lock: Mutex<()>,
+    /// Compaction jobs taken off the queue and not finished (a barrier waits for them).
+    compactions_running: Mutex<usize>,
+    /// Compaction jobs queued and not finished, including those queued after a barrier.
+    compactions_queued: AtomicUsize,
+    compaction_finished: Condvar,
+    /// Paired with `state`: notified when a compaction releases its runs
+    /// ([`TableState::compacting`]) or a run is installed that had a sequence number pending.
+    claims_released: Condvar,
     /// Held while a run is added or replaced: working out what it supersedes needs the runs
     /// to stay as they are.
     commit_lock: Mutex<()>,
@@ -179,6 +193,9 @@ struct State {
     keyspaces: BTreeMap<String, KeyspaceDef>,
     tables: BTreeMap<TableName, TableState>,
     views: BTreeMap<TableName, ViewDef>,
+    /// Sequence numbers handed to runs that are being written and not installed yet (a large
+    /// write takes its number first, so that writes acknowledged meanwhile win over it).
+    pending: BTreeSet<u64>,
 }
 
 #[derive(Debug)]
@@ -198,6 +215,8 @@ struct TableState {
     mem_hashes: HashSet<i64, keys::PassThroughBuild>,
     /// What the last compaction that rewrote runs did.
     last_compaction: Option<Compaction>,
+    /// Sequence numbers of the runs compactions in progress are merging.
+    compacting: Vec<u64>,
 }
 
 impl TableState {
@@ -212,6 +231,7 @@ impl TableState {
             mem_keys: Arc::default(),
             mem_hashes: HashSet::default(),
             last_compaction: None,
+            compacting: Vec::new(),
         }
     }
 
@@ -345,7 +365,10 @@ impl EmbeddedStore {
             state: Mutex::new(state),
             wal: Mutex::new(wal),
             flush_lock: Mutex::new(()),
-            compact_lock: Mutex::new(()),
+            compactions_running: Mutex::new(0),
+            compactions_queued: AtomicUsize::new(0),
+            compaction_finished: Condvar::new(),
+            claims_released: Condvar::new(),
             commit_lock: Mutex::new(()),
             queued: Mutex::new(Vec::new()),
             jobs: Mutex::new(None),
@@ -359,10 +382,14 @@ impl EmbeddedStore {
             let (flush, flushes) = channel::<Job>();
             let (compact, compactions) = channel::<Job>();
             *lock(&inner.jobs) = Some(Queues { flush, compact });
-            let threads = vec![
-                background_thread(&inner, "quarry-store-flush", flushes, false)?,
-                background_thread(&inner, "quarry-store-compact", compactions, true)?,
-            ];
+            let mut threads = background_threads(&inner, "quarry-store-flush", flushes, 1, false)?;
+            threads.extend(background_threads(
+                &inner,
+                "quarry-store-compact",
+                compactions,
+                inner.options.compaction_threads.max(1),
+                true,
+            )?);
             let writes = WritePool::start(WRITE_THREADS)
                 .map_err(Error::io("starting the write threads of", &inner.dir))?;
             (threads, Some(writes))
@@ -417,13 +444,20 @@ impl EmbeddedStore {
             .compact(table, true)
     }
 
-    /// Waits until background flushes and compactions queued so far are done (at once on a
-    /// reader, which has none).
+    /// Waits until background flushes and compactions queued so far are done, and the
+    /// compactions those queue in turn (a compaction that leaves the table wanting more queues
+    /// another); at once on a reader, which has none. While writes go on, it may wait as long as
+    /// they keep queueing work.
     pub fn wait_idle(&self) {
         if let Mode::Writer { inner, .. } = &self.mode {
-            let (tx, rx) = channel();
-            if inner.schedule(Job::Barrier(tx)) {
-                let _ = rx.recv();
+            loop {
+                let (tx, rx) = channel();
+                if !inner.schedule(Job::Barrier(tx)) || rx.recv().is_err() {
+                    return;
+                }
+                if inner.compactions_queued.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
             }
         }
     }
@@ -541,6 +575,7 @@ impl State {
                 .collect(),
             tables: BTreeMap::new(),
             views: BTreeMap::new(),
+            pending: BTreeSet::new(),
         };
         for view in &manifest.views {
             if !state.keyspaces.contains_key(&view.keyspace) {
@@ -708,6 +743,14 @@ impl State {
         seq
     }
 
+    /// A sequence number for a run to be installed later, pending until then (see
+    /// [`Pending`]).
+    fn next_pending_seq(&mut self) -> u64 {
+        let seq = self.next_seq();
+        self.pending.insert(seq);
+        seq
+    }
+
     fn memtable_rows(&self) -> usize {
         self.tables
             .values()
@@ -871,24 +914,59 @@ impl Inner {
     fn schedule(&self, job: Job) -> bool {
         match lock(&self.jobs).as_ref() {
             Some(queues) => match job {
-                Job::Compact(_) => queues.compact.send(job).is_ok(),
+                Job::Compact(_) => {
+                    self.compactions_queued.fetch_add(1, Ordering::SeqCst);
+                    let sent = queues.compact.send(job).is_ok();
+                    if !sent {
+                        self.compactions_queued.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    sent
+                }
                 Job::Flush | Job::Barrier(_) => queues.flush.send(job).is_ok(),
             },
             None => false,
         }
     }
 
-    /// Runs one job of a background thread; `compacting` on the compaction thread.
+    /// The next job of a background thread's queue; `None` once it is closed and empty. A
+    /// compaction job is counted as running before the queue is let go, so that a barrier
+    /// behind it, taken by another thread, waits for it.
+    fn next_job(&self, queue: &Mutex<Receiver<Job>>) -> Option<Job> {
+        let queue = lock(queue);
+        let job = queue.recv().ok()?;
+        if matches!(job, Job::Compact(_)) {
+            *lock(&self.compactions_running) += 1;
+        }
+        Some(job)
+    }
+
+    /// Runs one job of a background thread; `compacting` on a compaction thread.
     fn run_job(&self, job: Job, compacting: bool) {
         let result = match job {
             Job::Flush => self.flush(),
-            Job::Compact(table) => self.compact(&table, false).map(|_| ()),
+            Job::Compact(table) => {
+                let result = self.compact(&table, false).map(|_| ());
+                self.compactions_queued.fetch_sub(1, Ordering::SeqCst);
+                *lock(&self.compactions_running) -= 1;
+                self.compaction_finished.notify_all();
+                result
+            }
             Job::Barrier(reply) => {
                 let passed_on = !compacting
                     && lock(&self.jobs)
                         .as_ref()
                         .is_some_and(|q| q.compact.send(Job::Barrier(reply.clone())).is_ok());
                 if !passed_on {
+                    if compacting {
+                        // The compactions queued before the barrier may run on other threads.
+                        let mut running = lock(&self.compactions_running);
+                        while *running > 0 {
+                            running = self
+                                .compaction_finished
+                                .wait(running)
+                                .unwrap_or_else(PoisonError::into_inner);
+                        }
+                    }
                     let _ = reply.send(());
                 }
                 Ok(())
@@ -1168,7 +1246,11 @@ impl Inner {
         let (shards, file_id, seq) = {
             let mut state = lock(&self.state);
             let shards = state.table(name)?.shards;
-            (shards, state.next_id(), state.next_seq())
+            (shards, state.next_id(), state.next_pending_seq())
+        };
+        let pending = Pending {
+            inner: self,
+            seqs: vec![seq],
         };
         let files = self.write_files(def, id, file_id, &shards, &rows)?;
         let keys = || key_set_of_rows(def, &rows, seq);
@@ -1176,8 +1258,9 @@ impl Inner {
             drop_chunk_rows: true,
             ..Install::default()
         };
-        let compact = self.install(name, id, vec![NewRun { seq, files }], &keys, how)?;
-        self.after_new_run(name, compact)
+        let compact = self.install(name, id, vec![NewRun { seq, files }], &keys, how);
+        drop(pending);
+        self.after_new_run(name, compact?)
     }
 
     fn write_files(
@@ -1321,9 +1404,8 @@ impl Inner {
                 .unwrap_or_default();
             table.last_compaction = Some(report);
         }
-        if how.drain_frozen > 0 {
-            let drained = how.drain_frozen.min(table.frozen.len());
-            table.frozen.drain(..drained);
+        if !how.drain_frozen.is_empty() {
+            table.frozen.retain(|c| !how.drain_frozen.contains(&c.seq));
             table.mem_keys = Arc::new(table.mem_keys.next());
         }
         if let Err(e) = self.commit(&state) {
@@ -1337,7 +1419,7 @@ impl Inner {
         let Some(table) = state.tables.get_mut(name) else {
             return Err(dropped_during_write(name));
         };
-        if how.drain_frozen > 0 {
+        if !how.drain_frozen.is_empty() {
             table.mem_hashes = table
                 .chunks
                 .iter()
@@ -1604,10 +1686,14 @@ impl Inner {
             let mut state = lock(&self.state);
             runs.into_iter()
                 .map(|files| NewRun {
-                    seq: state.next_seq(),
+                    seq: state.next_pending_seq(),
                     files,
                 })
                 .collect()
+        };
+        let pending = Pending {
+            inner: self,
+            seqs: new.iter().map(|r| r.seq).collect(),
         };
         if new_runs_share_shards(&new) {
             let merged = self.merge_parts(&def, id, shards, new)?;
@@ -1623,8 +1709,9 @@ impl Inner {
             drop_chunk_rows: true,
             ..Install::default()
         };
-        let compact = self.install(name, id, new, &keys, how)?;
-        self.after_new_run(name, compact)?;
+        let compact = self.install(name, id, new, &keys, how);
+        drop(pending);
+        self.after_new_run(name, compact?)?;
         Ok(summary)
     }
 
@@ -1721,10 +1808,14 @@ impl Inner {
         Ok(())
     }
 
-    /// The flush itself; returns the tables that want compacting.
+    /// The flush itself; returns the tables that want compacting. A table's chunks become one
+    /// run, or one run on each side of a sequence number still pending ([`State::pending`]): a
+    /// run's rows all count as new as its sequence number, so a run holding chunks older and
+    /// newer than a large write committed later would win over that write with the older
+    /// chunks' rows too.
     fn flush_runs(&self) -> Result<Vec<TableName>> {
         let _flushing = lock(&self.flush_lock);
-        let (closed_segment, work) = {
+        let (closed_segment, work, pending) = {
             let mut wal = lock(&self.wal);
             let mut state = lock(&self.state);
             if state
@@ -1749,34 +1840,37 @@ impl Inner {
                     ));
                 }
             }
-            (closed, work)
+            (closed, work, state.pending.clone())
         };
         let mut compact = Vec::new();
         for (name, id, def, shards, mut chunks) in work {
-            let flushed = chunks.len();
             chunks.sort_by_key(|c| c.seq);
-            let seq = chunks.last().map(|c| c.seq).unwrap_or(0);
-            let batches: Vec<RecordBatch> = chunks.iter().map(|c| c.rows.clone()).collect();
-            let rows = sort_dedup(&def, &batches)?;
-            let files = if rows.num_rows() == 0 {
-                Vec::new()
-            } else {
-                let file_id = lock(&self.state).next_id();
-                self.write_files(&def, id, file_id, &shards, &rows)?
-            };
-            let keys = || key_set_of_rows(&def, &rows, seq);
-            let how = Install {
-                drain_frozen: flushed,
-                ..Install::default()
-            };
-            match self.install(&name, id, vec![NewRun { seq, files }], &keys, how) {
-                Ok(true) => compact.push(name),
-                Ok(false) => {}
-                // Dropped since the chunks were frozen: nothing to keep.
-                Err(Error::NoSuchTable { .. }) => {}
-                Err(e) => return Err(e),
+            for group in chunks.chunk_by(|a, b| !pending.iter().any(|p| (a.seq..b.seq).contains(p)))
+            {
+                let seq = group.last().map(|c| c.seq).unwrap_or(0);
+                let batches: Vec<RecordBatch> = group.iter().map(|c| c.rows.clone()).collect();
+                let rows = sort_dedup(&def, &batches)?;
+                let files = if rows.num_rows() == 0 {
+                    Vec::new()
+                } else {
+                    let file_id = lock(&self.state).next_id();
+                    self.write_files(&def, id, file_id, &shards, &rows)?
+                };
+                let keys = || key_set_of_rows(&def, &rows, seq);
+                let how = Install {
+                    drain_frozen: group.iter().map(|c| c.seq).collect(),
+                    ..Install::default()
+                };
+                match self.install(&name, id, vec![NewRun { seq, files }], &keys, how) {
+                    Ok(true) => compact.push(name.clone()),
+                    Ok(false) => {}
+                    // Dropped since the chunks were frozen: nothing to keep.
+                    Err(Error::NoSuchTable { .. }) => break,
+                    Err(e) => return Err(e),
+                }
             }
         }
+        compact.dedup();
         {
             let mut state = lock(&self.state);
             state.wal_checkpoint = closed_segment;
@@ -1791,55 +1885,98 @@ impl Inner {
     /// everything newer combined (size tiers), so that repeated loads do not rewrite the table
     /// each time, except that a run with more than `max_dead_fraction` of its rows superseded
     /// is always rewritten. Merged runs are a newest-first suffix by sequence number, so the
-    /// merged run can take the newest one's sequence number.
+    /// merged run can take the newest one's sequence number. Compactions of one table run side
+    /// by side on runs none of the others is merging (see [`Inner::compaction_snapshot`]); one
+    /// that leaves the table wanting more queues another.
     fn compact(&self, name: &TableName, full: bool) -> Result<bool> {
-        let _compacting = lock(&self.compact_lock);
-        let Some((id, snapshot)) = self.compaction_snapshot(name, full)? else {
+        let Some((id, snapshot, claim)) = self.compaction_snapshot(name, full)? else {
             return Ok(false);
         };
         let started = std::time::Instant::now();
         let (files, mut report) = self.rewrite(&snapshot, id)?;
         report.millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.install_compaction(name, id, &snapshot, files, report)
+        let installed = self.install_compaction(name, id, &snapshot, files, report)?;
+        drop(claim);
+        if installed == Some(true) {
+            self.schedule(Job::Compact(name.clone()));
+        }
+        Ok(installed.is_some())
     }
 
-    /// The runs a compaction of `name` would merge now (after flushing the memtable), with the
-    /// table's id; `None` when there is nothing worth merging.
+    /// The runs a compaction of `name` would merge now, claimed for it until the [`Claim`] is
+    /// dropped, with the table's id; `None` when there is nothing worth merging. It chooses among
+    /// the runs newer than every claimed run and every pending sequence number: a merge of
+    /// runs on both sides of a run that commits later could not tell which of its rows that
+    /// run supersedes. A full compaction waits until no other compaction or pending run is in
+    /// the way, and flushes the memtable first.
     fn compaction_snapshot(
         &self,
         name: &TableName,
         full: bool,
-    ) -> Result<Option<(u64, TableSnapshot)>> {
-        // A memtable chunk older than a merged run would otherwise lose to the merged run's
-        // sequence number; flushing first leaves only newer chunks.
-        let has_chunks = {
-            let state = lock(&self.state);
-            let table = state.table(name)?;
-            !table.chunks.is_empty() || !table.frozen.is_empty()
-        };
-        if has_chunks {
+    ) -> Result<Option<(u64, TableSnapshot, Claim<'_>)>> {
+        if full {
             self.flush_runs()?;
         }
-        let state = lock(&self.state);
-        let table = state.table(name)?;
-        let runs = &table.runs;
-        let Some(start) = compaction_start(runs, &self.options, full) else {
-            return Ok(None);
-        };
-        Ok(Some((
-            table.id,
-            TableSnapshot {
+        loop {
+            let mut state = lock(&self.state);
+            while full && (!state.pending.is_empty() || !state.table(name)?.compacting.is_empty()) {
+                state = self
+                    .claims_released
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            let pending = state.pending.last().copied();
+            state.table(name)?;
+            let Some(table) = state.tables.get_mut(name) else {
+                return Ok(None);
+            };
+            let from = table
+                .runs
+                .iter()
+                .rposition(|r| {
+                    table.compacting.contains(&r.seq) || pending.is_some_and(|p| r.seq < p)
+                })
+                .map_or(0, |i| i + 1);
+            let Some(start) = compaction_start(&table.runs[from..], &self.options, full) else {
+                return Ok(None);
+            };
+            let runs = table.runs[from + start..].to_vec();
+            let newest = runs.iter().map(|r| r.seq).max().unwrap_or(0);
+            // A memtable chunk older than a merged run would lose to the merged run's sequence
+            // number: such chunks (of writes acknowledged while a large write was written) go
+            // to a run first.
+            if table
+                .chunks
+                .iter()
+                .chain(&table.frozen)
+                .any(|c| c.seq < newest)
+            {
+                drop(state);
+                self.flush_runs()?;
+                continue;
+            }
+            let seqs: Vec<u64> = runs.iter().map(|r| r.seq).collect();
+            table.compacting.extend(&seqs);
+            let snapshot = TableSnapshot {
                 def: table.def.clone(),
                 shards: table.shards,
-                runs: runs[start..].to_vec(),
+                runs,
                 chunks: Vec::new(),
                 mem_keys: Arc::default(),
-            },
-        )))
+            };
+            let claim = Claim {
+                inner: self,
+                table: name.clone(),
+                id: table.id,
+                seqs,
+            };
+            return Ok(Some((table.id, snapshot, claim)));
+        }
     }
 
     /// Puts the run a compaction wrote in place of the runs it merged. Runs committed while it
-    /// was written win over its rows with their keys.
+    /// was written win over its rows with their keys. Returns whether the table then wants
+    /// compacting, or `None` if it was dropped meanwhile.
     fn install_compaction(
         &self,
         name: &TableName,
@@ -1847,7 +1984,7 @@ impl Inner {
         snapshot: &TableSnapshot,
         files: Vec<DataFileRef>,
         report: Compaction,
-    ) -> Result<bool> {
+    ) -> Result<Option<bool>> {
         let seq = snapshot.runs.iter().map(|r| r.seq).max().unwrap_or(0);
         // Never called: a compaction's run is compared with the newer runs through their keys
         // (`Install::newer_only`), which hold far fewer rows than it.
@@ -1862,13 +1999,13 @@ impl Inner {
             compaction: Some(report),
             ..Install::default()
         };
-        match self.install(name, id, vec![NewRun { seq, files }], &keys, how) {
-            Ok(_) => {}
-            Err(Error::NoSuchTable { .. }) => return Ok(false),
+        let wants_more = match self.install(name, id, vec![NewRun { seq, files }], &keys, how) {
+            Ok(wants_more) => wants_more,
+            Err(Error::NoSuchTable { .. }) => return Ok(None),
             Err(e) => return Err(e),
-        }
+        };
         tracing::debug!(table = %name, runs = report.runs, rows = report.rows, windows = report.windows, millis = report.millis, "compacted");
-        Ok(true)
+        Ok(Some(wants_more))
     }
 
     /// Writes the live rows of `snapshot`'s runs as the files of one new run, one window of
@@ -1929,30 +2066,83 @@ impl Inner {
     }
 }
 
-/// Starts a background thread that runs `jobs` until their queue closes, below the process's
-/// CPU priority: flushes as writes run, compaction (and its own parallel sorts, which inherit
-/// it) further below, so that on a busy machine rewriting old runs yields to writes, and both
-/// yield to queries.
-fn background_thread(
+/// Starts `threads` background threads that share the queue `jobs` and run its jobs until it
+/// closes, below the process's CPU priority: flushes as writes run, compaction (and its own
+/// parallel sorts, which inherit it) further below, so that on a busy machine rewriting old runs
+/// yields to writes, and both yield to queries.
+fn background_threads(
     inner: &Arc<Inner>,
     name: &str,
-    jobs: std::sync::mpsc::Receiver<Job>,
+    jobs: Receiver<Job>,
+    threads: usize,
     compacting: bool,
-) -> Result<JoinHandle<()>> {
-    let worker = inner.clone();
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            lower_thread_priority(if compacting {
-                Niceness::Compaction
+) -> Result<Vec<JoinHandle<()>>> {
+    let jobs = Arc::new(Mutex::new(jobs));
+    (0..threads)
+        .map(|i| {
+            let (worker, jobs) = (inner.clone(), jobs.clone());
+            let name = if threads > 1 {
+                format!("{name}-{i}")
             } else {
-                Niceness::Ingestion
-            });
-            while let Ok(job) = jobs.recv() {
-                worker.run_job(job, compacting);
-            }
+                name.to_string()
+            };
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || {
+                    lower_thread_priority(if compacting {
+                        Niceness::Compaction
+                    } else {
+                        Niceness::Ingestion
+                    });
+                    while let Some(job) = worker.next_job(&jobs) {
+                        worker.run_job(job, compacting);
+                    }
+                })
+                .map_err(Error::io("starting a background thread of", &inner.dir))
         })
-        .map_err(Error::io("starting a background thread of", &inner.dir))
+        .collect()
+}
+
+/// The runs of a table one compaction is merging ([`TableState::compacting`]); released when
+/// dropped, whether the compaction committed or failed.
+struct Claim<'a> {
+    inner: &'a Inner,
+    table: TableName,
+    id: u64,
+    seqs: Vec<u64>,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.inner.state);
+        if let Some(table) = state
+            .tables
+            .get_mut(&self.table)
+            .filter(|t| t.id == self.id)
+        {
+            table.compacting.retain(|seq| !self.seqs.contains(seq));
+        }
+        drop(state);
+        self.inner.claims_released.notify_all();
+    }
+}
+
+/// Sequence numbers of runs being written ([`State::pending`]); no longer pending when
+/// dropped, whether the runs were installed or not.
+struct Pending<'a> {
+    inner: &'a Inner,
+    seqs: Vec<u64>,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.inner.state);
+        for seq in &self.seqs {
+            state.pending.remove(seq);
+        }
+        drop(state);
+        self.inner.claims_released.notify_all();
+    }
 }
 
 /// Threads that run writes: enough for concurrent writers to share log syncs.
@@ -2021,8 +2211,8 @@ struct Install {
     newer_only: bool,
     /// Drop the rows of older memtable chunks the new run supersedes.
     drop_chunk_rows: bool,
-    /// Remove this many frozen chunks in the same step (a flush of them).
-    drain_frozen: usize,
+    /// Remove the frozen chunks of these sequence numbers in the same step (a flush of them).
+    drain_frozen: Vec<u64>,
     /// What the compaction that wrote the new run did (its time is set at commit).
     compaction: Option<Compaction>,
 }
@@ -2472,7 +2662,7 @@ mod tests {
             .unwrap();
 
         let inner = store.writer(String::new).unwrap();
-        let (id, snapshot) = inner.compaction_snapshot(&name, true).unwrap().unwrap();
+        let (id, snapshot, _claim) = inner.compaction_snapshot(&name, true).unwrap().unwrap();
         assert_eq!(snapshot.runs.len(), 2);
         let (files, report) = inner.rewrite(&snapshot, id).unwrap();
         // Committed while the compaction's files were being written.
@@ -2484,6 +2674,7 @@ mod tests {
             inner
                 .install_compaction(&name, id, &snapshot, files, report)
                 .unwrap()
+                .is_some()
         );
 
         let stats = store.table_stats(&name).unwrap();
@@ -2506,5 +2697,185 @@ mod tests {
         for (id, v) in seen {
             assert_eq!(v, expected(id), "id {id}");
         }
+    }
+
+    #[tokio::test]
+    async fn compactions_side_by_side_merge_different_runs_and_the_newest_row_wins() {
+        use arrow::array::{AsArray, Float64Array, Int64Array};
+        use arrow::datatypes::{Float64Type, Int64Type};
+        use quarry_core::schema::KeyspaceDef;
+        let dir = tempfile::tempdir().unwrap();
+        let options = EmbeddedOptions {
+            bulk_write_rows: 100,
+            rows_per_group: 500,
+            rows_per_file: 1_000,
+            max_runs: 1,
+            max_dead_fraction: 1.0,
+            background: false,
+            ..EmbeddedOptions::default()
+        };
+        let store = EmbeddedStore::open(dir.path(), options).unwrap();
+        let mut ks = KeyspaceDef::new("ks");
+        ks.shards = 16;
+        store.create_keyspace(ks, false).await.unwrap();
+        let def = keys::tests::id_value_table();
+        store.create_table(def.clone(), false).await.unwrap();
+        let name = TableName::new("ks", "t");
+        let rows = |ids: std::ops::Range<i64>, v: f64| {
+            RecordBatch::try_new(
+                def.arrow_schema(),
+                vec![
+                    Arc::new(Int64Array::from_iter_values(ids.clone())),
+                    Arc::new(Float64Array::from(vec![v; ids.count()])),
+                ],
+            )
+            .unwrap()
+        };
+        let inner = store.writer(String::new).unwrap();
+        // Runs are written by hand (`write` would compact after each with max_runs 1).
+        let add_run = |ids: std::ops::Range<i64>, v: f64| {
+            let rows = rows(ids, v);
+            let seq = lock(&inner.state).next_seq();
+            let sorted = sort_dedup(&def, &[with_tokens(&def, &rows).unwrap()]).unwrap();
+            let (shards, id) = {
+                let state = lock(&inner.state);
+                let table = state.table(&name).unwrap();
+                (table.shards, table.id)
+            };
+            let file_id = lock(&inner.state).next_id();
+            let files = inner
+                .write_files(&def, id, file_id, &shards, &sorted)
+                .unwrap();
+            let keys = || key_set_of_rows(&def, &sorted, seq);
+            inner
+                .install(
+                    &name,
+                    id,
+                    vec![NewRun { seq, files }],
+                    &keys,
+                    Install::default(),
+                )
+                .unwrap();
+        };
+        add_run(0..3000, 1.0);
+        add_run(1000..2000, 2.0);
+
+        // The first compaction claims both runs; a second one started meanwhile finds nothing
+        // it may merge until newer runs arrive, then merges only those.
+        let (id, first, first_claim) = inner.compaction_snapshot(&name, false).unwrap().unwrap();
+        assert_eq!(first.runs.len(), 2);
+        assert!(inner.compaction_snapshot(&name, false).unwrap().is_none());
+        add_run(1500..2500, 3.0);
+        add_run(2000..2200, 4.0);
+        let (_, second, second_claim) = inner.compaction_snapshot(&name, false).unwrap().unwrap();
+        let merged: Vec<u64> = second.runs.iter().map(|r| r.seq).collect();
+        assert!(
+            merged
+                .iter()
+                .all(|seq| !first.runs.iter().any(|r| r.seq == *seq)),
+            "{merged:?} were claimed already"
+        );
+        assert_eq!(merged.len(), 2);
+
+        // The newer merge commits first; then the older one, which loses to it.
+        let (files, report) = inner.rewrite(&second, id).unwrap();
+        inner
+            .install_compaction(&name, id, &second, files, report)
+            .unwrap();
+        drop(second_claim);
+        let (files, report) = inner.rewrite(&first, id).unwrap();
+        inner
+            .install_compaction(&name, id, &first, files, report)
+            .unwrap();
+        drop(first_claim);
+        assert!(
+            lock(&inner.state)
+                .table(&name)
+                .unwrap()
+                .compacting
+                .is_empty()
+        );
+        assert_eq!(store.table_stats(&name).unwrap().runs, 2);
+
+        let live = store.state().unwrap().snapshot(&name).unwrap();
+        let mut seen = std::collections::BTreeMap::new();
+        for batch in scan::read_shards(&live, 0..=15).unwrap() {
+            let ids = batch.column(0).as_primitive::<Int64Type>();
+            let values = batch.column(1).as_primitive::<Float64Type>();
+            for (id, v) in ids.values().iter().zip(values.values()) {
+                assert!(seen.insert(*id, *v).is_none(), "id {id} read twice");
+            }
+        }
+        let expected = |id: i64| match id {
+            2000..2200 => 4.0,
+            1500..2500 => 3.0,
+            1000..1500 => 2.0,
+            _ => 1.0,
+        };
+        assert_eq!(seen.len(), 3000);
+        for (id, v) in seen {
+            assert_eq!(v, expected(id), "id {id}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_compaction_leaves_out_runs_older_than_a_run_still_being_written() {
+        use arrow::array::{Float64Array, Int64Array};
+        use quarry_core::schema::KeyspaceDef;
+        let dir = tempfile::tempdir().unwrap();
+        let options = EmbeddedOptions {
+            max_runs: 1,
+            max_dead_fraction: 1.0,
+            background: false,
+            memtable_flush_rows: 1_000_000,
+            ..EmbeddedOptions::default()
+        };
+        let store = EmbeddedStore::open(dir.path(), options).unwrap();
+        store
+            .create_keyspace(KeyspaceDef::new("ks"), false)
+            .await
+            .unwrap();
+        let def = keys::tests::id_value_table();
+        store.create_table(def.clone(), false).await.unwrap();
+        let name = TableName::new("ks", "t");
+        let rows = |ids: std::ops::Range<i64>| {
+            RecordBatch::try_new(
+                def.arrow_schema(),
+                vec![
+                    Arc::new(Int64Array::from_iter_values(ids.clone())),
+                    Arc::new(Float64Array::from(vec![1.0; ids.count()])),
+                ],
+            )
+            .unwrap()
+        };
+        let inner = store.writer(String::new).unwrap();
+        store.write(&name, vec![rows(0..10)]).await.unwrap();
+        inner.flush_runs().unwrap();
+        // A large write takes its number here and is still writing its files.
+        let pending = Pending {
+            inner,
+            seqs: vec![lock(&inner.state).next_pending_seq()],
+        };
+        for ids in [10..20, 20..30, 30..40] {
+            store.write(&name, vec![rows(ids)]).await.unwrap();
+            inner.flush_runs().unwrap();
+        }
+        let (_, snapshot, claim) = inner.compaction_snapshot(&name, false).unwrap().unwrap();
+        let oldest = lock(&inner.state).table(&name).unwrap().runs[0].seq;
+        assert_eq!(
+            snapshot.runs.len(),
+            3,
+            "the three runs newer than the pending one"
+        );
+        assert!(
+            snapshot
+                .runs
+                .iter()
+                .all(|r| r.seq > pending.seqs[0] && r.seq != oldest)
+        );
+        drop(claim);
+        drop(pending);
+        let (_, snapshot, _claim) = inner.compaction_snapshot(&name, false).unwrap().unwrap();
+        assert_eq!(snapshot.runs.len(), 4, "nothing pending: every run");
     }
 }
