@@ -2588,6 +2588,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::{AsArray, Float64Array, Int64Array};
+    use arrow::datatypes::{Float64Type, Int64Type};
 
     fn shapes(runs: &[(u64, u64)]) -> Vec<RunShape> {
         runs.iter()
@@ -2620,15 +2622,50 @@ mod tests {
         assert_eq!(choose_merge(&shapes(&tiers), 5, &options, false), Some(2));
     }
 
+    /// A store with table `ks.t` (`id bigint` key, `value double`) over 16 shards.
+    async fn id_value_store(
+        options: EmbeddedOptions,
+    ) -> (tempfile::TempDir, EmbeddedStore, TableDef, TableName) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), options).unwrap();
+        let mut ks = KeyspaceDef::new("ks");
+        ks.shards = 16;
+        store.create_keyspace(ks, false).await.unwrap();
+        let def = keys::tests::id_value_table();
+        store.create_table(def.clone(), false).await.unwrap();
+        (dir, store, def, TableName::new("ks", "t"))
+    }
+
+    /// Rows of `ids`, each with value `v`.
+    fn id_value_rows(def: &TableDef, ids: std::ops::Range<i64>, v: f64) -> RecordBatch {
+        RecordBatch::try_new(
+            def.arrow_schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(ids.clone())),
+                Arc::new(Float64Array::from(vec![v; ids.count()])),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// Every live row of `name` by id, failing on an id read twice.
+    fn live_values(store: &EmbeddedStore, name: &TableName) -> BTreeMap<i64, f64> {
+        let live = store.state().unwrap().snapshot(name).unwrap();
+        let mut seen = BTreeMap::new();
+        for batch in scan::read_shards(&live, 0..=15).unwrap() {
+            let ids = batch.column(0).as_primitive::<Int64Type>();
+            let values = batch.column(1).as_primitive::<Float64Type>();
+            for (id, v) in ids.values().iter().zip(values.values()) {
+                assert!(seen.insert(*id, *v).is_none(), "id {id} read twice");
+            }
+        }
+        seen
+    }
+
     /// A run committed while a compaction was written wins over the compacted rows with its
     /// keys; every other row keeps its newest version from the merged runs.
     #[tokio::test]
     async fn a_run_committed_during_a_compaction_wins_over_its_rows() {
-        use arrow::array::{AsArray, Float64Array, Int64Array};
-        use arrow::datatypes::{Float64Type, Int64Type};
-        use quarry_core::schema::KeyspaceDef;
-
-        let dir = tempfile::tempdir().unwrap();
         let options = EmbeddedOptions {
             bulk_write_rows: 100,
             rows_per_group: 500,
@@ -2638,23 +2675,8 @@ mod tests {
             background: false,
             ..EmbeddedOptions::default()
         };
-        let store = EmbeddedStore::open(dir.path(), options).unwrap();
-        let mut ks = KeyspaceDef::new("ks");
-        ks.shards = 16;
-        store.create_keyspace(ks, false).await.unwrap();
-        let def = keys::tests::id_value_table();
-        store.create_table(def.clone(), false).await.unwrap();
-        let name = TableName::new("ks", "t");
-        let rows = |ids: std::ops::Range<i64>, v: f64| {
-            RecordBatch::try_new(
-                def.arrow_schema(),
-                vec![
-                    Arc::new(Int64Array::from_iter_values(ids.clone())),
-                    Arc::new(Float64Array::from(vec![v; ids.count()])),
-                ],
-            )
-            .unwrap()
-        };
+        let (_dir, store, def, name) = id_value_store(options).await;
+        let rows = |ids, v| id_value_rows(&def, ids, v);
         store.write(&name, vec![rows(0..3000, 1.0)]).await.unwrap();
         store
             .write(&name, vec![rows(1000..2000, 2.0)])
@@ -2679,15 +2701,7 @@ mod tests {
 
         let stats = store.table_stats(&name).unwrap();
         assert_eq!((stats.runs, stats.deleted_rows), (2, 1000), "{stats:?}");
-        let live = store.state().unwrap().snapshot(&name).unwrap();
-        let mut seen = std::collections::BTreeMap::new();
-        for batch in scan::read_shards(&live, 0..=15).unwrap() {
-            let ids = batch.column(0).as_primitive::<Int64Type>();
-            let values = batch.column(1).as_primitive::<Float64Type>();
-            for (id, v) in ids.values().iter().zip(values.values()) {
-                assert!(seen.insert(*id, *v).is_none(), "id {id} read twice");
-            }
-        }
+        let seen = live_values(&store, &name);
         let expected = |id: i64| match id {
             1500..2500 => 3.0,
             1000..1500 => 2.0,
@@ -2701,10 +2715,6 @@ mod tests {
 
     #[tokio::test]
     async fn compactions_side_by_side_merge_different_runs_and_the_newest_row_wins() {
-        use arrow::array::{AsArray, Float64Array, Int64Array};
-        use arrow::datatypes::{Float64Type, Int64Type};
-        use quarry_core::schema::KeyspaceDef;
-        let dir = tempfile::tempdir().unwrap();
         let options = EmbeddedOptions {
             bulk_write_rows: 100,
             rows_per_group: 500,
@@ -2714,35 +2724,19 @@ mod tests {
             background: false,
             ..EmbeddedOptions::default()
         };
-        let store = EmbeddedStore::open(dir.path(), options).unwrap();
-        let mut ks = KeyspaceDef::new("ks");
-        ks.shards = 16;
-        store.create_keyspace(ks, false).await.unwrap();
-        let def = keys::tests::id_value_table();
-        store.create_table(def.clone(), false).await.unwrap();
-        let name = TableName::new("ks", "t");
-        let rows = |ids: std::ops::Range<i64>, v: f64| {
-            RecordBatch::try_new(
-                def.arrow_schema(),
-                vec![
-                    Arc::new(Int64Array::from_iter_values(ids.clone())),
-                    Arc::new(Float64Array::from(vec![v; ids.count()])),
-                ],
-            )
-            .unwrap()
-        };
+        let (_dir, store, def, name) = id_value_store(options).await;
         let inner = store.writer(String::new).unwrap();
         // Runs are written by hand (`write` would compact after each with max_runs 1).
         let add_run = |ids: std::ops::Range<i64>, v: f64| {
-            let rows = rows(ids, v);
+            let rows = id_value_rows(&def, ids, v);
             let seq = lock(&inner.state).next_seq();
             let sorted = sort_dedup(&def, &[with_tokens(&def, &rows).unwrap()]).unwrap();
-            let (shards, id) = {
-                let state = lock(&inner.state);
+            let (shards, id, file_id) = {
+                let mut state = lock(&inner.state);
                 let table = state.table(&name).unwrap();
-                (table.shards, table.id)
+                let (shards, id) = (table.shards, table.id);
+                (shards, id, state.next_id())
             };
-            let file_id = lock(&inner.state).next_id();
             let files = inner
                 .write_files(&def, id, file_id, &shards, &sorted)
                 .unwrap();
@@ -2797,15 +2791,7 @@ mod tests {
         );
         assert_eq!(store.table_stats(&name).unwrap().runs, 2);
 
-        let live = store.state().unwrap().snapshot(&name).unwrap();
-        let mut seen = std::collections::BTreeMap::new();
-        for batch in scan::read_shards(&live, 0..=15).unwrap() {
-            let ids = batch.column(0).as_primitive::<Int64Type>();
-            let values = batch.column(1).as_primitive::<Float64Type>();
-            for (id, v) in ids.values().iter().zip(values.values()) {
-                assert!(seen.insert(*id, *v).is_none(), "id {id} read twice");
-            }
-        }
+        let seen = live_values(&store, &name);
         let expected = |id: i64| match id {
             2000..2200 => 4.0,
             1500..2500 => 3.0,
@@ -2820,9 +2806,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_compaction_leaves_out_runs_older_than_a_run_still_being_written() {
-        use arrow::array::{Float64Array, Int64Array};
-        use quarry_core::schema::KeyspaceDef;
-        let dir = tempfile::tempdir().unwrap();
         let options = EmbeddedOptions {
             max_runs: 1,
             max_dead_fraction: 1.0,
@@ -2830,24 +2813,8 @@ mod tests {
             memtable_flush_rows: 1_000_000,
             ..EmbeddedOptions::default()
         };
-        let store = EmbeddedStore::open(dir.path(), options).unwrap();
-        store
-            .create_keyspace(KeyspaceDef::new("ks"), false)
-            .await
-            .unwrap();
-        let def = keys::tests::id_value_table();
-        store.create_table(def.clone(), false).await.unwrap();
-        let name = TableName::new("ks", "t");
-        let rows = |ids: std::ops::Range<i64>| {
-            RecordBatch::try_new(
-                def.arrow_schema(),
-                vec![
-                    Arc::new(Int64Array::from_iter_values(ids.clone())),
-                    Arc::new(Float64Array::from(vec![1.0; ids.count()])),
-                ],
-            )
-            .unwrap()
-        };
+        let (_dir, store, def, name) = id_value_store(options).await;
+        let rows = |ids| id_value_rows(&def, ids, 1.0);
         let inner = store.writer(String::new).unwrap();
         store.write(&name, vec![rows(0..10)]).await.unwrap();
         inner.flush_runs().unwrap();
