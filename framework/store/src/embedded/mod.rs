@@ -2648,8 +2648,13 @@ mod tests {
         .unwrap()
     }
 
-    /// Every live row of `name` by id, failing on an id read twice.
-    fn live_values(store: &EmbeddedStore, name: &TableName) -> BTreeMap<i64, f64> {
+    /// Checks that `name` holds ids `0..ids` once each, with the values `expected` gives.
+    fn assert_live_values(
+        store: &EmbeddedStore,
+        name: &TableName,
+        ids: i64,
+        expected: impl Fn(i64) -> f64,
+    ) {
         let live = store.state().unwrap().snapshot(name).unwrap();
         let mut seen = BTreeMap::new();
         for batch in scan::read_shards(&live, 0..=15).unwrap() {
@@ -2659,7 +2664,10 @@ mod tests {
                 assert!(seen.insert(*id, *v).is_none(), "id {id} read twice");
             }
         }
-        seen
+        assert_eq!(seen.len() as i64, ids);
+        for (id, v) in seen {
+            assert_eq!(v, expected(id), "id {id}");
+        }
     }
 
     /// A run committed while a compaction was written wins over the compacted rows with its
@@ -2701,16 +2709,11 @@ mod tests {
 
         let stats = store.table_stats(&name).unwrap();
         assert_eq!((stats.runs, stats.deleted_rows), (2, 1000), "{stats:?}");
-        let seen = live_values(&store, &name);
-        let expected = |id: i64| match id {
+        assert_live_values(&store, &name, 3000, |id| match id {
             1500..2500 => 3.0,
             1000..1500 => 2.0,
             _ => 1.0,
-        };
-        assert_eq!(seen.len(), 3000);
-        for (id, v) in seen {
-            assert_eq!(v, expected(id), "id {id}");
-        }
+        });
     }
 
     #[tokio::test]
@@ -2791,17 +2794,12 @@ mod tests {
         );
         assert_eq!(store.table_stats(&name).unwrap().runs, 2);
 
-        let seen = live_values(&store, &name);
-        let expected = |id: i64| match id {
+        assert_live_values(&store, &name, 3000, |id| match id {
             2000..2200 => 4.0,
             1500..2500 => 3.0,
             1000..1500 => 2.0,
             _ => 1.0,
-        };
-        assert_eq!(seen.len(), 3000);
-        for (id, v) in seen {
-            assert_eq!(v, expected(id), "id {id}");
-        }
+        });
     }
 
     #[tokio::test]
