@@ -193,9 +193,6 @@ struct State {
     keyspaces: BTreeMap<String, KeyspaceDef>,
     tables: BTreeMap<TableName, TableState>,
     views: BTreeMap<TableName, ViewDef>,
-    /// Sequence numbers handed to runs that are being written and not installed yet (a large
-    /// write takes its number first, so that writes acknowledged meanwhile win over it).
-    pending: BTreeSet<u64>,
 }
 
 #[derive(Debug)]
@@ -217,6 +214,10 @@ struct TableState {
     last_compaction: Option<Compaction>,
     /// Sequence numbers of the runs compactions in progress are merging.
     compacting: Vec<u64>,
+    /// Sequence numbers handed to runs of this table that are being written and not installed
+    /// yet (a large write takes its number first, so that writes acknowledged meanwhile win
+    /// over it).
+    pending: BTreeSet<u64>,
 }
 
 impl TableState {
@@ -232,6 +233,7 @@ impl TableState {
             mem_hashes: HashSet::default(),
             last_compaction: None,
             compacting: Vec::new(),
+            pending: BTreeSet::new(),
         }
     }
 
@@ -575,7 +577,6 @@ impl State {
                 .collect(),
             tables: BTreeMap::new(),
             views: BTreeMap::new(),
-            pending: BTreeSet::new(),
         };
         for view in &manifest.views {
             if !state.keyspaces.contains_key(&view.keyspace) {
@@ -743,12 +744,15 @@ impl State {
         seq
     }
 
-    /// A sequence number for a run to be installed later, pending until then (see
+    /// A sequence number for a run of `name` to be installed later, pending until then (see
     /// [`Pending`]).
-    fn next_pending_seq(&mut self) -> u64 {
+    fn next_pending_seq(&mut self, name: &TableName) -> Result<u64> {
+        self.table(name)?;
         let seq = self.next_seq();
-        self.pending.insert(seq);
-        seq
+        if let Some(table) = self.tables.get_mut(name) {
+            table.pending.insert(seq);
+        }
+        Ok(seq)
     }
 
     fn memtable_rows(&self) -> usize {
@@ -1246,10 +1250,11 @@ impl Inner {
         let (shards, file_id, seq) = {
             let mut state = lock(&self.state);
             let shards = state.table(name)?.shards;
-            (shards, state.next_id(), state.next_pending_seq())
+            (shards, state.next_id(), state.next_pending_seq(name)?)
         };
         let pending = Pending {
             inner: self,
+            table: name.clone(),
             seqs: vec![seq],
         };
         let files = self.write_files(def, id, file_id, &shards, &rows)?;
@@ -1685,14 +1690,17 @@ impl Inner {
         let mut new: Vec<NewRun> = {
             let mut state = lock(&self.state);
             runs.into_iter()
-                .map(|files| NewRun {
-                    seq: state.next_pending_seq(),
-                    files,
+                .map(|files| {
+                    Ok(NewRun {
+                        seq: state.next_pending_seq(name)?,
+                        files,
+                    })
                 })
-                .collect()
+                .collect::<Result<_>>()?
         };
         let pending = Pending {
             inner: self,
+            table: name.clone(),
             seqs: new.iter().map(|r| r.seq).collect(),
         };
         if new_runs_share_shards(&new) {
@@ -1809,13 +1817,13 @@ impl Inner {
     }
 
     /// The flush itself; returns the tables that want compacting. A table's chunks become one
-    /// run, or one run on each side of a sequence number still pending ([`State::pending`]): a
-    /// run's rows all count as new as its sequence number, so a run holding chunks older and
-    /// newer than a large write committed later would win over that write with the older
-    /// chunks' rows too.
+    /// run, or one run on each side of a sequence number still pending
+    /// ([`TableState::pending`]): a run's rows all count as new as its sequence number, so a run
+    /// holding chunks older and newer than a large write committed later would win over that
+    /// write with the older chunks' rows too.
     fn flush_runs(&self) -> Result<Vec<TableName>> {
         let _flushing = lock(&self.flush_lock);
-        let (closed_segment, work, pending) = {
+        let (closed_segment, work) = {
             let mut wal = lock(&self.wal);
             let mut state = lock(&self.state);
             if state
@@ -1837,13 +1845,14 @@ impl Inner {
                         table.def.clone(),
                         table.shards,
                         table.frozen.clone(),
+                        table.pending.clone(),
                     ));
                 }
             }
-            (closed, work, state.pending.clone())
+            (closed, work)
         };
         let mut compact = Vec::new();
-        for (name, id, def, shards, mut chunks) in work {
+        for (name, id, def, shards, mut chunks, pending) in work {
             chunks.sort_by_key(|c| c.seq);
             for group in chunks.chunk_by(|a, b| !pending.iter().any(|p| (a.seq..b.seq).contains(p)))
             {
@@ -1919,17 +1928,20 @@ impl Inner {
         }
         loop {
             let mut state = lock(&self.state);
-            while full && (!state.pending.is_empty() || !state.table(name)?.compacting.is_empty()) {
+            while full && {
+                let table = state.table(name)?;
+                !table.pending.is_empty() || !table.compacting.is_empty()
+            } {
                 state = self
                     .claims_released
                     .wait(state)
                     .unwrap_or_else(PoisonError::into_inner);
             }
-            let pending = state.pending.last().copied();
             state.table(name)?;
             let Some(table) = state.tables.get_mut(name) else {
                 return Ok(None);
             };
+            let pending = table.pending.last().copied();
             let from = table
                 .runs
                 .iter()
@@ -2127,18 +2139,21 @@ impl Drop for Claim<'_> {
     }
 }
 
-/// Sequence numbers of runs being written ([`State::pending`]); no longer pending when
-/// dropped, whether the runs were installed or not.
+/// Sequence numbers of runs of a table being written ([`TableState::pending`]); no longer
+/// pending when dropped, whether the runs were installed or not.
 struct Pending<'a> {
     inner: &'a Inner,
+    table: TableName,
     seqs: Vec<u64>,
 }
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
         let mut state = lock(&self.inner.state);
-        for seq in &self.seqs {
-            state.pending.remove(seq);
+        if let Some(table) = state.tables.get_mut(&self.table) {
+            for seq in &self.seqs {
+                table.pending.remove(seq);
+            }
         }
         drop(state);
         self.inner.claims_released.notify_all();
@@ -2819,7 +2834,8 @@ mod tests {
         // A large write takes its number here and is still writing its files.
         let pending = Pending {
             inner,
-            seqs: vec![lock(&inner.state).next_pending_seq()],
+            table: name.clone(),
+            seqs: vec![lock(&inner.state).next_pending_seq(&name).unwrap()],
         };
         for ids in [10..20, 20..30, 30..40] {
             store.write(&name, vec![rows(ids)]).await.unwrap();
