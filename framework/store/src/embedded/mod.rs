@@ -949,11 +949,8 @@ impl Inner {
         let result = match job {
             Job::Flush => self.flush(),
             Job::Compact(table) => {
-                let result = self.compact(&table, false).map(|_| ());
-                self.compactions_queued.fetch_sub(1, Ordering::SeqCst);
-                *lock(&self.compactions_running) -= 1;
-                self.compaction_finished.notify_all();
-                result
+                let _counted = CompactionJob(self);
+                self.compact(&table, false).map(|_| ())
             }
             Job::Barrier(reply) => {
                 let passed_on = !compacting
@@ -2107,7 +2104,12 @@ fn background_threads(
                         Niceness::Ingestion
                     });
                     while let Some(job) = worker.next_job(&jobs) {
-                        worker.run_job(job, compacting);
+                        // A panic fails its job (its claims and counts are released as it
+                        // unwinds), not the thread: later flushes and compactions still run.
+                        let run = std::panic::AssertUnwindSafe(|| worker.run_job(job, compacting));
+                        if std::panic::catch_unwind(run).is_err() {
+                            tracing::error!("a background store job panicked");
+                        }
                     }
                 })
                 .map_err(Error::io("starting a background thread of", &inner.dir))
@@ -2136,6 +2138,19 @@ impl Drop for Claim<'_> {
         }
         drop(state);
         self.inner.claims_released.notify_all();
+    }
+}
+
+/// A compaction job counted in [`Inner::compactions_queued`] and `compactions_running`; no
+/// longer counted when dropped, also when the job panicked, so that barriers and
+/// [`EmbeddedStore::wait_idle`] never wait for a job that is gone.
+struct CompactionJob<'a>(&'a Inner);
+
+impl Drop for CompactionJob<'_> {
+    fn drop(&mut self) {
+        self.0.compactions_queued.fetch_sub(1, Ordering::SeqCst);
+        *lock(&self.0.compactions_running) -= 1;
+        self.0.compaction_finished.notify_all();
     }
 }
 
