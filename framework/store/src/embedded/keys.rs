@@ -83,16 +83,19 @@ impl Hasher for PassThrough {
     }
 }
 
-/// A row group's key hashes in ascending order, with the row (within the group) of each.
+/// A row group's key hashes in ascending order, with the row (within the group) of each, and a
+/// filter of them.
 #[derive(Debug)]
 pub struct GroupKeys {
     hashes: Vec<i64>,
     rows: Vec<u32>,
+    filter: HashFilter,
 }
 
 impl GroupKeys {
     /// Sorts the hashes of a group's rows, given in row order.
     pub fn sorted(hashes: Vec<i64>) -> GroupKeys {
+        let filter = HashFilter::new(&hashes);
         let mut pairs: Vec<(i64, u32)> = hashes
             .into_iter()
             .enumerate()
@@ -100,16 +103,71 @@ impl GroupKeys {
             .collect();
         pairs.sort_unstable();
         let (hashes, rows) = pairs.into_iter().unzip();
-        GroupKeys { hashes, rows }
+        GroupKeys {
+            hashes,
+            rows,
+            filter,
+        }
     }
 
     pub fn rows(&self) -> usize {
         self.hashes.len()
     }
 
+    /// False when no row of the group has key hash `hash`.
+    pub fn may_hold(&self, hash: i64) -> bool {
+        self.filter.may_hold(hash)
+    }
+
     /// What the keys of `rows` rows hold in memory.
     pub fn bytes_for(rows: usize) -> u64 {
-        (rows * (size_of::<i64>() + size_of::<u32>())) as u64
+        (rows * (size_of::<i64>() + size_of::<u32>())) as u64 + HashFilter::bytes_for(rows)
+    }
+}
+
+/// A blocked Bloom filter of key hashes: each hash sets three bits of one 64-bit word, with a
+/// word for every four hashes or fewer (16 to 32 bits a hash), so a lookup reads one word and
+/// about one absent hash in two hundred passes. Most keys a search looks for are new (absent
+/// from every older run): the filter turns away almost all of them before any search.
+#[derive(Debug)]
+struct HashFilter {
+    words: Vec<u64>,
+    mask: u64,
+}
+
+impl HashFilter {
+    fn words_for(hashes: usize) -> usize {
+        hashes.div_ceil(4).next_power_of_two()
+    }
+
+    fn bytes_for(hashes: usize) -> u64 {
+        (HashFilter::words_for(hashes) * size_of::<u64>()) as u64
+    }
+
+    fn new(hashes: &[i64]) -> HashFilter {
+        let words = HashFilter::words_for(hashes.len());
+        let mut filter = HashFilter {
+            words: vec![0; words],
+            mask: words as u64 - 1,
+        };
+        for &hash in hashes {
+            let (word, bits) = filter.place(hash);
+            filter.words[word] |= bits;
+        }
+        filter
+    }
+
+    /// The word of `hash` (from its low bits) and the bits it sets there (from its high bits:
+    /// key hashes are Murmur3 output, so the two are independent).
+    fn place(&self, hash: i64) -> (usize, u64) {
+        let h = hash as u64;
+        let bits = (1 << (h >> 46 & 63)) | (1 << (h >> 52 & 63)) | (1 << (h >> 58));
+        ((h & self.mask) as usize, bits)
+    }
+
+    fn may_hold(&self, hash: i64) -> bool {
+        let (word, bits) = self.place(hash);
+        self.words[word] & bits == bits
     }
 }
 
@@ -118,10 +176,6 @@ pub enum GroupHashes {
     Sorted(std::sync::Arc<GroupKeys>),
     InRowOrder(Vec<i64>),
 }
-
-/// Searching a row group's sorted hashes pays off over probing each of its rows when the group
-/// holds at least this many rows per hash searched.
-const GALLOP_RATIO: usize = 10;
 
 /// The first index at or after `from` whose hash is at least `hash` (`hashes` ascending):
 /// galloping from `from`, so a walk through ascending `hash`es costs the logarithm of each gap.
@@ -294,10 +348,10 @@ impl KeySet {
 
     /// As [`KeySet::candidates`], over a row group's sorted hashes whose rows have tokens in
     /// `tokens` (pairs whose set row lies outside them may be found too, when every row of the
-    /// group is probed; their keys cannot be equal): each of the set's hashes in that token range is looked up by
-    /// galloping through them, so the work grows with the set's share of the group's part of
-    /// the ring, not with the group (a memtable's new keys against a run of millions, cut at
-    /// shard boundaries into row groups).
+    /// group is probed; their keys cannot be equal). The set's hashes in that token range that
+    /// the group's filter lets through are looked up by galloping through the group's, so the
+    /// work grows with the set's share of the group's part of the ring, not with the group (a
+    /// memtable's new keys against a run of millions, cut at shard boundaries into row groups).
     pub fn candidates_in(
         &self,
         group: &GroupKeys,
@@ -305,28 +359,29 @@ impl KeySet {
     ) -> Vec<(u32, u32)> {
         let from = self.by_token.partition_point(|&(t, _)| t < *tokens.start());
         let to = self.by_token.partition_point(|&(t, _)| t <= *tokens.end());
-        let part: Vec<i64>;
-        let hashes = if to - from == self.by_token.len() {
-            &self.sorted
-        } else {
-            let mut hashes: Vec<i64> = self.by_token[from..to].iter().map(|&(_, h)| h).collect();
-            hashes.sort_unstable();
-            hashes.dedup();
-            part = hashes;
-            &part
-        };
-        // A galloping step costs about what ten filter probes do: past that, probing every
-        // row of the group is cheaper.
-        if hashes.len().saturating_mul(GALLOP_RATIO) > group.rows() {
+        // Checking a hash against the group's filter costs about what probing one of the
+        // group's rows against the set's does: past as many hashes as the group has rows,
+        // probing every row is cheaper.
+        if to - from > group.rows() {
             let mut out = self.candidates(&group.hashes);
             for pair in &mut out {
                 pair.0 = group.rows[pair.0 as usize];
             }
             return out;
         }
+        let hashes: Vec<i64> = if to - from == self.by_token.len() {
+            let held = self.sorted.iter().copied();
+            held.filter(|&hash| group.may_hold(hash)).collect()
+        } else {
+            let part = self.by_token[from..to].iter().map(|&(_, hash)| hash);
+            let mut held: Vec<i64> = part.filter(|&hash| group.may_hold(hash)).collect();
+            held.sort_unstable();
+            held.dedup();
+            held
+        };
         let mut out = Vec::new();
         let mut at = 0;
-        for &hash in hashes {
+        for hash in hashes {
             at = gallop(&group.hashes, at, hash);
             if at == group.hashes.len() {
                 break;
@@ -571,6 +626,30 @@ pub(crate) mod tests {
         assert_eq!(gallop(&[], 0, 5), 0);
     }
 
+    /// The filter never turns away a hash the group holds, and lets through few it does not.
+    #[test]
+    fn a_group_filter_holds_every_hash_and_few_others() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Spread over all 64 bits, as Murmur3 output is.
+            state.wrapping_mul(0x9E37_79B9_7F4A_7C15) as i64
+        };
+        for rows in [0, 1, 3, 1_000, 100_000] {
+            let held: Vec<i64> = (0..rows).map(|_| next()).collect();
+            let group = GroupKeys::sorted(held.clone());
+            assert!(held.iter().all(|&h| group.may_hold(h)), "{rows} rows");
+            let passed = (0..100_000).filter(|_| group.may_hold(next())).count();
+            // About one in two hundred at four hashes a word; far fewer when words are spare.
+            assert!(
+                passed < 1_000,
+                "{passed} of 100,000 absent hashes passed {rows} rows' filter"
+            );
+        }
+    }
+
     /// `ks.t (id bigint PRIMARY KEY, v double)`, for the store's unit tests.
     pub(crate) fn id_value_table() -> TableDef {
         TableDef::new(
@@ -636,7 +715,7 @@ pub(crate) mod tests {
                 .filter(|&(_, ours)| part.contains(&i64::from(ours)))
                 .collect();
             assert!(!expected.is_empty());
-            if set_rows * GALLOP_RATIO <= group_rows {
+            if set_rows <= group_rows {
                 assert_eq!(in_part, expected, "{set_rows} keys, tokens {part:?}");
             } else {
                 assert!(

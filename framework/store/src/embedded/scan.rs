@@ -644,20 +644,45 @@ impl GroupSplit {
             )?),
             None => None,
         };
-        let mut skip: Vec<u32> = self.deleted.clone().unwrap_or_default();
-        if let Some(hidden) = hidden.filter(|h| !h.is_empty()) {
-            skip.extend(hidden.iter());
-            skip.sort_unstable();
-            skip.dedup();
-        }
-        if skip.is_empty() {
+        let deleted = self.deleted.as_deref().unwrap_or_default();
+        let hidden = hidden.as_deref().map(Vec::as_slice).unwrap_or_default();
+        if deleted.is_empty() && hidden.is_empty() {
             return Ok(selected);
         }
+        let skip = merged(deleted, hidden);
         let rows = self.file.groups[self.group].rows as usize;
         let every = std::iter::once(0..rows).collect::<Vec<_>>();
         let selected = selected.as_deref().unwrap_or(&every);
         Ok(Some(without_rows(selected, &skip)))
     }
+}
+
+/// The rows of `a` and of `b` (each sorted and unique), sorted and unique: a group's deleted rows
+/// and the rows the memtable hides, which overlap only where a deleted row was hidden before
+/// its deletion was written.
+fn merged(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
 }
 
 /// `ranges` (sorted, disjoint) without the rows of `skip` (sorted, unique).
@@ -931,4 +956,34 @@ fn keep_ranges(
         })
         .collect();
     Ok(filter_record_batch(batch, &mask)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_rows_are_sorted_unique_and_lose_none() {
+        let cases: [(&[u32], &[u32]); 5] = [
+            (&[], &[]),
+            (&[1, 4, 9], &[]),
+            (&[], &[0, 2]),
+            (&[1, 4, 9, 12], &[0, 4, 5, 12, 40]),
+            (&[7], &[1, 2, 3, 7, 8]),
+        ];
+        for (a, b) in cases {
+            let mut expected: Vec<u32> = a.iter().chain(b).copied().collect();
+            expected.sort_unstable();
+            expected.dedup();
+            assert_eq!(merged(a, b), expected, "{a:?} and {b:?}");
+        }
+    }
+
+    #[test]
+    fn skipped_rows_split_the_selected_ranges() {
+        let whole = std::iter::once(0..10).collect::<Vec<_>>();
+        assert_eq!(without_rows(&whole, &[0, 3, 4, 9]), [1..3, 5..9]);
+        assert_eq!(without_rows(&[2..5, 8..12], &[1, 4, 8, 20]), [2..4, 9..12]);
+        assert_eq!(without_rows(&[2..5, 8..12], &[]), [2..5, 8..12]);
+    }
 }
