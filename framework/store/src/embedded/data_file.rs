@@ -240,8 +240,18 @@ pub struct Layout {
     pub cut_at_gaps: bool,
 }
 
+/// A file [`write_run`] wrote.
+#[derive(Debug)]
+pub struct WrittenFile {
+    /// Its path, relative to the data directory.
+    pub relative: String,
+    /// The key hashes of each of its row groups, in row order: what a search of the file's keys
+    /// would otherwise read back ([`DataFile::key_hashes`]).
+    pub group_hashes: Vec<Vec<i64>>,
+}
+
 /// Writes sorted rows (stored form) as one or more Parquet files, in parallel, fsynced. Returns the
-/// relative paths, in token order. `name` is the file stem without extension; files get `-N`.
+/// files, in token order. `name` is the file stem without extension; files get `-N`.
 pub fn write_run(
     data_dir: &Path,
     relative_dir: &str,
@@ -250,7 +260,7 @@ pub fn write_run(
     rows: &RecordBatch,
     shards: &ShardMap,
     layout: Layout,
-) -> Result<Vec<String>> {
+) -> Result<Vec<WrittenFile>> {
     if rows.num_rows() == 0 {
         return Ok(Vec::new());
     }
@@ -267,7 +277,7 @@ pub fn write_run(
         .enumerate()
         .map(|(i, w)| (format!("{relative_dir}/{name}-{i}.parquet"), w[0], w[1]))
         .collect();
-    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+    let results: Vec<Result<Vec<Vec<i64>>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = files
             .iter()
             .map(|(relative, start, end)| {
@@ -284,23 +294,33 @@ pub fn write_run(
             })
             .collect()
     });
-    for result in results {
-        result?;
-    }
+    let group_hashes = results.into_iter().collect::<Result<Vec<_>>>()?;
     crate::embedded::manifest::sync_dir(&dir)?;
-    Ok(files.into_iter().map(|(relative, _, _)| relative).collect())
+    Ok(files
+        .into_iter()
+        .zip(group_hashes)
+        .map(|((relative, _, _), group_hashes)| WrittenFile {
+            relative,
+            group_hashes,
+        })
+        .collect())
 }
 
 /// Writes rows in stored form as one file, with their key hashes appended ([`KEY_COLUMN`]).
+/// Returns each row group's key hashes, in row order.
 fn write_file(
     path: &Path,
     table: &TableDef,
     rows: &RecordBatch,
     shards: &ShardMap,
     layout: Layout,
-) -> Result<()> {
+) -> Result<Vec<Vec<i64>>> {
     let token_index = rows.num_columns() - 1;
     let rows = &with_key_column(table, rows)?;
+    let hashes = rows
+        .column(rows.num_columns() - 1)
+        .as_primitive::<Int64Type>()
+        .values();
     let tokens = rows
         .column(token_index)
         .as_primitive::<Int64Type>()
@@ -318,13 +338,18 @@ fn write_file(
         .build();
     let file = File::create(path).map_err(Error::io("creating", path))?;
     let mut writer = ArrowWriter::try_new(file, rows.schema(), Some(props))?;
+    let mut group_hashes = Vec::with_capacity(cuts.len().saturating_sub(1));
     for w in cuts.windows(2) {
+        if w[1] == w[0] {
+            continue;
+        }
         writer.write(&rows.slice(w[0], w[1] - w[0]))?;
         writer.flush()?;
+        group_hashes.push(hashes[w[0]..w[1]].to_vec());
     }
     let file = writer.into_inner()?;
     file.sync_all().map_err(Error::io("syncing", path))?;
-    Ok(())
+    Ok(group_hashes)
 }
 
 /// Rows in stored form with their key hashes as a last column.

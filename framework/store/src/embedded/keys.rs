@@ -85,7 +85,7 @@ impl Hasher for PassThrough {
 
 /// A row group's key hashes in ascending order, with the row (within the group) of each, and a
 /// filter of them.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct GroupKeys {
     hashes: Vec<i64>,
     rows: Vec<u32>,
@@ -129,7 +129,7 @@ impl GroupKeys {
 /// word for every four hashes or fewer (16 to 32 bits a hash), so a lookup reads one word and
 /// about one absent hash in two hundred passes. Most keys a search looks for are new (absent
 /// from every older run): the filter turns away almost all of them before any search.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 struct HashFilter {
     words: Vec<u64>,
     mask: u64,

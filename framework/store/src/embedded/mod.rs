@@ -895,6 +895,8 @@ fn stage(
         *PROCESS,
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
+    // The staged files are opened when the statement commits, by whichever process commits it:
+    // their keys are read back then.
     staged.files = data_file::write_run(
         dir,
         &table_dir(&def, id),
@@ -903,7 +905,10 @@ fn stage(
         &rows,
         &shards,
         layout,
-    )?;
+    )?
+    .into_iter()
+    .map(|file| file.relative)
+    .collect();
     staged.rows = rows.num_rows() as u64;
     Ok(staged)
 }
@@ -1273,7 +1278,7 @@ impl Inner {
         shards: &ShardMap,
         rows: &RecordBatch,
     ) -> Result<Vec<Arc<DataFile>>> {
-        let relatives = data_file::write_run(
+        let written = data_file::write_run(
             &self.dir,
             &table_dir(def, table_id),
             &format!("run-{file_id}"),
@@ -1283,10 +1288,36 @@ impl Inner {
             self.layout(),
         )?;
         let read_schema = sorted_rows::read_stored_schema(def);
-        relatives
-            .iter()
-            .map(|r| DataFile::open(&self.dir, r, shards, &read_schema).map(Arc::new))
-            .collect()
+        // The next flush searches every row group of this run for its keys, and every scan
+        // beside the memtable for the memtable's: the key hashes just written are kept (sorted,
+        // while the cache has room) rather than read back by the first of them, so that work
+        // falls on this background thread and not on a query.
+        parallel(&written, |file| {
+            let data = Arc::new(DataFile::open(
+                &self.dir,
+                &file.relative,
+                shards,
+                &read_schema,
+            )?);
+            let rows_match = data.groups.len() == file.group_hashes.len()
+                && data
+                    .groups
+                    .iter()
+                    .zip(&file.group_hashes)
+                    .all(|(group, hashes)| group.rows == hashes.len() as u64);
+            if rows_match {
+                for (group, hashes) in file.group_hashes.iter().enumerate() {
+                    data.key_hashes(group, || Ok(hashes.clone()))?;
+                }
+            } else {
+                // The file is sound; its hashes are read back when first searched.
+                tracing::warn!(
+                    file = %file.relative,
+                    "a new file's row groups differ from those written; its key hashes are not kept"
+                );
+            }
+            Ok(data)
+        })
     }
 
     /// Adds runs to table `name` (of id `id`) in one manifest commit. Each new run supersedes
@@ -2698,6 +2729,61 @@ mod tests {
         for (id, v) in seen {
             assert_eq!(v, expected(id), "id {id}");
         }
+    }
+
+    /// The key hashes a writer keeps of the files it just wrote are those the files hold, row
+    /// group by row group: searches trust them instead of reading the `_key` column back.
+    #[tokio::test]
+    async fn the_key_hashes_kept_for_new_files_are_those_the_files_hold() {
+        let options = EmbeddedOptions {
+            bulk_write_rows: 100,
+            rows_per_group: 500,
+            rows_per_file: 1_000,
+            background: false,
+            ..EmbeddedOptions::default()
+        };
+        let (_dir, store, def, name) = id_value_store(options).await;
+        store
+            .write(&name, vec![id_value_rows(&def, 0..3000, 1.0)])
+            .await
+            .unwrap();
+        store
+            .write(&name, vec![id_value_rows(&def, 2000..2200, 2.0)])
+            .await
+            .unwrap();
+        store.flush().unwrap();
+        store.compact(&name).unwrap();
+        store
+            .write(&name, vec![id_value_rows(&def, 100..160, 3.0)])
+            .await
+            .unwrap();
+        store.flush().unwrap();
+        let live = store.state().unwrap().snapshot(&name).unwrap();
+        let mut groups = 0;
+        for run in &live.runs {
+            for file in &run.files {
+                let key_column = file.key_column.expect("new files hold key hashes");
+                for group in 0..file.groups.len() {
+                    let kept = match file.key_hashes(group, || panic!("not kept")).unwrap() {
+                        keys::GroupHashes::Sorted(kept) => kept,
+                        keys::GroupHashes::InRowOrder(_) => panic!("the cache has room"),
+                    };
+                    let mut held = Vec::new();
+                    for batch in scan::read_group(file, group, &[key_column], None).unwrap() {
+                        held.extend_from_slice(
+                            batch
+                                .unwrap()
+                                .column(0)
+                                .as_primitive::<Int64Type>()
+                                .values(),
+                        );
+                    }
+                    assert_eq!(*kept, keys::GroupKeys::sorted(held), "{}", file.relative);
+                    groups += 1;
+                }
+            }
+        }
+        assert!(groups >= 7, "{groups} row groups checked");
     }
 
     /// A run committed while a compaction was written wins over the compacted rows with its
