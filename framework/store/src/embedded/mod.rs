@@ -1292,27 +1292,28 @@ impl Inner {
         // beside the memtable for the memtable's: the key hashes just written are kept (sorted,
         // while the cache has room) rather than read back by the first of them, so that work
         // falls on this background thread and not on a query.
-        parallel(&written, |file| {
-            let data = Arc::new(DataFile::open(
-                &self.dir,
-                &file.relative,
-                shards,
-                &read_schema,
-            )?);
-            let rows_match = data.groups.len() == file.group_hashes.len()
+        // Each file's hashes move into the cache (a task takes them out of its slot).
+        let written: Vec<(String, Mutex<Vec<Vec<i64>>>)> = written
+            .into_iter()
+            .map(|file| (file.relative, Mutex::new(file.group_hashes)))
+            .collect();
+        parallel(&written, |(relative, group_hashes)| {
+            let data = Arc::new(DataFile::open(&self.dir, relative, shards, &read_schema)?);
+            let group_hashes = std::mem::take(&mut *lock(group_hashes));
+            let rows_match = data.groups.len() == group_hashes.len()
                 && data
                     .groups
                     .iter()
-                    .zip(&file.group_hashes)
+                    .zip(&group_hashes)
                     .all(|(group, hashes)| group.rows == hashes.len() as u64);
             if rows_match {
-                for (group, hashes) in file.group_hashes.iter().enumerate() {
-                    data.key_hashes(group, || Ok(hashes.clone()))?;
+                for (group, hashes) in group_hashes.into_iter().enumerate() {
+                    data.key_hashes(group, || Ok(hashes))?;
                 }
             } else {
                 // The file is sound; its hashes are read back when first searched.
                 tracing::warn!(
-                    file = %file.relative,
+                    file = %relative,
                     "a new file's row groups differ from those written; its key hashes are not kept"
                 );
             }
