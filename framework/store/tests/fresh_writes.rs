@@ -7,7 +7,9 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use arrow::array::Float64Array;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, StringArray};
 use quarry_core::schema::KeyspaceDef;
 use quarry_store::{CmpOp, EmbeddedOptions, EmbeddedStore, Predicate, ScanRequest, Store};
 
@@ -333,6 +335,98 @@ async fn background_compactions_side_by_side_keep_the_newest_version_of_every_ke
     drop(store);
     let store = EmbeddedStore::open(dir.path(), small_options()).unwrap();
     same_rows(&scan_all(&store).await, &expected, "after reopening");
+}
+
+/// A scan that drops superseded rows anyway applies the query's predicates in the same pass: it
+/// keeps every row they match, returns no superseded version, and leaves a predicate whose
+/// literal does not convert to the column's type without loss to the query.
+#[tokio::test]
+async fn predicates_applied_beside_superseded_rows_keep_every_matching_row() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing compacts the superseded rows away.
+    let options = EmbeddedOptions {
+        max_runs: 100,
+        max_dead_fraction: 1.0,
+        ..small_options()
+    };
+    let store = EmbeddedStore::open(dir.path(), options).unwrap();
+    let mut keyspace = KeyspaceDef::new("iot");
+    keyspace.shards = 64;
+    store.create_keyspace(keyspace, false).await.unwrap();
+    store.create_table(table(), false).await.unwrap();
+    let mut expected = Rows::new();
+    write_all(&store, &mut expected, vec![rows(0..200, 0..20, 1.0)]).await;
+    // Updates spread over the ring: the first flushed into a run (deletion vectors), the rest
+    // still in the memtable (hiding rows through its keys).
+    let updates: Vec<_> = (0..5)
+        .map(|i| rows(i * 40..i * 40 + 8, 0..20, 2.0 + i as f64))
+        .collect();
+    write_all(&store, &mut expected, updates).await;
+    let stats = store.table_stats(&name()).unwrap();
+    assert!(
+        stats.deleted_rows > 0 && stats.memtable_rows > 0,
+        "{stats:?}"
+    );
+
+    let text = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v])) };
+    let double = |v: f64| -> ArrayRef { Arc::new(Float64Array::from(vec![v])) };
+    let compare = |column: &str, op, value| Predicate::Compare {
+        column: column.into(),
+        op,
+        value,
+    };
+    // (predicates, the same test on a row (seq, value), whether the scan can apply them)
+    type Matches = fn(i64, f64) -> bool;
+    let cases: Vec<(Vec<Predicate>, Matches, bool)> = vec![
+        (
+            vec![
+                compare("sensor", CmpOp::Eq, text("temp")),
+                compare("value", CmpOp::Gt, double(1500.0)),
+            ],
+            |seq, value| seq % 2 == 0 && value > 1500.0,
+            true,
+        ),
+        (
+            vec![
+                Predicate::InList {
+                    column: "sensor".into(),
+                    values: Arc::new(StringArray::from(vec!["temp", "cold"])),
+                },
+                compare("value", CmpOp::LtEq, double(2500.0)),
+            ],
+            |seq, value| seq % 2 == 0 && value <= 2500.0,
+            true,
+        ),
+        // `seq` is a bigint: 1.5 would become 1 and drop the rows with seq 1.
+        (
+            vec![compare("seq", CmpOp::Lt, double(1.5))],
+            |seq, _| seq < 2,
+            false,
+        ),
+    ];
+    for (filters, matches, applied) in cases {
+        let mut request = ScanRequest::full(name());
+        request.filters = filters.clone();
+        let returned = by_key(&read(store.plan_scan(&request).unwrap()).await);
+        for (key, value) in &returned {
+            assert_eq!(expected.get(key), Some(value), "{key:?} with {filters:?}");
+        }
+        let kept = |rows: &Rows| -> Rows {
+            rows.iter()
+                .filter(|((_, seq), value)| matches(*seq, **value))
+                .map(|(k, v)| (*k, *v))
+                .collect()
+        };
+        same_rows(&kept(&returned), &kept(&expected), &format!("{filters:?}"));
+        // Applied in the scan where they can be, left to the query where they cannot.
+        assert_eq!(
+            returned.len() < expected.len(),
+            applied,
+            "{} of {} rows returned with {filters:?}",
+            returned.len(),
+            expected.len()
+        );
+    }
 }
 
 /// Fails naming how many rows differ and the first few of them (the tables are too large to

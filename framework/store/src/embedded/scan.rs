@@ -5,7 +5,8 @@
 //!        │                                        │
 //!        ▼                                        ▼
 //!   row-group statistics              decode only rows in range, minus rows superseded by newer
-//!                                     writes (the run's deletion vector, newer memtable rows)
+//!                                     writes (the run's deletion vector, newer memtable rows),
+//!                                     and keep only those the predicates may match
 //! ```
 //!
 //! Every primary key is live in exactly one place. When a run is added, the store marks the rows
@@ -15,13 +16,19 @@
 //! state of the memtable. So runs and chunks are read side by side without merging or hashing,
 //! row groups are pruned by statistics on any column, and a table with fresh writes overlapping
 //! all of its ring reads almost as fast as the same rows compacted.
+//!
+//! The predicates the scan can evaluate on its own columns ([`BatchFilter`]) drop rows in the
+//! same pass as the superseded ones, so a selective query copies out only the rows it keeps.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, Scalar,
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, RecordBatch, RecordBatchOptions,
+    Scalar,
 };
+use arrow::buffer::BooleanBuffer;
 use arrow::compute::kernels::cmp;
 use arrow::compute::{and, cast, concat_batches, filter_record_batch};
 use arrow::datatypes::{Int64Type, SchemaRef};
@@ -41,7 +48,7 @@ use crate::embedded::deletes::Deletes;
 use crate::embedded::keys::{KeySet, Tagged};
 use crate::embedded::memtable::MemChunk;
 use crate::error::{Error, Result};
-use crate::predicate::{CmpOp, Predicate};
+use crate::predicate::{BatchFilter, CmpOp, Predicate};
 use crate::store::{BatchStream, ReadCounters, ScanPlan, ScanRequest, ScanSplit, SplitSource};
 
 /// Rows per batch read from Parquet (DataFusion's default batch size).
@@ -304,6 +311,7 @@ fn plan_sources(snapshot: &TableSnapshot, request: &ScanRequest) -> Result<Plann
         schema: schema.clone(),
         projection,
         limit: request.limit,
+        filter: Arc::new(BatchFilter::new(&request.filters, &schema)),
     };
     // The shards a piece returns rows of: a piece spanning shards the scan does not want is read
     // through a token filter.
@@ -426,6 +434,8 @@ struct ReadSpec {
     schema: SchemaRef,
     projection: Vec<usize>,
     limit: Option<usize>,
+    /// The query's predicates a split applies where it filters its rows anyway.
+    filter: Arc<BatchFilter>,
 }
 
 impl ReadSpec {
@@ -624,9 +634,16 @@ struct ChunkRead {
     token_filter: Option<Vec<TokenRange>>,
 }
 
+/// The rows of a row group a split reads.
+struct GroupRows {
+    /// Those the token filter selects, as sorted, disjoint ranges.
+    selected: Vec<Range<usize>>,
+    /// Those of them superseded by newer writes, sorted.
+    skip: Vec<u32>,
+}
+
 impl GroupSplit {
-    /// The rows to decode, as consecutive ranges; `None` for every row.
-    fn selection(&self) -> Result<Option<Vec<std::ops::Range<usize>>>> {
+    fn rows(&self) -> Result<GroupRows> {
         let token_column = self.read.table.columns.len();
         // A row group spanning shards the scan does not want: its rows are sorted by token, so
         // the token column alone says which rows to decode, and only those are read.
@@ -646,14 +663,11 @@ impl GroupSplit {
         };
         let deleted = self.deleted.as_deref().unwrap_or_default();
         let hidden = hidden.as_deref().map(Vec::as_slice).unwrap_or_default();
-        if deleted.is_empty() && hidden.is_empty() {
-            return Ok(selected);
-        }
-        let skip = merged(deleted, hidden);
-        let rows = self.file.groups[self.group].rows as usize;
-        let every = std::iter::once(0..rows).collect::<Vec<_>>();
-        let selected = selected.as_deref().unwrap_or(&every);
-        Ok(Some(without_rows(selected, &skip)))
+        let total = self.file.groups[self.group].rows as usize;
+        Ok(GroupRows {
+            selected: selected.unwrap_or_else(|| std::iter::once(0..total).collect()),
+            skip: merged(deleted, hidden),
+        })
     }
 }
 
@@ -686,7 +700,7 @@ fn merged(a: &[u32], b: &[u32]) -> Vec<u32> {
 }
 
 /// `ranges` (sorted, disjoint) without the rows of `skip` (sorted, unique).
-fn without_rows(ranges: &[std::ops::Range<usize>], skip: &[u32]) -> Vec<std::ops::Range<usize>> {
+fn without_rows(ranges: &[Range<usize>], skip: &[u32]) -> Vec<Range<usize>> {
     let mut out = Vec::with_capacity(ranges.len() + skip.len());
     let mut skip = skip.iter().map(|&r| r as usize).peekable();
     for range in ranges {
@@ -711,6 +725,30 @@ fn without_rows(ranges: &[std::ops::Range<usize>], skip: &[u32]) -> Vec<std::ops
     out
 }
 
+/// Per row of `selected` (sorted, disjoint ranges, read in order), whether it is not in `skip`
+/// (sorted, unique).
+fn live_mask(selected: &[Range<usize>], skip: &[u32]) -> BooleanBuffer {
+    let total = selected.iter().map(Range::len).sum();
+    let mut live = BooleanBufferBuilder::new(total);
+    live.append_n(total, true);
+    let mut skip = skip.iter().map(|&r| r as usize).peekable();
+    let mut offset = 0;
+    for range in selected {
+        while let Some(row) = skip.next_if(|&row| row < range.end) {
+            if row >= range.start {
+                live.set_bit(offset + row - range.start, false);
+            }
+        }
+        offset += range.len();
+    }
+    live.finish()
+}
+
+/// Whether `live` rows of a group of `total` are few enough to read alone, skipping the rest.
+fn is_sparse(live: usize, total: usize) -> bool {
+    live.saturating_mul(SKIP_ABOVE_SHARE) < total
+}
+
 impl SyncSource for GroupSplit {
     fn limit(&self) -> Option<usize> {
         self.read.limit
@@ -723,17 +761,49 @@ impl SyncSource for GroupSplit {
         if columns.is_empty() {
             columns.push(read.table.columns.len());
         }
-        let selection = match self.selection()? {
-            Some(rows) if rows.is_empty() => return Ok(Box::new(std::iter::empty())),
-            selection => selection,
+        let GroupRows { selected, skip } = self.rows()?;
+        let total = self.file.groups[self.group].rows as usize;
+        let live = without_rows(&selected, &skip);
+        let live_rows: usize = live.iter().map(Range::len).sum();
+        if live_rows == 0 {
+            return Ok(Box::new(std::iter::empty()));
+        }
+        let outputs = move |batch: Result<RecordBatch>| match batch {
+            Ok(b) if b.num_rows() == 0 => None,
+            other => Some(other),
         };
+        // The query's predicates are applied here, in the same pass as dropping superseded rows:
+        // only the rows the query keeps are copied out of the decoded columns (the query's own
+        // filter then finds them all matching), where dropping superseded rows first would copy
+        // nearly all of them and the query's filter copy its share again. Without predicates,
+        // or with so few live rows that they are read alone, the reader selects the live rows.
+        if read.filter.is_empty() || is_sparse(live_rows, total) {
+            let selection = (live_rows < total).then_some(live);
+            let reader = read_group(&self.file, self.group, &columns, selection)?;
+            return Ok(Box::new(reader.filter_map(move |batch| {
+                outputs(batch.and_then(|batch| read.output(&batch)))
+            })));
+        }
+        let alive = (!skip.is_empty()).then(|| live_mask(&selected, &skip));
+        let selection = (selected.len() > 1 || selected[0] != (0..total)).then_some(selected);
         let reader = read_group(&self.file, self.group, &columns, selection)?;
-        Ok(Box::new(reader.filter_map(
-            move |batch| match batch.and_then(|batch| read.output(&batch)) {
-                Ok(b) if b.num_rows() == 0 => None,
-                other => Some(other),
-            },
-        )))
+        let mut at = 0;
+        Ok(Box::new(reader.filter_map(move |batch| {
+            let kept = batch.and_then(|batch| {
+                let batch = read.output(&batch)?;
+                let live = alive
+                    .as_ref()
+                    .map(|alive| BooleanArray::new(alive.slice(at, batch.num_rows()), None));
+                at += batch.num_rows();
+                let keep = match (live, read.filter.evaluate(&batch)?) {
+                    (Some(live), Some(matching)) => and(&live, &matching)?,
+                    (Some(only), None) | (None, Some(only)) => only,
+                    (None, None) => return Ok(batch),
+                };
+                Ok(filter_record_batch(&batch, &keep)?)
+            });
+            outputs(kept)
+        })))
     }
 
     fn describe(&self) -> String {
@@ -750,7 +820,8 @@ impl SyncSource for ChunkSplit {
         let mut columns = self.read.projection.clone();
         columns.push(self.read.table.columns.len());
         // The wanted rows of each chunk, projected (the token column last), then glued into
-        // batches of about `BATCH_ROWS`.
+        // batches of about `BATCH_ROWS`: gluing copies them, so the query's predicates are
+        // applied first and only the rows it keeps are copied.
         let mut pieces = Vec::with_capacity(self.chunks.len());
         for c in &self.chunks {
             let rows = c.chunk.rows.project(&columns)?;
@@ -758,8 +829,13 @@ impl SyncSource for ChunkSplit {
                 Some(ranges) => keep_ranges(&rows, columns.len() - 1, ranges)?,
                 None => rows,
             };
+            let rows = self.read.output(&rows)?;
+            let rows = match self.read.filter.evaluate(&rows)? {
+                Some(matching) => filter_record_batch(&rows, &matching)?,
+                None => rows,
+            };
             if rows.num_rows() > 0 {
-                pieces.push(self.read.output(&rows)?);
+                pieces.push(rows);
             }
         }
         let schema = self.read.schema.clone();
@@ -799,7 +875,7 @@ fn selected_rows(
     group: usize,
     token_column: usize,
     ranges: &[TokenRange],
-) -> Result<Option<Vec<std::ops::Range<usize>>>> {
+) -> Result<Option<Vec<Range<usize>>>> {
     let read_tokens = || -> Result<Vec<i64>> {
         let mut tokens: Vec<i64> = Vec::new();
         for batch in read_group(file, group, &[token_column], None)? {
@@ -817,7 +893,7 @@ fn selected_rows(
         (r.start < info.min_token || is_boundary(r.start))
             && (r.end >= info.max_token || is_boundary(r.end))
     });
-    let mut selected: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut selected: Vec<Range<usize>> = Vec::new();
     let mut push = |from: usize, to: usize| {
         if from < to {
             match selected.last_mut() {
@@ -873,7 +949,7 @@ pub(crate) fn read_group(
     file: &DataFileRef,
     group: usize,
     columns: &[usize],
-    selection: Option<Vec<std::ops::Range<usize>>>,
+    selection: Option<Vec<Range<usize>>>,
 ) -> Result<impl Iterator<Item = Result<RecordBatch>> + use<>> {
     // A writer keeps the files of its own snapshots, but a reader of a directory another process
     // writes can find a file gone, replaced by a compaction since the scan was planned.
@@ -903,7 +979,7 @@ pub(crate) fn read_group(
         // each gap. A task's shards (few long runs) are still skipped, and so are the gaps
         // between a few scattered rows (the keys of candidate matches), which would otherwise
         // decode the whole group for them.
-        let policy = if selected.saturating_mul(SKIP_ABOVE_SHARE) < total {
+        let policy = if is_sparse(selected, total) {
             RowSelectionPolicy::Selectors
         } else {
             RowSelectionPolicy::Auto {
@@ -977,6 +1053,20 @@ mod tests {
             expected.dedup();
             assert_eq!(merged(a, b), expected, "{a:?} and {b:?}");
         }
+    }
+
+    #[test]
+    fn the_live_mask_clears_skipped_rows_at_their_place_in_the_selection() {
+        let mask = |selected: &[Range<usize>], skip: &[u32]| -> Vec<bool> {
+            live_mask(selected, skip).iter().collect()
+        };
+        assert_eq!(mask(&[0..2, 2..4], &[1, 3]), [true, false, true, false]);
+        // Rows 2..4 then 8..10 are read; skipped rows outside them are ignored.
+        assert_eq!(
+            mask(&[2..4, 8..10], &[0, 3, 5, 8, 12]),
+            [true, false, false, true]
+        );
+        assert_eq!(mask(&[2..4, 8..10], &[]), [true; 4]);
     }
 
     #[test]
