@@ -14,6 +14,7 @@ use quarry_jobs::{
     ExchangeClient, ExchangeFetchError, Failure, QuarryCodec, TaskBinding, TaskFailure,
     TaskMetrics, TaskRequest,
 };
+use quarry_sql::scan_exec::StoreScanExec;
 use quarry_sql::{Access, QuarrySession, RuntimeLimits, runtime_env};
 use quarry_store::Store;
 use tokio::task::JoinSet;
@@ -164,7 +165,7 @@ impl TaskRunner {
             written.into_iter().map(|(_, w)| w).collect(),
         );
         let mut metrics = TaskMetrics {
-            rows_in: leaf_sum(&plan, |m| m.output_rows()),
+            rows_in: rows_in(&plan),
             rows_out,
             bytes_in: leaf_sum(&plan, |m| {
                 m.sum_by_name(quarry_jobs::exchange::BYTES_READ)
@@ -186,6 +187,19 @@ impl TaskRunner {
         metrics.count_table_rows(&plan);
         Ok((partitions as u32, metrics))
     }
+}
+
+/// Rows into the plan's leaves: what its store scans read (more than they return where the
+/// store applied pushed-down filters) and what its exchange readers received.
+fn rows_in(plan: &Arc<dyn ExecutionPlan>) -> u64 {
+    if let Some(scan) = plan.downcast_ref::<StoreScanExec>() {
+        return scan.rows_read();
+    }
+    let children = plan.children();
+    if children.is_empty() {
+        return plan.metrics().and_then(|m| m.output_rows()).unwrap_or(0) as u64;
+    }
+    children.into_iter().map(rows_in).sum()
 }
 
 /// A metric summed over the plan's leaves (store scans and exchange readers count what they

@@ -116,15 +116,14 @@ impl TaskMetrics {
         }
     }
 
-    /// The rows `plan` (run to its end) read from and wrote to each table: its store scans'
-    /// output and its writers' staged parts.
+    /// The rows `plan` (run to its end) read from and wrote to each table: what its store scans
+    /// read and its writers' staged parts.
     pub fn count_table_rows(&mut self, plan: &Arc<dyn ExecutionPlan>) {
         if let Some(scan) = plan.downcast_ref::<StoreScanExec>() {
-            let rows = scan.metrics().and_then(|m| m.output_rows()).unwrap_or(0) as u64;
             *self
                 .rows_read
                 .entry(scan.request().table.to_string())
-                .or_default() += rows;
+                .or_default() += scan.rows_read();
         }
         if let Some(write) = plan.downcast_ref::<StoreWriteExec>() {
             *self

@@ -137,6 +137,12 @@ impl StoreScanExec {
         self.shards_selected
     }
 
+    /// Rows the store read for this scan, wherever they came from: its input, which is more
+    /// than its output where the store applied the pushed-down filters itself.
+    pub fn rows_read(&self) -> u64 {
+        self.reads.local_rows() + self.reads.remote_rows()
+    }
+
     pub fn split_count(&self) -> usize {
         self.partitions.iter().map(Vec::len).sum()
     }

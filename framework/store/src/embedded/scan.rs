@@ -539,7 +539,9 @@ fn compare_range(min: &ArrayRef, max: &ArrayRef, op: CmpOp, value: &ArrayRef) ->
 /// DataFusion's own Parquet scan does), without a thread hand-off per batch. [`Spawned`] serves
 /// it to async readers; compaction pulls it in place.
 pub(crate) trait SyncSource: Send + Sync + std::fmt::Debug {
-    fn batches(&self) -> Result<BatchIter>;
+    /// The split's batches. The live rows each batch was filtered from are counted into `reads`
+    /// as it is made: rows read, whether or not the query's predicates kept them.
+    fn batches(&self, reads: Arc<ReadCounters>) -> Result<BatchIter>;
     fn describe(&self) -> String;
     fn limit(&self) -> Option<usize>;
 }
@@ -553,7 +555,7 @@ impl SplitSource for Spawned {
     fn open_counted(&self, reads: Arc<ReadCounters>) -> Result<BatchStream> {
         let source = self.0.clone();
         let mut remaining = source.limit().unwrap_or(usize::MAX);
-        let limited = source.batches()?.map_while(move |batch| {
+        let limited = source.batches(reads)?.map_while(move |batch| {
             if remaining == 0 {
                 return None;
             }
@@ -564,8 +566,6 @@ impl SplitSource for Spawned {
                     b
                 };
                 remaining -= b.num_rows();
-                // The data directory is this machine's: every row is read beside its data.
-                reads.add(true, b.num_rows() as u64);
                 b
             }))
         });
@@ -598,7 +598,7 @@ pub(crate) fn read_shards(
             mem_keys: Arc::default(),
         };
         for (_, source) in plan_sources(&one, &request)?.1 {
-            for batch in source.batches()? {
+            for batch in source.batches(Arc::default())? {
                 out.push(batch?);
             }
         }
@@ -754,7 +754,7 @@ impl SyncSource for GroupSplit {
         self.read.limit
     }
 
-    fn batches(&self) -> Result<BatchIter> {
+    fn batches(&self, reads: Arc<ReadCounters>) -> Result<BatchIter> {
         let read = self.read.clone();
         let mut columns = read.projection.clone();
         // An empty projection (`count(*)`) reads the token column to have rows to count.
@@ -781,7 +781,11 @@ impl SyncSource for GroupSplit {
             let selection = (live_rows < total).then_some(live);
             let reader = read_group(&self.file, self.group, &columns, selection)?;
             return Ok(Box::new(reader.filter_map(move |batch| {
-                outputs(batch.and_then(|batch| read.output(&batch)))
+                outputs(batch.and_then(|batch| {
+                    // The data directory is this machine's: every row is read beside its data.
+                    reads.add(true, batch.num_rows() as u64);
+                    read.output(&batch)
+                }))
             })));
         }
         let alive = (!skip.is_empty()).then(|| live_mask(&selected, &skip));
@@ -795,6 +799,8 @@ impl SyncSource for GroupSplit {
                     .as_ref()
                     .map(|alive| BooleanArray::new(alive.slice(at, batch.num_rows()), None));
                 at += batch.num_rows();
+                let live_rows = live.as_ref().map_or(batch.num_rows(), |l| l.true_count());
+                reads.add(true, live_rows as u64);
                 let keep = match (live, read.filter.evaluate(&batch)?) {
                     (Some(live), Some(matching)) => and(&live, &matching)?,
                     (Some(only), None) | (None, Some(only)) => only,
@@ -816,7 +822,7 @@ impl SyncSource for ChunkSplit {
         self.read.limit
     }
 
-    fn batches(&self) -> Result<BatchIter> {
+    fn batches(&self, reads: Arc<ReadCounters>) -> Result<BatchIter> {
         let mut columns = self.read.projection.clone();
         columns.push(self.read.table.columns.len());
         // The wanted rows of each chunk, projected (the token column last), then glued into
@@ -829,6 +835,7 @@ impl SyncSource for ChunkSplit {
                 Some(ranges) => keep_ranges(&rows, columns.len() - 1, ranges)?,
                 None => rows,
             };
+            reads.add(true, rows.num_rows() as u64);
             let rows = self.read.output(&rows)?;
             let rows = match self.read.filter.evaluate(&rows)? {
                 Some(matching) => filter_record_batch(&rows, &matching)?,
