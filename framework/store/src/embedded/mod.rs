@@ -2424,9 +2424,7 @@ fn dropped_during_write(name: &TableName) -> Error {
 
 /// Runs `f` over `tasks` on the machine's cores; results in task order.
 fn parallel<T: Sync, R: Send>(tasks: &[T], f: impl Fn(&T) -> Result<R> + Sync) -> Result<Vec<R>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |t| t.get())
-        .min(tasks.len());
+    let threads = threads::cores().min(tasks.len());
     if threads <= 1 {
         return tasks.iter().map(f).collect();
     }

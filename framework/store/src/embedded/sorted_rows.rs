@@ -83,7 +83,7 @@ pub fn sort_dedup(table: &TableDef, batches: &[RecordBatch]) -> Result<RecordBat
             .then_with(|| rows.row(*a as usize).cmp(&rows.row(*b as usize)))
             .then_with(|| a.cmp(b))
     };
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let threads = crate::embedded::threads::cores();
     let order: Vec<u32> = if threads > 1 && n >= PARALLEL_SORT_ROWS {
         // Tokens are uniform over the ring: cut it into one equal slice per thread, sort the
         // slices in parallel and concatenate them (equal keys share a token, so a slice).

@@ -10,10 +10,17 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use super::lock;
+
+/// The cores the process may use, asked once: `available_parallelism` reads the cgroup's files
+/// on every call, which every write's sort would otherwise pay.
+pub(crate) fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |t| t.get()))
+}
 
 /// How much nicer than the process (Unix nice values) a store thread runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
