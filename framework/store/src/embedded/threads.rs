@@ -28,8 +28,8 @@ pub(super) enum Niceness {
     /// Writes and memtable flushes.
     Ingestion = 5,
     /// Rewriting runs that are already readable: the lowest level, so that a query meets
-    /// almost nothing of it (measured: 5-10% faster medians and 10-15% faster p99s during
-    /// ingestion than at 10, with no more runs left unmerged).
+    /// almost nothing of it (measured: medians during ingestion 0-10% lower than at 10, with no
+    /// more runs left unmerged).
     Compaction = 19,
 }
 
