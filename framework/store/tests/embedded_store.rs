@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use arrow::array::{Array, Float64Array, Int64Array, RecordBatch};
 use quarry_core::ids::ShardId;
-use quarry_core::schema::KeyspaceDef;
 use quarry_core::schema::TableName;
 use quarry_core::shard_map::ShardMap;
 use quarry_core::shard_set::ShardSet;
@@ -16,7 +15,8 @@ use quarry_core::token::TokenRange;
 use quarry_store::{CmpOp, EmbeddedOptions, EmbeddedStore, Predicate, ScanRequest, Store};
 
 use common::{
-    by_key, name, new_store_with_shards, read, rows, scan_all, small_options, table, token_of,
+    by_key, name, new_store_with_options, new_store_with_shards, read, rows, scan_all,
+    small_options, token_of,
 };
 
 async fn new_store(dir: &std::path::Path) -> EmbeddedStore {
@@ -372,11 +372,7 @@ async fn many_small_writes_in_the_memtable_are_read_in_a_few_splits_each_row_onc
         memtable_flush_rows: 1_000_000,
         ..small_options()
     };
-    let store = EmbeddedStore::open(dir.path(), options).unwrap();
-    let mut ks = KeyspaceDef::new("iot");
-    ks.shards = 16;
-    store.create_keyspace(ks, false).await.unwrap();
-    store.create_table(table(), false).await.unwrap();
+    let store = new_store_with_options(dir.path(), 16, options).await;
     // 300 writes of 400 rows, each over the whole ring, updating rows of earlier writes and
     // adding new ones: 300 chunks, about 98,000 live rows.
     let mut expected = BTreeMap::new();

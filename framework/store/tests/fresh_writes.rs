@@ -13,7 +13,10 @@ use arrow::array::{ArrayRef, Float64Array, StringArray};
 use quarry_core::schema::KeyspaceDef;
 use quarry_store::{CmpOp, EmbeddedOptions, EmbeddedStore, Predicate, ScanRequest, Store};
 
-use common::{by_key, name, new_store_with_shards, read, rows, scan_all, small_options, table};
+use common::{
+    by_key, name, new_store_with_options, new_store_with_shards, read, rows, scan_all,
+    small_options, table,
+};
 
 type Rows = BTreeMap<(i64, i64), f64>;
 
@@ -129,11 +132,7 @@ async fn compaction_holds_one_window_of_shards_in_memory_and_keeps_every_live_ro
         max_dead_fraction: 1.0,
         ..small_options()
     };
-    let store = EmbeddedStore::open(dir.path(), options.clone()).unwrap();
-    let mut keyspace = KeyspaceDef::new("iot");
-    keyspace.shards = 64;
-    store.create_keyspace(keyspace, false).await.unwrap();
-    store.create_table(table(), false).await.unwrap();
+    let store = new_store_with_options(dir.path(), 64, options.clone()).await;
     let mut expected = Rows::new();
     // Bulk writes (each a run) over the whole ring, each updating part of the one before.
     let loads: Vec<_> = (0..6)
@@ -349,11 +348,7 @@ async fn predicates_applied_beside_superseded_rows_keep_every_matching_row() {
         max_dead_fraction: 1.0,
         ..small_options()
     };
-    let store = EmbeddedStore::open(dir.path(), options).unwrap();
-    let mut keyspace = KeyspaceDef::new("iot");
-    keyspace.shards = 64;
-    store.create_keyspace(keyspace, false).await.unwrap();
-    store.create_table(table(), false).await.unwrap();
+    let store = new_store_with_options(dir.path(), 64, options).await;
     let mut expected = Rows::new();
     write_all(&store, &mut expected, vec![rows(0..200, 0..20, 1.0)]).await;
     // Updates spread over the ring: the first flushed into a run (deletion vectors), the rest

@@ -82,7 +82,16 @@ pub fn rows(
 
 /// A writer on `dir` with keyspace `iot` of `shards` shards and table `iot.r`.
 pub async fn new_store_with_shards(dir: &std::path::Path, shards: u32) -> EmbeddedStore {
-    let store = EmbeddedStore::open(dir, small_options()).unwrap();
+    new_store_with_options(dir, shards, small_options()).await
+}
+
+/// [`new_store_with_shards`] with the store's options given.
+pub async fn new_store_with_options(
+    dir: &std::path::Path,
+    shards: u32,
+    options: EmbeddedOptions,
+) -> EmbeddedStore {
+    let store = EmbeddedStore::open(dir, options).unwrap();
     let mut ks = KeyspaceDef::new("iot");
     ks.shards = shards;
     store.create_keyspace(ks, false).await.unwrap();
