@@ -775,8 +775,10 @@ impl SyncSource for GroupSplit {
         // The query's predicates are applied here, in the same pass as dropping superseded rows:
         // only the rows the query keeps are copied out of the decoded columns (the query's own
         // filter then finds them all matching), where dropping superseded rows first would copy
-        // nearly all of them and the query's filter copy its share again. Without predicates,
-        // or with so few live rows that they are read alone, the reader selects the live rows.
+        // nearly all of them and the query's filter copy its share again. Where nothing is
+        // superseded, the rows the query drops still never enter its operators (a selective
+        // count over a compacted table took half the time). Without predicates, or with so few
+        // live rows that they are read alone, the reader selects the live rows.
         if read.filter.is_empty() || is_sparse(live_rows, total) {
             let selection = (live_rows < total).then_some(live);
             let reader = read_group(&self.file, self.group, &columns, selection)?;
