@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
-use arrow::compute::kernels::cmp;
 use arrow::compute::{and, filter_record_batch, or};
 use futures::{StreamExt, TryStreamExt};
 use quarry_core::cql_type::CqlType;
@@ -944,13 +943,5 @@ pub(crate) fn compare(
     } else {
         arrow::compute::cast(value, column.data_type())?
     };
-    let scalar = arrow::array::Scalar::new(value);
-    let column = column.as_ref();
-    Ok(match op {
-        CmpOp::Eq => cmp::eq(&column, &scalar)?,
-        CmpOp::Lt => cmp::lt(&column, &scalar)?,
-        CmpOp::LtEq => cmp::lt_eq(&column, &scalar)?,
-        CmpOp::Gt => cmp::gt(&column, &scalar)?,
-        CmpOp::GtEq => cmp::gt_eq(&column, &scalar)?,
-    })
+    Ok(op.evaluate(column, &arrow::array::Scalar::new(value))?)
 }

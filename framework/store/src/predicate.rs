@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, Scalar, new_empty_array};
+use arrow::array::{Array, ArrayRef, BooleanArray, Datum, RecordBatch, Scalar, new_empty_array};
 use arrow::compute::kernels::cmp;
 use arrow::compute::{and, cast, or};
 use arrow::datatypes::{DataType, Schema};
@@ -34,6 +34,20 @@ impl CmpOp {
             CmpOp::LtEq => CmpOp::GtEq,
             CmpOp::Gt => CmpOp::Lt,
             CmpOp::GtEq => CmpOp::LtEq,
+        }
+    }
+}
+
+impl CmpOp {
+    /// `left <op> right` row by row, with Arrow's comparison kernels (those DataFusion's own
+    /// comparisons use): null where either side is null.
+    pub fn evaluate(self, left: &dyn Datum, right: &dyn Datum) -> Result<BooleanArray, ArrowError> {
+        match self {
+            CmpOp::Eq => cmp::eq(left, right),
+            CmpOp::Lt => cmp::lt(left, right),
+            CmpOp::LtEq => cmp::lt_eq(left, right),
+            CmpOp::Gt => cmp::gt(left, right),
+            CmpOp::GtEq => cmp::gt_eq(left, right),
         }
     }
 }
@@ -150,11 +164,11 @@ impl BatchFilter {
         let mut all: Option<BooleanArray> = None;
         for test in &self.tests {
             let result = match test {
-                Test::Compare { column, op, value } => compare(batch.column(*column), *op, value)?,
+                Test::Compare { column, op, value } => op.evaluate(batch.column(*column), value)?,
                 Test::InList { column, values } => {
                     let mut any: Option<BooleanArray> = None;
                     for value in values {
-                        let equal = cmp::eq(batch.column(*column), value)?;
+                        let equal = CmpOp::Eq.evaluate(batch.column(*column), value)?;
                         any = Some(match any {
                             Some(any) => or(&any, &equal)?,
                             None => equal,
@@ -175,20 +189,6 @@ impl BatchFilter {
     }
 }
 
-fn compare(
-    column: &ArrayRef,
-    op: CmpOp,
-    value: &Scalar<ArrayRef>,
-) -> Result<BooleanArray, ArrowError> {
-    match op {
-        CmpOp::Eq => cmp::eq(column, value),
-        CmpOp::Lt => cmp::lt(column, value),
-        CmpOp::LtEq => cmp::lt_eq(column, value),
-        CmpOp::Gt => cmp::gt(column, value),
-        CmpOp::GtEq => cmp::gt_eq(column, value),
-    }
-}
-
 fn column_of<'a>(schema: &'a Schema, name: &str) -> Option<(usize, &'a DataType)> {
     let (i, field) = schema.column_with_name(name)?;
     Some((i, field.data_type()))
@@ -206,7 +206,9 @@ fn literal_as(value: &ArrayRef, data_type: &DataType) -> Option<Scalar<ArrayRef>
         return None;
     }
     let scalar = Scalar::new(converted);
-    cmp::eq(&new_empty_array(data_type), &scalar).ok()?;
+    CmpOp::Eq
+        .evaluate(&new_empty_array(data_type), &scalar)
+        .ok()?;
     Some(scalar)
 }
 

@@ -29,7 +29,6 @@ use arrow::array::{
     Scalar,
 };
 use arrow::buffer::BooleanBuffer;
-use arrow::compute::kernels::cmp;
 use arrow::compute::{and, cast, concat_batches, filter_record_batch};
 use arrow::datatypes::{Int64Type, SchemaRef};
 use futures::stream;
@@ -525,12 +524,15 @@ fn compare_range(min: &ArrayRef, max: &ArrayRef, op: CmpOp, value: &ArrayRef) ->
         return None;
     }
     let v = Scalar::new(value);
+    // Some value in range is below (above) `value` when the least (greatest) one is.
     let result = match op {
-        CmpOp::Eq => and(&cmp::lt_eq(min, &v).ok()?, &cmp::gt_eq(max, &v).ok()?).ok()?,
-        CmpOp::Lt => cmp::lt(min, &v).ok()?,
-        CmpOp::LtEq => cmp::lt_eq(min, &v).ok()?,
-        CmpOp::Gt => cmp::gt(max, &v).ok()?,
-        CmpOp::GtEq => cmp::gt_eq(max, &v).ok()?,
+        CmpOp::Eq => and(
+            &CmpOp::LtEq.evaluate(min, &v).ok()?,
+            &CmpOp::GtEq.evaluate(max, &v).ok()?,
+        )
+        .ok()?,
+        CmpOp::Lt | CmpOp::LtEq => op.evaluate(min, &v).ok()?,
+        CmpOp::Gt | CmpOp::GtEq => op.evaluate(max, &v).ok()?,
     };
     (!result.is_null(0)).then(|| result.value(0))
 }
