@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use arrow::array::{ArrayRef, AsArray, RecordBatch, TimestampMillisecondArray, UInt32Array};
-use arrow::compute::take_record_batch;
+use arrow::compute::{concat_batches, take_record_batch};
 use arrow::datatypes::TimestampMillisecondType;
 use quarry_core::schema::TableName;
 use quarry_sql::QuarrySession;
@@ -98,17 +98,17 @@ pub async fn run(args: IngestArgs) -> Result<()> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let ingested = Arc::new(AtomicU64::new(0));
-    let base = Arc::new(base);
+    let readings = Arc::new(Readings::new(base, config.end_millis)?);
     let mut writers = Vec::new();
     for writer in 0..args.writers {
-        let (store, name, stop, ingested, base) = (
+        let (store, name, stop, ingested, readings) = (
             store.clone(),
             name.clone(),
             stop.clone(),
             ingested.clone(),
-            base.clone(),
+            readings.clone(),
         );
-        let (batch_rows, end) = (args.batch_rows, config.end_millis);
+        let batch_rows = args.batch_rows;
         // Each writer's batches arrive on a schedule; a writer behind it writes at once.
         let every = (args.rate > 0).then(|| {
             Duration::from_secs_f64(batch_rows as f64 * args.writers as f64 / args.rate as f64)
@@ -120,7 +120,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
                 if let Some(every) = every {
                     tokio::time::sleep_until(started + every * n as u32).await;
                 }
-                let batch = reading_batch(&base, writer as u64, n, batch_rows, end)?;
+                let batch = readings.batch(writer as u64, n, batch_rows)?;
                 store.write(&name, vec![batch]).await?;
                 ingested.fetch_add(batch_rows as u64, Ordering::SeqCst);
                 n += 1;
@@ -253,36 +253,71 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     Ok(())
 }
 
-/// Write `n` of writer `writer`: readings of devices all over the ring, at timestamps past the
-/// generated window (new keys), every tenth one instead repeating an existing reading's key with
-/// a new value (an update).
-fn reading_batch(
-    base: &RecordBatch,
-    writer: u64,
-    n: u64,
-    rows: usize,
+/// Where the writers' readings come from. Picking a thousand random rows of the whole table per
+/// write is all cache misses and took a tenth of the machine, at normal priority, from the store
+/// it measures; so new readings are cut from a pool of sampled rows, and only the updates, a
+/// tenth of each write, are picked from the whole table (keeping the keys they update distinct).
+struct Readings {
+    base: RecordBatch,
+    pool: RecordBatch,
     end_millis: i64,
-) -> Result<RecordBatch> {
-    let total = base.num_rows() as u64;
-    let first = (writer << 40) + n * rows as u64;
-    let picks: Vec<u32> = (0..rows as u64)
-        .map(|i| ((first + i).wrapping_mul(0x9E37_79B9_7F4A_7C15) % total) as u32)
-        .collect();
-    let picked = take_record_batch(base, &UInt32Array::from(picks))?;
-    let ts = picked.column(1).as_primitive::<TimestampMillisecondType>();
-    let new_ts: TimestampMillisecondArray = (0..rows)
-        .map(|i| {
-            Some(if i % 10 == 0 {
-                ts.value(i)
-            } else {
-                end_millis + (first + i as u64) as i64
-            })
+}
+
+impl Readings {
+    const POOL_ROWS: u64 = 1 << 20;
+
+    fn new(base: RecordBatch, end_millis: i64) -> Result<Readings> {
+        let total = base.num_rows() as u64;
+        let picks: Vec<u32> = (0..Self::POOL_ROWS.min(total))
+            .map(|i| scatter(i, total))
+            .collect();
+        let pool = take_record_batch(&base, &UInt32Array::from(picks))?;
+        Ok(Readings {
+            base,
+            pool,
+            end_millis,
         })
-        .collect::<TimestampMillisecondArray>()
-        .with_timezone_opt(ts.timezone());
-    let mut columns: Vec<ArrayRef> = picked.columns().to_vec();
-    columns[1] = Arc::new(new_ts);
-    Ok(RecordBatch::try_new(base.schema(), columns)?)
+    }
+
+    /// Write `n` of writer `writer`: readings of devices all over the ring, at timestamps past
+    /// the generated window (new keys), every tenth one instead repeating an existing reading's
+    /// key with a new value (an update).
+    fn batch(&self, writer: u64, n: u64, rows: usize) -> Result<RecordBatch> {
+        let first = (writer << 40) + n * rows as u64;
+        let updates = rows.div_ceil(10);
+        let fresh = rows - updates;
+        let picks: Vec<u32> = (0..updates as u64)
+            .map(|i| scatter(first + i, self.base.num_rows() as u64))
+            .collect();
+        let updated = take_record_batch(&self.base, &UInt32Array::from(picks))?;
+        let pool_rows = self.pool.num_rows();
+        let at = ((first / rows as u64 * fresh as u64) % pool_rows as u64) as usize;
+        let cut = fresh.min(pool_rows - at);
+        let mut parts = vec![updated, self.pool.slice(at, cut)];
+        if cut < fresh {
+            parts.push(self.pool.slice(0, fresh - cut));
+        }
+        let picked = concat_batches(&self.base.schema(), &parts)?;
+        let ts = picked.column(1).as_primitive::<TimestampMillisecondType>();
+        let new_ts: TimestampMillisecondArray = (0..rows)
+            .map(|i| {
+                Some(if i < updates {
+                    ts.value(i)
+                } else {
+                    self.end_millis + (first + i as u64) as i64
+                })
+            })
+            .collect::<TimestampMillisecondArray>()
+            .with_timezone_opt(ts.timezone());
+        let mut columns: Vec<ArrayRef> = picked.columns().to_vec();
+        columns[1] = Arc::new(new_ts);
+        Ok(RecordBatch::try_new(self.base.schema(), columns)?)
+    }
+}
+
+/// The `i`-th of a sequence of rows spread over `total` rows.
+fn scatter(i: u64, total: u64) -> u32 {
+    (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % total) as u32
 }
 
 /// Each query's latencies over `rounds` rounds of running them all.

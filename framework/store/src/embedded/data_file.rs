@@ -11,12 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::{Int64Type, SchemaRef};
+use arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef};
+use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
-use parquet::basic::Compression;
+use parquet::basic::{Compression, Encoding};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::statistics::Statistics;
+use parquet::schema::types::ColumnPath;
 use quarry_core::schema::TableDef;
 use quarry_core::shard_map::ShardMap;
 use quarry_core::token::Token;
@@ -55,6 +57,8 @@ pub struct DataFile {
     shard_starts: Vec<OnceLock<Vec<u32>>>,
     /// Per row group, its rows' key hashes once read, sorted (see [`DataFile::key_hashes`]).
     key_hashes: Vec<OnceLock<Arc<GroupKeys>>>,
+    /// The file's bytes once mapped (see [`DataFile::mapped`]).
+    mapped: OnceLock<Bytes>,
     /// Set when the file left the manifest; the file is deleted when the last reader lets go.
     obsolete: AtomicBool,
 }
@@ -127,8 +131,42 @@ impl DataFile {
             key_hashes: groups.iter().map(|_| OnceLock::new()).collect(),
             groups,
             shards: *shards,
+            mapped: OnceLock::new(),
             obsolete: AtomicBool::new(false),
         })
+    }
+
+    /// Opens the file to read it.
+    pub fn open_file(&self) -> Result<File> {
+        // A writer keeps the files of its own snapshots, but a reader of a directory another
+        // process writes can find a file gone, replaced by a compaction since the scan was
+        // planned.
+        File::open(&self.path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::DataFileGone {
+                    path: self.path.clone(),
+                }
+            } else {
+                Error::io("opening", &self.path)(e)
+            }
+        })
+    }
+
+    /// The file's bytes, mapped into memory by the first call and kept while the file is open.
+    ///
+    /// Reads of a few scattered rows (the keys of the rows a newer write may supersede) take them
+    /// from here. Read through the file, they copy every page the rows lie on, and rows spread
+    /// over a row group lie on all of them, so each check of a newer write's keys copied the key
+    /// columns of every row group it touched; from the mapping a read touches the values it
+    /// decodes, and pages stay mapped for the next one. Whole-column reads still go through the
+    /// file, which keeps the pages they pass over out of the process's resident memory.
+    pub fn mapped(&self) -> Result<Bytes> {
+        if let Some(bytes) = self.mapped.get() {
+            return Ok(bytes.clone());
+        }
+        let file = self.open_file()?;
+        let map = map_read_only(&file).map_err(Error::io("mapping", &self.path))?;
+        Ok(self.mapped.get_or_init(|| Bytes::from_owner(map)).clone())
     }
 
     /// For row group `group`, the row at which each of its shards (`first_shard..=last_shard`)
@@ -329,13 +367,7 @@ fn write_file(
     if layout.cut_at_gaps {
         cuts = with_gap_cuts(&cuts, tokens, shards);
     }
-    let props = WriterProperties::builder()
-        // Dictionary and RLE encodings already shrink the typical columns; block compression cost
-        // scans measurably (LZ4 and Snappy were 10-20% slower on the benchmark's queries).
-        .set_compression(Compression::UNCOMPRESSED)
-        .set_statistics_enabled(EnabledStatistics::Chunk)
-        .set_max_row_group_row_count(Some(usize::MAX))
-        .build();
+    let props = writer_properties(table, &rows.schema());
     let file = File::create(path).map_err(Error::io("creating", path))?;
     let mut writer = ArrowWriter::try_new(file, rows.schema(), Some(props))?;
     let mut group_hashes = Vec::with_capacity(cuts.len().saturating_sub(1));
@@ -350,6 +382,62 @@ fn write_file(
     let file = writer.into_inner()?;
     file.sync_all().map_err(Error::io("syncing", path))?;
     Ok(group_hashes)
+}
+
+/// Maps a data file read-only.
+#[allow(unsafe_code, reason = "memmap2 maps a file through an unsafe call")]
+fn map_read_only(file: &File) -> std::io::Result<memmap2::Mmap> {
+    // SAFETY: a mapping is undefined behaviour if the file changes underneath it. Data files are
+    // written once, synced and never changed again: a compaction writes new files and deletes
+    // the old ones, which leaves an existing mapping intact, and no part of Quarry truncates or
+    // rewrites a committed file.
+    unsafe { memmap2::Mmap::map(file) }
+}
+
+/// How the columns of a data file are encoded.
+///
+/// Dictionary and RLE encodings already shrink the typical columns; block compression cost scans
+/// measurably (LZ4 and Snappy were 10-20% slower on the benchmark's queries). Some columns are
+/// nearly unique within a row group: the key hashes ([`KEY_COLUMN`]), the tokens
+/// ([`TOKEN_COLUMN`]) and integer clustering columns (timestamps above all). A dictionary of them
+/// only grows to its size limit (1 MiB) and falls back to plain values, leaving a dictionary page
+/// that every read of the column copies and decodes, and the rows before the fallback encoded
+/// through it. They are stored plain instead, which also lets a read of a few scattered rows (the
+/// keys of a newer write's candidate matches, see [`DataFile::mapped`]) take each value where it
+/// lies.
+fn writer_properties(table: &TableDef, schema: &Schema) -> WriterProperties {
+    let mut builder = WriterProperties::builder()
+        .set_compression(Compression::UNCOMPRESSED)
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_max_row_group_row_count(Some(usize::MAX));
+    let clustering = table.clustering.iter().map(String::as_str);
+    for name in clustering.chain([TOKEN_COLUMN, KEY_COLUMN]) {
+        let Ok(field) = schema.field_with_name(name) else {
+            continue;
+        };
+        if stored_as_integer(field.data_type()) {
+            builder = builder
+                .set_column_dictionary_enabled(ColumnPath::from(name), false)
+                .set_column_encoding(ColumnPath::from(name), Encoding::PLAIN);
+        }
+    }
+    builder.build()
+}
+
+/// Whether Parquet stores values of `data_type` as 32- or 64-bit integers.
+fn stored_as_integer(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::Date32
+            | DataType::Date64
+            | DataType::Time32(_)
+            | DataType::Time64(_)
+            | DataType::Timestamp(_, _)
+    )
 }
 
 /// Rows in stored form with their key hashes as a last column.
@@ -442,5 +530,97 @@ mod tests {
             .collect();
         let cuts = with_gap_cuts(&cut_points(&tokens, &shards, 1000), &tokens, &shards);
         assert_eq!(cuts, [0, 20, 30, 40]);
+    }
+
+    /// Readings of 50 devices, 200 each, keyed by device and time, sorted in stored form.
+    fn readings(table: &TableDef) -> RecordBatch {
+        use arrow::array::{Float64Array, Int64Array, TimestampMillisecondArray};
+        let n = 10_000i64;
+        let batch = RecordBatch::try_new(
+            table.arrow_schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values((0..n).map(|i| i % 50))),
+                Arc::new(
+                    TimestampMillisecondArray::from_iter_values((0..n).map(|i| 1_000 * i + 7))
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(Float64Array::from_iter_values(
+                    (0..n).map(|i| (i % 9) as f64),
+                )),
+            ],
+        )
+        .unwrap();
+        let stored = crate::embedded::sorted_rows::with_tokens(table, &batch).unwrap();
+        crate::embedded::sorted_rows::sort_dedup(table, &[stored]).unwrap()
+    }
+
+    fn readings_table() -> TableDef {
+        use quarry_core::cql_type::CqlType;
+        use quarry_core::schema::ColumnDef;
+        TableDef::new(
+            "ks",
+            "readings",
+            vec![
+                ColumnDef::new("device", CqlType::BigInt),
+                ColumnDef::new("ts", CqlType::Timestamp),
+                ColumnDef::new("v", CqlType::Double),
+            ],
+            vec!["device".into()],
+            vec!["ts".into()],
+        )
+        .unwrap()
+    }
+
+    /// Nearly unique columns (clustering timestamps, tokens, key hashes) are written plain, with
+    /// no dictionary page to decode on each read; repeated values keep their dictionary; and a
+    /// few scattered rows, read from the mapped file, are the rows written there.
+    #[test]
+    fn nearly_unique_columns_are_plain_and_scattered_rows_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = readings_table();
+        let rows = readings(&table);
+        let shards = ShardMap::new(16);
+        let layout = Layout {
+            rows_per_group: 4096,
+            rows_per_file: usize::MAX,
+            cut_at_gaps: false,
+        };
+        let written = write_run(dir.path(), "run", "r", &table, &rows, &shards, layout).unwrap();
+        assert_eq!(written.len(), 1);
+        let schema = crate::embedded::sorted_rows::read_stored_schema(&table);
+        let file =
+            Arc::new(DataFile::open(dir.path(), &written[0].relative, &shards, &schema).unwrap());
+        let metadata = file.metadata.metadata();
+        assert!(metadata.num_row_groups() > 1);
+        let parquet_schema = metadata.file_metadata().schema_descr();
+        for group in metadata.row_groups() {
+            for (i, chunk) in group.columns().iter().enumerate() {
+                let name = parquet_schema.column(i).name().to_string();
+                let dictionary = chunk.dictionary_page_offset().is_some();
+                let expected = matches!(name.as_str(), "device" | "v");
+                assert_eq!(dictionary, expected, "dictionary page of column {name}");
+            }
+        }
+
+        // Rows 3, 1000 and 2500 of the second row group: device, ts and v.
+        let start = file.group_starts[1] as usize;
+        let picked = [3usize, 1000, 2500];
+        let ranges = picked.iter().map(|&r| r..r + 1).collect();
+        let batches: Vec<RecordBatch> =
+            crate::embedded::scan::read_group(&file, 1, &[0, 1, 2], Some(ranges))
+                .unwrap()
+                .collect::<Result<_>>()
+                .unwrap();
+        let read = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+        assert_eq!(read.num_rows(), picked.len());
+        for (at, &row) in picked.iter().enumerate() {
+            for column in 0..3 {
+                assert_eq!(
+                    read.column(column).slice(at, 1).to_data(),
+                    rows.column(column).slice(start + row, 1).to_data(),
+                    "column {column} of row {row}"
+                );
+            }
+        }
     }
 }

@@ -34,9 +34,10 @@ use arrow::datatypes::{Int64Type, SchemaRef};
 use futures::stream;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
-    ParquetRecordBatchReaderBuilder, RowSelection, RowSelectionPolicy,
+    ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection, RowSelectionPolicy,
     statistics::StatisticsConverter,
 };
+use parquet::file::reader::ChunkReader;
 use quarry_core::schema::TableDef;
 use quarry_core::shard_map::ShardMap;
 use quarry_core::shard_set::ShardSet;
@@ -962,54 +963,76 @@ pub(crate) fn read_group(
     columns: &[usize],
     selection: Option<Vec<Range<usize>>>,
 ) -> Result<impl Iterator<Item = Result<RecordBatch>> + use<>> {
-    // A writer keeps the files of its own snapshots, but a reader of a directory another process
-    // writes can find a file gone, replaced by a compaction since the scan was planned.
-    let handle = std::fs::File::open(&file.path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::DataFileGone {
-                path: file.path.clone(),
-            }
-        } else {
-            Error::io("opening", &file.path)(e)
-        }
-    })?;
     let mut sorted: Vec<usize> = columns.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
-    let mask = ProjectionMask::roots(file.metadata.parquet_schema(), sorted.iter().copied());
-    let mut builder =
-        ParquetRecordBatchReaderBuilder::new_with_metadata(handle, file.metadata.clone())
-            .with_row_groups(vec![group])
-            .with_projection(mask)
-            .with_batch_size(BATCH_ROWS);
-    if let Some(rows) = selection {
-        let total = file.metadata.metadata().row_group(group).num_rows() as usize;
-        let selected: usize = rows.iter().map(|r| r.len()).sum();
-        // Deleted rows scattered over a row group make many short runs of rows: decoding
-        // them all and dropping the deleted ones through a mask is faster than skipping
-        // each gap. A task's shards (few long runs) are still skipped, and so are the gaps
-        // between a few scattered rows (the keys of candidate matches), which would otherwise
-        // decode the whole group for them.
-        let policy = if is_sparse(selected, total) {
-            RowSelectionPolicy::Selectors
-        } else {
-            RowSelectionPolicy::Auto {
-                threshold: MASK_BELOW_RUN_ROWS,
-            }
-        };
-        builder = builder
-            .with_row_selection(RowSelection::from_consecutive_ranges(
-                rows.into_iter(),
-                total,
-            ))
-            .with_row_selection_policy(policy);
-    }
-    let reader = builder.build()?;
+    let total = file.metadata.metadata().row_group(group).num_rows() as usize;
+    let sparse = selection
+        .as_ref()
+        .is_some_and(|rows| is_sparse(rows.iter().map(|r| r.len()).sum(), total));
+    // Deleted rows scattered over a row group make many short runs of rows: decoding them all
+    // and dropping the deleted ones through a mask is faster than skipping each gap. A task's
+    // shards (few long runs) are still skipped, and so are the gaps between a few scattered rows
+    // (the keys of candidate matches), which would otherwise decode the whole group for them.
+    let policy = if sparse {
+        RowSelectionPolicy::Selectors
+    } else {
+        RowSelectionPolicy::Auto {
+            threshold: MASK_BELOW_RUN_ROWS,
+        }
+    };
+    let read = GroupRead {
+        group,
+        mask: ProjectionMask::roots(file.metadata.parquet_schema(), sorted.iter().copied()),
+        selection: selection
+            .map(|rows| RowSelection::from_consecutive_ranges(rows.into_iter(), total)),
+        policy,
+    };
+    // A few scattered rows are taken from the mapped file, where a read touches only the values
+    // it decodes (see `DataFile::mapped`); everything else is read through the file.
+    let metadata = file.metadata.clone();
+    let reader = if sparse {
+        read.build(ParquetRecordBatchReaderBuilder::new_with_metadata(
+            file.mapped()?,
+            metadata,
+        ))?
+    } else {
+        read.build(ParquetRecordBatchReaderBuilder::new_with_metadata(
+            file.open_file()?,
+            metadata,
+        ))?
+    };
     let order: Vec<usize> = columns
         .iter()
         .map(|c| sorted.binary_search(c).unwrap_or(0))
         .collect();
     Ok(reader.map(move |batch| Ok(batch?.project(&order)?)))
+}
+
+/// What [`read_group`] reads of a row group, whichever way the file's bytes arrive.
+struct GroupRead {
+    group: usize,
+    mask: ProjectionMask,
+    selection: Option<RowSelection>,
+    policy: RowSelectionPolicy,
+}
+
+impl GroupRead {
+    fn build<T: ChunkReader + 'static>(
+        self,
+        builder: ParquetRecordBatchReaderBuilder<T>,
+    ) -> Result<ParquetRecordBatchReader> {
+        let mut builder = builder
+            .with_row_groups(vec![self.group])
+            .with_projection(self.mask)
+            .with_batch_size(BATCH_ROWS);
+        if let Some(rows) = self.selection {
+            builder = builder
+                .with_row_selection(rows)
+                .with_row_selection_policy(self.policy);
+        }
+        Ok(builder.build()?)
+    }
 }
 
 /// Keeps the rows whose token (column `token_position`) lies in one of `ranges`.
