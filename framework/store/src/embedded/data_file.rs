@@ -5,13 +5,14 @@
 //! a row group's token statistics say exactly which shards it holds and a scan of one shard reads
 //! one row group, while a full scan pays for a few large files rather than one file per shard.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef};
+use arrow::array::{ArrayRef, AsArray, RecordBatch, UInt32Array};
+use arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
@@ -367,7 +368,7 @@ fn write_file(
     if layout.cut_at_gaps {
         cuts = with_gap_cuts(&cuts, tokens, shards);
     }
-    let props = writer_properties(table, &rows.schema());
+    let props = writer_properties(table, rows)?;
     let file = File::create(path).map_err(Error::io("creating", path))?;
     let mut writer = ArrowWriter::try_new(file, rows.schema(), Some(props))?;
     let mut group_hashes = Vec::with_capacity(cuts.len().saturating_sub(1));
@@ -394,40 +395,45 @@ fn map_read_only(file: &File) -> std::io::Result<memmap2::Mmap> {
     unsafe { memmap2::Mmap::map(file) }
 }
 
-/// How the columns of a data file are encoded.
+/// How the columns of a data file of `rows` (stored form, with key hashes) are encoded.
 ///
 /// Dictionary and RLE encodings already shrink the typical columns; block compression cost scans
-/// measurably (LZ4 and Snappy were 10-20% slower on the benchmark's queries). Some columns are
-/// nearly unique within a row group: the key hashes ([`KEY_COLUMN`]), the tokens
-/// ([`TOKEN_COLUMN`]) and integer clustering columns (timestamps above all). A dictionary of them
-/// only grows to its size limit (1 MiB) and falls back to plain values, leaving a dictionary page
-/// that every read of the column copies and decodes, and the rows before the fallback encoded
-/// through it. They are stored plain instead, which also lets a read of a few scattered rows (the
-/// keys of a newer write's candidate matches, see [`DataFile::mapped`]) take each value where it
-/// lies.
-fn writer_properties(table: &TableDef, schema: &Schema) -> WriterProperties {
+/// measurably (LZ4 and Snappy were 10-20% slower on the benchmark's queries). A column whose
+/// values are nearly unique gains nothing from a dictionary: it only grows to its size limit
+/// (1 MiB) and falls back to plain values, leaving a dictionary page that every read of the column
+/// copies and decodes. The key hashes ([`KEY_COLUMN`]) always are; the tokens ([`TOKEN_COLUMN`])
+/// and integer clustering columns (a reading's timestamp) often are, but not in a table of wide
+/// partitions (a token per partition) or of coarse buckets, so their rows are sampled. Plain
+/// values also let a read of a few scattered rows (the keys of a newer write's candidate
+/// matches, see [`DataFile::mapped`]) take each value where it lies.
+fn writer_properties(table: &TableDef, rows: &RecordBatch) -> Result<WriterProperties> {
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::UNCOMPRESSED)
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_max_row_group_row_count(Some(usize::MAX));
+    let mut plain = vec![KEY_COLUMN];
     let clustering = table.clustering.iter().map(String::as_str);
-    for name in clustering.chain([TOKEN_COLUMN, KEY_COLUMN]) {
-        let Ok(field) = schema.field_with_name(name) else {
-            continue;
-        };
-        if stored_as_integer(field.data_type()) {
-            builder = builder
-                .set_column_dictionary_enabled(ColumnPath::from(name), false)
-                .set_column_encoding(ColumnPath::from(name), Encoding::PLAIN);
+    for name in clustering.chain([TOKEN_COLUMN]) {
+        if let Some(column) = rows.column_by_name(name)
+            && nearly_unique(column)?
+        {
+            plain.push(name);
         }
     }
-    builder.build()
+    for name in plain {
+        builder = builder
+            .set_column_dictionary_enabled(ColumnPath::from(name), false)
+            .set_column_encoding(ColumnPath::from(name), Encoding::PLAIN);
+    }
+    Ok(builder.build())
 }
 
-/// Whether Parquet stores values of `data_type` as 32- or 64-bit integers.
-fn stored_as_integer(data_type: &DataType) -> bool {
-    matches!(
-        data_type,
+/// Whether an integer-like column holds nearly as many distinct values as rows: nine in ten
+/// rows of an even sample of up to [`UNIQUE_SAMPLE_ROWS`] differ. Columns of other types never
+/// are, as far as encoding goes (see [`writer_properties`]).
+fn nearly_unique(column: &ArrayRef) -> Result<bool> {
+    let integer = matches!(
+        column.data_type(),
         DataType::Int8
             | DataType::Int16
             | DataType::Int32
@@ -437,8 +443,24 @@ fn stored_as_integer(data_type: &DataType) -> bool {
             | DataType::Time32(_)
             | DataType::Time64(_)
             | DataType::Timestamp(_, _)
-    )
+    );
+    if !integer || column.is_empty() {
+        return Ok(false);
+    }
+    let step = column.len().div_ceil(UNIQUE_SAMPLE_ROWS);
+    let picks = UInt32Array::from_iter_values((0..column.len()).step_by(step).map(|i| i as u32));
+    let sample = arrow::compute::take(column, &picks, None)?;
+    let values = arrow::compute::cast(&sample, &DataType::Int64)?;
+    let distinct: HashSet<i64> = values
+        .as_primitive::<Int64Type>()
+        .iter()
+        .flatten()
+        .collect();
+    Ok(distinct.len() * 10 >= picks.len() * 9)
 }
+
+/// Rows [`nearly_unique`] looks at.
+const UNIQUE_SAMPLE_ROWS: usize = 4096;
 
 /// Rows in stored form with their key hashes as a last column.
 fn with_key_column(table: &TableDef, rows: &RecordBatch) -> Result<RecordBatch> {
@@ -571,9 +593,10 @@ mod tests {
         .unwrap()
     }
 
-    /// Nearly unique columns (clustering timestamps, tokens, key hashes) are written plain, with
-    /// no dictionary page to decode on each read; repeated values keep their dictionary; and a
-    /// few scattered rows, read from the mapped file, are the rows written there.
+    /// Nearly unique columns (the clustering timestamps and key hashes) are written plain, with
+    /// no dictionary page to decode on each read; repeated values (devices, values, and the
+    /// tokens of 50 wide partitions) keep their dictionary; and a few scattered rows, read from
+    /// the mapped file, are the rows written there.
     #[test]
     fn nearly_unique_columns_are_plain_and_scattered_rows_read_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -597,7 +620,7 @@ mod tests {
             for (i, chunk) in group.columns().iter().enumerate() {
                 let name = parquet_schema.column(i).name().to_string();
                 let dictionary = chunk.dictionary_page_offset().is_some();
-                let expected = matches!(name.as_str(), "device" | "v");
+                let expected = matches!(name.as_str(), "device" | "v" | "_token");
                 assert_eq!(dictionary, expected, "dictionary page of column {name}");
             }
         }
