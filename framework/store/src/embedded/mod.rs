@@ -158,6 +158,8 @@ enum Job {
 struct Queues {
     flush: Sender<Job>,
     compact: Sender<Job>,
+    /// Tables with new memtable rows, for the cover thread.
+    cover: Sender<TableName>,
 }
 
 #[derive(Debug)]
@@ -383,8 +385,14 @@ impl EmbeddedStore {
         let (background, writes) = if inner.options.background {
             let (flush, flushes) = channel::<Job>();
             let (compact, compactions) = channel::<Job>();
-            *lock(&inner.jobs) = Some(Queues { flush, compact });
+            let (cover, written) = channel::<TableName>();
+            *lock(&inner.jobs) = Some(Queues {
+                flush,
+                compact,
+                cover,
+            });
             let mut threads = background_threads(&inner, "quarry-store-flush", flushes, 1, false)?;
+            threads.push(cover_thread(&inner, written)?);
             threads.extend(background_threads(
                 &inner,
                 "quarry-store-compact",
@@ -1234,6 +1242,11 @@ impl Inner {
         let memtable_rows = state.memtable_rows();
         drop(state);
         drop(wal);
+        if let Some(queues) = lock(&self.jobs).as_ref() {
+            for write in &group {
+                let _ = queues.cover.send(write.name.clone());
+            }
+        }
         for (write, added) in group.into_iter().zip(results) {
             let _ = write.reply.send(added.map(|()| memtable_rows));
         }
@@ -2148,6 +2161,44 @@ fn background_threads(
         })
         .collect()
 }
+
+/// Starts the thread that works out, as writes arrive, which rows of each table's runs its
+/// memtable hides ([`scan::cover`]), at most once per [`COVER_EVERY`]. A scan then compares the
+/// runs only with the writes of the last moment, instead of with everything written since the
+/// last scan. The work is a scan's own, done ahead: it runs at compaction's priority, in the idle
+/// moments between queries, never in a query's way.
+fn cover_thread(inner: &Arc<Inner>, written: Receiver<TableName>) -> Result<JoinHandle<()>> {
+    let worker = inner.clone();
+    std::thread::Builder::new()
+        .name("quarry-cover".into())
+        .spawn(move || {
+            lower_thread_priority(Niceness::Compaction);
+            while let Ok(first) = written.recv() {
+                // The writes of the next moment are covered in the same pass.
+                std::thread::sleep(COVER_EVERY);
+                let mut names = vec![first];
+                names.extend(written.try_iter());
+                names.sort_unstable();
+                names.dedup();
+                for name in names {
+                    let Ok(snapshot) = lock(&worker.state).snapshot(&name) else {
+                        continue; // dropped meanwhile
+                    };
+                    let cover = std::panic::AssertUnwindSafe(|| scan::cover(&snapshot));
+                    match std::panic::catch_unwind(cover) {
+                        Ok(Ok(_)) => {}
+                        // A file compaction retired meanwhile, say: the next scan works it out.
+                        Ok(Err(e)) => tracing::debug!(table = %name, error = %e, "could not cover"),
+                        Err(_) => tracing::error!(table = %name, "covering a table panicked"),
+                    }
+                }
+            }
+        })
+        .map_err(Error::io("starting a background thread of", &inner.dir))
+}
+
+/// How often the cover thread compares a busy table's runs with its newest writes.
+const COVER_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The runs of a table one compaction is merging ([`TableState::compacting`]); released when
 /// dropped, whether the compaction committed or failed.

@@ -155,9 +155,13 @@ pub struct MemKeys {
     /// of the memtable. Hidden rows stay hidden: a chunk row is only ever superseded by a newer
     /// write of the same key, and flushed chunks leave deletion vectors behind.
     covered: Arc<Mutex<HashMap<GroupId, Covered>>>,
-    /// Keys of this state's chunks newer than a sequence number, by that number.
-    sets: Mutex<HashMap<u64, Arc<KeySet>>>,
+    /// Keys of this state's chunks newer than a sequence number, by that number; worked out once
+    /// however many threads ask at the same time (a scan's partitions and the cover thread).
+    sets: Mutex<HashMap<u64, SetCell>>,
 }
+
+/// A key set some thread is building or has built.
+type SetCell = Arc<Mutex<Option<Arc<KeySet>>>>;
 
 #[derive(Debug, Clone)]
 struct Covered {
@@ -188,7 +192,10 @@ impl MemKeys {
         chunks: &[Arc<MemChunk>],
         seq: u64,
     ) -> Result<Arc<KeySet>> {
-        if let Some(set) = lock(&self.sets).get(&seq) {
+        let cell = lock(&self.sets).entry(seq).or_default().clone();
+        // Whoever comes second waits for the first to build it (or to fail, and builds it then).
+        let mut built = lock(&cell);
+        if let Some(set) = built.as_ref() {
             return Ok(set.clone());
         }
         let parts: Vec<Tagged<'_>> = chunks
@@ -197,7 +204,7 @@ impl MemKeys {
             .map(|c| Tagged::of_rows(table, &c.rows, &c.hashes, c.seq))
             .collect();
         let set = Arc::new(KeySet::new(table, &parts)?);
-        lock(&self.sets).insert(seq, set.clone());
+        *built = Some(set.clone());
         Ok(set)
     }
 
@@ -213,23 +220,35 @@ impl MemKeys {
     ) -> Result<Arc<Vec<u32>>> {
         let newest = chunks.iter().map(|c| c.seq).max().unwrap_or(0);
         let id = (file.relative.clone(), group);
-        let known = lock(&self.covered).get(&id).cloned();
         // What was worked out for a later state may hide rows of chunks this scan does not see.
-        let (from, mut rows) = match known {
+        // Chunks no newer than the run hide none of its rows.
+        let known = lock(&self.covered)
+            .get(&id)
+            .filter(|known| known.seq <= newest)
+            .cloned();
+        let (from, known) = match known {
             Some(known) if known.seq == newest => return Ok(known.rows),
-            Some(known) if known.seq < newest => (known.seq, known.rows.as_ref().clone()),
-            _ => (0, Vec::new()),
+            Some(known) => (known.seq.max(seq), Some(known.rows)),
+            None => (seq, None),
         };
-        let set = self.newer_than(table, chunks, from)?;
-        rows.extend(
-            set.matches_in_group(table, file, group)?
+        let rows = if from >= newest {
+            known.unwrap_or_default()
+        } else {
+            let set = self.newer_than(table, chunks, from)?;
+            let mut found: Vec<u32> = set
+                .matches_in_group(table, file, group)?
                 .into_iter()
                 .filter(|&(_, ours)| set.tag(ours) > seq)
-                .map(|(row, _)| row),
-        );
-        rows.sort_unstable();
-        rows.dedup();
-        let rows = Arc::new(rows);
+                .map(|(row, _)| row)
+                .collect();
+            found.sort_unstable();
+            found.dedup();
+            match known {
+                // Nothing new: the same list, not a copy.
+                Some(known) if found.is_empty() => known,
+                known => Arc::new(merged(known.as_deref().map_or(&[], Vec::as_slice), &found)),
+            }
+        };
         let mut covered = lock(&self.covered);
         if covered.get(&id).is_none_or(|c| c.seq < newest) {
             covered.insert(
@@ -242,6 +261,27 @@ impl MemKeys {
         }
         Ok(rows)
     }
+}
+
+/// Works out, for every row group of the snapshot's runs, which rows its memtable chunks hide,
+/// so that scans planned later find it done and compare the runs only with chunks newer still.
+/// The store's cover thread calls it as writes arrive; returns the row groups compared.
+pub fn cover(snapshot: &TableSnapshot) -> Result<usize> {
+    if snapshot.chunks.is_empty() {
+        return Ok(0);
+    }
+    let mut groups = 0;
+    for run in &snapshot.runs {
+        for file in &run.files {
+            for group in 0..file.groups.len() {
+                snapshot
+                    .mem_keys
+                    .hidden(&snapshot.def, &snapshot.chunks, file, group, run.seq)?;
+                groups += 1;
+            }
+        }
+    }
+    Ok(groups)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
