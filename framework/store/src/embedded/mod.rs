@@ -2186,8 +2186,8 @@ fn cover_thread(inner: &Arc<Inner>, written: Receiver<TableName>) -> Result<Join
                     };
                     let cover = std::panic::AssertUnwindSafe(|| scan::cover(&snapshot));
                     match std::panic::catch_unwind(cover) {
-                        Ok(Ok(_)) => {}
-                        // A file compaction retired meanwhile, say: the next scan works it out.
+                        Ok(Ok(())) => {}
+                        // A file a compaction retired meanwhile, say: the next scan works it out.
                         Ok(Err(e)) => tracing::debug!(table = %name, error = %e, "could not cover"),
                         Err(_) => tracing::error!(table = %name, "covering a table panicked"),
                     }

@@ -221,24 +221,24 @@ impl MemKeys {
         let newest = chunks.iter().map(|c| c.seq).max().unwrap_or(0);
         let id = (file.relative.clone(), group);
         // What was worked out for a later state may hide rows of chunks this scan does not see.
-        // Chunks no newer than the run hide none of its rows.
         let known = lock(&self.covered)
             .get(&id)
             .filter(|known| known.seq <= newest)
             .cloned();
         let (from, known) = match known {
             Some(known) if known.seq == newest => return Ok(known.rows),
+            // Chunks no newer than the run hide none of its rows.
             Some(known) => (known.seq.max(seq), Some(known.rows)),
             None => (seq, None),
         };
         let rows = if from >= newest {
             known.unwrap_or_default()
         } else {
+            // Every row of the set is newer than `from`, so newer than the run.
             let set = self.newer_than(table, chunks, from)?;
             let mut found: Vec<u32> = set
                 .matches_in_group(table, file, group)?
                 .into_iter()
-                .filter(|&(_, ours)| set.tag(ours) > seq)
                 .map(|(row, _)| row)
                 .collect();
             found.sort_unstable();
@@ -265,23 +265,21 @@ impl MemKeys {
 
 /// Works out, for every row group of the snapshot's runs, which rows its memtable chunks hide,
 /// so that scans planned later find it done and compare the runs only with chunks newer still.
-/// The store's cover thread calls it as writes arrive; returns the row groups compared.
-pub fn cover(snapshot: &TableSnapshot) -> Result<usize> {
+/// The store's cover thread calls it as writes arrive.
+pub fn cover(snapshot: &TableSnapshot) -> Result<()> {
     if snapshot.chunks.is_empty() {
-        return Ok(0);
+        return Ok(());
     }
-    let mut groups = 0;
     for run in &snapshot.runs {
         for file in &run.files {
             for group in 0..file.groups.len() {
                 snapshot
                     .mem_keys
                     .hidden(&snapshot.def, &snapshot.chunks, file, group, run.seq)?;
-                groups += 1;
             }
         }
     }
-    Ok(groups)
+    Ok(())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -28,8 +28,9 @@ pub(super) enum Niceness {
     /// Writes and memtable flushes.
     Ingestion = 5,
     /// Rewriting runs that are already readable, and working out ahead of scans which of their
-    /// rows the memtable hides: the lowest level, so that a query meets almost nothing of it (measured: medians during ingestion 0-10% lower than at 10, with no
-    /// more runs left unmerged).
+    /// rows the memtable hides: the lowest level, so that a query meets almost nothing of it
+    /// (measured for compaction: medians during ingestion 0-10% lower than at 10, with no more
+    /// runs left unmerged).
     Compaction = 19,
 }
 
