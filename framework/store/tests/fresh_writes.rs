@@ -336,6 +336,91 @@ async fn background_compactions_side_by_side_keep_the_newest_version_of_every_ke
     same_rows(&scan_all(&store).await, &expected, "after reopening");
 }
 
+/// The cover thread works out, as writes arrive, which rows of the runs the memtable hides, while
+/// background flushes and compactions replace those runs under it. Every scan, planned right
+/// after a write or once the thread has caught up, reads the table as it stood at one moment
+/// between the last write acknowledged before it was planned and the last one begun by then:
+/// no older version of a row, no row twice, no row lost, with and without a value filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scans_while_writes_arrive_read_one_moment_of_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedOptions {
+        background: true,
+        memtable_flush_rows: 2_000,
+        max_runs: 2,
+        ..small_options()
+    };
+    let store = Arc::new(new_store_with_options(dir.path(), 32, options).await);
+    let mut expected = Rows::new();
+    write_all(&store, &mut expected, vec![rows(0..100, 0..50, 1.0)]).await;
+    store.wait_idle();
+    // Every state the table passes through, and how many of them writes have acknowledged.
+    let states = Arc::new(std::sync::Mutex::new((vec![expected], 0usize)));
+    let writer = {
+        let (store, states) = (store.clone(), states.clone());
+        tokio::spawn(async move {
+            for i in 0..60i64 {
+                // Updates of the run's rows and of earlier writes' rows, and new rows.
+                let devices = (i * 7) % 90..(i * 7) % 90 + 10;
+                let batch = rows(devices, 40 + i % 15..55 + i % 15, 2.0 + i as f64);
+                {
+                    let mut states = states.lock().unwrap();
+                    let mut next = states.0.last().unwrap().clone();
+                    next.extend(by_key(std::slice::from_ref(&batch)));
+                    states.0.push(next);
+                }
+                store.write(&name(), vec![batch]).await.unwrap();
+                states.lock().unwrap().1 += 1;
+                // Some scans come right after a write, some after the cover thread's turn.
+                let pause = [0, 30, 150, 250][i as usize % 4];
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            }
+        })
+    };
+    let mut scans = 0;
+    while !writer.is_finished() {
+        let acknowledged = states.lock().unwrap().1;
+        let bound = if scans % 2 == 0 {
+            f64::INFINITY
+        } else {
+            20_000.0
+        };
+        let mut request = ScanRequest::full(name());
+        request.filters = vec![Predicate::Compare {
+            column: "value".into(),
+            op: CmpOp::Lt,
+            value: Arc::new(Float64Array::from(vec![bound])),
+        }];
+        let plan = store.plan_scan(&request).unwrap();
+        let begun = states.lock().unwrap().0.len() - 1;
+        let read: Rows = by_key(&read(plan).await)
+            .into_iter()
+            .filter(|(_, v)| *v < bound)
+            .collect();
+        let states = states.lock().unwrap();
+        let moments = &states.0[acknowledged..=begun];
+        if !moments.iter().any(|state| filtered(state, bound) == read) {
+            same_rows(
+                &read,
+                &filtered(moments.last().unwrap(), bound),
+                &format!(
+                    "scan {scan} below {bound}, planned after write {acknowledged}",
+                    scan = scans
+                ),
+            );
+            panic!("scan {scans} read none of the states after writes {acknowledged}..={begun}");
+        }
+        scans += 1;
+    }
+    writer.await.unwrap();
+    assert!(scans >= 20, "only {scans} scans ran beside the writes");
+    let last = states.lock().unwrap().0.last().unwrap().clone();
+    same_rows(&scan_all(&store).await, &last, "after the writes");
+    store.wait_idle();
+    same_rows(&scan_all(&store).await, &last, "once idle");
+    assert_eq!(rows_read(&store).await, last.len());
+}
+
 /// A scan that drops superseded rows anyway applies the query's predicates in the same pass: it
 /// keeps every row they match, returns no superseded version, and leaves a predicate whose
 /// literal does not convert to the column's type without loss to the query.
