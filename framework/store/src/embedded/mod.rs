@@ -1579,71 +1579,85 @@ impl Inner {
         // Parts of one statement may hold the same key (a large load staged in parts): a later
         // part supersedes an earlier one as a later run does.
         let among_new = new_runs_share_shards(new);
-        if new.is_empty()
-            || (others.is_empty() && !among_new && !(how.drop_chunk_rows && has_chunks))
-        {
+        if new.is_empty() {
             return Ok((None, changed, own));
         }
-        let keys = keys()?;
-        // Key rows are numbered over the new runs' files in order.
-        let mut starts: Vec<(u64, usize, usize)> = Vec::new();
-        let mut at = 0u64;
-        for (r, run) in new.iter().enumerate() {
-            for (f, file) in run.files.iter().enumerate() {
-                starts.push((at, r, f));
-                at += file.rows();
-            }
-        }
-        if at != keys.len() as u64 {
-            return Err(Error::Internal(format!(
-                "{} keys for {at} new rows",
-                keys.len()
-            )));
-        }
-        let place = |row: u32| {
-            let i = starts.partition_point(|s| s.0 <= u64::from(row)) - 1;
-            let (start, r, f) = starts[i];
-            (r, f, (u64::from(row) - start) as u32)
-        };
-        let tasks: Vec<(&Arc<Run>, usize, usize)> = others
-            .iter()
-            .flat_map(|run| {
-                run.files
-                    .iter()
-                    .enumerate()
-                    .flat_map(move |(f, file)| (0..file.groups.len()).map(move |g| (*run, f, g)))
-            })
-            .collect();
-        let found = parallel(&tasks, |&(run, f, g)| {
-            keys.matches_in_group(def, &run.files[f], g)
-        })?;
         let mut older_rows: HashMap<(u64, usize), Vec<u32>> = HashMap::new();
         let mut own_rows: HashMap<(usize, usize), Vec<u32>> = HashMap::new();
-        for (&(run, f, g), matches) in tasks.iter().zip(found) {
-            let start = run.files[f].group_starts[g] as u32;
-            for (row, key_row) in matches {
-                let (r, nf, own_row) = place(key_row);
-                if run.seq < new[r].seq {
-                    older_rows
-                        .entry((run.seq, f))
-                        .or_default()
-                        .push(start + row);
-                } else if run.seq > new[r].seq {
-                    own_rows.entry((r, nf)).or_default().push(own_row);
+        // A flush finds the rows its chunks hide in older runs from the memtable's keys; the new
+        // run's keys are searched for only in newer runs (large writes committed meanwhile).
+        let searched: Vec<&Arc<Run>> = match (&how.flushed, new) {
+            (Some(flushed), [run]) => {
+                let (older, newer): (Vec<&Arc<Run>>, Vec<&Arc<Run>>) =
+                    others.iter().copied().partition(|r| r.seq < run.seq);
+                older_rows = flushed_hidden(def, &older, flushed)?;
+                newer
+            }
+            _ => others.clone(),
+        };
+        let keys = if searched.is_empty() && !among_new && !(how.drop_chunk_rows && has_chunks) {
+            None
+        } else {
+            Some(keys()?)
+        };
+        if let Some(keys) = &keys {
+            // Key rows are numbered over the new runs' files in order.
+            let mut starts: Vec<(u64, usize, usize)> = Vec::new();
+            let mut at = 0u64;
+            for (r, run) in new.iter().enumerate() {
+                for (f, file) in run.files.iter().enumerate() {
+                    starts.push((at, r, f));
+                    at += file.rows();
                 }
             }
-        }
-        if among_new {
-            let tasks = new_run_groups(new);
-            let found = parallel(&tasks, |&(r, f, g)| {
-                keys.matches_in_group(def, &new[r].files[f], g)
+            if at != keys.len() as u64 {
+                return Err(Error::Internal(format!(
+                    "{} keys for {at} new rows",
+                    keys.len()
+                )));
+            }
+            let place = |row: u32| {
+                let i = starts.partition_point(|s| s.0 <= u64::from(row)) - 1;
+                let (start, r, f) = starts[i];
+                (r, f, (u64::from(row) - start) as u32)
+            };
+            let tasks: Vec<(&Arc<Run>, usize, usize)> = searched
+                .iter()
+                .flat_map(|run| {
+                    run.files.iter().enumerate().flat_map(move |(f, file)| {
+                        (0..file.groups.len()).map(move |g| (*run, f, g))
+                    })
+                })
+                .collect();
+            let found = parallel(&tasks, |&(run, f, g)| {
+                keys.matches_in_group(def, &run.files[f], g)
             })?;
-            for (&(r, f, g), matches) in tasks.iter().zip(found) {
-                let start = new[r].files[f].group_starts[g] as u32;
+            for (&(run, f, g), matches) in tasks.iter().zip(found) {
+                let start = run.files[f].group_starts[g] as u32;
                 for (row, key_row) in matches {
-                    let (newer, _, _) = place(key_row);
-                    if new[r].seq < new[newer].seq {
-                        own_rows.entry((r, f)).or_default().push(start + row);
+                    let (r, nf, own_row) = place(key_row);
+                    if run.seq < new[r].seq {
+                        older_rows
+                            .entry((run.seq, f))
+                            .or_default()
+                            .push(start + row);
+                    } else if run.seq > new[r].seq {
+                        own_rows.entry((r, nf)).or_default().push(own_row);
+                    }
+                }
+            }
+            if among_new {
+                let tasks = new_run_groups(new);
+                let found = parallel(&tasks, |&(r, f, g)| {
+                    keys.matches_in_group(def, &new[r].files[f], g)
+                })?;
+                for (&(r, f, g), matches) in tasks.iter().zip(found) {
+                    let start = new[r].files[f].group_starts[g] as u32;
+                    for (row, key_row) in matches {
+                        let (newer, _, _) = place(key_row);
+                        if new[r].seq < new[newer].seq {
+                            own_rows.entry((r, f)).or_default().push(start + row);
+                        }
                     }
                 }
             }
@@ -1666,7 +1680,7 @@ impl Inner {
         if !written.is_empty() {
             manifest::sync_dir(&self.dir.join(table_dir(def, id)))?;
         }
-        Ok((Some(keys), changed, own))
+        Ok((keys, changed, own))
     }
 
     /// Lists the staged parts of one statement as runs, in one manifest commit.
@@ -1888,13 +1902,14 @@ impl Inner {
                         table.shards,
                         table.frozen.clone(),
                         table.pending.clone(),
+                        table.mem_keys.clone(),
                     ));
                 }
             }
             (closed, work)
         };
         let mut compact = Vec::new();
-        for (name, id, def, shards, mut chunks, pending) in work {
+        for (name, id, def, shards, mut chunks, pending, mem_keys) in work {
             chunks.sort_by_key(|c| c.seq);
             for group in chunks.chunk_by(|a, b| !pending.iter().any(|p| (a.seq..b.seq).contains(p)))
             {
@@ -1910,6 +1925,10 @@ impl Inner {
                 let keys = || key_set_of_rows(&def, &rows, seq);
                 let how = Install {
                     drain_frozen: group.iter().map(|c| c.seq).collect(),
+                    flushed: Some(Flushed {
+                        chunks: group.to_vec(),
+                        keys: mem_keys.clone(),
+                    }),
                     ..Install::default()
                 };
                 match self.install(&name, id, vec![NewRun { seq, files }], &keys, how) {
@@ -2326,8 +2345,96 @@ struct Install {
     drop_chunk_rows: bool,
     /// Remove the frozen chunks of these sequence numbers in the same step (a flush of them).
     drain_frozen: Vec<u64>,
+    /// The chunks a flush writes as the new run: the rows of older runs they hide are found
+    /// from what scans and the cover thread worked out ([`flushed_hidden`]).
+    flushed: Option<Flushed>,
     /// What the compaction that wrote the new run did (its time is set at commit).
     compaction: Option<Compaction>,
+}
+
+/// A flush's chunks (sorted by sequence number), with the memtable's keys.
+#[derive(Debug)]
+struct Flushed {
+    chunks: Vec<Arc<MemChunk>>,
+    keys: Arc<MemKeys>,
+}
+
+/// For a flush of `flushed`: the rows of the `older` runs that the flushed rows supersede, by
+/// the run's sequence number and file, numbered within the file, leaving out rows the file's
+/// deletion vector already holds. What scans and the cover thread worked out
+/// ([`MemKeys::known`]) is taken as it is, even rows hidden by chunks newer than the flush:
+/// those writes stay in the log until they are flushed in turn, so the rows are superseded
+/// whatever happens, and marking them now spares that flush the work. Only the flushed chunks
+/// newer than what was worked out are searched for, so a flush beside a busy cover thread reads
+/// next to none of the older runs' keys.
+fn flushed_hidden(
+    def: &TableDef,
+    older: &[&Arc<Run>],
+    flushed: &Flushed,
+) -> Result<HashMap<(u64, usize), Vec<u32>>> {
+    struct Task<'a> {
+        run: &'a Run,
+        file: usize,
+        group: usize,
+        known: Option<Arc<Vec<u32>>>,
+        /// How many of the newest flushed chunks are still to be searched.
+        newer: usize,
+    }
+    let chunks = &flushed.chunks;
+    let mut tasks = Vec::new();
+    for run in older {
+        for (f, file) in run.files.iter().enumerate() {
+            for group in 0..file.groups.len() {
+                let known = flushed.keys.known(file, group);
+                // Chunks no newer than the run hold none of its keys.
+                let from = known.as_ref().map_or(run.seq, |(seq, _)| run.seq.max(*seq));
+                tasks.push(Task {
+                    run,
+                    file: f,
+                    group,
+                    known: known.map(|(_, rows)| rows),
+                    newer: chunks.iter().filter(|c| c.seq > from).count(),
+                });
+            }
+        }
+    }
+    // One key set per suffix of the chunks: usually one, of the chunks since the cover thread's
+    // last turn, or of them all for runs that turn has not reached.
+    let mut sets: HashMap<usize, KeySet> = HashMap::new();
+    for task in &tasks {
+        if task.newer > 0 && !sets.contains_key(&task.newer) {
+            let suffix = &chunks[chunks.len() - task.newer..];
+            sets.insert(task.newer, scan::chunk_keys(def, suffix, 0)?);
+        }
+    }
+    let found = parallel(&tasks, |task| {
+        let file = &task.run.files[task.file];
+        let mut rows: Vec<u32> = task.known.as_deref().cloned().unwrap_or_default();
+        if let Some(set) = sets.get(&task.newer) {
+            rows.extend(
+                set.matches_in_group(def, file, task.group)?
+                    .into_iter()
+                    .map(|(row, _)| row),
+            );
+        }
+        let start = file.group_starts[task.group] as u32;
+        let deleted = task.run.deletes[task.file].as_deref();
+        Ok(rows
+            .into_iter()
+            .map(|row| start + row)
+            .filter(|row| !deleted.is_some_and(|d| d.rows.contains(*row)))
+            .collect::<Vec<u32>>())
+    })?;
+    let mut hidden: HashMap<(u64, usize), Vec<u32>> = HashMap::new();
+    for (task, rows) in tasks.iter().zip(found) {
+        if !rows.is_empty() {
+            hidden
+                .entry((task.run.seq, task.file))
+                .or_default()
+                .extend(rows);
+        }
+    }
+    Ok(hidden)
 }
 
 /// The keys of sorted rows in stored form, all tagged `seq`.

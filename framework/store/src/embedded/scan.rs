@@ -198,14 +198,17 @@ impl MemKeys {
         if let Some(set) = built.as_ref() {
             return Ok(set.clone());
         }
-        let parts: Vec<Tagged<'_>> = chunks
-            .iter()
-            .filter(|c| c.seq > seq)
-            .map(|c| Tagged::of_rows(table, &c.rows, &c.hashes, c.seq))
-            .collect();
-        let set = Arc::new(KeySet::new(table, &parts)?);
+        let set = Arc::new(chunk_keys(table, chunks, seq)?);
         *built = Some(set.clone());
         Ok(set)
+    }
+
+    /// What scans and the cover thread worked out for row group `group` of `file`: the newest
+    /// chunk compared, and the rows hidden (sorted).
+    pub fn known(&self, file: &DataFileRef, group: usize) -> Option<(u64, Arc<Vec<u32>>)> {
+        lock(&self.covered)
+            .get(&(file.relative.clone(), group))
+            .map(|known| (known.seq, known.rows.clone()))
     }
 
     /// Rows of row group `group` of `file` (of a run with sequence number `seq`) that a newer
@@ -261,6 +264,16 @@ impl MemKeys {
         }
         Ok(rows)
     }
+}
+
+/// The keys of the chunks newer than `seq`, each row tagged with its chunk's sequence number.
+pub fn chunk_keys(table: &TableDef, chunks: &[Arc<MemChunk>], seq: u64) -> Result<KeySet> {
+    let parts: Vec<Tagged<'_>> = chunks
+        .iter()
+        .filter(|c| c.seq > seq)
+        .map(|c| Tagged::of_rows(table, &c.rows, &c.hashes, c.seq))
+        .collect();
+    KeySet::new(table, &parts)
 }
 
 /// Works out, for every row group of the snapshot's runs, which rows its memtable chunks hide,
