@@ -6,9 +6,13 @@
 //! (the runs and memtable it left, nothing else running) and after compacting the final rows
 //! into one run; then the process's peak resident memory. The table grows as it is read, so the
 //! plain ratio of the median to the compacted (final) table flatters the queries during
-//! ingestion, which read fewer rows; the per-row ratio divides each query's time by the rows
-//! the table held when it ran, and the compacted table's by its rows, to compare like with like. Every write is acknowledged only once
-//! durable (the write-ahead log is fsynced), as a client's would be.
+//! ingestion, which read fewer rows. The same-size ratio compares each query with the same
+//! number of rows in one run instead: the two one-run tables measured (the starting rows before
+//! ingestion, the final rows compacted) give a query's time as a straight line in the rows, and
+//! each query during ingestion is divided by that line at the rows the table then held. (Time
+//! per row alone would not do: a query's fixed cost makes a small one-run table dearer per row
+//! than a large one.) Every write is acknowledged only once durable (the write-ahead log is
+//! fsynced), as a client's would be.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -98,6 +102,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
 
     // The queries on the table as loaded (one run): the reference.
     let mut before = timed_queries(&session, 10).await?;
+    let start_rows = live_rows(&store.table_stats(&name)?);
 
     let stop = Arc::new(AtomicBool::new(false));
     let ingested = Arc::new(AtomicU64::new(0));
@@ -133,21 +138,19 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     }
     let started = Instant::now();
     let mut during: Vec<Vec<Duration>> = vec![Vec::new(); QUERIES.len()];
-    // Each query's time per million rows the table held when it ran.
-    let mut during_per_row: Vec<Vec<Duration>> = vec![Vec::new(); QUERIES.len()];
+    // The rows the table held when each round of queries ran.
+    let mut during_rows: Vec<u64> = Vec::new();
     if args.timeline {
         println!("second  runs  depth  memtable rows  last compaction (runs, rows, ms)  query ms");
     }
     while started.elapsed() < Duration::from_secs(args.seconds) {
         let tick = Instant::now();
         let shape = store.table_stats(&name)?;
-        let millions = live_rows(&shape) as f64 / 1e6;
+        during_rows.push(live_rows(&shape));
         for (q, (_, sql)) in QUERIES.iter().enumerate() {
             let query_started = Instant::now();
             session.execute(&sql.replace("{t}", "iot.readings")).await?;
-            let took = query_started.elapsed();
-            during[q].push(took);
-            during_per_row[q].push(took.div_f64(millions));
+            during[q].push(query_started.elapsed());
         }
         if args.timeline {
             let last = shape
@@ -209,8 +212,8 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     println!(
         "\nlatencies: before ingestion ({} rows, one run), during it (median, p99), after it \
          (idle, {} runs), once background work settled ({} runs) and after compacting the final \
-         {} rows into one run; per row: each query's time during ingestion over the rows the \
-         table then held, against the compacted table's time over its rows",
+         {} rows into one run; same size: each query during ingestion against one run of the \
+         rows the table then held (the line through before and compacted), median",
         base_rows, stats.runs, settled_runs, final_rows
     );
     println!(
@@ -224,7 +227,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
         "compacted",
         "median/before",
         "median/compacted",
-        "per row/compacted",
+        "median/same size",
         "idle/compacted",
         "settled/compacted"
     );
@@ -236,8 +239,14 @@ pub async fn run(args: IngestArgs) -> Result<()> {
         let idle = percentile(&mut after[q], 50);
         let settled = percentile(&mut settled[q], 50);
         let compacted = percentile(&mut compacted[q], 50);
-        let per_row = percentile(&mut during_per_row[q], 50);
-        let compacted_per_row = compacted.div_f64(final_rows as f64 / 1e6);
+        let mut same_size: Vec<f64> = during[q]
+            .iter()
+            .zip(&during_rows)
+            .map(|(took, &rows)| {
+                let one_run = one_run_time((start_rows, reference), (final_rows, compacted), rows);
+                took.as_secs_f64() / one_run.as_secs_f64()
+            })
+            .collect();
         println!(
             "{label:<36} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>15.2} \
              {:>19.2} {:>19.2} {:>15.2} {:>18.2}",
@@ -249,7 +258,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
             ms(compacted),
             ms(median) / ms(reference),
             ms(median) / ms(compacted),
-            ms(per_row) / ms(compacted_per_row),
+            median_of(&mut same_size),
             ms(idle) / ms(compacted),
             ms(settled) / ms(compacted),
         );
@@ -264,6 +273,22 @@ pub async fn run(args: IngestArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A query's time over `rows` rows in one run, on the straight line through two measured
+/// one-run tables (`(rows, time)` each); the smaller's time if they hold the same rows.
+fn one_run_time(small: (u64, Duration), large: (u64, Duration), rows: u64) -> Duration {
+    if large.0 <= small.0 {
+        return small.1;
+    }
+    let along = (rows as f64 - small.0 as f64) / (large.0 - small.0) as f64;
+    let secs = small.1.as_secs_f64() + (large.1.as_secs_f64() - small.1.as_secs_f64()) * along;
+    Duration::from_secs_f64(secs.max(1e-6))
+}
+
+fn median_of(values: &mut [f64]) -> f64 {
+    values.sort_unstable_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// The rows a query of the table reads: the runs' live rows and the memtable's (which count the

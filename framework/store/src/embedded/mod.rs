@@ -99,10 +99,12 @@ pub struct EmbeddedOptions {
     /// `threads.rs`).
     pub background: bool,
     /// Background compactions that may run at once, each on runs the others are not merging
-    /// (as Cassandra's `concurrent_compactors` and RocksDB's background jobs): while one
-    /// rewrites large old runs, another can merge the small runs flushes keep adding. One by
-    /// default: on two cores a second one measured no better (compaction there is short of
-    /// CPU, not of threads; see the README's "Sustained ingestion").
+    /// (as Cassandra's `concurrent_compactors` and RocksDB's background jobs). At most one of a
+    /// table's merges is large (more than [`EmbeddedOptions::small_merge_rows`]): while it
+    /// rewrites large old runs, the others merge only the small runs flushes keep adding, as
+    /// ScyllaDB's size tiers compact side by side. Two by default: with one, a merge of the large
+    /// runs kept flushes' runs waiting for seconds on end (overlap depth up to 49-59 in the
+    /// README's three-minute "Sustained ingestion" runs, 18-24 with two).
     pub compaction_threads: usize,
 }
 
@@ -116,8 +118,17 @@ impl Default for EmbeddedOptions {
             max_runs: 4,
             max_dead_fraction: 0.1,
             background: true,
-            compaction_threads: 1,
+            compaction_threads: 2,
         }
+    }
+}
+
+impl EmbeddedOptions {
+    /// The most rows a merge may take beside a running large one: twice the flushes' rows
+    /// that make a table too deep, so that it merges fresh runs and leaves older ones to the
+    /// large merge's tier.
+    pub fn small_merge_rows(&self) -> u64 {
+        (2 * self.max_runs.max(1) * self.memtable_flush_rows.max(1)) as u64
     }
 }
 
@@ -216,6 +227,9 @@ struct TableState {
     last_compaction: Option<Compaction>,
     /// Sequence numbers of the runs compactions in progress are merging.
     compacting: Vec<u64>,
+    /// Whether one of those compactions is large (more than
+    /// [`EmbeddedOptions::small_merge_rows`]): the others then merge small runs only.
+    large_merge: bool,
     /// Sequence numbers handed to runs of this table that are being written and not installed
     /// yet (a large write takes its number first, so that writes acknowledged meanwhile win
     /// over it).
@@ -235,6 +249,7 @@ impl TableState {
             mem_hashes: HashSet::default(),
             last_compaction: None,
             compacting: Vec::new(),
+            large_merge: false,
             pending: BTreeSet::new(),
         }
     }
@@ -2010,9 +2025,22 @@ impl Inner {
                     table.compacting.contains(&r.seq) || pending.is_some_and(|p| r.seq < p)
                 })
                 .map_or(0, |i| i + 1);
-            let Some(start) = compaction_start(&table.runs[from..], &self.options, full) else {
+            let Some(mut start) = compaction_start(&table.runs[from..], &self.options, full) else {
                 return Ok(None);
             };
+            let bound = self.options.small_merge_rows();
+            let rows: Vec<u64> = table.runs[from..].iter().map(|r| r.rows()).collect();
+            if table.large_merge && !full {
+                // Beside a large merge: the fresh runs only, and only while they are too many.
+                if scan::overlap_depth(&table.runs[from..]) <= self.options.max_runs {
+                    return Ok(None);
+                }
+                let Some(small) = small_merge_start(&rows, start, bound) else {
+                    return Ok(None);
+                };
+                start = small;
+            }
+            let large = rows[start..].iter().sum::<u64>() > bound;
             let runs = table.runs[from + start..].to_vec();
             let newest = runs.iter().map(|r| r.seq).max().unwrap_or(0);
             // A memtable chunk older than a merged run would lose to the merged run's sequence
@@ -2030,6 +2058,7 @@ impl Inner {
             }
             let seqs: Vec<u64> = runs.iter().map(|r| r.seq).collect();
             table.compacting.extend(&seqs);
+            table.large_merge |= large;
             let snapshot = TableSnapshot {
                 def: table.def.clone(),
                 shards: table.shards,
@@ -2042,6 +2071,7 @@ impl Inner {
                 table: name.clone(),
                 id: table.id,
                 seqs,
+                large,
             };
             return Ok(Some((table.id, snapshot, claim)));
         }
@@ -2226,6 +2256,8 @@ struct Claim<'a> {
     table: TableName,
     id: u64,
     seqs: Vec<u64>,
+    /// The table's large merge ([`TableState::large_merge`]).
+    large: bool,
 }
 
 impl Drop for Claim<'_> {
@@ -2237,6 +2269,9 @@ impl Drop for Claim<'_> {
             .filter(|t| t.id == self.id)
         {
             table.compacting.retain(|seq| !self.seqs.contains(seq));
+            if self.large {
+                table.large_merge = false;
+            }
         }
         drop(state);
         self.inner.claims_released.notify_all();
@@ -2573,6 +2608,18 @@ fn choose_merge(
     worth.then_some(start)
 }
 
+/// Where a merge beside a large one starts, among runs of `rows` rows (oldest first) from
+/// `start` on: the newest of them that together hold at most `bound` rows, if two or more do.
+fn small_merge_start(rows: &[u64], start: usize, bound: u64) -> Option<usize> {
+    let mut held = 0;
+    let mut from = rows.len();
+    while from > start && held + rows[from - 1] <= bound {
+        from -= 1;
+        held += rows[from];
+    }
+    (rows.len() - from >= 2).then_some(from)
+}
+
 fn dropped_during_write(name: &TableName) -> Error {
     Error::NoSuchTable {
         name: name.to_string(),
@@ -2840,6 +2887,16 @@ mod tests {
         assert_eq!(choose_merge(&shapes(&tiers), 5, &options, false), Some(2));
     }
 
+    #[test]
+    fn a_small_merge_takes_the_newest_runs_that_fit() {
+        assert_eq!(small_merge_start(&[1000, 100, 100, 100], 0, 250), Some(2));
+        assert_eq!(small_merge_start(&[1000, 100, 100, 100], 0, 300), Some(1));
+        // Never runs before `start`, and never fewer than two.
+        assert_eq!(small_merge_start(&[100, 100, 100], 2, 1000), None);
+        assert_eq!(small_merge_start(&[100, 300], 0, 250), None);
+        assert_eq!(small_merge_start(&[], 0, 250), None);
+    }
+
     /// A store with table `ks.t` (`id bigint` key, `value double`) over 16 shards.
     async fn id_value_store(
         options: EmbeddedOptions,
@@ -3003,30 +3060,7 @@ mod tests {
         let (_dir, store, def, name) = id_value_store(options).await;
         let inner = store.writer(String::new).unwrap();
         // Runs are written by hand (`write` would compact after each with max_runs 1).
-        let add_run = |ids: std::ops::Range<i64>, v: f64| {
-            let rows = id_value_rows(&def, ids, v);
-            let seq = lock(&inner.state).next_seq();
-            let sorted = sort_dedup(&def, &[with_tokens(&def, &rows).unwrap()]).unwrap();
-            let (shards, id, file_id) = {
-                let mut state = lock(&inner.state);
-                let table = state.table(&name).unwrap();
-                let (shards, id) = (table.shards, table.id);
-                (shards, id, state.next_id())
-            };
-            let files = inner
-                .write_files(&def, id, file_id, &shards, &sorted)
-                .unwrap();
-            let keys = || key_set_of_rows(&def, &sorted, seq);
-            inner
-                .install(
-                    &name,
-                    id,
-                    vec![NewRun { seq, files }],
-                    &keys,
-                    Install::default(),
-                )
-                .unwrap();
-        };
+        let add_run = |ids, v| add_run(inner, &def, &name, ids, v);
         add_run(0..3000, 1.0);
         add_run(1000..2000, 2.0);
 
@@ -3073,6 +3107,68 @@ mod tests {
             1000..1500 => 2.0,
             _ => 1.0,
         });
+    }
+
+    /// Adds the rows `ids` with value `v` to `name` as a run of their own.
+    fn add_run(inner: &Inner, def: &TableDef, name: &TableName, ids: std::ops::Range<i64>, v: f64) {
+        let rows = id_value_rows(def, ids, v);
+        let seq = lock(&inner.state).next_seq();
+        let sorted = sort_dedup(def, &[with_tokens(def, &rows).unwrap()]).unwrap();
+        let (shards, id, file_id) = {
+            let mut state = lock(&inner.state);
+            let table = state.table(name).unwrap();
+            let (shards, id) = (table.shards, table.id);
+            (shards, id, state.next_id())
+        };
+        let files = inner
+            .write_files(def, id, file_id, &shards, &sorted)
+            .unwrap();
+        let keys = || key_set_of_rows(def, &sorted, seq);
+        let new = vec![NewRun { seq, files }];
+        inner
+            .install(name, id, new, &keys, Install::default())
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn beside_a_large_merge_another_merges_only_the_newest_small_runs() {
+        let options = EmbeddedOptions {
+            bulk_write_rows: 100,
+            rows_per_group: 500,
+            rows_per_file: 1_000,
+            max_runs: 1,
+            // Merges of more than 2 * 1 * 100 rows are large.
+            memtable_flush_rows: 100,
+            max_dead_fraction: 1.0,
+            background: false,
+            ..EmbeddedOptions::default()
+        };
+        assert_eq!(options.small_merge_rows(), 200);
+        let (_dir, store, def, name) = id_value_store(options).await;
+        let inner = store.writer(String::new).unwrap();
+        add_run(inner, &def, &name, 0..3000, 1.0);
+        add_run(inner, &def, &name, 3000..6000, 1.0);
+        let (_, large, large_claim) = inner.compaction_snapshot(&name, false).unwrap().unwrap();
+        assert_eq!(large.runs.len(), 2);
+        for (i, ids) in [(2.0, 6000..6100), (3.0, 6100..6200), (4.0, 6200..6300)] {
+            add_run(inner, &def, &name, ids, i);
+        }
+        // Three fresh runs of 100 rows: the two newest fit beside the large merge.
+        let (_, small, small_claim) = inner.compaction_snapshot(&name, false).unwrap().unwrap();
+        let runs = lock(&inner.state).table(&name).unwrap().runs.clone();
+        let newest: Vec<u64> = runs[3..].iter().map(|r| r.seq).collect();
+        let merged: Vec<u64> = small.runs.iter().map(|r| r.seq).collect();
+        assert_eq!(merged, newest);
+        drop(small_claim);
+        // Released without committing, beside the large merge still running: two again.
+        let (_, again, again_claim) = inner.compaction_snapshot(&name, false).unwrap().unwrap();
+        assert_eq!(again.runs.len(), 2);
+        drop(again_claim);
+        drop(large_claim);
+        assert!(!lock(&inner.state).table(&name).unwrap().large_merge);
+        // Once the large merge is gone, a merge may take every run again.
+        let (_, all, _claim) = inner.compaction_snapshot(&name, false).unwrap().unwrap();
+        assert_eq!(all.runs.len(), 5);
     }
 
     #[tokio::test]
