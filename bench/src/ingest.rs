@@ -63,7 +63,8 @@ pub struct IngestArgs {
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Print a line a second during ingestion: the table's runs, overlap depth, memtable rows,
-    /// the last compaction and each query's latency (to see what a slow query met).
+    /// the last compaction, the process's resident memory and each query's latency (to see
+    /// what a slow query met).
     #[arg(long)]
     timeline: bool,
 }
@@ -141,7 +142,9 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     // The rows the table held when each round of queries ran.
     let mut during_rows: Vec<u64> = Vec::new();
     if args.timeline {
-        println!("second  runs  depth  memtable rows  last compaction (runs, rows, ms)  query ms");
+        println!(
+            "second  runs  depth  memtable rows  last compaction (runs, rows, ms)  RSS MiB  query ms"
+        );
     }
     while started.elapsed() < Duration::from_secs(args.seconds) {
         let tick = Instant::now();
@@ -162,8 +165,11 @@ pub async fn run(args: IngestArgs) -> Result<()> {
                 .filter_map(|times| times.last())
                 .map(|t| format!("{:.0}", t.as_secs_f64() * 1e3))
                 .collect();
+            let rss = crate::memory::rss_mib(std::process::id())
+                .map(|mib| format!("{mib:.0}"))
+                .unwrap_or_default();
             println!(
-                "{:>6.1}  {:>4}  {:>5}  {:>13}  {last:>32}  {}",
+                "{:>6.1}  {:>4}  {:>5}  {:>13}  {last:>32}  {rss:>7}  {}",
                 started.elapsed().as_secs_f64(),
                 shape.runs,
                 shape.overlap_depth,
@@ -203,6 +209,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     store.wait_idle();
     let settled_runs = store.table_stats(&name)?.runs;
     let mut settled = timed_queries(&session, 5).await?;
+    let peak_settled = crate::memory::peak_rss_mib(std::process::id());
     // And on the same rows compacted into one run: the reference for the rows the table ends
     // with (queries during ingestion read between the starting rows and these).
     store.flush()?;
@@ -263,13 +270,15 @@ pub async fn run(args: IngestArgs) -> Result<()> {
             ms(settled) / ms(compacted),
         );
     }
-    if let (Some(ingesting), Some(peak)) = (
+    if let (Some(ingesting), Some(settled), Some(peak)) = (
         peak_ingesting,
+        peak_settled,
         crate::memory::peak_rss_mib(std::process::id()),
     ) {
         println!(
             "\npeak resident memory of the process: {ingesting:.0} MiB until ingestion ended, \
-             {peak:.0} MiB with the final compaction"
+             {settled:.0} MiB once background work settled, {peak:.0} MiB with the final \
+             compaction"
         );
     }
     Ok(())

@@ -45,10 +45,20 @@ pub struct MemoryArgs {
 
 /// The peak resident memory of process `pid` so far, in MiB (`VmHWM` in `/proc/PID/status`).
 pub(crate) fn peak_rss_mib(pid: u32) -> Option<f64> {
+    status_mib(pid, "VmHWM:")
+}
+
+/// The resident memory of process `pid` now, in MiB (`VmRSS`).
+pub(crate) fn rss_mib(pid: u32) -> Option<f64> {
+    status_mib(pid, "VmRSS:")
+}
+
+/// A field of `/proc/PID/status` given in kB, in MiB.
+fn status_mib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .trim()
         .trim_end_matches("kB")
         .trim()

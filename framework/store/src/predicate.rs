@@ -36,9 +36,7 @@ impl CmpOp {
             CmpOp::GtEq => CmpOp::LtEq,
         }
     }
-}
 
-impl CmpOp {
     /// `left <op> right` row by row, with Arrow's comparison kernels (those DataFusion's own
     /// comparisons use): null where either side is null.
     pub fn evaluate(self, left: &dyn Datum, right: &dyn Datum) -> Result<BooleanArray, ArrowError> {
