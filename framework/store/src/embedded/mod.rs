@@ -3150,8 +3150,8 @@ mod tests {
         add_run(inner, &def, &name, 3000..6000, 1.0);
         let (_, large, large_claim) = inner.compaction_snapshot(&name, false).unwrap().unwrap();
         assert_eq!(large.runs.len(), 2);
-        for (i, ids) in [(2.0, 6000..6100), (3.0, 6100..6200), (4.0, 6200..6300)] {
-            add_run(inner, &def, &name, ids, i);
+        for (v, ids) in [(2.0, 6000..6100), (3.0, 6100..6200), (4.0, 6200..6300)] {
+            add_run(inner, &def, &name, ids, v);
         }
         // Three fresh runs of 100 rows: the two newest fit beside the large merge.
         let (_, small, small_claim) = inner.compaction_snapshot(&name, false).unwrap().unwrap();
