@@ -105,6 +105,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     let mut before = timed_queries(&session, 10).await?;
     let start_rows = live_rows(&store.table_stats(&name)?);
 
+    let cpu_before = crate::cpu::CpuSample::now();
     let stop = Arc::new(AtomicBool::new(false));
     let ingested = Arc::new(AtomicU64::new(0));
     let readings = Arc::new(Readings::new(base, config.end_millis)?);
@@ -186,6 +187,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     }
     let secs = started.elapsed().as_secs_f64();
     let rows = ingested.load(Ordering::SeqCst);
+    let cpu = crate::cpu::CpuSample::now().since(&cpu_before);
     let stats = store.table_stats(&name)?;
     println!(
         "ingested {rows} rows in {secs:.1} s: {:.0} rows/s{} (target >= 200,000); the table \
@@ -200,6 +202,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
         stats.overlap_depth,
         stats.memtable_rows
     );
+    print_cpu(&cpu, secs, rows);
     let peak_ingesting = crate::memory::peak_rss_mib(std::process::id());
     // The same queries on the table as ingestion left it, with nothing else running: what the
     // runs and the memtable cost a read, apart from sharing the cores with the writers.
@@ -282,6 +285,27 @@ pub async fn run(args: IngestArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// CPU seconds by kind of thread during ingestion, with their share of the machine's cores and
+/// per million rows ingested.
+fn print_cpu(cpu: &std::collections::BTreeMap<&'static str, f64>, secs: f64, rows: u64) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let total: f64 = cpu.values().sum();
+    println!(
+        "CPU during ingestion: {total:.1} s of {:.1} core-seconds ({:.0}%); by thread (queries' \
+         threads also make the writers' batches; exited threads are mostly parallel sorts):",
+        secs * cores,
+        100.0 * total / (secs * cores)
+    );
+    let millions = (rows as f64 / 1e6).max(f64::MIN_POSITIVE);
+    for (kind, seconds) in cpu {
+        println!(
+            "  {kind:<16} {seconds:>6.1} s  {:>4.0}% of the cores  {:>5.2} s per million rows",
+            100.0 * seconds / (secs * cores),
+            seconds / millions
+        );
+    }
 }
 
 /// A query's time over `rows` rows in one run, on the straight line through two measured

@@ -22,6 +22,7 @@
 //! overlapping writes (see `fresh.rs`), `quarry-bench scylla` the ScyllaDB connector on a CQL
 //! server (see `scylla.rs`).
 
+mod cpu;
 mod fresh;
 mod ingest;
 mod jobs;

@@ -24,7 +24,7 @@ use quarry_core::schema::TableDef;
 use quarry_core::shard_map::ShardMap;
 use quarry_core::token::Token;
 
-use crate::embedded::keys::{GroupHashes, GroupKeys, KEY_COLUMN, key_field, key_hashes};
+use crate::embedded::keys::{GroupHashes, GroupKeys, KEY_COLUMN, key_field, with_key_column};
 use crate::embedded::manifest::create_dir_durably;
 use crate::embedded::sorted_rows::TOKEN_COLUMN;
 use crate::error::{Error, Result};
@@ -305,7 +305,7 @@ pub fn write_run(
     }
     let dir = data_dir.join(relative_dir);
     create_dir_durably(&dir)?;
-    let token_index = rows.num_columns() - 1;
+    let token_index = table.columns.len();
     let tokens = rows
         .column(token_index)
         .as_primitive::<Int64Type>()
@@ -345,8 +345,9 @@ pub fn write_run(
         .collect())
 }
 
-/// Writes rows in stored form as one file, with their key hashes appended ([`KEY_COLUMN`]).
-/// Returns each row group's key hashes, in row order.
+/// Writes rows in stored form as one file, with their key hashes after the token column
+/// ([`KEY_COLUMN`]; computed unless the rows carry them). Returns each row group's key hashes,
+/// in row order.
 fn write_file(
     path: &Path,
     table: &TableDef,
@@ -354,7 +355,7 @@ fn write_file(
     shards: &ShardMap,
     layout: Layout,
 ) -> Result<Vec<Vec<i64>>> {
-    let token_index = rows.num_columns() - 1;
+    let token_index = table.columns.len();
     let rows = &with_key_column(table, rows)?;
     let hashes = rows
         .column(rows.num_columns() - 1)
@@ -461,19 +462,6 @@ fn nearly_unique(column: &ArrayRef) -> Result<bool> {
 
 /// Rows [`nearly_unique`] looks at.
 const UNIQUE_SAMPLE_ROWS: usize = 4096;
-
-/// Rows in stored form with their key hashes as a last column.
-fn with_key_column(table: &TableDef, rows: &RecordBatch) -> Result<RecordBatch> {
-    let hashes = key_hashes(table, rows)?;
-    let mut fields: Vec<_> = rows.schema().fields().iter().cloned().collect();
-    fields.push(Arc::new(key_field()));
-    let mut columns = rows.columns().to_vec();
-    columns.push(Arc::new(hashes));
-    Ok(RecordBatch::try_new(
-        Arc::new(arrow::datatypes::Schema::new(fields)),
-        columns,
-    )?)
-}
 
 /// Offsets `[0, c1, c2, ..., len]` that cut sorted tokens into pieces of at least `target` rows,
 /// each ending at a shard boundary.

@@ -19,10 +19,11 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
 use arrow::compute::{cast, concat};
-use arrow::datatypes::{DataType, Field, Int64Type};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use arrow::row::{RowConverter, SortField};
 use quarry_core::partition_key::{KeyColumn, tokens};
 use quarry_core::schema::TableDef;
@@ -36,6 +37,50 @@ pub const KEY_COLUMN: &str = "_key";
 /// The field of [`KEY_COLUMN`].
 pub fn key_field() -> Field {
     Field::new(KEY_COLUMN, DataType::Int64, false)
+}
+
+/// Rows in stored form with their key hashes as a column after the token ([`KEY_COLUMN`]): as
+/// they are when they carry it already (read from a data file, or a flush's memtable rows),
+/// otherwise with the hashes computed.
+pub fn with_key_column(table: &TableDef, rows: &RecordBatch) -> Result<RecordBatch> {
+    if carries_key_column(table, rows) {
+        return Ok(rows.clone());
+    }
+    let hashes = key_hashes(table, rows)?;
+    append_key_column(rows, Arc::new(hashes))
+}
+
+/// Rows in stored form (without key hashes) with `hashes`, one per row, after the token column.
+pub fn append_key_column(rows: &RecordBatch, hashes: ArrayRef) -> Result<RecordBatch> {
+    let mut fields: Vec<_> = rows.schema().fields().iter().cloned().collect();
+    fields.push(Arc::new(key_field()));
+    let mut columns = rows.columns().to_vec();
+    columns.push(hashes);
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+/// The key hashes of rows in stored form: their [`KEY_COLUMN`] when they carry it, otherwise
+/// computed from their keys.
+pub fn stored_key_hashes(table: &TableDef, rows: &RecordBatch) -> Result<Int64Array> {
+    if carries_key_column(table, rows) {
+        return Ok(rows
+            .column(table.columns.len() + 1)
+            .as_primitive::<Int64Type>()
+            .clone());
+    }
+    key_hashes(table, rows)
+}
+
+/// Whether rows in stored form carry their key hashes after the token column.
+fn carries_key_column(table: &TableDef, rows: &RecordBatch) -> bool {
+    let schema = rows.schema();
+    schema
+        .fields()
+        .get(table.columns.len() + 1)
+        .is_some_and(|field| field.name() == KEY_COLUMN && field.data_type() == &DataType::Int64)
 }
 
 /// The key hash of every row of `batch`, whose first columns are the table's.
@@ -306,7 +351,9 @@ impl KeySet {
         }
         set.sorted = set.head.keys().copied().collect();
         set.sorted.sort_unstable();
-        set.by_token.sort_unstable();
+        // Each part is sorted by token already (memtable chunks, runs): the stable sort finds
+        // those runs and merges them, in O(n log k) for k parts.
+        set.by_token.sort();
         Ok(set)
     }
 

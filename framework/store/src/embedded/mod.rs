@@ -53,7 +53,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Int64Array, RecordBatch};
 use async_trait::async_trait;
 use quarry_core::schema::{KeyspaceDef, TableDef, TableName, ViewDef};
 use quarry_core::shard_map::ShardMap;
@@ -1929,7 +1929,15 @@ impl Inner {
             for group in chunks.chunk_by(|a, b| !pending.iter().any(|p| (a.seq..b.seq).contains(p)))
             {
                 let seq = group.last().map(|c| c.seq).unwrap_or(0);
-                let batches: Vec<RecordBatch> = group.iter().map(|c| c.rows.clone()).collect();
+                // The chunks' key hashes, worked out as they arrived, go along with their rows
+                // into the run's files and its key set.
+                let batches = group
+                    .iter()
+                    .map(|c| {
+                        let hashes = Arc::new(Int64Array::from(c.hashes.clone()));
+                        keys::append_key_column(&c.rows, hashes)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
                 let rows = sort_dedup(&def, &batches)?;
                 let files = if rows.num_rows() == 0 {
                     Vec::new()
@@ -2153,11 +2161,8 @@ impl Inner {
         window: std::ops::RangeInclusive<u32>,
     ) -> Result<(Vec<DataFileRef>, u64)> {
         let def = &snapshot.def;
-        let table_schema = def.arrow_schema();
-        let stored = scan::read_shards(snapshot, window)?
-            .iter()
-            .map(|batch| with_tokens(def, &crate::store::cast_batch(batch, &table_schema)?))
-            .collect::<Result<Vec<_>>>()?;
+        // In stored form with the tokens and key hashes the files hold: nothing is hashed again.
+        let stored = scan::read_shards(snapshot, window)?;
         let rows = sort_dedup(def, &stored)?;
         drop(stored);
         if rows.num_rows() == 0 {
@@ -2472,9 +2477,9 @@ fn flushed_hidden(
     Ok(hidden)
 }
 
-/// The keys of sorted rows in stored form, all tagged `seq`.
+/// The keys of sorted rows in stored form (with or without their key hashes), all tagged `seq`.
 fn key_set_of_rows(def: &TableDef, rows: &RecordBatch, seq: u64) -> Result<KeySet> {
-    let hashes = keys::key_hashes(def, rows)?;
+    let hashes = keys::stored_key_hashes(def, rows)?;
     KeySet::new(def, &[Tagged::of_rows(def, rows, hashes.values(), seq)])
 }
 
@@ -2945,10 +2950,13 @@ mod tests {
         }
     }
 
-    /// The key hashes a writer keeps of the files it just wrote are those the files hold, row
-    /// group by row group: searches trust them instead of reading the `_key` column back.
+    /// The key hashes new files hold are those of their rows' keys, whether computed as a bulk
+    /// write's run is written or carried from the memtable through a flush and from older files
+    /// through a compaction; and those a writer keeps of the files it just wrote are those the
+    /// files hold, row group by row group: searches trust them instead of reading the `_key`
+    /// column back.
     #[tokio::test]
-    async fn the_key_hashes_kept_for_new_files_are_those_the_files_hold() {
+    async fn new_files_hold_and_keep_the_key_hashes_of_their_rows() {
         let options = EmbeddedOptions {
             bulk_write_rows: 100,
             rows_per_group: 500,
@@ -2963,6 +2971,11 @@ mod tests {
             .unwrap();
         store
             .write(&name, vec![id_value_rows(&def, 2000..2200, 2.0)])
+            .await
+            .unwrap();
+        // Into the memtable: flushed, then compacted with the bulk writes' runs.
+        store
+            .write(&name, vec![id_value_rows(&def, 2900..2990, 2.5)])
             .await
             .unwrap();
         store.flush().unwrap();
@@ -2993,11 +3006,64 @@ mod tests {
                         );
                     }
                     assert_eq!(*kept, keys::GroupKeys::sorted(held), "{}", file.relative);
+                    let every_column: Vec<usize> = (0..=key_column).collect();
+                    for batch in scan::read_group(file, group, &every_column, None).unwrap() {
+                        let batch = batch.unwrap();
+                        assert_eq!(
+                            batch.column(key_column).as_primitive::<Int64Type>(),
+                            &keys::key_hashes(&def, &batch).unwrap(),
+                            "{} row group {group}",
+                            file.relative
+                        );
+                    }
                     groups += 1;
                 }
             }
         }
         assert!(groups >= 7, "{groups} row groups checked");
+    }
+
+    /// Every split reads its live rows whole, in stored form with their key hashes: a run's
+    /// row groups without the rows newer writes hide, and the memtable's chunks.
+    #[tokio::test]
+    async fn splits_read_their_live_rows_with_their_key_hashes() {
+        let options = EmbeddedOptions {
+            bulk_write_rows: 100,
+            background: false,
+            ..EmbeddedOptions::default()
+        };
+        let (_dir, store, def, name) = id_value_store(options).await;
+        store
+            .write(&name, vec![id_value_rows(&def, 0..300, 1.0)])
+            .await
+            .unwrap();
+        store
+            .write(&name, vec![id_value_rows(&def, 100..150, 2.0)])
+            .await
+            .unwrap();
+        let snapshot = store.state().unwrap().snapshot(&name).unwrap();
+        assert_eq!((snapshot.runs.len(), snapshot.chunks.len()), (1, 1));
+        let (_, sources) = scan::plan_sources(&snapshot, &ScanRequest::full(name.clone())).unwrap();
+        let mut seen = BTreeMap::new();
+        for (_, source) in sources {
+            for batch in source.stored_batches().unwrap() {
+                let batch = batch.unwrap();
+                assert_eq!(
+                    batch.column(3).as_primitive::<Int64Type>(),
+                    &keys::key_hashes(&def, &batch).unwrap()
+                );
+                let ids = batch.column(0).as_primitive::<Int64Type>();
+                let values = batch.column(1).as_primitive::<Float64Type>();
+                for (id, v) in ids.values().iter().zip(values.values()) {
+                    assert!(seen.insert(*id, *v).is_none(), "id {id} read twice");
+                }
+            }
+        }
+        assert_eq!(seen.len(), 300);
+        assert!(
+            seen.iter()
+                .all(|(id, v)| *v == if (100..150).contains(id) { 2.0 } else { 1.0 })
+        );
     }
 
     /// A run committed while a compaction was written wins over the compacted rows with its

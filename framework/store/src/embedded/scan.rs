@@ -45,7 +45,7 @@ use quarry_core::token::TokenRange;
 
 use crate::embedded::data_file::DataFileRef;
 use crate::embedded::deletes::Deletes;
-use crate::embedded::keys::{KeySet, Tagged};
+use crate::embedded::keys::{KeySet, Tagged, append_key_column, with_key_column};
 use crate::embedded::memtable::MemChunk;
 use crate::error::{Error, Result};
 use crate::predicate::{BatchFilter, CmpOp, Predicate};
@@ -313,9 +313,12 @@ pub fn plan(snapshot: &TableSnapshot, request: &ScanRequest) -> Result<ScanPlan>
     Ok(ScanPlan { splits, ..plan })
 }
 
-type PlannedSources = (ScanPlan, Vec<(ScanSplit, Arc<dyn SyncSource>)>);
+pub(crate) type PlannedSources = (ScanPlan, Vec<(ScanSplit, Arc<dyn SyncSource>)>);
 
-fn plan_sources(snapshot: &TableSnapshot, request: &ScanRequest) -> Result<PlannedSources> {
+pub(crate) fn plan_sources(
+    snapshot: &TableSnapshot,
+    request: &ScanRequest,
+) -> Result<PlannedSources> {
     let table = &snapshot.def;
     let shards = snapshot.shards;
     let table_schema = crate::store::scan_schema(table);
@@ -506,6 +509,15 @@ impl ReadSpec {
     }
 }
 
+/// The stored form with key hashes, in the table's own types: what [`SyncSource::stored_batches`]
+/// returns.
+fn stored_key_schema(table: &TableDef) -> SchemaRef {
+    let stored = crate::embedded::sorted_rows::stored_schema(table);
+    let mut fields: Vec<_> = stored.fields().iter().cloned().collect();
+    fields.push(Arc::new(crate::embedded::keys::key_field()));
+    Arc::new(arrow::datatypes::Schema::new(fields))
+}
+
 /// The allowed ranges clipped to `[min, max]`, or `None` when they cover all of it.
 fn filter_for(allowed: &[TokenRange], min: i64, max: i64) -> Option<Vec<TokenRange>> {
     let span = TokenRange::new(min.saturating_sub(1), max);
@@ -596,6 +608,10 @@ pub(crate) trait SyncSource: Send + Sync + std::fmt::Debug {
     /// The split's batches. The live rows each batch was filtered from are counted into `reads`
     /// as it is made: rows read, whether or not the query's predicates kept them.
     fn batches(&self, reads: Arc<ReadCounters>) -> Result<BatchIter>;
+    /// The split's live rows whole, in stored form with their key hashes (the table's columns
+    /// in its own types, the token column, the [`crate::embedded::keys::KEY_COLUMN`]), ignoring
+    /// the scan's projection and predicates: what a compaction rewrites.
+    fn stored_batches(&self) -> Result<BatchIter>;
     fn describe(&self) -> String;
     fn limit(&self) -> Option<usize>;
 }
@@ -631,9 +647,11 @@ impl SplitSource for Spawned {
     }
 }
 
-/// Reads every live row of a snapshot's runs in shards `shards`, synchronously, in the table's
-/// columns (for compaction, one window of shards at a time). The runs are read one after the
-/// other in the snapshot's order, so of rows with equal keys the newest run's comes last.
+/// Reads every live row of a snapshot's runs in shards `shards`, synchronously, in stored form
+/// with key hashes (for compaction, one window of shards at a time: the tokens and key hashes
+/// the files hold are carried into the new run, never computed again). The runs are read one
+/// after the other in the snapshot's order, so of rows with equal keys the newest run's comes
+/// last.
 pub(crate) fn read_shards(
     snapshot: &TableSnapshot,
     shards: std::ops::RangeInclusive<u32>,
@@ -652,7 +670,7 @@ pub(crate) fn read_shards(
             mem_keys: Arc::default(),
         };
         for (_, source) in plan_sources(&one, &request)?.1 {
-            for batch in source.batches(Arc::default())? {
+            for batch in source.stored_batches()? {
                 out.push(batch?);
             }
         }
@@ -868,6 +886,32 @@ impl SyncSource for GroupSplit {
         })))
     }
 
+    fn stored_batches(&self) -> Result<BatchIter> {
+        let table = self.read.table.clone();
+        let GroupRows { selected, skip } = self.rows()?;
+        let total = self.file.groups[self.group].rows as usize;
+        let live = without_rows(&selected, &skip);
+        let live_rows: usize = live.iter().map(Range::len).sum();
+        if live_rows == 0 {
+            return Ok(Box::new(std::iter::empty()));
+        }
+        // The table's columns and the token; the key hashes where the file holds them (files
+        // written before they were stored have them computed).
+        let mut columns: Vec<usize> = (0..=table.columns.len()).collect();
+        columns.extend(self.file.key_column);
+        let reader = read_group(
+            &self.file,
+            self.group,
+            &columns,
+            (live_rows < total).then_some(live),
+        )?;
+        let schema = stored_key_schema(&table);
+        Ok(Box::new(reader.map(move |batch| {
+            let batch = with_key_column(&table, &batch?)?;
+            crate::store::cast_batch(&batch, &schema)
+        })))
+    }
+
     fn describe(&self) -> String {
         format!("{} row group {}", self.file.relative, self.group)
     }
@@ -916,6 +960,24 @@ impl SyncSource for ChunkSplit {
                 _ => Some(concat_batches(&schema, &batch).map_err(Error::from)),
             }
         })))
+    }
+
+    fn stored_batches(&self) -> Result<BatchIter> {
+        let table = self.read.table.clone();
+        let token_column = table.columns.len();
+        let mut pieces = Vec::with_capacity(self.chunks.len());
+        for c in &self.chunks {
+            let hashes = Arc::new(arrow::array::Int64Array::from(c.chunk.hashes.clone()));
+            let rows = append_key_column(&c.chunk.rows, hashes)?;
+            let rows = match &c.token_filter {
+                Some(ranges) => keep_ranges(&rows, token_column, ranges)?,
+                None => rows,
+            };
+            if rows.num_rows() > 0 {
+                pieces.push(Ok(rows));
+            }
+        }
+        Ok(Box::new(pieces.into_iter()))
     }
 
     fn describe(&self) -> String {

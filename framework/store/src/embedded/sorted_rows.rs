@@ -46,16 +46,20 @@ pub fn with_tokens(table: &TableDef, batch: &RecordBatch) -> Result<RecordBatch>
     Ok(RecordBatch::try_new(stored_schema(table), columns)?)
 }
 
-/// Sorts rows in stored form (token column last) by token and primary key, keeping only the last
-/// row of each primary key. `batches` are in write order: later rows win.
+/// Sorts rows in stored form (the table's columns, then the token column, then any further
+/// hidden columns, such as key hashes, carried along) by token and primary key, keeping only the
+/// last row of each primary key. `batches` share one schema and are in write order: later rows
+/// win.
 pub fn sort_dedup(table: &TableDef, batches: &[RecordBatch]) -> Result<RecordBatch> {
-    let schema = stored_schema(table);
+    let schema = batches
+        .first()
+        .map_or_else(|| stored_schema(table), RecordBatch::schema);
     let all = concat_batches(&schema, batches)?;
     let n = all.num_rows();
     if n == 0 {
         return Ok(all);
     }
-    let token_index = schema.fields().len() - 1;
+    let token_index = table.columns.len();
     let token_values = all
         .column(token_index)
         .as_any()

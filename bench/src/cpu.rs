@@ -1,0 +1,136 @@
+//! Where a benchmark's CPU time went: this process's threads, by name, from `/proc/self/task`
+//! (Linux only). Latencies on a shared two-core machine are noisy; the CPU seconds each kind of
+//! background work took for the same rows are much less so, and they are what a change to the
+//! store's own work moves.
+
+use std::collections::{BTreeMap, HashMap};
+
+/// CPU seconds (user and system) so far: per live thread, with its name, and of the whole process
+/// (threads that exited included).
+#[derive(Debug, Clone, Default)]
+pub struct CpuSample {
+    threads: HashMap<u32, (String, f64)>,
+    process: f64,
+}
+
+impl CpuSample {
+    /// The process's threads now; an empty sample where `/proc` cannot be read.
+    pub fn now() -> CpuSample {
+        let mut sample = CpuSample {
+            process: std::fs::read_to_string("/proc/self/stat")
+                .ok()
+                .and_then(|stat| cpu_seconds(&stat))
+                .unwrap_or(0.0),
+            ..CpuSample::default()
+        };
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return sample;
+        };
+        for task in tasks.flatten() {
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok();
+            let name = std::fs::read_to_string(task.path().join("comm")).ok();
+            if let (Some(seconds), Some(name)) = (stat.as_deref().and_then(cpu_seconds), name) {
+                sample
+                    .threads
+                    .insert(tid, (name.trim().to_string(), seconds));
+            }
+        }
+        sample
+    }
+
+    /// CPU seconds spent since `earlier`, by kind of thread (see [`kind`]); threads that exited
+    /// in between (short-lived helpers) count under "exited threads".
+    pub fn since(&self, earlier: &CpuSample) -> BTreeMap<&'static str, f64> {
+        let mut by_kind: BTreeMap<&'static str, f64> = BTreeMap::new();
+        let mut counted = 0.0;
+        for (tid, (name, seconds)) in &self.threads {
+            let before = earlier
+                .threads
+                .get(tid)
+                .filter(|(earlier_name, _)| earlier_name == name)
+                .map_or(0.0, |(_, s)| *s);
+            let spent = (seconds - before).max(0.0);
+            *by_kind.entry(kind(name)).or_default() += spent;
+            counted += spent;
+        }
+        let exited = (self.process - earlier.process - counted).max(0.0);
+        *by_kind.entry("exited threads").or_default() += exited;
+        by_kind
+    }
+}
+
+/// What a thread of the process does, from its name (truncated by Linux to 15 bytes).
+fn kind(name: &str) -> &'static str {
+    match name {
+        n if n.starts_with("tokio-rt") => "queries (tokio)",
+        n if n.starts_with("quarry-store-fl") => "flush",
+        n if n.starts_with("quarry-store-co") => "compaction",
+        n if n.starts_with("quarry-cover") => "cover",
+        n if n.starts_with("quarry-store-wr") => "store writes",
+        _ => "other",
+    }
+}
+
+/// User plus system CPU seconds from a `/proc/.../stat` line.
+fn cpu_seconds(stat: &str) -> Option<f64> {
+    // The name (second field) is in parentheses and may hold spaces: fields are counted after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `utime` and `stime` are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / ticks_per_second()?)
+}
+
+/// The clock ticks `/proc` counts CPU time in, per second.
+#[allow(unsafe_code, reason = "the tick rate is read through libc::sysconf")]
+fn ticks_per_second() -> Option<f64> {
+    // SAFETY: `sysconf` only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_second > 0).then_some(per_second as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// CPU seconds the calling thread has used.
+    fn thread_cpu() -> f64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        cpu_seconds(&stat).unwrap()
+    }
+
+    #[test]
+    fn a_busy_thread_is_counted_under_its_kind() {
+        let before = CpuSample::now();
+        let (busy_tx, busy_rx) = std::sync::mpsc::channel();
+        let (sampled_tx, sampled_rx) = std::sync::mpsc::channel::<()>();
+        let spinner = std::thread::Builder::new()
+            .name("quarry-cover".into())
+            .spawn(move || {
+                let mut x = 0u64;
+                while thread_cpu() < 0.3 {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+                busy_tx.send(()).unwrap();
+                // Alive until sampled: an exited thread counts under "exited threads".
+                sampled_rx.recv().ok();
+            })
+            .unwrap();
+        busy_rx.recv().unwrap();
+        let after = CpuSample::now();
+        sampled_tx.send(()).unwrap();
+        spinner.join().unwrap();
+        let spent = after.since(&before);
+        let cover = spent.get("cover").copied().unwrap_or(0.0);
+        assert!((0.25..1.0).contains(&cover), "{spent:?}");
+    }
+
+    #[test]
+    fn stat_lines_with_spaces_in_the_name_parse() {
+        let line = "42 (a b) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 0 0 0";
+        assert_eq!(cpu_seconds(line), Some(300.0 / ticks_per_second().unwrap()));
+    }
+}
