@@ -797,6 +797,14 @@ fn without_rows(ranges: &[Range<usize>], skip: &[u32]) -> Vec<Range<usize>> {
     out
 }
 
+/// The rows of `selected` (sorted, disjoint ranges) not in `skip` (sorted, unique), as ranges,
+/// and how many they are.
+fn live_rows(selected: &[Range<usize>], skip: &[u32]) -> (Vec<Range<usize>>, usize) {
+    let live = without_rows(selected, skip);
+    let rows = live.iter().map(Range::len).sum();
+    (live, rows)
+}
+
 /// Per row of `selected` (sorted, disjoint ranges, read in order), whether it is not in `skip`
 /// (sorted, unique).
 fn live_mask(selected: &[Range<usize>], skip: &[u32]) -> BooleanBuffer {
@@ -835,8 +843,7 @@ impl SyncSource for GroupSplit {
         }
         let GroupRows { selected, skip } = self.rows()?;
         let total = self.file.groups[self.group].rows as usize;
-        let live = without_rows(&selected, &skip);
-        let live_rows: usize = live.iter().map(Range::len).sum();
+        let (live, live_rows) = live_rows(&selected, &skip);
         if live_rows == 0 {
             return Ok(Box::new(std::iter::empty()));
         }
@@ -890,8 +897,7 @@ impl SyncSource for GroupSplit {
         let table = self.read.table.clone();
         let GroupRows { selected, skip } = self.rows()?;
         let total = self.file.groups[self.group].rows as usize;
-        let live = without_rows(&selected, &skip);
-        let live_rows: usize = live.iter().map(Range::len).sum();
+        let (live, live_rows) = live_rows(&selected, &skip);
         if live_rows == 0 {
             return Ok(Box::new(std::iter::empty()));
         }
