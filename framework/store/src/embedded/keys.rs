@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
 use arrow::compute::{cast, concat};
-use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use quarry_core::partition_key::{KeyColumn, tokens};
 use quarry_core::schema::TableDef;
@@ -52,14 +52,19 @@ pub fn with_key_column(table: &TableDef, rows: &RecordBatch) -> Result<RecordBat
 
 /// Rows in stored form (without key hashes) with `hashes`, one per row, after the token column.
 pub fn append_key_column(rows: &RecordBatch, hashes: ArrayRef) -> Result<RecordBatch> {
-    let mut fields: Vec<_> = rows.schema().fields().iter().cloned().collect();
-    fields.push(Arc::new(key_field()));
     let mut columns = rows.columns().to_vec();
     columns.push(hashes);
     Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
+        with_key_field(&rows.schema()),
         columns,
     )?)
+}
+
+/// A stored-form schema (without key hashes) with the [`KEY_COLUMN`] after the token column.
+pub fn with_key_field(schema: &Schema) -> SchemaRef {
+    let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
+    fields.push(Arc::new(key_field()));
+    Arc::new(Schema::new(fields))
 }
 
 /// The key hashes of rows in stored form: their [`KEY_COLUMN`] when they carry it, otherwise

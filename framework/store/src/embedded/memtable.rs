@@ -6,13 +6,15 @@
 //! run and swaps the run in for them in one step, so a scan sees either the chunks or the run,
 //! never both and never neither.
 
-use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use std::sync::Arc;
+
+use arrow::array::{AsArray, BooleanArray, Int64Array, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::Int64Type;
 use quarry_core::schema::TableDef;
 use quarry_core::token::Token;
 
-use crate::embedded::keys::key_hashes;
+use crate::embedded::keys::{append_key_column, key_hashes};
 use crate::error::Result;
 
 /// One acknowledged write.
@@ -71,6 +73,13 @@ impl MemChunk {
             .collect();
         let rows = filter_record_batch(&self.rows, &BooleanArray::from(keep))?;
         Ok(MemChunk::from_parts(self.seq, rows, hashes))
+    }
+
+    /// The chunk's rows with their key hashes after the token column
+    /// ([`crate::embedded::keys::KEY_COLUMN`]), as flushes write them.
+    pub fn rows_with_hashes(&self) -> Result<RecordBatch> {
+        let hashes = Arc::new(Int64Array::from(self.hashes.clone()));
+        append_key_column(&self.rows, hashes)
     }
 
     pub fn num_rows(&self) -> usize {

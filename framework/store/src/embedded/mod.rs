@@ -53,7 +53,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
-use arrow::array::{Int64Array, RecordBatch};
+use arrow::array::RecordBatch;
 use async_trait::async_trait;
 use quarry_core::schema::{KeyspaceDef, TableDef, TableName, ViewDef};
 use quarry_core::shard_map::ShardMap;
@@ -1933,10 +1933,7 @@ impl Inner {
                 // into the run's files and its key set.
                 let batches = group
                     .iter()
-                    .map(|c| {
-                        let hashes = Arc::new(Int64Array::from(c.hashes.clone()));
-                        keys::append_key_column(&c.rows, hashes)
-                    })
+                    .map(|c| c.rows_with_hashes())
                     .collect::<Result<Vec<_>>>()?;
                 let rows = sort_dedup(&def, &batches)?;
                 let files = if rows.num_rows() == 0 {

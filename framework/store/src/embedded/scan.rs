@@ -45,7 +45,7 @@ use quarry_core::token::TokenRange;
 
 use crate::embedded::data_file::DataFileRef;
 use crate::embedded::deletes::Deletes;
-use crate::embedded::keys::{KeySet, Tagged, append_key_column, with_key_column};
+use crate::embedded::keys::{KeySet, Tagged, with_key_column, with_key_field};
 use crate::embedded::memtable::MemChunk;
 use crate::error::{Error, Result};
 use crate::predicate::{BatchFilter, CmpOp, Predicate};
@@ -509,15 +509,6 @@ impl ReadSpec {
     }
 }
 
-/// The stored form with key hashes, in the table's own types: what [`SyncSource::stored_batches`]
-/// returns.
-fn stored_key_schema(table: &TableDef) -> SchemaRef {
-    let stored = crate::embedded::sorted_rows::stored_schema(table);
-    let mut fields: Vec<_> = stored.fields().iter().cloned().collect();
-    fields.push(Arc::new(crate::embedded::keys::key_field()));
-    Arc::new(arrow::datatypes::Schema::new(fields))
-}
-
 /// The allowed ranges clipped to `[min, max]`, or `None` when they cover all of it.
 fn filter_for(allowed: &[TokenRange], min: i64, max: i64) -> Option<Vec<TokenRange>> {
     let span = TokenRange::new(min.saturating_sub(1), max);
@@ -911,7 +902,8 @@ impl SyncSource for GroupSplit {
             &columns,
             (live_rows < total).then_some(live),
         )?;
-        let schema = stored_key_schema(&table);
+        // The table's own types (text as `Utf8`, as data files hold it), not the scan's.
+        let schema = with_key_field(&crate::embedded::sorted_rows::stored_schema(&table));
         Ok(Box::new(reader.map(move |batch| {
             let batch = with_key_column(&table, &batch?)?;
             crate::store::cast_batch(&batch, &schema)
@@ -973,8 +965,7 @@ impl SyncSource for ChunkSplit {
         let token_column = table.columns.len();
         let mut pieces = Vec::with_capacity(self.chunks.len());
         for c in &self.chunks {
-            let hashes = Arc::new(arrow::array::Int64Array::from(c.chunk.hashes.clone()));
-            let rows = append_key_column(&c.chunk.rows, hashes)?;
+            let rows = c.chunk.rows_with_hashes()?;
             let rows = match &c.token_filter {
                 Some(ranges) => keep_ranges(&rows, token_column, ranges)?,
                 None => rows,

@@ -3,7 +3,8 @@
 //! Every row gets its token appended as a hidden last column ([`TOKEN_COLUMN`]); rows are then
 //! sorted by token, partition key and clustering key, and of rows with equal primary keys only the
 //! last one written survives (CQL's last-write-wins). Runs, memtable chunks and log records all
-//! hold rows in this form.
+//! hold rows in this form; flushes and compactions sort rows that also carry their key hashes
+//! after the token (`keys.rs`), which go along with them.
 
 use std::sync::Arc;
 
