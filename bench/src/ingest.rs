@@ -65,8 +65,8 @@ pub struct IngestArgs {
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Print a line a second during ingestion: the table's runs, overlap depth, memtable rows,
-    /// the last compaction, the process's resident memory and each query's latency (to see
-    /// what a slow query met).
+    /// the last compaction, the process's resident memory, the CPU seconds the store's threads
+    /// spent since the last line and each query's latency (to see what a slow query met).
     #[arg(long)]
     timeline: bool,
 }
@@ -146,9 +146,11 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     let mut during_rows: Vec<u64> = Vec::new();
     if args.timeline {
         println!(
-            "second  runs  depth  memtable rows  last compaction (runs, rows, ms)  RSS MiB  query ms"
+            "second  runs  depth  memtable rows  last compaction (runs, rows, ms)  RSS MiB  \
+             CPU s: flush compaction cover exited  query ms"
         );
     }
+    let mut cpu_last = cpu_before.clone();
     while started.elapsed() < Duration::from_secs(args.seconds) {
         let tick = Instant::now();
         let shape = store.table_stats(&name)?;
@@ -171,12 +173,20 @@ pub async fn run(args: IngestArgs) -> Result<()> {
             let rss = crate::memory::rss_mib(std::process::id())
                 .map(|mib| format!("{mib:.0}"))
                 .unwrap_or_default();
+            let cpu_now = crate::cpu::CpuSample::now();
+            let spent = cpu_now.since(&cpu_last);
+            cpu_last = cpu_now;
+            let store_cpu: Vec<String> = ["flush", "compaction", "cover", "exited threads"]
+                .iter()
+                .map(|kind| format!("{:.2}", spent.get(kind).copied().unwrap_or(0.0)))
+                .collect();
             println!(
-                "{:>6.1}  {:>4}  {:>5}  {:>13}  {last:>32}  {rss:>7}  {}",
+                "{:>6.1}  {:>4}  {:>5}  {:>13}  {last:>32}  {rss:>7}  {:>32}  {}",
                 started.elapsed().as_secs_f64(),
                 shape.runs,
                 shape.overlap_depth,
                 shape.memtable_rows,
+                store_cpu.join(" "),
                 latencies.join(" ")
             );
         }
