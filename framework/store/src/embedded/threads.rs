@@ -3,10 +3,10 @@
 //! Queries run at the process's priority. The work that keeps up with arriving data runs below
 //! it, as ScyllaDB's scheduler gives statements more shares than memtable flushes and
 //! compaction: writes (sorting, hashing, appending to the log) and flushes a little below,
-//! compaction further below. On an idle machine this changes nothing; on a busy one a query
-//! gets the cores first, and ingestion catches up in the gaps between queries. A write is still
-//! acknowledged only once it is durable and readable, so nothing is lost or reordered, only
-//! delayed while a query runs.
+//! compaction further below, in the idle scheduling class. On an idle machine this changes
+//! nothing; on a busy one a query gets the cores first, and ingestion catches up in the gaps
+//! between queries. A write is still acknowledged only once it is durable and readable, so
+//! nothing is lost or reordered, only delayed while a query runs.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -30,7 +30,12 @@ pub(super) enum Niceness {
     /// Rewriting runs that are already readable, and working out ahead of scans which of their
     /// rows the memtable hides: the lowest level, so that a query meets almost nothing of it
     /// (measured for compaction: medians during ingestion 0-10% lower than at 10, with no more
-    /// runs left unmerged).
+    /// runs left unmerged). On Linux these threads are also in the idle scheduling class
+    /// (`SCHED_IDLE`): a waking query thread preempts them at once and the kernel places it on
+    /// a core running only them as on an idle one, where a nice-19 thread still kept its slice.
+    /// Over three 60 s runs against four, the median of (a) during ingestion went from 1.48-1.65
+    /// to 1.41-1.44 of the same rows compacted, (b) from 1.53-1.63 to 1.44-1.53, and (b)'s p99
+    /// from 269-399 to 191-230 ms, with compaction keeping up as before.
     Compaction = 19,
 }
 
@@ -51,6 +56,15 @@ pub(super) fn lower_thread_priority(by: Niceness) {
     };
     if failed {
         tracing::debug!(?by, "could not lower a store thread's priority");
+    }
+    if by == Niceness::Compaction {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: pid 0 is the calling thread; `param` outlives the call, which reports failure
+        // through its result.
+        let failed = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0;
+        if failed {
+            tracing::debug!("could not move a store thread to the idle scheduling class");
+        }
     }
 }
 
@@ -128,6 +142,46 @@ fn next(queue: &Mutex<Receiver<Task>>) -> Option<Task> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The calling thread's nice value and scheduling policy, from `/proc/thread-self/stat`.
+    #[cfg(target_os = "linux")]
+    fn nice_and_policy() -> (i32, u32) {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // Fields after the parenthesised name start at the third (the state).
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
+            .split_whitespace()
+            .collect();
+        (fields[16].parse().unwrap(), fields[38].parse().unwrap())
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn compaction_threads_and_their_helpers_run_only_when_the_cores_are_otherwise_idle() {
+        let (nice, policy, helper) = std::thread::spawn(|| {
+            let (before, _) = nice_and_policy();
+            lower_thread_priority(Niceness::Compaction);
+            let (nice, policy) = nice_and_policy();
+            // A parallel sort's or a file writer's thread, started by the compaction thread.
+            let helper = std::thread::spawn(nice_and_policy).join().unwrap();
+            ((before, nice), policy, helper)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(nice.1, (nice.0 + 19).min(19));
+        assert_eq!(policy, libc::SCHED_IDLE as u32);
+        assert_eq!(helper, (nice.1, policy));
+        let (_, writer_policy) = std::thread::spawn(|| {
+            lower_thread_priority(Niceness::Ingestion);
+            nice_and_policy()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            writer_policy,
+            libc::SCHED_OTHER as u32,
+            "writes keep the normal class"
+        );
+    }
 
     #[tokio::test]
     async fn a_write_that_panics_fails_alone_and_its_thread_keeps_serving() {
