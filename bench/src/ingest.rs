@@ -306,7 +306,7 @@ fn print_cpu(cpu: &std::collections::BTreeMap<&'static str, f64>, secs: f64, row
     let total: f64 = cpu.values().sum();
     println!(
         "CPU during ingestion: {total:.1} s of {:.1} core-seconds ({:.0}%); by thread (queries' \
-         threads also make the writers' batches; exited threads are mostly parallel sorts):",
+         threads also make the writers' batches; exited threads are the parallel sorts and file writers of flushes and compactions):",
         secs * cores,
         100.0 * total / (secs * cores)
     );
