@@ -146,15 +146,21 @@ pub struct TableSnapshot {
 /// A row group: its file's path and its number in the file.
 type GroupId = (String, usize);
 
+/// How many states of the memtable each row group keeps what was worked out for: a scan planned
+/// a few writes ago uses the newest entry no newer than its own state (the cover thread, running
+/// ahead of it, would otherwise leave it to compare the whole memtable with every row group).
+const COVERED_HISTORY: usize = 8;
+
 /// The keys of the memtable's chunks, and per row group of a run the rows they supersede. One
 /// per state of the memtable: a write or a flush starts the next one, which inherits what was
 /// worked out, so a scan after a write compares the older runs with the new chunks only.
 #[derive(Debug, Default)]
 pub struct MemKeys {
-    /// Per row group, the rows hidden by chunks up to a sequence number; shared by every state
-    /// of the memtable. Hidden rows stay hidden: a chunk row is only ever superseded by a newer
-    /// write of the same key, and flushed chunks leave deletion vectors behind.
-    covered: Arc<Mutex<HashMap<GroupId, Covered>>>,
+    /// Per row group, the rows hidden by chunks up to a sequence number, for the last few such
+    /// numbers (ascending); shared by every state of the memtable. Hidden rows stay hidden: a
+    /// chunk row is only ever superseded by a newer write of the same key, and flushed chunks
+    /// leave deletion vectors behind.
+    covered: Arc<Mutex<HashMap<GroupId, Vec<Covered>>>>,
     /// Keys of this state's chunks newer than a sequence number, by that number; worked out once
     /// however many threads ask at the same time (a scan's partitions and the cover thread).
     sets: Mutex<HashMap<u64, SetCell>>,
@@ -163,12 +169,35 @@ pub struct MemKeys {
 /// A key set some thread is building or has built.
 type SetCell = Arc<Mutex<Option<Arc<KeySet>>>>;
 
+/// The rows of a row group hidden by the chunks of some state of the memtable.
 #[derive(Debug, Clone)]
 struct Covered {
     /// The newest chunk compared.
     seq: u64,
+    /// The oldest chunk compared: of the chunks up to `seq`, those older than it had been
+    /// flushed when the rows were worked out (their rows are in the run's deletion vectors from
+    /// then on), so a scan still holding one of them cannot use these rows.
+    since: u64,
     /// Rows hidden, numbered within the group, sorted.
     rows: Arc<Vec<u32>>,
+}
+
+impl Covered {
+    /// Whether a state of the memtable holding `chunks`, newest `newest`, may take these rows
+    /// for a row group of a run with sequence number `run_seq` (and compare only its chunks
+    /// newer than `self.seq`).
+    fn serves(&self, chunks: &[Arc<MemChunk>], run_seq: u64, newest: u64) -> bool {
+        self.seq <= newest
+            && chunks
+                .iter()
+                .all(|c| c.seq <= run_seq || c.seq > self.seq || c.seq >= self.since)
+    }
+}
+
+/// The oldest chunk's sequence number: flushes take the oldest chunks, so every chunk from it
+/// to the newest is in `chunks`.
+fn oldest(chunks: &[Arc<MemChunk>]) -> u64 {
+    chunks.iter().map(|c| c.seq).min().unwrap_or(u64::MAX)
 }
 
 impl MemKeys {
@@ -178,6 +207,12 @@ impl MemKeys {
             covered: self.covered.clone(),
             sets: Mutex::default(),
         }
+    }
+
+    /// How many key sets of chunks this state of the memtable built.
+    #[cfg(test)]
+    pub fn sets_built(&self) -> usize {
+        lock(&self.sets).len()
     }
 
     /// Forgets the row groups of files no run lists any more.
@@ -203,11 +238,22 @@ impl MemKeys {
         Ok(set)
     }
 
-    /// What scans and the cover thread worked out for row group `group` of `file`: the newest
-    /// chunk compared, and the rows hidden (sorted).
-    pub fn known(&self, file: &DataFileRef, group: usize) -> Option<(u64, Arc<Vec<u32>>)> {
+    /// For a flush of `chunks` (of the memtable, with `newest` the newest chunk it holds):
+    /// the newest chunk compared with row group `group` of `file` (of a run with sequence
+    /// number `run_seq`), and the rows hidden (sorted), as scans and the cover thread worked
+    /// them out.
+    pub fn known(
+        &self,
+        file: &DataFileRef,
+        group: usize,
+        chunks: &[Arc<MemChunk>],
+        run_seq: u64,
+    ) -> Option<(u64, Arc<Vec<u32>>)> {
         lock(&self.covered)
-            .get(&(file.relative.clone(), group))
+            .get(&(file.relative.clone(), group))?
+            .iter()
+            .rev()
+            .find(|known| known.serves(chunks, run_seq, u64::MAX))
             .map(|known| (known.seq, known.rows.clone()))
     }
 
@@ -223,16 +269,20 @@ impl MemKeys {
     ) -> Result<Arc<Vec<u32>>> {
         let newest = chunks.iter().map(|c| c.seq).max().unwrap_or(0);
         let id = (file.relative.clone(), group);
-        // What was worked out for a later state may hide rows of chunks this scan does not see.
-        let known = lock(&self.covered)
-            .get(&id)
-            .filter(|known| known.seq <= newest)
-            .cloned();
-        let (from, known) = match known {
+        // What was worked out for a later state may hide rows of chunks this scan does not see:
+        // the newest entry no newer than this state, and worked out with all its chunks.
+        let known = lock(&self.covered).get(&id).and_then(|history| {
+            history
+                .iter()
+                .rev()
+                .find(|known| known.serves(chunks, seq, newest))
+                .cloned()
+        });
+        let (from, since, known) = match known {
             Some(known) if known.seq == newest => return Ok(known.rows),
             // Chunks no newer than the run hide none of its rows.
-            Some(known) => (known.seq.max(seq), Some(known.rows)),
-            None => (seq, None),
+            Some(known) => (known.seq.max(seq), known.since, Some(known.rows)),
+            None => (seq, oldest(chunks), None),
         };
         let rows = if from >= newest {
             known.unwrap_or_default()
@@ -252,15 +302,26 @@ impl MemKeys {
                 known => Arc::new(merged(known.as_deref().map_or(&[], Vec::as_slice), &found)),
             }
         };
+        // Chunks between the entry's newest and this state's oldest were flushed meanwhile.
+        let since = if oldest(chunks) > from {
+            since.max(oldest(chunks))
+        } else {
+            since
+        };
         let mut covered = lock(&self.covered);
-        if covered.get(&id).is_none_or(|c| c.seq < newest) {
-            covered.insert(
-                id,
+        let history = covered.entry(id).or_default();
+        if let Err(at) = history.binary_search_by_key(&newest, |c| c.seq) {
+            history.insert(
+                at,
                 Covered {
                     seq: newest,
+                    since,
                     rows: rows.clone(),
                 },
             );
+            if history.len() > COVERED_HISTORY {
+                history.remove(0);
+            }
         }
         Ok(rows)
     }
@@ -280,16 +341,25 @@ pub fn chunk_keys(table: &TableDef, chunks: &[Arc<MemChunk>], seq: u64) -> Resul
 /// so that scans planned later find it done and compare the runs only with chunks newer still.
 /// The store's cover thread calls it as writes arrive.
 pub fn cover(snapshot: &TableSnapshot) -> Result<()> {
+    for run in &snapshot.runs {
+        cover_files(snapshot, &run.files, run.seq)?;
+    }
+    Ok(())
+}
+
+/// As [`cover`], for the files of a run with sequence number `seq` that flushes and compactions
+/// are about to install: the first scans after it find its rows hidden by the chunks written
+/// meanwhile worked out (for a compaction's run, that is the whole memtable), and compare it
+/// only with newer chunks, as they do the other runs.
+pub fn cover_files(snapshot: &TableSnapshot, files: &[DataFileRef], seq: u64) -> Result<()> {
     if snapshot.chunks.is_empty() {
         return Ok(());
     }
-    for run in &snapshot.runs {
-        for file in &run.files {
-            for group in 0..file.groups.len() {
-                snapshot
-                    .mem_keys
-                    .hidden(&snapshot.def, &snapshot.chunks, file, group, run.seq)?;
-            }
+    for file in files {
+        for group in 0..file.groups.len() {
+            snapshot
+                .mem_keys
+                .hidden(&snapshot.def, &snapshot.chunks, file, group, seq)?;
         }
     }
     Ok(())
