@@ -14,6 +14,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use roaring::RoaringBitmap;
 
@@ -31,6 +32,8 @@ pub struct Deletes {
     pub rows: RoaringBitmap,
     /// Set when a newer version replaced this one or the file's run left the manifest.
     obsolete: AtomicBool,
+    /// The rows of each row group, numbered within it: worked out once, by the first scan.
+    by_group: OnceLock<Vec<Arc<Vec<u32>>>>,
 }
 
 impl Deletes {
@@ -51,6 +54,7 @@ impl Deletes {
             path,
             rows,
             obsolete: AtomicBool::new(false),
+            by_group: OnceLock::new(),
         })
     }
 
@@ -76,6 +80,26 @@ impl Deletes {
             path,
             rows,
             obsolete: AtomicBool::new(false),
+            by_group: OnceLock::new(),
+        })
+    }
+
+    /// The deleted rows of each row group of the data file, whose groups start at rows
+    /// `group_starts`, numbered within the group. A version never changes, so every scan of it
+    /// shares what the first one worked out.
+    pub fn in_groups(&self, group_starts: &[u64]) -> &[Arc<Vec<u32>>] {
+        self.by_group.get_or_init(|| {
+            let mut groups = Vec::with_capacity(group_starts.len());
+            for (g, &start) in group_starts.iter().enumerate() {
+                let start = u32::try_from(start).unwrap_or(u32::MAX);
+                let end = match group_starts.get(g + 1) {
+                    Some(&next) => u32::try_from(next).unwrap_or(u32::MAX),
+                    None => u32::MAX,
+                };
+                let rows = self.rows.range(start..end).map(|r| r - start).collect();
+                groups.push(Arc::new(rows));
+            }
+            groups
         })
     }
 
@@ -103,6 +127,19 @@ impl Drop for Deletes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deleted_rows_split_into_row_groups_numbered_within_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows: RoaringBitmap = [0u32, 5, 9, 10, 25, 29].into_iter().collect();
+        let deletes = Deletes::write(dir.path(), "a.del-1".into(), rows).unwrap();
+        let groups: Vec<Vec<u32>> = deletes
+            .in_groups(&[0, 10, 20, 30])
+            .iter()
+            .map(|g| g.to_vec())
+            .collect();
+        assert_eq!(groups, [vec![0, 5, 9], vec![0], vec![5, 9], vec![]]);
+    }
 
     #[test]
     fn a_deletion_vector_reads_back_and_refuses_damage() {

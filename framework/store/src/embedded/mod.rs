@@ -1494,12 +1494,13 @@ impl Inner {
         {
             table.drop_superseded_chunk_rows(keys)?;
         }
-        let live: HashSet<&str> = table
-            .runs
+        // Only the replaced runs' files: a flush or compaction installing after this one may
+        // have covered its new files already.
+        let gone: HashSet<&str> = victims
             .iter()
             .flat_map(|r| r.files.iter().map(|f| f.relative.as_str()))
             .collect();
-        table.mem_keys.retain_files(&|file| live.contains(file));
+        table.mem_keys.retain_files(&|file| !gone.contains(file));
         let compact = wants_compaction(&table.runs, &self.options);
         drop(state);
         for d in replaced {

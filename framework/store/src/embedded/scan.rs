@@ -73,17 +73,12 @@ pub struct Run {
 impl Run {
     /// The deleted rows of row group `group` of file `file`, numbered within the group; `None`
     /// when there are none.
-    pub fn deleted_in_group(&self, file: usize, group: usize) -> Option<Vec<u32>> {
+    pub fn deleted_in_group(&self, file: usize, group: usize) -> Option<Arc<Vec<u32>>> {
         let deletes = self.deletes.get(file)?.as_ref()?;
-        let data = &self.files[file];
-        let start = *data.group_starts.get(group)?;
-        let end = start + data.groups[group].rows;
-        let rows: Vec<u32> = deletes
-            .rows
-            .range(start as u32..end as u32)
-            .map(|r| r - start as u32)
-            .collect();
-        (!rows.is_empty()).then_some(rows)
+        let rows = deletes
+            .in_groups(&self.files[file].group_starts)
+            .get(group)?;
+        (!rows.is_empty()).then(|| rows.clone())
     }
 
     /// Rows written, counting superseded ones.
@@ -747,7 +742,7 @@ struct GroupSplit {
     token_filter: Option<Vec<TokenRange>>,
     read: ReadSpec,
     /// Rows of the group a newer run superseded, numbered within the group.
-    deleted: Option<Vec<u32>>,
+    deleted: Option<Arc<Vec<u32>>>,
     /// The memtable, and the run's sequence number: memtable rows newer than the run hide its
     /// rows with the same keys.
     overlay: Option<(Overlay, u64)>,
@@ -794,7 +789,11 @@ impl GroupSplit {
             )?),
             None => None,
         };
-        let deleted = self.deleted.as_deref().unwrap_or_default();
+        let deleted = self
+            .deleted
+            .as_deref()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let hidden = hidden.as_deref().map(Vec::as_slice).unwrap_or_default();
         let total = self.file.groups[self.group].rows as usize;
         Ok(GroupRows {
