@@ -3096,19 +3096,16 @@ mod tests {
         seen
     }
 
-    /// A scan planned a few writes ago takes the rows its chunks hide from what the cover
-    /// thread worked out for its own state, though the thread has moved on to newer ones since:
-    /// it builds no key set of the chunks and compares no row group. And a run's files covered
-    /// before they are installed leave scans nothing to work out either.
-    #[tokio::test]
-    async fn scans_behind_the_cover_thread_and_new_runs_find_their_hidden_rows_worked_out() {
+    /// A store that flushes only when told, with ids 0..1000 (value 1.0) in a run of row
+    /// groups of 100 rows and ids 100..120 (value 2.0) in the memtable.
+    async fn run_and_chunk_store() -> (tempfile::TempDir, EmbeddedStore, TableDef, TableName) {
         let options = EmbeddedOptions {
             bulk_write_rows: 100,
             rows_per_group: 100,
             background: false,
             ..EmbeddedOptions::default()
         };
-        let (_dir, store, def, name) = id_value_store(options).await;
+        let (dir, store, def, name) = id_value_store(options).await;
         store
             .write(&name, vec![id_value_rows(&def, 0..1000, 1.0)])
             .await
@@ -3117,6 +3114,16 @@ mod tests {
             .write(&name, vec![id_value_rows(&def, 100..120, 2.0)])
             .await
             .unwrap();
+        (dir, store, def, name)
+    }
+
+    /// A scan planned a few writes ago takes the rows its chunks hide from what the cover
+    /// thread worked out for its own state, though the thread has moved on to newer ones since:
+    /// it builds no key set of the chunks and compares no row group. And a run's files covered
+    /// before they are installed leave scans nothing to work out either.
+    #[tokio::test]
+    async fn scans_behind_the_cover_thread_and_new_runs_find_their_hidden_rows_worked_out() {
+        let (_dir, store, def, name) = run_and_chunk_store().await;
         let first = store.state().unwrap().snapshot(&name).unwrap();
         store
             .write(&name, vec![id_value_rows(&def, 500..530, 3.0)])
@@ -3190,21 +3197,7 @@ mod tests {
     /// chunks, whose rows the scan's older deletion vectors do not mark.
     #[tokio::test]
     async fn a_scan_from_before_a_flush_never_takes_hidden_rows_worked_out_without_its_chunks() {
-        let options = EmbeddedOptions {
-            bulk_write_rows: 100,
-            rows_per_group: 100,
-            background: false,
-            ..EmbeddedOptions::default()
-        };
-        let (_dir, store, def, name) = id_value_store(options).await;
-        store
-            .write(&name, vec![id_value_rows(&def, 0..1000, 1.0)])
-            .await
-            .unwrap();
-        store
-            .write(&name, vec![id_value_rows(&def, 100..120, 2.0)])
-            .await
-            .unwrap();
+        let (_dir, store, def, name) = run_and_chunk_store().await;
         let before = store.state().unwrap().snapshot(&name).unwrap();
         store.flush().unwrap();
         store
