@@ -86,21 +86,48 @@ impl Deletes {
 
     /// The deleted rows of each row group of the data file, whose groups start at rows
     /// `group_starts`, numbered within the group. A version never changes, so every scan of it
-    /// shares what the first one worked out.
+    /// shares what the first one worked out (or [`Self::split_after`], ahead of any scan).
     pub fn in_groups(&self, group_starts: &[u64]) -> &[Arc<Vec<u32>>] {
         self.by_group.get_or_init(|| {
-            let mut groups = Vec::with_capacity(group_starts.len());
-            for (g, &start) in group_starts.iter().enumerate() {
-                let start = u32::try_from(start).unwrap_or(u32::MAX);
-                let end = match group_starts.get(g + 1) {
-                    Some(&next) => u32::try_from(next).unwrap_or(u32::MAX),
-                    None => u32::MAX,
-                };
-                let rows = self.rows.range(start..end).map(|r| r - start).collect();
-                groups.push(Arc::new(rows));
-            }
-            groups
+            (0..group_starts.len())
+                .map(|g| {
+                    let (start, end) = group_bounds(group_starts, g);
+                    Arc::new(self.rows.range(start..end).map(|r| r - start).collect())
+                })
+                .collect()
         })
+    }
+
+    /// Works out [`Self::in_groups`] for a version that is `previous` plus the rows `added`, on
+    /// the thread that wrote it rather than in the first scan to read it. A flush supersedes a
+    /// few rows in each group of a large file; the groups that gained none share `previous`'s
+    /// lists, and the rest merge theirs with the new rows, instead of walking every deleted row
+    /// of the file again.
+    pub fn split_after(&self, group_starts: &[u64], previous: Option<&Deletes>, added: &[u32]) {
+        let before = previous
+            .and_then(|p| p.by_group.get())
+            .filter(|before| before.len() == group_starts.len());
+        let Some(before) = before else {
+            self.in_groups(group_starts);
+            return;
+        };
+        let mut added = added.to_vec();
+        added.sort_unstable();
+        added.dedup();
+        let groups = (0..group_starts.len())
+            .map(|g| {
+                let (start, end) = group_bounds(group_starts, g);
+                let from = added.partition_point(|&r| r < start);
+                let to = added.partition_point(|&r| r < end);
+                if from == to {
+                    return before[g].clone();
+                }
+                let new: Vec<u32> = added[from..to].iter().map(|r| r - start).collect();
+                Arc::new(union(&before[g], &new))
+            })
+            .collect();
+        // Only this thread has the version yet, so nothing can have split it meanwhile.
+        let _ = self.by_group.set(groups);
     }
 
     /// Marks the file for deletion once nothing holds this version.
@@ -111,6 +138,40 @@ impl Deletes {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// The rows of group `g` among groups starting at `group_starts`, as a range of row numbers
+/// in the file (the last group runs to the end).
+fn group_bounds(group_starts: &[u64], g: usize) -> (u32, u32) {
+    let row = |start: u64| u32::try_from(start).unwrap_or(u32::MAX);
+    let end = group_starts.get(g + 1).map_or(u32::MAX, |&next| row(next));
+    (row(group_starts[g]), end)
+}
+
+/// The rows of `a` and of `b` (each sorted and unique), sorted and unique.
+pub(crate) fn union(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
 }
 
 impl Drop for Deletes {
@@ -129,6 +190,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_union_of_rows_is_sorted_unique_and_loses_none() {
+        let cases: [(&[u32], &[u32]); 5] = [
+            (&[], &[]),
+            (&[1, 4, 9], &[]),
+            (&[], &[0, 2]),
+            (&[1, 4, 9, 12], &[0, 4, 5, 12, 40]),
+            (&[7], &[1, 2, 3, 7, 8]),
+        ];
+        for (a, b) in cases {
+            let mut expected: Vec<u32> = a.iter().chain(b).copied().collect();
+            expected.sort_unstable();
+            expected.dedup();
+            assert_eq!(union(a, b), expected, "{a:?} and {b:?}");
+        }
+    }
+
+    #[test]
     fn deleted_rows_split_into_row_groups_numbered_within_each() {
         let dir = tempfile::tempdir().unwrap();
         let rows: RoaringBitmap = [0u32, 5, 9, 10, 25, 29].into_iter().collect();
@@ -139,6 +217,31 @@ mod tests {
             .map(|g| g.to_vec())
             .collect();
         assert_eq!(groups, [vec![0, 5, 9], vec![0], vec![5, 9], vec![]]);
+    }
+
+    #[test]
+    fn a_new_version_splits_like_a_fresh_one_and_shares_the_groups_it_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let starts = [0u64, 100, 200, 300, 400];
+        let old_rows: RoaringBitmap = (0..500).filter(|r| r % 7 == 0).collect();
+        let old = Deletes::write(dir.path(), "a.del-1".into(), old_rows.clone()).unwrap();
+        old.in_groups(&starts);
+        // New rows in groups 1 and 3 only, unsorted, one already deleted and one given twice.
+        let added = [399u32, 105, 140, 301, 105, 150];
+        let mut rows = old_rows;
+        rows.extend(added);
+        let new = Deletes::write(dir.path(), "a.del-2".into(), rows.clone()).unwrap();
+        new.split_after(&starts, Some(&old), &added);
+        let fresh = Deletes::write(dir.path(), "a.del-3".into(), rows).unwrap();
+        let lists = |d: &Deletes| -> Vec<Vec<u32>> {
+            d.in_groups(&starts).iter().map(|g| g.to_vec()).collect()
+        };
+        assert_eq!(lists(&new), lists(&fresh));
+        assert!(lists(&new)[1].contains(&5) && lists(&new)[3].contains(&99));
+        let shared: Vec<bool> = (0..starts.len())
+            .map(|g| Arc::ptr_eq(&new.in_groups(&starts)[g], &old.in_groups(&starts)[g]))
+            .collect();
+        assert_eq!(shared, [true, false, true, false, true]);
     }
 
     #[test]

@@ -1549,13 +1549,14 @@ impl Inner {
                        written: &mut Vec<Arc<Deletes>>|
          -> Result<Arc<Deletes>> {
             let mut bitmap = old.map(|d| d.rows.clone()).unwrap_or_default();
-            bitmap.extend(rows);
+            bitmap.extend(rows.iter().copied());
             let n = lock(&self.state).next_id();
             let deletes = Arc::new(Deletes::write(
                 &self.dir,
                 format!("{}.del-{n}", file.relative),
                 bitmap,
             )?);
+            deletes.split_after(&file.group_starts, old.map(|d| &**d), &rows);
             written.push(deletes.clone());
             Ok(deletes)
         };

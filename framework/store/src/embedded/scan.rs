@@ -44,7 +44,7 @@ use quarry_core::shard_set::ShardSet;
 use quarry_core::token::TokenRange;
 
 use crate::embedded::data_file::DataFileRef;
-use crate::embedded::deletes::Deletes;
+use crate::embedded::deletes::{Deletes, union};
 use crate::embedded::keys::{KeySet, Tagged, with_key_column, with_key_field};
 use crate::embedded::memtable::MemChunk;
 use crate::error::{Error, Result};
@@ -294,7 +294,7 @@ impl MemKeys {
             match known {
                 // Nothing new: the same list, not a copy.
                 Some(known) if found.is_empty() => known,
-                known => Arc::new(merged(known.as_deref().map_or(&[], Vec::as_slice), &found)),
+                known => Arc::new(union(known.as_deref().map_or(&[], Vec::as_slice), &found)),
             }
         };
         // Chunks between the entry's newest and this state's oldest were flushed meanwhile.
@@ -365,7 +365,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The memtable as a scan sees it, to hide the rows of runs it supersedes.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Overlay {
     keys: Arc<MemKeys>,
     chunks: Vec<Arc<MemChunk>>,
@@ -425,13 +425,13 @@ pub(crate) fn plan_sources(
                 .is_empty()
         })
     };
-    let read = ReadSpec {
+    let read = Arc::new(ReadSpec {
         table: table.clone(),
         schema: schema.clone(),
         projection,
         limit: request.limit,
         filter: Arc::new(BatchFilter::new(&request.filters, &schema)),
-    };
+    });
     // The shards a piece returns rows of: a piece spanning shards the scan does not want is read
     // through a token filter.
     let covered = |token_filter: &Option<Vec<TokenRange>>, min: i64, max: i64| {
@@ -444,9 +444,11 @@ pub(crate) fn plan_sources(
             })
             .unwrap_or(shards.shard_of(min).0..=shards.shard_of(max).0)
     };
-    let overlay = (!snapshot.chunks.is_empty()).then(|| Overlay {
-        keys: snapshot.mem_keys.clone(),
-        chunks: snapshot.chunks.clone(),
+    let overlay = (!snapshot.chunks.is_empty()).then(|| {
+        Arc::new(Overlay {
+            keys: snapshot.mem_keys.clone(),
+            chunks: snapshot.chunks.clone(),
+        })
     });
     let mut splits: Vec<(ScanSplit, Arc<dyn SyncSource>)> = Vec::new();
     for run in &snapshot.runs {
@@ -740,19 +742,20 @@ struct GroupSplit {
     file: DataFileRef,
     group: usize,
     token_filter: Option<Vec<TokenRange>>,
-    read: ReadSpec,
+    /// Shared by every split of the scan, as is the overlay.
+    read: Arc<ReadSpec>,
     /// Rows of the group a newer run superseded, numbered within the group.
     deleted: Option<Arc<Vec<u32>>>,
     /// The memtable, and the run's sequence number: memtable rows newer than the run hide its
     /// rows with the same keys.
-    overlay: Option<(Overlay, u64)>,
+    overlay: Option<(Arc<Overlay>, u64)>,
 }
 
 /// Reads memtable chunks, in sequence order.
 #[derive(Debug)]
 struct ChunkSplit {
     chunks: Vec<ChunkRead>,
-    read: ReadSpec,
+    read: Arc<ReadSpec>,
 }
 
 /// One chunk of a [`ChunkSplit`], and the token ranges wanted of it (`None`: all).
@@ -767,7 +770,7 @@ struct GroupRows {
     /// Those the token filter selects, as sorted, disjoint ranges.
     selected: Vec<Range<usize>>,
     /// Those of them superseded by newer writes, sorted.
-    skip: Vec<u32>,
+    skip: Arc<Vec<u32>>,
 }
 
 impl GroupSplit {
@@ -789,46 +792,22 @@ impl GroupSplit {
             )?),
             None => None,
         };
-        let deleted = self
-            .deleted
-            .as_deref()
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let hidden = hidden.as_deref().map(Vec::as_slice).unwrap_or_default();
+        // A group's deleted rows and the rows the memtable hides overlap only where a deleted
+        // row was hidden before its deletion was written; most groups have only one of them,
+        // shared as it is.
+        let skip = match (&self.deleted, hidden) {
+            (None, None) => Arc::default(),
+            (Some(rows), None) => rows.clone(),
+            (Some(deleted), Some(hidden)) if hidden.is_empty() => deleted.clone(),
+            (None, Some(hidden)) => hidden,
+            (Some(deleted), Some(hidden)) => Arc::new(union(deleted, &hidden)),
+        };
         let total = self.file.groups[self.group].rows as usize;
         Ok(GroupRows {
             selected: selected.unwrap_or_else(|| std::iter::once(0..total).collect()),
-            skip: merged(deleted, hidden),
+            skip,
         })
     }
-}
-
-/// The rows of `a` and of `b` (each sorted and unique), sorted and unique: a group's deleted rows
-/// and the rows the memtable hides, which overlap only where a deleted row was hidden before
-/// its deletion was written.
-fn merged(a: &[u32], b: &[u32]) -> Vec<u32> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            std::cmp::Ordering::Less => {
-                out.push(a[i]);
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                out.push(b[j]);
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                out.push(a[i]);
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
-    out
 }
 
 /// `ranges` (sorted, disjoint) without the rows of `skip` (sorted, unique).
@@ -1250,23 +1229,6 @@ fn keep_ranges(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn merged_rows_are_sorted_unique_and_lose_none() {
-        let cases: [(&[u32], &[u32]); 5] = [
-            (&[], &[]),
-            (&[1, 4, 9], &[]),
-            (&[], &[0, 2]),
-            (&[1, 4, 9, 12], &[0, 4, 5, 12, 40]),
-            (&[7], &[1, 2, 3, 7, 8]),
-        ];
-        for (a, b) in cases {
-            let mut expected: Vec<u32> = a.iter().chain(b).copied().collect();
-            expected.sort_unstable();
-            expected.dedup();
-            assert_eq!(merged(a, b), expected, "{a:?} and {b:?}");
-        }
-    }
 
     #[test]
     fn the_live_mask_clears_skipped_rows_at_their_place_in_the_selection() {
