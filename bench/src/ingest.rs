@@ -4,7 +4,8 @@
 //! second. Reports the rows per second ingested, and the queries' median and p99 latency during
 //! ingestion beside the same queries before ingestion (the starting rows in one run), after it
 //! (the runs and memtable it left, nothing else running) and after compacting the final rows
-//! into one run; then the process's peak resident memory. The table grows as it is read, so the
+//! into one run (its p99 too, over as many rounds as ran during ingestion, beside the p99 during
+//! it); then the process's peak resident memory. The table grows as it is read, so the
 //! plain ratio of the median to the compacted (final) table flatters the queries during
 //! ingestion, which read fewer rows. The same-size ratio compares each query with the same
 //! number of rows in one run instead: the two one-run tables measured (the starting rows before
@@ -227,19 +228,22 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     let peak_settled = crate::memory::peak_rss_mib(std::process::id());
     // And on the same rows compacted into one run: the reference for the rows the table ends
     // with (queries during ingestion read between the starting rows and these).
+    // As many rounds as ran during ingestion, so that the two p99s are read off samples of
+    // the same size (the p99 of a handful is only their slowest).
     store.flush()?;
     store.compact(&name)?;
-    let mut compacted = timed_queries(&session, 5).await?;
+    let mut compacted = timed_queries(&session, during_rows.len().max(5)).await?;
     let final_rows = live_rows(&store.table_stats(&name)?);
     println!(
         "\nlatencies: before ingestion ({} rows, one run), during it (median, p99), after it \
          (idle, {} runs), once background work settled ({} runs) and after compacting the final \
-         {} rows into one run; same size: each query during ingestion against one run of the \
-         rows the table then held (the line through before and compacted), median",
+         {} rows into one run (median, p99, over as many rounds as ran during ingestion); same \
+         size: each query during ingestion against one run of the rows the table then held (the \
+         line through before and compacted), median",
         base_rows, stats.runs, settled_runs, final_rows
     );
     println!(
-        "{:<36} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>15} {:>19} {:>19} {:>15} {:>18}",
+        "{:<36} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>15} {:>19} {:>19} {:>15} {:>15} {:>18}",
         "query",
         "before",
         "median",
@@ -247,9 +251,11 @@ pub async fn run(args: IngestArgs) -> Result<()> {
         "idle",
         "settled",
         "compacted",
+        "c. p99",
         "median/before",
         "median/compacted",
         "median/same size",
+        "p99/c. p99",
         "idle/compacted",
         "settled/compacted"
     );
@@ -260,6 +266,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
         let p99 = percentile(&mut during[q], 99);
         let idle = percentile(&mut after[q], 50);
         let settled = percentile(&mut settled[q], 50);
+        let compacted_p99 = percentile(&mut compacted[q], 99);
         let compacted = percentile(&mut compacted[q], 50);
         let mut same_size: Vec<f64> = during[q]
             .iter()
@@ -270,17 +277,19 @@ pub async fn run(args: IngestArgs) -> Result<()> {
             })
             .collect();
         println!(
-            "{label:<36} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>15.2} \
-             {:>19.2} {:>19.2} {:>15.2} {:>18.2}",
+            "{label:<36} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms \
+             {:>15.2} {:>19.2} {:>19.2} {:>15.2} {:>15.2} {:>18.2}",
             ms(reference),
             ms(median),
             ms(p99),
             ms(idle),
             ms(settled),
             ms(compacted),
+            ms(compacted_p99),
             ms(median) / ms(reference),
             ms(median) / ms(compacted),
             median_of(&mut same_size),
+            ms(p99) / ms(compacted_p99),
             ms(idle) / ms(compacted),
             ms(settled) / ms(compacted),
         );
