@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{ArrayRef, AsArray, RecordBatch, UInt32Array};
-use arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
@@ -369,7 +369,7 @@ fn write_file(
     if layout.cut_at_gaps {
         cuts = with_gap_cuts(&cuts, tokens, shards);
     }
-    let props = writer_properties(table, rows)?;
+    let props = writer_properties(rows)?;
     let file = File::create(path).map_err(Error::io("creating", path))?;
     let mut writer = ArrowWriter::try_new(file, rows.schema(), Some(props))?;
     let mut group_hashes = Vec::with_capacity(cuts.len().saturating_sub(1));
@@ -399,40 +399,48 @@ fn map_read_only(file: &File) -> std::io::Result<memmap2::Mmap> {
 /// How the columns of a data file of `rows` (stored form, with key hashes) are encoded.
 ///
 /// Dictionary and RLE encodings already shrink the typical columns; block compression cost scans
-/// measurably (LZ4 and Snappy were 10-20% slower on the benchmark's queries). A column whose
-/// values are nearly unique gains nothing from a dictionary: it only grows to its size limit
-/// (1 MiB) and falls back to plain values, leaving a dictionary page that every read of the column
-/// copies and decodes. The key hashes ([`KEY_COLUMN`]) always are; the tokens ([`TOKEN_COLUMN`])
-/// and integer clustering columns (a reading's timestamp) often are, but not in a table of wide
-/// partitions (a token per partition) or of coarse buckets, so their rows are sampled. Plain
-/// values also let a read of a few scattered rows (the keys of a newer write's candidate
-/// matches, see [`DataFile::mapped`]) take each value where it lies.
-fn writer_properties(table: &TableDef, rows: &RecordBatch) -> Result<WriterProperties> {
+/// measurably (LZ4 and Snappy were 10-20% slower on the benchmark's queries). A dictionary is
+/// not free to read, though: every value is gathered through it, and a column whose dictionary
+/// saves little is stored plain instead, each column judged on a sample of its values (see
+/// [`plain_pays`]). The key hashes ([`KEY_COLUMN`]) always are plain. Plain values also let a
+/// read of a few scattered rows (the keys of a newer write's candidate matches, see
+/// [`DataFile::mapped`]) take each value where it lies.
+fn writer_properties(rows: &RecordBatch) -> Result<WriterProperties> {
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::UNCOMPRESSED)
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_max_row_group_row_count(Some(usize::MAX));
-    let mut plain = vec![KEY_COLUMN];
-    let clustering = table.clustering.iter().map(String::as_str);
-    for name in clustering.chain([TOKEN_COLUMN]) {
-        if let Some(column) = rows.column_by_name(name)
-            && nearly_unique(column)?
-        {
-            plain.push(name);
+    let schema = rows.schema();
+    for (field, column) in schema.fields().iter().zip(rows.columns()) {
+        if field.name() == KEY_COLUMN || plain_pays(column)? {
+            let path = ColumnPath::from(field.name().as_str());
+            builder = builder
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_encoding(path, Encoding::PLAIN);
         }
-    }
-    for name in plain {
-        builder = builder
-            .set_column_dictionary_enabled(ColumnPath::from(name), false)
-            .set_column_encoding(ColumnPath::from(name), Encoding::PLAIN);
     }
     Ok(builder.build())
 }
 
-/// Whether an integer-like column holds nearly as many distinct values as rows: nine in ten
-/// rows of an even sample of up to [`UNIQUE_SAMPLE_ROWS`] differ. Columns of other types never
-/// are, as far as encoding goes (see [`writer_properties`]).
-fn nearly_unique(column: &ArrayRef) -> Result<bool> {
+/// Whether `column` is better stored as plain values than through a dictionary, judged on an
+/// even sample of up to [`SAMPLE_ROWS`] rows:
+/// - An integer-like column (a token, a timestamp) when it is nearly unique: nine in ten sampled
+///   rows differ. Its dictionary would only grow to its size limit (1 MiB) and fall back to
+///   plain values, leaving a dictionary page that every read of the column copies and decodes.
+///   Tokens and timestamps often are, but not in a table of wide partitions (a token per
+///   partition) or of coarse buckets, hence the sample.
+/// - A floating-point column when more than [`BYTE_INDEX_VALUES`] sampled values differ, so that
+///   its dictionary indices would be wider than a byte. Measured quantities rarely repeat
+///   enough to make a dictionary pay for gathering every value through it: for the benchmark's
+///   readings (values to two decimals) a plain `value` column made scans 8-10% faster (`quarry-
+///   bench fresh`: (a) 42 to 37-39 ms, (b) 64 to 57-59 ms) for data files 19% larger.
+///
+/// Columns of other types keep their dictionary.
+fn plain_pays(column: &ArrayRef) -> Result<bool> {
+    let float = matches!(
+        column.data_type(),
+        DataType::Float16 | DataType::Float32 | DataType::Float64
+    );
     let integer = matches!(
         column.data_type(),
         DataType::Int8
@@ -445,23 +453,33 @@ fn nearly_unique(column: &ArrayRef) -> Result<bool> {
             | DataType::Time64(_)
             | DataType::Timestamp(_, _)
     );
-    if !integer || column.is_empty() {
+    if !(integer || float) || column.is_empty() {
         return Ok(false);
     }
-    let step = column.len().div_ceil(UNIQUE_SAMPLE_ROWS);
+    let step = column.len().div_ceil(SAMPLE_ROWS);
     let picks = UInt32Array::from_iter_values((0..column.len()).step_by(step).map(|i| i as u32));
     let sample = arrow::compute::take(column, &picks, None)?;
-    let values = arrow::compute::cast(&sample, &DataType::Int64)?;
-    let distinct: HashSet<i64> = values
-        .as_primitive::<Int64Type>()
-        .iter()
-        .flatten()
-        .collect();
-    Ok(distinct.len() * 10 >= picks.len() * 9)
+    let distinct = if float {
+        let values = arrow::compute::cast(&sample, &DataType::Float64)?;
+        let bits = values.as_primitive::<Float64Type>().iter().flatten();
+        bits.map(f64::to_bits).collect::<HashSet<u64>>().len()
+    } else {
+        let values = arrow::compute::cast(&sample, &DataType::Int64)?;
+        let values = values.as_primitive::<Int64Type>().iter().flatten();
+        values.collect::<HashSet<i64>>().len()
+    };
+    Ok(if float {
+        distinct > BYTE_INDEX_VALUES
+    } else {
+        distinct * 10 >= picks.len() * 9
+    })
 }
 
-/// Rows [`nearly_unique`] looks at.
-const UNIQUE_SAMPLE_ROWS: usize = 4096;
+/// The most values a dictionary can index with a byte.
+const BYTE_INDEX_VALUES: usize = 256;
+
+/// Rows [`plain_pays`] looks at.
+const SAMPLE_ROWS: usize = 4096;
 
 /// Offsets `[0, c1, c2, ..., len]` that cut sorted tokens into pieces of at least `target` rows,
 /// each ending at a shard boundary.
@@ -557,6 +575,10 @@ mod tests {
                 Arc::new(Float64Array::from_iter_values(
                     (0..n).map(|i| (i % 9) as f64),
                 )),
+                Arc::new(Float64Array::from_iter_values(
+                    (0..n).map(|i| (i * 37 % 2000) as f64 / 100.0),
+                )),
+                Arc::new(Int64Array::from_iter_values((0..n).map(|i| i * 3))),
             ],
         )
         .unwrap();
@@ -574,6 +596,8 @@ mod tests {
                 ColumnDef::new("device", CqlType::BigInt),
                 ColumnDef::new("ts", CqlType::Timestamp),
                 ColumnDef::new("v", CqlType::Double),
+                ColumnDef::new("reading", CqlType::Double),
+                ColumnDef::new("seq", CqlType::BigInt),
             ],
             vec!["device".into()],
             vec!["ts".into()],
@@ -581,12 +605,13 @@ mod tests {
         .unwrap()
     }
 
-    /// Nearly unique columns (the clustering timestamps and key hashes) are written plain, with
-    /// no dictionary page to decode on each read; repeated values (devices, values, and the
-    /// tokens of 50 wide partitions) keep their dictionary; and a few scattered rows, read from
-    /// the mapped file, are the rows written there.
+    /// Nearly unique integers (the clustering timestamps, a sequence number, the key hashes) and
+    /// floats of many values (2,000 readings) are written plain, with no dictionary page to
+    /// decode on each read; repeated values (devices, floats of nine values, and the tokens of 50
+    /// wide partitions) keep their dictionary; and a few scattered rows, read from the mapped
+    /// file, are the rows written there.
     #[test]
-    fn nearly_unique_columns_are_plain_and_scattered_rows_read_back() {
+    fn columns_that_a_dictionary_barely_shrinks_are_plain_and_scattered_rows_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let table = readings_table();
         let rows = readings(&table);
@@ -613,19 +638,19 @@ mod tests {
             }
         }
 
-        // Rows 3, 1000 and 2500 of the second row group: device, ts and v.
+        // Rows 3, 1000 and 2500 of the second row group, every column.
         let start = file.group_starts[1] as usize;
         let picked = [3usize, 1000, 2500];
         let ranges = picked.iter().map(|&r| r..r + 1).collect();
         let batches: Vec<RecordBatch> =
-            crate::embedded::scan::read_group(&file, 1, &[0, 1, 2], Some(ranges))
+            crate::embedded::scan::read_group(&file, 1, &[0, 1, 2, 3, 4], Some(ranges))
                 .unwrap()
                 .collect::<Result<_>>()
                 .unwrap();
         let read = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
         assert_eq!(read.num_rows(), picked.len());
         for (at, &row) in picked.iter().enumerate() {
-            for column in 0..3 {
+            for column in 0..5 {
                 assert_eq!(
                     read.column(column).slice(at, 1).to_data(),
                     rows.column(column).slice(start + row, 1).to_data(),
