@@ -432,8 +432,10 @@ fn writer_properties(rows: &RecordBatch) -> Result<WriterProperties> {
 /// - A floating-point column when more than [`BYTE_INDEX_VALUES`] sampled values differ, so that
 ///   its dictionary indices would be wider than a byte. Measured quantities rarely repeat
 ///   enough to make a dictionary pay for gathering every value through it: for the benchmark's
-///   readings (values to two decimals) a plain `value` column made scans 8-10% faster (`quarry-
-///   bench fresh`: (a) 42 to 37-39 ms, (b) 64 to 57-59 ms) for data files 19% larger.
+///   readings (values to two decimals, 10M rows) a plain `value` column took the query that
+///   filters on it from 43-44 to 38-39 ms and left the one that aggregates it within noise
+///   (65 ms loaded, 64-65 against 66-70 ms compacted; three alternating runs of `quarry-bench
+///   fresh`), for data files 19% larger.
 ///
 /// Columns of other types keep their dictionary.
 fn plain_pays(column: &ArrayRef) -> Result<bool> {
