@@ -461,20 +461,20 @@ fn plain_pays(column: &ArrayRef) -> Result<bool> {
     let step = column.len().div_ceil(SAMPLE_ROWS);
     let picks = UInt32Array::from_iter_values((0..column.len()).step_by(step).map(|i| i as u32));
     let sample = arrow::compute::take(column, &picks, None)?;
-    let distinct = if float {
+    if float {
         let values = arrow::compute::cast(&sample, &DataType::Float64)?;
         let bits = values.as_primitive::<Float64Type>().iter().flatten();
-        bits.map(f64::to_bits).collect::<HashSet<u64>>().len()
+        let distinct: HashSet<u64> = bits.map(f64::to_bits).collect();
+        Ok(distinct.len() > BYTE_INDEX_VALUES)
     } else {
         let values = arrow::compute::cast(&sample, &DataType::Int64)?;
-        let values = values.as_primitive::<Int64Type>().iter().flatten();
-        values.collect::<HashSet<i64>>().len()
-    };
-    Ok(if float {
-        distinct > BYTE_INDEX_VALUES
-    } else {
-        distinct * 10 >= picks.len() * 9
-    })
+        let distinct: HashSet<i64> = values
+            .as_primitive::<Int64Type>()
+            .iter()
+            .flatten()
+            .collect();
+        Ok(distinct.len() * 10 >= picks.len() * 9)
+    }
 }
 
 /// The most values a dictionary can index with a byte.
