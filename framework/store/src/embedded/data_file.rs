@@ -8,8 +8,8 @@
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use arrow::array::{ArrayRef, AsArray, RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
@@ -58,6 +58,11 @@ pub struct DataFile {
     shard_starts: Vec<OnceLock<Vec<u32>>>,
     /// Per row group, its rows' key hashes once read, sorted (see [`DataFile::key_hashes`]).
     key_hashes: Vec<OnceLock<Arc<GroupKeys>>>,
+    /// Bytes of `key_hashes` counted against [`key_cache_bytes`]; none once the file retires.
+    key_bytes_counted: AtomicU64,
+    /// Bytes of key hashes this file may keep beyond [`key_cache_bytes`]: a compaction's output
+    /// borrows what the files it replaces hold (see [`lend_key_cache`]).
+    key_cache_loan: AtomicU64,
     /// The file's bytes once mapped (see [`DataFile::mapped`]).
     mapped: OnceLock<Bytes>,
     /// Set when the file left the manifest; the file is deleted when the last reader lets go.
@@ -130,6 +135,8 @@ impl DataFile {
             group_starts,
             shard_starts: groups.iter().map(|_| OnceLock::new()).collect(),
             key_hashes: groups.iter().map(|_| OnceLock::new()).collect(),
+            key_bytes_counted: AtomicU64::new(0),
+            key_cache_loan: AtomicU64::new(0),
             groups,
             shards: *shards,
             mapped: OnceLock::new(),
@@ -204,8 +211,9 @@ impl DataFile {
     /// The key hashes of row group `group`, read with `read` the first time. Every write
     /// compares its keys with the older runs' and every scan beside memtable rows with the
     /// memtable's, so the hashes are kept, sorted, while the writer's cache has room
-    /// ([`KEY_CACHE_BYTES`] over all files): 12 bytes a row instead of a decode each time, and a
-    /// search that costs what the searched keys number, not what the row group holds.
+    /// ([`key_cache_bytes`] over all files): 12 bytes a row instead of a decode each time, and a
+    /// search that costs what the searched keys number, not what the row group holds. A retired
+    /// file's hashes are not kept: nothing new reads it.
     pub fn key_hashes(
         &self,
         group: usize,
@@ -222,13 +230,14 @@ impl DataFile {
         }
         let hashes = read()?;
         let bytes = GroupKeys::bytes_for(hashes.len());
-        if KEY_CACHE_USED.fetch_add(bytes, Ordering::SeqCst) + bytes > KEY_CACHE_BYTES {
-            KEY_CACHE_USED.fetch_sub(bytes, Ordering::SeqCst);
+        if self.obsolete.load(Ordering::SeqCst) || !KEY_CACHE.admit(bytes, &self.key_cache_loan) {
             return Ok(GroupHashes::InRowOrder(hashes));
         }
         let keys = Arc::new(GroupKeys::sorted(hashes));
-        if cell.set(keys.clone()).is_err() {
-            KEY_CACHE_USED.fetch_sub(bytes, Ordering::SeqCst);
+        if cell.set(keys.clone()).is_ok() {
+            self.key_bytes_counted.fetch_add(bytes, Ordering::SeqCst);
+        } else {
+            KEY_CACHE.release(bytes);
         }
         Ok(GroupHashes::Sorted(keys))
     }
@@ -237,27 +246,132 @@ impl DataFile {
         self.groups.iter().map(|g| g.rows).sum()
     }
 
-    /// Marks the file for deletion once no snapshot uses it.
+    /// Marks the file for deletion once no snapshot uses it. Its key hashes stop counting
+    /// against the cache at once: the scans still reading it finish soon, and the run that
+    /// replaced it may already have borrowed their room (see [`lend_key_cache`]).
     pub fn retire(&self) {
         self.obsolete.store(true, Ordering::SeqCst);
+        self.release_key_bytes();
+    }
+
+    fn release_key_bytes(&self) {
+        KEY_CACHE.release(self.key_bytes_counted.swap(0, Ordering::SeqCst));
     }
 }
 
-/// The most bytes of key hashes kept in memory by one process ([`DataFile::key_hashes`]).
-pub const KEY_CACHE_BYTES: u64 = 512 << 20;
+/// Lets `output`, the files of a compaction's run, keep their key hashes beyond
+/// [`key_cache_bytes`] by as many bytes as `replaced` (the files of the runs it merges) hold
+/// now, until [`end_key_cache_loan`]. Between writing its run and installing it, a compaction
+/// works out with those hashes which rows newer writes supersede; the replaced files still
+/// hold theirs, and release them when they retire at the install. Without the loan, a
+/// compaction of most of a table found the cache full of the rows it was rewriting, and its
+/// install and every search after it decoded the new run's key columns again.
+pub fn lend_key_cache(output: &[DataFileRef], replaced: &[&DataFileRef]) {
+    let mut left: u64 = replaced
+        .iter()
+        .map(|f| f.key_bytes_counted.load(Ordering::SeqCst))
+        .sum();
+    for file in output {
+        let wants = GroupKeys::bytes_for(file.rows() as usize);
+        let lent = wants.min(left);
+        file.key_cache_loan.store(lent, Ordering::SeqCst);
+        left -= lent;
+    }
+}
 
-/// Bytes of key hashes kept now.
-static KEY_CACHE_USED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Ends what [`lend_key_cache`] lent `output`: from its install on, a compaction's run caches
+/// its key hashes as any run does.
+pub fn end_key_cache_loan(output: &[DataFileRef]) {
+    for file in output {
+        file.key_cache_loan.store(0, Ordering::SeqCst);
+    }
+}
+
+/// The key hashes kept by this process ([`DataFile::key_hashes`]), at most
+/// [`key_cache_bytes`].
+static KEY_CACHE: LazyLock<KeyBudget> = LazyLock::new(|| KeyBudget::new(key_cache_bytes()));
+
+/// The most bytes of key hashes one process keeps in memory: a sixteenth of the memory it may
+/// use (the machine's, or its cgroup's limit where lower), and at least 512 MiB. A table whose
+/// hashes do not fit has some row groups' key columns decoded again by every write and scan
+/// that compares keys with them. With a fixed 512 MiB, a 25M-row table in the ingestion
+/// benchmark filled the cache while a compaction rewrote most of it, and from then on scans,
+/// flushes and the cover thread decoded the key columns of the fresh runs left out, on every
+/// comparison.
+pub fn key_cache_bytes() -> u64 {
+    const FLOOR: u64 = 512 << 20;
+    usable_memory().map_or(FLOOR, |bytes| (bytes / 16).max(FLOOR))
+}
+
+/// The memory this process may use: the machine's, or its cgroup's limit where lower.
+#[cfg(target_os = "linux")]
+#[allow(
+    unsafe_code,
+    reason = "the machine's memory is read through libc::sysconf"
+)]
+fn usable_memory() -> Option<u64> {
+    // SAFETY: sysconf has no preconditions and reports failure as -1.
+    let (pages, page_size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let machine = u64::try_from(pages)
+        .ok()?
+        .checked_mul(u64::try_from(page_size).ok()?)?;
+    // cgroup v2 writes "max" when there is no limit.
+    let limit = fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    Some(limit.map_or(machine, |limit| limit.min(machine)))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn usable_memory() -> Option<u64> {
+    None
+}
+
+/// Room for cached key hashes: a cap, and the bytes kept now.
+#[derive(Debug)]
+struct KeyBudget {
+    cap: u64,
+    used: AtomicU64,
+}
+
+impl KeyBudget {
+    fn new(cap: u64) -> KeyBudget {
+        KeyBudget {
+            cap,
+            used: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts `bytes` in if they fit under the cap, or else if `loan` still covers them (and
+    /// takes them from it); whether they were counted.
+    fn admit(&self, bytes: u64, loan: &AtomicU64) -> bool {
+        if self.used.fetch_add(bytes, Ordering::SeqCst) + bytes <= self.cap {
+            return true;
+        }
+        let borrowed = loan
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(bytes)
+            })
+            .is_ok();
+        if !borrowed {
+            self.release(bytes);
+        }
+        borrowed
+    }
+
+    fn release(&self, bytes: u64) {
+        self.used.fetch_sub(bytes, Ordering::SeqCst);
+    }
+}
 
 impl Drop for DataFile {
     fn drop(&mut self) {
-        let cached: u64 = self
-            .key_hashes
-            .iter()
-            .filter_map(|cell| cell.get())
-            .map(|keys| GroupKeys::bytes_for(keys.rows()))
-            .sum();
-        KEY_CACHE_USED.fetch_sub(cached, Ordering::SeqCst);
+        self.release_key_bytes();
         if self.obsolete.load(Ordering::SeqCst)
             && let Err(e) = fs::remove_file(&self.path)
         {
@@ -527,6 +641,28 @@ pub type DataFileRef = Arc<DataFile>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_key_cache_admits_a_compactions_hashes_only_on_its_loan() {
+        let budget = KeyBudget::new(100);
+        let no_loan = AtomicU64::new(0);
+        assert!(budget.admit(90, &no_loan));
+        assert!(!budget.admit(20, &no_loan), "past the cap without a loan");
+        assert_eq!(
+            budget.used.load(Ordering::SeqCst),
+            90,
+            "a refusal counts nothing"
+        );
+        let loan = AtomicU64::new(30);
+        assert!(budget.admit(20, &loan));
+        assert_eq!(loan.load(Ordering::SeqCst), 10, "the loan paid for them");
+        assert!(!budget.admit(20, &loan), "more than the loan has left");
+        assert_eq!(budget.used.load(Ordering::SeqCst), 110);
+        // The replaced files retire: the cache is back under its cap, and admits without a loan.
+        budget.release(90);
+        assert!(budget.admit(80, &no_loan));
+        assert!(!budget.admit(1, &no_loan));
+    }
 
     #[test]
     fn cuts_fall_on_shard_boundaries() {
