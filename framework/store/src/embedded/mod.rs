@@ -3319,26 +3319,33 @@ mod tests {
         }
     }
 
-    /// A run committed while a compaction was written wins over the compacted rows with its
-    /// keys; every other row keeps its newest version from the merged runs.
-    #[tokio::test]
-    async fn a_run_committed_during_a_compaction_wins_over_its_rows() {
+    /// A store that compacts nothing on its own, holding ids 0..3000 at 1.0 and a newer run of
+    /// 1000..2000 at 2.0, for tests that run a compaction's steps themselves.
+    async fn two_runs_to_compact() -> (tempfile::TempDir, EmbeddedStore, TableDef, TableName) {
         let options = EmbeddedOptions {
             bulk_write_rows: 100,
             rows_per_group: 500,
             rows_per_file: 1_000,
-            // Nothing compacts on its own: the test runs the compaction's steps itself.
             max_dead_fraction: 1.0,
             background: false,
             ..EmbeddedOptions::default()
         };
-        let (_dir, store, def, name) = id_value_store(options).await;
+        let (dir, store, def, name) = id_value_store(options).await;
         let rows = |ids, v| id_value_rows(&def, ids, v);
         store.write(&name, vec![rows(0..3000, 1.0)]).await.unwrap();
         store
             .write(&name, vec![rows(1000..2000, 2.0)])
             .await
             .unwrap();
+        (dir, store, def, name)
+    }
+
+    /// A run committed while a compaction was written wins over the compacted rows with its
+    /// keys; every other row keeps its newest version from the merged runs.
+    #[tokio::test]
+    async fn a_run_committed_during_a_compaction_wins_over_its_rows() {
+        let (_dir, store, def, name) = two_runs_to_compact().await;
+        let rows = |ids, v| id_value_rows(&def, ids, v);
 
         let inner = store.writer(String::new).unwrap();
         let (id, snapshot, _claim) = inner.compaction_snapshot(&name, true).unwrap().unwrap();
@@ -3370,21 +3377,8 @@ mod tests {
     /// lose, and no other row does.
     #[tokio::test]
     async fn a_compaction_compared_ahead_of_its_install_still_loses_to_runs_committed_after() {
-        let options = EmbeddedOptions {
-            bulk_write_rows: 100,
-            rows_per_group: 500,
-            rows_per_file: 1_000,
-            max_dead_fraction: 1.0,
-            background: false,
-            ..EmbeddedOptions::default()
-        };
-        let (_dir, store, def, name) = id_value_store(options).await;
+        let (_dir, store, def, name) = two_runs_to_compact().await;
         let rows = |ids, v| id_value_rows(&def, ids, v);
-        store.write(&name, vec![rows(0..3000, 1.0)]).await.unwrap();
-        store
-            .write(&name, vec![rows(1000..2000, 2.0)])
-            .await
-            .unwrap();
         let inner = store.writer(String::new).unwrap();
         let (id, snapshot, _claim) = inner.compaction_snapshot(&name, true).unwrap().unwrap();
         let (files, report) = inner.rewrite(&snapshot, id).unwrap();
