@@ -1643,18 +1643,12 @@ impl Inner {
                     })
                 })
                 .collect();
-            let found = parallel(&tasks, |&(run, f, g)| {
-                keys.matches_in_group(def, &run.files[f], g)
-            })?;
-            for (&(run, f, g), matches) in tasks.iter().zip(found) {
-                let start = run.files[f].group_starts[g] as u32;
+            let found = matches_in_groups(def, keys, &tasks, |&(run, f, g)| (&run.files[f], g))?;
+            for (&(run, f, _), matches) in tasks.iter().zip(found) {
                 for (row, key_row) in matches {
                     let (r, nf, own_row) = place(key_row);
                     if run.seq < new[r].seq {
-                        older_rows
-                            .entry((run.seq, f))
-                            .or_default()
-                            .push(start + row);
+                        older_rows.entry((run.seq, f)).or_default().push(row);
                     } else if run.seq > new[r].seq {
                         own_rows.entry((r, nf)).or_default().push(own_row);
                     }
@@ -1662,15 +1656,13 @@ impl Inner {
             }
             if among_new {
                 let tasks = new_run_groups(new);
-                let found = parallel(&tasks, |&(r, f, g)| {
-                    keys.matches_in_group(def, &new[r].files[f], g)
-                })?;
-                for (&(r, f, g), matches) in tasks.iter().zip(found) {
-                    let start = new[r].files[f].group_starts[g] as u32;
+                let found =
+                    matches_in_groups(def, keys, &tasks, |&(r, f, g)| (&new[r].files[f], g))?;
+                for (&(r, f, _), matches) in tasks.iter().zip(found) {
                     for (row, key_row) in matches {
                         let (newer, _, _) = place(key_row);
                         if new[r].seq < new[newer].seq {
-                            own_rows.entry((r, f)).or_default().push(start + row);
+                            own_rows.entry((r, f)).or_default().push(row);
                         }
                     }
                 }
@@ -2587,18 +2579,35 @@ fn superseded_by_newer(
     }
     let keys = files_key_set(def, newer)?;
     let tasks = new_run_groups(std::slice::from_ref(run));
-    let found = parallel(&tasks, |&(_, f, g)| {
-        keys.matches_in_group(def, &run.files[f], g)
-    })?;
-    for (&(_, f, g), matches) in tasks.iter().zip(found) {
-        let start = run.files[f].group_starts[g] as u32;
+    let found = matches_in_groups(def, &keys, &tasks, |&(_, f, g)| (&run.files[f], g))?;
+    for (&(_, f, _), matches) in tasks.iter().zip(found) {
         for (row, key_row) in matches {
             if keys.tag(key_row) > run.seq {
-                rows.entry(f).or_default().push(start + row);
+                rows.entry(f).or_default().push(row);
             }
         }
     }
     Ok(rows)
+}
+
+/// Per task, the rows of its row group (`group_of` gives the file and the group) whose keys
+/// `keys` holds, searched on the machine's cores: each as its row within the file and its row in
+/// the key set.
+fn matches_in_groups<'a, T: Sync>(
+    def: &TableDef,
+    keys: &KeySet,
+    tasks: &[T],
+    group_of: impl Fn(&T) -> (&'a DataFileRef, usize) + Sync,
+) -> Result<Vec<Vec<(u32, u32)>>> {
+    parallel(tasks, |task| {
+        let (file, group) = group_of(task);
+        let start = file.group_starts[group] as u32;
+        let found = keys.matches_in_group(def, file, group)?;
+        Ok(found
+            .into_iter()
+            .map(|(row, key_row)| (start + row, key_row))
+            .collect())
+    })
 }
 
 /// The keys of run files, read back from them, each file's tagged with its run's sequence number.
