@@ -211,9 +211,9 @@ impl DataFile {
     /// The key hashes of row group `group`, read with `read` the first time. Every write
     /// compares its keys with the older runs' and every scan beside memtable rows with the
     /// memtable's, so the hashes are kept, sorted, while the writer's cache has room
-    /// ([`key_cache_bytes`] over all files): 12 bytes a row instead of a decode each time, and a
-    /// search that costs what the searched keys number, not what the row group holds. A retired
-    /// file's hashes are not kept: nothing new reads it.
+    /// ([`key_cache_bytes`] over all files): 14-16 bytes a row with their filter instead of a
+    /// decode each time, and a search that costs what the searched keys number, not what the
+    /// row group holds. A retired file's hashes are not kept: nothing new reads it.
     pub fn key_hashes(
         &self,
         group: usize,
