@@ -72,7 +72,7 @@ use memtable::MemChunk;
 use reader::Reader;
 use scan::{MemKeys, Run, TableSnapshot};
 use sorted_rows::{sort_dedup, with_tokens};
-use threads::{Lanes, Priority, WritePool, set_thread_priority};
+use threads::{Niceness, WritePool, lower_thread_priority};
 use wal::Wal;
 
 pub use sorted_rows::TOKEN_COLUMN;
@@ -191,8 +191,6 @@ struct Inner {
     /// Held while a run is added or replaced: working out what it supersedes needs the runs
     /// to stay as they are.
     commit_lock: Mutex<()>,
-    /// Where background compactions run their heavy steps ([`Inner::compaction_step`]).
-    lanes: Lanes,
     /// Small writes waiting for the log (group commit).
     queued: Mutex<Vec<QueuedWrite>>,
     jobs: Mutex<Option<Queues>>,
@@ -380,7 +378,6 @@ impl EmbeddedStore {
             tracing::info!(rows = replayed, "replayed the write-ahead log");
         }
 
-        let lanes = Lanes::new(options.compaction_threads);
         let inner = Arc::new(Inner {
             dir,
             options,
@@ -392,7 +389,6 @@ impl EmbeddedStore {
             compaction_finished: Condvar::new(),
             claims_released: Condvar::new(),
             commit_lock: Mutex::new(()),
-            lanes,
             queued: Mutex::new(Vec::new()),
             jobs: Mutex::new(None),
             _lock: lock_file,
@@ -470,7 +466,7 @@ impl EmbeddedStore {
     /// Merges all runs of a table into one now; returns whether there was anything to merge.
     pub fn compact(&self, table: &TableName) -> Result<bool> {
         self.writer(|| format!("compact {table}"))?
-            .compact(table, true, StepsOn::Caller)
+            .compact(table, true)
     }
 
     /// Waits until background flushes and compactions queued so far are done, and the
@@ -982,7 +978,7 @@ impl Inner {
             Job::Flush => self.flush(),
             Job::Compact(table) => {
                 let _counted = CompactionJob(self);
-                self.compact(&table, false, StepsOn::Lanes).map(|_| ())
+                self.compact(&table, false).map(|_| ())
             }
             Job::Barrier(reply) => {
                 let passed_on = !compacting
@@ -1818,7 +1814,7 @@ impl Inner {
             chunks: Vec::new(),
             mem_keys: Arc::default(),
         };
-        let (files, _) = self.rewrite(&snapshot, id, StepsOn::Caller)?;
+        let (files, _) = self.rewrite(&snapshot, id)?;
         for part in &snapshot.runs {
             retire_files(&part.files);
         }
@@ -1866,7 +1862,7 @@ impl Inner {
     /// Compacts (in the background when there is a thread for it) when `wanted`.
     fn after_new_run(&self, name: &TableName, wanted: bool) -> Result<()> {
         if wanted && !self.schedule(Job::Compact(name.clone())) {
-            self.compact(name, false, StepsOn::Caller)?;
+            self.compact(name, false)?;
         }
         Ok(())
     }
@@ -1876,7 +1872,7 @@ impl Inner {
     fn flush(&self) -> Result<()> {
         for name in self.flush_runs()? {
             if !self.schedule(Job::Compact(name.clone())) {
-                self.compact(&name, false, StepsOn::Caller)?;
+                self.compact(&name, false)?;
             }
         }
         Ok(())
@@ -1974,14 +1970,14 @@ impl Inner {
     /// merged run can take the newest one's sequence number. Compactions of one table run side
     /// by side on runs none of the others is merging (see [`Inner::compaction_snapshot`]); one
     /// that leaves the table wanting more queues another.
-    fn compact(&self, name: &TableName, full: bool, on: StepsOn) -> Result<bool> {
+    fn compact(&self, name: &TableName, full: bool) -> Result<bool> {
         let Some((id, snapshot, claim)) = self.compaction_snapshot(name, full)? else {
             return Ok(false);
         };
         let started = std::time::Instant::now();
-        let (files, mut report) = self.rewrite(&snapshot, id, on)?;
+        let (files, mut report) = self.rewrite(&snapshot, id)?;
         report.millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let installed = self.install_compaction(name, id, &snapshot, files, report, on)?;
+        let installed = self.install_compaction(name, id, &snapshot, files, report)?;
         drop(claim);
         if installed == Some(true) {
             self.schedule(Job::Compact(name.clone()));
@@ -2088,7 +2084,6 @@ impl Inner {
         snapshot: &TableSnapshot,
         files: Vec<DataFileRef>,
         report: Compaction,
-        on: StepsOn,
     ) -> Result<Option<bool>> {
         let seq = snapshot.runs.iter().map(|r| r.seq).max().unwrap_or(0);
         // Never called: a compaction's run is compared with the newer runs through their keys
@@ -2100,14 +2095,13 @@ impl Inner {
         };
         let replaced: Vec<&DataFileRef> = snapshot.runs.iter().flat_map(|r| &r.files).collect();
         data_file::lend_key_cache(&files, &replaced);
-        self.compaction_step(name, on, || self.cover_new_run(name, &files, seq));
+        self.cover_new_run(name, &files, seq);
         let run = NewRun {
             seq,
             files: files.clone(),
         };
         let replaces: Vec<u64> = snapshot.runs.iter().map(|r| r.seq).collect();
-        let ahead =
-            self.compaction_step(name, on, || self.supersede_ahead(name, id, &run, &replaces));
+        let ahead = self.supersede_ahead(name, id, &run, &replaces);
         let how = Install {
             replaces,
             newer_only: true,
@@ -2188,13 +2182,7 @@ impl Inner {
     /// is live in one run only (or, for a statement's parts, later parts win), so a window's
     /// rows need sorting, not merging. Returns the files and what was done (no time set); on
     /// failure the files written so far are deleted.
-    fn rewrite(
-        &self,
-        snapshot: &TableSnapshot,
-        id: u64,
-        on: StepsOn,
-    ) -> Result<(Vec<DataFileRef>, Compaction)> {
-        let name = snapshot.def.table_name();
+    fn rewrite(&self, snapshot: &TableSnapshot, id: u64) -> Result<(Vec<DataFileRef>, Compaction)> {
         let windows = compaction_windows(
             &snapshot.runs,
             snapshot.shards.shard_count(),
@@ -2207,9 +2195,7 @@ impl Inner {
         };
         let mut files: Vec<DataFileRef> = Vec::new();
         for window in windows {
-            let written =
-                self.compaction_step(&name, on, || self.compact_window(snapshot, id, window));
-            match written {
+            match self.compact_window(snapshot, id, window) {
                 Ok((written, rows)) => {
                     report.rows += rows;
                     report.largest_window_rows = report.largest_window_rows.max(rows);
@@ -2244,47 +2230,12 @@ impl Inner {
         let files = self.write_files(def, id, file_id, &snapshot.shards, &rows)?;
         Ok((files, rows.num_rows() as u64))
     }
-
-    /// Runs `step`, a heavy part of a compaction of `name` (rewriting a window of shards,
-    /// comparing the new run with the runs committed meanwhile), and returns what it returned.
-    /// On [`StepsOn::Lanes`] it runs at the priority the table's backlog calls for as it starts
-    /// ([`compaction_priority`]), so that a long compaction speeds up as runs pile up beside it
-    /// and slows down once they are merged.
-    fn compaction_step<R: Send>(
-        &self,
-        name: &TableName,
-        on: StepsOn,
-        step: impl FnOnce() -> R + Send,
-    ) -> R {
-        match on {
-            StepsOn::Caller => step(),
-            StepsOn::Lanes => {
-                let depth = lock(&self.state)
-                    .tables
-                    .get(name)
-                    .map_or(0, |t| scan::overlap_depth(&t.runs));
-                let priority = compaction_priority(depth, self.options.max_runs);
-                self.lanes.run(priority, step)
-            }
-        }
-    }
-}
-
-/// Where a compaction's heavy steps run ([`Inner::compaction_step`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StepsOn {
-    /// The calling thread, at its priority: a compaction asked for, one run inline by a store
-    /// without background threads, and the merge of a statement's parts as it commits.
-    Caller,
-    /// The store's compaction lanes, at the priority the table's backlog calls for: the
-    /// compactions the store starts itself.
-    Lanes,
 }
 
 /// Starts `threads` background threads that share the queue `jobs` and run its jobs until it
-/// closes, as far below the process's CPU priority as writes run. A compaction's heavy steps run
-/// elsewhere, lower while it keeps up ([`Inner::compaction_step`]), so that on a busy machine
-/// rewriting old runs yields to writes, and both yield to queries.
+/// closes, below the process's CPU priority: flushes as writes run, compaction (and its own
+/// parallel sorts, which inherit it) further below, so that on a busy machine rewriting old runs
+/// yields to writes, and both yield to queries.
 fn background_threads(
     inner: &Arc<Inner>,
     name: &str,
@@ -2304,7 +2255,11 @@ fn background_threads(
             std::thread::Builder::new()
                 .name(name)
                 .spawn(move || {
-                    set_thread_priority(Priority::INGESTION);
+                    lower_thread_priority(if compacting {
+                        Niceness::Compaction
+                    } else {
+                        Niceness::Ingestion
+                    });
                     while let Some(job) = worker.next_job(&jobs) {
                         // A panic fails its job (its claims and counts are released as it
                         // unwinds), not the thread: later flushes and compactions still run.
@@ -2329,7 +2284,7 @@ fn cover_thread(inner: &Arc<Inner>, written: Receiver<TableName>) -> Result<Join
     std::thread::Builder::new()
         .name("quarry-cover".into())
         .spawn(move || {
-            set_thread_priority(Priority::IDLE);
+            lower_thread_priority(Niceness::Compaction);
             while let Ok(first) = written.recv() {
                 // The writes of the next moment are covered in the same pass.
                 std::thread::sleep(COVER_EVERY);
@@ -2772,25 +2727,6 @@ fn choose_merge(
     worth.then_some(start)
 }
 
-/// The priority a background compaction's next step runs at when its table's runs overlap
-/// `depth` deep (see `threads.rs`). While compaction keeps up, even loosely (up to four times
-/// `max_runs`, the depth at which a table asks for a merge), it takes only the cores' idle
-/// time, which keeps it out of queries' way: giving it nice 15 from twice `max_runs` on made the
-/// p99 of queries during three-minute ingestion runs 20-40% worse, since the slowest queries
-/// are the ones that meet a deep table, and bounded the depth no better. Past that it gets a
-/// share that grows with the backlog, up to that of writes and flushes, as ScyllaDB's
-/// compaction controller raises compaction's shares with its backlog: with idle time only,
-/// compaction has no floor, and once other work fills the cores the runs pile up without end.
-fn compaction_priority(depth: usize, max_runs: usize) -> Priority {
-    let max_runs = max_runs.max(1);
-    match depth {
-        d if d <= 4 * max_runs => Priority::IDLE,
-        d if d <= 6 * max_runs => Priority::Nicer(15),
-        d if d <= 8 * max_runs => Priority::Nicer(10),
-        _ => Priority::INGESTION,
-    }
-}
-
 /// Where a merge beside a large one starts, among runs of `rows` rows (oldest first) from
 /// `start` on: the newest of them that together hold at most `bound` rows, if two or more do.
 fn small_merge_start(rows: &[u64], start: usize, bound: u64) -> Option<usize> {
@@ -3068,32 +3004,6 @@ mod tests {
             (300_000, 0),
         ];
         assert_eq!(choose_merge(&shapes(&tiers), 5, &options, false), Some(2));
-    }
-
-    #[test]
-    fn compaction_takes_more_of_the_cores_only_as_its_backlog_grows() {
-        let max_runs = EmbeddedOptions::default().max_runs;
-        let nice = |p: Priority| match p {
-            Priority::Idle => 20,
-            Priority::Nicer(n) => u32::from(n),
-        };
-        for depth in 0..=4 * max_runs {
-            assert_eq!(
-                compaction_priority(depth, max_runs),
-                Priority::IDLE,
-                "{depth}"
-            );
-        }
-        let levels: Vec<u32> = (0..100)
-            .map(|depth| nice(compaction_priority(depth, max_runs)))
-            .collect();
-        assert!(levels.windows(2).all(|w| w[1] <= w[0]), "{levels:?}");
-        assert!(levels[4 * max_runs + 1] < nice(Priority::IDLE));
-        assert_eq!(
-            compaction_priority(99, max_runs),
-            Priority::INGESTION,
-            "never above writes and flushes"
-        );
     }
 
     #[test]
@@ -3449,7 +3359,7 @@ mod tests {
         let inner = store.writer(String::new).unwrap();
         let (id, snapshot, _claim) = inner.compaction_snapshot(&name, true).unwrap().unwrap();
         assert_eq!(snapshot.runs.len(), 2);
-        let (files, report) = inner.rewrite(&snapshot, id, StepsOn::Caller).unwrap();
+        let (files, report) = inner.rewrite(&snapshot, id).unwrap();
         // Committed while the compaction's files were being written.
         store
             .write(&name, vec![rows(1500..2500, 3.0)])
@@ -3457,7 +3367,7 @@ mod tests {
             .unwrap();
         assert!(
             inner
-                .install_compaction(&name, id, &snapshot, files, report, StepsOn::Caller)
+                .install_compaction(&name, id, &snapshot, files, report)
                 .unwrap()
                 .is_some()
         );
@@ -3480,7 +3390,7 @@ mod tests {
         let rows = |ids, v| id_value_rows(&def, ids, v);
         let inner = store.writer(String::new).unwrap();
         let (id, snapshot, _claim) = inner.compaction_snapshot(&name, true).unwrap().unwrap();
-        let (files, report) = inner.rewrite(&snapshot, id, StepsOn::Caller).unwrap();
+        let (files, report) = inner.rewrite(&snapshot, id).unwrap();
         store
             .write(&name, vec![rows(1500..2500, 3.0)])
             .await
@@ -3559,14 +3469,14 @@ mod tests {
         assert_eq!(merged.len(), 2);
 
         // The newer merge commits first; then the older one, which loses to it.
-        let (files, report) = inner.rewrite(&second, id, StepsOn::Caller).unwrap();
+        let (files, report) = inner.rewrite(&second, id).unwrap();
         inner
-            .install_compaction(&name, id, &second, files, report, StepsOn::Caller)
+            .install_compaction(&name, id, &second, files, report)
             .unwrap();
         drop(second_claim);
-        let (files, report) = inner.rewrite(&first, id, StepsOn::Caller).unwrap();
+        let (files, report) = inner.rewrite(&first, id).unwrap();
         inner
-            .install_compaction(&name, id, &first, files, report, StepsOn::Caller)
+            .install_compaction(&name, id, &first, files, report)
             .unwrap();
         drop(first_claim);
         assert!(
