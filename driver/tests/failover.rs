@@ -299,27 +299,42 @@ async fn killed_workers_and_a_restarted_driver_change_no_answer() {
     )
     .await;
 
-    // The driver dies while a query runs: the client gets an error, not a hang.
-    let mut long = Client::connect(&url, Some(&token)).await.unwrap();
-    let long_label = long.label().to_string();
-    let pending = tokio::spawn(async move { long.sql(QUERY).await });
-    eventually("the long query to start", Duration::from_secs(30), || {
-        let (client, label) = (client.clone(), long_label.clone());
-        async move { running_job(&client, &label).await.is_some() }
-    })
-    .await;
-    let (long_job, _) = running_job(&client, &long_label).await.unwrap();
+    // The driver dies while a query runs: the client gets an error, not a hang. Once the only
+    // surviving worker holds a task of the query it is frozen (SIGSTOP), so the query cannot
+    // finish before the driver is killed; a query that finished before the freeze runs again.
     let survivor = worker_endpoint(&client, "node-1").await;
-    eventually(
-        "the surviving worker to run a task of the long job",
-        Duration::from_secs(30),
-        || {
-            let (survivor, long_job) = (survivor.clone(), long_job.clone());
-            let dir = dir.path().to_path_buf();
-            async move { tasks_of_job(&dir, &survivor, &long_job).await > 0 }
-        },
-    )
-    .await;
+    let (pending, long_label, long_job) = 'query: {
+        for _ in 0..5 {
+            let mut long = Client::connect(&url, Some(&token)).await.unwrap();
+            let long_label = long.label().to_string();
+            let pending = tokio::spawn(async move { long.sql(QUERY).await });
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let job = loop {
+                if let Some((job, _)) = running_job(&client, &long_label).await
+                    && tasks_of_job(dir.path(), &survivor, &job).await > 0
+                {
+                    break Some(job);
+                }
+                if pending.is_finished() {
+                    break None;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the surviving worker never ran a task of the long query"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            if let Some(job) = job {
+                signal(&workers[0], "STOP");
+                if running_job(&client, &long_label).await.is_some() {
+                    break 'query (pending, long_label, job);
+                }
+                signal(&workers[0], "CONT");
+            }
+            let _ = pending.await;
+        }
+        panic!("the long query finished before its worker could be frozen, 5 times");
+    };
     driver_process.0.kill().unwrap();
     let _ = driver_process.0.wait();
     let outcome = tokio::time::timeout(Duration::from_secs(20), pending)
@@ -330,6 +345,7 @@ async fn killed_workers_and_a_restarted_driver_change_no_answer() {
         outcome.is_err(),
         "a query through a dead driver cannot succeed"
     );
+    signal(&workers[0], "CONT");
 
     // A new driver on the same address: the surviving worker registers again and reads the
     // lost nodes' shards remotely.
