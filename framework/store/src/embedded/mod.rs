@@ -49,9 +49,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
@@ -72,7 +73,7 @@ use memtable::MemChunk;
 use reader::Reader;
 use scan::{MemKeys, Run, TableSnapshot};
 use sorted_rows::{sort_dedup, with_tokens};
-use threads::{Niceness, WritePool, lower_thread_priority};
+use threads::{IdlePool, Niceness, WritePool, lower_thread_priority};
 use wal::Wal;
 
 pub use sorted_rows::TOKEN_COLUMN;
@@ -191,6 +192,9 @@ struct Inner {
     /// Held while a run is added or replaced: working out what it supersedes needs the runs
     /// to stay as they are.
     commit_lock: Mutex<()>,
+    /// Where the compactions the store starts itself run their heavy steps
+    /// ([`Inner::heavy_step`]).
+    idle_pool: IdlePool,
     /// Small writes waiting for the log (group commit).
     queued: Mutex<Vec<QueuedWrite>>,
     jobs: Mutex<Option<Queues>>,
@@ -378,6 +382,7 @@ impl EmbeddedStore {
             tracing::info!(rows = replayed, "replayed the write-ahead log");
         }
 
+        let idle_pool = IdlePool::new(options.compaction_threads);
         let inner = Arc::new(Inner {
             dir,
             options,
@@ -389,6 +394,7 @@ impl EmbeddedStore {
             compaction_finished: Condvar::new(),
             claims_released: Condvar::new(),
             commit_lock: Mutex::new(()),
+            idle_pool,
             queued: Mutex::new(Vec::new()),
             jobs: Mutex::new(None),
             _lock: lock_file,
@@ -466,7 +472,7 @@ impl EmbeddedStore {
     /// Merges all runs of a table into one now; returns whether there was anything to merge.
     pub fn compact(&self, table: &TableName) -> Result<bool> {
         self.writer(|| format!("compact {table}"))?
-            .compact(table, true)
+            .compact(table, true, StepsOn::Caller)
     }
 
     /// Waits until background flushes and compactions queued so far are done, and the
@@ -474,15 +480,35 @@ impl EmbeddedStore {
     /// another); at once on a reader, which has none. While writes go on, it may wait as long as
     /// they keep queueing work.
     pub fn wait_idle(&self) {
-        if let Mode::Writer { inner, .. } = &self.mode {
-            loop {
-                let (tx, rx) = channel();
-                if !inner.schedule(Job::Barrier(tx)) || rx.recv().is_err() {
-                    return;
+        self.wait_idle_until(None);
+    }
+
+    /// [`EmbeddedStore::wait_idle`] for at most `timeout` (background work goes on when it
+    /// gives up); returns whether the store settled.
+    pub fn wait_idle_for(&self, timeout: Duration) -> bool {
+        self.wait_idle_until(Some(Instant::now() + timeout))
+    }
+
+    fn wait_idle_until(&self, deadline: Option<Instant>) -> bool {
+        let Mode::Writer { inner, .. } = &self.mode else {
+            return true;
+        };
+        loop {
+            let (tx, rx) = channel();
+            if !inner.schedule(Job::Barrier(tx)) {
+                return true;
+            }
+            let passed = match deadline {
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(deadline) => {
+                    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 }
-                if inner.compactions_queued.load(Ordering::SeqCst) == 0 {
-                    return;
-                }
+            };
+            match passed {
+                Ok(_) if inner.compactions_queued.load(Ordering::SeqCst) == 0 => return true,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Disconnected) => return true,
+                Err(RecvTimeoutError::Timeout) => return false,
             }
         }
     }
@@ -978,7 +1004,7 @@ impl Inner {
             Job::Flush => self.flush(),
             Job::Compact(table) => {
                 let _counted = CompactionJob(self);
-                self.compact(&table, false).map(|_| ())
+                self.compact(&table, false, StepsOn::IdlePool).map(|_| ())
             }
             Job::Barrier(reply) => {
                 let passed_on = !compacting
@@ -1373,6 +1399,10 @@ impl Inner {
                 d.retire();
             }
         };
+        debug_assert!(
+            !threads::in_idle_class(),
+            "an idle-class thread would hold the commit lock until the cores are otherwise idle"
+        );
         let _committing = lock(&self.commit_lock);
         let found = {
             let state = lock(&self.state);
@@ -1814,7 +1844,7 @@ impl Inner {
             chunks: Vec::new(),
             mem_keys: Arc::default(),
         };
-        let (files, _) = self.rewrite(&snapshot, id)?;
+        let (files, _) = self.rewrite(&snapshot, id, StepsOn::Caller)?;
         for part in &snapshot.runs {
             retire_files(&part.files);
         }
@@ -1862,7 +1892,7 @@ impl Inner {
     /// Compacts (in the background when there is a thread for it) when `wanted`.
     fn after_new_run(&self, name: &TableName, wanted: bool) -> Result<()> {
         if wanted && !self.schedule(Job::Compact(name.clone())) {
-            self.compact(name, false)?;
+            self.compact(name, false, StepsOn::Caller)?;
         }
         Ok(())
     }
@@ -1872,7 +1902,7 @@ impl Inner {
     fn flush(&self) -> Result<()> {
         for name in self.flush_runs()? {
             if !self.schedule(Job::Compact(name.clone())) {
-                self.compact(&name, false)?;
+                self.compact(&name, false, StepsOn::Caller)?;
             }
         }
         Ok(())
@@ -1933,7 +1963,7 @@ impl Inner {
                     let file_id = lock(&self.state).next_id();
                     self.write_files(&def, id, file_id, &shards, &rows)?
                 };
-                self.cover_new_run(&name, &files, seq);
+                self.cover_new_run(&name, &files, seq, StepsOn::Caller);
                 let keys = || key_set_of_rows(&def, &rows, seq);
                 let how = Install {
                     drain_frozen: group.iter().map(|c| c.seq).collect(),
@@ -1970,14 +2000,14 @@ impl Inner {
     /// merged run can take the newest one's sequence number. Compactions of one table run side
     /// by side on runs none of the others is merging (see [`Inner::compaction_snapshot`]); one
     /// that leaves the table wanting more queues another.
-    fn compact(&self, name: &TableName, full: bool) -> Result<bool> {
+    fn compact(&self, name: &TableName, full: bool, on: StepsOn) -> Result<bool> {
         let Some((id, snapshot, claim)) = self.compaction_snapshot(name, full)? else {
             return Ok(false);
         };
-        let started = std::time::Instant::now();
-        let (files, mut report) = self.rewrite(&snapshot, id)?;
+        let started = Instant::now();
+        let (files, mut report) = self.rewrite(&snapshot, id, on)?;
         report.millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let installed = self.install_compaction(name, id, &snapshot, files, report)?;
+        let installed = self.install_compaction(name, id, &snapshot, files, report, on)?;
         drop(claim);
         if installed == Some(true) {
             self.schedule(Job::Compact(name.clone()));
@@ -2084,6 +2114,7 @@ impl Inner {
         snapshot: &TableSnapshot,
         files: Vec<DataFileRef>,
         report: Compaction,
+        on: StepsOn,
     ) -> Result<Option<bool>> {
         let seq = snapshot.runs.iter().map(|r| r.seq).max().unwrap_or(0);
         // Never called: a compaction's run is compared with the newer runs through their keys
@@ -2095,13 +2126,13 @@ impl Inner {
         };
         let replaced: Vec<&DataFileRef> = snapshot.runs.iter().flat_map(|r| &r.files).collect();
         data_file::lend_key_cache(&files, &replaced);
-        self.cover_new_run(name, &files, seq);
+        self.cover_new_run(name, &files, seq, on);
         let run = NewRun {
             seq,
             files: files.clone(),
         };
         let replaces: Vec<u64> = snapshot.runs.iter().map(|r| r.seq).collect();
-        let ahead = self.supersede_ahead(name, id, &run, &replaces);
+        let ahead = self.supersede_ahead(name, id, &run, &replaces, on);
         let how = Install {
             replaces,
             newer_only: true,
@@ -2127,7 +2158,14 @@ impl Inner {
     /// lock that long, not for the whole comparison at compaction's priority: installing a
     /// compaction of 20M rows held it for 3 s while data arrived, and the memtable grew to
     /// 600,000 rows behind it. On failure the install searches every newer file itself.
-    fn supersede_ahead(&self, name: &TableName, id: u64, run: &NewRun, replaces: &[u64]) -> Ahead {
+    fn supersede_ahead(
+        &self,
+        name: &TableName,
+        id: u64,
+        run: &NewRun,
+        replaces: &[u64],
+        on: StepsOn,
+    ) -> Ahead {
         let mut ahead = Ahead::default();
         for _ in 0..2 {
             let (def, newer): (TableDef, Vec<(u64, DataFileRef)>) = {
@@ -2147,7 +2185,7 @@ impl Inner {
             if newer.is_empty() {
                 break;
             }
-            match superseded_by_newer(&def, run, &newer) {
+            match self.heavy_step(on, || superseded_by_newer(&def, run, &newer)) {
                 Ok(rows) => {
                     for (f, found) in rows {
                         ahead.rows.entry(f).or_default().extend(found);
@@ -2168,11 +2206,11 @@ impl Inner {
     /// Works out which rows of a new run's files (sequence number `seq`) the memtable's chunks
     /// hide, before the run is installed, so that no query finds that left to it (see
     /// [`scan::cover_files`]). Only a shortcut: on failure scans work it out as they read.
-    fn cover_new_run(&self, name: &TableName, files: &[DataFileRef], seq: u64) {
+    fn cover_new_run(&self, name: &TableName, files: &[DataFileRef], seq: u64, on: StepsOn) {
         let Ok(snapshot) = lock(&self.state).snapshot(name) else {
             return;
         };
-        if let Err(e) = scan::cover_files(&snapshot, files, seq) {
+        if let Err(e) = self.heavy_step(on, || scan::cover_files(&snapshot, files, seq)) {
             tracing::warn!(table = %name, error = %e, "could not work out which rows of a new run the memtable hides; scans will");
         }
     }
@@ -2182,7 +2220,12 @@ impl Inner {
     /// is live in one run only (or, for a statement's parts, later parts win), so a window's
     /// rows need sorting, not merging. Returns the files and what was done (no time set); on
     /// failure the files written so far are deleted.
-    fn rewrite(&self, snapshot: &TableSnapshot, id: u64) -> Result<(Vec<DataFileRef>, Compaction)> {
+    fn rewrite(
+        &self,
+        snapshot: &TableSnapshot,
+        id: u64,
+        on: StepsOn,
+    ) -> Result<(Vec<DataFileRef>, Compaction)> {
         let windows = compaction_windows(
             &snapshot.runs,
             snapshot.shards.shard_count(),
@@ -2195,7 +2238,10 @@ impl Inner {
         };
         let mut files: Vec<DataFileRef> = Vec::new();
         for window in windows {
-            match self.compact_window(snapshot, id, window) {
+            // Numbered here, where the store's state may be locked (see `heavy_step`); a window
+            // with no live rows leaves its number unused.
+            let file_id = lock(&self.state).next_id();
+            match self.heavy_step(on, || self.compact_window(snapshot, id, window, file_id)) {
                 Ok((written, rows)) => {
                     report.rows += rows;
                     report.largest_window_rows = report.largest_window_rows.max(rows);
@@ -2210,13 +2256,14 @@ impl Inner {
         Ok((files, report))
     }
 
-    /// Writes the live rows of one window of shards of `snapshot`'s runs as files of a new run;
-    /// returns the files and their rows.
+    /// Writes the live rows of one window of shards of `snapshot`'s runs as files of a new run,
+    /// numbered from `file_id`; returns the files and their rows.
     fn compact_window(
         &self,
         snapshot: &TableSnapshot,
         id: u64,
         window: std::ops::RangeInclusive<u32>,
+        file_id: u64,
     ) -> Result<(Vec<DataFileRef>, u64)> {
         let def = &snapshot.def;
         // In stored form with the tokens and key hashes the files hold: nothing is hashed again.
@@ -2226,16 +2273,37 @@ impl Inner {
         if rows.num_rows() == 0 {
             return Ok((Vec::new(), 0));
         }
-        let file_id = lock(&self.state).next_id();
         let files = self.write_files(def, id, file_id, &snapshot.shards, &rows)?;
         Ok((files, rows.num_rows() as u64))
     }
+
+    /// Runs `step`, a heavy part of a compaction (reading and rewriting a window of shards,
+    /// comparing runs), where `on` says, and returns what it returned. A step takes none of the
+    /// store's locks: in the idle class it could hold them until the cores are otherwise idle.
+    fn heavy_step<R: Send>(&self, on: StepsOn, step: impl FnOnce() -> R + Send) -> R {
+        match on {
+            StepsOn::Caller => step(),
+            StepsOn::IdlePool => self.idle_pool.run(step),
+        }
+    }
+}
+
+/// Where a compaction's heavy steps run ([`Inner::heavy_step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StepsOn {
+    /// The calling thread, at its priority: a compaction asked for, one run inline by a store
+    /// without background threads, a flush's new run, and the merge of a statement's parts as
+    /// it commits.
+    Caller,
+    /// The store's [`IdlePool`]: the compactions the store starts itself.
+    IdlePool,
 }
 
 /// Starts `threads` background threads that share the queue `jobs` and run its jobs until it
-/// closes, below the process's CPU priority: flushes as writes run, compaction (and its own
-/// parallel sorts, which inherit it) further below, so that on a busy machine rewriting old runs
-/// yields to writes, and both yield to queries.
+/// closes, below the process's CPU priority as writes run. Compactions hand their heavy steps to
+/// the idle class ([`IdlePool`]; the steps' parallel sorts and file writers inherit it), so that
+/// on a busy machine rewriting old runs yields to writes, and both yield to queries, while
+/// the short steps that hold the store's locks do not wait for idle cores.
 fn background_threads(
     inner: &Arc<Inner>,
     name: &str,
@@ -2255,11 +2323,9 @@ fn background_threads(
             std::thread::Builder::new()
                 .name(name)
                 .spawn(move || {
-                    lower_thread_priority(if compacting {
-                        Niceness::Compaction
-                    } else {
-                        Niceness::Ingestion
-                    });
+                    // Compaction threads too: they take the store's locks to choose and install
+                    // runs, and hand their heavy steps to the idle class (`threads.rs`).
+                    lower_thread_priority(Niceness::Ingestion);
                     while let Some(job) = worker.next_job(&jobs) {
                         // A panic fails its job (its claims and counts are released as it
                         // unwinds), not the thread: later flushes and compactions still run.
@@ -2278,7 +2344,9 @@ fn background_threads(
 /// memtable hides ([`scan::cover`]), at most once per [`COVER_EVERY`]. A scan then compares the
 /// runs only with the writes of the last moment, instead of with everything written since the
 /// last scan. The work is a scan's own, done ahead: it runs at compaction's priority, in the idle
-/// moments between queries, never in a query's way.
+/// moments between queries, never in a query's way. It takes the store's state lock only to copy
+/// a table's snapshot (a few pointers), and builds key sets a scan may also want aside, not
+/// under the lock the scan would wait on (`scan.rs`, `MemKeys::newer_than`).
 fn cover_thread(inner: &Arc<Inner>, written: Receiver<TableName>) -> Result<JoinHandle<()>> {
     let worker = inner.clone();
     std::thread::Builder::new()
@@ -2310,7 +2378,7 @@ fn cover_thread(inner: &Arc<Inner>, written: Receiver<TableName>) -> Result<Join
 }
 
 /// How often the cover thread compares a busy table's runs with its newest writes.
-const COVER_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+const COVER_EVERY: Duration = Duration::from_millis(100);
 
 /// The runs of a table one compaction is merging ([`TableState::compacting`]); released when
 /// dropped, whether the compaction committed or failed.
@@ -3359,7 +3427,7 @@ mod tests {
         let inner = store.writer(String::new).unwrap();
         let (id, snapshot, _claim) = inner.compaction_snapshot(&name, true).unwrap().unwrap();
         assert_eq!(snapshot.runs.len(), 2);
-        let (files, report) = inner.rewrite(&snapshot, id).unwrap();
+        let (files, report) = inner.rewrite(&snapshot, id, StepsOn::Caller).unwrap();
         // Committed while the compaction's files were being written.
         store
             .write(&name, vec![rows(1500..2500, 3.0)])
@@ -3367,7 +3435,7 @@ mod tests {
             .unwrap();
         assert!(
             inner
-                .install_compaction(&name, id, &snapshot, files, report)
+                .install_compaction(&name, id, &snapshot, files, report, StepsOn::Caller)
                 .unwrap()
                 .is_some()
         );
@@ -3390,7 +3458,7 @@ mod tests {
         let rows = |ids, v| id_value_rows(&def, ids, v);
         let inner = store.writer(String::new).unwrap();
         let (id, snapshot, _claim) = inner.compaction_snapshot(&name, true).unwrap().unwrap();
-        let (files, report) = inner.rewrite(&snapshot, id).unwrap();
+        let (files, report) = inner.rewrite(&snapshot, id, StepsOn::Caller).unwrap();
         store
             .write(&name, vec![rows(1500..2500, 3.0)])
             .await
@@ -3400,7 +3468,7 @@ mod tests {
             files,
         };
         let replaces: Vec<u64> = snapshot.runs.iter().map(|r| r.seq).collect();
-        let ahead = inner.supersede_ahead(&name, id, &run, &replaces);
+        let ahead = inner.supersede_ahead(&name, id, &run, &replaces, StepsOn::Caller);
         assert_eq!(ahead.files.len(), 1, "the run committed during the rewrite");
         assert_eq!(ahead.rows.values().map(Vec::len).sum::<usize>(), 1000);
         // Committed between the comparison ahead and the install.
@@ -3469,14 +3537,14 @@ mod tests {
         assert_eq!(merged.len(), 2);
 
         // The newer merge commits first; then the older one, which loses to it.
-        let (files, report) = inner.rewrite(&second, id).unwrap();
+        let (files, report) = inner.rewrite(&second, id, StepsOn::Caller).unwrap();
         inner
-            .install_compaction(&name, id, &second, files, report)
+            .install_compaction(&name, id, &second, files, report, StepsOn::Caller)
             .unwrap();
         drop(second_claim);
-        let (files, report) = inner.rewrite(&first, id).unwrap();
+        let (files, report) = inner.rewrite(&first, id, StepsOn::Caller).unwrap();
         inner
-            .install_compaction(&name, id, &first, files, report)
+            .install_compaction(&name, id, &first, files, report, StepsOn::Caller)
             .unwrap();
         drop(first_claim);
         assert!(

@@ -223,6 +223,16 @@ impl MemKeys {
         seq: u64,
     ) -> Result<Arc<KeySet>> {
         let cell = lock(&self.sets).entry(seq).or_default().clone();
+        if super::threads::in_idle_class() {
+            // The cover thread or a compaction's step: a scan must not wait on the cell while
+            // it builds, since it may get no CPU until the scan's cores are idle. It builds
+            // aside, and keeps whichever set was stored first.
+            if let Some(set) = lock(&cell).as_ref() {
+                return Ok(set.clone());
+            }
+            let set = Arc::new(chunk_keys(table, chunks, seq)?);
+            return Ok(lock(&cell).get_or_insert(set).clone());
+        }
         // Whoever comes second waits for the first to build it (or to fail, and builds it then).
         let mut built = lock(&cell);
         if let Some(set) = built.as_ref() {

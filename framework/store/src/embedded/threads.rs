@@ -7,6 +7,14 @@
 //! nothing; on a busy one a query gets the cores first, and ingestion catches up in the gaps
 //! between queries. A write is still acknowledged only once it is durable and readable, so
 //! nothing is lost or reordered, only delayed while a query runs.
+//!
+//! A thread in the idle class gets almost no CPU while any other thread wants it, so it must
+//! never hold what other threads wait for: a lock it holds is held until the cores are otherwise
+//! idle (priority inversion; the store's locks do not pass priority on). Compactions therefore
+//! choose and install their runs, under the store's locks, on threads at the level of writes,
+//! and hand only their heavy steps (reading and rewriting windows of shards, comparing runs) to
+//! the idle class ([`IdlePool`]); and an idle-class thread that works out a set of keys a query
+//! may also want builds it aside, not under the lock queries wait on.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -27,15 +35,16 @@ pub(crate) fn cores() -> usize {
 pub(super) enum Niceness {
     /// Writes and memtable flushes.
     Ingestion = 5,
-    /// Rewriting runs that are already readable, and working out ahead of scans which of their
-    /// rows the memtable hides: the lowest level, so that a query meets almost nothing of it
-    /// (measured for compaction: medians during ingestion 0-10% lower than at 10, with no more
-    /// runs left unmerged). On Linux these threads are also in the idle scheduling class
-    /// (`SCHED_IDLE`): a waking query thread preempts them at once and the kernel places it on
-    /// a core running only them as on an idle one, where a nice-19 thread still kept its slice.
-    /// Over three 60 s runs against four, the median of (a) during ingestion went from 1.48-1.65
-    /// to 1.41-1.44 of the same rows compacted, (b) from 1.53-1.63 to 1.44-1.53, and (b)'s p99
-    /// from 269-399 to 191-230 ms, with compaction keeping up as before.
+    /// The heavy steps of compactions (rewriting runs that are already readable) and working out
+    /// ahead of scans which rows of the runs the memtable hides: the lowest level, so that a
+    /// query meets almost nothing of it (measured for compaction: medians during ingestion 0-10%
+    /// lower than at 10, with no more runs left unmerged). On Linux these threads are also in the
+    /// idle scheduling class (`SCHED_IDLE`): a waking query thread preempts them at once and the
+    /// kernel places it on a core running only them as on an idle one, where a nice-19 thread
+    /// still kept its slice. Over three 60 s runs against four, the median of (a) during
+    /// ingestion went from 1.48-1.65 to 1.41-1.44 of the same rows compacted, (b) from 1.53-1.63
+    /// to 1.44-1.53, and (b)'s p99 from 269-399 to 191-230 ms, with compaction keeping up as
+    /// before. Such a thread holds none of the locks other threads wait for (module docs).
     Compaction = 19,
 }
 
@@ -70,6 +79,61 @@ pub(super) fn lower_thread_priority(by: Niceness) {
 
 #[cfg(not(target_os = "linux"))]
 pub(super) fn lower_thread_priority(_by: Niceness) {}
+
+/// Whether the calling thread is in the idle scheduling class: it asked for
+/// [`Niceness::Compaction`], or a thread that did started it.
+#[cfg(target_os = "linux")]
+#[allow(
+    unsafe_code,
+    reason = "a thread's scheduling policy is read through libc"
+)]
+pub(super) fn in_idle_class() -> bool {
+    // SAFETY: pid 0 is the calling thread; sched_getscheduler has no other preconditions.
+    unsafe { libc::sched_getscheduler(0) == libc::SCHED_IDLE }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(super) fn in_idle_class() -> bool {
+    false
+}
+
+/// Threads at [`Niceness::Compaction`] that run the heavy steps of the compactions the store
+/// starts itself, one per compaction that may run at once, started on first use. The thread
+/// that hands a step over waits for it, holding no lock meanwhile.
+#[derive(Debug)]
+pub(super) struct IdlePool {
+    threads: usize,
+    pool: OnceLock<Option<rayon_core::ThreadPool>>,
+}
+
+impl IdlePool {
+    pub(super) fn new(threads: usize) -> IdlePool {
+        IdlePool {
+            threads: threads.max(1),
+            pool: OnceLock::new(),
+        }
+    }
+
+    /// Runs `step` on one of the pool's threads and returns what it returned; on the calling
+    /// thread if the pool could not be started. A panic in `step` is the caller's.
+    pub(super) fn run<R: Send>(&self, step: impl FnOnce() -> R + Send) -> R {
+        let pool = self.pool.get_or_init(|| {
+            rayon_core::ThreadPoolBuilder::new()
+                .num_threads(self.threads)
+                .thread_name(|i| format!("quarry-store-compact-step-{i}"))
+                .start_handler(|_| lower_thread_priority(Niceness::Compaction))
+                .build()
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "could not start the threads of compactions' heavy steps; compaction threads run them");
+                })
+                .ok()
+        });
+        match pool {
+            Some(pool) => pool.install(step),
+            None => step(),
+        }
+    }
+}
 
 type Task = Box<dyn FnOnce() + Send>;
 
@@ -181,6 +245,33 @@ mod tests {
             libc::SCHED_OTHER as u32,
             "writes keep the normal class"
         );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn heavy_steps_run_in_the_idle_class_while_their_caller_keeps_its_level() {
+        let pool = IdlePool::new(1);
+        let (caller, step, caller_after) = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    lower_thread_priority(Niceness::Ingestion);
+                    let caller = (nice_and_policy(), in_idle_class());
+                    let step = pool.run(|| {
+                        let helper = std::thread::spawn(|| (nice_and_policy(), in_idle_class()));
+                        ((nice_and_policy(), in_idle_class()), helper.join().unwrap())
+                    });
+                    (caller, step, (nice_and_policy(), in_idle_class()))
+                })
+                .join()
+                .unwrap()
+        });
+        assert_eq!(caller, caller_after, "the caller stays where it was");
+        assert_eq!(caller.0.1, libc::SCHED_OTHER as u32);
+        assert!(!caller.1);
+        let ((step, step_idle), (helper, helper_idle)) = step;
+        assert_eq!(step.1, libc::SCHED_IDLE as u32);
+        assert!(step_idle && helper_idle, "in_idle_class sees the class");
+        assert_eq!(helper, step, "the step's helpers inherit it");
     }
 
     #[tokio::test]
