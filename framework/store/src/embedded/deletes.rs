@@ -88,14 +88,24 @@ impl Deletes {
     /// `group_starts`, numbered within the group. A version never changes, so every scan of it
     /// shares what the first one worked out (or [`Self::split_after`], ahead of any scan).
     pub fn in_groups(&self, group_starts: &[u64]) -> &[Arc<Vec<u32>>] {
-        self.by_group.get_or_init(|| {
+        let split = || {
             (0..group_starts.len())
                 .map(|g| {
                     let (start, end) = group_bounds(group_starts, g);
                     Arc::new(self.rows.range(start..end).map(|r| r - start).collect())
                 })
                 .collect()
-        })
+        };
+        if let Some(groups) = self.by_group.get() {
+            return groups;
+        }
+        if super::threads::in_background() {
+            // A compaction's step or the cover thread: a scan must not wait for it to finish the
+            // split (see `threads.rs`), so it splits aside and keeps whichever split was stored
+            // first.
+            let _ = self.by_group.set(split());
+        }
+        self.by_group.get_or_init(split)
     }
 
     /// Works out [`Self::in_groups`] for a version that is `previous` plus the rows `added`, on

@@ -73,7 +73,7 @@ use memtable::MemChunk;
 use reader::Reader;
 use scan::{MemKeys, Run, TableSnapshot};
 use sorted_rows::{sort_dedup, with_tokens};
-use threads::{IdlePool, Niceness, WritePool, lower_thread_priority};
+use threads::{Niceness, StepPool, WritePool, lower_thread_priority};
 use wal::Wal;
 
 pub use sorted_rows::TOKEN_COLUMN;
@@ -194,7 +194,7 @@ struct Inner {
     commit_lock: Mutex<()>,
     /// Where the compactions the store starts itself run their heavy steps
     /// ([`Inner::heavy_step`]).
-    idle_pool: IdlePool,
+    step_pool: StepPool,
     /// Small writes waiting for the log (group commit).
     queued: Mutex<Vec<QueuedWrite>>,
     jobs: Mutex<Option<Queues>>,
@@ -382,7 +382,7 @@ impl EmbeddedStore {
             tracing::info!(rows = replayed, "replayed the write-ahead log");
         }
 
-        let idle_pool = IdlePool::new(options.compaction_threads);
+        let step_pool = StepPool::new(options.compaction_threads);
         let inner = Arc::new(Inner {
             dir,
             options,
@@ -394,7 +394,7 @@ impl EmbeddedStore {
             compaction_finished: Condvar::new(),
             claims_released: Condvar::new(),
             commit_lock: Mutex::new(()),
-            idle_pool,
+            step_pool,
             queued: Mutex::new(Vec::new()),
             jobs: Mutex::new(None),
             _lock: lock_file,
@@ -1004,7 +1004,7 @@ impl Inner {
             Job::Flush => self.flush(),
             Job::Compact(table) => {
                 let _counted = CompactionJob(self);
-                self.compact(&table, false, StepsOn::IdlePool).map(|_| ())
+                self.compact(&table, false, StepsOn::StepPool).map(|_| ())
             }
             Job::Barrier(reply) => {
                 let passed_on = !compacting
@@ -1400,10 +1400,12 @@ impl Inner {
             }
         };
         debug_assert!(
-            !threads::in_idle_class(),
-            "an idle-class thread would hold the commit lock until the cores are otherwise idle"
+            !threads::in_background(),
+            "a background thread would hold the commit lock while flushes and writes wait for it"
         );
+        let asked = Instant::now();
         let _committing = lock(&self.commit_lock);
+        let locked = Instant::now();
         let found = {
             let state = lock(&self.state);
             state.tables.get(name).filter(|t| t.id == id).map(|table| {
@@ -1436,6 +1438,7 @@ impl Inner {
                 return Err(e);
             }
         };
+        let searched = locked.elapsed();
         let mut state = lock(&self.state);
         let Some(table) = state.tables.get_mut(name).filter(|t| t.id == id) else {
             abandon(&new, &written);
@@ -1533,6 +1536,23 @@ impl Inner {
         table.mem_keys.retain_files(&|file| !gone.contains(file));
         let compact = wants_compaction(&table.runs, &self.options);
         drop(state);
+        let held = locked.elapsed();
+        if held >= SLOW_COMMIT {
+            let kind = match (&how.compaction, &how.flushed) {
+                (Some(_), _) => "compaction",
+                (None, Some(_)) => "flush",
+                (None, None) => "write",
+            };
+            tracing::warn!(
+                table = %name,
+                kind,
+                rows = new.iter().flat_map(|r| &r.files).map(|f| f.rows()).sum::<u64>(),
+                waited_ms = locked.duration_since(asked).as_millis() as u64,
+                searched_ms = searched.as_millis() as u64,
+                held_ms = held.as_millis() as u64,
+                "a commit held the commit lock long; flushes and writes of the table waited behind it"
+            );
+        }
         for d in replaced {
             d.retire();
         }
@@ -2283,7 +2303,7 @@ impl Inner {
     fn heavy_step<R: Send>(&self, on: StepsOn, step: impl FnOnce() -> R + Send) -> R {
         match on {
             StepsOn::Caller => step(),
-            StepsOn::IdlePool => self.idle_pool.run(step),
+            StepsOn::StepPool => self.step_pool.run(step),
         }
     }
 }
@@ -2295,15 +2315,15 @@ enum StepsOn {
     /// without background threads, a flush's new run, and the merge of a statement's parts as
     /// it commits.
     Caller,
-    /// The store's [`IdlePool`]: the compactions the store starts itself.
-    IdlePool,
+    /// The store's [`StepPool`], in the idle class: the compactions the store starts itself.
+    StepPool,
 }
 
 /// Starts `threads` background threads that share the queue `jobs` and run its jobs until it
 /// closes, below the process's CPU priority as writes run. Compactions hand their heavy steps to
-/// the idle class ([`IdlePool`]; the steps' parallel sorts and file writers inherit it), so that
-/// on a busy machine rewriting old runs yields to writes, and both yield to queries, while
-/// the short steps that hold the store's locks do not wait for idle cores.
+/// the idle class ([`StepPool`]; the steps' parallel sorts and file writers inherit it),
+/// so that on a busy machine rewriting old runs yields to writes, and both yield to queries,
+/// while the short steps that hold the store's locks do not wait behind them.
 fn background_threads(
     inner: &Arc<Inner>,
     name: &str,
@@ -2352,7 +2372,7 @@ fn cover_thread(inner: &Arc<Inner>, written: Receiver<TableName>) -> Result<Join
     std::thread::Builder::new()
         .name("quarry-cover".into())
         .spawn(move || {
-            lower_thread_priority(Niceness::Compaction);
+            lower_thread_priority(Niceness::Idle);
             while let Ok(first) = written.recv() {
                 // The writes of the next moment are covered in the same pass.
                 std::thread::sleep(COVER_EVERY);
@@ -2376,6 +2396,10 @@ fn cover_thread(inner: &Arc<Inner>, written: Receiver<TableName>) -> Result<Join
         })
         .map_err(Error::io("starting a background thread of", &inner.dir))
 }
+
+/// How long a commit may hold the commit lock before it is reported (a warning naming the
+/// table, what committed and where the time went).
+const SLOW_COMMIT: Duration = Duration::from_secs(1);
 
 /// How often the cover thread compares a busy table's runs with its newest writes.
 const COVER_EVERY: Duration = Duration::from_millis(100);

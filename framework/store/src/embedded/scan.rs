@@ -223,7 +223,7 @@ impl MemKeys {
         seq: u64,
     ) -> Result<Arc<KeySet>> {
         let cell = lock(&self.sets).entry(seq).or_default().clone();
-        if super::threads::in_idle_class() {
+        if super::threads::in_background() {
             // The cover thread or a compaction's step: a scan must not wait on the cell while
             // it builds, since it may get no CPU until the scan's cores are idle. It builds
             // aside, and keeps whichever set was stored first.

@@ -3,18 +3,19 @@
 //! Queries run at the process's priority. The work that keeps up with arriving data runs below
 //! it, as ScyllaDB's scheduler gives statements more shares than memtable flushes and
 //! compaction: writes (sorting, hashing, appending to the log) and flushes a little below,
-//! compaction further below, in the idle scheduling class. On an idle machine this changes
-//! nothing; on a busy one a query gets the cores first, and ingestion catches up in the gaps
-//! between queries. A write is still acknowledged only once it is durable and readable, so
-//! nothing is lost or reordered, only delayed while a query runs.
+//! compaction's heavy steps and the work that only saves scans work further below, in the idle
+//! scheduling class. On an idle machine this changes nothing; on a busy one a query
+//! gets the cores first, and ingestion catches up in the gaps between queries. A write is still
+//! acknowledged only once it is durable and readable, so nothing is lost or reordered, only
+//! delayed while a query runs.
 //!
-//! A thread in the idle class gets almost no CPU while any other thread wants it, so it must
-//! never hold what other threads wait for: a lock it holds is held until the cores are otherwise
-//! idle (priority inversion; the store's locks do not pass priority on). Compactions therefore
-//! choose and install their runs, under the store's locks, on threads at the level of writes,
-//! and hand only their heavy steps (reading and rewriting windows of shards, comparing runs) to
-//! the idle class ([`IdlePool`]); and an idle-class thread that works out a set of keys a query
-//! may also want builds it aside, not under the lock queries wait on.
+//! A thread in the idle class gets almost no CPU while other threads want it, so it must never
+//! hold what they wait for: a lock it holds stays held until the cores are otherwise idle (priority inversion; the store's locks do not pass priority on). Compactions
+//! therefore choose and install their runs, under the store's locks, on threads at the level
+//! of writes, and hand only their heavy steps (reading and rewriting windows of shards,
+//! comparing runs) to [`StepPool`]; and a background thread that works out something a scan may
+//! also want (a set of keys, a deletion vector split by row group) builds it aside, not under
+//! the lock the scan waits on ([`in_background`]).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -30,43 +31,54 @@ pub(crate) fn cores() -> usize {
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |t| t.get()))
 }
 
-/// How much nicer than the process (Unix nice values) a store thread runs.
+/// How far below the process's CPU priority a store thread runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Niceness {
-    /// Writes and memtable flushes.
-    Ingestion = 5,
-    /// The heavy steps of compactions (rewriting runs that are already readable) and working out
-    /// ahead of scans which rows of the runs the memtable hides: the lowest level, so that a
-    /// query meets almost nothing of it (measured for compaction: medians during ingestion 0-10%
-    /// lower than at 10, with no more runs left unmerged). On Linux these threads are also in the
-    /// idle scheduling class (`SCHED_IDLE`): a waking query thread preempts them at once and the
-    /// kernel places it on a core running only them as on an idle one, where a nice-19 thread
-    /// still kept its slice. Over three 60 s runs against four, the median of (a) during
-    /// ingestion went from 1.48-1.65 to 1.41-1.44 of the same rows compacted, (b) from 1.53-1.63
-    /// to 1.44-1.53, and (b)'s p99 from 269-399 to 191-230 ms, with compaction keeping up as
-    /// before. Such a thread holds none of the locks other threads wait for (module docs).
-    Compaction = 19,
+    /// Writes, memtable flushes, and compaction threads as they choose and install runs: five
+    /// nice levels below the process.
+    Ingestion,
+    /// The heavy steps of compactions (reading, sorting and writing runs that are already
+    /// readable) and working out ahead of scans which rows of the runs the memtable hides (the
+    /// cover thread): nice 19 and, on Linux, the idle scheduling class (`SCHED_IDLE`). A waking
+    /// query thread preempts such a thread at once and the kernel places it on a core running
+    /// only them as on an idle one, where a nice-19 thread still kept its slice. Over three 60 s
+    /// runs against four, the median of (a) during ingestion went from 1.48-1.65 to 1.41-1.44 of
+    /// the same rows compacted, (b) from 1.53-1.63 to 1.44-1.53, and (b)'s p99 from 269-399 to
+    /// 191-230 ms, with compaction keeping up as before; with the heavy steps alone at nice 19
+    /// in the normal class, medians beside a busy process were 7-17% higher. The idle class has
+    /// no floor, though: once other processes fill the cores, compaction stops (STORAGE.md).
+    Idle,
 }
 
-/// Lowers the calling thread's CPU priority by `by`; threads it starts inherit it. Best effort:
+impl Niceness {
+    /// Nice levels below the process.
+    fn below(self) -> i32 {
+        match self {
+            Niceness::Ingestion => 5,
+            Niceness::Idle => 19,
+        }
+    }
+}
+
+/// Lowers the calling thread's CPU priority to `to`; threads it starts inherit it. Best effort:
 /// a failure costs only priority.
 #[cfg(target_os = "linux")]
 #[allow(
     unsafe_code,
-    reason = "a thread's nice value is set through libc::setpriority"
+    reason = "a thread's nice value and scheduling class are set through libc"
 )]
-pub(super) fn lower_thread_priority(by: Niceness) {
+pub(super) fn lower_thread_priority(to: Niceness) {
     // SAFETY: gettid has no preconditions; setpriority with PRIO_PROCESS and a thread id
     // changes only that thread's nice value on Linux, and reports failure through its result.
     let failed = unsafe {
         let thread = libc::gettid() as libc::id_t;
         let current = libc::getpriority(libc::PRIO_PROCESS, thread);
-        libc::setpriority(libc::PRIO_PROCESS, thread, (current + by as i32).min(19)) != 0
+        libc::setpriority(libc::PRIO_PROCESS, thread, (current + to.below()).min(19)) != 0
     };
     if failed {
-        tracing::debug!(?by, "could not lower a store thread's priority");
+        tracing::debug!(?to, "could not lower a store thread's priority");
     }
-    if by == Niceness::Compaction {
+    if to == Niceness::Idle {
         let param = libc::sched_param { sched_priority: 0 };
         // SAFETY: pid 0 is the calling thread; `param` outlives the call, which reports failure
         // through its result.
@@ -78,37 +90,45 @@ pub(super) fn lower_thread_priority(by: Niceness) {
 }
 
 #[cfg(not(target_os = "linux"))]
-pub(super) fn lower_thread_priority(_by: Niceness) {}
+pub(super) fn lower_thread_priority(_to: Niceness) {}
 
-/// Whether the calling thread is in the idle scheduling class: it asked for
-/// [`Niceness::Compaction`], or a thread that did started it.
+/// Whether the calling thread runs at [`Niceness::Idle`] (it asked for it, or a thread that did
+/// started it), or otherwise at the lowest nice level below the process's own threads.
 #[cfg(target_os = "linux")]
 #[allow(
     unsafe_code,
-    reason = "a thread's scheduling policy is read through libc"
+    reason = "a thread's nice value and scheduling policy are read through libc"
 )]
-pub(super) fn in_idle_class() -> bool {
-    // SAFETY: pid 0 is the calling thread; sched_getscheduler has no other preconditions.
-    unsafe { libc::sched_getscheduler(0) == libc::SCHED_IDLE }
+pub(super) fn in_background() -> bool {
+    // SAFETY: getpid and gettid have no preconditions; getpriority reads a nice value and
+    // sched_getscheduler (pid 0: the calling thread) a policy.
+    let (process, thread, policy) = unsafe {
+        (
+            libc::getpriority(libc::PRIO_PROCESS, libc::getpid() as libc::id_t),
+            libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t),
+            libc::sched_getscheduler(0),
+        )
+    };
+    policy == libc::SCHED_IDLE || (thread > process && thread >= 19)
 }
 
 #[cfg(not(target_os = "linux"))]
-pub(super) fn in_idle_class() -> bool {
+pub(super) fn in_background() -> bool {
     false
 }
 
-/// Threads at [`Niceness::Compaction`] that run the heavy steps of the compactions the store
+/// Threads at [`Niceness::Idle`] that run the heavy steps of the compactions the store
 /// starts itself, one per compaction that may run at once, started on first use. The thread
 /// that hands a step over waits for it, holding no lock meanwhile.
 #[derive(Debug)]
-pub(super) struct IdlePool {
+pub(super) struct StepPool {
     threads: usize,
     pool: OnceLock<Option<rayon_core::ThreadPool>>,
 }
 
-impl IdlePool {
-    pub(super) fn new(threads: usize) -> IdlePool {
-        IdlePool {
+impl StepPool {
+    pub(super) fn new(threads: usize) -> StepPool {
+        StepPool {
             threads: threads.max(1),
             pool: OnceLock::new(),
         }
@@ -121,7 +141,7 @@ impl IdlePool {
             rayon_core::ThreadPoolBuilder::new()
                 .num_threads(self.threads)
                 .thread_name(|i| format!("quarry-store-compact-step-{i}"))
-                .start_handler(|_| lower_thread_priority(Niceness::Compaction))
+                .start_handler(|_| lower_thread_priority(Niceness::Idle))
                 .build()
                 .inspect_err(|e| {
                     tracing::warn!(error = %e, "could not start the threads of compactions' heavy steps; compaction threads run them");
@@ -220,58 +240,52 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn compaction_threads_and_their_helpers_run_only_when_the_cores_are_otherwise_idle() {
-        let (nice, policy, helper) = std::thread::spawn(|| {
-            let (before, _) = nice_and_policy();
-            lower_thread_priority(Niceness::Compaction);
-            let (nice, policy) = nice_and_policy();
-            // A parallel sort's or a file writer's thread, started by the compaction thread.
-            let helper = std::thread::spawn(nice_and_policy).join().unwrap();
-            ((before, nice), policy, helper)
-        })
-        .join()
-        .unwrap();
-        assert_eq!(nice.1, (nice.0 + 19).min(19));
-        assert_eq!(policy, libc::SCHED_IDLE as u32);
-        assert_eq!(helper, (nice.1, policy));
-        let (_, writer_policy) = std::thread::spawn(|| {
-            lower_thread_priority(Niceness::Ingestion);
-            nice_and_policy()
-        })
-        .join()
-        .unwrap();
-        assert_eq!(
-            writer_policy,
-            libc::SCHED_OTHER as u32,
-            "writes keep the normal class"
-        );
+    fn each_level_sets_its_nice_value_and_class_and_helpers_inherit_it() {
+        let at = |to: Niceness| {
+            std::thread::spawn(move || {
+                let (before, _) = nice_and_policy();
+                lower_thread_priority(to);
+                let (nice, policy) = nice_and_policy();
+                // A parallel sort's or a file writer's thread.
+                let helper = std::thread::spawn(|| (nice_and_policy(), in_background()))
+                    .join()
+                    .unwrap();
+                (before, (nice, policy), in_background(), helper)
+            })
+            .join()
+            .unwrap()
+        };
+        let (before, ingestion, background, _) = at(Niceness::Ingestion);
+        assert_eq!(ingestion, ((before + 5).min(19), libc::SCHED_OTHER as u32));
+        assert_eq!(background, before + 5 >= 19 && before < 19);
+        let (_, level, background, helper) = at(Niceness::Idle);
+        assert_eq!(level, (19, libc::SCHED_IDLE as u32));
+        assert_eq!(helper, (level, background), "helpers inherit it");
+        assert!(background, "the idle class is below the writers");
     }
 
     #[cfg(target_os = "linux")]
     #[test]
     fn heavy_steps_run_in_the_idle_class_while_their_caller_keeps_its_level() {
-        let pool = IdlePool::new(1);
+        let pool = StepPool::new(1);
         let (caller, step, caller_after) = std::thread::scope(|scope| {
             scope
                 .spawn(|| {
                     lower_thread_priority(Niceness::Ingestion);
-                    let caller = (nice_and_policy(), in_idle_class());
-                    let step = pool.run(|| {
-                        let helper = std::thread::spawn(|| (nice_and_policy(), in_idle_class()));
-                        ((nice_and_policy(), in_idle_class()), helper.join().unwrap())
-                    });
-                    (caller, step, (nice_and_policy(), in_idle_class()))
+                    let caller = (nice_and_policy(), std::thread::current().id());
+                    let step = pool.run(|| (nice_and_policy(), std::thread::current().id()));
+                    (
+                        caller,
+                        step,
+                        (nice_and_policy(), std::thread::current().id()),
+                    )
                 })
                 .join()
                 .unwrap()
         });
         assert_eq!(caller, caller_after, "the caller stays where it was");
-        assert_eq!(caller.0.1, libc::SCHED_OTHER as u32);
-        assert!(!caller.1);
-        let ((step, step_idle), (helper, helper_idle)) = step;
-        assert_eq!(step.1, libc::SCHED_IDLE as u32);
-        assert!(step_idle && helper_idle, "in_idle_class sees the class");
-        assert_eq!(helper, step, "the step's helpers inherit it");
+        assert_ne!(step.1, caller.1, "the step ran on a thread of the pool");
+        assert_eq!(step.0, (19, libc::SCHED_IDLE as u32));
     }
 
     #[tokio::test]
