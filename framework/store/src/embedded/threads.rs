@@ -10,12 +10,13 @@
 //! delayed while a query runs.
 //!
 //! A thread in the idle class gets almost no CPU while other threads want it, so it must never
-//! hold what they wait for: a lock it holds stays held until the cores are otherwise idle (priority inversion; the store's locks do not pass priority on). Compactions
-//! therefore choose and install their runs, under the store's locks, on threads at the level
-//! of writes, and hand only their heavy steps (reading and rewriting windows of shards,
-//! comparing runs) to [`StepPool`]; and a background thread that works out something a scan may
-//! also want (a set of keys, a deletion vector split by row group) builds it aside, not under
-//! the lock the scan waits on ([`in_background`]).
+//! hold what they wait for: a lock it holds stays held until the cores are otherwise idle
+//! (priority inversion; the store's locks do not pass priority on). Compactions therefore
+//! choose and install their runs, under the store's locks, on threads at the level of writes,
+//! and hand only their heavy steps (reading and rewriting windows of shards, comparing runs) to
+//! [`StepPool`]; and an idle-class thread that works out something a scan may also want (a set
+//! of keys, a deletion vector split by row group) builds it aside, not under the lock the scan
+//! waits on ([`in_background`]).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -92,24 +93,16 @@ pub(super) fn lower_thread_priority(to: Niceness) {
 #[cfg(not(target_os = "linux"))]
 pub(super) fn lower_thread_priority(_to: Niceness) {}
 
-/// Whether the calling thread runs at [`Niceness::Idle`] (it asked for it, or a thread that did
-/// started it), or otherwise at the lowest nice level below the process's own threads.
+/// Whether the calling thread is in the idle scheduling class: it asked for [`Niceness::Idle`],
+/// or a thread that did started it.
 #[cfg(target_os = "linux")]
 #[allow(
     unsafe_code,
-    reason = "a thread's nice value and scheduling policy are read through libc"
+    reason = "a thread's scheduling policy is read through libc"
 )]
 pub(super) fn in_background() -> bool {
-    // SAFETY: getpid and gettid have no preconditions; getpriority reads a nice value and
-    // sched_getscheduler (pid 0: the calling thread) a policy.
-    let (process, thread, policy) = unsafe {
-        (
-            libc::getpriority(libc::PRIO_PROCESS, libc::getpid() as libc::id_t),
-            libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t),
-            libc::sched_getscheduler(0),
-        )
-    };
-    policy == libc::SCHED_IDLE || (thread > process && thread >= 19)
+    // SAFETY: pid 0 is the calling thread; sched_getscheduler has no other preconditions.
+    unsafe { libc::sched_getscheduler(0) == libc::SCHED_IDLE }
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -257,7 +250,7 @@ mod tests {
         };
         let (before, ingestion, background, _) = at(Niceness::Ingestion);
         assert_eq!(ingestion, ((before + 5).min(19), libc::SCHED_OTHER as u32));
-        assert_eq!(background, before + 5 >= 19 && before < 19);
+        assert!(!background, "writes keep the normal class");
         let (_, level, background, helper) = at(Niceness::Idle);
         assert_eq!(level, (19, libc::SCHED_IDLE as u32));
         assert_eq!(helper, (level, background), "helpers inherit it");
