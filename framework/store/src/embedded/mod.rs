@@ -45,6 +45,7 @@ mod sorted_rows;
 mod threads;
 mod wal;
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -107,6 +108,21 @@ pub struct EmbeddedOptions {
     /// runs kept flushes' runs waiting for seconds on end (overlap depth up to 49-59 in the
     /// README's three-minute "Sustained ingestion" runs, 18-24 with two).
     pub compaction_threads: usize,
+    /// Once more runs than this overlap on some shard of a table, the compactions the store
+    /// starts itself run their heavy steps at the writers' level rather than in the idle class,
+    /// and stop waiting for steps of theirs still there (see `threads.rs`). The idle class has
+    /// no floor: beside other busy processes it gets almost no CPU, and a table it compacts
+    /// would grow deeper, and its scans slower, for as long as they run. ScyllaDB's compaction
+    /// backlog controller likewise gives compaction more shares as its backlog grows. Under 32
+    /// by default, a depth the README's sustained-ingestion runs stay well under on their own.
+    pub raise_compaction_depth: usize,
+    /// How long a compaction the store started itself waits for a heavy step in the idle class
+    /// before it gives up on it and runs it, and its later steps, at the writers' level. A step
+    /// (a window of about [`EmbeddedOptions::rows_per_file`] rows) takes a second or two when
+    /// the idle class gets a core; this covers a table that wants compacting but is not deep
+    /// enough for [`EmbeddedOptions::raise_compaction_depth`], which the idle class would
+    /// otherwise leave unmerged while other processes keep the cores busy.
+    pub idle_step_patience: Duration,
 }
 
 impl Default for EmbeddedOptions {
@@ -120,6 +136,8 @@ impl Default for EmbeddedOptions {
             max_dead_fraction: 0.1,
             background: true,
             compaction_threads: 2,
+            raise_compaction_depth: 32,
+            idle_step_patience: Duration::from_secs(30),
         }
     }
 }
@@ -238,6 +256,9 @@ struct TableState {
     /// yet (a large write takes its number first, so that writes acknowledged meanwhile win
     /// over it).
     pending: BTreeSet<u64>,
+    /// Compactions asked for that wait for the runs others are merging: those then run their
+    /// heavy steps at the writers' level ([`Inner::steps_raised`]).
+    hurried: usize,
 }
 
 impl TableState {
@@ -254,6 +275,7 @@ impl TableState {
             last_compaction: None,
             compacting: Vec::new(),
             large_merge: false,
+            hurried: 0,
             pending: BTreeSet::new(),
         }
     }
@@ -347,16 +369,7 @@ impl EmbeddedStore {
             }
         };
         let mut state = State::from_manifest(&dir, &manifest, &OpenFiles::default())?;
-        let live_files: HashSet<PathBuf> = state
-            .tables
-            .values()
-            .flat_map(|t| t.runs.iter())
-            .flat_map(|r| {
-                let data = r.files.iter().map(|f| f.path.clone());
-                let deletes = r.deletes.iter().flatten().map(|d| d.path().to_path_buf());
-                data.chain(deletes)
-            })
-            .collect();
+        let live_files = live_files(&state);
         remove_orphans(&dir.join("data"), &live_files)?;
 
         let wal_dir = dir.join("wal");
@@ -841,6 +854,20 @@ fn refuse_data_without_manifest(dir: &Path) -> Result<()> {
     })
 }
 
+/// The files the runs of `state` list: data files and deletion vectors.
+fn live_files(state: &State) -> HashSet<PathBuf> {
+    state
+        .tables
+        .values()
+        .flat_map(|t| t.runs.iter())
+        .flat_map(|r| {
+            let data = r.files.iter().map(|f| f.path.clone());
+            let deletes = r.deletes.iter().flatten().map(|d| d.path().to_path_buf());
+            data.chain(deletes)
+        })
+        .collect()
+}
+
 /// Every file under `dir` (none when it does not exist).
 fn walk_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
@@ -1004,7 +1031,9 @@ impl Inner {
             Job::Flush => self.flush(),
             Job::Compact(table) => {
                 let _counted = CompactionJob(self);
-                self.compact(&table, false, StepsOn::StepPool).map(|_| ())
+                let waited_out = Cell::new(false);
+                self.compact(&table, false, StepsOn::StepPool(&waited_out))
+                    .map(|_| ())
             }
             Job::Barrier(reply) => {
                 let passed_on = !compacting
@@ -1313,7 +1342,7 @@ impl Inner {
             table: name.clone(),
             seqs: vec![seq],
         };
-        let files = self.write_files(def, id, file_id, &shards, &rows)?;
+        let files = write_files(&self.dir, self.layout(), def, id, file_id, &shards, &rows)?;
         let keys = || key_set_of_rows(def, &rows, seq);
         let how = Install {
             drop_chunk_rows: true,
@@ -1322,57 +1351,6 @@ impl Inner {
         let compact = self.install(name, id, vec![NewRun { seq, files }], &keys, how);
         drop(pending);
         self.after_new_run(name, compact?)
-    }
-
-    fn write_files(
-        &self,
-        def: &TableDef,
-        table_id: u64,
-        file_id: u64,
-        shards: &ShardMap,
-        rows: &RecordBatch,
-    ) -> Result<Vec<Arc<DataFile>>> {
-        let written = data_file::write_run(
-            &self.dir,
-            &table_dir(def, table_id),
-            &format!("run-{file_id}"),
-            def,
-            rows,
-            shards,
-            self.layout(),
-        )?;
-        let read_schema = sorted_rows::read_stored_schema(def);
-        // The next flush searches every row group of this run for its keys, and every scan
-        // beside the memtable for the memtable's: the key hashes just written are kept (sorted,
-        // while the cache has room) rather than read back by the first of them, so that work
-        // falls on this background thread and not on a query.
-        // Each file's hashes move into the cache (a task takes them out of its slot).
-        let written: Vec<(String, Mutex<Vec<Vec<i64>>>)> = written
-            .into_iter()
-            .map(|file| (file.relative, Mutex::new(file.group_hashes)))
-            .collect();
-        parallel(&written, |(relative, group_hashes)| {
-            let data = Arc::new(DataFile::open(&self.dir, relative, shards, &read_schema)?);
-            let group_hashes = std::mem::take(&mut *lock(group_hashes));
-            let rows_match = data.groups.len() == group_hashes.len()
-                && data
-                    .groups
-                    .iter()
-                    .zip(&group_hashes)
-                    .all(|(group, hashes)| group.rows == hashes.len() as u64);
-            if rows_match {
-                for (group, hashes) in group_hashes.into_iter().enumerate() {
-                    data.key_hashes(group, || Ok(hashes))?;
-                }
-            } else {
-                // The file is sound; its hashes are read back when first searched.
-                tracing::warn!(
-                    file = %relative,
-                    "a new file's row groups differ from those written; its key hashes are not kept"
-                );
-            }
-            Ok(data)
-        })
     }
 
     /// Adds runs to table `name` (of id `id`) in one manifest commit. Each new run supersedes
@@ -1981,7 +1959,7 @@ impl Inner {
                     Vec::new()
                 } else {
                     let file_id = lock(&self.state).next_id();
-                    self.write_files(&def, id, file_id, &shards, &rows)?
+                    write_files(&self.dir, self.layout(), &def, id, file_id, &shards, &rows)?
                 };
                 self.cover_new_run(&name, &files, seq, StepsOn::Caller);
                 let keys = || key_set_of_rows(&def, &rows, seq);
@@ -2020,7 +1998,7 @@ impl Inner {
     /// merged run can take the newest one's sequence number. Compactions of one table run side
     /// by side on runs none of the others is merging (see [`Inner::compaction_snapshot`]); one
     /// that leaves the table wanting more queues another.
-    fn compact(&self, name: &TableName, full: bool, on: StepsOn) -> Result<bool> {
+    fn compact(&self, name: &TableName, full: bool, on: StepsOn<'_>) -> Result<bool> {
         let Some((id, snapshot, claim)) = self.compaction_snapshot(name, full)? else {
             return Ok(false);
         };
@@ -2051,14 +2029,8 @@ impl Inner {
         }
         loop {
             let mut state = lock(&self.state);
-            while full && {
-                let table = state.table(name)?;
-                !table.pending.is_empty() || !table.compacting.is_empty()
-            } {
-                state = self
-                    .claims_released
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
+            if full {
+                state = self.wait_for_claims(state, name)?;
             }
             state.table(name)?;
             let Some(table) = state.tables.get_mut(name) else {
@@ -2124,6 +2096,49 @@ impl Inner {
         }
     }
 
+    /// Waits until no compaction or pending run of `name` is in the way of a full compaction.
+    /// The compactions it waits for meanwhile run their steps at the writers' level: in the
+    /// idle class they might not finish while other processes keep the cores busy.
+    fn wait_for_claims<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        name: &TableName,
+    ) -> Result<MutexGuard<'a, State>> {
+        let id = state.table(name)?.id;
+        let mut hurrying = false;
+        while let Some(table) = state
+            .tables
+            .get_mut(name)
+            .filter(|t| t.id == id && !(t.pending.is_empty() && t.compacting.is_empty()))
+        {
+            if !hurrying {
+                table.hurried += 1;
+                hurrying = true;
+            }
+            state = self
+                .claims_released
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        if let Some(table) = state
+            .tables
+            .get_mut(name)
+            .filter(|t| t.id == id && hurrying)
+        {
+            table.hurried -= 1;
+        }
+        Ok(state)
+    }
+
+    /// Whether the compactions of `name` that the store started itself should run their heavy
+    /// steps at the writers' level: the table is deeper than
+    /// [`EmbeddedOptions::raise_compaction_depth`], or a compaction asked for waits for them.
+    fn steps_raised(&self, name: &TableName) -> bool {
+        lock(&self.state).tables.get(name).is_some_and(|t| {
+            t.hurried > 0 || scan::overlap_depth(&t.runs) > self.options.raise_compaction_depth
+        })
+    }
+
     /// Puts the run a compaction wrote in place of the runs it merged. Runs committed while it
     /// was written win over its rows with their keys. Returns whether the table then wants
     /// compacting, or `None` if it was dropped meanwhile.
@@ -2134,7 +2149,7 @@ impl Inner {
         snapshot: &TableSnapshot,
         files: Vec<DataFileRef>,
         report: Compaction,
-        on: StepsOn,
+        on: StepsOn<'_>,
     ) -> Result<Option<bool>> {
         let seq = snapshot.runs.iter().map(|r| r.seq).max().unwrap_or(0);
         // Never called: a compaction's run is compared with the newer runs through their keys
@@ -2184,7 +2199,7 @@ impl Inner {
         id: u64,
         run: &NewRun,
         replaces: &[u64],
-        on: StepsOn,
+        on: StepsOn<'_>,
     ) -> Ahead {
         let mut ahead = Ahead::default();
         for _ in 0..2 {
@@ -2205,7 +2220,12 @@ impl Inner {
             if newer.is_empty() {
                 break;
             }
-            match self.heavy_step(on, || superseded_by_newer(&def, run, &newer)) {
+            let newer = Arc::new(newer);
+            let step = {
+                let (run, newer) = (run.clone(), newer.clone());
+                move |_| superseded_by_newer(&def, &run, &newer)
+            };
+            match self.heavy_step(name, on, step, drop) {
                 Ok(rows) => {
                     for (f, found) in rows {
                         ahead.rows.entry(f).or_default().extend(found);
@@ -2226,11 +2246,13 @@ impl Inner {
     /// Works out which rows of a new run's files (sequence number `seq`) the memtable's chunks
     /// hide, before the run is installed, so that no query finds that left to it (see
     /// [`scan::cover_files`]). Only a shortcut: on failure scans work it out as they read.
-    fn cover_new_run(&self, name: &TableName, files: &[DataFileRef], seq: u64, on: StepsOn) {
+    fn cover_new_run(&self, name: &TableName, files: &[DataFileRef], seq: u64, on: StepsOn<'_>) {
         let Ok(snapshot) = lock(&self.state).snapshot(name) else {
             return;
         };
-        if let Err(e) = self.heavy_step(on, || scan::cover_files(&snapshot, files, seq)) {
+        let files = files.to_vec();
+        let step = move |_| scan::cover_files(&snapshot, &files, seq);
+        if let Err(e) = self.heavy_step(name, on, step, drop) {
             tracing::warn!(table = %name, error = %e, "could not work out which rows of a new run the memtable hides; scans will");
         }
     }
@@ -2244,7 +2266,7 @@ impl Inner {
         &self,
         snapshot: &TableSnapshot,
         id: u64,
-        on: StepsOn,
+        on: StepsOn<'_>,
     ) -> Result<(Vec<DataFileRef>, Compaction)> {
         let windows = compaction_windows(
             &snapshot.runs,
@@ -2257,11 +2279,20 @@ impl Inner {
             ..Compaction::default()
         };
         let mut files: Vec<DataFileRef> = Vec::new();
+        let name = snapshot.def.table_name();
+        let snapshot = Arc::new(snapshot.clone());
         for window in windows {
-            // Numbered here, where the store's state may be locked (see `heavy_step`); a window
-            // with no live rows leaves its number unused.
-            let file_id = lock(&self.state).next_id();
-            match self.heavy_step(on, || self.compact_window(snapshot, id, window, file_id)) {
+            let step = {
+                let (dir, layout, snapshot) = (self.dir.clone(), self.layout(), snapshot.clone());
+                move |file_id| compact_window(&dir, layout, &snapshot, id, window.clone(), file_id)
+            };
+            // A window with no live rows leaves its file number unused.
+            let discard = |written: Result<(Vec<DataFileRef>, u64)>| {
+                if let Ok((files, _)) = written {
+                    retire_files(&files);
+                }
+            };
+            match self.heavy_step(&name, on, step, discard) {
                 Ok((written, rows)) => {
                     report.rows += rows;
                     report.largest_window_rows = report.largest_window_rows.max(rows);
@@ -2276,47 +2307,72 @@ impl Inner {
         Ok((files, report))
     }
 
-    /// Writes the live rows of one window of shards of `snapshot`'s runs as files of a new run,
-    /// numbered from `file_id`; returns the files and their rows.
-    fn compact_window(
+    /// Runs `step`, a heavy part of a compaction of `name` (reading and rewriting a window of
+    /// shards, comparing runs), where `on` says, and returns what it returned. A step takes none
+    /// of the store's locks: in the idle class it could hold them until the cores are otherwise
+    /// idle. Each run of a step gets a file number of its own to write under.
+    ///
+    /// On [`StepsOn::StepPool`], the step runs on the caller instead whenever
+    /// [`Inner::steps_raised`] says so, also after waiting for it there, and once a step of the
+    /// same compaction waited there longer than [`EmbeddedOptions::idle_step_patience`]. A step
+    /// waited for is then given up on, and what it returns if it ever finishes goes to
+    /// `discard`. As Spark speculates a straggling task: two copies of the step may run, and the
+    /// first to answer counts.
+    fn heavy_step<R: Send + 'static>(
         &self,
-        snapshot: &TableSnapshot,
-        id: u64,
-        window: std::ops::RangeInclusive<u32>,
-        file_id: u64,
-    ) -> Result<(Vec<DataFileRef>, u64)> {
-        let def = &snapshot.def;
-        // In stored form with the tokens and key hashes the files hold: nothing is hashed again.
-        let stored = scan::read_shards(snapshot, window)?;
-        let rows = sort_dedup(def, &stored)?;
-        drop(stored);
-        if rows.num_rows() == 0 {
-            return Ok((Vec::new(), 0));
+        name: &TableName,
+        on: StepsOn<'_>,
+        step: impl Fn(u64) -> R + Send + Sync + 'static,
+        discard: fn(R),
+    ) -> R {
+        if let StepsOn::StepPool(waited_out) = on
+            && !waited_out.get()
+            && !self.steps_raised(name)
+        {
+            let step = Arc::new(step);
+            let (background, file_id) = (step.clone(), self.next_file_id());
+            let started = Instant::now();
+            let give_up = || {
+                if started.elapsed() > self.options.idle_step_patience {
+                    waited_out.set(true);
+                }
+                waited_out.get() || self.steps_raised(name)
+            };
+            if let Some(answer) = self
+                .step_pool
+                .run(move || background(file_id), discard, give_up)
+            {
+                return answer;
+            }
+            tracing::info!(table = %name, waited_ms = started.elapsed().as_millis(), "a compaction's step left waiting in the idle class runs at the writers' level");
+            return step(self.next_file_id());
         }
-        let files = self.write_files(def, id, file_id, &snapshot.shards, &rows)?;
-        Ok((files, rows.num_rows() as u64))
+        step(self.next_file_id())
     }
 
-    /// Runs `step`, a heavy part of a compaction (reading and rewriting a window of shards,
-    /// comparing runs), where `on` says, and returns what it returned. A step takes none of the
-    /// store's locks: in the idle class it could hold them until the cores are otherwise idle.
-    fn heavy_step<R: Send>(&self, on: StepsOn, step: impl FnOnce() -> R + Send) -> R {
-        match on {
-            StepsOn::Caller => step(),
-            StepsOn::StepPool => self.step_pool.run(step),
-        }
+    #[cfg(test)]
+    fn step_pool_threads(&self) -> usize {
+        self.options.compaction_threads.max(1)
+    }
+
+    /// A number for new files; numbered here, where the store's state may be locked.
+    fn next_file_id(&self) -> u64 {
+        lock(&self.state).next_id()
     }
 }
 
 /// Where a compaction's heavy steps run ([`Inner::heavy_step`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StepsOn {
+#[derive(Debug, Clone, Copy)]
+enum StepsOn<'a> {
     /// The calling thread, at its priority: a compaction asked for, one run inline by a store
     /// without background threads, a flush's new run, and the merge of a statement's parts as
     /// it commits.
     Caller,
-    /// The store's [`StepPool`], in the idle class: the compactions the store starts itself.
-    StepPool,
+    /// The store's [`StepPool`], in the idle class, unless the table is too deep or a
+    /// compaction asked for waits ([`Inner::steps_raised`]): the compactions the store starts
+    /// itself. The flag is set once a step of the compaction waited out its patience there; its
+    /// later steps run on the caller.
+    StepPool(&'a Cell<bool>),
 }
 
 /// Starts `threads` background threads that share the queue `jobs` and run its jobs until it
@@ -2486,6 +2542,7 @@ struct QueuedWrite {
 }
 
 /// A run about to be added.
+#[derive(Clone)]
 struct NewRun {
     seq: u64,
     files: Vec<DataFileRef>,
@@ -2656,6 +2713,82 @@ fn new_run_groups(new: &[NewRun]) -> Vec<(usize, usize, usize)> {
                 .flat_map(move |(f, file)| (0..file.groups.len()).map(move |g| (r, f, g)))
         })
         .collect()
+}
+
+/// Writes `rows`, sorted, as the files of a run of table `table_id` in the store at `dir`,
+/// numbered from `file_id`, and opens them with their key hashes cached.
+fn write_files(
+    dir: &Path,
+    layout: Layout,
+    def: &TableDef,
+    table_id: u64,
+    file_id: u64,
+    shards: &ShardMap,
+    rows: &RecordBatch,
+) -> Result<Vec<Arc<DataFile>>> {
+    let written = data_file::write_run(
+        dir,
+        &table_dir(def, table_id),
+        &format!("run-{file_id}"),
+        def,
+        rows,
+        shards,
+        layout,
+    )?;
+    let read_schema = sorted_rows::read_stored_schema(def);
+    // The next flush searches every row group of this run for its keys, and every scan
+    // beside the memtable for the memtable's: the key hashes just written are kept (sorted,
+    // while the cache has room) rather than read back by the first of them, so that work
+    // falls on this background thread and not on a query.
+    // Each file's hashes move into the cache (a task takes them out of its slot).
+    let written: Vec<(String, Mutex<Vec<Vec<i64>>>)> = written
+        .into_iter()
+        .map(|file| (file.relative, Mutex::new(file.group_hashes)))
+        .collect();
+    parallel(&written, |(relative, group_hashes)| {
+        let data = Arc::new(DataFile::open(dir, relative, shards, &read_schema)?);
+        let group_hashes = std::mem::take(&mut *lock(group_hashes));
+        let rows_match = data.groups.len() == group_hashes.len()
+            && data
+                .groups
+                .iter()
+                .zip(&group_hashes)
+                .all(|(group, hashes)| group.rows == hashes.len() as u64);
+        if rows_match {
+            for (group, hashes) in group_hashes.into_iter().enumerate() {
+                data.key_hashes(group, || Ok(hashes))?;
+            }
+        } else {
+            // The file is sound; its hashes are read back when first searched.
+            tracing::warn!(
+                file = %relative,
+                "a new file's row groups differ from those written; its key hashes are not kept"
+            );
+        }
+        Ok(data)
+    })
+}
+
+/// Writes the live rows of one window of shards of `snapshot`'s runs as files of a new run of
+/// table `id` in the store at `dir`, numbered from `file_id`; returns the files and their rows.
+fn compact_window(
+    dir: &Path,
+    layout: Layout,
+    snapshot: &TableSnapshot,
+    id: u64,
+    window: std::ops::RangeInclusive<u32>,
+    file_id: u64,
+) -> Result<(Vec<DataFileRef>, u64)> {
+    let def = &snapshot.def;
+    // In stored form with the tokens and key hashes the files hold: nothing is hashed again.
+    let stored = scan::read_shards(snapshot, window)?;
+    let rows = sort_dedup(def, &stored)?;
+    drop(stored);
+    if rows.num_rows() == 0 {
+        return Ok((Vec::new(), 0));
+    }
+    let files = write_files(dir, layout, def, id, file_id, &snapshot.shards, &rows)?;
+    Ok((files, rows.num_rows() as u64))
 }
 
 /// The rows of `run`'s files whose keys a file of `newer` (files of runs newer than it) holds,
@@ -3156,6 +3289,140 @@ mod tests {
         }
     }
 
+    /// Occupies every thread of `inner`'s step pool until the returned sender is dropped, as
+    /// other busy processes occupy the cores in the idle class's way: steps handed to the pool
+    /// meanwhile wait.
+    fn hold_step_pool(inner: &Arc<Inner>) -> (Sender<()>, Vec<JoinHandle<()>>) {
+        let (release, held) = channel::<()>();
+        let held = Arc::new(Mutex::new(held));
+        let (started, holding) = channel();
+        let holders = (0..inner.step_pool_threads())
+            .map(|_| {
+                let (inner, held, started) = (inner.clone(), held.clone(), started.clone());
+                std::thread::spawn(move || {
+                    let step = move || {
+                        started.send(()).unwrap();
+                        // Until `release` is dropped.
+                        let _ = lock(&held).recv();
+                    };
+                    inner.step_pool.run(step, drop, || false);
+                })
+            })
+            .collect::<Vec<_>>();
+        for _ in &holders {
+            holding.recv_timeout(Duration::from_secs(30)).unwrap();
+        }
+        (release, holders)
+    }
+
+    /// Polls `check` until it holds, for at most a minute.
+    fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !check() {
+            assert!(Instant::now() < deadline, "{what}: not within a minute");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// While the idle class gets no CPU at all, compactions the store started itself still
+    /// finish: a compaction asked for hurries those it waits for, and a table deeper than
+    /// `raise_compaction_depth` is compacted at the writers' level; the steps left waiting in
+    /// the idle class never run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compactions_finish_while_the_idle_class_gets_no_cpu() {
+        let options = EmbeddedOptions {
+            bulk_write_rows: 100,
+            rows_per_group: 100,
+            max_runs: 2,
+            compaction_threads: 1,
+            raise_compaction_depth: 5,
+            idle_step_patience: Duration::from_secs(3600),
+            ..EmbeddedOptions::default()
+        };
+        let (_dir, store, def, name) = id_value_store(options).await;
+        let store = Arc::new(store);
+        let inner = store.writer(String::new).unwrap().clone();
+        let (release, holders) = hold_step_pool(&inner);
+        let claimed = || !lock(&inner.state).tables[&name].compacting.is_empty();
+        let depth = || store.table_stats(&name).unwrap().overlap_depth;
+
+        // Three runs over every shard, deeper than `max_runs`: a background compaction claims
+        // them and hands its first step to the held pool.
+        for v in 1..=3 {
+            let rows = id_value_rows(&def, 0..1000, f64::from(v));
+            store.write(&name, vec![rows]).await.unwrap();
+        }
+        eventually("a background compaction claims the runs", claimed);
+        let asked = {
+            let (store, name) = (store.clone(), name.clone());
+            tokio::task::spawn_blocking(move || store.compact(&name))
+        };
+        let asked = tokio::time::timeout(Duration::from_secs(60), asked).await;
+        assert!(
+            asked
+                .expect("the compaction asked for waits no longer than the one it hurried")
+                .unwrap()
+                .is_ok()
+        );
+        assert_eq!(store.table_stats(&name).unwrap().runs, 1);
+        assert_live_values(&store, &name, 1000, |_| 3.0);
+
+        // Runs arriving faster than the held idle class merges them: past depth 5, compactions
+        // run at the writers' level until the table is no deeper than that again.
+        for v in 4..=12 {
+            let rows = id_value_rows(&def, 0..1000, f64::from(v));
+            store.write(&name, vec![rows]).await.unwrap();
+        }
+        eventually("the table is 5 runs deep or less", || depth() <= 5);
+        assert_live_values(&store, &name, 1000, |_| 12.0);
+
+        // Once the idle class runs again, background work settles at `max_runs`, and no file
+        // but the runs' is left: steps given up on wrote none, or deleted theirs.
+        drop(release);
+        for holder in holders {
+            holder.join().unwrap();
+        }
+        assert!(store.wait_idle_for(Duration::from_secs(60)));
+        assert!(depth() <= 2, "depth {}", depth());
+        assert_live_values(&store, &name, 1000, |_| 12.0);
+        eventually("only the runs' files are left", || {
+            let on_disk: HashSet<PathBuf> = walk_files(&inner.dir.join("data"))
+                .unwrap()
+                .into_iter()
+                .collect();
+            on_disk == live_files(&lock(&inner.state))
+        });
+    }
+
+    /// A table that wants compacting but is not deep enough to raise its compactions is still
+    /// merged while the idle class gets no CPU: a compaction gives up on a step there after
+    /// `idle_step_patience`, and runs it and its later steps itself.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_compaction_runs_its_steps_itself_once_one_waited_out_its_patience() {
+        let options = EmbeddedOptions {
+            bulk_write_rows: 100,
+            rows_per_group: 100,
+            max_runs: 2,
+            compaction_threads: 1,
+            idle_step_patience: Duration::from_millis(500),
+            ..EmbeddedOptions::default()
+        };
+        let (_dir, store, def, name) = id_value_store(options).await;
+        let inner = store.writer(String::new).unwrap().clone();
+        let (release, holders) = hold_step_pool(&inner);
+        for v in 1..=3 {
+            let rows = id_value_rows(&def, 0..1000, f64::from(v));
+            store.write(&name, vec![rows]).await.unwrap();
+        }
+        assert!(store.wait_idle_for(Duration::from_secs(60)));
+        assert!(store.table_stats(&name).unwrap().overlap_depth <= 2);
+        assert_live_values(&store, &name, 1000, |_| 3.0);
+        drop(release);
+        for holder in holders {
+            holder.join().unwrap();
+        }
+    }
+
     /// The key hashes new files hold are those of their rows' keys, whether computed as a bulk
     /// write's run is written or carried from the memtable through a flush and from older files
     /// through a compaction; and those a writer keeps of the files it just wrote are those the
@@ -3599,9 +3866,16 @@ mod tests {
             let (shards, id) = (table.shards, table.id);
             (shards, id, state.next_id())
         };
-        let files = inner
-            .write_files(def, id, file_id, &shards, &sorted)
-            .unwrap();
+        let files = write_files(
+            &inner.dir,
+            inner.layout(),
+            def,
+            id,
+            file_id,
+            &shards,
+            &sorted,
+        )
+        .unwrap();
         let keys = || key_set_of_rows(def, &sorted, seq);
         let new = vec![NewRun { seq, files }];
         inner

@@ -17,11 +17,20 @@
 //! [`StepPool`]; and an idle-class thread that works out something a scan may also want (a set
 //! of keys, a deletion vector split by row group) builds it aside, not under the lock the scan
 //! waits on ([`in_background`]).
+//!
+//! Nor does the idle class have a floor: beside processes that keep the cores busy it gets
+//! almost no CPU, and a table that no compaction merges grows deeper, and its scans slower, for
+//! as long as they run. So a compaction waiting for a step in the idle class gives up on it and
+//! runs it itself, at the writers' level, once its table is deeper than
+//! `EmbeddedOptions::raise_compaction_depth` or a compaction asked for waits for it; and steps
+//! are handed to the idle class only while neither holds ([`StepPool::run`]).
 
 use std::panic::AssertUnwindSafe;
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SendError, Sender, channel, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use super::lock;
 
@@ -47,7 +56,8 @@ pub(super) enum Niceness {
     /// the same rows compacted, (b) from 1.53-1.63 to 1.44-1.53, and (b)'s p99 from 269-399 to
     /// 191-230 ms, with compaction keeping up as before; with the heavy steps alone at nice 19
     /// in the normal class, medians beside a busy process were 7-17% higher. The idle class has
-    /// no floor, though: once other processes fill the cores, compaction stops (STORAGE.md).
+    /// no floor, though: once other processes fill the cores, steps there stop, and
+    /// compactions run them at the writers' level instead once their table is too deep.
     Idle,
 }
 
@@ -112,12 +122,16 @@ pub(super) fn in_background() -> bool {
 
 /// Threads at [`Niceness::Idle`] that run the heavy steps of the compactions the store
 /// starts itself, one per compaction that may run at once, started on first use. The thread
-/// that hands a step over waits for it, holding no lock meanwhile.
+/// that hands a step over waits for it, holding no lock meanwhile, and may stop waiting: a step
+/// in the idle class may not run for as long as other processes keep the cores busy.
 #[derive(Debug)]
 pub(super) struct StepPool {
     threads: usize,
     pool: OnceLock<Option<rayon_core::ThreadPool>>,
 }
+
+/// How often a thread waiting for a step asks whether to give up on it.
+const GIVE_UP_POLL: Duration = Duration::from_millis(250);
 
 impl StepPool {
     pub(super) fn new(threads: usize) -> StepPool {
@@ -127,24 +141,76 @@ impl StepPool {
         }
     }
 
-    /// Runs `step` on one of the pool's threads and returns what it returned; on the calling
-    /// thread if the pool could not be started. A panic in `step` is the caller's.
-    pub(super) fn run<R: Send>(&self, step: impl FnOnce() -> R + Send) -> R {
-        let pool = self.pool.get_or_init(|| {
-            rayon_core::ThreadPoolBuilder::new()
-                .num_threads(self.threads)
-                .thread_name(|i| format!("quarry-store-compact-step-{i}"))
-                .start_handler(|_| lower_thread_priority(Niceness::Idle))
-                .build()
-                .inspect_err(|e| {
-                    tracing::warn!(error = %e, "could not start the threads of compactions' heavy steps; compaction threads run them");
-                })
-                .ok()
+    /// Runs `step` on one of the pool's threads and returns what it returned, or `None` once
+    /// `give_up` (asked every [`GIVE_UP_POLL`] while the step has not answered) says to stop
+    /// waiting. A step given up on before it starts never starts; one already running goes on
+    /// unseen, and `discard` gets what it returns (a step given up on has no other owner: files
+    /// it wrote are deleted there). Runs `step` on the calling thread if the pool could not be
+    /// started. A panic in `step` is the caller's, unless it gave up on it.
+    ///
+    /// The waiting side and the step share only a channel and a flag, no lock: a step in the
+    /// idle class preempted while holding a lock would keep its caller waiting as long.
+    pub(super) fn run<R: Send + 'static>(
+        &self,
+        step: impl FnOnce() -> R + Send + 'static,
+        discard: impl FnOnce(R) + Send + 'static,
+        mut give_up: impl FnMut() -> bool,
+    ) -> Option<R> {
+        let Some(pool) = self.pool() else {
+            return Some(step());
+        };
+        let (answer, answered) = sync_channel::<std::thread::Result<R>>(1);
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let seen = abandoned.clone();
+        pool.spawn(move || {
+            if seen.load(Ordering::SeqCst) {
+                return;
+            }
+            let result = std::panic::catch_unwind(AssertUnwindSafe(step));
+            // Sent unless the caller has gone: then the result is this thread's to discard.
+            match answer.send(result) {
+                Ok(()) => {}
+                Err(SendError(Ok(result))) => discard(result),
+                Err(SendError(Err(_))) => {
+                    tracing::error!("a compaction step given up on panicked");
+                }
+            }
         });
-        match pool {
-            Some(pool) => pool.install(step),
-            None => step(),
+        loop {
+            match answered.recv_timeout(GIVE_UP_POLL) {
+                Ok(Ok(result)) => return Some(result),
+                Ok(Err(panic)) => std::panic::resume_unwind(panic),
+                Err(RecvTimeoutError::Timeout) if give_up() => {
+                    abandoned.store(true, Ordering::SeqCst);
+                    // An answer sent meanwhile is taken; after this, `answered` is dropped and
+                    // a later one is discarded by the step's thread.
+                    return match answered.try_recv() {
+                        Ok(Ok(result)) => Some(result),
+                        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+                        Err(_) => None,
+                    };
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                // Not run: the caller runs it.
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
         }
+    }
+
+    fn pool(&self) -> Option<&rayon_core::ThreadPool> {
+        self.pool
+            .get_or_init(|| {
+                rayon_core::ThreadPoolBuilder::new()
+                    .num_threads(self.threads)
+                    .thread_name(|i| format!("quarry-store-compact-step-{i}"))
+                    .start_handler(|_| lower_thread_priority(Niceness::Idle))
+                    .build()
+                    .inspect_err(|e| {
+                        tracing::warn!(error = %e, "could not start the threads of compactions' heavy steps; compaction threads run them");
+                    })
+                    .ok()
+            })
+            .as_ref()
     }
 }
 
@@ -266,7 +332,13 @@ mod tests {
                 .spawn(|| {
                     lower_thread_priority(Niceness::Ingestion);
                     let caller = (nice_and_policy(), std::thread::current().id());
-                    let step = pool.run(|| (nice_and_policy(), std::thread::current().id()));
+                    let step = pool
+                        .run(
+                            || (nice_and_policy(), std::thread::current().id()),
+                            drop,
+                            || false,
+                        )
+                        .expect("never given up on");
                     (
                         caller,
                         step,
@@ -279,6 +351,59 @@ mod tests {
         assert_eq!(caller, caller_after, "the caller stays where it was");
         assert_ne!(step.1, caller.1, "the step ran on a thread of the pool");
         assert_eq!(step.0, (19, libc::SCHED_IDLE as u32));
+    }
+
+    #[test]
+    fn a_step_given_up_on_is_discarded_where_it_ran_or_never_starts() {
+        let pool = StepPool::new(1);
+        let (discarded, discards) = channel();
+        // The one thread is held by a step that waits for `release`...
+        let (release, held) = channel::<()>();
+        let (started, running) = channel();
+        let first = {
+            let discarded = discarded.clone();
+            pool.run(
+                move || {
+                    started.send(()).unwrap();
+                    held.recv().unwrap();
+                    "written"
+                },
+                move |r| discarded.send(r).unwrap(),
+                || running.try_recv().is_ok(),
+            )
+        };
+        assert_eq!(first, None, "given up on once it started");
+        // ...so this one waits behind it, and is given up on before it starts.
+        let second = pool.run(
+            || panic!("a step given up on before it started ran"),
+            |()| unreachable!(),
+            || true,
+        );
+        assert_eq!(second, None);
+        release.send(()).unwrap();
+        assert_eq!(
+            discards.recv_timeout(Duration::from_secs(30)),
+            Ok("written"),
+            "the first step's result goes to `discard` once it finishes"
+        );
+        // The thread is free again, and a step waited for answers.
+        assert_eq!(pool.run(|| 7, drop, || false), Some(7));
+        drop(discarded);
+        assert!(discards.recv().is_err(), "nothing else was discarded");
+    }
+
+    #[test]
+    fn a_panic_in_a_step_is_the_callers() {
+        let pool = StepPool::new(1);
+        let caught = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            pool.run(|| -> u32 { panic!("a bug in a step") }, drop, || false)
+        }));
+        assert!(caught.is_err());
+        assert_eq!(
+            pool.run(|| 8, drop, || false),
+            Some(8),
+            "the pool still runs"
+        );
     }
 
     #[tokio::test]

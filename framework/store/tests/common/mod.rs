@@ -47,6 +47,8 @@ pub fn small_options() -> EmbeddedOptions {
         max_dead_fraction: 0.1,
         background: false,
         compaction_threads: 1,
+        raise_compaction_depth: 32,
+        idle_step_patience: std::time::Duration::from_secs(30),
     }
 }
 
