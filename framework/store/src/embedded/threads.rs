@@ -26,8 +26,8 @@
 //! are handed to the idle class only while neither holds ([`StepPool::run`]).
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SendError, Sender, channel, sync_channel};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -133,6 +133,17 @@ pub(super) struct StepPool {
 /// How often a thread waiting for a step asks whether to give up on it.
 const GIVE_UP_POLL: Duration = Duration::from_millis(250);
 
+/// A step's answer, and who owns it: the caller once the step is [`ANSWERED`], the step's own
+/// thread once it is [`GIVEN_UP`] on. Neither side touches `answer` while the other may.
+struct Handoff<R> {
+    state: AtomicU8,
+    answer: Mutex<Option<std::thread::Result<R>>>,
+}
+
+const WAITING: u8 = 0;
+const ANSWERED: u8 = 1;
+const GIVEN_UP: u8 = 2;
+
 impl StepPool {
     pub(super) fn new(threads: usize) -> StepPool {
         StepPool {
@@ -148,8 +159,9 @@ impl StepPool {
     /// it wrote are deleted there). Runs `step` on the calling thread if the pool could not be
     /// started. A panic in `step` is the caller's, unless it gave up on it.
     ///
-    /// The waiting side and the step share only a channel and a flag, no lock: a step in the
-    /// idle class preempted while holding a lock would keep its caller waiting as long.
+    /// Which side owns the answer is settled by one atomic exchange, never by waiting for the
+    /// other side: a step in the idle class preempted while holding something its caller waits
+    /// for would keep it waiting as long.
     pub(super) fn run<R: Send + 'static>(
         &self,
         step: impl FnOnce() -> R + Send + 'static,
@@ -159,41 +171,56 @@ impl StepPool {
         let Some(pool) = self.pool() else {
             return Some(step());
         };
-        let (answer, answered) = sync_channel::<std::thread::Result<R>>(1);
-        let abandoned = Arc::new(AtomicBool::new(false));
-        let seen = abandoned.clone();
+        let handoff = Arc::new(Handoff {
+            state: AtomicU8::new(WAITING),
+            answer: Mutex::new(None),
+        });
+        let (wake, woken) = sync_channel::<()>(1);
+        let theirs = handoff.clone();
         pool.spawn(move || {
-            if seen.load(Ordering::SeqCst) {
+            if theirs.state.load(Ordering::SeqCst) == GIVEN_UP {
                 return;
             }
-            let result = std::panic::catch_unwind(AssertUnwindSafe(step));
-            // Sent unless the caller has gone: then the result is this thread's to discard.
-            match answer.send(result) {
-                Ok(()) => {}
-                Err(SendError(Ok(result))) => discard(result),
-                Err(SendError(Err(_))) => {
-                    tracing::error!("a compaction step given up on panicked");
-                }
+            let answer = std::panic::catch_unwind(AssertUnwindSafe(step));
+            // Stored before it is claimed: the caller reads it only once it was.
+            *lock(&theirs.answer) = Some(answer);
+            let claimed = theirs.state.compare_exchange(
+                WAITING,
+                ANSWERED,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+            if claimed.is_ok() {
+                let _ = wake.send(());
+                return;
+            }
+            match lock(&theirs.answer).take() {
+                Some(Ok(answer)) => discard(answer),
+                _ => tracing::error!("a compaction step given up on panicked"),
             }
         });
         loop {
-            match answered.recv_timeout(GIVE_UP_POLL) {
-                Ok(Ok(result)) => return Some(result),
-                Ok(Err(panic)) => std::panic::resume_unwind(panic),
-                Err(RecvTimeoutError::Timeout) if give_up() => {
-                    abandoned.store(true, Ordering::SeqCst);
-                    // An answer sent meanwhile is taken; after this, `answered` is dropped and
-                    // a later one is discarded by the step's thread.
-                    return match answered.try_recv() {
-                        Ok(Ok(result)) => Some(result),
-                        Ok(Err(panic)) => std::panic::resume_unwind(panic),
-                        Err(_) => None,
-                    };
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                // Not run: the caller runs it.
+            let timed_out = match woken.recv_timeout(GIVE_UP_POLL) {
+                Ok(()) => false,
+                Err(RecvTimeoutError::Timeout) if give_up() => true,
+                Err(RecvTimeoutError::Timeout) => continue,
+                // Dropped without running (the pool is going away): the caller runs it.
                 Err(RecvTimeoutError::Disconnected) => return None,
+            };
+            let given_up = timed_out
+                && handoff
+                    .state
+                    .compare_exchange(WAITING, GIVEN_UP, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok();
+            if given_up {
+                return None;
             }
+            // Answered, perhaps just as it was given up on.
+            return match lock(&handoff.answer).take() {
+                Some(Ok(answer)) => Some(answer),
+                Some(Err(panic)) => std::panic::resume_unwind(panic),
+                None => None,
+            };
         }
     }
 
