@@ -1028,7 +1028,18 @@ impl Inner {
     /// Runs one job of a background thread; `compacting` on a compaction thread.
     fn run_job(&self, job: Job, compacting: bool) {
         let result = match job {
-            Job::Flush => self.flush(),
+            // Every write that finds the memtable past the threshold asks for a flush, until one
+            // takes the memtable. Those asked for meanwhile find it under the threshold again
+            // and do nothing: each would turn the rows of the moment since the last into a run of
+            // its own, and queued behind a slow flush they made runs of 20,000 rows, which
+            // deepened the table by three or four runs a second.
+            Job::Flush => {
+                if lock(&self.state).memtable_rows() >= self.options.memtable_flush_rows {
+                    self.flush()
+                } else {
+                    Ok(())
+                }
+            }
             Job::Compact(table) => {
                 let _counted = CompactionJob(self);
                 let waited_out = Cell::new(false);
@@ -3392,6 +3403,33 @@ mod tests {
                 .collect();
             on_disk == live_files(&lock(&inner.state))
         });
+    }
+
+    /// A flush asked for by a write past the threshold, run after another flush took the
+    /// memtable, finds it under the threshold and leaves it: it would make a run of only the
+    /// rows written since.
+    #[tokio::test]
+    async fn a_flush_asked_for_once_too_often_leaves_a_small_memtable_alone() {
+        let options = EmbeddedOptions {
+            memtable_flush_rows: 100,
+            background: false,
+            ..EmbeddedOptions::default()
+        };
+        let (_dir, store, def, name) = id_value_store(options).await;
+        let inner = store.writer(String::new).unwrap().clone();
+        store
+            .write(&name, vec![id_value_rows(&def, 0..150, 1.0)])
+            .await
+            .unwrap();
+        let flushed = store.table_stats(&name).unwrap();
+        assert_eq!((flushed.runs, flushed.memtable_rows), (1, 0));
+        store
+            .write(&name, vec![id_value_rows(&def, 150..170, 2.0)])
+            .await
+            .unwrap();
+        inner.run_job(Job::Flush, false);
+        let after = store.table_stats(&name).unwrap();
+        assert_eq!((after.runs, after.memtable_rows), (1, 20));
     }
 
     /// A table that wants compacting but is not deep enough to raise its compactions is still
