@@ -257,7 +257,7 @@ struct TableState {
     /// over it).
     pending: BTreeSet<u64>,
     /// Compactions asked for that wait for the runs others are merging: those then run their
-    /// heavy steps at the writers' level ([`Inner::steps_raised`]).
+    /// heavy steps at the writers' level ([`Inner::steps_raised`]), and no other starts.
     hurried: usize,
 }
 
@@ -2047,6 +2047,11 @@ impl Inner {
             let Some(table) = state.tables.get_mut(name) else {
                 return Ok(None);
             };
+            if !full && table.hurried > 0 {
+                // A compaction asked for waits for the runs being merged: more merges started
+                // now would keep it waiting, and it merges every run anyway.
+                return Ok(None);
+            }
             let pending = table.pending.last().copied();
             let from = table
                 .runs
