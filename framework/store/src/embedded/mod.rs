@@ -49,7 +49,7 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -213,6 +213,8 @@ struct Inner {
     /// Where the compactions the store starts itself run their heavy steps
     /// ([`Inner::heavy_step`]).
     step_pool: StepPool,
+    /// Set as the store closes: the compactions it drains no longer wait for the idle class.
+    closing: AtomicBool,
     /// Small writes waiting for the log (group commit).
     queued: Mutex<Vec<QueuedWrite>>,
     jobs: Mutex<Option<Queues>>,
@@ -408,6 +410,7 @@ impl EmbeddedStore {
             claims_released: Condvar::new(),
             commit_lock: Mutex::new(()),
             step_pool,
+            closing: AtomicBool::new(false),
             queued: Mutex::new(Vec::new()),
             jobs: Mutex::new(None),
             _lock: lock_file,
@@ -611,7 +614,9 @@ impl Drop for EmbeddedStore {
         if let Some(writes) = writes {
             writes.stop();
         }
-        // Closing the channels ends the background threads once their queues are drained.
+        // Closing the channels ends the background threads once their queues are drained; the
+        // compactions left run at the writers' level, since whoever closes the store waits.
+        inner.closing.store(true, Ordering::SeqCst);
         lock(&inner.jobs).take();
         for handle in background.drain(..) {
             if handle.join().is_err() {
@@ -2148,8 +2153,12 @@ impl Inner {
 
     /// Whether the compactions of `name` that the store started itself should run their heavy
     /// steps at the writers' level: the table is deeper than
-    /// [`EmbeddedOptions::raise_compaction_depth`], or a compaction asked for waits for them.
+    /// [`EmbeddedOptions::raise_compaction_depth`], a compaction asked for waits for them, or
+    /// the store is closing.
     fn steps_raised(&self, name: &TableName) -> bool {
+        if self.closing.load(Ordering::SeqCst) {
+            return true;
+        }
         lock(&self.state).tables.get(name).is_some_and(|t| {
             t.hurried > 0 || scan::overlap_depth(&t.runs) > self.options.raise_compaction_depth
         })
@@ -3305,30 +3314,73 @@ mod tests {
         }
     }
 
-    /// Occupies every thread of `inner`'s step pool until the returned sender is dropped, as
-    /// other busy processes occupy the cores in the idle class's way: steps handed to the pool
-    /// meanwhile wait.
-    fn hold_step_pool(inner: &Arc<Inner>) -> (Sender<()>, Vec<JoinHandle<()>>) {
-        let (release, held) = channel::<()>();
-        let held = Arc::new(Mutex::new(held));
-        let (started, holding) = channel();
-        let holders = (0..inner.step_pool_threads())
-            .map(|_| {
-                let (inner, held, started) = (inner.clone(), held.clone(), started.clone());
-                std::thread::spawn(move || {
-                    let step = move || {
-                        started.send(()).unwrap();
-                        // Until `release` is dropped.
-                        let _ = lock(&held).recv();
-                    };
-                    inner.step_pool.run(step, drop, || false);
+    /// Every thread of a store's step pool, occupied as other busy processes occupy the cores
+    /// in the idle class's way: steps handed to the pool wait until [`HeldPool::release`].
+    struct HeldPool {
+        release: Sender<()>,
+        holders: Vec<JoinHandle<()>>,
+    }
+
+    impl HeldPool {
+        fn hold(inner: &Arc<Inner>) -> HeldPool {
+            let (release, held) = channel::<()>();
+            let held = Arc::new(Mutex::new(held));
+            let (started, holding) = channel();
+            let holders = (0..inner.step_pool_threads())
+                .map(|_| {
+                    let (inner, held, started) = (inner.clone(), held.clone(), started.clone());
+                    std::thread::spawn(move || {
+                        let step = move || {
+                            started.send(()).unwrap();
+                            // Until `release` is dropped.
+                            let _ = lock(&held).recv();
+                        };
+                        inner.step_pool.run(step, drop, || false);
+                    })
                 })
-            })
-            .collect::<Vec<_>>();
-        for _ in &holders {
-            holding.recv_timeout(Duration::from_secs(30)).unwrap();
+                .collect::<Vec<_>>();
+            for _ in &holders {
+                holding.recv_timeout(Duration::from_secs(30)).unwrap();
+            }
+            HeldPool { release, holders }
         }
-        (release, holders)
+
+        fn release(self) {
+            drop(self.release);
+            for holder in self.holders {
+                holder.join().unwrap();
+            }
+        }
+    }
+
+    /// A store of one compaction thread that compacts past two runs (`tune` sets the rest),
+    /// with its step pool held and three runs of ids 0..1000 written, with values 1.0 to 3.0.
+    async fn three_runs_beside_a_held_pool(
+        tune: impl FnOnce(&mut EmbeddedOptions),
+    ) -> (
+        tempfile::TempDir,
+        Arc<EmbeddedStore>,
+        TableDef,
+        TableName,
+        Arc<Inner>,
+        HeldPool,
+    ) {
+        let mut options = EmbeddedOptions {
+            bulk_write_rows: 100,
+            rows_per_group: 100,
+            max_runs: 2,
+            compaction_threads: 1,
+            ..EmbeddedOptions::default()
+        };
+        tune(&mut options);
+        let (dir, store, def, name) = id_value_store(options).await;
+        let inner = store.writer(String::new).unwrap().clone();
+        let held = HeldPool::hold(&inner);
+        for v in 1..=3 {
+            let rows = id_value_rows(&def, 0..1000, f64::from(v));
+            store.write(&name, vec![rows]).await.unwrap();
+        }
+        (dir, Arc::new(store), def, name, inner, held)
     }
 
     /// Polls `check` until it holds, for at most a minute.
@@ -3346,28 +3398,16 @@ mod tests {
     /// the idle class never run.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn compactions_finish_while_the_idle_class_gets_no_cpu() {
-        let options = EmbeddedOptions {
-            bulk_write_rows: 100,
-            rows_per_group: 100,
-            max_runs: 2,
-            compaction_threads: 1,
-            raise_compaction_depth: 5,
-            idle_step_patience: Duration::from_secs(3600),
-            ..EmbeddedOptions::default()
-        };
-        let (_dir, store, def, name) = id_value_store(options).await;
-        let store = Arc::new(store);
-        let inner = store.writer(String::new).unwrap().clone();
-        let (release, holders) = hold_step_pool(&inner);
+        let (_dir, store, def, name, inner, held) = three_runs_beside_a_held_pool(|options| {
+            options.raise_compaction_depth = 5;
+            options.idle_step_patience = Duration::from_secs(3600);
+        })
+        .await;
         let claimed = || !lock(&inner.state).tables[&name].compacting.is_empty();
         let depth = || store.table_stats(&name).unwrap().overlap_depth;
 
-        // Three runs over every shard, deeper than `max_runs`: a background compaction claims
-        // them and hands its first step to the held pool.
-        for v in 1..=3 {
-            let rows = id_value_rows(&def, 0..1000, f64::from(v));
-            store.write(&name, vec![rows]).await.unwrap();
-        }
+        // Three runs over every shard are deeper than `max_runs`: a background compaction
+        // claims them and hands its first step to the held pool.
         eventually("a background compaction claims the runs", claimed);
         let asked = {
             let (store, name) = (store.clone(), name.clone());
@@ -3394,10 +3434,7 @@ mod tests {
 
         // Once the idle class runs again, background work settles at `max_runs`, and no file
         // but the runs' is left: steps given up on wrote none, or deleted theirs.
-        drop(release);
-        for holder in holders {
-            holder.join().unwrap();
-        }
+        held.release();
         assert!(store.wait_idle_for(Duration::from_secs(60)));
         assert!(depth() <= 2, "depth {}", depth());
         assert_live_values(&store, &name, 1000, |_| 12.0);
@@ -3437,33 +3474,44 @@ mod tests {
         assert_eq!((after.runs, after.memtable_rows), (1, 20));
     }
 
+    /// Closing the store drains its queued compactions at the writers' level: whoever closes it
+    /// waits, also while the idle class gets no CPU.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closing_the_store_does_not_wait_for_the_idle_class() {
+        let (dir, store, _, name, inner, held) = three_runs_beside_a_held_pool(|options| {
+            options.idle_step_patience = Duration::from_secs(3600);
+        })
+        .await;
+        eventually("a background compaction claims the runs", || {
+            !lock(&inner.state).tables[&name].compacting.is_empty()
+        });
+        let options = inner.options.clone();
+        drop(inner);
+        let closed = tokio::task::spawn_blocking(move || drop(store));
+        tokio::time::timeout(Duration::from_secs(60), closed)
+            .await
+            .expect("closed without waiting for the idle class")
+            .unwrap();
+        held.release();
+        // The queued compaction finished before the store closed.
+        let store = EmbeddedStore::open(dir.path(), options).unwrap();
+        assert!(store.table_stats(&name).unwrap().overlap_depth <= 2);
+        assert_live_values(&store, &name, 1000, |_| 3.0);
+    }
+
     /// A table that wants compacting but is not deep enough to raise its compactions is still
     /// merged while the idle class gets no CPU: a compaction gives up on a step there after
     /// `idle_step_patience`, and runs it and its later steps itself.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_compaction_runs_its_steps_itself_once_one_waited_out_its_patience() {
-        let options = EmbeddedOptions {
-            bulk_write_rows: 100,
-            rows_per_group: 100,
-            max_runs: 2,
-            compaction_threads: 1,
-            idle_step_patience: Duration::from_millis(500),
-            ..EmbeddedOptions::default()
-        };
-        let (_dir, store, def, name) = id_value_store(options).await;
-        let inner = store.writer(String::new).unwrap().clone();
-        let (release, holders) = hold_step_pool(&inner);
-        for v in 1..=3 {
-            let rows = id_value_rows(&def, 0..1000, f64::from(v));
-            store.write(&name, vec![rows]).await.unwrap();
-        }
+        let (_dir, store, _, name, _, held) = three_runs_beside_a_held_pool(|options| {
+            options.idle_step_patience = Duration::from_millis(500);
+        })
+        .await;
         assert!(store.wait_idle_for(Duration::from_secs(60)));
         assert!(store.table_stats(&name).unwrap().overlap_depth <= 2);
         assert_live_values(&store, &name, 1000, |_| 3.0);
-        drop(release);
-        for holder in holders {
-            holder.join().unwrap();
-        }
+        held.release();
     }
 
     /// The key hashes new files hold are those of their rows' keys, whether computed as a bulk

@@ -22,8 +22,9 @@
 //! almost no CPU, and a table that no compaction merges grows deeper, and its scans slower, for
 //! as long as they run. So a compaction waiting for a step in the idle class gives up on it and
 //! runs it itself, at the writers' level, once its table is deeper than
-//! `EmbeddedOptions::raise_compaction_depth` or a compaction asked for waits for it; and steps
-//! are handed to the idle class only while neither holds ([`StepPool::run`]).
+//! `EmbeddedOptions::raise_compaction_depth`, a compaction asked for or the store's closing
+//! waits for it, or it waited out `EmbeddedOptions::idle_step_patience`; and steps are handed
+//! to the idle class only while none of that holds ([`StepPool::run`]).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU8, Ordering};
