@@ -113,8 +113,9 @@ pub struct EmbeddedOptions {
     /// and stop waiting for steps of theirs still there (see `threads.rs`). The idle class has
     /// no floor: beside other busy processes it gets almost no CPU, and a table it compacts
     /// would grow deeper, and its scans slower, for as long as they run. ScyllaDB's compaction
-    /// backlog controller likewise gives compaction more shares as its backlog grows. Under 32
-    /// by default, a depth the README's sustained-ingestion runs stay well under on their own.
+    /// backlog controller likewise gives compaction more shares as its backlog grows. 32 by
+    /// default, above the depths the README's sustained-ingestion runs reach beside one busy
+    /// process (25 at most), where the idle class serves queries better.
     pub raise_compaction_depth: usize,
     /// How long a compaction the store started itself waits for a heavy step in the idle class
     /// before it gives up on it and runs it, and its later steps, at the writers' level. A step
