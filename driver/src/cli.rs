@@ -183,6 +183,8 @@ pub enum Command {
     Tables(TablesArgs),
     /// Show a table's definition as CQL and its columns (or a view's query and columns).
     Describe(DescribeArgs),
+    /// Merge a table's stored runs into one now, dropping rows newer writes superseded.
+    Compact(CompactArgs),
     /// Run a local cluster: a driver and worker processes sharing the data directory.
     Up(UpArgs),
     /// Run the driver daemon: plans queries, schedules tasks on workers, tracks jobs.
@@ -660,6 +662,28 @@ pub struct TablesArgs {
     /// VERBOSE). Empty on a CQL cluster, which keeps that to itself.
     #[arg(long, short = 'v')]
     pub verbose: bool,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+/// `quarry compact`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  quarry compact iot.readings                    merge the table's runs now, print what changed
+  quarry compact iot.readings --format json      the same, as JSON for scripts
+  quarry --driver http://127.0.0.1:7077 compact iot.readings
+                                                 on the driver that owns the data directory
+  quarry tables --verbose                        runs, overlap depth and the last compaction
+
+The embedded store compacts in the background on its own, choosing the tables whose scans read
+the most overlapping runs; this is for when you want it done now (before a benchmark, after a
+bulk load), as `nodetool compact` or Delta Lake's OPTIMIZE. Reads and writes go on meanwhile, and
+memory stays bounded: shards are rewritten a window at a time. SQL: OPTIMIZE keyspace.table.
+A ScyllaDB/Cassandra cluster compacts on its own; there, run `nodetool compact` on each node.")]
+pub struct CompactArgs {
+    /// The table, as keyspace.table.
+    #[arg(value_name = "KEYSPACE.TABLE")]
+    pub table: String,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
 }

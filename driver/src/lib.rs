@@ -37,6 +37,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Load(args) => commands::load::run(&data_dir, &driver, &store, args).await,
         Command::Tables(args) => commands::catalog::tables(&data_dir, &driver, &store, args).await,
         Command::Describe(args) => commands::catalog::describe(&data_dir, &store, args).await,
+        Command::Compact(args) => {
+            commands::catalog::compact(&data_dir, &driver, &store, args).await
+        }
         Command::Up(args) => commands::daemons::up(&data_dir, &driver, &store, args).await,
         Command::Driver(args) => commands::daemons::driver(&data_dir, &driver, &store, args).await,
         Command::Worker(args) => commands::daemons::worker(&data_dir, &driver, &store, args).await,

@@ -26,6 +26,11 @@ fn sql(dir: &Path, statement: &str) -> Output {
     quarry(dir, &["sql", "--format", "csv", "-e", statement])
 }
 
+/// The fields of the first row after the header of CSV output (no quoted commas).
+fn first_row(csv: &str) -> Vec<&str> {
+    csv.lines().nth(1).unwrap_or_default().split(',').collect()
+}
+
 fn ok(o: Output) -> Output {
     assert!(
         o.status.success(),
@@ -335,6 +340,73 @@ fn stdin_loads_and_output_formats_pipe() {
 }
 
 #[test]
+fn compact_merges_the_runs_and_drops_superseded_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(sql(dir.path(), "CREATE KEYSPACE ks WITH shards = 8"));
+    ok(sql(
+        dir.path(),
+        "CREATE TABLE ks.kv (k int PRIMARY KEY, v int)",
+    ));
+    // Three statements, three runs: 0..300 with v = k, then 300..600, then 20 updates of
+    // keys of the first run to v = -1, too few for the store to compact on its own.
+    let values = |keys: std::ops::Range<i32>, v: &dyn Fn(i32) -> i32| {
+        keys.map(|k| format!("({k}, {})", v(k)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for rows in [
+        values(0..300, &|k| k),
+        values(300..600, &|k| k),
+        values(100..120, &|_| -1),
+    ] {
+        ok(sql(dir.path(), &format!("INSERT INTO ks.kv VALUES {rows}")));
+    }
+    let expected_sum: i64 = (0..600i64).filter(|k| !(100..120).contains(k)).sum::<i64>() - 20;
+    let query = "SELECT count(*) AS n, sum(v) AS total FROM ks.kv";
+    let expected = format!("n,total\n600,{expected_sum}\n");
+    assert_eq!(stdout(&ok(sql(dir.path(), query))), expected);
+
+    let report = stdout(&ok(quarry(
+        dir.path(),
+        &["compact", "ks.kv", "--format", "csv"],
+    )));
+    assert_eq!(
+        report.lines().next(),
+        Some(
+            "table,runs_merged,runs_after,rows_written,superseded_rows_dropped,bytes_before,\
+             bytes_after,seconds"
+        )
+    );
+    let row = first_row(&report);
+    assert_eq!(row[..5], ["ks.kv", "3", "1", "600", "20"], "{report}");
+    let bytes = |i: usize| row[i].parse::<u64>().unwrap();
+    assert!(bytes(6) > 0 && bytes(6) < bytes(5), "{report}");
+    assert_eq!(stdout(&ok(sql(dir.path(), query))), expected);
+
+    // Nothing left to merge: the table is as it was.
+    let again = stdout(&ok(quarry(
+        dir.path(),
+        &["compact", "ks.kv", "--format", "csv"],
+    )));
+    let row = first_row(&again);
+    assert_eq!(row[..5], ["ks.kv", "0", "1", "0", "0"], "{again}");
+    assert_eq!(stdout(&ok(sql(dir.path(), query))), expected);
+
+    // Bad names are clear errors; OPTIMIZE is the same in SQL.
+    for (args, says) in [
+        (&["compact", "ks.nope"][..], "table ks.nope does not exist"),
+        (&["compact", "kv"][..], "keyspace.table"),
+        (&["sql", "-e", "OPTIMIZE ks.kv ZORDER BY (v)"][..], "ZORDER"),
+    ] {
+        let out = quarry(dir.path(), args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+    let optimized = stdout(&ok(sql(dir.path(), "OPTIMIZE TABLE ks.kv")));
+    assert!(optimized.starts_with("table,runs_merged"), "{optimized}");
+}
+
+#[test]
 fn a_keyspace_given_by_flag_environment_or_use_resolves_bare_names() {
     let dir = tempfile::tempdir().unwrap();
     ok(sql(dir.path(), "CREATE KEYSPACE ks WITH shards = 8"));
@@ -572,6 +644,28 @@ fn up_runs_a_cluster_that_the_other_commands_talk_to() {
         stderr(&loaded).contains("loaded 3 rows"),
         "{}",
         stderr(&loaded)
+    );
+    let sum = ok(remote(&[
+        "sql",
+        "--format",
+        "csv",
+        "-e",
+        "SELECT count(*) AS n, sum(v) AS total FROM ks.kv",
+    ]));
+    assert_eq!(stdout(&sum).trim(), "n,total\n3,6");
+    // Compaction asked of the driver runs where the writable store is; a process beside it
+    // has the directory read-only and says where to send it.
+    std::fs::write(&csv, "k,v\na,1\n").unwrap();
+    ok(remote(&["load", "--table", "ks.kv", csv.to_str().unwrap()]));
+    let compacted = stdout(&ok(remote(&["compact", "ks.kv", "--format", "csv"])));
+    let row = first_row(&compacted);
+    assert_eq!(row[..5], ["ks.kv", "2", "1", "3", "1"], "{compacted}");
+    let beside = quarry(dir.path(), &["compact", "ks.kv"]);
+    assert!(!beside.status.success());
+    assert!(
+        stderr(&beside).contains("send writes through that process (--driver)"),
+        "{}",
+        stderr(&beside)
     );
     let sum = ok(remote(&[
         "sql",
@@ -1094,6 +1188,14 @@ fn sql_load_tables_and_describe_run_on_a_cql_cluster_with_store_scylla() {
     assert!(
         described.contains("stored on the scylla cluster"),
         "{described}"
+    );
+    // A cluster compacts on its own: asked to, Quarry says what does it there.
+    let compact = scylla(&["compact", "shop.orders"]);
+    assert!(!compact.status.success());
+    assert!(
+        stderr(&compact).contains("nodetool compact shop orders"),
+        "{}",
+        stderr(&compact)
     );
 
     // The server kept the rows in its own data directory; stopped, it says what each node served.

@@ -1,10 +1,10 @@
-//! `quarry tables` and `quarry describe`.
+//! `quarry tables`, `quarry describe` and `quarry compact`.
 
 use std::path::Path;
 
 use quarry_core::schema::TableName;
 
-use crate::cli::{DescribeArgs, DriverConnection, StoreArgs, TablesArgs};
+use crate::cli::{CompactArgs, DescribeArgs, DriverConnection, StoreArgs, TablesArgs};
 use crate::output::write_result;
 use crate::store::Access;
 
@@ -21,6 +21,26 @@ pub async fn tables(
         None => format!("SHOW TABLES{verbose}"),
     };
     let output = backend.execute(&sql).await?;
+    write_result(
+        args.format,
+        &output.schema,
+        &output.batches,
+        &mut std::io::stdout().lock(),
+    )
+}
+
+pub async fn compact(
+    data_dir: &Path,
+    driver: &DriverConnection,
+    store: &StoreArgs,
+    args: CompactArgs,
+) -> anyhow::Result<()> {
+    let name = TableName::parse(&args.table)?;
+    let mut backend = super::backend(data_dir, driver, store).await?;
+    let spinner = crate::progress::spinner(&format!("compacting {name}"));
+    let output = backend.execute(&format!("OPTIMIZE {name}")).await;
+    spinner.finish_and_clear();
+    let output = output?;
     write_result(
         args.format,
         &output.schema,

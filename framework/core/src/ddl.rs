@@ -33,6 +33,7 @@
 //! SHOW TABLES [IN | FROM ks]
 //! DESCRIBE | DESC KEYSPACE ks            (DESCRIBE KEYSPACES and DESCRIBE TABLES list them)
 //! DESCRIBE | DESC [TABLE | VIEW] [ks.]t
+//! OPTIMIZE [TABLE] ks.t                  (compacts the table's rows now, as Delta Lake's OPTIMIZE)
 //! ```
 //!
 //! As in CQL, the first entry of `PRIMARY KEY (...)` is the partition key (a parenthesised list
@@ -105,6 +106,9 @@ pub enum Statement {
     DescribeKeyspace { name: String },
     /// `DESCRIBE [TABLE | VIEW] name`: a table, a view or a temporary view.
     DescribeTable { name: ObjectName },
+    /// `OPTIMIZE [TABLE] ks.t`: merge the table's stored rows now rather than when the store
+    /// gets to it.
+    Optimize { name: TableName },
     /// Anything else: passed to DataFusion as written (trimmed, without a trailing `;`).
     Sql(String),
 }
@@ -522,6 +526,8 @@ impl<'a> Parser<'a> {
             }
         } else if self.keyword_at(0, "USE") {
             self.use_keyspace()
+        } else if self.keyword_at(0, "OPTIMIZE") {
+            self.optimize()
         } else if self.keyword_at(0, "SHOW") {
             if second(self, "KEYSPACES") {
                 self.list_keyspaces()
@@ -1258,6 +1264,15 @@ impl<'a> Parser<'a> {
         Ok(Statement::DropTable { name, if_exists })
     }
 
+    /// `OPTIMIZE [TABLE] ks.t`.
+    fn optimize(&mut self) -> Result<Statement> {
+        self.advance();
+        let _ = self.accept_keyword("TABLE");
+        let name = self.table_name("after OPTIMIZE")?;
+        self.expect_end()?;
+        Ok(Statement::Optimize { name })
+    }
+
     /// `SHOW KEYSPACES` or `DESCRIBE KEYSPACES`.
     fn list_keyspaces(&mut self) -> Result<Statement> {
         self.advance();
@@ -1947,6 +1962,24 @@ mod tests {
             }
         );
         assert_contains(&error("DROP TABLE readings"), &["write keyspace.table"]);
+    }
+
+    #[test]
+    fn optimize() {
+        let readings = Statement::Optimize {
+            name: TableName::new("iot", "readings"),
+        };
+        assert_eq!(parse("OPTIMIZE iot.readings"), readings);
+        assert_eq!(parse("optimize table IOT.Readings;"), readings);
+        assert_eq!(
+            parse_statement_in("OPTIMIZE readings", Some("iot")).unwrap(),
+            readings
+        );
+        assert_contains(&error("OPTIMIZE readings"), &["write keyspace.table"]);
+        assert_contains(
+            &error("OPTIMIZE iot.readings ZORDER BY (sensor)"),
+            &["ZORDER", "line 1 column 23"],
+        );
     }
 
     #[test]

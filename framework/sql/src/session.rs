@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::execution::context::SessionContext;
 use datafusion::execution::runtime_env::RuntimeEnv;
@@ -451,6 +451,7 @@ impl QuarrySession {
                 Ok(QueryOutput::message(text))
             }
             Statement::DescribeTable { name } => self.describe(&name).await,
+            Statement::Optimize { name } => self.optimize(&name).await,
             Statement::Sql(sql) => self.run_datafusion(&sql).await,
         }
     }
@@ -859,6 +860,49 @@ impl QuarrySession {
         }
     }
 
+    /// `OPTIMIZE`: compacts the table now, and says in one row what that changed.
+    async fn optimize(&self, name: &TableName) -> Result<QueryOutput> {
+        let started = std::time::Instant::now();
+        let before = self.store.storage(name)?;
+        let compaction = self.store.compact(name).await?;
+        let after = self.store.storage(name)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let measure = |stats: &Option<quarry_store::TableStats>,
+                       f: fn(&quarry_store::TableStats) -> u64| {
+            Arc::new(UInt64Array::from(vec![stats.as_ref().map(f)])) as ArrayRef
+        };
+        let runs = |s: &quarry_store::TableStats| s.runs as u64;
+        let bytes = |s: &quarry_store::TableStats| s.bytes;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("table", DataType::Utf8, false),
+            Field::new("runs_merged", DataType::UInt64, false),
+            Field::new("runs_after", DataType::UInt64, true),
+            Field::new("rows_written", DataType::UInt64, false),
+            Field::new("superseded_rows_dropped", DataType::UInt64, false),
+            Field::new("bytes_before", DataType::UInt64, true),
+            Field::new("bytes_after", DataType::UInt64, true),
+            Field::new("seconds", DataType::Float64, false),
+        ]));
+        // The memtable is flushed into a run first, so a compaction may merge more runs than
+        // the table had before it.
+        let (merged, written, dropped) = compaction.map_or((0, 0, 0), |c| {
+            (c.runs as u64, c.rows, c.read_rows.saturating_sub(c.rows))
+        });
+        QueryOutput::rows(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec![name.to_string()])),
+                Arc::new(UInt64Array::from(vec![merged])),
+                measure(&after, runs),
+                Arc::new(UInt64Array::from(vec![written])),
+                Arc::new(UInt64Array::from(vec![dropped])),
+                measure(&before, bytes),
+                measure(&after, bytes),
+                Arc::new(Float64Array::from(vec![seconds])),
+            ],
+        )
+    }
+
     fn describe_table(&self, name: &TableName) -> Result<QueryOutput> {
         let def = self.store.table(name)?;
         let schema = Arc::new(Schema::new(vec![
@@ -898,9 +942,6 @@ impl QuarrySession {
     }
 }
 
-/// `DESCRIBE` of a view: its columns as a table's are shown (`kind` is `view`; the CQL type is
-/// the one a `CREATE TABLE ... AS` would give the column), then one row of kind `query` whose
-/// `type` is the view's query.
 /// `SHOW TABLES VERBOSE`'s columns after the plain listing's: how the store keeps each table
 /// (null where the store does not say, and for views).
 fn storage_columns(
@@ -939,6 +980,9 @@ fn storage_columns(
     QueryOutput::rows(Arc::new(Schema::new(fields)), columns)
 }
 
+/// `DESCRIBE` of a view: its columns as a table's are shown (`kind` is `view`; the CQL type is
+/// the one a `CREATE TABLE ... AS` would give the column), then one row of kind `query` whose
+/// `type` is the view's query.
 fn describe_view(plan: &LogicalPlan, sql: &str) -> Result<QueryOutput> {
     let fields = plan.schema().fields();
     let schema = Arc::new(Schema::new(vec![

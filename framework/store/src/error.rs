@@ -75,6 +75,14 @@ pub enum Error {
     )]
     PlacedPerTable { keyspace: String },
 
+    /// An operation this store does not offer; `instead` says what does the job there.
+    #[error("{action} is not something the {store} store does: {instead}")]
+    Unsupported {
+        action: String,
+        store: &'static str,
+        instead: String,
+    },
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -96,7 +104,8 @@ impl Error {
             | Error::AlreadyExists { .. }
             | Error::SchemaMismatch { .. }
             | Error::Definition(_)
-            | Error::ReadOnly { .. } => Failure::USER,
+            | Error::ReadOnly { .. }
+            | Error::Unsupported { .. } => Failure::USER,
             // A file compaction removed is read again from the new snapshot.
             Error::Io { .. } | Error::Closed | Error::DataFileGone { .. } => Failure::TRANSIENT,
             Error::Corrupt { .. }

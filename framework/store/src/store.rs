@@ -29,7 +29,7 @@ use quarry_core::schema::{KeyspaceDef, TableDef, TableName, ViewDef};
 use quarry_core::shard_set::ShardSet;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::predicate::Predicate;
 
 /// The schema scans return for a table: the table's Arrow schema with text as `Utf8View`, which
@@ -335,6 +335,23 @@ pub trait Store: Send + Sync + Debug {
         self.table(name)?;
         Ok(None)
     }
+
+    /// Merges all of a table's rows into one run now, dropping the rows newer writes
+    /// superseded (`OPTIMIZE` and `quarry compact`); returns what the compaction did, or `None`
+    /// when there was nothing to merge. The default refuses: a CQL cluster compacts on its own
+    /// schedule, and a major compaction there is an operator's `nodetool compact`.
+    async fn compact(&self, name: &TableName) -> Result<Option<Compaction>> {
+        self.table(name)?;
+        Err(Error::Unsupported {
+            action: format!("compacting {name}"),
+            store: self.kind(),
+            instead: format!(
+                "the cluster compacts tables itself; to force a major compaction run \
+                 `nodetool compact {} {}` on each node",
+                name.keyspace, name.table
+            ),
+        })
+    }
 }
 
 /// Counters describing what the store holds, for tests, `DESCRIBE` and logs.
@@ -363,6 +380,10 @@ pub struct Compaction {
     pub at_ms: i64,
     /// Runs merged into one.
     pub runs: usize,
+    /// Rows read from the merged runs, superseded ones included (absent from reports written
+    /// before it was kept): `read_rows - rows` were dropped.
+    #[serde(default)]
+    pub read_rows: u64,
     /// Live rows written.
     pub rows: u64,
     /// Windows of shards rewritten one at a time.

@@ -486,8 +486,9 @@ impl EmbeddedStore {
         self.writer(|| "flush".into())?.flush()
     }
 
-    /// Merges all runs of a table into one now; returns whether there was anything to merge.
-    pub fn compact(&self, table: &TableName) -> Result<bool> {
+    /// Merges all runs of a table into one now; returns what the compaction did, or `None` when
+    /// there was nothing to merge.
+    pub fn compact(&self, table: &TableName) -> Result<Option<Compaction>> {
         self.writer(|| format!("compact {table}"))?
             .compact(table, true, StepsOn::Caller)
     }
@@ -1486,12 +1487,7 @@ impl Inner {
         }
         table.runs = runs;
         let compacted_before = table.last_compaction;
-        if let Some(mut report) = how.compaction {
-            report.at_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok()
-                .and_then(|d| i64::try_from(d.as_millis()).ok())
-                .unwrap_or_default();
+        if let Some(report) = how.compaction {
             table.last_compaction = Some(report);
         }
         if !how.drain_frozen.is_empty() {
@@ -2015,19 +2011,19 @@ impl Inner {
     /// merged run can take the newest one's sequence number. Compactions of one table run side
     /// by side on runs none of the others is merging (see [`Inner::compaction_snapshot`]); one
     /// that leaves the table wanting more queues another.
-    fn compact(&self, name: &TableName, full: bool, on: StepsOn<'_>) -> Result<bool> {
+    fn compact(&self, name: &TableName, full: bool, on: StepsOn<'_>) -> Result<Option<Compaction>> {
         let Some((id, snapshot, claim)) = self.compaction_snapshot(name, full)? else {
-            return Ok(false);
+            return Ok(None);
         };
         let started = Instant::now();
         let (files, mut report) = self.rewrite(&snapshot, id, on)?;
         report.millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let installed = self.install_compaction(name, id, &snapshot, files, report, on)?;
+        let installed = self.install_compaction(name, id, &snapshot, files, &mut report, on)?;
         drop(claim);
         if installed == Some(true) {
             self.schedule(Job::Compact(name.clone()));
         }
-        Ok(installed.is_some())
+        Ok(installed.map(|_| report))
     }
 
     /// The runs a compaction of `name` would merge now, claimed for it until the [`Claim`] is
@@ -2174,9 +2170,14 @@ impl Inner {
         id: u64,
         snapshot: &TableSnapshot,
         files: Vec<DataFileRef>,
-        report: Compaction,
+        report: &mut Compaction,
         on: StepsOn<'_>,
     ) -> Result<Option<bool>> {
+        report.at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_millis()).ok())
+            .unwrap_or_default();
         let seq = snapshot.runs.iter().map(|r| r.seq).max().unwrap_or(0);
         // Never called: a compaction's run is compared with the newer runs through their keys
         // (`Install::newer_only`), which hold far fewer rows than it.
@@ -2197,7 +2198,7 @@ impl Inner {
         let how = Install {
             replaces,
             newer_only: true,
-            compaction: Some(report),
+            compaction: Some(*report),
             ahead: Some(ahead),
             ..Install::default()
         };
@@ -2301,6 +2302,7 @@ impl Inner {
         );
         let mut report = Compaction {
             runs: snapshot.runs.len(),
+            read_rows: snapshot.runs.iter().map(|r| r.rows()).sum(),
             windows: windows.len(),
             ..Compaction::default()
         };
@@ -2621,7 +2623,7 @@ struct Install {
     /// The chunks a flush writes as the new run: the rows of older runs they hide are found
     /// from what scans and the cover thread worked out ([`flushed_hidden`]).
     flushed: Option<Flushed>,
-    /// What the compaction that wrote the new run did (its time is set at commit).
+    /// What the compaction that wrote the new run did, stamped with when it commits.
     compaction: Option<Compaction>,
     /// For `newer_only`: the rows of the new run that newer runs' files supersede, worked out
     /// before the commit lock was taken ([`Inner::supersede_ahead`]); only newer files not
@@ -3050,6 +3052,12 @@ impl Store for EmbeddedStore {
 
     fn storage(&self, name: &TableName) -> Result<Option<TableStats>> {
         self.table_stats(name).map(Some)
+    }
+
+    async fn compact(&self, name: &TableName) -> Result<Option<Compaction>> {
+        let inner = self.writer(|| format!("compact {name}"))?.clone();
+        let name = name.clone();
+        blocking(move || inner.compact(&name, true, StepsOn::Caller)).await
     }
 
     fn keyspaces(&self) -> Vec<KeyspaceDef> {
@@ -3810,7 +3818,7 @@ mod tests {
         let inner = store.writer(String::new).unwrap();
         let (id, snapshot, _claim) = inner.compaction_snapshot(&name, true).unwrap().unwrap();
         assert_eq!(snapshot.runs.len(), 2);
-        let (files, report) = inner.rewrite(&snapshot, id, StepsOn::Caller).unwrap();
+        let (files, mut report) = inner.rewrite(&snapshot, id, StepsOn::Caller).unwrap();
         // Committed while the compaction's files were being written.
         store
             .write(&name, vec![rows(1500..2500, 3.0)])
@@ -3818,7 +3826,7 @@ mod tests {
             .unwrap();
         assert!(
             inner
-                .install_compaction(&name, id, &snapshot, files, report, StepsOn::Caller)
+                .install_compaction(&name, id, &snapshot, files, &mut report, StepsOn::Caller)
                 .unwrap()
                 .is_some()
         );
@@ -3920,14 +3928,14 @@ mod tests {
         assert_eq!(merged.len(), 2);
 
         // The newer merge commits first; then the older one, which loses to it.
-        let (files, report) = inner.rewrite(&second, id, StepsOn::Caller).unwrap();
+        let (files, mut report) = inner.rewrite(&second, id, StepsOn::Caller).unwrap();
         inner
-            .install_compaction(&name, id, &second, files, report, StepsOn::Caller)
+            .install_compaction(&name, id, &second, files, &mut report, StepsOn::Caller)
             .unwrap();
         drop(second_claim);
-        let (files, report) = inner.rewrite(&first, id, StepsOn::Caller).unwrap();
+        let (files, mut report) = inner.rewrite(&first, id, StepsOn::Caller).unwrap();
         inner
-            .install_compaction(&name, id, &first, files, report, StepsOn::Caller)
+            .install_compaction(&name, id, &first, files, &mut report, StepsOn::Caller)
             .unwrap();
         drop(first_claim);
         assert!(
