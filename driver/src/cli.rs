@@ -183,7 +183,7 @@ pub enum Command {
     Tables(TablesArgs),
     /// Show a table's definition as CQL and its columns (or a view's query and columns).
     Describe(DescribeArgs),
-    /// Merge a table's stored runs into one now, dropping rows newer writes superseded.
+    /// Merge tables' stored runs into one now, dropping rows newer writes superseded.
     Compact(CompactArgs),
     /// Run a local cluster: a driver and worker processes sharing the data directory.
     Up(UpArgs),
@@ -670,7 +670,9 @@ pub struct TablesArgs {
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   quarry compact iot.readings                    merge the table's runs now, print what changed
-  quarry compact iot.readings --format json      the same, as JSON for scripts
+  quarry compact iot                             every table of keyspace iot, one row each
+  quarry compact                                 every table, as `nodetool compact` does
+  quarry compact iot.readings --format json      as JSON, for scripts
   quarry --driver http://127.0.0.1:7077 compact iot.readings
                                                  on the driver that owns the data directory
   quarry tables --verbose                        runs, overlap depth and the last compaction
@@ -681,9 +683,10 @@ bulk load), as `nodetool compact` or Delta Lake's OPTIMIZE. Reads and writes go 
 memory stays bounded: shards are rewritten a window at a time. SQL: OPTIMIZE keyspace.table.
 A ScyllaDB/Cassandra cluster compacts on its own; there, run `nodetool compact` on each node.")]
 pub struct CompactArgs {
-    /// The table, as keyspace.table.
-    #[arg(value_name = "KEYSPACE.TABLE")]
-    pub table: String,
+    /// The table, as keyspace.table, or a keyspace for each of its tables; every table of
+    /// every keyspace without it.
+    #[arg(value_name = "KEYSPACE[.TABLE]")]
+    pub target: Option<String>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
 }

@@ -395,7 +395,7 @@ fn compact_merges_the_runs_and_drops_superseded_rows() {
     // Bad names are clear errors; OPTIMIZE is the same in SQL.
     for (args, says) in [
         (&["compact", "ks.nope"][..], "table ks.nope does not exist"),
-        (&["compact", "kv"][..], "keyspace.table"),
+        (&["compact", "kv"][..], "keyspace 'kv' does not exist"),
         (&["sql", "-e", "OPTIMIZE ks.kv ZORDER BY (v)"][..], "ZORDER"),
     ] {
         let out = quarry(dir.path(), args);
@@ -404,6 +404,34 @@ fn compact_merges_the_runs_and_drops_superseded_rows() {
     }
     let optimized = stdout(&ok(sql(dir.path(), "OPTIMIZE TABLE ks.kv")));
     assert!(optimized.starts_with("table,runs_merged"), "{optimized}");
+
+    // A keyspace's tables, or every table: one row each, views left out.
+    ok(sql(dir.path(), "CREATE KEYSPACE other WITH shards = 4"));
+    ok(sql(
+        dir.path(),
+        "CREATE TABLE other.t (k int PRIMARY KEY, v int)",
+    ));
+    ok(sql(dir.path(), "INSERT INTO other.t VALUES (1, 1)"));
+    ok(sql(dir.path(), "INSERT INTO other.t VALUES (1, 2)"));
+    ok(sql(
+        dir.path(),
+        "CREATE VIEW ks.big AS SELECT * FROM ks.kv WHERE v > 100",
+    ));
+    let tables = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["compact", "--format", "csv"];
+        all.extend(args);
+        let out = stdout(&ok(quarry(dir.path(), &all)));
+        out.lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(tables(&["ks"]), ["ks.kv"]);
+    assert_eq!(tables(&[]), ["ks.kv", "other.t"]);
+    assert_eq!(
+        stdout(&ok(sql(dir.path(), "SELECT k, v FROM other.t"))),
+        "k,v\n1,2\n"
+    );
 }
 
 #[test]

@@ -2,7 +2,11 @@
 
 use std::path::Path;
 
+use arrow::array::{ArrayRef, AsArray};
+use arrow::datatypes::DataType;
 use quarry_core::schema::TableName;
+
+use crate::backend::Backend;
 
 use crate::cli::{CompactArgs, DescribeArgs, DriverConnection, StoreArgs, TablesArgs};
 use crate::output::write_result;
@@ -35,18 +39,68 @@ pub async fn compact(
     store: &StoreArgs,
     args: CompactArgs,
 ) -> anyhow::Result<()> {
-    let name = TableName::parse(&args.table)?;
     let mut backend = super::backend(data_dir, driver, store).await?;
-    let spinner = crate::progress::spinner(&format!("compacting {name}"));
-    let output = backend.execute(&format!("OPTIMIZE {name}")).await;
-    spinner.finish_and_clear();
-    let output = output?;
+    let tables = match args.target.as_deref() {
+        Some(name) if name.contains('.') => vec![TableName::parse(name)?],
+        keyspace => tables_of(&mut backend, keyspace).await?,
+    };
+    let mut schema = None;
+    let mut batches = Vec::new();
+    for (i, name) in tables.iter().enumerate() {
+        let spinner = crate::progress::spinner(&format!(
+            "compacting {name} ({} of {})",
+            i + 1,
+            tables.len()
+        ));
+        let output = backend.execute(&format!("OPTIMIZE {name}")).await;
+        spinner.finish_and_clear();
+        let output = output?;
+        schema.get_or_insert(output.schema);
+        batches.extend(output.batches);
+    }
+    let Some(schema) = schema else {
+        eprintln!("no tables to compact");
+        return Ok(());
+    };
     write_result(
         args.format,
-        &output.schema,
-        &output.batches,
+        &schema,
+        &batches,
         &mut std::io::stdout().lock(),
     )
+}
+
+/// The tables (not views) of `keyspace`, or of every keyspace, as `SHOW TABLES` lists them.
+async fn tables_of(
+    backend: &mut Backend,
+    keyspace: Option<&str>,
+) -> anyhow::Result<Vec<TableName>> {
+    let sql = match keyspace {
+        Some(ks) => format!("SHOW TABLES IN {ks}"),
+        None => "SHOW TABLES".to_string(),
+    };
+    let output = backend.execute(&sql).await?;
+    let mut tables = Vec::new();
+    for batch in &output.batches {
+        let column = |name: &str| -> anyhow::Result<ArrayRef> {
+            let column = batch
+                .column_by_name(name)
+                .ok_or_else(|| anyhow::anyhow!("SHOW TABLES returned no {name} column"))?;
+            Ok(arrow::compute::cast(column, &DataType::Utf8)?)
+        };
+        let (keyspaces, names, kinds) = (column("keyspace")?, column("table")?, column("kind")?);
+        let (keyspaces, names, kinds) = (
+            keyspaces.as_string::<i32>(),
+            names.as_string::<i32>(),
+            kinds.as_string::<i32>(),
+        );
+        for row in 0..batch.num_rows() {
+            if kinds.value(row) == "table" {
+                tables.push(TableName::new(keyspaces.value(row), names.value(row)));
+            }
+        }
+    }
+    Ok(tables)
 }
 
 pub async fn describe(
