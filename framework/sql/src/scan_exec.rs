@@ -1,8 +1,10 @@
 //! The physical operator that reads a store scan.
 //!
 //! A planned scan is a list of splits over shard ranges; `StoreScanExec` deals them into
-//! DataFusion partitions (largest first, each to the partition with the fewest rows so far) and
-//! streams each partition's splits one after another.
+//! DataFusion partitions, each a stretch of the ring with a similar share of the rows, and reads
+//! each partition's splits in ring order: one after the other where they do not overlap,
+//! together (a batch from whichever has read least far) where they do, as a large run and the
+//! fresh runs over it do.
 //!
 //! It keeps the [`ScanRequest`] it was planned from, so that a distributed plan can ship the scan
 //! to workers, which plan it again over the shards of their task.
@@ -10,6 +12,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -24,6 +27,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt, stream};
 use quarry_core::schema::TableName;
 use quarry_store::{ReadCounters, ScanPlan, ScanRequest, ScanSplit};
@@ -148,26 +152,110 @@ impl StoreScanExec {
     }
 }
 
-/// Deals splits into `n` partitions of similar row counts. There are `n` partitions even when
-/// there are fewer splits (some stay empty): the plan's shape then does not depend on how the
-/// data happens to be laid out, which matters when the plan is cut for a cluster, where each
-/// task re-plans its own scan (a one-partition scan would make DataFusion aggregate in a single
-/// step, and the whole table would travel to one place).
+/// Deals splits into `n` partitions of similar row counts, each a stretch of the ring: the
+/// splits in ring order, cut where the rows so far pass each `n`-th of the total. A partition
+/// then reads the same keys' rows of every run it holds, which [`interleave`] brings together.
+/// There are `n` partitions even when there are fewer splits (some stay empty): the plan's shape
+/// then does not depend on how the data happens to be laid out, which matters when the plan is
+/// cut for a cluster, where each task re-plans its own scan (a one-partition scan would make
+/// DataFusion aggregate in a single step, and the whole table would travel to one place).
 fn deal(mut splits: Vec<ScanSplit>, n: usize) -> Vec<Vec<ScanSplit>> {
     let n = n.max(1);
-    splits.sort_by_key(|s| std::cmp::Reverse(s.estimated_rows));
-    let mut partitions: Vec<(u64, Vec<ScanSplit>)> = (0..n).map(|_| (0, Vec::new())).collect();
+    splits.sort_by_key(|s| (*s.shards.start(), *s.shards.end()));
+    let total: u64 = splits.iter().map(|s| s.estimated_rows).sum();
+    let mut partitions: Vec<Vec<ScanSplit>> = (0..n).map(|_| Vec::new()).collect();
+    let mut before = 0u64;
     for split in splits {
-        if let Some(lightest) = partitions.iter_mut().min_by_key(|(rows, _)| *rows) {
-            lightest.0 += split.estimated_rows;
-            lightest.1.push(split);
+        // The partition whose share of the rows holds the split's middle row.
+        let middle = u128::from(before) + u128::from(split.estimated_rows / 2);
+        let at = (middle * n as u128 / u128::from(total.max(1))) as usize;
+        before += split.estimated_rows;
+        partitions[at.min(n - 1)].push(split);
+    }
+    partitions
+}
+
+/// The most splits [`interleave`] keeps open at once (each holds a file open, and a page of each
+/// column it reads): a table hundreds of runs deep is read a few runs at a time.
+const MAX_OPEN: usize = 16;
+
+/// One split of a partition being read by [`interleave`].
+struct Cursor {
+    split: ScanSplit,
+    /// Open once first chosen.
+    batches: Option<BoxStream<'static, Result<RecordBatch>>>,
+    /// Rows it read so far (before the store's filters).
+    reads: Arc<ReadCounters>,
+}
+
+impl Cursor {
+    /// About which shard the split has read up to: rows are spread evenly over a split's shards
+    /// and come in ring order.
+    fn position(&self) -> f64 {
+        let (start, end) = (*self.split.shards.start(), *self.split.shards.end());
+        let read = self.reads.local_rows() + self.reads.remote_rows();
+        let done = read as f64 / self.split.estimated_rows.max(1) as f64;
+        f64::from(start) + f64::from(end + 1 - start) * done.min(1.0)
+    }
+}
+
+/// Reads a partition's splits together, in ring order: a batch comes from whichever split has
+/// read least far around the ring, so rows of one key from different runs (a large run and the
+/// fresh runs over it) arrive close together, and an aggregation keyed by the partition key
+/// finds its groups in cache. Splits that do not overlap are read one after the other; only
+/// overlapping ones are open at once, at most [`MAX_OPEN`]. Read rows are counted into `reads`.
+fn interleave(
+    splits: Vec<ScanSplit>,
+    reads: Arc<ReadCounters>,
+) -> BoxStream<'static, Result<RecordBatch>> {
+    let cursors: Vec<Cursor> = splits
+        .into_iter()
+        .map(|split| Cursor {
+            split,
+            batches: None,
+            reads: Arc::default(),
+        })
+        .collect();
+    stream::unfold(cursors, move |mut cursors| {
+        let reads = reads.clone();
+        async move {
+            loop {
+                // Ties go to the split already open, then to the earlier one; past
+                // `MAX_OPEN` splits open, to one of those.
+                let open = cursors.iter().filter(|c| c.batches.is_some()).count();
+                let next = cursors
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| open < MAX_OPEN || c.batches.is_some())
+                    .min_by(|(_, a), (_, b)| {
+                        a.position()
+                            .total_cmp(&b.position())
+                            .then(b.batches.is_some().cmp(&a.batches.is_some()))
+                    })
+                    .map(|(i, _)| i)?;
+                let cursor = &mut cursors[next];
+                if cursor.batches.is_none() {
+                    cursor.batches = Some(
+                        match cursor.split.source.open_counted(cursor.reads.clone()) {
+                            Ok(batches) => batches.map_err(to_datafusion).boxed(),
+                            Err(e) => stream::once(async move { Err(to_datafusion(e)) }).boxed(),
+                        },
+                    );
+                }
+                let before = (cursor.reads.local_rows(), cursor.reads.remote_rows());
+                let batch = cursor.batches.as_mut()?.next().await;
+                reads.add(true, cursor.reads.local_rows() - before.0);
+                reads.add(false, cursor.reads.remote_rows() - before.1);
+                match batch {
+                    Some(batch) => return Some((batch, cursors)),
+                    None => {
+                        cursors.remove(next);
+                    }
+                }
+            }
         }
-    }
-    for (_, p) in partitions.iter_mut() {
-        // Read in ring order within a partition.
-        p.sort_by_key(|s| *s.shards.start());
-    }
-    partitions.into_iter().map(|(_, p)| p).collect()
+    })
+    .boxed()
 }
 
 impl DisplayAs for StoreScanExec {
@@ -272,15 +360,7 @@ impl ExecutionPlan for StoreScanExec {
         let splits = self.partitions.get(partition).cloned().unwrap_or_default();
         let rows = MetricBuilder::new(&self.metrics).output_rows(partition);
         let reads = self.reads.clone();
-        let batches = stream::iter(splits)
-            .map(
-                move |split| match split.source.open_counted(reads.clone()) {
-                    Ok(batches) => batches.map_err(to_datafusion).boxed(),
-                    Err(e) => stream::once(async move { Err(to_datafusion(e)) }).boxed(),
-                },
-            )
-            .flatten()
-            .inspect_ok(move |b| rows.add(b.num_rows()));
+        let batches = interleave(splits, reads).inspect_ok(move |b| rows.add(b.num_rows()));
         // The limit is a hint (a limit operator above still applies it exactly): stop reading
         // splits once enough rows arrived.
         let limited: SendableRecordBatchStream = match self.limit {
@@ -298,5 +378,135 @@ impl ExecutionPlan for StoreScanExec {
             None => Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches)),
         };
         Ok(limited)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::RangeInclusive;
+
+    use super::*;
+    use arrow::array::{Array, AsArray, Int64Array};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+
+    /// A split of in-memory batches of one `id` column, counted as they are read.
+    #[derive(Debug)]
+    struct Rows(Vec<RecordBatch>);
+
+    impl quarry_store::SplitSource for Rows {
+        fn open_counted(
+            &self,
+            reads: Arc<ReadCounters>,
+        ) -> quarry_store::Result<quarry_store::BatchStream> {
+            let batches = self.0.clone();
+            Ok(stream::iter(batches.into_iter().map(move |b| {
+                reads.add(true, b.num_rows() as u64);
+                Ok(b)
+            }))
+            .boxed())
+        }
+
+        fn describe(&self) -> String {
+            "rows".into()
+        }
+    }
+
+    /// A split over `shards` of `batches` batches of `rows` ids each, numbered from `first`.
+    fn split(shards: RangeInclusive<u32>, first: i64, batches: usize, rows: usize) -> ScanSplit {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let estimated_rows = (batches * rows) as u64;
+        let batches = (0..batches)
+            .map(|b| {
+                let start = first + (b * rows) as i64;
+                let ids = Int64Array::from_iter_values(start..start + rows as i64);
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(ids)]).unwrap()
+            })
+            .collect();
+        ScanSplit {
+            shards,
+            estimated_rows,
+            source: Arc::new(Rows(batches)),
+        }
+    }
+
+    #[test]
+    fn partitions_are_stretches_of_the_ring_of_similar_rows() {
+        // A large run's eight row groups, and a fresh run's two over half the ring each.
+        let mut splits: Vec<ScanSplit> = (0..8)
+            .map(|g| split(g * 10..=g * 10 + 9, 0, 10, 10))
+            .collect();
+        splits.push(split(40..=79, 0, 2, 100));
+        splits.push(split(0..=39, 0, 2, 100));
+        let partitions = deal(splits, 2);
+        let shards = |p: &Vec<ScanSplit>| -> Vec<(u32, u32)> {
+            p.iter()
+                .map(|s| (*s.shards.start(), *s.shards.end()))
+                .collect()
+        };
+        assert_eq!(
+            shards(&partitions[0]),
+            [(0, 9), (0, 39), (10, 19), (20, 29), (30, 39)]
+        );
+        assert_eq!(
+            shards(&partitions[1]),
+            [(40, 49), (40, 79), (50, 59), (60, 69), (70, 79)]
+        );
+        // As many partitions as asked for, even with fewer splits.
+        let few = deal(vec![split(0..=9, 0, 1, 1)], 3);
+        assert_eq!(few.iter().map(Vec::len).collect::<Vec<_>>(), [1, 0, 0]);
+    }
+
+    #[tokio::test]
+    async fn overlapping_splits_are_read_together_in_ring_order() {
+        // A split of ten batches over shards 0-9 and one of two batches over the same shards:
+        // the second's batches come as the first passes the shards they start at.
+        let reads = Arc::new(ReadCounters::default());
+        let splits = vec![split(0..=9, 0, 10, 10), split(0..=9, 1000, 2, 50)];
+        let batches: Vec<RecordBatch> = interleave(splits, reads.clone())
+            .try_collect()
+            .await
+            .unwrap();
+        let firsts: Vec<i64> = batches
+            .iter()
+            .map(|b| b.column(0).as_primitive::<Int64Type>().value(0))
+            .collect();
+        assert_eq!(
+            firsts,
+            [0, 1000, 10, 20, 30, 40, 50, 1050, 60, 70, 80, 90],
+            "batches by the first id they hold"
+        );
+        let rows: usize = batches.iter().map(|b| b.column(0).len()).sum();
+        assert_eq!(rows, 200);
+        assert_eq!(reads.local_rows(), 200);
+
+        // Splits that do not overlap are read one after the other.
+        let splits = vec![split(0..=4, 0, 3, 10), split(5..=9, 100, 3, 10)];
+        let batches: Vec<RecordBatch> = interleave(splits, Arc::default())
+            .try_collect()
+            .await
+            .unwrap();
+        let firsts: Vec<i64> = batches
+            .iter()
+            .map(|b| b.column(0).as_primitive::<Int64Type>().value(0))
+            .collect();
+        assert_eq!(firsts, [0, 10, 20, 100, 110, 120]);
+
+        // More overlapping splits than are kept open at once: every row still comes, once.
+        let splits = (0..MAX_OPEN as i64 + 5)
+            .map(|s| split(0..=9, s * 1000, 4, 10))
+            .collect();
+        let batches: Vec<RecordBatch> = interleave(splits, Arc::default())
+            .try_collect()
+            .await
+            .unwrap();
+        let mut ids: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect();
+        ids.sort_unstable();
+        let expected: Vec<i64> = (0..MAX_OPEN as i64 + 5)
+            .flat_map(|s| s * 1000..s * 1000 + 40)
+            .collect();
+        assert_eq!(ids, expected);
     }
 }
