@@ -673,14 +673,16 @@ fn up_runs_a_cluster_that_the_other_commands_talk_to() {
         "{}",
         stderr(&loaded)
     );
-    let sum = ok(remote(&[
-        "sql",
-        "--format",
-        "csv",
-        "-e",
-        "SELECT count(*) AS n, sum(v) AS total FROM ks.kv",
-    ]));
-    assert_eq!(stdout(&sum).trim(), "n,total\n3,6");
+    let totals = || {
+        stdout(&ok(remote(&[
+            "sql",
+            "--format",
+            "csv",
+            "-e",
+            "SELECT count(*) AS n, sum(v) AS total FROM ks.kv",
+        ])))
+    };
+    assert_eq!(totals().trim(), "n,total\n3,6");
     // Compaction asked of the driver runs where the writable store is; a process beside it
     // has the directory read-only and says where to send it.
     std::fs::write(&csv, "k,v\na,1\n").unwrap();
@@ -695,14 +697,7 @@ fn up_runs_a_cluster_that_the_other_commands_talk_to() {
         "{}",
         stderr(&beside)
     );
-    let sum = ok(remote(&[
-        "sql",
-        "--format",
-        "csv",
-        "-e",
-        "SELECT count(*) AS n, sum(v) AS total FROM ks.kv",
-    ]));
-    assert_eq!(stdout(&sum).trim(), "n,total\n3,6");
+    assert_eq!(totals().trim(), "n,total\n3,6");
     let rows = ok(remote(&[
         "sql",
         "--format",

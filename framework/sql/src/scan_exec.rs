@@ -429,6 +429,18 @@ mod tests {
         }
     }
 
+    async fn read_all(splits: Vec<ScanSplit>, reads: Arc<ReadCounters>) -> Vec<RecordBatch> {
+        interleave(splits, reads).try_collect().await.unwrap()
+    }
+
+    /// The first id of each batch, which names the split and the batch.
+    fn first_ids(batches: &[RecordBatch]) -> Vec<i64> {
+        batches
+            .iter()
+            .map(|b| b.column(0).as_primitive::<Int64Type>().value(0))
+            .collect()
+    }
+
     #[test]
     fn partitions_are_stretches_of_the_ring_of_similar_rows() {
         // A large run's eight row groups, and a fresh run's two over half the ring each.
@@ -462,16 +474,9 @@ mod tests {
         // the second's batches come as the first passes the shards they start at.
         let reads = Arc::new(ReadCounters::default());
         let splits = vec![split(0..=9, 0, 10, 10), split(0..=9, 1000, 2, 50)];
-        let batches: Vec<RecordBatch> = interleave(splits, reads.clone())
-            .try_collect()
-            .await
-            .unwrap();
-        let firsts: Vec<i64> = batches
-            .iter()
-            .map(|b| b.column(0).as_primitive::<Int64Type>().value(0))
-            .collect();
+        let batches = read_all(splits, reads.clone()).await;
         assert_eq!(
-            firsts,
+            first_ids(&batches),
             [0, 1000, 10, 20, 30, 40, 50, 1050, 60, 70, 80, 90],
             "batches by the first id they hold"
         );
@@ -481,24 +486,14 @@ mod tests {
 
         // Splits that do not overlap are read one after the other.
         let splits = vec![split(0..=4, 0, 3, 10), split(5..=9, 100, 3, 10)];
-        let batches: Vec<RecordBatch> = interleave(splits, Arc::default())
-            .try_collect()
-            .await
-            .unwrap();
-        let firsts: Vec<i64> = batches
-            .iter()
-            .map(|b| b.column(0).as_primitive::<Int64Type>().value(0))
-            .collect();
-        assert_eq!(firsts, [0, 10, 20, 100, 110, 120]);
+        let batches = read_all(splits, Arc::default()).await;
+        assert_eq!(first_ids(&batches), [0, 10, 20, 100, 110, 120]);
 
         // More overlapping splits than are kept open at once: every row still comes, once.
         let splits = (0..MAX_OPEN as i64 + 5)
             .map(|s| split(0..=9, s * 1000, 4, 10))
             .collect();
-        let batches: Vec<RecordBatch> = interleave(splits, Arc::default())
-            .try_collect()
-            .await
-            .unwrap();
+        let batches = read_all(splits, Arc::default()).await;
         let mut ids: Vec<i64> = batches
             .iter()
             .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
