@@ -7,7 +7,6 @@ use arrow::datatypes::DataType;
 use quarry_core::schema::TableName;
 
 use crate::backend::Backend;
-
 use crate::cli::{CompactArgs, DescribeArgs, DriverConnection, StoreArgs, TablesArgs};
 use crate::output::write_result;
 use crate::store::Access;
