@@ -55,6 +55,17 @@ pub struct FreshArgs {
     /// Work directory (default: a temporary directory, removed afterwards).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Once both tables are built, only run the queries on this one, `--iterations` times each,
+    /// and stop: attach a profiler (`perf record -p PID`) once it prints "profiling".
+    #[arg(long, value_enum)]
+    profile: Option<Profiled>,
+}
+
+/// The table `--profile` runs the queries on.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Profiled {
+    Fresh,
+    Loaded,
 }
 
 /// Every `UPDATE_EVERY`-th row of a load updates an existing key.
@@ -158,6 +169,29 @@ pub async fn run(args: FreshArgs) -> Result<()> {
     loaded.execute_script(DDL).await?;
     loaded_store.write(&name, vec![live.clone()]).await?;
     loaded_store.wait_idle();
+
+    if let Some(profiled) = args.profile {
+        let session = match profiled {
+            Profiled::Fresh => &fresh,
+            Profiled::Loaded => &loaded,
+        };
+        for (label, sql) in QUERIES {
+            let sql = sql.replace("{t}", "iot.readings");
+            println!(
+                "profiling {label} on the {profiled:?} table (process {})",
+                std::process::id()
+            );
+            let started = Instant::now();
+            for _ in 0..args.iterations.max(1) {
+                session.execute(&sql).await?;
+            }
+            println!(
+                "{label:<36} {:>8.1}ms (mean)",
+                started.elapsed().as_secs_f64() * 1e3 / args.iterations.max(1) as f64
+            );
+        }
+        return Ok(());
+    }
 
     println!(
         "\n{:<36} {:>10} {:>10} {:>10} {:>14}",

@@ -62,6 +62,10 @@ pub struct IngestArgs {
     /// Compactions that may run at once (default: the store's).
     #[arg(long)]
     compaction_threads: Option<usize>,
+    /// Run compactions' heavy steps at the writers' priority, not in the idle class, once more
+    /// runs than this overlap (default: the store's).
+    #[arg(long, value_name = "DEPTH")]
+    raise_compaction_depth: Option<usize>,
     /// How long to wait, once ingestion ends, for the flushes and compactions it queued before
     /// measuring the "settled" table (it is measured as it is then, settled or not).
     #[arg(long, default_value_t = 300)]
@@ -86,6 +90,9 @@ pub async fn run(args: IngestArgs) -> Result<()> {
         compaction_threads: args
             .compaction_threads
             .unwrap_or(defaults.compaction_threads),
+        raise_compaction_depth: args
+            .raise_compaction_depth
+            .unwrap_or(defaults.raise_compaction_depth),
         ..defaults
     };
     let store = Arc::new(EmbeddedStore::open(work.path().join("store"), options)?);

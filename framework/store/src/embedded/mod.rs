@@ -214,6 +214,8 @@ struct Inner {
     /// Where the compactions the store starts itself run their heavy steps
     /// ([`Inner::heavy_step`]).
     step_pool: StepPool,
+    /// Where background flushes sort and write their runs ([`Inner::flush_runs`]).
+    flush_steps: StepPool,
     /// Set as the store closes: the compactions it drains no longer wait for the idle class.
     closing: AtomicBool,
     /// Small writes waiting for the log (group commit).
@@ -398,7 +400,8 @@ impl EmbeddedStore {
             tracing::info!(rows = replayed, "replayed the write-ahead log");
         }
 
-        let step_pool = StepPool::new(options.compaction_threads);
+        let step_pool = StepPool::new("quarry-store-compact-step", options.compaction_threads);
+        let flush_steps = StepPool::new("quarry-store-flush-step", 1);
         let inner = Arc::new(Inner {
             dir,
             options,
@@ -411,6 +414,7 @@ impl EmbeddedStore {
             claims_released: Condvar::new(),
             commit_lock: Mutex::new(()),
             step_pool,
+            flush_steps,
             closing: AtomicBool::new(false),
             queued: Mutex::new(Vec::new()),
             jobs: Mutex::new(None),
@@ -1042,7 +1046,7 @@ impl Inner {
             // deepened the table by three or four runs a second.
             Job::Flush => {
                 if lock(&self.state).memtable_rows() >= self.options.memtable_flush_rows {
-                    self.flush()
+                    self.flush_on(StepsOn::StepPool(&Cell::new(false)))
                 } else {
                     Ok(())
                 }
@@ -1911,7 +1915,12 @@ impl Inner {
     /// Turns all memtable chunks into runs, then drops the log segments they came from, and
     /// compacts the tables that then want it.
     fn flush(&self) -> Result<()> {
-        for name in self.flush_runs()? {
+        self.flush_on(StepsOn::Caller)
+    }
+
+    /// [`Inner::flush`], sorting and writing the runs where `on` says ([`Inner::flush_runs`]).
+    fn flush_on(&self, on: StepsOn<'_>) -> Result<()> {
+        for name in self.flush_runs(on)? {
             if !self.schedule(Job::Compact(name.clone())) {
                 self.compact(&name, false, StepsOn::Caller)?;
             }
@@ -1924,7 +1933,15 @@ impl Inner {
     /// ([`TableState::pending`]): a run's rows all count as new as its sequence number, so a run
     /// holding chunks older and newer than a large write committed later would win over that
     /// write with the older chunks' rows too.
-    fn flush_runs(&self) -> Result<Vec<TableName>> {
+    ///
+    /// On [`StepsOn::StepPool`] (the flushes the store starts itself), each run is sorted and
+    /// written in the idle class, as compactions' heavy steps are: a query then gets the cores
+    /// first. The frozen chunks stay readable meanwhile, so a query loses nothing. The flush
+    /// stops waiting there and does it itself, at the writers' level, as soon as the memtable
+    /// holds enough rows for the next flush, so the memtable never grows past about twice its
+    /// threshold for want of idle cores (writers flush themselves only at [`STALL_FLUSHES`]
+    /// times it).
+    fn flush_runs(&self, on: StepsOn<'_>) -> Result<Vec<TableName>> {
         let _flushing = lock(&self.flush_lock);
         let (closed_segment, work) = {
             let mut wal = lock(&self.wal);
@@ -1967,13 +1984,37 @@ impl Inner {
                     .iter()
                     .map(|c| c.rows_with_hashes())
                     .collect::<Result<Vec<_>>>()?;
-                let rows = sort_dedup(&def, &batches)?;
-                let files = if rows.num_rows() == 0 {
-                    Vec::new()
-                } else {
-                    let file_id = lock(&self.state).next_id();
-                    write_files(&self.dir, self.layout(), &def, id, file_id, &shards, &rows)?
+                let step = {
+                    let (dir, layout, def) = (self.dir.clone(), self.layout(), def.clone());
+                    move |file_id| -> Result<(RecordBatch, Vec<DataFileRef>)> {
+                        let rows = sort_dedup(&def, &batches)?;
+                        let files = if rows.num_rows() == 0 {
+                            Vec::new()
+                        } else {
+                            write_files(&dir, layout, &def, id, file_id, &shards, &rows)?
+                        };
+                        Ok((rows, files))
+                    }
                 };
+                let discard = |written: Result<(RecordBatch, Vec<DataFileRef>)>| {
+                    if let Ok((_, files)) = written {
+                        retire_files(&files);
+                    }
+                };
+                let (rows, files) = match on {
+                    StepsOn::StepPool(waited_out) => self.step_aside(
+                        &self.flush_steps,
+                        waited_out,
+                        || {
+                            self.closing.load(Ordering::SeqCst)
+                                || lock(&self.state).memtable_rows()
+                                    >= self.options.memtable_flush_rows
+                        },
+                        step,
+                        discard,
+                    ),
+                    StepsOn::Caller => step(self.next_file_id()),
+                }?;
                 self.cover_new_run(&name, &files, seq, StepsOn::Caller);
                 let keys = || key_set_of_rows(&def, &rows, seq);
                 let how = Install {
@@ -2038,7 +2079,7 @@ impl Inner {
         full: bool,
     ) -> Result<Option<(u64, TableSnapshot, Claim<'_>)>> {
         if full {
-            self.flush_runs()?;
+            self.flush_runs(StepsOn::Caller)?;
         }
         loop {
             let mut state = lock(&self.state);
@@ -2090,7 +2131,7 @@ impl Inner {
                 .any(|c| c.seq < newest)
             {
                 drop(state);
-                self.flush_runs()?;
+                self.flush_runs(StepsOn::Caller)?;
                 continue;
             }
             let seqs: Vec<u64> = runs.iter().map(|r| r.seq).collect();
@@ -2353,28 +2394,50 @@ impl Inner {
         step: impl Fn(u64) -> R + Send + Sync + 'static,
         discard: fn(R),
     ) -> R {
-        if let StepsOn::StepPool(waited_out) = on
-            && !waited_out.get()
-            && !self.steps_raised(name)
-        {
-            let step = Arc::new(step);
-            let (background, file_id) = (step.clone(), self.next_file_id());
-            let started = Instant::now();
-            let give_up = || {
-                if started.elapsed() > self.options.idle_step_patience {
-                    waited_out.set(true);
-                }
-                waited_out.get() || self.steps_raised(name)
-            };
-            if let Some(answer) = self
-                .step_pool
-                .run(move || background(file_id), discard, give_up)
-            {
-                return answer;
-            }
-            tracing::info!(table = %name, waited_ms = started.elapsed().as_millis(), "a compaction's step left waiting in the idle class runs at the writers' level");
+        match on {
+            StepsOn::StepPool(waited_out) => self.step_aside(
+                &self.step_pool,
+                waited_out,
+                || self.steps_raised(name),
+                step,
+                discard,
+            ),
+            StepsOn::Caller => step(self.next_file_id()),
+        }
+    }
+
+    /// Runs `step` on `pool`, in the idle class, and returns what it returned; or runs it on the
+    /// caller, at its priority, once `raised` says so (also while waiting for it there), and once
+    /// a step sharing `waited_out` waited there longer than
+    /// [`EmbeddedOptions::idle_step_patience`]. A step given up on hands what it returns, if it
+    /// ever finishes, to `discard`. Each run of a step gets a file number of its own.
+    fn step_aside<R: Send + 'static>(
+        &self,
+        pool: &StepPool,
+        waited_out: &Cell<bool>,
+        raised: impl Fn() -> bool,
+        step: impl Fn(u64) -> R + Send + Sync + 'static,
+        discard: fn(R),
+    ) -> R {
+        if waited_out.get() || raised() {
             return step(self.next_file_id());
         }
+        let step = Arc::new(step);
+        let (background, file_id) = (step.clone(), self.next_file_id());
+        let started = Instant::now();
+        let give_up = || {
+            if started.elapsed() > self.options.idle_step_patience {
+                waited_out.set(true);
+            }
+            waited_out.get() || raised()
+        };
+        if let Some(answer) = pool.run(move || background(file_id), discard, give_up) {
+            return answer;
+        }
+        tracing::info!(
+            waited_ms = started.elapsed().as_millis(),
+            "a step left waiting in the idle class runs at the writers' level"
+        );
         step(self.next_file_id())
     }
 
@@ -3323,8 +3386,9 @@ mod tests {
         }
     }
 
-    /// Every thread of a store's step pool, occupied as other busy processes occupy the cores
-    /// in the idle class's way: steps handed to the pool wait until [`HeldPool::release`].
+    /// Every thread of a store's compaction step pool (or, from [`HeldPool::hold_flushes`], of
+    /// its flush step pool), occupied as other busy processes occupy the cores in the idle
+    /// class's way: steps handed to the pool wait until [`HeldPool::release`].
     struct HeldPool {
         release: Sender<()>,
         holders: Vec<JoinHandle<()>>,
@@ -3332,10 +3396,22 @@ mod tests {
 
     impl HeldPool {
         fn hold(inner: &Arc<Inner>) -> HeldPool {
+            HeldPool::hold_pool(inner, inner.step_pool_threads(), |inner| &inner.step_pool)
+        }
+
+        fn hold_flushes(inner: &Arc<Inner>) -> HeldPool {
+            HeldPool::hold_pool(inner, 1, |inner| &inner.flush_steps)
+        }
+
+        fn hold_pool(
+            inner: &Arc<Inner>,
+            threads: usize,
+            pool: fn(&Inner) -> &StepPool,
+        ) -> HeldPool {
             let (release, held) = channel::<()>();
             let held = Arc::new(Mutex::new(held));
             let (started, holding) = channel();
-            let holders = (0..inner.step_pool_threads())
+            let holders = (0..threads)
                 .map(|_| {
                     let (inner, held, started) = (inner.clone(), held.clone(), started.clone());
                     std::thread::spawn(move || {
@@ -3344,7 +3420,7 @@ mod tests {
                             // Until `release` is dropped.
                             let _ = lock(&held).recv();
                         };
-                        inner.step_pool.run(step, drop, || false);
+                        pool(&inner).run(step, drop, || false);
                     })
                 })
                 .collect::<Vec<_>>();
@@ -3360,6 +3436,40 @@ mod tests {
                 holder.join().unwrap();
             }
         }
+    }
+
+    /// A flush the store starts itself sorts and writes its run in the idle class; while the
+    /// idle class gets no core, the frozen rows stay readable, and once the memtable holds
+    /// enough rows for the next flush, the waiting flush stops waiting and writes the run itself.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_flush_waiting_for_the_idle_class_writes_its_run_itself_once_the_next_is_due() {
+        let options = EmbeddedOptions {
+            memtable_flush_rows: 1000,
+            bulk_write_rows: 1_000_000,
+            rows_per_group: 100,
+            ..EmbeddedOptions::default()
+        };
+        let (_dir, store, def, name) = id_value_store(options).await;
+        let inner = store.writer(String::new).unwrap().clone();
+        let held = HeldPool::hold_flushes(&inner);
+        store
+            .write(&name, vec![id_value_rows(&def, 0..1000, 1.0)])
+            .await
+            .unwrap();
+        // The flush this write asked for waits for the held idle class: no run yet.
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(store.table_stats(&name).unwrap().runs, 0);
+        store
+            .write(&name, vec![id_value_rows(&def, 500..1500, 2.0)])
+            .await
+            .unwrap();
+        eventually("the waiting flush wrote its run itself", || {
+            store.table_stats(&name).unwrap().runs >= 1
+        });
+        held.release();
+        store.wait_idle();
+        assert_live_values(&store, &name, 1500, |id| if id < 500 { 1.0 } else { 2.0 });
+        assert_eq!(store.table_stats(&name).unwrap().memtable_rows, 0);
     }
 
     /// A store of one compaction thread that compacts past two runs (`tune` sets the rest),
@@ -4037,7 +4147,7 @@ mod tests {
         let rows = |ids| id_value_rows(&def, ids, 1.0);
         let inner = store.writer(String::new).unwrap();
         store.write(&name, vec![rows(0..10)]).await.unwrap();
-        inner.flush_runs().unwrap();
+        inner.flush_runs(StepsOn::Caller).unwrap();
         // A large write takes its number here and is still writing its files.
         let pending = Pending {
             inner,
@@ -4046,7 +4156,7 @@ mod tests {
         };
         for ids in [10..20, 20..30, 30..40] {
             store.write(&name, vec![rows(ids)]).await.unwrap();
-            inner.flush_runs().unwrap();
+            inner.flush_runs(StepsOn::Caller).unwrap();
         }
         let (_, snapshot, claim) = inner.compaction_snapshot(&name, false).unwrap().unwrap();
         let oldest = lock(&inner.state).table(&name).unwrap().runs[0].seq;

@@ -2,9 +2,9 @@
 //!
 //! Queries run at the process's priority. The work that keeps up with arriving data runs below
 //! it, as ScyllaDB's scheduler gives statements more shares than memtable flushes and
-//! compaction: writes (sorting, hashing, appending to the log) and flushes a little below,
-//! compaction's heavy steps and the work that only saves scans work further below, in the idle
-//! scheduling class. On an idle machine this changes nothing; on a busy one a query
+//! compaction: writes (sorting, hashing, appending to the log) and flushes' commits a little
+//! below; flushes' and compactions' heavy steps and the work that only saves scans work further
+//! below, in the idle scheduling class. On an idle machine this changes nothing; on a busy one a query
 //! gets the cores first, and ingestion catches up in the gaps between queries. A write is still
 //! acknowledged only once it is durable and readable, so nothing is lost or reordered, only
 //! delayed while a query runs.
@@ -45,11 +45,11 @@ pub(crate) fn cores() -> usize {
 /// How far below the process's CPU priority a store thread runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Niceness {
-    /// Writes, memtable flushes, and compaction threads as they choose and install runs: five
-    /// nice levels below the process.
+    /// Writes, and the flush and compaction threads as they choose and install runs: five nice
+    /// levels below the process.
     Ingestion,
-    /// The heavy steps of compactions (reading, sorting and writing runs that are already
-    /// readable) and working out ahead of scans which rows of the runs the memtable hides (the
+    /// The heavy steps of flushes and compactions (sorting and writing rows that are already
+    /// readable, from the frozen memtable or the runs being merged) and working out ahead of scans which rows of the runs the memtable hides (the
     /// cover thread): nice 19 and, on Linux, the idle scheduling class (`SCHED_IDLE`). A waking
     /// query thread preempts such a thread at once and the kernel places it on a core running
     /// only them as on an idle one, where a nice-19 thread still kept its slice. Over three 60 s
@@ -121,12 +121,15 @@ pub(super) fn in_background() -> bool {
     false
 }
 
-/// Threads at [`Niceness::Idle`] that run the heavy steps of the compactions the store
-/// starts itself, one per compaction that may run at once, started on first use. The thread
+/// Threads at [`Niceness::Idle`] that run the heavy steps of the compactions (one thread per
+/// compaction that may run at once) or of the flushes (one) the store starts itself, started on
+/// first use. The thread
 /// that hands a step over waits for it, holding no lock meanwhile, and may stop waiting: a step
 /// in the idle class may not run for as long as other processes keep the cores busy.
 #[derive(Debug)]
 pub(super) struct StepPool {
+    /// What its threads are called, before their number.
+    name: &'static str,
     threads: usize,
     pool: OnceLock<Option<rayon_core::ThreadPool>>,
 }
@@ -146,8 +149,9 @@ const ANSWERED: u8 = 1;
 const GIVEN_UP: u8 = 2;
 
 impl StepPool {
-    pub(super) fn new(threads: usize) -> StepPool {
+    pub(super) fn new(name: &'static str, threads: usize) -> StepPool {
         StepPool {
+            name,
             threads: threads.max(1),
             pool: OnceLock::new(),
         }
@@ -226,15 +230,16 @@ impl StepPool {
     }
 
     fn pool(&self) -> Option<&rayon_core::ThreadPool> {
+        let name = self.name;
         self.pool
             .get_or_init(|| {
                 rayon_core::ThreadPoolBuilder::new()
                     .num_threads(self.threads)
-                    .thread_name(|i| format!("quarry-store-compact-step-{i}"))
+                    .thread_name(move |i| format!("{name}-{i}"))
                     .start_handler(|_| lower_thread_priority(Niceness::Idle))
                     .build()
                     .inspect_err(|e| {
-                        tracing::warn!(error = %e, "could not start the threads of compactions' heavy steps; compaction threads run them");
+                        tracing::warn!(error = %e, pool = self.name, "could not start the threads of background steps; their callers run them");
                     })
                     .ok()
             })
@@ -354,7 +359,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn heavy_steps_run_in_the_idle_class_while_their_caller_keeps_its_level() {
-        let pool = StepPool::new(1);
+        let pool = StepPool::new("quarry-test-step", 1);
         let (caller, step, caller_after) = std::thread::scope(|scope| {
             scope
                 .spawn(|| {
@@ -383,7 +388,7 @@ mod tests {
 
     #[test]
     fn a_step_given_up_on_is_discarded_where_it_ran_or_never_starts() {
-        let pool = StepPool::new(1);
+        let pool = StepPool::new("quarry-test-step", 1);
         let (discarded, discards) = channel();
         // The one thread is held by a step that waits for `release`...
         let (release, held) = channel::<()>();
@@ -422,7 +427,7 @@ mod tests {
 
     #[test]
     fn a_panic_in_a_step_is_the_callers() {
-        let pool = StepPool::new(1);
+        let pool = StepPool::new("quarry-test-step", 1);
         let caught = std::panic::catch_unwind(AssertUnwindSafe(|| {
             pool.run(|| -> u32 { panic!("a bug in a step") }, drop, || false)
         }));
