@@ -216,6 +216,9 @@ struct Inner {
     step_pool: StepPool,
     /// Where background flushes sort and write their runs ([`Inner::flush_runs`]).
     flush_steps: StepPool,
+    /// Flushes asked for (on the caller) waiting for the flush lock: a background flush
+    /// waiting for the idle class meanwhile stops waiting and does its work itself.
+    flushes_asked: AtomicUsize,
     /// Set as the store closes: the compactions it drains no longer wait for the idle class.
     closing: AtomicBool,
     /// Small writes waiting for the log (group commit).
@@ -415,6 +418,7 @@ impl EmbeddedStore {
             commit_lock: Mutex::new(()),
             step_pool,
             flush_steps,
+            flushes_asked: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             queued: Mutex::new(Vec::new()),
             jobs: Mutex::new(None),
@@ -1940,9 +1944,14 @@ impl Inner {
     /// stops waiting there and does it itself, at the writers' level, as soon as the memtable
     /// holds enough rows for the next flush, so the memtable never grows past about twice its
     /// threshold for want of idle cores (writers flush themselves only at [`STALL_FLUSHES`]
-    /// times it).
+    /// times it), and as soon as a flush asked for (`EmbeddedStore::flush`, a full compaction)
+    /// waits for it.
     fn flush_runs(&self, on: StepsOn<'_>) -> Result<Vec<TableName>> {
-        let _flushing = lock(&self.flush_lock);
+        let _flushing = {
+            // A flush asked for that waits behind one in the idle class hurries it along.
+            let _asking = matches!(on, StepsOn::Caller).then(|| Counted::new(&self.flushes_asked));
+            lock(&self.flush_lock)
+        };
         let (closed_segment, work) = {
             let mut wal = lock(&self.wal);
             let mut state = lock(&self.state);
@@ -2007,6 +2016,7 @@ impl Inner {
                         waited_out,
                         || {
                             self.closing.load(Ordering::SeqCst)
+                                || self.flushes_asked.load(Ordering::SeqCst) > 0
                                 || lock(&self.state).memtable_rows()
                                     >= self.options.memtable_flush_rows
                         },
@@ -2452,18 +2462,36 @@ impl Inner {
     }
 }
 
-/// Where a compaction's heavy steps run ([`Inner::heavy_step`]).
+/// Where the heavy steps of a compaction ([`Inner::heavy_step`]) or a flush
+/// ([`Inner::flush_runs`]) run.
 #[derive(Debug, Clone, Copy)]
 enum StepsOn<'a> {
-    /// The calling thread, at its priority: a compaction asked for, one run inline by a store
-    /// without background threads, a flush's new run, and the merge of a statement's parts as
-    /// it commits.
+    /// The calling thread, at its priority: a compaction or flush asked for, one run inline by a
+    /// store without background threads, a flush's new run, and the merge of a statement's parts
+    /// as it commits.
     Caller,
-    /// The store's [`StepPool`], in the idle class, unless the table is too deep or a
-    /// compaction asked for waits ([`Inner::steps_raised`]): the compactions the store starts
-    /// itself. The flag is set once a step of the compaction waited out its patience there; its
-    /// later steps run on the caller.
+    /// A [`StepPool`], in the idle class, unless what waits for the step says otherwise (a table
+    /// too deep or a compaction asked for, [`Inner::steps_raised`]; a flush due or asked for):
+    /// the compactions and flushes the store starts itself. The flag is set once a step waited
+    /// out its patience there; the later steps of the same compaction or flush run on the
+    /// caller.
     StepPool(&'a Cell<bool>),
+}
+
+/// Counts its holder in an [`AtomicUsize`] until dropped.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(count: &'a AtomicUsize) -> Counted<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        Counted(count)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Starts `threads` background threads that share the queue `jobs` and run its jobs until it
@@ -3466,10 +3494,26 @@ mod tests {
         eventually("the waiting flush wrote its run itself", || {
             store.table_stats(&name).unwrap().runs >= 1
         });
+        // The flush the second write asked for waits in the held idle class too, with the
+        // memtable empty behind it: a flush asked for hurries it instead of waiting out its
+        // patience (30 s).
+        eventually("the second flush froze the memtable and waits", || {
+            let state = lock(&inner.state);
+            let table = state.tables.get(&name).unwrap();
+            table.chunks.is_empty() && !table.frozen.is_empty()
+        });
+        let asked = Instant::now();
+        store.flush().unwrap();
+        assert!(
+            asked.elapsed() < Duration::from_secs(20),
+            "a flush asked for waited {:?} behind one in the idle class",
+            asked.elapsed()
+        );
+        assert_eq!(store.table_stats(&name).unwrap().memtable_rows, 0);
+        assert_live_values(&store, &name, 1500, |id| if id < 500 { 1.0 } else { 2.0 });
         held.release();
         store.wait_idle();
         assert_live_values(&store, &name, 1500, |id| if id < 500 { 1.0 } else { 2.0 });
-        assert_eq!(store.table_stats(&name).unwrap().memtable_rows, 0);
     }
 
     /// A store of one compaction thread that compacts past two runs (`tune` sets the rest),
