@@ -1942,8 +1942,8 @@ impl Inner {
     /// written in the idle class, as compactions' heavy steps are: a query then gets the cores
     /// first. The frozen chunks stay readable meanwhile, so a query loses nothing. The flush
     /// stops waiting there and does it itself, at the writers' level, as soon as the memtable
-    /// holds enough rows for the next flush, so the memtable never grows past about twice its
-    /// threshold for want of idle cores (writers flush themselves only at [`STALL_FLUSHES`]
+    /// holds enough rows for the next flush, so that the memtable holds no more than two or three
+    /// thresholds for want of idle cores (writers flush themselves only at [`STALL_FLUSHES`]
     /// times it), and as soon as a flush asked for (`EmbeddedStore::flush`, a full compaction)
     /// waits for it.
     fn flush_runs(&self, on: StepsOn<'_>) -> Result<Vec<TableName>> {
