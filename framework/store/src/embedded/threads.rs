@@ -4,10 +4,10 @@
 //! it, as ScyllaDB's scheduler gives statements more shares than memtable flushes and
 //! compaction: writes (sorting, hashing, appending to the log) and flushes' commits a little
 //! below; flushes' and compactions' heavy steps and the work that only saves scans work further
-//! below, in the idle scheduling class. On an idle machine this changes nothing; on a busy one a query
-//! gets the cores first, and ingestion catches up in the gaps between queries. A write is still
-//! acknowledged only once it is durable and readable, so nothing is lost or reordered, only
-//! delayed while a query runs.
+//! below, in the idle scheduling class. On an idle machine this changes nothing; on a busy one
+//! a query gets the cores first, and ingestion catches up in the gaps between queries. A write
+//! is still acknowledged only once it is durable and readable, so nothing is lost or reordered,
+//! only delayed while a query runs.
 //!
 //! A thread in the idle class gets almost no CPU while other threads want it, so it must never
 //! hold what they wait for: a lock it holds stays held until the cores are otherwise idle
@@ -49,10 +49,11 @@ pub(super) enum Niceness {
     /// levels below the process.
     Ingestion,
     /// The heavy steps of flushes and compactions (sorting and writing rows that are already
-    /// readable, from the frozen memtable or the runs being merged) and working out ahead of scans which rows of the runs the memtable hides (the
-    /// cover thread): nice 19 and, on Linux, the idle scheduling class (`SCHED_IDLE`). A waking
-    /// query thread preempts such a thread at once and the kernel places it on a core running
-    /// only them as on an idle one, where a nice-19 thread still kept its slice. Over three 60 s
+    /// readable, from the frozen memtable or the runs being merged) and working out ahead of
+    /// scans which rows of the runs the memtable hides (the cover thread): nice 19 and, on
+    /// Linux, the idle scheduling class (`SCHED_IDLE`). A waking query thread preempts such a
+    /// thread at once and the kernel places it on a core running only them as on an idle one,
+    /// where a nice-19 thread still kept its slice. Over three 60 s
     /// runs against four, the median of (a) during ingestion went from 1.48-1.65 to 1.41-1.44 of
     /// the same rows compacted, (b) from 1.53-1.63 to 1.44-1.53, and (b)'s p99 from 269-399 to
     /// 191-230 ms, with compaction keeping up as before; with the heavy steps alone at nice 19
@@ -123,9 +124,9 @@ pub(super) fn in_background() -> bool {
 
 /// Threads at [`Niceness::Idle`] that run the heavy steps of the compactions (one thread per
 /// compaction that may run at once) or of the flushes (one) the store starts itself, started on
-/// first use. The thread
-/// that hands a step over waits for it, holding no lock meanwhile, and may stop waiting: a step
-/// in the idle class may not run for as long as other processes keep the cores busy.
+/// first use. The thread that hands a step over waits for it, holding no lock meanwhile, and may
+/// stop waiting: a step in the idle class may not run for as long as other processes keep the
+/// cores busy.
 #[derive(Debug)]
 pub(super) struct StepPool {
     /// What its threads are called, before their number.
