@@ -2012,6 +2012,7 @@ impl Inner {
                 };
                 let (rows, files) = match on {
                     StepsOn::StepPool(waited_out) => self.step_aside(
+                        &name,
                         &self.flush_steps,
                         waited_out,
                         || {
@@ -2406,6 +2407,7 @@ impl Inner {
     ) -> R {
         match on {
             StepsOn::StepPool(waited_out) => self.step_aside(
+                name,
                 &self.step_pool,
                 waited_out,
                 || self.steps_raised(name),
@@ -2416,13 +2418,15 @@ impl Inner {
         }
     }
 
-    /// Runs `step` on `pool`, in the idle class, and returns what it returned; or runs it on the
-    /// caller, at its priority, once `raised` says so (also while waiting for it there), and once
-    /// a step sharing `waited_out` waited there longer than
-    /// [`EmbeddedOptions::idle_step_patience`]. A step given up on hands what it returns, if it
-    /// ever finishes, to `discard`. Each run of a step gets a file number of its own.
+    /// Runs `step` (a flush's or compaction's of `name`) on `pool`, in the idle class, and
+    /// returns what it returned; or runs it on the caller, at its priority, once `raised` says
+    /// so (also while waiting for it there), and once a step sharing `waited_out` waited there
+    /// longer than [`EmbeddedOptions::idle_step_patience`]. A step given up on hands what it
+    /// returns, if it ever finishes, to `discard`. Each run of a step gets a file number of its
+    /// own.
     fn step_aside<R: Send + 'static>(
         &self,
+        name: &TableName,
         pool: &StepPool,
         waited_out: &Cell<bool>,
         raised: impl Fn() -> bool,
@@ -2445,6 +2449,7 @@ impl Inner {
             return answer;
         }
         tracing::info!(
+            table = %name,
             waited_ms = started.elapsed().as_millis(),
             "a step left waiting in the idle class runs at the writers' level"
         );
