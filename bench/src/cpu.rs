@@ -74,6 +74,17 @@ fn kind(name: &str) -> &'static str {
     }
 }
 
+/// As [`kind`], for a thread in the idle scheduling class.
+fn idle_kind(name: &str) -> &'static str {
+    match kind(name) {
+        "compaction" => "compaction-idle",
+        "flush" => "flush-idle",
+        "cover" => "cover",
+        "queries (tokio)" => "queries-idle",
+        _ => "other-idle",
+    }
+}
+
 /// User plus system CPU seconds from a `/proc/.../stat` line.
 fn cpu_seconds(stat: &str) -> Option<f64> {
     // The name (second field) is in parentheses and may hold spaces: fields are counted after it.
@@ -90,6 +101,65 @@ fn ticks_per_second() -> Option<f64> {
     // SAFETY: `sysconf` only reads a configuration value.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     (per_second > 0).then_some(per_second as f64)
+}
+
+/// Nanoseconds each kind of thread (see [`kind`]; those in the idle scheduling class apart)
+/// spent so far on a core and waiting for one (runnable, not running), from
+/// `/proc/self/task/*/schedstat`: finer than the clock ticks of `stat`, enough to tell a query
+/// that waited for the cores from one that worked longer, and who had them meanwhile.
+#[derive(Debug, Clone, Default)]
+pub struct SchedSample(BTreeMap<&'static str, (u64, u64)>);
+
+impl SchedSample {
+    /// The process's live threads now; an empty sample where `/proc` cannot be read.
+    pub fn now() -> SchedSample {
+        let mut by_kind: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return SchedSample(by_kind);
+        };
+        for task in tasks.flatten() {
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let schedstat =
+                std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            let mut fields = schedstat
+                .split_whitespace()
+                .map(|f| f.parse::<u64>().unwrap_or(0));
+            // The scheduling policy is field 41 of `stat`; 5 is the idle class.
+            let idle = std::fs::read_to_string(task.path().join("stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = &stat[stat.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(41 - 3).map(|p| p == "5")
+                })
+                .unwrap_or(false);
+            let kind = if idle {
+                idle_kind(name.trim())
+            } else {
+                kind(name.trim())
+            };
+            let entry = by_kind.entry(kind).or_default();
+            entry.0 += fields.next().unwrap_or(0);
+            entry.1 += fields.next().unwrap_or(0);
+        }
+        SchedSample(by_kind)
+    }
+
+    /// The milliseconds each kind of thread spent on a core / waiting for one since `earlier`,
+    /// as `kind:on/waiting` for the kinds that did either (threads that exited in between are
+    /// not counted).
+    pub fn describe_since(&self, earlier: &SchedSample) -> String {
+        let ms = |now: u64, then: u64| now.saturating_sub(then) as f64 / 1e6;
+        self.0
+            .iter()
+            .filter_map(|(kind, (on, waiting))| {
+                let (on_then, waiting_then) = earlier.0.get(kind).copied().unwrap_or_default();
+                let (on, waiting) = (ms(*on, on_then), ms(*waiting, waiting_then));
+                let short = kind.split_whitespace().next().unwrap_or(kind);
+                (on >= 0.5 || waiting >= 0.5).then(|| format!("{short}:{on:.0}/{waiting:.0}"))
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 #[cfg(test)]

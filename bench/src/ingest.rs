@@ -66,6 +66,10 @@ pub struct IngestArgs {
     /// runs than this overlap (default: the store's).
     #[arg(long, value_name = "DEPTH")]
     raise_compaction_depth: Option<usize>,
+    /// The queries' DataFusion partitions (`datafusion.execution.target_partitions`; default:
+    /// the session's, one per core).
+    #[arg(long, value_name = "N")]
+    target_partitions: Option<usize>,
     /// How long to wait, once ingestion ends, for the flushes and compactions it queued before
     /// measuring the "settled" table (it is measured as it is then, settled or not).
     #[arg(long, default_value_t = 300)]
@@ -75,7 +79,9 @@ pub struct IngestArgs {
     dir: Option<PathBuf>,
     /// Print a line a second during ingestion: the table's runs, overlap depth, memtable rows,
     /// the last compaction, the process's resident memory, the CPU seconds the store's threads
-    /// spent since the last line and each query's latency (to see what a slow query met).
+    /// spent since the last line and each query's latency (to see what a slow query met), then
+    /// per query the milliseconds each kind of thread spent on a core and waiting for one while
+    /// it ran (`kind:on/waiting`; idle-class threads apart, as `-idle`).
     #[arg(long)]
     timeline: bool,
 }
@@ -98,6 +104,11 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     let store = Arc::new(EmbeddedStore::open(work.path().join("store"), options)?);
     let session = Arc::new(QuarrySession::new(store.clone() as Arc<dyn Store>));
     session.execute_script(crate::fresh::DDL).await?;
+    if let Some(n) = args.target_partitions {
+        session
+            .execute(&format!("SET datafusion.execution.target_partitions = {n}"))
+            .await?;
+    }
     let name = TableName::new("iot", "readings");
     let base_rows = base.num_rows();
     store.write(&name, vec![base.clone()]).await?;
@@ -159,7 +170,8 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     if args.timeline {
         println!(
             "second  runs  depth  memtable rows  last compaction (runs, rows, ms)  RSS MiB  \
-             CPU s: flush compaction cover exited  query ms"
+             CPU s: flush compaction cover exited  query ms  per query, ms each kind of thread \
+             spent on a core / waiting for one"
         );
     }
     let mut cpu_last = cpu_before.clone();
@@ -167,10 +179,16 @@ pub async fn run(args: IngestArgs) -> Result<()> {
         let tick = Instant::now();
         let shape = store.table_stats(&name)?;
         during_rows.push(live_rows(&shape));
+        // Where the cores went while each query ran (for the timeline).
+        let mut scheduled = Vec::new();
         for (q, (_, sql)) in QUERIES.iter().enumerate() {
+            let sched_before = args.timeline.then(crate::cpu::SchedSample::now);
             let query_started = Instant::now();
             session.execute(&sql.replace("{t}", "iot.readings")).await?;
             during[q].push(query_started.elapsed());
+            if let Some(before) = sched_before {
+                scheduled.push(crate::cpu::SchedSample::now().describe_since(&before));
+            }
         }
         if args.timeline {
             let last = shape
@@ -193,13 +211,14 @@ pub async fn run(args: IngestArgs) -> Result<()> {
                 .map(|kind| format!("{:.2}", spent.get(kind).copied().unwrap_or(0.0)))
                 .collect();
             println!(
-                "{:>6.1}  {:>4}  {:>5}  {:>13}  {last:>32}  {rss:>7}  {:>32}  {}",
+                "{:>6.1}  {:>4}  {:>5}  {:>13}  {last:>32}  {rss:>7}  {:>32}  {}  {}",
                 started.elapsed().as_secs_f64(),
                 shape.runs,
                 shape.overlap_depth,
                 shape.memtable_rows,
                 store_cpu.join(" "),
-                latencies.join(" ")
+                latencies.join(" "),
+                scheduled.join(" ")
             );
         }
         let rest = Duration::from_secs(1).saturating_sub(tick.elapsed());

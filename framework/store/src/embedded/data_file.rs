@@ -459,6 +459,10 @@ pub fn write_run(
         .collect())
 }
 
+/// Rows a file writer encodes between two checkpoints of work in the idle class
+/// ([`crate::embedded::threads::yield_to_queries`]).
+const WRITE_PIECE_ROWS: usize = 65_536;
+
 /// Writes rows in stored form as one file, with their key hashes after the token column
 /// ([`KEY_COLUMN`]; computed unless the rows carry them). Returns each row group's key hashes,
 /// in row order.
@@ -491,7 +495,15 @@ fn write_file(
         if w[1] == w[0] {
             continue;
         }
-        writer.write(&rows.slice(w[0], w[1] - w[0]))?;
+        // In pieces, with a checkpoint between them: in the idle class, a query that starts
+        // meanwhile waits for the piece being encoded, not for the whole row group.
+        let mut at = w[0];
+        while at < w[1] {
+            let rows_now = WRITE_PIECE_ROWS.min(w[1] - at);
+            writer.write(&rows.slice(at, rows_now))?;
+            at += rows_now;
+            crate::embedded::threads::yield_to_queries();
+        }
         writer.flush()?;
         group_hashes.push(hashes[w[0]..w[1]].to_vec());
     }

@@ -3107,6 +3107,7 @@ fn parallel<T: Sync, R: Send>(tasks: &[T], f: impl Fn(&T) -> Result<R> + Sync) -
         for _ in 0..threads {
             scope.spawn(|| {
                 loop {
+                    threads::yield_to_queries();
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(task) = tasks.get(i) else {
                         break;

@@ -362,6 +362,7 @@ pub fn cover_files(snapshot: &TableSnapshot, files: &[DataFileRef], seq: u64) ->
     }
     for file in files {
         for group in 0..file.groups.len() {
+            super::threads::yield_to_queries();
             snapshot
                 .mem_keys
                 .hidden(&snapshot.def, &snapshot.chunks, file, group, seq)?;
@@ -697,6 +698,7 @@ impl SplitSource for Spawned {
             if remaining == 0 {
                 return None;
             }
+            super::threads::query_reading();
             Some(batch.map(|b| {
                 let b = if b.num_rows() > remaining {
                     b.slice(0, remaining)
@@ -740,6 +742,7 @@ pub(crate) fn read_shards(
         for (_, source) in plan_sources(&one, &request)?.1 {
             for batch in source.stored_batches()? {
                 out.push(batch?);
+                super::threads::yield_to_queries();
             }
         }
     }

@@ -6,7 +6,8 @@
 //! hold rows in this form; flushes and compactions sort rows that also carry their key hashes
 //! after the token (`keys.rs`), which go along with them.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, take_record_batch};
@@ -14,10 +15,15 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use quarry_core::schema::TableDef;
 
+use crate::embedded::threads::yield_to_queries;
 use crate::error::{Error, Result};
 
 /// From this many rows, sorting is spread over the machine's cores.
 const PARALLEL_SORT_ROWS: usize = 100_000;
+
+/// About how many rows a parallel sort sorts between two checkpoints
+/// ([`yield_to_queries`]).
+const SORT_SLICE_ROWS: usize = 65_536;
 
 /// The hidden column that holds each row's token, after the table's own columns.
 pub const TOKEN_COLUMN: &str = "_token";
@@ -88,22 +94,39 @@ pub fn sort_dedup(table: &TableDef, batches: &[RecordBatch]) -> Result<RecordBat
             .then_with(|| rows.row(*a as usize).cmp(&rows.row(*b as usize)))
             .then_with(|| a.cmp(b))
     };
+    yield_to_queries();
     let threads = crate::embedded::threads::cores();
     let order: Vec<u32> = if threads > 1 && n >= PARALLEL_SORT_ROWS {
-        // Tokens are uniform over the ring: cut it into one equal slice per thread, sort the
-        // slices in parallel and concatenate them (equal keys share a token, so a slice).
-        let width = u64::MAX / threads as u64 + 1;
+        // Tokens are uniform over the ring: cut it into equal slices of about `SORT_SLICE_ROWS`
+        // rows (at least one per thread), sort them on every core and concatenate them (equal
+        // keys share a token, so a slice). A thread takes the next slice once it sorted one,
+        // and in the idle class first lets a query that is reading go ahead.
+        let pieces = (n / SORT_SLICE_ROWS).max(threads);
+        let width = u64::MAX / pieces as u64 + 1;
         let slice_of = |t: i64| (((t as u64) ^ (1 << 63)) / width) as usize;
-        let mut slices: Vec<Vec<u32>> = vec![Vec::with_capacity(n / threads + 1); threads];
+        let mut slices: Vec<Vec<u32>> = vec![Vec::with_capacity(n / pieces + 1); pieces];
         for (i, t) in token_values.iter().enumerate() {
             slices[slice_of(*t)].push(i as u32);
         }
+        let slices: Vec<Mutex<Vec<u32>>> = slices.into_iter().map(Mutex::new).collect();
+        let next = AtomicUsize::new(0);
         std::thread::scope(|scope| {
-            for slice in slices.iter_mut() {
-                scope.spawn(|| slice.sort_by(compare));
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    loop {
+                        yield_to_queries();
+                        let Some(slice) = slices.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                            break;
+                        };
+                        crate::embedded::lock(slice).sort_by(compare);
+                    }
+                });
             }
         });
-        slices.concat()
+        slices
+            .into_iter()
+            .flat_map(|slice| slice.into_inner().unwrap_or_else(|p| p.into_inner()))
+            .collect()
     } else {
         let mut order: Vec<u32> = (0..n as u32).collect();
         order.sort_by(compare);
@@ -122,6 +145,7 @@ pub fn sort_dedup(table: &TableDef, batches: &[RecordBatch]) -> Result<RecordBat
     if keep.len() == n && keep.iter().enumerate().all(|(i, &r)| i as u32 == r) {
         return Ok(all);
     }
+    yield_to_queries();
     Ok(take_record_batch(&all, &UInt32Array::from(keep))?)
 }
 

@@ -9,6 +9,11 @@
 //! is still acknowledged only once it is durable and readable, so nothing is lost or reordered,
 //! only delayed while a query runs.
 //!
+//! The idle class alone did not keep that work out of a query's way: while one of its threads
+//! ran, the query's threads waited for the cores about as long. So idle-class work also stops at
+//! checkpoints between short pieces of it (a batch read or encoded, a slice sorted, a row group
+//! compared) for as long as a query is reading ([`yield_to_queries`]).
+//!
 //! A thread in the idle class gets almost no CPU while other threads want it, so it must never
 //! hold what they wait for: a lock it holds stays held until the cores are otherwise idle
 //! (priority inversion; the store's locks do not pass priority on). Compactions therefore
@@ -27,11 +32,11 @@
 //! to the idle class only while none of that holds ([`StepPool::run`]).
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::lock;
 
@@ -120,6 +125,50 @@ pub(super) fn in_background() -> bool {
 #[cfg(not(target_os = "linux"))]
 pub(super) fn in_background() -> bool {
     false
+}
+
+/// When a query last read a batch from a store of this process, in microseconds since
+/// [`clock`] began (0: never).
+static QUERY_READ_AT: AtomicU64 = AtomicU64::new(0);
+
+/// How long after a query's last batch work in the idle class waits before it goes on: longer
+/// than the gaps between a query's batches, short enough that the next piece of background work
+/// starts soon after the query's scan ends.
+const QUERY_QUIET: Duration = Duration::from_millis(2);
+
+/// Microseconds since the first call, never 0.
+fn clock() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_micros() as u64 + 1
+}
+
+/// Marks that a query just read a batch: work in the idle class pauses at its next
+/// [`yield_to_queries`] until queries have read nothing for [`QUERY_QUIET`].
+pub(crate) fn query_reading() {
+    QUERY_READ_AT.store(clock(), Ordering::Relaxed);
+}
+
+/// A checkpoint of work in the idle class, between two pieces of it (a batch read or written, a
+/// row group compared): waits while queries are reading. Does nothing on any other thread.
+///
+/// The idle class alone did not keep such work out of queries' way. With the ingestion
+/// benchmark's per-query view of where the process's cores went (`--timeline`), the compaction
+/// steps' threads ran 20-50 ms while a 50 ms query ran, and the query's threads waited on the run
+/// queue for as long: its slowest seconds were those. ScyllaDB's compaction likewise checks at
+/// short intervals whether a statement is waiting and yields to it. Nothing waits here that
+/// holds a lock: idle-class work takes none of the store's locks across a checkpoint.
+pub(super) fn yield_to_queries() {
+    if !in_background() {
+        return;
+    }
+    let quiet = QUERY_QUIET.as_micros() as u64;
+    loop {
+        let last = QUERY_READ_AT.load(Ordering::Relaxed);
+        if last == 0 || clock().saturating_sub(last) >= quiet {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// Threads at [`Niceness::Idle`] that run the heavy steps of the compactions (one thread per
@@ -355,6 +404,58 @@ mod tests {
         assert_eq!(level, (19, libc::SCHED_IDLE as u32));
         assert_eq!(helper, (level, background), "helpers inherit it");
         assert!(background, "the idle class is below the writers");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn idle_class_work_waits_while_queries_read_and_other_work_does_not() {
+        // Idle-class work that meets a query's read waits until queries have read nothing for
+        // the quiet time (other tests' scans may read too, which only makes it wait longer).
+        let (idle, waited) = std::thread::spawn(|| {
+            lower_thread_priority(Niceness::Idle);
+            let before_read = Instant::now();
+            query_reading();
+            yield_to_queries();
+            (in_background(), before_read.elapsed())
+        })
+        .join()
+        .unwrap();
+        // Work at the writers' level goes on while queries keep reading (for two seconds at
+        // most, so that a wrong wait fails rather than hangs).
+        let reading = std::sync::atomic::AtomicBool::new(true);
+        let writer_waited = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let until = Instant::now() + Duration::from_secs(2);
+                while reading.load(Ordering::SeqCst) && Instant::now() < until {
+                    query_reading();
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            });
+            let waited = scope
+                .spawn(|| {
+                    lower_thread_priority(Niceness::Ingestion);
+                    std::thread::sleep(Duration::from_millis(5));
+                    let started = Instant::now();
+                    yield_to_queries();
+                    started.elapsed()
+                })
+                .join()
+                .unwrap();
+            reading.store(false, Ordering::SeqCst);
+            waited
+        });
+        assert!(
+            writer_waited < Duration::from_secs(1),
+            "work at the writers' level waited {writer_waited:?} for queries"
+        );
+        if !idle {
+            eprintln!("skipped the idle-class half: this machine kept the thread out of the class");
+            return;
+        }
+        assert!(
+            waited >= QUERY_QUIET,
+            "idle-class work went on {waited:?} after a query's read"
+        );
     }
 
     #[cfg(target_os = "linux")]
