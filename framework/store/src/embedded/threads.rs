@@ -153,8 +153,8 @@ pub(crate) fn query_reading() {
 ///
 /// The idle class alone did not keep such work out of queries' way. With the ingestion
 /// benchmark's per-query view of where the process's cores went (`--timeline`), the compaction
-/// steps' threads ran 20-50 ms while a 50 ms query ran, and the query's threads waited on the run
-/// queue for as long: its slowest seconds were those. ScyllaDB's compaction likewise checks at
+/// steps' threads ran 20-68 ms during single 50-100 ms queries, and the query's threads waited
+/// on the run queue for 40-100 ms meanwhile: (a)'s slowest seconds were those. ScyllaDB's compaction likewise checks at
 /// short intervals whether a statement is waiting and yields to it. Nothing waits here that
 /// holds a lock: idle-class work takes none of the store's locks across a checkpoint.
 pub(super) fn yield_to_queries() {
