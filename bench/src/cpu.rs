@@ -85,13 +85,19 @@ fn idle_kind(name: &str) -> &'static str {
     }
 }
 
+/// Field `n` (numbered from 1, as in proc(5); 3 or later) of a `/proc/.../stat` line.
+fn stat_field(stat: &str, n: usize) -> Option<&str> {
+    // The name (second field) is in parentheses and may hold spaces: fields are counted after it.
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(n.checked_sub(3)?)
+}
+
 /// User plus system CPU seconds from a `/proc/.../stat` line.
 fn cpu_seconds(stat: &str) -> Option<f64> {
-    // The name (second field) is in parentheses and may hold spaces: fields are counted after it.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `utime` and `stime` are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // `utime` and `stime` are fields 14 and 15.
+    let ticks =
+        stat_field(stat, 14)?.parse::<f64>().ok()? + stat_field(stat, 15)?.parse::<f64>().ok()?;
     Some(ticks / ticks_per_second()?)
 }
 
@@ -127,11 +133,7 @@ impl SchedSample {
             // The scheduling policy is field 41 of `stat`; 5 is the idle class.
             let idle = std::fs::read_to_string(task.path().join("stat"))
                 .ok()
-                .and_then(|stat| {
-                    let rest = &stat[stat.rfind(')')? + 1..];
-                    rest.split_whitespace().nth(41 - 3).map(|p| p == "5")
-                })
-                .unwrap_or(false);
+                .is_some_and(|stat| stat_field(&stat, 41) == Some("5"));
             let kind = if idle {
                 idle_kind(name.trim())
             } else {
