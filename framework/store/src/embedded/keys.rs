@@ -29,7 +29,12 @@ use quarry_core::partition_key::{KeyColumn, tokens};
 use quarry_core::schema::TableDef;
 
 use crate::embedded::data_file::DataFileRef;
+use crate::embedded::threads::yield_to_queries;
 use crate::error::{Error, Result};
+
+/// Rows a key set built in the idle class inserts between two checkpoints
+/// ([`yield_to_queries`]).
+const CHECKPOINT_ROWS: usize = 65_536;
 
 /// The hidden column of data files that holds each row's key hash, after the token column.
 pub const KEY_COLUMN: &str = "_key";
@@ -316,6 +321,7 @@ impl KeySet {
             } else {
                 concat(&refs)?
             });
+            yield_to_queries();
         }
         let total: usize = parts.iter().map(|p| p.hashes.len()).sum();
         let bits = (total.max(1) * 16).next_power_of_two().max(64);
@@ -339,23 +345,34 @@ impl KeySet {
                     part.tokens.len()
                 )));
             }
-            if let (Some(min), Some(max)) = (part.tokens.iter().min(), part.tokens.iter().max()) {
-                set.min_token = set.min_token.min(*min);
-                set.max_token = set.max_token.max(*max);
-            }
-            set.by_token
-                .extend(part.tokens.iter().copied().zip(part.hashes.iter().copied()));
-            for &hash in part.hashes {
-                let row = set.tags.len() as u32;
-                set.tags.push(part.tag);
-                let bucket = hash as u64 & set.filter_mask;
-                set.filter[(bucket / 64) as usize] |= 1 << (bucket % 64);
-                let previous = set.head.insert(hash, row).unwrap_or(END);
-                set.next.push(previous);
+            // A piece at a time, with a checkpoint between pieces (a run's key set may hold
+            // millions of rows).
+            for (tokens, hashes) in part
+                .tokens
+                .chunks(CHECKPOINT_ROWS)
+                .zip(part.hashes.chunks(CHECKPOINT_ROWS))
+            {
+                yield_to_queries();
+                if let (Some(min), Some(max)) = (tokens.iter().min(), tokens.iter().max()) {
+                    set.min_token = set.min_token.min(*min);
+                    set.max_token = set.max_token.max(*max);
+                }
+                set.by_token
+                    .extend(tokens.iter().copied().zip(hashes.iter().copied()));
+                for &hash in hashes {
+                    let row = set.tags.len() as u32;
+                    set.tags.push(part.tag);
+                    let bucket = hash as u64 & set.filter_mask;
+                    set.filter[(bucket / 64) as usize] |= 1 << (bucket % 64);
+                    let previous = set.head.insert(hash, row).unwrap_or(END);
+                    set.next.push(previous);
+                }
             }
         }
+        yield_to_queries();
         set.sorted = set.head.keys().copied().collect();
         set.sorted.sort_unstable();
+        yield_to_queries();
         // Each part is sorted by token already (memtable chunks, runs): the stable sort finds
         // those runs and merges them, in O(n log k) for k parts.
         set.by_token.sort();
@@ -584,6 +601,7 @@ pub fn file_keys(table: &TableDef, file: &DataFileRef) -> Result<FileKeys> {
     for group in 0..file.groups.len() {
         for batch in crate::embedded::scan::read_group(file, group, &columns, None)? {
             batches.push(batch?);
+            yield_to_queries();
         }
     }
     let types: Vec<DataType> = key_types(table);

@@ -2880,6 +2880,7 @@ fn write_files(
                 .all(|(group, hashes)| group.rows == hashes.len() as u64);
         if rows_match {
             for (group, hashes) in group_hashes.into_iter().enumerate() {
+                threads::yield_to_queries();
                 data.key_hashes(group, || Ok(hashes))?;
             }
         } else {
@@ -2908,6 +2909,7 @@ fn compact_window(
     let stored = scan::read_shards(snapshot, window)?;
     let rows = sort_dedup(def, &stored)?;
     drop(stored);
+    threads::yield_to_queries();
     if rows.num_rows() == 0 {
         return Ok((Vec::new(), 0));
     }

@@ -694,11 +694,20 @@ impl SplitSource for Spawned {
     fn open_counted(&self, reads: Arc<ReadCounters>) -> Result<BatchStream> {
         let source = self.0.clone();
         let mut remaining = source.limit().unwrap_or(usize::MAX);
-        let limited = source.batches(reads)?.map_while(move |batch| {
+        // Marked as reading from the start and around each batch decoded, so that work in the
+        // idle class keeps paused while a batch is decoded, not only between batches.
+        super::threads::query_reading();
+        let mut batches = source.batches(reads)?;
+        let pulled = std::iter::from_fn(move || {
+            super::threads::query_reading();
+            let batch = batches.next();
+            super::threads::query_reading();
+            batch
+        });
+        let limited = pulled.map_while(move |batch| {
             if remaining == 0 {
                 return None;
             }
-            super::threads::query_reading();
             Some(batch.map(|b| {
                 let b = if b.num_rows() > remaining {
                     b.slice(0, remaining)

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array};
-use arrow::compute::{concat_batches, take_record_batch};
+use arrow::compute::{interleave, take};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use quarry_core::schema::TableDef;
@@ -23,7 +23,7 @@ const PARALLEL_SORT_ROWS: usize = 100_000;
 
 /// About how many rows a parallel sort sorts between two checkpoints
 /// ([`yield_to_queries`]).
-const SORT_SLICE_ROWS: usize = 65_536;
+const SORT_SLICE_ROWS: usize = 16_384;
 
 /// The hidden column that holds each row's token, after the table's own columns.
 pub const TOKEN_COLUMN: &str = "_token";
@@ -57,23 +57,35 @@ pub fn with_tokens(table: &TableDef, batch: &RecordBatch) -> Result<RecordBatch>
 /// hidden columns, such as key hashes, carried along) by token and primary key, keeping only the
 /// last row of each primary key. `batches` share one schema and are in write order: later rows
 /// win.
+///
+/// In the idle class (flushes and compactions) the work is cut into pieces with a checkpoint
+/// between them ([`yield_to_queries`]): the keys are encoded and sorted a slice at a time, and
+/// the output is gathered a column at a time, straight from the input batches (they are never
+/// concatenated first).
 pub fn sort_dedup(table: &TableDef, batches: &[RecordBatch]) -> Result<RecordBatch> {
     let schema = batches
         .first()
         .map_or_else(|| stored_schema(table), RecordBatch::schema);
-    let all = concat_batches(&schema, batches)?;
-    let n = all.num_rows();
+    let n: usize = batches.iter().map(RecordBatch::num_rows).sum();
     if n == 0 {
-        return Ok(all);
+        return Ok(RecordBatch::new_empty(schema));
+    }
+    if u32::try_from(n).is_err() {
+        return Err(Error::Internal(format!(
+            "{n} rows are too many to sort at once (at most {})",
+            u32::MAX
+        )));
     }
     let token_index = table.columns.len();
-    let token_values = all
-        .column(token_index)
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .ok_or_else(|| Error::Internal("the token column is not Int64".into()))?
-        .values()
-        .clone();
+    let mut token_values: Vec<i64> = Vec::with_capacity(n);
+    for batch in batches {
+        let tokens = batch
+            .column(token_index)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| Error::Internal("the token column is not Int64".into()))?;
+        token_values.extend_from_slice(tokens.values());
+    }
     let key_indices = table.primary_key_indices();
     let converter = RowConverter::new(
         key_indices
@@ -81,8 +93,38 @@ pub fn sort_dedup(table: &TableDef, batches: &[RecordBatch]) -> Result<RecordBat
             .map(|&i| SortField::new(schema.field(i).data_type().clone()))
             .collect(),
     )?;
-    let key_columns: Vec<ArrayRef> = key_indices.iter().map(|&i| all.column(i).clone()).collect();
-    let rows = converter.convert_columns(&key_columns)?;
+    // Sized from the first rows' encoding, so that many rows are not copied as they grow.
+    let mut rows = if n <= SORT_SLICE_ROWS {
+        converter.empty_rows(n, 0)
+    } else {
+        let batch = batches
+            .iter()
+            .find(|b| b.num_rows() > 0)
+            .unwrap_or(&batches[0]);
+        let sample_len = batch.num_rows().min(1_024);
+        let sample = converter.convert_columns(
+            &key_indices
+                .iter()
+                .map(|&i| batch.column(i).slice(0, sample_len))
+                .collect::<Vec<_>>(),
+        )?;
+        let sample_bytes: usize = sample.iter().map(|row| row.as_ref().len()).sum();
+        let per_row = sample_bytes.div_ceil(sample_len.max(1));
+        converter.empty_rows(n, n * per_row + n / 8 * per_row)
+    };
+    for batch in batches {
+        let mut at = 0;
+        while at < batch.num_rows() {
+            let len = SORT_SLICE_ROWS.min(batch.num_rows() - at);
+            let key_columns: Vec<ArrayRef> = key_indices
+                .iter()
+                .map(|&i| batch.column(i).slice(at, len))
+                .collect();
+            converter.append(&mut rows, &key_columns)?;
+            at += len;
+            yield_to_queries();
+        }
+    }
 
     // Ties on the whole key keep write order, so the last of an equal run is the newest row.
     // The sorts are Rust's stable sort although the order is total: it finds the sorted runs
@@ -94,7 +136,6 @@ pub fn sort_dedup(table: &TableDef, batches: &[RecordBatch]) -> Result<RecordBat
             .then_with(|| rows.row(*a as usize).cmp(&rows.row(*b as usize)))
             .then_with(|| a.cmp(b))
     };
-    yield_to_queries();
     let threads = crate::embedded::threads::cores();
     let order: Vec<u32> = if threads > 1 && n >= PARALLEL_SORT_ROWS {
         // Tokens are uniform over the ring: cut it into equal slices of about `SORT_SLICE_ROWS`
@@ -132,8 +173,12 @@ pub fn sort_dedup(table: &TableDef, batches: &[RecordBatch]) -> Result<RecordBat
         order.sort_by(compare);
         order
     };
+    yield_to_queries();
     let mut keep = Vec::with_capacity(n);
     for (pos, &row) in order.iter().enumerate() {
+        if pos % SORT_SLICE_ROWS == SORT_SLICE_ROWS - 1 {
+            yield_to_queries();
+        }
         let superseded = order.get(pos + 1).is_some_and(|&next| {
             token_values[next as usize] == token_values[row as usize]
                 && rows.row(next as usize) == rows.row(row as usize)
@@ -142,11 +187,60 @@ pub fn sort_dedup(table: &TableDef, batches: &[RecordBatch]) -> Result<RecordBat
             keep.push(row);
         }
     }
-    if keep.len() == n && keep.iter().enumerate().all(|(i, &r)| i as u32 == r) {
-        return Ok(all);
+    drop(order);
+    drop(rows);
+    yield_to_queries();
+    gather(&schema, batches, keep)
+}
+
+/// The rows of `batches` at `positions` (numbered across all of them, in order), one column at a
+/// time with a checkpoint between columns. A single batch whose rows all stay in place is
+/// handed back as it is.
+fn gather(schema: &SchemaRef, batches: &[RecordBatch], positions: Vec<u32>) -> Result<RecordBatch> {
+    if let [batch] = batches {
+        if positions.len() == batch.num_rows()
+            && positions.iter().enumerate().all(|(i, &p)| i as u32 == p)
+        {
+            return Ok(batch.clone());
+        }
+        let positions = UInt32Array::from(positions);
+        let mut columns = Vec::with_capacity(batch.num_columns());
+        for column in batch.columns() {
+            columns.push(take(column, &positions, None)?);
+            yield_to_queries();
+        }
+        return Ok(RecordBatch::try_new(schema.clone(), columns)?);
+    }
+    // Each position as (batch, row within it), as `interleave` takes them.
+    let starts: Vec<usize> = batches
+        .iter()
+        .scan(0, |at, b| {
+            let start = *at;
+            *at += b.num_rows();
+            Some(start)
+        })
+        .collect();
+    let mut located = Vec::with_capacity(positions.len());
+    let mut batch = 0;
+    for (i, p) in positions.into_iter().enumerate() {
+        if i % SORT_SLICE_ROWS == SORT_SLICE_ROWS - 1 {
+            yield_to_queries();
+        }
+        let p = p as usize;
+        // Positions mostly ascend within a stretch: look from the last batch before searching.
+        if !(starts[batch] <= p && p < starts[batch] + batches[batch].num_rows()) {
+            batch = starts.partition_point(|&s| s <= p) - 1;
+        }
+        located.push((batch, p - starts[batch]));
     }
     yield_to_queries();
-    Ok(take_record_batch(&all, &UInt32Array::from(keep))?)
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for i in 0..schema.fields().len() {
+        let sources: Vec<&dyn Array> = batches.iter().map(|b| b.column(i).as_ref()).collect();
+        columns.push(interleave(&sources, &located)?);
+        yield_to_queries();
+    }
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 #[cfg(test)]
@@ -237,6 +331,36 @@ mod tests {
         assert_eq!(big, merged);
         let tokens = big.column(3).as_primitive::<arrow::datatypes::Int64Type>();
         assert!(tokens.values().windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn rows_gathered_from_several_batches_match_the_rows_sorted_at_once() {
+        let t = table();
+        let n = 3 * SORT_SLICE_ROWS as i32 + 7;
+        let ids: Vec<i32> = (0..n).collect();
+        let cs: Vec<String> = (0..n).map(|i| format!("c{}", i % 5)).collect();
+        let vs: Vec<i32> = (0..n).map(|i| -i).collect();
+        let batch =
+            with_tokens(&t, &rows(ids, cs.iter().map(String::as_str).collect(), vs)).unwrap();
+        let at_once = sort_dedup(&t, std::slice::from_ref(&batch)).unwrap();
+        // An empty batch first, then uneven pieces of the unsorted rows.
+        let mut pieces = vec![batch.slice(0, 0)];
+        let mut start = 0;
+        for len in [1, 999, 40_000, 5] {
+            pieces.push(batch.slice(start, len));
+            start += len;
+        }
+        pieces.push(batch.slice(start, n as usize - start));
+        let gathered = sort_dedup(&t, &pieces).unwrap();
+        assert_eq!(
+            gathered.num_rows(),
+            n as usize,
+            "no key repeats, so no row goes"
+        );
+        assert_eq!(gathered, at_once);
+        // Sorted rows in sorted pieces come back as they are.
+        let sorted_pieces = vec![at_once.slice(0, 10), at_once.slice(10, n as usize - 10)];
+        assert_eq!(sort_dedup(&t, &sorted_pieces).unwrap(), at_once);
     }
 
     #[test]

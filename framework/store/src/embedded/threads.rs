@@ -157,10 +157,12 @@ pub(crate) fn query_reading() {
 /// on the run queue for 40-100 ms meanwhile: (a)'s slowest seconds were those. ScyllaDB's compaction likewise checks at
 /// short intervals whether a statement is waiting and yields to it. Nothing waits here that
 /// holds a lock: idle-class work takes none of the store's locks across a checkpoint.
+#[track_caller]
 pub(super) fn yield_to_queries() {
     if !in_background() {
         return;
     }
+    report_long_piece(std::panic::Location::caller());
     let quiet = QUERY_QUIET.as_micros() as u64;
     loop {
         let last = QUERY_READ_AT.load(Ordering::Relaxed);
@@ -169,6 +171,54 @@ pub(super) fn yield_to_queries() {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// Pieces of idle-class work that kept a core longer than this between two checkpoints are
+/// reported (at debug level): a query that starts during one waits up to that long.
+const LONG_PIECE: Duration = Duration::from_millis(5);
+
+thread_local! {
+    /// The calling thread's CPU time at its last checkpoint, and where that was.
+    static LAST_CHECKPOINT: std::cell::Cell<Option<(Duration, &'static std::panic::Location<'static>)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Reports the piece of work since the calling thread's last checkpoint if it kept a core for
+/// longer than [`LONG_PIECE`] (CPU time, so time spent waiting for a core does not count), to
+/// show which pieces still need a checkpoint inside them (`RUST_LOG=quarry_store=debug`).
+fn report_long_piece(at: &'static std::panic::Location<'static>) {
+    let Some(now) = thread_cpu_time() else {
+        return;
+    };
+    if let Some((then, from)) = LAST_CHECKPOINT.replace(Some((now, at))) {
+        let piece = now.saturating_sub(then);
+        if piece > LONG_PIECE {
+            tracing::debug!(
+                cpu_ms = piece.as_millis() as u64,
+                from = %from,
+                to = %at,
+                "idle-class work kept a core long between two checkpoints"
+            );
+        }
+    }
+}
+
+/// CPU time the calling thread has used.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code, reason = "a thread's CPU clock is read through libc")]
+fn thread_cpu_time() -> Option<Duration> {
+    let mut time = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `time` is a valid, writable timespec for the call's duration.
+    let failed = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut time) } != 0;
+    (!failed).then(|| Duration::new(time.tv_sec as u64, time.tv_nsec as u32))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn thread_cpu_time() -> Option<Duration> {
+    None
 }
 
 /// Threads at [`Niceness::Idle`] that run the heavy steps of the compactions (one thread per
