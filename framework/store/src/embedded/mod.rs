@@ -917,7 +917,12 @@ fn remove_orphans(data: &Path, live: &HashSet<PathBuf>) -> Result<()> {
             remove_orphans(&path, live)?;
         } else if !live.contains(&path) {
             tracing::info!(path = %path.display(), "removing a file no run lists");
-            fs::remove_file(&path).map_err(Error::io("removing", &path))?;
+            match fs::remove_file(&path) {
+                // Gone already: an earlier store on this directory, closed while a step it had
+                // given up on still held the file, deleted it as that step was discarded.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                other => other.map_err(Error::io("removing", &path))?,
+            }
         }
     }
     Ok(())
@@ -3664,7 +3669,9 @@ mod tests {
             .expect("closed without waiting for the idle class")
             .unwrap();
         held.release();
-        // The queued compaction finished before the store closed.
+        // The queued compaction finished before the store closed. The step it gave up on is
+        // discarded only now, on the pool's thread, and drops the obsolete files it held while
+        // the store reopens and removes the files no run lists: either may delete one first.
         let store = EmbeddedStore::open(dir.path(), options).unwrap();
         assert!(store.table_stats(&name).unwrap().overlap_depth <= 2);
         assert_live_values(&store, &name, 1000, |_| 3.0);
