@@ -16,6 +16,10 @@
 //! fsynced), as a client's would be. The CPU seconds each kind of thread spent while rows
 //! arrived (queries, flush, compaction, cover, log writes) show where the cores went, with far
 //! less noise than latencies.
+//!
+//! A p99 of sixty queries is the slowest one, and it moves from run to run more than most
+//! changes move it. `--runs N` repeats the whole measurement on a fresh table N times and ends
+//! with the percentiles of all the runs' queries together, and each run's p99 ratio beside them.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -84,11 +88,52 @@ pub struct IngestArgs {
     /// it ran (`kind:on/waiting`; idle-class threads apart, as `-idle`).
     #[arg(long)]
     timeline: bool,
+    /// Repeat the whole measurement this many times, each on a fresh table in the same process,
+    /// then print the percentiles over all runs' queries (a p99 over N times the samples). Each
+    /// run's store is removed once it is measured.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
+}
+
+/// What one run measured, per query, for the summary over several runs.
+struct Measured {
+    /// Latencies during ingestion.
+    during: Vec<Vec<Duration>>,
+    /// Latencies on the final rows compacted into one run.
+    compacted: Vec<Vec<Duration>>,
+    /// Each latency during ingestion against one run of the rows the table then held.
+    same_size: Vec<Vec<f64>>,
+    /// Rows ingested per second.
+    rows_per_sec: f64,
 }
 
 pub async fn run(args: IngestArgs) -> Result<()> {
     let work = WorkDir::new(args.dir.as_deref())?;
     let (config, base) = crate::fresh::base_readings(args.rows, args.devices)?;
+    if args.runs == 1 {
+        run_once(&args, &work.path().join("store"), &base, config.end_millis).await?;
+        return Ok(());
+    }
+    let mut runs = Vec::new();
+    for i in 1..=args.runs {
+        println!("\n== run {i} of {}", args.runs);
+        // Each run's peak memory is its own.
+        crate::memory::reset_peak_rss();
+        let dir = work.path().join(format!("store-{i}"));
+        runs.push(run_once(&args, &dir, &base, config.end_millis).await?);
+        std::fs::remove_dir_all(&dir)?;
+    }
+    print_pooled(&runs);
+    Ok(())
+}
+
+/// One measurement, on a fresh store in `dir` that starts with the rows of `base`.
+async fn run_once(
+    args: &IngestArgs,
+    dir: &std::path::Path,
+    base: &RecordBatch,
+    end_millis: i64,
+) -> Result<Measured> {
     let defaults = EmbeddedOptions::default();
     let options = EmbeddedOptions {
         memtable_flush_rows: args.memtable_rows.unwrap_or(defaults.memtable_flush_rows),
@@ -101,7 +146,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
             .unwrap_or(defaults.raise_compaction_depth),
         ..defaults
     };
-    let store = Arc::new(EmbeddedStore::open(work.path().join("store"), options)?);
+    let store = Arc::new(EmbeddedStore::open(dir, options)?);
     let session = Arc::new(QuarrySession::new(store.clone() as Arc<dyn Store>));
     session.execute_script(crate::fresh::DDL).await?;
     if let Some(n) = args.target_partitions {
@@ -133,7 +178,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     let cpu_before = crate::cpu::CpuSample::now();
     let stop = Arc::new(AtomicBool::new(false));
     let ingested = Arc::new(AtomicU64::new(0));
-    let readings = Arc::new(Readings::new(base, config.end_millis)?);
+    let readings = Arc::new(Readings::new(base.clone(), end_millis)?);
     let mut writers = Vec::new();
     for writer in 0..args.writers {
         let (store, name, stop, ingested, readings) = (
@@ -302,7 +347,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
         "idle/compacted",
         "settled/compacted"
     );
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mut all_same_size = Vec::new();
     for (q, (label, _)) in QUERIES.iter().enumerate() {
         let reference = percentile(&mut before[q], 50);
         let median = percentile(&mut during[q], 50);
@@ -336,6 +381,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
             ms(idle) / ms(compacted),
             ms(settled) / ms(compacted),
         );
+        all_same_size.push(same_size);
     }
     if let (Some(ingesting), Some(settled), Some(peak)) = (
         peak_ingesting,
@@ -348,7 +394,76 @@ pub async fn run(args: IngestArgs) -> Result<()> {
              compaction"
         );
     }
-    Ok(())
+    Ok(Measured {
+        during,
+        compacted,
+        same_size: all_same_size,
+        rows_per_sec: rows as f64 / secs,
+    })
+}
+
+/// The queries' latencies over all runs together: during ingestion and on the compacted rows,
+/// their ratio, and each run's p99 ratio (the issue's target is each 60 s run's).
+fn print_pooled(runs: &[Measured]) {
+    let rates: Vec<f64> = runs.iter().map(|r| r.rows_per_sec).collect();
+    let slowest = rates.iter().copied().fold(f64::INFINITY, f64::min);
+    let fastest = rates.iter().copied().fold(0.0, f64::max);
+    println!(
+        "\nover all {} runs ({slowest:.0}-{fastest:.0} rows/s ingested): latencies during \
+         ingestion and on the final rows compacted into one run, all runs' queries together; \
+         same size as above; then each run's p99/c. p99",
+        runs.len()
+    );
+    println!(
+        "{:<36} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>15} {:>15} {:>17}  per run p99/c. p99",
+        "query",
+        "samples",
+        "median",
+        "p95",
+        "p99",
+        "c. median",
+        "c. p99",
+        "p95/c. p95",
+        "p99/c. p99",
+        "median/same size"
+    );
+    for (q, (label, _)) in QUERIES.iter().enumerate() {
+        let mut during: Vec<Duration> = runs.iter().flat_map(|r| r.during[q].clone()).collect();
+        let mut compacted: Vec<Duration> =
+            runs.iter().flat_map(|r| r.compacted[q].clone()).collect();
+        let mut same_size: Vec<f64> = runs.iter().flat_map(|r| r.same_size[q].clone()).collect();
+        let per_run: Vec<String> = runs
+            .iter()
+            .map(|r| {
+                let (mut during, mut compacted) = (r.during[q].clone(), r.compacted[q].clone());
+                let ratio = ms(percentile(&mut during, 99)) / ms(percentile(&mut compacted, 99));
+                format!("{ratio:.2}")
+            })
+            .collect();
+        let (p95, p99) = (percentile(&mut during, 95), percentile(&mut during, 99));
+        let (c_p95, c_p99) = (
+            percentile(&mut compacted, 95),
+            percentile(&mut compacted, 99),
+        );
+        println!(
+            "{label:<36} {:>8} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>15.2} {:>15.2} \
+             {:>17.2}  {}",
+            during.len(),
+            ms(percentile(&mut during, 50)),
+            ms(p95),
+            ms(p99),
+            ms(percentile(&mut compacted, 50)),
+            ms(c_p99),
+            ms(p95) / ms(c_p95),
+            ms(p99) / ms(c_p99),
+            median_of(&mut same_size),
+            per_run.join(" "),
+        );
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 /// CPU seconds by kind of thread during ingestion, with their share of the machine's cores and

@@ -48,6 +48,17 @@ pub(crate) fn peak_rss_mib(pid: u32) -> Option<f64> {
     status_mib(pid, "VmHWM:")
 }
 
+/// Starts this process's peak resident memory over from what it holds now (writing 5 to
+/// `/proc/self/clear_refs`, Linux 4.0 on), so that a later [`peak_rss_mib`] is the peak since.
+/// Says so when the kernel refuses: the peaks then carry over.
+pub(crate) fn reset_peak_rss() {
+    if let Err(e) = std::fs::write("/proc/self/clear_refs", "5") {
+        println!(
+            "note: could not reset the peak resident memory ({e}); peaks below include earlier runs'"
+        );
+    }
+}
+
 /// The resident memory of process `pid` now, in MiB (`VmRSS`).
 pub(crate) fn rss_mib(pid: u32) -> Option<f64> {
     status_mib(pid, "VmRSS:")
