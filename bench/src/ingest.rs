@@ -117,8 +117,12 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     let mut runs = Vec::new();
     for i in 1..=args.runs {
         println!("\n== run {i} of {}", args.runs);
-        // Each run's peak memory is its own.
+        // Each run's peak memory is its own, from what the process holds as it starts (memory
+        // the allocator kept from earlier runs counts in it).
         crate::memory::reset_peak_rss();
+        if let Some(mib) = crate::memory::rss_mib(std::process::id()) {
+            println!("resident memory as the run starts: {mib:.0} MiB");
+        }
         let dir = work.path().join(format!("store-{i}"));
         runs.push(run_once(&args, &dir, &base, config.end_millis).await?);
         std::fs::remove_dir_all(&dir)?;
